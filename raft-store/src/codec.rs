@@ -1,0 +1,101 @@
+//! The one place that turns values into bytes and back.
+//!
+//! Every stored value and every log payload is `[FORMAT_VERSION, bincode2(serde(value))...]`.
+//! bincode is unmaintained; keeping it behind these two functions, with a version
+//! byte in front of every record, means a future format can be introduced by bumping
+//! the byte and decoding both until old data is gone.
+
+use serde::{Serialize, de::DeserializeOwned};
+
+/// Version byte written in front of every encoded record.
+pub const FORMAT_VERSION: u8 = 1;
+
+/// Fixed-int, little-endian bincode configuration. Fixed-width integers make the
+/// encoding of a value independent of its magnitude, so byte-identical state is
+/// easy to reason about.
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard()
+        .with_little_endian()
+        .with_fixed_int_encoding()
+        // Bound allocations while decoding untrusted or corrupt bytes.
+        .with_limit::<{ crate::limits::MAX_RECORD_BYTES }>()
+}
+
+/// Why bytes could not be decoded.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum CodecError {
+    #[error("empty record")]
+    Empty,
+    #[error("unknown format version {found} (this build reads version {FORMAT_VERSION})")]
+    UnknownVersion { found: u8 },
+    #[error("malformed record: {0}")]
+    Malformed(String),
+    #[error("cannot encode value: {0}")]
+    Encode(String),
+}
+
+/// Encode `value` with the version byte in front.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
+    let mut out = Vec::with_capacity(64);
+    out.push(FORMAT_VERSION);
+    bincode::serde::encode_into_std_write(value, &mut out, config())
+        .map_err(|e| CodecError::Encode(e.to_string()))?;
+    Ok(out)
+}
+
+/// Decode a record written by [`encode`]. Trailing bytes are an error: a record
+/// is exactly one value.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
+    if version != FORMAT_VERSION {
+        return Err(CodecError::UnknownVersion { found: version });
+    }
+    let (value, read) = bincode::serde::decode_from_slice(body, config())
+        .map_err(|e| CodecError::Malformed(e.to_string()))?;
+    if read != body.len() {
+        return Err(CodecError::Malformed(format!(
+            "{} trailing bytes after value",
+            body.len() - read
+        )));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_version_byte() {
+        let v = (7u64, String::from("x"), vec![1u8, 2, 3]);
+        let bytes = encode(&v).unwrap();
+        assert_eq!(bytes[0], FORMAT_VERSION);
+        let back: (u64, String, Vec<u8>) = decode(&bytes).unwrap();
+        assert_eq!(back, v);
+    }
+
+    #[test]
+    fn rejects_unknown_version_empty_and_trailing() {
+        let mut bytes = encode(&5u32).unwrap();
+        assert_eq!(decode::<u32>(&[]), Err(CodecError::Empty));
+        bytes[0] = 99;
+        assert_eq!(
+            decode::<u32>(&bytes),
+            Err(CodecError::UnknownVersion { found: 99 })
+        );
+        let mut bytes = encode(&5u32).unwrap();
+        bytes.push(0);
+        assert!(matches!(
+            decode::<u32>(&bytes),
+            Err(CodecError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn huge_length_prefix_does_not_allocate() {
+        // A corrupt length prefix must fail cleanly rather than try to allocate it.
+        let mut bytes = vec![FORMAT_VERSION];
+        bytes.extend_from_slice(&u64::MAX.to_le_bytes());
+        assert!(decode::<Vec<u8>>(&bytes).is_err());
+    }
+}

@@ -1,0 +1,550 @@
+//! Replicated commands, their replies, and the validation every command passes
+//! before apply() lets it touch state.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::limits::*;
+use crate::types::{JobId, SessionId, TaskKey, Token};
+
+/// The payload of every normal log entry: a command stamped by the leader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    /// Leader's wall clock when it proposed the entry. The only time apply() reads.
+    pub proposed_at_ms: u64,
+    pub cmd: Command,
+}
+
+impl fmt::Display for Proposal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.cmd.kind(), self.proposed_at_ms)
+    }
+}
+
+/// Retry backoff: `min(max_ms, base_ms * 2^(attempt-1))`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backoff {
+    pub base_ms: u64,
+    pub max_ms: u64,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            base_ms: BACKOFF_BASE_MS_DEFAULT,
+            max_ms: BACKOFF_MAX_MS_DEFAULT,
+        }
+    }
+}
+
+impl Backoff {
+    /// Delay before attempt `attempts + 1`, after `attempts` attempts have failed.
+    pub fn delay_ms(&self, attempts: u32) -> u64 {
+        let exp = attempts.saturating_sub(1).min(40);
+        self.base_ms.saturating_mul(1u64 << exp).min(self.max_ms)
+    }
+}
+
+/// Everything a submitter says about a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// Tenant or team; fairness is computed across namespaces and jobs.
+    pub namespace: String,
+    /// Free-form human name.
+    pub name: String,
+    /// One payload per shard; the number of shards is `payloads.len()`.
+    pub payloads: Vec<serde_bytes::ByteBuf>,
+    /// Higher runs first.
+    pub priority: i32,
+    /// Attempts per shard before it is declared dead (>= 1).
+    pub max_attempts: u32,
+    pub backoff: Backoff,
+    /// Per-attempt deadline, measured from the assigning entry's time.
+    pub attempt_timeout_ms: u64,
+    /// Descriptive labels, returned on reads.
+    pub labels: BTreeMap<String, String>,
+    /// Worker labels required to run this job's shards (all must match).
+    pub constraints: BTreeMap<String, String>,
+    /// No shard starts before this time (ms since the Unix epoch).
+    pub not_before_ms: Option<u64>,
+    /// Resubmitting with the same key within the dedup window returns the same job.
+    pub idempotency_key: Option<String>,
+}
+
+impl JobSpec {
+    /// A spec with defaults and `shards` empty payloads.
+    pub fn with_shards(namespace: &str, shards: usize) -> Self {
+        Self {
+            namespace: namespace.to_string(),
+            name: String::new(),
+            payloads: vec![serde_bytes::ByteBuf::new(); shards],
+            priority: 0,
+            max_attempts: MAX_ATTEMPTS_DEFAULT,
+            backoff: Backoff::default(),
+            attempt_timeout_ms: ATTEMPT_TIMEOUT_MS_DEFAULT,
+            labels: BTreeMap::new(),
+            constraints: BTreeMap::new(),
+            not_before_ms: None,
+            idempotency_key: None,
+        }
+    }
+}
+
+/// One assignment proposed by the scheduler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assign {
+    pub task: TaskKey,
+    pub session: SessionId,
+}
+
+/// A command to the replicated task table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Open a new session for a worker. A live session with the same name is
+    /// expired first: a re-registering worker has restarted and lost its work.
+    RegisterWorker {
+        name: String,
+        labels: BTreeMap<String, String>,
+        capacity: u32,
+    },
+    /// Graceful goodbye: the session ends and its tasks are released at once.
+    DeregisterWorker {
+        session: SessionId,
+        epoch: u64,
+    },
+    /// The leader saw no heartbeat for the TTL: end the session, release its tasks.
+    ExpireWorker {
+        session: SessionId,
+        epoch: u64,
+    },
+    SubmitJob(JobSpec),
+    /// Grant attempts. Each grant's token is this entry's log index.
+    AssignTasks {
+        assignments: Vec<Assign>,
+    },
+    CompleteTask {
+        task: TaskKey,
+        token: Token,
+        result: serde_bytes::ByteBuf,
+    },
+    FailTask {
+        task: TaskKey,
+        token: Token,
+        error: String,
+        retryable: bool,
+    },
+    /// Progress in basis points (0..=10000) plus a short message.
+    ReportProgress {
+        task: TaskKey,
+        token: Token,
+        progress_bp: u32,
+        message: String,
+    },
+    /// Attempts whose deadline has passed, by (task, token).
+    TimeoutAttempts {
+        attempts: Vec<(TaskKey, Token)>,
+    },
+    CancelJob {
+        job: JobId,
+        reason: String,
+    },
+    /// Independent commands grouped into one entry to amortize the fsync.
+    /// Each succeeds or fails on its own; there is no cross-command atomicity.
+    Batch(Vec<Command>),
+}
+
+impl Command {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::RegisterWorker { .. } => "register_worker",
+            Command::DeregisterWorker { .. } => "deregister_worker",
+            Command::ExpireWorker { .. } => "expire_worker",
+            Command::SubmitJob(_) => "submit_job",
+            Command::AssignTasks { .. } => "assign_tasks",
+            Command::CompleteTask { .. } => "complete_task",
+            Command::FailTask { .. } => "fail_task",
+            Command::ReportProgress { .. } => "report_progress",
+            Command::TimeoutAttempts { .. } => "timeout_attempts",
+            Command::CancelJob { .. } => "cancel_job",
+            Command::Batch(_) => "batch",
+        }
+    }
+
+    /// Stateless checks: sizes, ranges and shapes. apply() calls this first, so
+    /// a malformed command is rejected before it can touch state; the
+    /// coordinator calls it at the API edge to answer early.
+    pub fn validate(&self) -> Result<(), CommandError> {
+        match self {
+            Command::RegisterWorker {
+                name,
+                labels,
+                capacity,
+            } => {
+                check_name("name", name, false)?;
+                check_labels("labels", labels)?;
+                if *capacity == 0 || *capacity > MAX_WORKER_CAPACITY {
+                    return Err(invalid(
+                        "capacity",
+                        format!("must be 1..={MAX_WORKER_CAPACITY}"),
+                    ));
+                }
+                Ok(())
+            }
+            Command::DeregisterWorker { .. } | Command::ExpireWorker { .. } => Ok(()),
+            Command::SubmitJob(spec) => validate_spec(spec),
+            Command::AssignTasks { assignments } => {
+                check_count("assignments", assignments.len(), 1, MAX_ITEMS_PER_COMMAND)
+            }
+            Command::CompleteTask { result, .. } => {
+                check_bytes("result", result.len(), MAX_RESULT_BYTES)
+            }
+            Command::FailTask { error, .. } => check_bytes("error", error.len(), MAX_ERROR_BYTES),
+            Command::ReportProgress {
+                progress_bp,
+                message,
+                ..
+            } => {
+                if *progress_bp > 10_000 {
+                    return Err(invalid("progress_bp", "must be 0..=10000".into()));
+                }
+                check_bytes("message", message.len(), MAX_PROGRESS_MESSAGE_BYTES)
+            }
+            Command::TimeoutAttempts { attempts } => {
+                check_count("attempts", attempts.len(), 1, MAX_ITEMS_PER_COMMAND)
+            }
+            Command::CancelJob { reason, .. } => {
+                check_bytes("reason", reason.len(), MAX_ERROR_BYTES)
+            }
+            Command::Batch(cmds) => {
+                check_count("batch", cmds.len(), 1, MAX_BATCH_COMMANDS)?;
+                if cmds.iter().any(|c| matches!(c, Command::Batch(_))) {
+                    return Err(invalid("batch", "batches do not nest".into()));
+                }
+                // Inner commands are validated one by one at apply, so one bad
+                // command fails alone instead of failing its neighbours.
+                Ok(())
+            }
+        }
+    }
+}
+
+fn validate_spec(spec: &JobSpec) -> Result<(), CommandError> {
+    check_name("namespace", &spec.namespace, false)?;
+    check_name("name", &spec.name, true)?;
+    check_count("payloads", spec.payloads.len(), 1, MAX_SHARDS_PER_JOB)?;
+    let mut total = 0usize;
+    for (i, p) in spec.payloads.iter().enumerate() {
+        if p.len() > MAX_PAYLOAD_BYTES {
+            return Err(invalid(
+                &format!("payloads[{i}]"),
+                format!(
+                    "{} bytes exceeds the {MAX_PAYLOAD_BYTES}-byte shard limit",
+                    p.len()
+                ),
+            ));
+        }
+        total += p.len();
+    }
+    check_bytes("payloads", total, MAX_JOB_PAYLOAD_BYTES)?;
+    if spec.max_attempts == 0 || spec.max_attempts > MAX_ATTEMPTS_LIMIT {
+        return Err(invalid(
+            "max_attempts",
+            format!("must be 1..={MAX_ATTEMPTS_LIMIT}"),
+        ));
+    }
+    if spec.attempt_timeout_ms == 0 || spec.attempt_timeout_ms > MAX_DURATION_MS {
+        return Err(invalid(
+            "attempt_timeout_ms",
+            format!("must be 1..={MAX_DURATION_MS}"),
+        ));
+    }
+    if spec.backoff.base_ms > MAX_DURATION_MS || spec.backoff.max_ms > MAX_DURATION_MS {
+        return Err(invalid(
+            "backoff",
+            format!("must be at most {MAX_DURATION_MS} ms"),
+        ));
+    }
+    if spec.backoff.base_ms > spec.backoff.max_ms {
+        return Err(invalid("backoff", "base_ms must not exceed max_ms".into()));
+    }
+    check_labels("labels", &spec.labels)?;
+    check_labels("constraints", &spec.constraints)?;
+    if let Some(key) = &spec.idempotency_key {
+        if key.is_empty() {
+            return Err(invalid(
+                "idempotency_key",
+                "must not be empty when given".into(),
+            ));
+        }
+        check_bytes("idempotency_key", key.len(), MAX_IDEMPOTENCY_KEY_BYTES)?;
+    }
+    Ok(())
+}
+
+fn invalid(field: &str, reason: String) -> CommandError {
+    CommandError::Invalid {
+        field: field.to_string(),
+        reason,
+    }
+}
+
+fn check_count(field: &str, n: usize, min: usize, max: usize) -> Result<(), CommandError> {
+    if n < min || n > max {
+        return Err(invalid(
+            field,
+            format!("has {n} items; must be {min}..={max}"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_bytes(field: &str, n: usize, max: usize) -> Result<(), CommandError> {
+    if n > max {
+        return Err(invalid(
+            field,
+            format!("{n} bytes exceeds the {max}-byte limit"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_name(field: &str, s: &str, allow_empty: bool) -> Result<(), CommandError> {
+    if !allow_empty && s.is_empty() {
+        return Err(invalid(field, "must not be empty".into()));
+    }
+    check_bytes(field, s.len(), MAX_NAME_BYTES)?;
+    if s.chars().any(|c| c.is_control()) {
+        return Err(invalid(field, "must not contain control characters".into()));
+    }
+    Ok(())
+}
+
+fn check_labels(field: &str, labels: &BTreeMap<String, String>) -> Result<(), CommandError> {
+    check_count(field, labels.len(), 0, MAX_LABELS)?;
+    for (k, v) in labels {
+        check_name(&format!("{field}.key"), k, false)?;
+        check_name(&format!("{field}[{k}]"), v, true)?;
+    }
+    Ok(())
+}
+
+/// A granted attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub task: TaskKey,
+    pub session: SessionId,
+    pub token: Token,
+    /// 1-based attempt number.
+    pub attempt: u32,
+    pub deadline_ms: u64,
+}
+
+/// An attempt taken away from a worker (its job was cancelled); the coordinator
+/// pushes a cancellation down that worker's stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revoked {
+    pub task: TaskKey,
+    pub session: SessionId,
+    pub token: Token,
+}
+
+/// Where released tasks went.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Released {
+    /// Back to Pending, to run again.
+    pub requeued: Vec<TaskKey>,
+    /// Out of attempts: now Dead.
+    pub dead: Vec<TaskKey>,
+}
+
+/// What a successful command did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Blank and membership entries.
+    Noop,
+    Registered {
+        session: SessionId,
+        epoch: u64,
+        replaced: Option<(SessionId, Released)>,
+    },
+    SessionEnded {
+        session: SessionId,
+        released: Released,
+    },
+    Submitted {
+        job: JobId,
+        shards: u32,
+        duplicate: bool,
+    },
+    /// One result per requested assignment, in order.
+    Assigned(Vec<Result<Grant, CommandError>>),
+    /// `duplicate`: the same token had already completed the task (a retried report).
+    Completed {
+        task: TaskKey,
+        job_finished: bool,
+        duplicate: bool,
+    },
+    /// `retry_at_ms` is set when the task went back to Pending.
+    Failed {
+        task: TaskKey,
+        retry_at_ms: Option<u64>,
+        job_finished: bool,
+        duplicate: bool,
+    },
+    Progressed {
+        task: TaskKey,
+    },
+    /// One result per requested timeout, in order.
+    TimedOut(Vec<Result<Released, CommandError>>),
+    Cancelled {
+        job: JobId,
+        revoked: Vec<Revoked>,
+        tasks_cancelled: u32,
+    },
+}
+
+/// The reply to one log entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Done(Outcome),
+    Rejected(CommandError),
+    /// One reply per command of a Batch, in order.
+    Batch(Vec<Response>),
+}
+
+impl Response {
+    pub fn from_result(r: Result<Outcome, CommandError>) -> Self {
+        match r {
+            Ok(o) => Response::Done(o),
+            Err(e) => Response::Rejected(e),
+        }
+    }
+
+    pub fn into_result(self) -> Result<Outcome, CommandError> {
+        match self {
+            Response::Done(o) => Ok(o),
+            Response::Rejected(e) => Err(e),
+            Response::Batch(_) => Err(CommandError::Invalid {
+                field: "response".into(),
+                reason: "batch reply where a single reply was expected".into(),
+            }),
+        }
+    }
+}
+
+/// Why apply() refused a command. The state is unchanged whenever this is returned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum CommandError {
+    #[error("invalid {field}: {reason}")]
+    Invalid { field: String, reason: String },
+    #[error("job {0} not found")]
+    JobNotFound(JobId),
+    #[error("task {0} not found")]
+    TaskNotFound(TaskKey),
+    #[error("session {0} not found")]
+    SessionNotFound(SessionId),
+    #[error("session {session} has ended")]
+    SessionEnded { session: SessionId },
+    #[error("session {session} is at epoch {current}, not {presented}")]
+    StaleEpoch {
+        session: SessionId,
+        presented: u64,
+        current: u64,
+    },
+    /// The attempt this token belongs to is no longer current. Nothing changed.
+    #[error("fenced: task {task} token {presented} is not the current attempt (latest {latest})")]
+    Fenced {
+        task: TaskKey,
+        presented: Token,
+        latest: Token,
+    },
+    #[error("task {task} is {state}, not pending")]
+    NotPending { task: TaskKey, state: String },
+    #[error("task {task} is not ready before {ready_at_ms}")]
+    NotReady { task: TaskKey, ready_at_ms: u64 },
+    #[error("session {session} is at its capacity of {capacity}")]
+    AtCapacity { session: SessionId, capacity: u32 },
+    #[error("session {session} does not satisfy the constraints of job {job}")]
+    ConstraintMismatch { session: SessionId, job: JobId },
+    #[error("task {task} was already granted in this entry")]
+    AlreadyGrantedInEntry { task: TaskKey },
+    #[error("attempt {token} of task {task} has not reached its deadline {deadline_ms}")]
+    NotExpired {
+        task: TaskKey,
+        token: Token,
+        deadline_ms: u64,
+    },
+    #[error("job {job} has already finished")]
+    JobFinished { job: JobId },
+    #[error("idempotency key {key:?} was used for job {job} with a different spec")]
+    IdempotencyConflict { key: String, job: JobId },
+    #[error("limit reached: {what} (at most {limit})")]
+    LimitReached { what: String, limit: u64 },
+}
+
+impl CommandError {
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, CommandError::Fenced { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let b = Backoff {
+            base_ms: 100,
+            max_ms: 1000,
+        };
+        assert_eq!(b.delay_ms(1), 100);
+        assert_eq!(b.delay_ms(2), 200);
+        assert_eq!(b.delay_ms(4), 800);
+        assert_eq!(b.delay_ms(5), 1000);
+        assert_eq!(b.delay_ms(u32::MAX), 1000);
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let mut spec = JobSpec::with_shards("ns", 0);
+        let err = Command::SubmitJob(spec.clone()).validate().unwrap_err();
+        assert!(
+            matches!(err, CommandError::Invalid { ref field, .. } if field == "payloads"),
+            "{err}"
+        );
+        spec.payloads = vec![serde_bytes::ByteBuf::from(vec![0u8; MAX_PAYLOAD_BYTES + 1])];
+        let err = Command::SubmitJob(spec.clone()).validate().unwrap_err();
+        assert!(matches!(err, CommandError::Invalid { ref field, .. } if field == "payloads[0]"));
+        let mut spec = JobSpec::with_shards("", 1);
+        assert!(matches!(Command::SubmitJob(spec.clone()).validate(),
+            Err(CommandError::Invalid { ref field, .. }) if field == "namespace"));
+        spec.namespace = "ns".into();
+        spec.max_attempts = 0;
+        assert!(matches!(Command::SubmitJob(spec.clone()).validate(),
+            Err(CommandError::Invalid { ref field, .. }) if field == "max_attempts"));
+        spec.max_attempts = 1;
+        spec.backoff = Backoff {
+            base_ms: 10,
+            max_ms: 5,
+        };
+        assert!(matches!(Command::SubmitJob(spec).validate(),
+            Err(CommandError::Invalid { ref field, .. }) if field == "backoff"));
+        let reg = Command::RegisterWorker {
+            name: "w".into(),
+            labels: BTreeMap::new(),
+            capacity: 0,
+        };
+        assert!(
+            matches!(reg.validate(), Err(CommandError::Invalid { ref field, .. }) if field == "capacity")
+        );
+        assert!(
+            Command::Batch(vec![Command::Batch(vec![])])
+                .validate()
+                .is_err()
+        );
+        assert!(Command::Batch(vec![]).validate().is_err());
+    }
+}

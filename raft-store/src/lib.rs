@@ -1,0 +1,38 @@
+//! Baton's replicated task table: the openraft type configuration, the
+//! commands and their deterministic `apply()`, and the RocksDB-backed log
+//! store and state machine with streamed snapshots.
+//!
+//! Data flow inside this crate: openraft appends [`Proposal`]s through
+//! [`LogStore`] (durable before the flush callback fires), then hands
+//! committed entries to [`StateMachine::apply`], which runs [`Core`] and writes
+//! the result in one RocksDB batch.
+//!
+//! What this crate never does:
+//! - network IO: it is driven by openraft and the coordinator;
+//! - read a clock inside apply(): time comes from `Proposal::proposed_at_ms`;
+//! - change the task table anywhere but [`Core::apply_entry`];
+//! - decode a corrupt record by guessing: open fails naming the key instead.
+
+pub mod codec;
+pub mod command;
+pub mod error;
+pub mod keys;
+pub mod limits;
+pub mod log_store;
+pub mod rocks;
+pub mod snapshot;
+pub mod state;
+pub mod state_machine;
+pub mod task;
+pub mod types;
+
+pub use command::{
+    Assign, Backoff, Command, CommandError, Grant, JobSpec, Outcome, Proposal, Released, Response,
+    Revoked,
+};
+pub use error::StoreError;
+pub use log_store::{LogReader, LogStore};
+pub use state::{Core, Indexes, Kv, MemKv, Meta, PendingTask, state_hash};
+pub use state_machine::{SnapshotBuilder, StateMachine, open_store};
+pub use task::{Counts, EndReason, JobRecord, JobStatus, SessionRecord, TaskRecord, TaskState};
+pub use types::*;

@@ -1,0 +1,87 @@
+//! Named limits. Every size the state machine accepts is bounded here, because
+//! apply() must stay cheap and deterministic whatever a client sends, and one
+//! entry must fit comfortably inside a Raft append and a RocksDB write batch.
+//!
+//! These are compile-time constants on purpose: apply() on every replica must
+//! reach the same verdict for the same entry, so a per-node setting here would
+//! break determinism. The coordinator may enforce *tighter* limits at its edge.
+
+/// Largest encoded record the codec will decode (64 MiB). Guards decoding of
+/// corrupt bytes against absurd allocations; larger than any legal entry.
+pub const MAX_RECORD_BYTES: usize = 64 * 1024 * 1024;
+
+/// Most shards in one job. 100k keeps a single SubmitJob entry (and its apply)
+/// to a bounded amount of work; bigger jobs are split by the client.
+pub const MAX_SHARDS_PER_JOB: usize = 100_000;
+
+/// Largest payload of one shard (1 MiB). Payloads travel in log entries and
+/// down worker streams; big inputs belong in object storage, referenced here.
+pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+
+/// Largest sum of shard payloads in one job (32 MiB), so a SubmitJob entry
+/// stays well under the Raft append size limit.
+pub const MAX_JOB_PAYLOAD_BYTES: usize = 32 * 1024 * 1024;
+
+/// Largest result of one shard (1 MiB); results are kept in the task table.
+pub const MAX_RESULT_BYTES: usize = 1024 * 1024;
+
+/// Longest error message kept for a failed attempt (4 KiB). Longer messages
+/// are rejected by validation; the SDK truncates before sending.
+pub const MAX_ERROR_BYTES: usize = 4096;
+
+/// Longest progress message (1 KiB).
+pub const MAX_PROGRESS_MESSAGE_BYTES: usize = 1024;
+
+/// Most labels or constraints on a job or worker.
+pub const MAX_LABELS: usize = 32;
+
+/// Longest label key or value, namespace, job name or worker name (bytes).
+pub const MAX_NAME_BYTES: usize = 128;
+
+/// Longest idempotency key (bytes).
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 256;
+
+/// Most commands in one Batch entry. The coordinator's batcher groups at most
+/// this many requests, so one entry's apply cost is bounded.
+pub const MAX_BATCH_COMMANDS: usize = 4096;
+
+/// Most assignments or timeouts in one AssignTasks/TimeoutAttempts command.
+pub const MAX_ITEMS_PER_COMMAND: usize = 10_000;
+
+/// Highest max_attempts a job may ask for.
+pub const MAX_ATTEMPTS_LIMIT: u32 = 1000;
+
+/// Highest worker capacity (concurrent tasks per session).
+pub const MAX_WORKER_CAPACITY: u32 = 10_000;
+
+/// Longest per-attempt timeout or backoff (7 days, in ms).
+pub const MAX_DURATION_MS: u64 = 7 * 24 * 3600 * 1000;
+
+/// Default per-attempt timeout when a job gives none (30 minutes).
+pub const ATTEMPT_TIMEOUT_MS_DEFAULT: u64 = 30 * 60 * 1000;
+
+/// Default first retry backoff (1 s) and cap (60 s).
+pub const BACKOFF_BASE_MS_DEFAULT: u64 = 1000;
+pub const BACKOFF_MAX_MS_DEFAULT: u64 = 60_000;
+
+/// Default max attempts when a job gives none.
+pub const MAX_ATTEMPTS_DEFAULT: u32 = 3;
+
+/// How long an idempotency key dedups a resubmission (24 h, in ms). Client
+/// retries happen within seconds to minutes; a day is generous.
+pub const IDEMPOTENCY_WINDOW_MS: u64 = 24 * 3600 * 1000;
+
+/// Most expired idempotency keys pruned per applied entry. Pruning is spread
+/// over entries so no single apply does unbounded work.
+pub const IDEMPOTENCY_PRUNE_PER_ENTRY: usize = 64;
+
+/// Largest not-before offset into the future accepted at submit (30 days).
+pub const MAX_NOT_BEFORE_AHEAD_MS: u64 = 30 * 24 * 3600 * 1000;
+
+/// Most live worker sessions. Each costs a little memory on every node.
+pub const MAX_LIVE_SESSIONS: usize = 100_000;
+
+/// Most pending + assigned tasks across all jobs (10 M). The scheduler's
+/// indexes hold every live task in memory; this caps that memory
+/// (about 50 bytes each) and turns overload into RESOURCE_EXHAUSTED.
+pub const MAX_LIVE_TASKS: u64 = 10_000_000;

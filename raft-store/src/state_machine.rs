@@ -1,0 +1,410 @@
+//! The state machine on RocksDB: openraft's `RaftStateMachine` around [`Core`].
+//!
+//! apply() runs the core over a batch of entries and writes every change, plus
+//! `last_applied` and the membership, in one RocksDB WriteBatch. It does not
+//! fsync: it shares the log's WAL, and the log store's next fsync (or the one
+//! taken before every snapshot) makes it durable. A state machine that loses
+//! unsynced applies on power loss re-applies them from the log, which still
+//! holds everything after the last snapshot.
+//!
+//! Snapshots are streamed from a RocksDB snapshot into a file and installed
+//! into a fresh key generation that is switched on with one atomic write.
+
+use std::io::{Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use openraft::storage::RaftStateMachine;
+use openraft::{ErrorSubject, ErrorVerb, RaftSnapshotBuilder};
+use rocksdb::{DB, ReadOptions, WriteBatch, WriteOptions};
+
+use crate::command::Response;
+use crate::error::{StoreError, raft_err};
+use crate::keys::{self, Table};
+use crate::log_store::LogStore;
+use crate::rocks::{self, CF_SM, GenKv, cf};
+use crate::snapshot;
+use crate::state::{Core, Meta, load, state_hash};
+use crate::types::*;
+
+const CURRENT_SNAPSHOT: &str = "current.snap";
+/// Bytes buffered per WriteBatch while installing a snapshot. Bounds install
+/// memory regardless of table size.
+pub const INSTALL_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// Open (or create) a node's store under `dir`: the log store and the state machine.
+pub fn open_store(dir: &Path) -> Result<(LogStore, StateMachine), StoreError> {
+    let db = rocks::open(&dir.join("db"))?;
+    let sm = StateMachine::open(db.clone(), dir.join("snapshots"))?;
+    Ok((LogStore::new(db), sm))
+}
+
+/// The RocksDB-backed state machine.
+pub struct StateMachine {
+    db: Arc<DB>,
+    generation: u64,
+    core: Core,
+    snap_dir: PathBuf,
+    /// Serializes replacing `current.snap` between builders and installs.
+    snap_lock: Arc<Mutex<()>>,
+    recv_seq: u64,
+}
+
+impl StateMachine {
+    pub fn open(db: Arc<DB>, snap_dir: PathBuf) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(&snap_dir).map_err(|e| StoreError::io(snap_dir.display(), e))?;
+        // Leftovers of interrupted builds or receives.
+        if let Ok(rd) = std::fs::read_dir(&snap_dir) {
+            for f in rd.flatten() {
+                if f.file_name().to_string_lossy().ends_with(".tmp") {
+                    let _ = std::fs::remove_file(f.path());
+                }
+            }
+        }
+        let generation = rocks::current_gen(&db, None)?;
+        // Drop every other generation: the rest of an install that crashed
+        // before switching, or an old one whose deletion did not finish.
+        let sm = cf(&db, CF_SM)?;
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(sm, keys::gen_prefix(0), keys::gen_prefix(generation));
+        batch.delete_range_cf(
+            sm,
+            &keys::gen_prefix(generation + 1)[..],
+            &[keys::GEN_PREFIX + 1][..],
+        );
+        db.write(batch)?;
+        let core = Core::open(&GenKv {
+            db: &db,
+            generation,
+            snapshot: None,
+        })?;
+        tracing::info!(
+            generation,
+            last_applied = ?core.meta.last_applied,
+            live_jobs = core.idx.jobs.len(),
+            live_tasks = core.idx.live_tasks,
+            "state machine opened"
+        );
+        Ok(Self {
+            db,
+            generation,
+            core,
+            snap_dir,
+            snap_lock: Arc::new(Mutex::new(())),
+            recv_seq: 0,
+        })
+    }
+
+    /// The core: meta and in-memory indexes.
+    pub fn core(&self) -> &Core {
+        &self.core
+    }
+
+    /// Read access to the live generation's durable records.
+    pub fn kv(&self) -> GenKv<'_> {
+        GenKv {
+            db: &self.db,
+            generation: self.generation,
+            snapshot: None,
+        }
+    }
+
+    /// blake3 over the live generation; equal on replicas at equal applied index.
+    pub fn state_hash(&self) -> Result<[u8; 32], StoreError> {
+        state_hash(&self.kv())
+    }
+
+    fn write_changes(&mut self) -> Result<(), StoreError> {
+        let writes = self.core.take_writes()?;
+        let sm = cf(&self.db, CF_SM)?;
+        let mut batch = WriteBatch::default();
+        for (k, v) in writes {
+            let key = keys::in_gen(self.generation, &k);
+            match v {
+                Some(v) => batch.put_cf(sm, key, v),
+                None => batch.delete_cf(sm, key),
+            }
+        }
+        self.db.write(batch)?;
+        Ok(())
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        Ok((
+            self.core.meta.last_applied,
+            self.core.meta.membership.clone(),
+        ))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut out = Vec::new();
+        for entry in entries {
+            let kv = GenKv {
+                db: &self.db,
+                generation: self.generation,
+                snapshot: None,
+            };
+            let r = self
+                .core
+                .apply_entry(&kv, &entry)
+                .map_err(|e| e.into_raft(ErrorSubject::Apply(entry.log_id), ErrorVerb::Write))?;
+            out.push(r);
+        }
+        self.write_changes()
+            .map_err(raft_err(ErrorSubject::StateMachine, ErrorVerb::Write))?;
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        SnapshotBuilder {
+            db: self.db.clone(),
+            snap_dir: self.snap_dir.clone(),
+            lock: self.snap_lock.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        self.recv_seq += 1;
+        let path = self.snap_dir.join(format!("recv-{}.tmp", self.recv_seq));
+        let f = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .await
+            .map_err(|e| StoreError::io(path.display(), e))
+            .map_err(raft_err(ErrorSubject::Snapshot(None), ErrorVerb::Write))?;
+        Ok(Box::new(f))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<tokio::fs::File>,
+    ) -> Result<(), StorageError> {
+        let err = raft_err(
+            ErrorSubject::Snapshot(Some(meta.signature())),
+            ErrorVerb::Write,
+        );
+        let file = snapshot.into_std().await;
+        let (db, old_gen, dir, lock, meta2) = (
+            self.db.clone(),
+            self.generation,
+            self.snap_dir.clone(),
+            self.snap_lock.clone(),
+            meta.clone(),
+        );
+        let (new_gen, core) = tokio::task::spawn_blocking(move || {
+            install_blocking(&db, old_gen, file, &meta2, &dir, &lock)
+        })
+        .await
+        .map_err(|e| StoreError::Snapshot(format!("install task failed: {e}")))
+        .and_then(|r| r)
+        .map_err(err)?;
+        tracing::info!(snapshot = %meta.snapshot_id, last = ?meta.last_log_id, new_gen, "snapshot installed");
+        self.generation = new_gen;
+        self.core = core;
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        let path = self.snap_dir.join(CURRENT_SNAPSHOT);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let err = raft_err(ErrorSubject::Snapshot(None), ErrorVerb::Read);
+        let meta = snapshot::read_meta(&path).map_err(err)?;
+        let f = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| StoreError::io(path.display(), e))
+            .map_err(raft_err(ErrorSubject::Snapshot(None), ErrorVerb::Read))?;
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(f),
+        }))
+    }
+}
+
+/// Load the snapshot in `file` into a new generation and switch to it.
+fn install_blocking(
+    db: &DB,
+    old_gen: u64,
+    mut file: std::fs::File,
+    meta: &SnapshotMeta,
+    dir: &Path,
+    lock: &Mutex<()>,
+) -> Result<(u64, Core), StoreError> {
+    let sm = cf(db, CF_SM)?;
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| StoreError::io("received snapshot", e))?;
+    let (mut reader, file_meta) = snapshot::Reader::new(&mut file)?;
+    if file_meta.last_log_id != meta.last_log_id
+        || file_meta.last_membership != meta.last_membership
+    {
+        return Err(StoreError::Snapshot(format!(
+            "file holds {:?}, expected {:?}",
+            file_meta.last_log_id, meta.last_log_id
+        )));
+    }
+    let new_gen = old_gen + 1;
+    let mut batch = WriteBatch::default();
+    batch.delete_range_cf(sm, keys::gen_prefix(new_gen), keys::gen_prefix(new_gen + 1));
+    while let Some((k, v)) = reader.next_record()? {
+        if k.first().and_then(|t| Table::from_tag(*t)).is_none() {
+            return Err(StoreError::Snapshot(format!(
+                "record with unknown table key {k:02x?}"
+            )));
+        }
+        batch.put_cf(sm, keys::in_gen(new_gen, &k), v);
+        if batch.size_in_bytes() >= INSTALL_BATCH_BYTES {
+            db.write(std::mem::take(&mut batch))?;
+        }
+    }
+    db.write(batch)?;
+    // The new generation must describe exactly the snapshot it came from.
+    let kv = GenKv {
+        db,
+        generation: new_gen,
+        snapshot: None,
+    };
+    let m: Meta = load(&kv, &keys::meta())?.unwrap_or_default();
+    if m.last_applied != meta.last_log_id || m.membership != meta.last_membership {
+        return Err(StoreError::Snapshot(format!(
+            "snapshot meta says {:?} but its state is at {:?}",
+            meta.last_log_id, m.last_applied
+        )));
+    }
+    let core = Core::open(&kv)?;
+    // The switch: one synced batch flips the generation and drops the old one.
+    let mut flip = WriteBatch::default();
+    flip.put_cf(sm, keys::CURRENT_GEN_KEY, new_gen.to_be_bytes());
+    flip.delete_range_cf(sm, keys::gen_prefix(old_gen), keys::gen_prefix(old_gen + 1));
+    let mut wo = WriteOptions::default();
+    wo.set_sync(true);
+    db.write_opt(flip, &wo)?;
+
+    // Keep the received snapshot as the current one, so it can be served on.
+    let tmp = dir.join("install.tmp");
+    {
+        let mut out = std::fs::File::create(&tmp).map_err(|e| StoreError::io(tmp.display(), e))?;
+        file.seek(SeekFrom::Start(0))
+            .map_err(|e| StoreError::io("received snapshot", e))?;
+        std::io::copy(&mut file, &mut out).map_err(|e| StoreError::io(tmp.display(), e))?;
+        out.sync_all()
+            .map_err(|e| StoreError::io(tmp.display(), e))?;
+    }
+    publish(dir, &tmp, meta, lock)?;
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for f in rd.flatten() {
+            if f.file_name().to_string_lossy().starts_with("recv-") {
+                let _ = std::fs::remove_file(f.path());
+            }
+        }
+    }
+    Ok((new_gen, core))
+}
+
+/// Make `tmp` the current snapshot unless a newer one is already current.
+fn publish(
+    dir: &Path,
+    tmp: &Path,
+    meta: &SnapshotMeta,
+    lock: &Mutex<()>,
+) -> Result<(), StoreError> {
+    let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
+    let current = dir.join(CURRENT_SNAPSHOT);
+    if let Ok(existing) = snapshot::read_meta(&current)
+        && existing.last_log_id > meta.last_log_id
+    {
+        let _ = std::fs::remove_file(tmp);
+        return Ok(());
+    }
+    std::fs::rename(tmp, &current).map_err(|e| StoreError::io(current.display(), e))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::io(dir.display(), e))?;
+    Ok(())
+}
+
+/// Builds a snapshot from a consistent RocksDB view, off the apply path.
+#[derive(Clone)]
+pub struct SnapshotBuilder {
+    db: Arc<DB>,
+    snap_dir: PathBuf,
+    lock: Arc<Mutex<()>>,
+}
+
+impl SnapshotBuilder {
+    fn build_blocking(&self) -> Result<(SnapshotMeta, std::fs::File), StoreError> {
+        let db = &*self.db;
+        // Everything applied so far becomes durable before the snapshot lets
+        // the log be purged behind it.
+        db.flush_wal(true)?;
+        let snap = db.snapshot();
+        let mut ro = ReadOptions::default();
+        ro.set_snapshot(&snap);
+        let generation = rocks::current_gen(db, Some(&ro))?;
+        let kv = GenKv {
+            db,
+            generation,
+            snapshot: Some(&snap),
+        };
+        let m: Meta = load(&kv, &keys::meta())?.unwrap_or_default();
+        let id = match m.last_applied {
+            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, unique_suffix()),
+            None => format!("empty-{}", unique_suffix()),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: m.last_applied,
+            last_membership: m.membership.clone(),
+            snapshot_id: id,
+        };
+        let tmp = self
+            .snap_dir
+            .join(format!("build-{}.tmp", meta.snapshot_id));
+        let f = std::fs::File::create(&tmp).map_err(|e| StoreError::io(tmp.display(), e))?;
+        let mut w = snapshot::Writer::new(f, &meta)?;
+        use crate::state::Kv as _;
+        kv.scan(&[], &mut |k, v| w.record(k, v).map(|_| true))?;
+        let f = w.finish()?;
+        f.sync_all().map_err(|e| StoreError::io(tmp.display(), e))?;
+        drop(f);
+        let reader = std::fs::File::open(&tmp).map_err(|e| StoreError::io(tmp.display(), e))?;
+        publish(&self.snap_dir, &tmp, &meta, &self.lock)?;
+        // If a newer snapshot won, `tmp` is already unlinked; the open handle still reads it.
+        Ok((meta, reader))
+    }
+}
+
+/// Distinguishes snapshots built at the same log id (ids must be unique).
+fn unique_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let this = self.clone();
+        let (meta, file) = tokio::task::spawn_blocking(move || this.build_blocking())
+            .await
+            .map_err(|e| StoreError::Snapshot(format!("build task failed: {e}")))
+            .and_then(|r| r)
+            .map_err(raft_err(ErrorSubject::Snapshot(None), ErrorVerb::Write))?;
+        tracing::info!(snapshot = %meta.snapshot_id, last = ?meta.last_log_id, "snapshot built");
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
+        })
+    }
+}

@@ -1,0 +1,760 @@
+//! Task and job records, and the single pure transition function that moves a
+//! task between states. Nothing here does IO or reads a clock.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+use crate::command::{Backoff, CommandError};
+use crate::types::{JobId, SessionId, TaskKey, Token};
+
+/// Where a task is in its life. `Succeeded`, `Dead` and `Cancelled` are final.
+///
+/// The brief's transient `Failed` state is folded into `Pending { ready_at_ms }`:
+/// a failed attempt that will be retried waits in Pending until its backoff
+/// ends, so no extra log entry is needed to leave a Failed state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskState {
+    Pending {
+        ready_at_ms: u64,
+    },
+    Assigned {
+        session: SessionId,
+        token: Token,
+        deadline_ms: u64,
+    },
+    Succeeded {
+        token: Token,
+        result: ByteBuf,
+    },
+    /// Out of attempts, or failed with a non-retryable error.
+    Dead,
+    Cancelled,
+}
+
+impl TaskState {
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            TaskState::Succeeded { .. } | TaskState::Dead | TaskState::Cancelled
+        )
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            TaskState::Pending { .. } => "pending",
+            TaskState::Assigned { .. } => "assigned",
+            TaskState::Succeeded { .. } => "succeeded",
+            TaskState::Dead => "dead",
+            TaskState::Cancelled => "cancelled",
+        }
+    }
+
+    fn kind(&self) -> StateKind {
+        match self {
+            TaskState::Pending { .. } => StateKind::Pending,
+            TaskState::Assigned { .. } => StateKind::Assigned,
+            TaskState::Succeeded { .. } => StateKind::Succeeded,
+            TaskState::Dead => StateKind::Dead,
+            TaskState::Cancelled => StateKind::Cancelled,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateKind {
+    Pending,
+    Assigned,
+    Succeeded,
+    Dead,
+    Cancelled,
+}
+
+/// One task's durable record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub state: TaskState,
+    /// Attempts granted so far.
+    pub attempts: u32,
+    /// Token of the latest granted attempt; 0 before the first grant.
+    pub last_token: Token,
+    /// Name of the worker that held the latest attempt (for stickiness).
+    pub last_worker: Option<String>,
+    pub last_error: Option<String>,
+    pub progress_bp: u32,
+    pub progress_message: String,
+    /// Entry time of the last change.
+    pub updated_ms: u64,
+}
+
+impl TaskRecord {
+    pub fn new(ready_at_ms: u64, now_ms: u64) -> Self {
+        Self {
+            state: TaskState::Pending { ready_at_ms },
+            attempts: 0,
+            last_token: 0,
+            last_worker: None,
+            last_error: None,
+            progress_bp: 0,
+            progress_message: String::new(),
+            updated_ms: now_ms,
+        }
+    }
+}
+
+/// Retry policy of the job a task belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    pub max_attempts: u32,
+    pub backoff: Backoff,
+    pub attempt_timeout_ms: u64,
+}
+
+/// Something that happens to a task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event<'a> {
+    Grant {
+        session: SessionId,
+        worker: &'a str,
+        token: Token,
+    },
+    Complete {
+        token: Token,
+        result: &'a [u8],
+    },
+    Fail {
+        token: Token,
+        error: &'a str,
+        retryable: bool,
+    },
+    Progress {
+        token: Token,
+        progress_bp: u32,
+        message: &'a str,
+    },
+    /// The attempt's deadline passed.
+    Timeout {
+        token: Token,
+    },
+    /// The session holding the attempt ended. `graceful` releases (the worker
+    /// deregistered) do not count against the attempt budget.
+    Release {
+        session: SessionId,
+        graceful: bool,
+    },
+    Cancel,
+}
+
+/// The effect of an accepted event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// The record changed.
+    Changed,
+    /// The event repeats one already applied (same token); nothing changed.
+    Duplicate,
+}
+
+/// Result of [`transition`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub next: TaskRecord,
+    pub effect: Effect,
+}
+
+/// The task state machine. Pure: the same inputs always give the same output,
+/// and a rejected event leaves the caller's record untouched because the
+/// caller only ever stores `Step::next`.
+pub fn transition(
+    key: TaskKey,
+    rec: &TaskRecord,
+    ev: &Event<'_>,
+    policy: &Policy,
+    now_ms: u64,
+) -> Result<Step, CommandError> {
+    let fenced = |presented: Token| CommandError::Fenced {
+        task: key,
+        presented,
+        latest: rec.last_token,
+    };
+    let changed = |next: TaskRecord| {
+        Ok(Step {
+            next,
+            effect: Effect::Changed,
+        })
+    };
+    let duplicate = || {
+        Ok(Step {
+            next: rec.clone(),
+            effect: Effect::Duplicate,
+        })
+    };
+    let mut next = rec.clone();
+    next.updated_ms = now_ms;
+
+    match (ev, &rec.state) {
+        (
+            Event::Grant {
+                session,
+                worker,
+                token,
+            },
+            TaskState::Pending { ready_at_ms },
+        ) => {
+            if *ready_at_ms > now_ms {
+                return Err(CommandError::NotReady {
+                    task: key,
+                    ready_at_ms: *ready_at_ms,
+                });
+            }
+            if *token <= rec.last_token {
+                return Err(CommandError::AlreadyGrantedInEntry { task: key });
+            }
+            next.state = TaskState::Assigned {
+                session: *session,
+                token: *token,
+                deadline_ms: now_ms.saturating_add(policy.attempt_timeout_ms),
+            };
+            next.attempts = rec.attempts.saturating_add(1);
+            next.last_token = *token;
+            next.last_worker = Some(worker.to_string());
+            next.progress_bp = 0;
+            next.progress_message.clear();
+            changed(next)
+        }
+        (Event::Grant { .. }, state) => Err(CommandError::NotPending {
+            task: key,
+            state: state.name().to_string(),
+        }),
+
+        (Event::Complete { token, result }, TaskState::Assigned { token: cur, .. })
+            if token == cur =>
+        {
+            next.state = TaskState::Succeeded {
+                token: *token,
+                result: ByteBuf::from(result.to_vec()),
+            };
+            next.progress_bp = 10_000;
+            changed(next)
+        }
+        (Event::Complete { token, .. }, TaskState::Succeeded { token: cur, .. })
+            if token == cur =>
+        {
+            duplicate()
+        }
+        (Event::Complete { token, .. }, _) => Err(fenced(*token)),
+
+        (
+            Event::Fail {
+                token,
+                error,
+                retryable,
+            },
+            TaskState::Assigned { token: cur, .. },
+        ) if token == cur => {
+            next.last_error = Some(error.to_string());
+            next.state = if *retryable && rec.attempts < policy.max_attempts {
+                TaskState::Pending {
+                    ready_at_ms: now_ms.saturating_add(policy.backoff.delay_ms(rec.attempts)),
+                }
+            } else {
+                TaskState::Dead
+            };
+            changed(next)
+        }
+        // A repeated failure report for an attempt that already failed.
+        (Event::Fail { token, .. }, TaskState::Pending { .. } | TaskState::Dead)
+            if *token == rec.last_token && *token != 0 =>
+        {
+            duplicate()
+        }
+        (Event::Fail { token, .. }, _) => Err(fenced(*token)),
+
+        (
+            Event::Progress {
+                token,
+                progress_bp,
+                message,
+            },
+            TaskState::Assigned { token: cur, .. },
+        ) if token == cur => {
+            next.progress_bp = *progress_bp;
+            next.progress_message = message.to_string();
+            changed(next)
+        }
+        (Event::Progress { token, .. }, _) => Err(fenced(*token)),
+
+        (
+            Event::Timeout { token },
+            TaskState::Assigned {
+                token: cur,
+                deadline_ms,
+                ..
+            },
+        ) if token == cur => {
+            if *deadline_ms > now_ms {
+                return Err(CommandError::NotExpired {
+                    task: key,
+                    token: *token,
+                    deadline_ms: *deadline_ms,
+                });
+            }
+            next.last_error = Some("attempt timed out".to_string());
+            next.state = requeue_or_dead(rec, policy, now_ms, true);
+            changed(next)
+        }
+        (Event::Timeout { token }, _) => Err(fenced(*token)),
+
+        (Event::Release { session, graceful }, TaskState::Assigned { session: held, .. })
+            if session == held =>
+        {
+            next.last_error = Some(
+                if *graceful {
+                    "worker left"
+                } else {
+                    "worker lease expired"
+                }
+                .to_string(),
+            );
+            // A lost worker retries at once: the task did nothing wrong.
+            next.state = if *graceful {
+                TaskState::Pending {
+                    ready_at_ms: now_ms,
+                }
+            } else {
+                requeue_or_dead(rec, policy, now_ms, false)
+            };
+            changed(next)
+        }
+        (Event::Release { session, .. }, state) => Err(CommandError::Invalid {
+            field: "session".into(),
+            reason: format!(
+                "task {key} is {} and not held by session {session}",
+                state.name()
+            ),
+        }),
+
+        (Event::Cancel, state) if !state.is_terminal() => {
+            next.state = TaskState::Cancelled;
+            changed(next)
+        }
+        (Event::Cancel, state) => Err(CommandError::NotPending {
+            task: key,
+            state: state.name().to_string(),
+        }),
+    }
+}
+
+fn requeue_or_dead(rec: &TaskRecord, policy: &Policy, now_ms: u64, backoff: bool) -> TaskState {
+    if rec.attempts >= policy.max_attempts {
+        TaskState::Dead
+    } else if backoff {
+        TaskState::Pending {
+            ready_at_ms: now_ms.saturating_add(policy.backoff.delay_ms(rec.attempts)),
+        }
+    } else {
+        TaskState::Pending {
+            ready_at_ms: now_ms,
+        }
+    }
+}
+
+/// Per-state task counts of a job.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub pending: u32,
+    pub assigned: u32,
+    pub succeeded: u32,
+    pub dead: u32,
+    pub cancelled: u32,
+}
+
+impl Counts {
+    fn slot(&mut self, k: StateKind) -> &mut u32 {
+        match k {
+            StateKind::Pending => &mut self.pending,
+            StateKind::Assigned => &mut self.assigned,
+            StateKind::Succeeded => &mut self.succeeded,
+            StateKind::Dead => &mut self.dead,
+            StateKind::Cancelled => &mut self.cancelled,
+        }
+    }
+
+    /// Account for one task moving from `from` to `to`.
+    pub fn moved(&mut self, from: &TaskState, to: &TaskState) {
+        let (f, t) = (from.kind(), to.kind());
+        if f != t {
+            let s = self.slot(f);
+            *s = s.saturating_sub(1);
+            *self.slot(t) += 1;
+        }
+    }
+
+    pub fn live(&self) -> u32 {
+        self.pending + self.assigned
+    }
+}
+
+/// A job's status, derived from its task counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobStatus {
+    /// No shard has started yet.
+    Queued,
+    Running,
+    Succeeded,
+    /// Finished with at least one dead shard.
+    Failed,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled
+        )
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// A job's durable record. Payloads and per-shard state live in task records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub id: JobId,
+    pub namespace: String,
+    pub name: String,
+    pub shards: u32,
+    pub priority: i32,
+    pub max_attempts: u32,
+    pub backoff: Backoff,
+    pub attempt_timeout_ms: u64,
+    pub labels: BTreeMap<String, String>,
+    pub constraints: BTreeMap<String, String>,
+    pub not_before_ms: Option<u64>,
+    pub idempotency_key: Option<String>,
+    /// blake3 of the encoded spec, to tell a true retry from a key reuse.
+    pub spec_hash: [u8; 32],
+    pub created_ms: u64,
+    pub counts: Counts,
+    /// Set once any shard has been granted.
+    pub started: bool,
+    pub cancel_reason: Option<String>,
+    pub finished_ms: Option<u64>,
+}
+
+impl JobRecord {
+    pub fn status(&self) -> JobStatus {
+        if self.cancel_reason.is_some() {
+            JobStatus::Cancelled
+        } else if self.counts.live() == 0 {
+            if self.counts.dead > 0 {
+                JobStatus::Failed
+            } else {
+                JobStatus::Succeeded
+            }
+        } else if self.started {
+            JobStatus::Running
+        } else {
+            JobStatus::Queued
+        }
+    }
+
+    pub fn policy(&self) -> Policy {
+        Policy {
+            max_attempts: self.max_attempts,
+            backoff: self.backoff,
+            attempt_timeout_ms: self.attempt_timeout_ms,
+        }
+    }
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EndReason {
+    Expired,
+    Deregistered,
+    /// The same worker name registered again.
+    Replaced,
+}
+
+/// A worker session's durable record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub id: SessionId,
+    pub name: String,
+    /// Incarnation of this worker name: 1 for its first session, then +1.
+    pub epoch: u64,
+    pub labels: BTreeMap<String, String>,
+    pub capacity: u32,
+    pub registered_ms: u64,
+    pub ended: Option<(u64, EndReason)>,
+}
+
+impl SessionRecord {
+    /// Whether this session's labels satisfy a job's constraints.
+    pub fn satisfies(&self, constraints: &BTreeMap<String, String>) -> bool {
+        constraints
+            .iter()
+            .all(|(k, v)| self.labels.get(k) == Some(v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const K: TaskKey = TaskKey { job: 1, shard: 0 };
+    const P: Policy = Policy {
+        max_attempts: 2,
+        backoff: Backoff {
+            base_ms: 100,
+            max_ms: 1000,
+        },
+        attempt_timeout_ms: 50,
+    };
+
+    fn granted(token: Token, now: u64) -> TaskRecord {
+        let rec = TaskRecord::new(0, 0);
+        transition(
+            K,
+            &rec,
+            &Event::Grant {
+                session: 7,
+                worker: "w",
+                token,
+            },
+            &P,
+            now,
+        )
+        .unwrap()
+        .next
+    }
+
+    #[test]
+    fn grant_complete_and_duplicate() {
+        let rec = granted(10, 5);
+        assert_eq!(
+            rec.state,
+            TaskState::Assigned {
+                session: 7,
+                token: 10,
+                deadline_ms: 55
+            }
+        );
+        assert_eq!(rec.attempts, 1);
+        let done = transition(
+            K,
+            &rec,
+            &Event::Complete {
+                token: 10,
+                result: b"r",
+            },
+            &P,
+            6,
+        )
+        .unwrap();
+        assert_eq!(done.effect, Effect::Changed);
+        let again = transition(
+            K,
+            &done.next,
+            &Event::Complete {
+                token: 10,
+                result: b"x",
+            },
+            &P,
+            7,
+        )
+        .unwrap();
+        assert_eq!(again.effect, Effect::Duplicate);
+        assert_eq!(again.next, done.next);
+    }
+
+    #[test]
+    fn stale_tokens_are_fenced() {
+        let rec = granted(10, 5);
+        for ev in [
+            Event::Complete {
+                token: 9,
+                result: b"",
+            },
+            Event::Fail {
+                token: 9,
+                error: "e",
+                retryable: true,
+            },
+            Event::Progress {
+                token: 9,
+                progress_bp: 1,
+                message: "",
+            },
+            Event::Timeout { token: 9 },
+        ] {
+            let err = transition(K, &rec, &ev, &P, 100).unwrap_err();
+            assert!(err.is_fenced(), "{ev:?} -> {err}");
+        }
+    }
+
+    #[test]
+    fn failure_retries_with_backoff_then_dies() {
+        let rec = granted(10, 5);
+        let s = transition(
+            K,
+            &rec,
+            &Event::Fail {
+                token: 10,
+                error: "boom",
+                retryable: true,
+            },
+            &P,
+            20,
+        )
+        .unwrap();
+        assert_eq!(s.next.state, TaskState::Pending { ready_at_ms: 120 });
+        let err = transition(
+            K,
+            &s.next,
+            &Event::Grant {
+                session: 7,
+                worker: "w",
+                token: 11,
+            },
+            &P,
+            119,
+        );
+        assert!(matches!(err, Err(CommandError::NotReady { .. })));
+        let rec = transition(
+            K,
+            &s.next,
+            &Event::Grant {
+                session: 7,
+                worker: "w",
+                token: 11,
+            },
+            &P,
+            120,
+        )
+        .unwrap()
+        .next;
+        let s = transition(
+            K,
+            &rec,
+            &Event::Fail {
+                token: 11,
+                error: "boom",
+                retryable: true,
+            },
+            &P,
+            130,
+        )
+        .unwrap();
+        assert_eq!(s.next.state, TaskState::Dead);
+        let dup = transition(
+            K,
+            &s.next,
+            &Event::Fail {
+                token: 11,
+                error: "boom",
+                retryable: true,
+            },
+            &P,
+            131,
+        )
+        .unwrap();
+        assert_eq!(dup.effect, Effect::Duplicate);
+    }
+
+    #[test]
+    fn timeout_respects_deadline() {
+        let rec = granted(10, 5);
+        assert!(matches!(
+            transition(K, &rec, &Event::Timeout { token: 10 }, &P, 54),
+            Err(CommandError::NotExpired { .. })
+        ));
+        let s = transition(K, &rec, &Event::Timeout { token: 10 }, &P, 55).unwrap();
+        assert_eq!(s.next.state, TaskState::Pending { ready_at_ms: 155 });
+    }
+
+    #[test]
+    fn terminal_states_are_final() {
+        let rec = granted(10, 5);
+        let done = transition(
+            K,
+            &rec,
+            &Event::Complete {
+                token: 10,
+                result: b"",
+            },
+            &P,
+            6,
+        )
+        .unwrap()
+        .next;
+        assert!(transition(K, &done, &Event::Cancel, &P, 7).is_err());
+        assert!(
+            transition(
+                K,
+                &done,
+                &Event::Grant {
+                    session: 1,
+                    worker: "w",
+                    token: 20
+                },
+                &P,
+                7
+            )
+            .is_err()
+        );
+        assert!(
+            transition(
+                K,
+                &done,
+                &Event::Release {
+                    session: 7,
+                    graceful: false
+                },
+                &P,
+                7
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn graceful_release_does_not_kill() {
+        let mut rec = granted(10, 5);
+        rec.attempts = P.max_attempts;
+        let s = transition(
+            K,
+            &rec,
+            &Event::Release {
+                session: 7,
+                graceful: true,
+            },
+            &P,
+            9,
+        )
+        .unwrap();
+        assert_eq!(s.next.state, TaskState::Pending { ready_at_ms: 9 });
+        let s = transition(
+            K,
+            &rec,
+            &Event::Release {
+                session: 7,
+                graceful: false,
+            },
+            &P,
+            9,
+        )
+        .unwrap();
+        assert_eq!(s.next.state, TaskState::Dead);
+    }
+}

@@ -1,0 +1,887 @@
+//! Property tests of the task table over random command sequences.
+//!
+//! Checked after every step:
+//! - at most one live attempt per task, and indexes agree with records;
+//! - tokens strictly increase per task;
+//! - terminal states are final;
+//! - a rejected command (stale tokens included) changes nothing;
+//! - re-applying the same entries to a fresh core, split into apply() calls
+//!   differently, gives byte-identical state and equal indexes.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use baton_raft_store::keys;
+use baton_raft_store::*;
+use openraft::{CommittedLeaderId, EntryPayload};
+use proptest::prelude::*;
+use serde_bytes::ByteBuf;
+
+/// An abstract operation; turned into a concrete command against current state
+/// so that "current token" and "stale token" mean what they say. `sel` picks a
+/// target among what exists (a pending shard, an assigned attempt, a live
+/// session); `valid: false` aims at something random, which usually does not exist.
+#[derive(Debug, Clone)]
+enum Op {
+    Register {
+        worker: u8,
+        capacity: u32,
+    },
+    Expire {
+        sel: u16,
+        valid: bool,
+        epoch_off: u8,
+    },
+    Deregister {
+        sel: u16,
+        valid: bool,
+    },
+    Submit {
+        shards: u8,
+        max_attempts: u32,
+        key: Option<u8>,
+        not_before: u8,
+        constraint: bool,
+    },
+    Assign {
+        sel: u16,
+        sess: u16,
+        valid: bool,
+    },
+    Complete {
+        sel: u16,
+        valid: bool,
+        token: TokenPick,
+    },
+    Fail {
+        sel: u16,
+        valid: bool,
+        token: TokenPick,
+        retryable: bool,
+    },
+    Progress {
+        sel: u16,
+        valid: bool,
+        token: TokenPick,
+    },
+    Timeout {
+        sel: u16,
+        valid: bool,
+        token: TokenPick,
+    },
+    Cancel {
+        sel: u16,
+        valid: bool,
+    },
+    Batch(Vec<Op>),
+    Tick {
+        ms: u16,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+enum TokenPick {
+    Current,
+    Stale,
+    Random(u64),
+}
+
+fn leaf_op() -> impl Strategy<Value = Op> {
+    let sel = any::<u16>();
+    let valid = prop::bool::weighted(0.85);
+    let token = prop_oneof![
+        5 => Just(TokenPick::Current),
+        2 => Just(TokenPick::Stale),
+        1 => (0u64..80).prop_map(TokenPick::Random),
+    ];
+    prop_oneof![
+        2 => (0u8..3, 1u32..4).prop_map(|(worker, capacity)| Op::Register { worker, capacity }),
+        1 => (sel.clone(), valid.clone(), prop::bool::weighted(0.2).prop_map(u8::from))
+            .prop_map(|(sel, valid, epoch_off)| Op::Expire { sel, valid, epoch_off }),
+        1 => (sel.clone(), valid.clone()).prop_map(|(sel, valid)| Op::Deregister { sel, valid }),
+        2 => (1u8..4, 1u32..4, proptest::option::of(0u8..3), prop::bool::weighted(0.2).prop_map(u8::from), prop::bool::weighted(0.2))
+            .prop_map(|(shards, max_attempts, key, not_before, constraint)| Op::Submit { shards, max_attempts, key, not_before, constraint }),
+        6 => (sel.clone(), any::<u16>(), valid.clone()).prop_map(|(sel, sess, valid)| Op::Assign { sel, sess, valid }),
+        4 => (sel.clone(), valid.clone(), token.clone()).prop_map(|(sel, valid, token)| Op::Complete { sel, valid, token }),
+        2 => (sel.clone(), valid.clone(), token.clone(), any::<bool>())
+            .prop_map(|(sel, valid, token, retryable)| Op::Fail { sel, valid, token, retryable }),
+        1 => (sel.clone(), valid.clone(), token.clone()).prop_map(|(sel, valid, token)| Op::Progress { sel, valid, token }),
+        3 => (sel.clone(), valid.clone(), token).prop_map(|(sel, valid, token)| Op::Timeout { sel, valid, token }),
+        1 => (sel, valid).prop_map(|(sel, valid)| Op::Cancel { sel, valid }),
+        3 => (0u16..4000).prop_map(|ms| Op::Tick { ms }),
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        9 => leaf_op(),
+        1 => proptest::collection::vec(leaf_op(), 1..5).prop_map(Op::Batch),
+    ]
+}
+
+fn nth<T: Copy>(items: impl ExactSizeIterator<Item = T>, sel: u16) -> Option<T> {
+    let n = items.len();
+    let mut items = items;
+    if n == 0 {
+        None
+    } else {
+        items.nth(sel as usize % n)
+    }
+}
+
+/// The pure core over an in-memory store, plus what the test observed.
+struct Harness {
+    core: Core,
+    kv: MemKv,
+    clock: u64,
+    index: u64,
+    entries: Vec<Entry>,
+    /// Every token granted per task, in grant order.
+    grants: BTreeMap<TaskKey, Vec<Token>>,
+    terminal: BTreeMap<TaskKey, TaskRecord>,
+    stats: Stats,
+}
+
+/// What the generated sequences actually exercised, so a generator that only
+/// produces rejected commands cannot pass silently.
+#[derive(Debug, Default, Clone, Copy)]
+struct Stats {
+    grants: u64,
+    completed: u64,
+    fenced: u64,
+    retried: u64,
+    dead: u64,
+    released: u64,
+    revoked: u64,
+    timed_out: u64,
+    duplicates: u64,
+}
+
+impl Stats {
+    fn add(&mut self, o: &Stats) {
+        self.grants += o.grants;
+        self.completed += o.completed;
+        self.fenced += o.fenced;
+        self.retried += o.retried;
+        self.dead += o.dead;
+        self.released += o.released;
+        self.revoked += o.revoked;
+        self.timed_out += o.timed_out;
+        self.duplicates += o.duplicates;
+    }
+}
+
+const WORKERS: [&str; 3] = ["w0", "w1", "w2"];
+
+impl Harness {
+    fn new() -> Self {
+        let kv = MemKv::default();
+        Harness {
+            core: Core::open(&kv).unwrap(),
+            kv,
+            clock: 1_000,
+            index: 0,
+            entries: vec![],
+            grants: BTreeMap::new(),
+            terminal: BTreeMap::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    fn task(&self, job: u64, shard: u32) -> Option<TaskRecord> {
+        self.core.task(&self.kv, TaskKey::new(job, shard)).unwrap()
+    }
+
+    fn pick(&self, job: u64, shard: u32, pick: TokenPick) -> Token {
+        let last = self.task(job, shard).map_or(0, |t| t.last_token);
+        match pick {
+            TokenPick::Current => last,
+            TokenPick::Stale => last.saturating_sub(1),
+            TokenPick::Random(t) => t,
+        }
+    }
+
+    fn live_session(&self, sel: u16, valid: bool) -> SessionId {
+        match nth(self.core.idx.sessions.keys().copied(), sel) {
+            Some(s) if valid => s,
+            _ => 1 + sel as u64 % (self.core.meta.next_session + 1),
+        }
+    }
+
+    /// An assigned attempt if `valid`, else any shard of any job id (maybe none).
+    fn held_task(&self, sel: u16, valid: bool) -> TaskKey {
+        match nth(self.core.idx.deadlines.iter().map(|(_, k, _)| *k), sel) {
+            Some(k) if valid => k,
+            _ => TaskKey::new(1 + (sel % 7) as u64, (sel / 7 % 4) as u32),
+        }
+    }
+
+    fn pending_task(&self, sel: u16, valid: bool) -> TaskKey {
+        let all = self
+            .core
+            .idx
+            .pending
+            .iter()
+            .flat_map(|(j, m)| m.keys().map(|s| TaskKey::new(*j, *s)));
+        let all: Vec<TaskKey> = all.collect();
+        match nth(all.into_iter(), sel) {
+            Some(k) if valid => k,
+            _ => self.held_task(sel, valid),
+        }
+    }
+
+    fn concretize(&self, op: &Op) -> Option<Command> {
+        Some(match op {
+            Op::Register { worker, capacity } => Command::RegisterWorker {
+                name: WORKERS[*worker as usize].into(),
+                labels: if *worker == 0 {
+                    [("zone".to_string(), "a".to_string())].into()
+                } else {
+                    BTreeMap::new()
+                },
+                capacity: *capacity,
+            },
+            Op::Expire {
+                sel,
+                valid,
+                epoch_off,
+            } => {
+                let session = self.live_session(*sel, *valid);
+                let epoch =
+                    self.core.idx.sessions.get(&session).map_or(1, |s| s.epoch) + *epoch_off as u64;
+                Command::ExpireWorker { session, epoch }
+            }
+            Op::Deregister { sel, valid } => {
+                let session = self.live_session(*sel, *valid);
+                let epoch = self.core.idx.sessions.get(&session).map_or(1, |s| s.epoch);
+                Command::DeregisterWorker { session, epoch }
+            }
+            Op::Submit {
+                shards,
+                max_attempts,
+                key,
+                not_before,
+                constraint,
+            } => {
+                let mut spec = JobSpec::with_shards("ns", *shards as usize);
+                spec.max_attempts = *max_attempts;
+                spec.attempt_timeout_ms = 600;
+                spec.backoff = Backoff {
+                    base_ms: 500,
+                    max_ms: 1_000,
+                };
+                spec.idempotency_key = key.map(|k| format!("k{k}"));
+                if *not_before > 0 {
+                    spec.not_before_ms = Some(self.clock + *not_before as u64 * 1_000);
+                }
+                if *constraint {
+                    spec.constraints.insert("zone".into(), "a".into());
+                }
+                for (i, p) in spec.payloads.iter_mut().enumerate() {
+                    *p = ByteBuf::from(vec![i as u8; i]);
+                }
+                Command::SubmitJob(spec)
+            }
+            Op::Assign { sel, sess, valid } => Command::AssignTasks {
+                assignments: vec![Assign {
+                    task: self.pending_task(*sel, *valid),
+                    session: self.live_session(*sess, *valid),
+                }],
+            },
+            Op::Complete { sel, valid, token } => {
+                let task = self.held_task(*sel, *valid);
+                Command::CompleteTask {
+                    task,
+                    token: self.pick(task.job, task.shard, *token),
+                    result: ByteBuf::from(format!("r{task}").into_bytes()),
+                }
+            }
+            Op::Fail {
+                sel,
+                valid,
+                token,
+                retryable,
+            } => {
+                let task = self.held_task(*sel, *valid);
+                Command::FailTask {
+                    task,
+                    token: self.pick(task.job, task.shard, *token),
+                    error: "boom".into(),
+                    retryable: *retryable,
+                }
+            }
+            Op::Progress { sel, valid, token } => {
+                let task = self.held_task(*sel, *valid);
+                Command::ReportProgress {
+                    task,
+                    token: self.pick(task.job, task.shard, *token),
+                    progress_bp: 5_000,
+                    message: "half".into(),
+                }
+            }
+            Op::Timeout { sel, valid, token } => {
+                let task = self.held_task(*sel, *valid);
+                Command::TimeoutAttempts {
+                    attempts: vec![(task, self.pick(task.job, task.shard, *token))],
+                }
+            }
+            Op::Cancel { sel, valid } => {
+                let job = match nth(self.core.idx.jobs.keys().copied(), *sel) {
+                    Some(j) if *valid => j,
+                    _ => 1 + (*sel % 9) as u64,
+                };
+                Command::CancelJob {
+                    job,
+                    reason: String::new(),
+                }
+            }
+            Op::Batch(ops) => {
+                Command::Batch(ops.iter().filter_map(|o| self.concretize(o)).collect())
+            }
+            Op::Tick { .. } => return None,
+        })
+    }
+
+    /// State excluding the meta record (which changes on every entry).
+    fn table(&self) -> BTreeMap<Vec<u8>, Vec<u8>> {
+        let mut t = self.kv.0.clone();
+        t.remove(&keys::meta());
+        t
+    }
+
+    fn step(&mut self, op: &Op) -> Result<(), TestCaseError> {
+        if let Op::Tick { ms } = op {
+            self.clock += *ms as u64;
+            return Ok(());
+        }
+        let Some(cmd) = self.concretize(op) else {
+            return Ok(());
+        };
+        let stale_report = matches!(
+            op,
+            Op::Complete {
+                token: TokenPick::Stale,
+                ..
+            } | Op::Fail {
+                token: TokenPick::Stale,
+                ..
+            } | Op::Progress {
+                token: TokenPick::Stale,
+                ..
+            }
+        );
+        let before = self.table();
+        let before_stale_task = match &cmd {
+            Command::CompleteTask { task, .. }
+            | Command::FailTask { task, .. }
+            | Command::ReportProgress { task, .. } => self.core.task(&self.kv, *task).unwrap(),
+            _ => None,
+        };
+        self.index += 1;
+        self.clock += 7;
+        let entry = Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 0), self.index),
+            payload: EntryPayload::Normal(Proposal {
+                proposed_at_ms: self.clock,
+                cmd: cmd.clone(),
+            }),
+        };
+        let resp = self
+            .core
+            .apply_entry(&self.kv, &entry)
+            .expect("apply never fails on MemKv");
+        let writes = self.core.take_writes().unwrap();
+        self.kv.write(writes);
+        self.entries.push(entry);
+
+        // A rejected single command changes nothing.
+        if let Response::Rejected(e) = &resp {
+            prop_assert_eq!(
+                &before,
+                &self.table(),
+                "rejected {:?} ({}) changed state",
+                cmd,
+                e
+            );
+        }
+        // A stale token on a task that had a later grant is fenced and changes nothing.
+        if stale_report
+            && let Some(t) = before_stale_task
+            && t.last_token > 0
+        {
+            let presented = match &cmd {
+                Command::CompleteTask { token, .. }
+                | Command::FailTask { token, .. }
+                | Command::ReportProgress { token, .. } => *token,
+                _ => unreachable!(),
+            };
+            if presented < t.last_token {
+                prop_assert!(
+                    matches!(&resp, Response::Rejected(CommandError::Fenced { .. })),
+                    "stale token {} (latest {}) not fenced: {:?}",
+                    presented,
+                    t.last_token,
+                    resp
+                );
+                prop_assert_eq!(&before, &self.table());
+            }
+        }
+        self.record_grants(&resp);
+        self.check_invariants()
+    }
+
+    fn record_grants(&mut self, resp: &Response) {
+        let st = &mut self.stats;
+        match resp {
+            Response::Done(Outcome::Assigned(rs)) => {
+                for g in rs.iter().flatten() {
+                    st.grants += 1;
+                    self.grants.entry(g.task).or_default().push(g.token);
+                }
+            }
+            Response::Done(Outcome::Completed { duplicate, .. }) => {
+                if *duplicate {
+                    st.duplicates += 1
+                } else {
+                    st.completed += 1
+                }
+            }
+            Response::Done(Outcome::Failed {
+                retry_at_ms,
+                duplicate,
+                ..
+            }) => {
+                if *duplicate {
+                    st.duplicates += 1
+                } else if retry_at_ms.is_some() {
+                    st.retried += 1
+                } else {
+                    st.dead += 1
+                }
+            }
+            Response::Done(Outcome::SessionEnded { released, .. }) => {
+                st.released += (released.requeued.len() + released.dead.len()) as u64
+            }
+            Response::Done(Outcome::Cancelled { revoked, .. }) => {
+                st.revoked += revoked.len() as u64
+            }
+            Response::Done(Outcome::TimedOut(rs)) => {
+                st.timed_out += rs.iter().flatten().count() as u64
+            }
+            Response::Rejected(CommandError::Fenced { .. }) => st.fenced += 1,
+            Response::Batch(rs) => rs.iter().for_each(|r| self.record_grants(r)),
+            _ => {}
+        }
+    }
+
+    fn check_invariants(&mut self) -> Result<(), TestCaseError> {
+        let idx = &self.core.idx;
+        let mut holders: BTreeMap<TaskKey, SessionId> = BTreeMap::new();
+        for (s, tasks) in &idx.by_session {
+            let sess = idx.sessions.get(s);
+            prop_assert!(sess.is_some(), "tasks held by dead session {}", s);
+            prop_assert!(
+                tasks.len() <= sess.unwrap().capacity as usize,
+                "session {} over capacity",
+                s
+            );
+            for t in tasks {
+                prop_assert!(holders.insert(*t, *s).is_none(), "task {} held twice", t);
+            }
+        }
+        let jobs: Vec<JobId> = (1..self.core.meta.next_job).collect();
+        for job in jobs {
+            let rec = self.core.job(&self.kv, job).unwrap().expect("job record");
+            let mut counts = Counts::default();
+            for shard in 0..rec.shards {
+                let key = TaskKey::new(job, shard);
+                let t = self.task(job, shard).expect("task record");
+                match &t.state {
+                    TaskState::Pending { .. } => {
+                        counts.pending += 1;
+                        prop_assert!(
+                            self.core
+                                .idx
+                                .pending
+                                .get(&job)
+                                .is_some_and(|m| m.contains_key(&shard))
+                        );
+                    }
+                    TaskState::Assigned { session, token, .. } => {
+                        counts.assigned += 1;
+                        prop_assert_eq!(
+                            holders.get(&key),
+                            Some(session),
+                            "index disagrees for {}",
+                            key
+                        );
+                        prop_assert_eq!(*token, t.last_token);
+                    }
+                    TaskState::Succeeded { token, .. } => {
+                        counts.succeeded += 1;
+                        prop_assert_eq!(
+                            *token,
+                            t.last_token,
+                            "committed result is not the latest attempt's"
+                        );
+                    }
+                    TaskState::Dead => counts.dead += 1,
+                    TaskState::Cancelled => counts.cancelled += 1,
+                }
+                if !matches!(t.state, TaskState::Assigned { .. }) {
+                    prop_assert!(!holders.contains_key(&key));
+                }
+                // Terminal states are final.
+                if let Some(prev) = self.terminal.get(&key) {
+                    prop_assert_eq!(prev, &t, "terminal task {} changed", key);
+                } else if t.state.is_terminal() {
+                    self.terminal.insert(key, t.clone());
+                }
+                // Tokens strictly increase, and the record holds the latest.
+                let g = self.grants.get(&key).cloned().unwrap_or_default();
+                prop_assert!(
+                    g.windows(2).all(|w| w[0] < w[1]),
+                    "tokens of {} not increasing: {:?}",
+                    key,
+                    g
+                );
+                prop_assert_eq!(g.last().copied().unwrap_or(0), t.last_token);
+                prop_assert_eq!(g.len() as u32, t.attempts);
+            }
+            prop_assert_eq!(counts, rec.counts, "counts of job {}", job);
+            prop_assert_eq!(rec.finished_ms.is_none(), counts.live() > 0);
+        }
+        Ok(())
+    }
+}
+
+fn run_case(ops: &[Op], splits: &BTreeSet<usize>) -> Result<Stats, TestCaseError> {
+    let mut h = Harness::new();
+    for op in ops {
+        h.step(op)?;
+    }
+    // Replay into a fresh core, flushing at different points.
+    let mut kv = MemKv::default();
+    let mut core = Core::open(&kv).unwrap();
+    for (i, e) in h.entries.iter().enumerate() {
+        core.apply_entry(&kv, e).unwrap();
+        if splits.contains(&i) {
+            let w = core.take_writes().unwrap();
+            kv.write(w);
+        }
+    }
+    let w = core.take_writes().unwrap();
+    kv.write(w);
+    prop_assert!(kv == h.kv, "replay diverged");
+    prop_assert_eq!(state_hash(&kv).unwrap(), state_hash(&h.kv).unwrap());
+    prop_assert_eq!(core.idx.canonical(), h.core.idx.canonical());
+    // Indexes rebuilt from disk equal the ones maintained by apply.
+    let reopened = Core::open(&kv).unwrap();
+    prop_assert_eq!(reopened.idx.canonical(), h.core.idx.canonical());
+    prop_assert_eq!(&reopened.meta, &h.core.meta);
+    Ok(h.stats)
+}
+
+#[test]
+fn random_sequences_keep_invariants_and_replay_identically() {
+    let config = ProptestConfig {
+        cases: 2048,
+        ..ProptestConfig::default()
+    };
+    let mut runner = proptest::test_runner::TestRunner::new(config);
+    let total = std::cell::RefCell::new(Stats::default());
+    let strategy = (
+        proptest::collection::vec(op(), 1..80),
+        proptest::collection::btree_set(0usize..80, 0..8),
+    );
+    runner
+        .run(&strategy, |(ops, splits)| {
+            let st = run_case(&ops, &splits)?;
+            total.borrow_mut().add(&st);
+            Ok(())
+        })
+        .unwrap();
+    let t = total.into_inner();
+    println!("exercised: {t:?}");
+    // Every interesting transition must have happened many times across the run.
+    for (what, n) in [
+        ("grants", t.grants),
+        ("completions", t.completed),
+        ("fenced reports", t.fenced),
+        ("retries", t.retried),
+        ("dead tasks", t.dead),
+        ("released by session end", t.released),
+        ("revoked by cancel", t.revoked),
+        ("timeouts", t.timed_out),
+        ("duplicate reports", t.duplicates),
+    ] {
+        assert!(n >= 20, "generator exercised only {n} {what}: {t:?}");
+    }
+}
+
+/// A deterministic walk through the main path, with exact expectations.
+#[test]
+fn submit_assign_complete_and_fence() {
+    let mut h = Harness::new();
+    let run = |h: &mut Harness, cmd: Command| -> Response {
+        h.index += 1;
+        h.clock += 10;
+        let e = Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 0), h.index),
+            payload: EntryPayload::Normal(Proposal {
+                proposed_at_ms: h.clock,
+                cmd,
+            }),
+        };
+        let r = h.core.apply_entry(&h.kv, &e).unwrap();
+        let w = h.core.take_writes().unwrap();
+        h.kv.write(w);
+        r
+    };
+    let reg = |name: &str| Command::RegisterWorker {
+        name: name.into(),
+        labels: BTreeMap::new(),
+        capacity: 4,
+    };
+    assert!(matches!(
+        run(&mut h, reg("a")),
+        Response::Done(Outcome::Registered {
+            session: 1,
+            epoch: 1,
+            ..
+        })
+    ));
+    assert!(matches!(
+        run(&mut h, reg("b")),
+        Response::Done(Outcome::Registered {
+            session: 2,
+            epoch: 1,
+            ..
+        })
+    ));
+    let mut spec = JobSpec::with_shards("ns", 2);
+    spec.idempotency_key = Some("once".into());
+    assert!(matches!(
+        run(&mut h, Command::SubmitJob(spec.clone())),
+        Response::Done(Outcome::Submitted {
+            job: 1,
+            shards: 2,
+            duplicate: false
+        })
+    ));
+    // Same key, same spec: the same job.
+    assert!(matches!(
+        run(&mut h, Command::SubmitJob(spec.clone())),
+        Response::Done(Outcome::Submitted {
+            job: 1,
+            duplicate: true,
+            ..
+        })
+    ));
+    // Same key, different spec: refused.
+    spec.priority = 9;
+    assert!(matches!(
+        run(&mut h, Command::SubmitJob(spec)),
+        Response::Rejected(CommandError::IdempotencyConflict { .. })
+    ));
+
+    let k0 = TaskKey::new(1, 0);
+    let r = run(
+        &mut h,
+        Command::AssignTasks {
+            assignments: vec![Assign {
+                task: k0,
+                session: 1,
+            }],
+        },
+    );
+    let Response::Done(Outcome::Assigned(g)) = r else {
+        panic!("{r:?}")
+    };
+    let t1 = g[0].as_ref().unwrap().token;
+    assert_eq!(t1, h.index, "the token is the granting entry's log index");
+
+    // Worker 1 dies; the task is reassigned to worker 2 with a larger token.
+    let r = run(
+        &mut h,
+        Command::ExpireWorker {
+            session: 1,
+            epoch: 1,
+        },
+    );
+    assert!(
+        matches!(r, Response::Done(Outcome::SessionEnded { session: 1, ref released }) if released.requeued == vec![k0])
+    );
+    let r = run(
+        &mut h,
+        Command::AssignTasks {
+            assignments: vec![Assign {
+                task: k0,
+                session: 2,
+            }],
+        },
+    );
+    let Response::Done(Outcome::Assigned(g)) = r else {
+        panic!()
+    };
+    let t2 = g[0].as_ref().unwrap().token;
+    assert!(t2 > t1);
+
+    // The zombie's completion is fenced and changes nothing.
+    let before = h.kv.clone();
+    let r = run(
+        &mut h,
+        Command::CompleteTask {
+            task: k0,
+            token: t1,
+            result: ByteBuf::from(b"zombie".to_vec()),
+        },
+    );
+    assert!(
+        matches!(r, Response::Rejected(CommandError::Fenced { presented, latest, .. }) if presented == t1 && latest == t2)
+    );
+    let mut a = before.0.clone();
+    let mut b = h.kv.0.clone();
+    a.remove(&keys::meta());
+    b.remove(&keys::meta());
+    assert_eq!(a, b);
+
+    // The owner's completion commits; a retry of it is a duplicate, not an error.
+    let done = Command::CompleteTask {
+        task: k0,
+        token: t2,
+        result: ByteBuf::from(b"ok".to_vec()),
+    };
+    assert!(matches!(
+        run(&mut h, done.clone()),
+        Response::Done(Outcome::Completed {
+            duplicate: false,
+            job_finished: false,
+            ..
+        })
+    ));
+    assert!(matches!(
+        run(&mut h, done),
+        Response::Done(Outcome::Completed {
+            duplicate: true,
+            ..
+        })
+    ));
+
+    // Cancelling revokes nothing held and finishes the job.
+    let r = run(
+        &mut h,
+        Command::CancelJob {
+            job: 1,
+            reason: "stop".into(),
+        },
+    );
+    assert!(
+        matches!(
+            r,
+            Response::Done(Outcome::Cancelled {
+                tasks_cancelled: 1,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    let job = h.core.job(&h.kv, 1).unwrap().unwrap();
+    assert_eq!(job.status(), JobStatus::Cancelled);
+    assert!(h.core.idx.jobs.is_empty() && h.core.idx.pending.is_empty());
+    assert!(matches!(
+        run(
+            &mut h,
+            Command::CancelJob {
+                job: 1,
+                reason: String::new()
+            }
+        ),
+        Response::Rejected(CommandError::JobFinished { job: 1 })
+    ));
+    assert!(matches!(
+        run(
+            &mut h,
+            Command::CancelJob {
+                job: 99,
+                reason: String::new()
+            }
+        ),
+        Response::Rejected(CommandError::JobNotFound(99))
+    ));
+}
+
+/// Time is read only from entries: a leader whose clock is behind cannot move
+/// logical time backwards, and deadlines are judged against entry time.
+#[test]
+fn time_comes_from_entries_and_never_goes_back() {
+    let mut kv = MemKv::default();
+    let mut core = Core::open(&kv).unwrap();
+    let apply = |core: &mut Core, kv: &mut MemKv, index: u64, at: u64, cmd: Command| {
+        let e = Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 0), index),
+            payload: EntryPayload::Normal(Proposal {
+                proposed_at_ms: at,
+                cmd,
+            }),
+        };
+        let r = core.apply_entry(kv, &e).unwrap();
+        let w = core.take_writes().unwrap();
+        kv.write(w);
+        r
+    };
+    apply(
+        &mut core,
+        &mut kv,
+        1,
+        10_000,
+        Command::RegisterWorker {
+            name: "w".into(),
+            labels: BTreeMap::new(),
+            capacity: 1,
+        },
+    );
+    let mut spec = JobSpec::with_shards("ns", 1);
+    spec.attempt_timeout_ms = 1_000;
+    apply(&mut core, &mut kv, 2, 10_000, Command::SubmitJob(spec));
+    let k = TaskKey::new(1, 0);
+    apply(
+        &mut core,
+        &mut kv,
+        3,
+        10_000,
+        Command::AssignTasks {
+            assignments: vec![Assign {
+                task: k,
+                session: 1,
+            }],
+        },
+    );
+    // A new leader with a slow clock: logical time stays at 10_000.
+    let r = apply(
+        &mut core,
+        &mut kv,
+        4,
+        5_000,
+        Command::TimeoutAttempts {
+            attempts: vec![(k, 3)],
+        },
+    );
+    assert!(
+        matches!(r, Response::Done(Outcome::TimedOut(ref v)) if matches!(v[0], Err(CommandError::NotExpired { .. }))),
+        "{r:?}"
+    );
+    assert_eq!(core.meta.clock_ms, 10_000);
+    let r = apply(
+        &mut core,
+        &mut kv,
+        5,
+        11_000,
+        Command::TimeoutAttempts {
+            attempts: vec![(k, 3)],
+        },
+    );
+    assert!(
+        matches!(r, Response::Done(Outcome::TimedOut(ref v)) if v[0].is_ok()),
+        "{r:?}"
+    );
+}
