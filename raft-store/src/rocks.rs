@@ -4,7 +4,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rocksdb::{
-    ColumnFamilyDescriptor, DB, DBCompressionType, Direction, IteratorMode, Options, ReadOptions,
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, DBCompressionType, Direction, IteratorMode, Options,
+    ReadOptions,
 };
 
 use crate::error::StoreError;
@@ -22,6 +23,13 @@ pub const CF_SM: &str = "sm";
 const LAYOUT_KEY: &[u8] = b"layout";
 const LAYOUT: &str = "baton-store-v1";
 
+/// Total memtable memory across column families (64 MiB). RocksDB's default
+/// (64 MiB per memtable, two per family) would let three families use 384 MiB.
+pub const MEMTABLE_BUDGET_BYTES: usize = 64 * 1024 * 1024;
+/// Shared block cache (32 MiB). Hot tasks are read from memtables; the cache
+/// mostly serves reads of recent results and payloads.
+pub const BLOCK_CACHE_BYTES: usize = 32 * 1024 * 1024;
+
 /// One RocksDB instance with the three column families. Sharing one instance
 /// (and one WAL) means the log's fsync also makes earlier state-machine writes
 /// durable, so apply() never needs an fsync of its own.
@@ -36,12 +44,19 @@ pub fn open(dir: &Path) -> Result<Arc<DB>, StoreError> {
     // Keep log writes cheap to fsync: sync dirty pages in the background.
     opts.set_wal_bytes_per_sync(1 << 20);
     opts.set_bytes_per_sync(1 << 20);
-    let cf = |name: &str| {
+    opts.set_db_write_buffer_size(MEMTABLE_BUDGET_BYTES);
+    let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
+    let cf = |name: &str, memtable: usize| {
         let mut o = Options::default();
         o.set_compression_type(DBCompressionType::Lz4);
+        o.set_write_buffer_size(memtable);
+        let mut t = BlockBasedOptions::default();
+        t.set_block_cache(&cache);
+        t.set_bloom_filter(10.0, false);
+        o.set_block_based_table_factory(&t);
         ColumnFamilyDescriptor::new(name, o)
     };
-    let db = DB::open_cf_descriptors(&opts, dir, [cf(CF_LOGS), cf(CF_RAFT), cf(CF_SM)])?;
+    let db = DB::open_cf_descriptors(&opts, dir, [cf(CF_LOGS, 16 << 20), cf(CF_RAFT, 1 << 20), cf(CF_SM, 32 << 20)])?;
     let raft = db.cf_handle(CF_RAFT).expect("cf raft created above");
     match db.get_cf(raft, LAYOUT_KEY)? {
         None => db.put_cf(raft, LAYOUT_KEY, LAYOUT)?,

@@ -944,6 +944,12 @@ impl Core {
         Ok(())
     }
 
+    /// Number of records changed since the last [`Core::take_writes`].
+    pub fn dirty_len(&self) -> usize {
+        let d = &self.dirty;
+        d.tasks.len() + d.jobs.len() + d.payloads.len() + d.sessions.len() + d.names.len() + d.idem.len()
+    }
+
     /// Encode every change since the last call, as (table key, value or delete),
     /// in a deterministic order. The caller writes them atomically.
     pub fn take_writes(&mut self) -> Result<Vec<(Vec<u8>, Option<Vec<u8>>)>, StoreError> {

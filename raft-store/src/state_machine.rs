@@ -31,6 +31,10 @@ const CURRENT_SNAPSHOT: &str = "current.snap";
 /// Bytes buffered per WriteBatch while installing a snapshot. Bounds install
 /// memory regardless of table size.
 pub const INSTALL_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// Changed records buffered by apply() before it writes them out, at an entry
+/// boundary. Bounds apply memory when catching up on many large entries; each
+/// entry's changes still land in one batch with its `last_applied`.
+pub const APPLY_FLUSH_RECORDS: usize = 50_000;
 
 /// Open (or create) a node's store under `dir`: the log store and the state machine.
 pub fn open_store(dir: &Path) -> Result<(LogStore, StateMachine), StoreError> {
@@ -157,6 +161,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .apply_entry(&kv, &entry)
                 .map_err(|e| e.into_raft(ErrorSubject::Apply(entry.log_id), ErrorVerb::Write))?;
             out.push(r);
+            if self.core.dirty_len() >= APPLY_FLUSH_RECORDS {
+                self.write_changes().map_err(raft_err(ErrorSubject::StateMachine, ErrorVerb::Write))?;
+            }
         }
         self.write_changes()
             .map_err(raft_err(ErrorSubject::StateMachine, ErrorVerb::Write))?;
