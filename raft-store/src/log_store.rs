@@ -36,7 +36,24 @@ fn index_key(index: u64) -> [u8; 8] {
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
-    sync_tx: mpsc::Sender<LogFlushed<TypeConfig>>,
+    syncer: Arc<Syncer>,
+}
+
+/// The syncer thread's handle. Dropping the last one closes the queue and
+/// joins the thread, so the database is released when the store is dropped
+/// (a reopen in the same process must not find it still locked).
+struct Syncer {
+    tx: Option<mpsc::Sender<LogFlushed<TypeConfig>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// Reads log entries; handed to replication tasks.
@@ -46,14 +63,32 @@ pub struct LogReader {
 }
 
 impl LogStore {
-    pub fn new(db: Arc<DB>) -> Self {
-        let (sync_tx, rx) = mpsc::channel(SYNC_QUEUE_DEPTH);
+    /// Open the log store over `db`, checking that the vote, the raft
+    /// pointers and the last log entry decode: a node with a corrupt log
+    /// refuses to start instead of guessing.
+    pub fn open(db: Arc<DB>) -> Result<Self, StoreError> {
+        let store = Self::new(db);
+        store.get_raft::<Vote>(VOTE_KEY)?;
+        store.get_raft::<Option<LogId>>(COMMITTED_KEY)?;
+        store.get_raft::<LogId>(PURGED_KEY)?;
+        store.last_entry_id()?;
+        Ok(store)
+    }
+
+    fn new(db: Arc<DB>) -> Self {
+        let (tx, rx) = mpsc::channel(SYNC_QUEUE_DEPTH);
         let sync_db = db.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("baton-log-sync".into())
             .spawn(move || sync_loop(sync_db, rx))
             .expect("spawn log sync thread");
-        Self { db, sync_tx }
+        Self {
+            db,
+            syncer: Arc::new(Syncer {
+                tx: Some(tx),
+                thread: Some(thread),
+            }),
+        }
     }
 
     fn get_raft<T: serde::de::DeserializeOwned>(
@@ -260,7 +295,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Ok(())
         };
         write().map_err(raft_err(ErrorSubject::Logs, ErrorVerb::Write))?;
-        if let Err(mpsc::error::SendError(cb)) = self.sync_tx.send(callback).await {
+        let tx = self
+            .syncer
+            .tx
+            .as_ref()
+            .expect("syncer queue is open while the store lives");
+        if let Err(mpsc::error::SendError(cb)) = tx.send(callback).await {
             cb.log_io_completed(Err(std::io::Error::other("log syncer stopped")));
         }
         Ok(())

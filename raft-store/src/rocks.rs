@@ -4,8 +4,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, DBCompressionType, Direction, IteratorMode, Options,
-    ReadOptions,
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, DBCompressionType, Direction,
+    IteratorMode, Options, ReadOptions,
 };
 
 use crate::error::StoreError;
@@ -56,7 +56,15 @@ pub fn open(dir: &Path) -> Result<Arc<DB>, StoreError> {
         o.set_block_based_table_factory(&t);
         ColumnFamilyDescriptor::new(name, o)
     };
-    let db = DB::open_cf_descriptors(&opts, dir, [cf(CF_LOGS, 16 << 20), cf(CF_RAFT, 1 << 20), cf(CF_SM, 32 << 20)])?;
+    let db = DB::open_cf_descriptors(
+        &opts,
+        dir,
+        [
+            cf(CF_LOGS, 16 << 20),
+            cf(CF_RAFT, 1 << 20),
+            cf(CF_SM, 32 << 20),
+        ],
+    )?;
     let raft = db.cf_handle(CF_RAFT).expect("cf raft created above");
     match db.get_cf(raft, LAYOUT_KEY)? {
         None => db.put_cf(raft, LAYOUT_KEY, LAYOUT)?,

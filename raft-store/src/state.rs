@@ -947,7 +947,12 @@ impl Core {
     /// Number of records changed since the last [`Core::take_writes`].
     pub fn dirty_len(&self) -> usize {
         let d = &self.dirty;
-        d.tasks.len() + d.jobs.len() + d.payloads.len() + d.sessions.len() + d.names.len() + d.idem.len()
+        d.tasks.len()
+            + d.jobs.len()
+            + d.payloads.len()
+            + d.sessions.len()
+            + d.names.len()
+            + d.idem.len()
     }
 
     /// Encode every change since the last call, as (table key, value or delete),

@@ -40,7 +40,7 @@ pub const APPLY_FLUSH_RECORDS: usize = 50_000;
 pub fn open_store(dir: &Path) -> Result<(LogStore, StateMachine), StoreError> {
     let db = rocks::open(&dir.join("db"))?;
     let sm = StateMachine::open(db.clone(), dir.join("snapshots"))?;
-    Ok((LogStore::new(db), sm))
+    Ok((LogStore::open(db)?, sm))
 }
 
 /// The RocksDB-backed state machine.
@@ -162,7 +162,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .map_err(|e| e.into_raft(ErrorSubject::Apply(entry.log_id), ErrorVerb::Write))?;
             out.push(r);
             if self.core.dirty_len() >= APPLY_FLUSH_RECORDS {
-                self.write_changes().map_err(raft_err(ErrorSubject::StateMachine, ErrorVerb::Write))?;
+                self.write_changes()
+                    .map_err(raft_err(ErrorSubject::StateMachine, ErrorVerb::Write))?;
             }
         }
         self.write_changes()
