@@ -50,10 +50,7 @@ const APPLY_CHUNK: usize = 64;
 fn entry(index: u64, cmd: Command) -> Entry {
     Entry {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-        payload: EntryPayload::Normal(Proposal {
-            proposed_at_ms: 1_700_000_000_000 + index,
-            cmd,
-        }),
+        payload: EntryPayload::Normal(Proposal { proposed_at_ms: 1_700_000_000_000 + index, cmd }),
     }
 }
 
@@ -77,10 +74,7 @@ fn fsync_latency() -> (Duration, Duration) {
         samples.push(t.elapsed());
     }
     samples.sort();
-    (
-        samples[samples.len() / 2],
-        samples[samples.len() * 99 / 100],
-    )
+    (samples[samples.len() / 2], samples[samples.len() * 99 / 100])
 }
 
 async fn append_throughput(batch: usize) -> (f64, f64) {
@@ -122,11 +116,7 @@ fn setup(jobs: u64) -> (Vec<Entry>, u64, u64) {
         idx += 1;
         es.push(entry(
             idx,
-            Command::RegisterWorker {
-                name: format!("w{w}"),
-                labels: BTreeMap::new(),
-                capacity: per_worker as u32,
-            },
+            Command::RegisterWorker { name: format!("w{w}"), labels: BTreeMap::new(), capacity: per_worker as u32 },
         ));
     }
     for _ in 0..jobs {
@@ -155,14 +145,8 @@ async fn apply_throughput(batched: bool) -> (f64, f64) {
     let (setup_entries, mut idx, tasks) = setup(2);
     apply_all(&mut sm, setup_entries).await;
     let per_worker = limits::MAX_WORKER_CAPACITY as u64;
-    let all: Vec<(TaskKey, u64)> = (0..tasks)
-        .map(|i| {
-            (
-                TaskKey::new(1 + i / 100_000, (i % 100_000) as u32),
-                1 + i / per_worker,
-            )
-        })
-        .collect();
+    let all: Vec<(TaskKey, u64)> =
+        (0..tasks).map(|i| (TaskKey::new(1 + i / 100_000, (i % 100_000) as u32), 1 + i / per_worker)).collect();
     let group = if batched { 1000 } else { 1 };
     let mut assigns = Vec::new();
     let mut tokens = Vec::new();
@@ -171,15 +155,7 @@ async fn apply_throughput(batched: bool) -> (f64, f64) {
         tokens.extend(chunk.iter().map(|_| idx));
         assigns.push(entry(
             idx,
-            Command::AssignTasks {
-                assignments: chunk
-                    .iter()
-                    .map(|(t, s)| Assign {
-                        task: *t,
-                        session: *s,
-                    })
-                    .collect(),
-            },
+            Command::AssignTasks { assignments: chunk.iter().map(|(t, s)| Assign { task: *t, session: *s }).collect() },
         ));
     }
     let assign_time = apply_all(&mut sm, assigns).await;
@@ -205,11 +181,8 @@ async fn apply_throughput(batched: bool) -> (f64, f64) {
         }
     }
     let complete_time = apply_all(&mut sm, completes).await;
-    assert_eq!(sm.core().idx.live_tasks, 0, "every task completed");
-    (
-        tasks as f64 / assign_time.as_secs_f64(),
-        tasks as f64 / complete_time.as_secs_f64(),
-    )
+    assert_eq!(sm.read(|c, _| c.idx.live_tasks), 0, "every task completed");
+    (tasks as f64 / assign_time.as_secs_f64(), tasks as f64 / complete_time.as_secs_f64())
 }
 
 async fn index_memory() -> (f64, usize) {
@@ -222,28 +195,20 @@ async fn index_memory() -> (f64, usize) {
     let before = LIVE.load(Ordering::Relaxed);
     let (_log, sm) = open_store(dir.path()).unwrap();
     let held = LIVE.load(Ordering::Relaxed) - before;
-    let pending: usize = sm.core().idx.pending.values().map(|m| m.len()).sum();
+    let pending: usize = sm.read(|c, _| c.idx.pending.values().map(|m| m.len()).sum());
     (held as f64 / pending as f64, pending)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
+    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     let want = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
-    println!(
-        "raft-store bench ({} cores)",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
+    println!("raft-store bench ({} cores)", std::thread::available_parallelism().map_or(0, |n| n.get()));
     let (p50, p99) = fsync_latency();
     println!("disk fsync (4 KiB write + fdatasync): p50 {p50:?}, p99 {p99:?}");
     if want("memory") {
         let (per_task, pending) = index_memory().await;
-        println!(
-            "index memory: {per_task:.1} bytes of heap per pending task ({pending} pending, after reopen)"
-        );
+        println!("index memory: {per_task:.1} bytes of heap per pending task ({pending} pending, after reopen)");
         println!("process RSS after the memory phase: {:.0} MiB", rss_mib());
     }
     if want("append") {
@@ -254,9 +219,7 @@ async fn main() {
     }
     if want("apply") {
         let (a, c) = apply_throughput(false).await;
-        println!(
-            "apply, one command per entry: assign {a:>9.0} transitions/s, complete {c:>9.0} transitions/s"
-        );
+        println!("apply, one command per entry: assign {a:>9.0} transitions/s, complete {c:>9.0} transitions/s");
         let (a, c) = apply_throughput(true).await;
         println!(
             "apply, 1000 per entry (AssignTasks / Batch): assign {a:>9.0} transitions/s, complete {c:>9.0} transitions/s"

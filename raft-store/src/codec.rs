@@ -38,8 +38,7 @@ pub enum CodecError {
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
     let mut out = Vec::with_capacity(64);
     out.push(FORMAT_VERSION);
-    bincode::serde::encode_into_std_write(value, &mut out, config())
-        .map_err(|e| CodecError::Encode(e.to_string()))?;
+    bincode::serde::encode_into_std_write(value, &mut out, config()).map_err(|e| CodecError::Encode(e.to_string()))?;
     Ok(out)
 }
 
@@ -50,13 +49,10 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     if version != FORMAT_VERSION {
         return Err(CodecError::UnknownVersion { found: version });
     }
-    let (value, read) = bincode::serde::decode_from_slice(body, config())
-        .map_err(|e| CodecError::Malformed(e.to_string()))?;
+    let (value, read) =
+        bincode::serde::decode_from_slice(body, config()).map_err(|e| CodecError::Malformed(e.to_string()))?;
     if read != body.len() {
-        return Err(CodecError::Malformed(format!(
-            "{} trailing bytes after value",
-            body.len() - read
-        )));
+        return Err(CodecError::Malformed(format!("{} trailing bytes after value", body.len() - read)));
     }
     Ok(value)
 }
@@ -79,16 +75,10 @@ mod tests {
         let mut bytes = encode(&5u32).unwrap();
         assert_eq!(decode::<u32>(&[]), Err(CodecError::Empty));
         bytes[0] = 99;
-        assert_eq!(
-            decode::<u32>(&bytes),
-            Err(CodecError::UnknownVersion { found: 99 })
-        );
+        assert_eq!(decode::<u32>(&bytes), Err(CodecError::UnknownVersion { found: 99 }));
         let mut bytes = encode(&5u32).unwrap();
         bytes.push(0);
-        assert!(matches!(
-            decode::<u32>(&bytes),
-            Err(CodecError::Malformed(_))
-        ));
+        assert!(matches!(decode::<u32>(&bytes), Err(CodecError::Malformed(_))));
     }
 
     #[test]

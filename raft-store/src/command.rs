@@ -32,10 +32,7 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Self {
-            base_ms: BACKOFF_BASE_MS_DEFAULT,
-            max_ms: BACKOFF_MAX_MS_DEFAULT,
-        }
+        Self { base_ms: BACKOFF_BASE_MS_DEFAULT, max_ms: BACKOFF_MAX_MS_DEFAULT }
     }
 }
 
@@ -177,18 +174,11 @@ impl Command {
     /// coordinator calls it at the API edge to answer early.
     pub fn validate(&self) -> Result<(), CommandError> {
         match self {
-            Command::RegisterWorker {
-                name,
-                labels,
-                capacity,
-            } => {
+            Command::RegisterWorker { name, labels, capacity } => {
                 check_name("name", name, false)?;
                 check_labels("labels", labels)?;
                 if *capacity == 0 || *capacity > MAX_WORKER_CAPACITY {
-                    return Err(invalid(
-                        "capacity",
-                        format!("must be 1..={MAX_WORKER_CAPACITY}"),
-                    ));
+                    return Err(invalid("capacity", format!("must be 1..={MAX_WORKER_CAPACITY}")));
                 }
                 Ok(())
             }
@@ -197,26 +187,16 @@ impl Command {
             Command::AssignTasks { assignments } => {
                 check_count("assignments", assignments.len(), 1, MAX_ITEMS_PER_COMMAND)
             }
-            Command::CompleteTask { result, .. } => {
-                check_bytes("result", result.len(), MAX_RESULT_BYTES)
-            }
+            Command::CompleteTask { result, .. } => check_bytes("result", result.len(), MAX_RESULT_BYTES),
             Command::FailTask { error, .. } => check_bytes("error", error.len(), MAX_ERROR_BYTES),
-            Command::ReportProgress {
-                progress_bp,
-                message,
-                ..
-            } => {
+            Command::ReportProgress { progress_bp, message, .. } => {
                 if *progress_bp > 10_000 {
                     return Err(invalid("progress_bp", "must be 0..=10000".into()));
                 }
                 check_bytes("message", message.len(), MAX_PROGRESS_MESSAGE_BYTES)
             }
-            Command::TimeoutAttempts { attempts } => {
-                check_count("attempts", attempts.len(), 1, MAX_ITEMS_PER_COMMAND)
-            }
-            Command::CancelJob { reason, .. } => {
-                check_bytes("reason", reason.len(), MAX_ERROR_BYTES)
-            }
+            Command::TimeoutAttempts { attempts } => check_count("attempts", attempts.len(), 1, MAX_ITEMS_PER_COMMAND),
+            Command::CancelJob { reason, .. } => check_bytes("reason", reason.len(), MAX_ERROR_BYTES),
             Command::Batch(cmds) => {
                 check_count("batch", cmds.len(), 1, MAX_BATCH_COMMANDS)?;
                 if cmds.iter().any(|c| matches!(c, Command::Batch(_))) {
@@ -239,32 +219,20 @@ fn validate_spec(spec: &JobSpec) -> Result<(), CommandError> {
         if p.len() > MAX_PAYLOAD_BYTES {
             return Err(invalid(
                 &format!("payloads[{i}]"),
-                format!(
-                    "{} bytes exceeds the {MAX_PAYLOAD_BYTES}-byte shard limit",
-                    p.len()
-                ),
+                format!("{} bytes exceeds the {MAX_PAYLOAD_BYTES}-byte shard limit", p.len()),
             ));
         }
         total += p.len();
     }
     check_bytes("payloads", total, MAX_JOB_PAYLOAD_BYTES)?;
     if spec.max_attempts == 0 || spec.max_attempts > MAX_ATTEMPTS_LIMIT {
-        return Err(invalid(
-            "max_attempts",
-            format!("must be 1..={MAX_ATTEMPTS_LIMIT}"),
-        ));
+        return Err(invalid("max_attempts", format!("must be 1..={MAX_ATTEMPTS_LIMIT}")));
     }
     if spec.attempt_timeout_ms == 0 || spec.attempt_timeout_ms > MAX_DURATION_MS {
-        return Err(invalid(
-            "attempt_timeout_ms",
-            format!("must be 1..={MAX_DURATION_MS}"),
-        ));
+        return Err(invalid("attempt_timeout_ms", format!("must be 1..={MAX_DURATION_MS}")));
     }
     if spec.backoff.base_ms > MAX_DURATION_MS || spec.backoff.max_ms > MAX_DURATION_MS {
-        return Err(invalid(
-            "backoff",
-            format!("must be at most {MAX_DURATION_MS} ms"),
-        ));
+        return Err(invalid("backoff", format!("must be at most {MAX_DURATION_MS} ms")));
     }
     if spec.backoff.base_ms > spec.backoff.max_ms {
         return Err(invalid("backoff", "base_ms must not exceed max_ms".into()));
@@ -273,10 +241,7 @@ fn validate_spec(spec: &JobSpec) -> Result<(), CommandError> {
     check_labels("constraints", &spec.constraints)?;
     if let Some(key) = &spec.idempotency_key {
         if key.is_empty() {
-            return Err(invalid(
-                "idempotency_key",
-                "must not be empty when given".into(),
-            ));
+            return Err(invalid("idempotency_key", "must not be empty when given".into()));
         }
         check_bytes("idempotency_key", key.len(), MAX_IDEMPOTENCY_KEY_BYTES)?;
     }
@@ -284,28 +249,19 @@ fn validate_spec(spec: &JobSpec) -> Result<(), CommandError> {
 }
 
 fn invalid(field: &str, reason: String) -> CommandError {
-    CommandError::Invalid {
-        field: field.to_string(),
-        reason,
-    }
+    CommandError::Invalid { field: field.to_string(), reason }
 }
 
 fn check_count(field: &str, n: usize, min: usize, max: usize) -> Result<(), CommandError> {
     if n < min || n > max {
-        return Err(invalid(
-            field,
-            format!("has {n} items; must be {min}..={max}"),
-        ));
+        return Err(invalid(field, format!("has {n} items; must be {min}..={max}")));
     }
     Ok(())
 }
 
 fn check_bytes(field: &str, n: usize, max: usize) -> Result<(), CommandError> {
     if n > max {
-        return Err(invalid(
-            field,
-            format!("{n} bytes exceeds the {max}-byte limit"),
-        ));
+        return Err(invalid(field, format!("{n} bytes exceeds the {max}-byte limit")));
     }
     Ok(())
 }
@@ -448,18 +404,10 @@ pub enum CommandError {
     #[error("session {session} has ended")]
     SessionEnded { session: SessionId },
     #[error("session {session} is at epoch {current}, not {presented}")]
-    StaleEpoch {
-        session: SessionId,
-        presented: u64,
-        current: u64,
-    },
+    StaleEpoch { session: SessionId, presented: u64, current: u64 },
     /// The attempt this token belongs to is no longer current. Nothing changed.
     #[error("fenced: task {task} token {presented} is not the current attempt (latest {latest})")]
-    Fenced {
-        task: TaskKey,
-        presented: Token,
-        latest: Token,
-    },
+    Fenced { task: TaskKey, presented: Token, latest: Token },
     #[error("task {task} is {state}, not pending")]
     NotPending { task: TaskKey, state: String },
     #[error("task {task} is not ready before {ready_at_ms}")]
@@ -471,11 +419,7 @@ pub enum CommandError {
     #[error("task {task} was already granted in this entry")]
     AlreadyGrantedInEntry { task: TaskKey },
     #[error("attempt {token} of task {task} has not reached its deadline {deadline_ms}")]
-    NotExpired {
-        task: TaskKey,
-        token: Token,
-        deadline_ms: u64,
-    },
+    NotExpired { task: TaskKey, token: Token, deadline_ms: u64 },
     #[error("job {job} has already finished")]
     JobFinished { job: JobId },
     #[error("idempotency key {key:?} was used for job {job} with a different spec")]
@@ -496,10 +440,7 @@ mod tests {
 
     #[test]
     fn backoff_doubles_and_caps() {
-        let b = Backoff {
-            base_ms: 100,
-            max_ms: 1000,
-        };
+        let b = Backoff { base_ms: 100, max_ms: 1000 };
         assert_eq!(b.delay_ms(1), 100);
         assert_eq!(b.delay_ms(2), 200);
         assert_eq!(b.delay_ms(4), 800);
@@ -511,10 +452,7 @@ mod tests {
     fn validation_names_the_field() {
         let mut spec = JobSpec::with_shards("ns", 0);
         let err = Command::SubmitJob(spec.clone()).validate().unwrap_err();
-        assert!(
-            matches!(err, CommandError::Invalid { ref field, .. } if field == "payloads"),
-            "{err}"
-        );
+        assert!(matches!(err, CommandError::Invalid { ref field, .. } if field == "payloads"), "{err}");
         spec.payloads = vec![serde_bytes::ByteBuf::from(vec![0u8; MAX_PAYLOAD_BYTES + 1])];
         let err = Command::SubmitJob(spec.clone()).validate().unwrap_err();
         assert!(matches!(err, CommandError::Invalid { ref field, .. } if field == "payloads[0]"));
@@ -526,25 +464,12 @@ mod tests {
         assert!(matches!(Command::SubmitJob(spec.clone()).validate(),
             Err(CommandError::Invalid { ref field, .. }) if field == "max_attempts"));
         spec.max_attempts = 1;
-        spec.backoff = Backoff {
-            base_ms: 10,
-            max_ms: 5,
-        };
+        spec.backoff = Backoff { base_ms: 10, max_ms: 5 };
         assert!(matches!(Command::SubmitJob(spec).validate(),
             Err(CommandError::Invalid { ref field, .. }) if field == "backoff"));
-        let reg = Command::RegisterWorker {
-            name: "w".into(),
-            labels: BTreeMap::new(),
-            capacity: 0,
-        };
-        assert!(
-            matches!(reg.validate(), Err(CommandError::Invalid { ref field, .. }) if field == "capacity")
-        );
-        assert!(
-            Command::Batch(vec![Command::Batch(vec![])])
-                .validate()
-                .is_err()
-        );
+        let reg = Command::RegisterWorker { name: "w".into(), labels: BTreeMap::new(), capacity: 0 };
+        assert!(matches!(reg.validate(), Err(CommandError::Invalid { ref field, .. }) if field == "capacity"));
+        assert!(Command::Batch(vec![Command::Batch(vec![])]).validate().is_err());
         assert!(Command::Batch(vec![]).validate().is_err());
     }
 }

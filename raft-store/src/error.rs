@@ -15,21 +15,11 @@ pub enum StoreError {
     Rocks(#[from] rocksdb::Error),
     /// A record on disk does not decode. The node refuses to guess.
     #[error("corrupt record in column family {cf:?} at key {key}: {source}")]
-    Corrupt {
-        cf: &'static str,
-        key: String,
-        source: CodecError,
-    },
+    Corrupt { cf: &'static str, key: String, source: CodecError },
     #[error("cannot encode {what}: {source}")]
-    Encode {
-        what: &'static str,
-        source: CodecError,
-    },
+    Encode { what: &'static str, source: CodecError },
     #[error("io error on {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
     /// In-memory indexes and records disagree: a bug, never bad input.
     #[error("invariant violated: {0}")]
     Invariant(String),
@@ -41,26 +31,16 @@ pub enum StoreError {
 
 impl StoreError {
     pub fn io(path: impl std::fmt::Display, source: std::io::Error) -> Self {
-        StoreError::Io {
-            path: path.to_string(),
-            source,
-        }
+        StoreError::Io { path: path.to_string(), source }
     }
 
     /// Wrap into openraft's error, naming what was being done.
     pub fn into_raft(self, subject: ErrorSubject<NodeId>, verb: ErrorVerb) -> StorageError {
-        StorageError::from(StorageIOError::new(
-            subject,
-            verb,
-            openraft::AnyError::new(&self),
-        ))
+        StorageError::from(StorageIOError::new(subject, verb, openraft::AnyError::new(&self)))
     }
 }
 
 /// Shorthand for the common "reading or writing X failed" conversions.
-pub(crate) fn raft_err(
-    subject: ErrorSubject<NodeId>,
-    verb: ErrorVerb,
-) -> impl FnOnce(StoreError) -> StorageError {
+pub(crate) fn raft_err(subject: ErrorSubject<NodeId>, verb: ErrorVerb) -> impl FnOnce(StoreError) -> StorageError {
     move |e| e.into_raft(subject, verb)
 }

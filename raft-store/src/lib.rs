@@ -27,12 +27,11 @@ pub mod task;
 pub mod types;
 
 pub use command::{
-    Assign, Backoff, Command, CommandError, Grant, JobSpec, Outcome, Proposal, Released, Response,
-    Revoked,
+    Assign, Backoff, Command, CommandError, Grant, JobSpec, Outcome, Proposal, Released, Response, Revoked,
 };
 pub use error::StoreError;
 pub use log_store::{LogReader, LogStore};
 pub use state::{Core, Indexes, Kv, MemKv, Meta, PendingTask, state_hash};
-pub use state_machine::{SnapshotBuilder, StateMachine, open_store};
+pub use state_machine::{SnapshotBuilder, StateMachine, StoreReader, open_store};
 pub use task::{Counts, EndReason, JobRecord, JobStatus, SessionRecord, TaskRecord, TaskState};
 pub use types::*;

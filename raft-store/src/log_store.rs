@@ -82,43 +82,24 @@ impl LogStore {
             .name("baton-log-sync".into())
             .spawn(move || sync_loop(sync_db, rx))
             .expect("spawn log sync thread");
-        Self {
-            db,
-            syncer: Arc::new(Syncer {
-                tx: Some(tx),
-                thread: Some(thread),
+        Self { db, syncer: Arc::new(Syncer { tx: Some(tx), thread: Some(thread) }) }
+    }
+
+    fn get_raft<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
+        let raft = cf(&self.db, CF_RAFT)?;
+        match self.db.get_cf(raft, key)? {
+            None => Ok(None),
+            Some(v) => codec::decode(&v).map(Some).map_err(|source| StoreError::Corrupt {
+                cf: CF_RAFT,
+                key: String::from_utf8_lossy(key).into_owned(),
+                source,
             }),
         }
     }
 
-    fn get_raft<T: serde::de::DeserializeOwned>(
-        &self,
-        key: &[u8],
-    ) -> Result<Option<T>, StoreError> {
+    fn put_raft<T: serde::Serialize>(&self, key: &[u8], v: &T, sync: bool) -> Result<(), StoreError> {
         let raft = cf(&self.db, CF_RAFT)?;
-        match self.db.get_cf(raft, key)? {
-            None => Ok(None),
-            Some(v) => codec::decode(&v)
-                .map(Some)
-                .map_err(|source| StoreError::Corrupt {
-                    cf: CF_RAFT,
-                    key: String::from_utf8_lossy(key).into_owned(),
-                    source,
-                }),
-        }
-    }
-
-    fn put_raft<T: serde::Serialize>(
-        &self,
-        key: &[u8],
-        v: &T,
-        sync: bool,
-    ) -> Result<(), StoreError> {
-        let raft = cf(&self.db, CF_RAFT)?;
-        let bytes = codec::encode(v).map_err(|source| StoreError::Encode {
-            what: "raft state",
-            source,
-        })?;
+        let bytes = codec::encode(v).map_err(|source| StoreError::Encode { what: "raft state", source })?;
         let mut wo = WriteOptions::default();
         wo.set_sync(sync);
         self.db.put_cf_opt(raft, key, bytes, &wo)?;
@@ -157,9 +138,7 @@ fn sync_loop(db: Arc<DB>, mut rx: mpsc::Receiver<LogFlushed<TypeConfig>>) {
         while let Ok(more) = rx.try_recv() {
             pending.push(more);
         }
-        let res = db
-            .flush_wal(true)
-            .map_err(|e| std::io::Error::other(e.to_string()));
+        let res = db.flush_wal(true).map_err(|e| std::io::Error::other(e.to_string()));
         if let Err(e) = &res {
             tracing::error!(error = %e, "log fsync failed");
         }
@@ -172,11 +151,7 @@ fn sync_loop(db: Arc<DB>, mut rx: mpsc::Receiver<LogFlushed<TypeConfig>>) {
     }
 }
 
-fn read_range<RB: RangeBounds<u64>>(
-    db: &DB,
-    range: RB,
-    max: usize,
-) -> Result<Vec<Entry>, StoreError> {
+fn read_range<RB: RangeBounds<u64>>(db: &DB, range: RB, max: usize) -> Result<Vec<Entry>, StoreError> {
     let start = match range.start_bound() {
         Bound::Included(i) => *i,
         Bound::Excluded(i) => i.saturating_add(1),
@@ -197,10 +172,7 @@ fn read_range<RB: RangeBounds<u64>>(
         }
         let e = decode_entry(&k, &v)?;
         if e.log_id.index != idx {
-            return Err(StoreError::Invariant(format!(
-                "entry at key {idx} has index {}",
-                e.log_id.index
-            )));
+            return Err(StoreError::Invariant(format!("entry at key {idx} has index {}", e.log_id.index)));
         }
         out.push(e);
     }
@@ -212,8 +184,7 @@ impl RaftLogReader<TypeConfig> for LogReader {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        read_range(&self.db, range, usize::MAX)
-            .map_err(raft_err(ErrorSubject::Logs, ErrorVerb::Read))
+        read_range(&self.db, range, usize::MAX).map_err(raft_err(ErrorSubject::Logs, ErrorVerb::Read))
     }
 }
 
@@ -222,8 +193,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        read_range(&self.db, range, usize::MAX)
-            .map_err(raft_err(ErrorSubject::Logs, ErrorVerb::Read))
+        read_range(&self.db, range, usize::MAX).map_err(raft_err(ErrorSubject::Logs, ErrorVerb::Read))
     }
 }
 
@@ -234,35 +204,27 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let read = || -> Result<_, StoreError> {
             let purged: Option<LogId> = self.get_raft(PURGED_KEY)?;
             let last = self.last_entry_id()?.or(purged);
-            Ok(LogState {
-                last_purged_log_id: purged,
-                last_log_id: last,
-            })
+            Ok(LogState { last_purged_log_id: purged, last_log_id: last })
         };
         read().map_err(raft_err(ErrorSubject::Logs, ErrorVerb::Read))
     }
 
     async fn get_log_reader(&mut self) -> LogReader {
-        LogReader {
-            db: self.db.clone(),
-        }
+        LogReader { db: self.db.clone() }
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         // sync=true: the vote is on disk before we return, as Raft requires.
-        self.put_raft(VOTE_KEY, vote, true)
-            .map_err(raft_err(ErrorSubject::Vote, ErrorVerb::Write))
+        self.put_raft(VOTE_KEY, vote, true).map_err(raft_err(ErrorSubject::Vote, ErrorVerb::Write))
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        self.get_raft(VOTE_KEY)
-            .map_err(raft_err(ErrorSubject::Vote, ErrorVerb::Read))
+        self.get_raft(VOTE_KEY).map_err(raft_err(ErrorSubject::Vote, ErrorVerb::Read))
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         // Not synced: it only lets a restarted node re-apply sooner; losing it is safe.
-        self.put_raft(COMMITTED_KEY, &committed, false)
-            .map_err(raft_err(ErrorSubject::Store, ErrorVerb::Write))
+        self.put_raft(COMMITTED_KEY, &committed, false).map_err(raft_err(ErrorSubject::Store, ErrorVerb::Write))
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
@@ -271,11 +233,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(raft_err(ErrorSubject::Store, ErrorVerb::Read))
     }
 
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError>
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
@@ -284,10 +242,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let logs = cf(&self.db, CF_LOGS)?;
             let mut batch = WriteBatch::default();
             for e in entries {
-                let bytes = codec::encode(&e).map_err(|source| StoreError::Encode {
-                    what: "log entry",
-                    source,
-                })?;
+                let bytes = codec::encode(&e).map_err(|source| StoreError::Encode { what: "log entry", source })?;
                 batch.put_cf(logs, index_key(e.log_id.index), bytes);
             }
             // Unsynced write: visible to readers now; the syncer makes it durable.
@@ -295,11 +250,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Ok(())
         };
         write().map_err(raft_err(ErrorSubject::Logs, ErrorVerb::Write))?;
-        let tx = self
-            .syncer
-            .tx
-            .as_ref()
-            .expect("syncer queue is open while the store lives");
+        let tx = self.syncer.tx.as_ref().expect("syncer queue is open while the store lives");
         if let Err(mpsc::error::SendError(cb)) = tx.send(callback).await {
             cb.log_io_completed(Err(std::io::Error::other("log syncer stopped")));
         }
@@ -326,16 +277,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let logs = cf(&self.db, CF_LOGS)?;
             let raft = cf(&self.db, CF_RAFT)?;
             let mut batch = WriteBatch::default();
-            let bytes = codec::encode(&log_id).map_err(|source| StoreError::Encode {
-                what: "purged log id",
-                source,
-            })?;
+            let bytes =
+                codec::encode(&log_id).map_err(|source| StoreError::Encode { what: "purged log id", source })?;
             batch.put_cf(raft, PURGED_KEY, bytes);
-            batch.delete_range_cf(
-                logs,
-                index_key(0),
-                index_key(log_id.index.saturating_add(1)),
-            );
+            batch.delete_range_cf(logs, index_key(0), index_key(log_id.index.saturating_add(1)));
             self.db.write(batch)?;
             Ok(())
         };

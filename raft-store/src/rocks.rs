@@ -4,8 +4,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, DBCompressionType, Direction,
-    IteratorMode, Options, ReadOptions,
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, DBCompressionType, Direction, IteratorMode, Options,
+    ReadOptions,
 };
 
 use crate::error::StoreError;
@@ -56,15 +56,7 @@ pub fn open(dir: &Path) -> Result<Arc<DB>, StoreError> {
         o.set_block_based_table_factory(&t);
         ColumnFamilyDescriptor::new(name, o)
     };
-    let db = DB::open_cf_descriptors(
-        &opts,
-        dir,
-        [
-            cf(CF_LOGS, 16 << 20),
-            cf(CF_RAFT, 1 << 20),
-            cf(CF_SM, 32 << 20),
-        ],
-    )?;
+    let db = DB::open_cf_descriptors(&opts, dir, [cf(CF_LOGS, 16 << 20), cf(CF_RAFT, 1 << 20), cf(CF_SM, 32 << 20)])?;
     let raft = db.cf_handle(CF_RAFT).expect("cf raft created above");
     match db.get_cf(raft, LAYOUT_KEY)? {
         None => db.put_cf(raft, LAYOUT_KEY, LAYOUT)?,
@@ -80,8 +72,7 @@ pub fn open(dir: &Path) -> Result<Arc<DB>, StoreError> {
 }
 
 pub(crate) fn cf<'a>(db: &'a DB, name: &str) -> Result<&'a rocksdb::ColumnFamily, StoreError> {
-    db.cf_handle(name)
-        .ok_or_else(|| StoreError::Invariant(format!("column family {name} missing")))
+    db.cf_handle(name).ok_or_else(|| StoreError::Invariant(format!("column family {name} missing")))
 }
 
 /// The live generation number (0 for a fresh store).
@@ -93,13 +84,11 @@ pub fn current_gen(db: &DB, opts: Option<&ReadOptions>) -> Result<u64, StoreErro
     };
     match v {
         None => Ok(0),
-        Some(v) => Ok(u64::from_be_bytes(v.as_slice().try_into().map_err(
-            |_| StoreError::Corrupt {
-                cf: CF_SM,
-                key: "generation".into(),
-                source: crate::codec::CodecError::Malformed(format!("{} bytes, want 8", v.len())),
-            },
-        )?)),
+        Some(v) => Ok(u64::from_be_bytes(v.as_slice().try_into().map_err(|_| StoreError::Corrupt {
+            cf: CF_SM,
+            key: "generation".into(),
+            source: crate::codec::CodecError::Malformed(format!("{} bytes, want 8", v.len())),
+        })?)),
     }
 }
 
@@ -124,9 +113,7 @@ impl GenKv<'_> {
 impl Kv for GenKv<'_> {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let sm = cf(self.db, CF_SM)?;
-        Ok(self
-            .db
-            .get_cf_opt(sm, keys::in_gen(self.generation, key), &self.read_opts())?)
+        Ok(self.db.get_cf_opt(sm, keys::in_gen(self.generation, key), &self.read_opts())?)
     }
 
     fn scan(
@@ -138,9 +125,7 @@ impl Kv for GenKv<'_> {
         let start = keys::in_gen(self.generation, prefix);
         let mut opts = self.read_opts();
         opts.fill_cache(false);
-        let it = self
-            .db
-            .iterator_cf_opt(sm, opts, IteratorMode::From(&start, Direction::Forward));
+        let it = self.db.iterator_cf_opt(sm, opts, IteratorMode::From(&start, Direction::Forward));
         for item in it {
             let (k, v) = item?;
             if !k.starts_with(&start) {

@@ -37,21 +37,13 @@ pub struct Writer<W: Write> {
 impl<W: Write> Writer<W> {
     pub fn new(inner: W, meta: &SnapshotMeta) -> Result<Self, StoreError> {
         let mut out = BufWriter::with_capacity(1 << 20, inner);
-        let meta = codec::encode(meta).map_err(|source| StoreError::Encode {
-            what: "snapshot meta",
-            source,
-        })?;
+        let meta = codec::encode(meta).map_err(|source| StoreError::Encode { what: "snapshot meta", source })?;
         let io = |e| StoreError::io("snapshot", e);
         out.write_all(MAGIC).map_err(io)?;
         out.write_all(&[VERSION]).map_err(io)?;
-        out.write_all(&(meta.len() as u32).to_le_bytes())
-            .map_err(io)?;
+        out.write_all(&(meta.len() as u32).to_le_bytes()).map_err(io)?;
         out.write_all(&meta).map_err(io)?;
-        Ok(Self {
-            out,
-            hash: blake3::Hasher::new(),
-            count: 0,
-        })
+        Ok(Self { out, hash: blake3::Hasher::new(), count: 0 })
     }
 
     pub fn record(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
@@ -61,9 +53,7 @@ impl<W: Write> Writer<W> {
         let vlen = (value.len() as u32).to_le_bytes();
         for part in [&head[..], key, &vlen[..], value] {
             self.hash.update(part);
-            self.out
-                .write_all(part)
-                .map_err(|e| StoreError::io("snapshot", e))?;
+            self.out.write_all(part).map_err(|e| StoreError::io("snapshot", e))?;
         }
         self.count += 1;
         Ok(())
@@ -74,12 +64,8 @@ impl<W: Write> Writer<W> {
         let io = |e| StoreError::io("snapshot", e);
         self.out.write_all(&[TAG_END]).map_err(io)?;
         self.out.write_all(&self.count.to_le_bytes()).map_err(io)?;
-        self.out
-            .write_all(self.hash.finalize().as_bytes())
-            .map_err(io)?;
-        self.out
-            .into_inner()
-            .map_err(|e| StoreError::io("snapshot", e.into_error()))
+        self.out.write_all(self.hash.finalize().as_bytes()).map_err(io)?;
+        self.out.into_inner().map_err(|e| StoreError::io("snapshot", e.into_error()))
     }
 }
 
@@ -96,9 +82,7 @@ impl<R: Read> Reader<R> {
     pub fn new(inner: R) -> Result<(Self, SnapshotMeta), StoreError> {
         let mut input = BufReader::with_capacity(1 << 20, inner);
         let mut magic = [0u8; 9];
-        input
-            .read_exact(&mut magic)
-            .map_err(|e| StoreError::io("snapshot header", e))?;
+        input.read_exact(&mut magic).map_err(|e| StoreError::io("snapshot header", e))?;
         if &magic[..8] != MAGIC {
             return Err(bad("not a Baton snapshot (bad magic)"));
         }
@@ -110,23 +94,13 @@ impl<R: Read> Reader<R> {
             return Err(bad(format!("snapshot meta of {len} bytes")));
         }
         let mut meta = vec![0u8; len];
-        input
-            .read_exact(&mut meta)
-            .map_err(|e| StoreError::io("snapshot meta", e))?;
+        input.read_exact(&mut meta).map_err(|e| StoreError::io("snapshot meta", e))?;
         let meta: SnapshotMeta = codec::decode(&meta).map_err(|source| StoreError::Corrupt {
             cf: "snapshot",
             key: "meta".into(),
             source,
         })?;
-        Ok((
-            Self {
-                input,
-                hash: blake3::Hasher::new(),
-                count: 0,
-                done: false,
-            },
-            meta,
-        ))
+        Ok((Self { input, hash: blake3::Hasher::new(), count: 0, done: false }, meta))
     }
 
     /// The next (key, value), or `None` after a verified trailer.
@@ -135,9 +109,7 @@ impl<R: Read> Reader<R> {
             return Ok(None);
         }
         let mut tag = [0u8; 1];
-        self.input
-            .read_exact(&mut tag)
-            .map_err(|e| StoreError::io("snapshot record", e))?;
+        self.input.read_exact(&mut tag).map_err(|e| StoreError::io("snapshot record", e))?;
         match tag[0] {
             TAG_RECORD => {
                 self.hash.update(&tag);
@@ -149,12 +121,8 @@ impl<R: Read> Reader<R> {
             TAG_END => {
                 let mut count = [0u8; 8];
                 let mut digest = [0u8; 32];
-                self.input
-                    .read_exact(&mut count)
-                    .map_err(|e| StoreError::io("snapshot trailer", e))?;
-                self.input
-                    .read_exact(&mut digest)
-                    .map_err(|e| StoreError::io("snapshot trailer", e))?;
+                self.input.read_exact(&mut count).map_err(|e| StoreError::io("snapshot trailer", e))?;
+                self.input.read_exact(&mut digest).map_err(|e| StoreError::io("snapshot trailer", e))?;
                 if u64::from_le_bytes(count) != self.count {
                     return Err(bad(format!(
                         "trailer says {} records, read {}",
@@ -174,18 +142,14 @@ impl<R: Read> Reader<R> {
 
     fn read_chunk(&mut self, max: usize) -> Result<Vec<u8>, StoreError> {
         let mut len = [0u8; 4];
-        self.input
-            .read_exact(&mut len)
-            .map_err(|e| StoreError::io("snapshot record", e))?;
+        self.input.read_exact(&mut len).map_err(|e| StoreError::io("snapshot record", e))?;
         self.hash.update(&len);
         let n = u32::from_le_bytes(len) as usize;
         if n > max {
             return Err(bad(format!("record of {n} bytes exceeds {max}")));
         }
         let mut buf = vec![0u8; n];
-        self.input
-            .read_exact(&mut buf)
-            .map_err(|e| StoreError::io("snapshot record", e))?;
+        self.input.read_exact(&mut buf).map_err(|e| StoreError::io("snapshot record", e))?;
         self.hash.update(&buf);
         Ok(buf)
     }
@@ -193,8 +157,7 @@ impl<R: Read> Reader<R> {
 
 fn read_u32<R: Read>(r: &mut R) -> Result<u32, StoreError> {
     let mut b = [0u8; 4];
-    r.read_exact(&mut b)
-        .map_err(|e| StoreError::io("snapshot", e))?;
+    r.read_exact(&mut b).map_err(|e| StoreError::io("snapshot", e))?;
     Ok(u32::from_le_bytes(b))
 }
 
@@ -209,10 +172,7 @@ mod tests {
     use super::*;
 
     fn meta() -> SnapshotMeta {
-        SnapshotMeta {
-            snapshot_id: "s1".into(),
-            ..Default::default()
-        }
+        SnapshotMeta { snapshot_id: "s1".into(), ..Default::default() }
     }
 
     #[test]
@@ -224,10 +184,7 @@ mod tests {
 
         let (mut r, m) = Reader::new(&bytes[..]).unwrap();
         assert_eq!(m, meta());
-        assert_eq!(
-            r.next_record().unwrap(),
-            Some((b"k1".to_vec(), b"v1".to_vec()))
-        );
+        assert_eq!(r.next_record().unwrap(), Some((b"k1".to_vec(), b"v1".to_vec())));
         assert_eq!(r.next_record().unwrap().unwrap().1.len(), 1000);
         assert_eq!(r.next_record().unwrap(), None);
 

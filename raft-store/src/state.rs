@@ -114,13 +114,7 @@ pub struct Meta {
 
 impl Default for Meta {
     fn default() -> Self {
-        Self {
-            last_applied: None,
-            membership: StoredMembership::default(),
-            next_job: 1,
-            next_session: 1,
-            clock_ms: 0,
-        }
+        Self { last_applied: None, membership: StoredMembership::default(), next_job: 1, next_session: 1, clock_ms: 0 }
     }
 }
 
@@ -205,22 +199,13 @@ impl Indexes {
             .pending
             .iter()
             .map(|(j, m)| {
-                let v = m
-                    .iter()
-                    .map(|(s, p)| (*s, p.ready_at_ms, p.sticky.map(|n| self.names.name(n))))
-                    .collect();
+                let v = m.iter().map(|(s, p)| (*s, p.ready_at_ms, p.sticky.map(|n| self.names.name(n)))).collect();
                 (*j, v)
             })
             .collect();
         format!(
             "jobs={:?}\npending={:?}\nsessions={:?}\nby_name={:?}\nby_session={:?}\ndeadlines={:?}\nlive={}",
-            self.jobs,
-            pending,
-            self.sessions,
-            self.live_by_name,
-            self.by_session,
-            self.deadlines,
-            self.live_tasks
+            self.jobs, pending, self.sessions, self.live_by_name, self.by_session, self.deadlines, self.live_tasks
         )
     }
 }
@@ -303,19 +288,14 @@ impl Core {
         let live_jobs: Vec<JobId> = idx.jobs.keys().copied().collect();
         for job in live_jobs {
             kv.scan(&keys::tasks_of(job), &mut |k, v| {
-                let key = keys::parse_task(k).ok_or_else(|| {
-                    StoreError::Invariant(format!("bad task key {}", keys::describe(k)))
-                })?;
+                let key = keys::parse_task(k)
+                    .ok_or_else(|| StoreError::Invariant(format!("bad task key {}", keys::describe(k))))?;
                 let rec: TaskRecord = decode_at(k, v)?;
                 index_insert(&mut idx, key, &rec);
                 Ok(true)
             })?;
         }
-        Ok(Core {
-            meta,
-            idx,
-            dirty: Dirty::default(),
-        })
+        Ok(Core { meta, idx, dirty: Dirty::default() })
     }
 
     /// Apply one log entry. `Err` only for storage failures; a refused command
@@ -333,24 +313,12 @@ impl Core {
                 let now = self.meta.clock_ms.max(p.proposed_at_ms);
                 self.meta.clock_ms = now;
                 self.prune_idempotency(kv, now)?;
-                self.apply_command(
-                    kv,
-                    Ctx {
-                        index: entry.log_id.index,
-                        now,
-                    },
-                    &p.cmd,
-                )
+                self.apply_command(kv, Ctx { index: entry.log_id.index, now }, &p.cmd)
             }
         }
     }
 
-    fn apply_command(
-        &mut self,
-        kv: &dyn Kv,
-        ctx: Ctx,
-        cmd: &Command,
-    ) -> Result<Response, StoreError> {
+    fn apply_command(&mut self, kv: &dyn Kv, ctx: Ctx, cmd: &Command) -> Result<Response, StoreError> {
         if let Err(e) = cmd.validate() {
             return Ok(Response::Rejected(e));
         }
@@ -362,17 +330,13 @@ impl Core {
                 }
                 return Ok(Response::Batch(out));
             }
-            Command::RegisterWorker {
-                name,
-                labels,
-                capacity,
-            } => self.register_worker(kv, ctx, name, labels, *capacity),
+            Command::RegisterWorker { name, labels, capacity } => {
+                self.register_worker(kv, ctx, name, labels, *capacity)
+            }
             Command::DeregisterWorker { session, epoch } => {
                 self.end_session(kv, ctx, *session, *epoch, EndReason::Deregistered)
             }
-            Command::ExpireWorker { session, epoch } => {
-                self.end_session(kv, ctx, *session, *epoch, EndReason::Expired)
-            }
+            Command::ExpireWorker { session, epoch } => self.end_session(kv, ctx, *session, *epoch, EndReason::Expired),
             Command::SubmitJob(spec) => self.submit_job(kv, ctx, spec),
             Command::AssignTasks { assignments } => {
                 let mut results = Vec::with_capacity(assignments.len());
@@ -385,68 +349,38 @@ impl Core {
                 }
                 Ok(Outcome::Assigned(results))
             }
-            Command::CompleteTask {
-                task,
-                token,
-                result,
-            } => {
-                let ev = Event::Complete {
-                    token: *token,
-                    result,
-                };
-                self.task_event(kv, ctx, *task, &ev)
-                    .map(|(step, finished)| Outcome::Completed {
-                        task: *task,
-                        job_finished: finished,
-                        duplicate: step.effect == Effect::Duplicate,
-                    })
+            Command::CompleteTask { task, token, result } => {
+                let ev = Event::Complete { token: *token, result };
+                self.task_event(kv, ctx, *task, &ev).map(|(step, finished)| Outcome::Completed {
+                    task: *task,
+                    job_finished: finished,
+                    duplicate: step.effect == Effect::Duplicate,
+                })
             }
-            Command::FailTask {
-                task,
-                token,
-                error,
-                retryable,
-            } => {
-                let ev = Event::Fail {
-                    token: *token,
-                    error,
-                    retryable: *retryable,
-                };
-                self.task_event(kv, ctx, *task, &ev)
-                    .map(|(step, finished)| Outcome::Failed {
-                        task: *task,
-                        retry_at_ms: match step.next.state {
-                            TaskState::Pending { ready_at_ms } => Some(ready_at_ms),
-                            _ => None,
-                        },
-                        job_finished: finished,
-                        duplicate: step.effect == Effect::Duplicate,
-                    })
+            Command::FailTask { task, token, error, retryable } => {
+                let ev = Event::Fail { token: *token, error, retryable: *retryable };
+                self.task_event(kv, ctx, *task, &ev).map(|(step, finished)| Outcome::Failed {
+                    task: *task,
+                    retry_at_ms: match step.next.state {
+                        TaskState::Pending { ready_at_ms } => Some(ready_at_ms),
+                        _ => None,
+                    },
+                    job_finished: finished,
+                    duplicate: step.effect == Effect::Duplicate,
+                })
             }
-            Command::ReportProgress {
-                task,
-                token,
-                progress_bp,
-                message,
-            } => {
-                let ev = Event::Progress {
-                    token: *token,
-                    progress_bp: *progress_bp,
-                    message,
-                };
-                self.task_event(kv, ctx, *task, &ev)
-                    .map(|_| Outcome::Progressed { task: *task })
+            Command::ReportProgress { task, token, progress_bp, message } => {
+                let ev = Event::Progress { token: *token, progress_bp: *progress_bp, message };
+                self.task_event(kv, ctx, *task, &ev).map(|_| Outcome::Progressed { task: *task })
             }
             Command::TimeoutAttempts { attempts } => {
                 let mut results = Vec::with_capacity(attempts.len());
                 for (task, token) in attempts {
-                    results.push(
-                        match self.task_event(kv, ctx, *task, &Event::Timeout { token: *token }) {
-                            Ok((step, _)) => Ok(released_one(*task, &step.next.state)),
-                            Err(Fail::Reject(e)) => Err(e),
-                            Err(Fail::Store(e)) => return Err(e),
-                        },
-                    );
+                    results.push(match self.task_event(kv, ctx, *task, &Event::Timeout { token: *token }) {
+                        Ok((step, _)) => Ok(released_one(*task, &step.next.state)),
+                        Err(Fail::Reject(e)) => Err(e),
+                        Err(Fail::Store(e)) => return Err(e),
+                    });
                 }
                 Ok(Outcome::TimedOut(results))
             }
@@ -470,24 +404,14 @@ impl Core {
 
     /// A job's record, live or finished.
     pub fn job(&self, kv: &dyn Kv, id: JobId) -> Result<Option<JobRecord>, StoreError> {
-        if let Some(j) = self
-            .idx
-            .jobs
-            .get(&id)
-            .or_else(|| self.dirty.finished.get(&id))
-        {
+        if let Some(j) = self.idx.jobs.get(&id).or_else(|| self.dirty.finished.get(&id)) {
             return Ok(Some(j.clone()));
         }
         load(kv, &keys::job(id))
     }
 
     fn session_rec(&self, kv: &dyn Kv, id: SessionId) -> Result<Option<SessionRecord>, StoreError> {
-        if let Some(s) = self
-            .idx
-            .sessions
-            .get(&id)
-            .or_else(|| self.dirty.sessions.get(&id))
-        {
+        if let Some(s) = self.idx.sessions.get(&id).or_else(|| self.dirty.sessions.get(&id)) {
             return Ok(Some(s.clone()));
         }
         load(kv, &keys::session(id))
@@ -533,11 +457,7 @@ impl Core {
 
     /// Move a job out of the live set once no shard is pending or assigned.
     fn finish_if_done(&mut self, job: JobId, now: u64) -> bool {
-        let done = self
-            .idx
-            .jobs
-            .get(&job)
-            .is_some_and(|j| j.counts.live() == 0);
+        let done = self.idx.jobs.get(&job).is_some_and(|j| j.counts.live() == 0);
         if done && let Some(mut rec) = self.idx.jobs.remove(&job) {
             rec.finished_ms = Some(now);
             self.idx.pending.remove(&job);
@@ -568,10 +488,7 @@ impl Core {
         }
         // Validated; mutations start here.
         let replaced = match old_live {
-            Some(old) => Some((
-                old,
-                self.end_session_unchecked(kv, ctx, old, EndReason::Replaced)?,
-            )),
+            Some(old) => Some((old, self.end_session_unchecked(kv, ctx, old, EndReason::Replaced)?)),
             None => None,
         };
         let id = self.meta.next_session;
@@ -589,14 +506,8 @@ impl Core {
         self.idx.sessions.insert(id, rec.clone());
         self.idx.live_by_name.insert(name.to_string(), id);
         self.dirty.sessions.insert(id, rec);
-        self.dirty
-            .names
-            .insert(name.to_string(), NameRecord { epoch, session: id });
-        Ok(Outcome::Registered {
-            session: id,
-            epoch,
-            replaced,
-        })
+        self.dirty.names.insert(name.to_string(), NameRecord { epoch, session: id });
+        Ok(Outcome::Registered { session: id, epoch, replaced })
     }
 
     fn end_session(
@@ -611,35 +522,17 @@ impl Core {
             return Err(self.dead_session(kv, session));
         };
         if rec.epoch != epoch {
-            return Err(CommandError::StaleEpoch {
-                session,
-                presented: epoch,
-                current: rec.epoch,
-            }
-            .into());
+            return Err(CommandError::StaleEpoch { session, presented: epoch, current: rec.epoch }.into());
         }
         let released = self.end_session_unchecked(kv, ctx, session, reason)?;
         Ok(Outcome::SessionEnded { session, released })
     }
 
-    fn end_session_unchecked(
-        &mut self,
-        kv: &dyn Kv,
-        ctx: Ctx,
-        session: SessionId,
-        reason: EndReason,
-    ) -> Res<Released> {
-        let held: Vec<TaskKey> = self
-            .idx
-            .by_session
-            .get(&session)
-            .map(|s| s.iter().copied().collect())
-            .unwrap_or_default();
+    fn end_session_unchecked(&mut self, kv: &dyn Kv, ctx: Ctx, session: SessionId, reason: EndReason) -> Res<Released> {
+        let held: Vec<TaskKey> =
+            self.idx.by_session.get(&session).map(|s| s.iter().copied().collect()).unwrap_or_default();
         let mut released = Released::default();
-        let ev = Event::Release {
-            session,
-            graceful: reason == EndReason::Deregistered,
-        };
+        let ev = Event::Release { session, graceful: reason == EndReason::Deregistered };
         for key in held {
             let (rec, policy) = self.live_task(kv, key)?;
             let step = transition(key, &rec, &ev, &policy, ctx.now)
@@ -663,10 +556,7 @@ impl Core {
     }
 
     fn submit_job(&mut self, kv: &dyn Kv, ctx: Ctx, spec: &JobSpec) -> Res<Outcome> {
-        let encoded = codec::encode(spec).map_err(|source| StoreError::Encode {
-            what: "job spec",
-            source,
-        })?;
+        let encoded = codec::encode(spec).map_err(|source| StoreError::Encode { what: "job spec", source })?;
         let spec_hash = *blake3::hash(&encoded).as_bytes();
         let shards = spec.payloads.len() as u32;
         if let Some(key) = &spec.idempotency_key
@@ -674,25 +564,13 @@ impl Core {
             && prior.created_ms.saturating_add(IDEMPOTENCY_WINDOW_MS) > ctx.now
         {
             return if prior.spec_hash == spec_hash {
-                Ok(Outcome::Submitted {
-                    job: prior.job,
-                    shards,
-                    duplicate: true,
-                })
+                Ok(Outcome::Submitted { job: prior.job, shards, duplicate: true })
             } else {
-                Err(CommandError::IdempotencyConflict {
-                    key: key.clone(),
-                    job: prior.job,
-                }
-                .into())
+                Err(CommandError::IdempotencyConflict { key: key.clone(), job: prior.job }.into())
             };
         }
         if self.idx.live_tasks + shards as u64 > MAX_LIVE_TASKS {
-            return Err(CommandError::LimitReached {
-                what: "live tasks".into(),
-                limit: MAX_LIVE_TASKS,
-            }
-            .into());
+            return Err(CommandError::LimitReached { what: "live tasks".into(), limit: MAX_LIVE_TASKS }.into());
         }
         // Validated; mutations start here.
         let id = self.meta.next_job;
@@ -701,19 +579,11 @@ impl Core {
         let mut pending = BTreeMap::new();
         for (shard, payload) in spec.payloads.iter().enumerate() {
             let key = TaskKey::new(id, shard as u32);
-            self.dirty
-                .tasks
-                .insert(key, TaskRecord::new(ready_at_ms, ctx.now));
+            self.dirty.tasks.insert(key, TaskRecord::new(ready_at_ms, ctx.now));
             if !payload.is_empty() {
                 self.dirty.payloads.insert(key, payload.clone());
             }
-            pending.insert(
-                shard as u32,
-                PendingTask {
-                    ready_at_ms,
-                    sticky: None,
-                },
-            );
+            pending.insert(shard as u32, PendingTask { ready_at_ms, sticky: None });
         }
         self.idx.pending.insert(id, pending);
         self.idx.live_tasks += shards as u64;
@@ -734,10 +604,7 @@ impl Core {
                 idempotency_key: spec.idempotency_key.clone(),
                 spec_hash,
                 created_ms: ctx.now,
-                counts: Counts {
-                    pending: shards,
-                    ..Counts::default()
-                },
+                counts: Counts { pending: shards, ..Counts::default() },
                 started: false,
                 cancel_reason: None,
                 finished_ms: None,
@@ -745,21 +612,10 @@ impl Core {
         );
         self.dirty.jobs.insert(id);
         if let Some(key) = &spec.idempotency_key {
-            self.dirty.idem.insert(
-                key.clone(),
-                Some(IdemRecord {
-                    job: id,
-                    created_ms: ctx.now,
-                    spec_hash,
-                }),
-            );
+            self.dirty.idem.insert(key.clone(), Some(IdemRecord { job: id, created_ms: ctx.now, spec_hash }));
             self.dirty.idem_time.insert((ctx.now, key.clone()), true);
         }
-        Ok(Outcome::Submitted {
-            job: id,
-            shards,
-            duplicate: false,
-        })
+        Ok(Outcome::Submitted { job: id, shards, duplicate: false })
     }
 
     fn assign_one(&mut self, kv: &dyn Kv, ctx: Ctx, a: &Assign) -> Res<Grant> {
@@ -768,38 +624,21 @@ impl Core {
         };
         let held = self.idx.by_session.get(&a.session).map_or(0, |s| s.len());
         if held >= sess.capacity as usize {
-            return Err(CommandError::AtCapacity {
-                session: a.session,
-                capacity: sess.capacity,
-            }
-            .into());
+            return Err(CommandError::AtCapacity { session: a.session, capacity: sess.capacity }.into());
         }
         let (rec, policy) = self.live_task(kv, a.task)?;
         let job = &self.idx.jobs[&a.task.job];
         if !sess.satisfies(&job.constraints) {
-            return Err(CommandError::ConstraintMismatch {
-                session: a.session,
-                job: a.task.job,
-            }
-            .into());
+            return Err(CommandError::ConstraintMismatch { session: a.session, job: a.task.job }.into());
         }
         let worker = sess.name.clone();
-        let ev = Event::Grant {
-            session: a.session,
-            worker: &worker,
-            token: ctx.index,
-        };
+        let ev = Event::Grant { session: a.session, worker: &worker, token: ctx.index };
         let step = transition(a.task, &rec, &ev, &policy, ctx.now)?;
         let TaskState::Assigned { deadline_ms, .. } = step.next.state else {
             return Err(invariant(format!("grant of {} did not assign", a.task)));
         };
-        let grant = Grant {
-            task: a.task,
-            session: a.session,
-            token: ctx.index,
-            attempt: step.next.attempts,
-            deadline_ms,
-        };
+        let grant =
+            Grant { task: a.task, session: a.session, token: ctx.index, attempt: step.next.attempts, deadline_ms };
         self.set_task(a.task, &rec.state, step.next);
         Ok(grant)
     }
@@ -816,28 +655,19 @@ impl Core {
         if key.shard >= job.shards {
             return Err(CommandError::TaskNotFound(key).into());
         }
-        let rec = self
-            .task(kv, key)?
-            .ok_or_else(|| invariant(format!("live job {} has no record for {key}", key.job)))?;
+        let rec =
+            self.task(kv, key)?.ok_or_else(|| invariant(format!("live job {} has no record for {key}", key.job)))?;
         Ok((rec, job.policy()))
     }
 
     /// Apply a token-carrying event (complete, fail, progress, timeout). Works
     /// on finished jobs too, so a retried report of a result that finished the
     /// job is answered as a duplicate rather than "not found".
-    fn task_event(
-        &mut self,
-        kv: &dyn Kv,
-        ctx: Ctx,
-        key: TaskKey,
-        ev: &Event<'_>,
-    ) -> Res<(Step, bool)> {
+    fn task_event(&mut self, kv: &dyn Kv, ctx: Ctx, key: TaskKey, ev: &Event<'_>) -> Res<(Step, bool)> {
         let (rec, policy) = match self.live_task(kv, key) {
             Ok(x) => x,
             Err(Fail::Reject(CommandError::JobFinished { .. })) => {
-                let job = self
-                    .job(kv, key.job)?
-                    .ok_or(CommandError::JobNotFound(key.job))?;
+                let job = self.job(kv, key.job)?.ok_or(CommandError::JobNotFound(key.job))?;
                 if key.shard >= job.shards {
                     return Err(CommandError::TaskNotFound(key).into());
                 }
@@ -872,9 +702,7 @@ impl Core {
         let mut live = Vec::new();
         for shard in 0..shards {
             let key = TaskKey::new(job, shard);
-            let t = self
-                .task(kv, key)?
-                .ok_or_else(|| invariant(format!("missing {key}")))?;
+            let t = self.task(kv, key)?.ok_or_else(|| invariant(format!("missing {key}")))?;
             if !t.state.is_terminal() {
                 live.push((key, t));
             }
@@ -885,29 +713,17 @@ impl Core {
             let step = transition(key, &t, &Event::Cancel, &policy, ctx.now)
                 .map_err(|e| invariant(format!("cancel of live {key}: {e}")))?;
             if let TaskState::Assigned { session, token, .. } = t.state {
-                revoked.push(Revoked {
-                    task: key,
-                    session,
-                    token,
-                });
+                revoked.push(Revoked { task: key, session, token });
             }
             self.set_task(key, &t.state, step.next);
         }
-        let reason = if reason.is_empty() {
-            "cancelled"
-        } else {
-            reason
-        };
+        let reason = if reason.is_empty() { "cancelled" } else { reason };
         if let Some(j) = self.idx.jobs.get_mut(&job) {
             j.cancel_reason = Some(reason.to_string());
         }
         self.dirty.jobs.insert(job);
         self.finish_if_done(job, ctx.now);
-        Ok(Outcome::Cancelled {
-            job,
-            revoked,
-            tasks_cancelled,
-        })
+        Ok(Outcome::Cancelled { job, revoked, tasks_cancelled })
     }
 
     /// Drop idempotency keys older than the dedup window, a bounded number per entry.
@@ -947,12 +763,7 @@ impl Core {
     /// Number of records changed since the last [`Core::take_writes`].
     pub fn dirty_len(&self) -> usize {
         let d = &self.dirty;
-        d.tasks.len()
-            + d.jobs.len()
-            + d.payloads.len()
-            + d.sessions.len()
-            + d.names.len()
-            + d.idem.len()
+        d.tasks.len() + d.jobs.len() + d.payloads.len() + d.sessions.len() + d.names.len() + d.idem.len()
     }
 
     /// Encode every change since the last call, as (table key, value or delete),
@@ -968,8 +779,7 @@ impl Core {
         }
         for id in d.jobs {
             let rec = self.idx.jobs.get(&id).or_else(|| d.finished.get(&id));
-            let rec =
-                rec.ok_or_else(|| StoreError::Invariant(format!("dirty job {id} has no record")))?;
+            let rec = rec.ok_or_else(|| StoreError::Invariant(format!("dirty job {id} has no record")))?;
             w.push((keys::job(id), Some(enc("job", codec::encode(rec))?)));
         }
         for (k, t) in d.tasks {
@@ -982,10 +792,7 @@ impl Core {
             w.push((keys::session(id), Some(enc("session", codec::encode(&s))?)));
         }
         for (name, n) in d.names {
-            w.push((
-                keys::worker_name(&name),
-                Some(enc("worker name", codec::encode(&n))?),
-            ));
+            w.push((keys::worker_name(&name), Some(enc("worker name", codec::encode(&n))?)));
         }
         for (key, r) in d.idem {
             let v = match r {
@@ -1020,11 +827,7 @@ fn index_remove(idx: &mut Indexes, key: TaskKey, old: &TaskState) {
                 }
             }
         }
-        TaskState::Assigned {
-            session,
-            token,
-            deadline_ms,
-        } => {
+        TaskState::Assigned { session, token, deadline_ms } => {
             if let Some(s) = idx.by_session.get_mut(session) {
                 s.remove(&key);
                 if s.is_empty() {
@@ -1042,19 +845,12 @@ fn index_insert(idx: &mut Indexes, key: TaskKey, rec: &TaskRecord) {
     match &rec.state {
         TaskState::Pending { ready_at_ms } => {
             let sticky = rec.last_worker.as_deref().map(|n| idx.names.intern(n));
-            idx.pending.entry(key.job).or_default().insert(
-                key.shard,
-                PendingTask {
-                    ready_at_ms: *ready_at_ms,
-                    sticky,
-                },
-            );
+            idx.pending
+                .entry(key.job)
+                .or_default()
+                .insert(key.shard, PendingTask { ready_at_ms: *ready_at_ms, sticky });
         }
-        TaskState::Assigned {
-            session,
-            token,
-            deadline_ms,
-        } => {
+        TaskState::Assigned { session, token, deadline_ms } => {
             idx.by_session.entry(*session).or_default().insert(key);
             idx.deadlines.insert((*deadline_ms, key, *token));
         }

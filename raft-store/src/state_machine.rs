@@ -12,7 +12,7 @@
 
 use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{ErrorSubject, ErrorVerb, RaftSnapshotBuilder};
@@ -20,11 +20,13 @@ use rocksdb::{DB, ReadOptions, WriteBatch, WriteOptions};
 
 use crate::command::Response;
 use crate::error::{StoreError, raft_err};
+use crate::keys::parse_task;
 use crate::keys::{self, Table};
 use crate::log_store::LogStore;
 use crate::rocks::{self, CF_SM, GenKv, cf};
 use crate::snapshot;
-use crate::state::{Core, Meta, load, state_hash};
+use crate::state::{Core, Kv, Meta, load, state_hash};
+use crate::task::{JobRecord, SessionRecord, TaskRecord};
 use crate::types::*;
 
 const CURRENT_SNAPSHOT: &str = "current.snap";
@@ -43,11 +45,18 @@ pub fn open_store(dir: &Path) -> Result<(LogStore, StateMachine), StoreError> {
     Ok((LogStore::open(db)?, sm))
 }
 
+/// What apply() changes and readers read: the core and the live generation.
+/// apply() holds the write lock for one whole apply call, so readers never see
+/// a half-applied entry.
+struct Live {
+    core: Core,
+    generation: u64,
+}
+
 /// The RocksDB-backed state machine.
 pub struct StateMachine {
     db: Arc<DB>,
-    generation: u64,
-    core: Core,
+    live: Arc<RwLock<Live>>,
     snap_dir: PathBuf,
     /// Serializes replacing `current.snap` between builders and installs.
     snap_lock: Arc<Mutex<()>>,
@@ -71,17 +80,9 @@ impl StateMachine {
         let sm = cf(&db, CF_SM)?;
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(sm, keys::gen_prefix(0), keys::gen_prefix(generation));
-        batch.delete_range_cf(
-            sm,
-            &keys::gen_prefix(generation + 1)[..],
-            &[keys::GEN_PREFIX + 1][..],
-        );
+        batch.delete_range_cf(sm, &keys::gen_prefix(generation + 1)[..], &[keys::GEN_PREFIX + 1][..]);
         db.write(batch)?;
-        let core = Core::open(&GenKv {
-            db: &db,
-            generation,
-            snapshot: None,
-        })?;
+        let core = Core::open(&GenKv { db: &db, generation, snapshot: None })?;
         tracing::info!(
             generation,
             last_applied = ?core.meta.last_applied,
@@ -91,46 +92,154 @@ impl StateMachine {
         );
         Ok(Self {
             db,
-            generation,
-            core,
+            live: Arc::new(RwLock::new(Live { core, generation })),
             snap_dir,
             snap_lock: Arc::new(Mutex::new(())),
             recv_seq: 0,
         })
     }
 
-    /// The core: meta and in-memory indexes.
-    pub fn core(&self) -> &Core {
-        &self.core
+    /// A cloneable read handle, for the coordinator's queries and scheduler.
+    pub fn reader(&self) -> StoreReader {
+        StoreReader { db: self.db.clone(), live: self.live.clone() }
     }
 
-    /// Read access to the live generation's durable records.
-    pub fn kv(&self) -> GenKv<'_> {
-        GenKv {
-            db: &self.db,
-            generation: self.generation,
-            snapshot: None,
-        }
+    /// Run `f` over the core and the live records, under the read lock.
+    pub fn read<R>(&self, f: impl FnOnce(&Core, &dyn Kv) -> R) -> R {
+        self.reader().read(f)
     }
 
     /// blake3 over the live generation; equal on replicas at equal applied index.
     pub fn state_hash(&self) -> Result<[u8; 32], StoreError> {
-        state_hash(&self.kv())
+        self.reader().state_hash()
     }
 
-    fn write_changes(&mut self) -> Result<(), StoreError> {
-        let writes = self.core.take_writes()?;
-        let sm = cf(&self.db, CF_SM)?;
-        let mut batch = WriteBatch::default();
-        for (k, v) in writes {
-            let key = keys::in_gen(self.generation, &k);
-            match v {
-                Some(v) => batch.put_cf(sm, key, v),
-                None => batch.delete_cf(sm, key),
-            }
+    fn write_lock(&self) -> RwLockWriteGuard<'_, Live> {
+        self.live.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn write_changes(db: &DB, live: &mut Live) -> Result<(), StoreError> {
+    let writes = live.core.take_writes()?;
+    let sm = cf(db, CF_SM)?;
+    let mut batch = WriteBatch::default();
+    for (k, v) in writes {
+        let key = keys::in_gen(live.generation, &k);
+        match v {
+            Some(v) => batch.put_cf(sm, key, v),
+            None => batch.delete_cf(sm, key),
         }
-        self.db.write(batch)?;
-        Ok(())
+    }
+    db.write(batch)?;
+    Ok(())
+}
+
+/// Read access to the state machine from outside openraft: consistent with
+/// whole applied entries, never blocking apply() for longer than one read.
+#[derive(Clone)]
+pub struct StoreReader {
+    db: Arc<DB>,
+    live: Arc<RwLock<Live>>,
+}
+
+impl StoreReader {
+    fn read_lock(&self) -> RwLockReadGuard<'_, Live> {
+        self.live.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Run `f` over the core (meta and indexes) and the live records.
+    pub fn read<R>(&self, f: impl FnOnce(&Core, &dyn Kv) -> R) -> R {
+        let g = self.read_lock();
+        let kv = GenKv { db: &self.db, generation: g.generation, snapshot: None };
+        f(&g.core, &kv)
+    }
+
+    pub fn last_applied(&self) -> Option<LogId> {
+        self.read_lock().core.meta.last_applied
+    }
+
+    pub fn state_hash(&self) -> Result<[u8; 32], StoreError> {
+        self.read(|_, kv| state_hash(kv))
+    }
+
+    pub fn job(&self, id: JobId) -> Result<Option<JobRecord>, StoreError> {
+        self.read(|core, kv| core.job(kv, id))
+    }
+
+    pub fn task(&self, key: TaskKey) -> Result<Option<TaskRecord>, StoreError> {
+        self.read(|core, kv| core.task(kv, key))
+    }
+
+    /// A shard's payload (empty when it had none).
+    pub fn payload(&self, key: TaskKey) -> Result<Vec<u8>, StoreError> {
+        self.read(|_, kv| {
+            Ok(load::<serde_bytes::ByteBuf>(kv, &keys::payload(key))?.map(|b| b.into_vec()).unwrap_or_default())
+        })
+    }
+
+    pub fn session(&self, id: SessionId) -> Result<Option<SessionRecord>, StoreError> {
+        self.read(|core, kv| match core.idx.sessions.get(&id) {
+            Some(s) => Ok(Some(s.clone())),
+            None => load(kv, &keys::session(id)),
+        })
+    }
+
+    /// Up to `limit` jobs with id greater than `after`, in id order, that pass `keep`.
+    /// Scans at most `max_scan` records so a selective filter stays bounded.
+    pub fn list_jobs(
+        &self,
+        after: JobId,
+        limit: usize,
+        max_scan: usize,
+        keep: impl Fn(&JobRecord) -> bool,
+    ) -> Result<(Vec<JobRecord>, Option<JobId>), StoreError> {
+        self.read(|_, kv| {
+            let mut out = Vec::new();
+            let mut scanned = 0usize;
+            let mut resume = None;
+            let start = keys::job(after.saturating_add(1));
+            let mut err = None;
+            kv.scan(&[Table::Job as u8], &mut |k, v| {
+                if k < start.as_slice() {
+                    return Ok(true);
+                }
+                let job: JobRecord = crate::state::decode_at(k, v)?;
+                scanned += 1;
+                if keep(&job) {
+                    if out.len() == limit {
+                        resume = Some(out.last().map_or(job.id, |j: &JobRecord| j.id));
+                        return Ok(false);
+                    }
+                    out.push(job);
+                } else if scanned >= max_scan {
+                    resume = Some(job.id);
+                    return Ok(false);
+                }
+                Ok(true)
+            })
+            .unwrap_or_else(|e| err = Some(e));
+            match err {
+                Some(e) => Err(e),
+                None => Ok((out, resume)),
+            }
+        })
+    }
+
+    /// Task records of one job in shard order, from `from_shard`, at most `limit`.
+    pub fn tasks_of(&self, job: JobId, from_shard: u32, limit: usize) -> Result<Vec<(u32, TaskRecord)>, StoreError> {
+        self.read(|_, kv| {
+            let mut out = Vec::new();
+            kv.scan(&keys::tasks_of(job), &mut |k, v| {
+                let key =
+                    parse_task(k).ok_or_else(|| StoreError::Invariant(format!("bad key {}", keys::describe(k))))?;
+                if key.shard < from_shard {
+                    return Ok(true);
+                }
+                out.push((key.shard, crate::state::decode_at(k, v)?));
+                Ok(out.len() < limit)
+            })?;
+            Ok(out)
+        })
     }
 }
 
@@ -138,10 +247,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
-        Ok((
-            self.core.meta.last_applied,
-            self.core.meta.membership.clone(),
-        ))
+        let g = self.live.read().unwrap_or_else(|p| p.into_inner());
+        Ok((g.core.meta.last_applied, g.core.meta.membership.clone()))
     }
 
     async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
@@ -150,33 +257,26 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: Send,
     {
         let mut out = Vec::new();
+        let db = self.db.clone();
+        let mut live = self.write_lock();
+        let live = &mut *live;
         for entry in entries {
-            let kv = GenKv {
-                db: &self.db,
-                generation: self.generation,
-                snapshot: None,
-            };
-            let r = self
+            let kv = GenKv { db: &db, generation: live.generation, snapshot: None };
+            let r = live
                 .core
                 .apply_entry(&kv, &entry)
                 .map_err(|e| e.into_raft(ErrorSubject::Apply(entry.log_id), ErrorVerb::Write))?;
             out.push(r);
-            if self.core.dirty_len() >= APPLY_FLUSH_RECORDS {
-                self.write_changes()
-                    .map_err(raft_err(ErrorSubject::StateMachine, ErrorVerb::Write))?;
+            if live.core.dirty_len() >= APPLY_FLUSH_RECORDS {
+                write_changes(&db, live).map_err(raft_err(ErrorSubject::StateMachine, ErrorVerb::Write))?;
             }
         }
-        self.write_changes()
-            .map_err(raft_err(ErrorSubject::StateMachine, ErrorVerb::Write))?;
+        write_changes(&db, live).map_err(raft_err(ErrorSubject::StateMachine, ErrorVerb::Write))?;
         Ok(out)
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
-        SnapshotBuilder {
-            db: self.db.clone(),
-            snap_dir: self.snap_dir.clone(),
-            lock: self.snap_lock.clone(),
-        }
+        SnapshotBuilder { db: self.db.clone(), snap_dir: self.snap_dir.clone(), lock: self.snap_lock.clone() }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
@@ -199,28 +299,30 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta,
         snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
-        let err = raft_err(
-            ErrorSubject::Snapshot(Some(meta.signature())),
-            ErrorVerb::Write,
-        );
+        let err = raft_err(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write);
         let file = snapshot.into_std().await;
-        let (db, old_gen, dir, lock, meta2) = (
-            self.db.clone(),
-            self.generation,
-            self.snap_dir.clone(),
-            self.snap_lock.clone(),
-            meta.clone(),
-        );
-        let (new_gen, core) = tokio::task::spawn_blocking(move || {
-            install_blocking(&db, old_gen, file, &meta2, &dir, &lock)
-        })
-        .await
-        .map_err(|e| StoreError::Snapshot(format!("install task failed: {e}")))
-        .and_then(|r| r)
-        .map_err(err)?;
+        let old_gen = self.live.read().unwrap_or_else(|p| p.into_inner()).generation;
+        let (db, meta2) = (self.db.clone(), meta.clone());
+        let (new_gen, core, file) = tokio::task::spawn_blocking(move || prepare_install(&db, old_gen, file, &meta2))
+            .await
+            .map_err(|e| StoreError::Snapshot(format!("install task failed: {e}")))
+            .and_then(|r| r)
+            .map_err(err)?;
+        {
+            // The switch: one synced batch flips the generation and drops the
+            // old one, under the write lock so no reader sees the gap.
+            let mut live = self.write_lock();
+            switch_generation(&self.db, old_gen, new_gen)
+                .map_err(raft_err(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write))?;
+            *live = Live { core, generation: new_gen };
+        }
+        let (dir, lock, meta2) = (self.snap_dir.clone(), self.snap_lock.clone(), meta.clone());
+        tokio::task::spawn_blocking(move || keep_received(file, &meta2, &dir, &lock))
+            .await
+            .map_err(|e| StoreError::Snapshot(format!("install task failed: {e}")))
+            .and_then(|r| r)
+            .map_err(raft_err(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write))?;
         tracing::info!(snapshot = %meta.snapshot_id, last = ?meta.last_log_id, new_gen, "snapshot installed");
-        self.generation = new_gen;
-        self.core = core;
         Ok(())
     }
 
@@ -235,29 +337,22 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .await
             .map_err(|e| StoreError::io(path.display(), e))
             .map_err(raft_err(ErrorSubject::Snapshot(None), ErrorVerb::Read))?;
-        Ok(Some(Snapshot {
-            meta,
-            snapshot: Box::new(f),
-        }))
+        Ok(Some(Snapshot { meta, snapshot: Box::new(f) }))
     }
 }
 
-/// Load the snapshot in `file` into a new generation and switch to it.
-fn install_blocking(
+/// Load the snapshot in `file` into a new generation, beside the live one,
+/// and build its core. Nothing live changes until [`switch_generation`].
+fn prepare_install(
     db: &DB,
     old_gen: u64,
     mut file: std::fs::File,
     meta: &SnapshotMeta,
-    dir: &Path,
-    lock: &Mutex<()>,
-) -> Result<(u64, Core), StoreError> {
+) -> Result<(u64, Core, std::fs::File), StoreError> {
     let sm = cf(db, CF_SM)?;
-    file.seek(SeekFrom::Start(0))
-        .map_err(|e| StoreError::io("received snapshot", e))?;
+    file.seek(SeekFrom::Start(0)).map_err(|e| StoreError::io("received snapshot", e))?;
     let (mut reader, file_meta) = snapshot::Reader::new(&mut file)?;
-    if file_meta.last_log_id != meta.last_log_id
-        || file_meta.last_membership != meta.last_membership
-    {
+    if file_meta.last_log_id != meta.last_log_id || file_meta.last_membership != meta.last_membership {
         return Err(StoreError::Snapshot(format!(
             "file holds {:?}, expected {:?}",
             file_meta.last_log_id, meta.last_log_id
@@ -268,9 +363,7 @@ fn install_blocking(
     batch.delete_range_cf(sm, keys::gen_prefix(new_gen), keys::gen_prefix(new_gen + 1));
     while let Some((k, v)) = reader.next_record()? {
         if k.first().and_then(|t| Table::from_tag(*t)).is_none() {
-            return Err(StoreError::Snapshot(format!(
-                "record with unknown table key {k:02x?}"
-            )));
+            return Err(StoreError::Snapshot(format!("record with unknown table key {k:02x?}")));
         }
         batch.put_cf(sm, keys::in_gen(new_gen, &k), v);
         if batch.size_in_bytes() >= INSTALL_BATCH_BYTES {
@@ -279,11 +372,7 @@ fn install_blocking(
     }
     db.write(batch)?;
     // The new generation must describe exactly the snapshot it came from.
-    let kv = GenKv {
-        db,
-        generation: new_gen,
-        snapshot: None,
-    };
+    let kv = GenKv { db, generation: new_gen, snapshot: None };
     let m: Meta = load(&kv, &keys::meta())?.unwrap_or_default();
     if m.last_applied != meta.last_log_id || m.membership != meta.last_membership {
         return Err(StoreError::Snapshot(format!(
@@ -292,23 +381,31 @@ fn install_blocking(
         )));
     }
     let core = Core::open(&kv)?;
-    // The switch: one synced batch flips the generation and drops the old one.
+    Ok((new_gen, core, file))
+}
+
+/// One synced batch: point at `new_gen`, range-delete `old_gen`. A crash
+/// before it leaves the old state (open drops the half-built generation);
+/// after it, the new one.
+fn switch_generation(db: &DB, old_gen: u64, new_gen: u64) -> Result<(), StoreError> {
+    let sm = cf(db, CF_SM)?;
     let mut flip = WriteBatch::default();
     flip.put_cf(sm, keys::CURRENT_GEN_KEY, new_gen.to_be_bytes());
     flip.delete_range_cf(sm, keys::gen_prefix(old_gen), keys::gen_prefix(old_gen + 1));
     let mut wo = WriteOptions::default();
     wo.set_sync(true);
     db.write_opt(flip, &wo)?;
+    Ok(())
+}
 
-    // Keep the received snapshot as the current one, so it can be served on.
+/// Keep the received snapshot as the current one, so it can be served on.
+fn keep_received(mut file: std::fs::File, meta: &SnapshotMeta, dir: &Path, lock: &Mutex<()>) -> Result<(), StoreError> {
     let tmp = dir.join("install.tmp");
     {
         let mut out = std::fs::File::create(&tmp).map_err(|e| StoreError::io(tmp.display(), e))?;
-        file.seek(SeekFrom::Start(0))
-            .map_err(|e| StoreError::io("received snapshot", e))?;
+        file.seek(SeekFrom::Start(0)).map_err(|e| StoreError::io("received snapshot", e))?;
         std::io::copy(&mut file, &mut out).map_err(|e| StoreError::io(tmp.display(), e))?;
-        out.sync_all()
-            .map_err(|e| StoreError::io(tmp.display(), e))?;
+        out.sync_all().map_err(|e| StoreError::io(tmp.display(), e))?;
     }
     publish(dir, &tmp, meta, lock)?;
     if let Ok(rd) = std::fs::read_dir(dir) {
@@ -318,16 +415,11 @@ fn install_blocking(
             }
         }
     }
-    Ok((new_gen, core))
+    Ok(())
 }
 
 /// Make `tmp` the current snapshot unless a newer one is already current.
-fn publish(
-    dir: &Path,
-    tmp: &Path,
-    meta: &SnapshotMeta,
-    lock: &Mutex<()>,
-) -> Result<(), StoreError> {
+fn publish(dir: &Path, tmp: &Path, meta: &SnapshotMeta, lock: &Mutex<()>) -> Result<(), StoreError> {
     let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
     let current = dir.join(CURRENT_SNAPSHOT);
     if let Ok(existing) = snapshot::read_meta(&current)
@@ -337,9 +429,7 @@ fn publish(
         return Ok(());
     }
     std::fs::rename(tmp, &current).map_err(|e| StoreError::io(current.display(), e))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| StoreError::io(dir.display(), e))?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| StoreError::io(dir.display(), e))?;
     Ok(())
 }
 
@@ -361,24 +451,14 @@ impl SnapshotBuilder {
         let mut ro = ReadOptions::default();
         ro.set_snapshot(&snap);
         let generation = rocks::current_gen(db, Some(&ro))?;
-        let kv = GenKv {
-            db,
-            generation,
-            snapshot: Some(&snap),
-        };
+        let kv = GenKv { db, generation, snapshot: Some(&snap) };
         let m: Meta = load(&kv, &keys::meta())?.unwrap_or_default();
         let id = match m.last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id, l.index, unique_suffix()),
             None => format!("empty-{}", unique_suffix()),
         };
-        let meta = SnapshotMeta {
-            last_log_id: m.last_applied,
-            last_membership: m.membership.clone(),
-            snapshot_id: id,
-        };
-        let tmp = self
-            .snap_dir
-            .join(format!("build-{}.tmp", meta.snapshot_id));
+        let meta = SnapshotMeta { last_log_id: m.last_applied, last_membership: m.membership.clone(), snapshot_id: id };
+        let tmp = self.snap_dir.join(format!("build-{}.tmp", meta.snapshot_id));
         let f = std::fs::File::create(&tmp).map_err(|e| StoreError::io(tmp.display(), e))?;
         let mut w = snapshot::Writer::new(f, &meta)?;
         use crate::state::Kv as _;
@@ -395,10 +475,7 @@ impl SnapshotBuilder {
 
 /// Distinguishes snapshots built at the same log id (ids must be unique).
 fn unique_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -410,9 +487,6 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             .and_then(|r| r)
             .map_err(raft_err(ErrorSubject::Snapshot(None), ErrorVerb::Write))?;
         tracing::info!(snapshot = %meta.snapshot_id, last = ?meta.last_log_id, "snapshot built");
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(tokio::fs::File::from_std(file)),
-        })
+        Ok(Snapshot { meta, snapshot: Box::new(tokio::fs::File::from_std(file)) })
     }
 }

@@ -35,10 +35,7 @@ pub enum TaskState {
 
 impl TaskState {
     pub fn is_terminal(&self) -> bool {
-        matches!(
-            self,
-            TaskState::Succeeded { .. } | TaskState::Dead | TaskState::Cancelled
-        )
+        matches!(self, TaskState::Succeeded { .. } | TaskState::Dead | TaskState::Cancelled)
     }
 
     pub fn name(&self) -> &'static str {
@@ -172,40 +169,16 @@ pub fn transition(
     policy: &Policy,
     now_ms: u64,
 ) -> Result<Step, CommandError> {
-    let fenced = |presented: Token| CommandError::Fenced {
-        task: key,
-        presented,
-        latest: rec.last_token,
-    };
-    let changed = |next: TaskRecord| {
-        Ok(Step {
-            next,
-            effect: Effect::Changed,
-        })
-    };
-    let duplicate = || {
-        Ok(Step {
-            next: rec.clone(),
-            effect: Effect::Duplicate,
-        })
-    };
+    let fenced = |presented: Token| CommandError::Fenced { task: key, presented, latest: rec.last_token };
+    let changed = |next: TaskRecord| Ok(Step { next, effect: Effect::Changed });
+    let duplicate = || Ok(Step { next: rec.clone(), effect: Effect::Duplicate });
     let mut next = rec.clone();
     next.updated_ms = now_ms;
 
     match (ev, &rec.state) {
-        (
-            Event::Grant {
-                session,
-                worker,
-                token,
-            },
-            TaskState::Pending { ready_at_ms },
-        ) => {
+        (Event::Grant { session, worker, token }, TaskState::Pending { ready_at_ms }) => {
             if *ready_at_ms > now_ms {
-                return Err(CommandError::NotReady {
-                    task: key,
-                    ready_at_ms: *ready_at_ms,
-                });
+                return Err(CommandError::NotReady { task: key, ready_at_ms: *ready_at_ms });
             }
             if *token <= rec.last_token {
                 return Err(CommandError::AlreadyGrantedInEntry { task: key });
@@ -222,41 +195,20 @@ pub fn transition(
             next.progress_message.clear();
             changed(next)
         }
-        (Event::Grant { .. }, state) => Err(CommandError::NotPending {
-            task: key,
-            state: state.name().to_string(),
-        }),
+        (Event::Grant { .. }, state) => Err(CommandError::NotPending { task: key, state: state.name().to_string() }),
 
-        (Event::Complete { token, result }, TaskState::Assigned { token: cur, .. })
-            if token == cur =>
-        {
-            next.state = TaskState::Succeeded {
-                token: *token,
-                result: ByteBuf::from(result.to_vec()),
-            };
+        (Event::Complete { token, result }, TaskState::Assigned { token: cur, .. }) if token == cur => {
+            next.state = TaskState::Succeeded { token: *token, result: ByteBuf::from(result.to_vec()) };
             next.progress_bp = 10_000;
             changed(next)
         }
-        (Event::Complete { token, .. }, TaskState::Succeeded { token: cur, .. })
-            if token == cur =>
-        {
-            duplicate()
-        }
+        (Event::Complete { token, .. }, TaskState::Succeeded { token: cur, .. }) if token == cur => duplicate(),
         (Event::Complete { token, .. }, _) => Err(fenced(*token)),
 
-        (
-            Event::Fail {
-                token,
-                error,
-                retryable,
-            },
-            TaskState::Assigned { token: cur, .. },
-        ) if token == cur => {
+        (Event::Fail { token, error, retryable }, TaskState::Assigned { token: cur, .. }) if token == cur => {
             next.last_error = Some(error.to_string());
             next.state = if *retryable && rec.attempts < policy.max_attempts {
-                TaskState::Pending {
-                    ready_at_ms: now_ms.saturating_add(policy.backoff.delay_ms(rec.attempts)),
-                }
+                TaskState::Pending { ready_at_ms: now_ms.saturating_add(policy.backoff.delay_ms(rec.attempts)) }
             } else {
                 TaskState::Dead
             };
@@ -270,34 +222,16 @@ pub fn transition(
         }
         (Event::Fail { token, .. }, _) => Err(fenced(*token)),
 
-        (
-            Event::Progress {
-                token,
-                progress_bp,
-                message,
-            },
-            TaskState::Assigned { token: cur, .. },
-        ) if token == cur => {
+        (Event::Progress { token, progress_bp, message }, TaskState::Assigned { token: cur, .. }) if token == cur => {
             next.progress_bp = *progress_bp;
             next.progress_message = message.to_string();
             changed(next)
         }
         (Event::Progress { token, .. }, _) => Err(fenced(*token)),
 
-        (
-            Event::Timeout { token },
-            TaskState::Assigned {
-                token: cur,
-                deadline_ms,
-                ..
-            },
-        ) if token == cur => {
+        (Event::Timeout { token }, TaskState::Assigned { token: cur, deadline_ms, .. }) if token == cur => {
             if *deadline_ms > now_ms {
-                return Err(CommandError::NotExpired {
-                    task: key,
-                    token: *token,
-                    deadline_ms: *deadline_ms,
-                });
+                return Err(CommandError::NotExpired { task: key, token: *token, deadline_ms: *deadline_ms });
             }
             next.last_error = Some("attempt timed out".to_string());
             next.state = requeue_or_dead(rec, policy, now_ms, true);
@@ -305,22 +239,11 @@ pub fn transition(
         }
         (Event::Timeout { token }, _) => Err(fenced(*token)),
 
-        (Event::Release { session, graceful }, TaskState::Assigned { session: held, .. })
-            if session == held =>
-        {
-            next.last_error = Some(
-                if *graceful {
-                    "worker left"
-                } else {
-                    "worker lease expired"
-                }
-                .to_string(),
-            );
+        (Event::Release { session, graceful }, TaskState::Assigned { session: held, .. }) if session == held => {
+            next.last_error = Some(if *graceful { "worker left" } else { "worker lease expired" }.to_string());
             // A lost worker retries at once: the task did nothing wrong.
             next.state = if *graceful {
-                TaskState::Pending {
-                    ready_at_ms: now_ms,
-                }
+                TaskState::Pending { ready_at_ms: now_ms }
             } else {
                 requeue_or_dead(rec, policy, now_ms, false)
             };
@@ -328,20 +251,14 @@ pub fn transition(
         }
         (Event::Release { session, .. }, state) => Err(CommandError::Invalid {
             field: "session".into(),
-            reason: format!(
-                "task {key} is {} and not held by session {session}",
-                state.name()
-            ),
+            reason: format!("task {key} is {} and not held by session {session}", state.name()),
         }),
 
         (Event::Cancel, state) if !state.is_terminal() => {
             next.state = TaskState::Cancelled;
             changed(next)
         }
-        (Event::Cancel, state) => Err(CommandError::NotPending {
-            task: key,
-            state: state.name().to_string(),
-        }),
+        (Event::Cancel, state) => Err(CommandError::NotPending { task: key, state: state.name().to_string() }),
     }
 }
 
@@ -349,13 +266,9 @@ fn requeue_or_dead(rec: &TaskRecord, policy: &Policy, now_ms: u64, backoff: bool
     if rec.attempts >= policy.max_attempts {
         TaskState::Dead
     } else if backoff {
-        TaskState::Pending {
-            ready_at_ms: now_ms.saturating_add(policy.backoff.delay_ms(rec.attempts)),
-        }
+        TaskState::Pending { ready_at_ms: now_ms.saturating_add(policy.backoff.delay_ms(rec.attempts)) }
     } else {
-        TaskState::Pending {
-            ready_at_ms: now_ms,
-        }
+        TaskState::Pending { ready_at_ms: now_ms }
     }
 }
 
@@ -409,10 +322,7 @@ pub enum JobStatus {
 
 impl JobStatus {
     pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled
-        )
+        matches!(self, JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled)
     }
 
     pub fn name(self) -> &'static str {
@@ -456,11 +366,7 @@ impl JobRecord {
         if self.cancel_reason.is_some() {
             JobStatus::Cancelled
         } else if self.counts.live() == 0 {
-            if self.counts.dead > 0 {
-                JobStatus::Failed
-            } else {
-                JobStatus::Succeeded
-            }
+            if self.counts.dead > 0 { JobStatus::Failed } else { JobStatus::Succeeded }
         } else if self.started {
             JobStatus::Running
         } else {
@@ -469,11 +375,7 @@ impl JobRecord {
     }
 
     pub fn policy(&self) -> Policy {
-        Policy {
-            max_attempts: self.max_attempts,
-            backoff: self.backoff,
-            attempt_timeout_ms: self.attempt_timeout_ms,
-        }
+        Policy { max_attempts: self.max_attempts, backoff: self.backoff, attempt_timeout_ms: self.attempt_timeout_ms }
     }
 }
 
@@ -502,9 +404,7 @@ pub struct SessionRecord {
 impl SessionRecord {
     /// Whether this session's labels satisfy a job's constraints.
     pub fn satisfies(&self, constraints: &BTreeMap<String, String>) -> bool {
-        constraints
-            .iter()
-            .all(|(k, v)| self.labels.get(k) == Some(v))
+        constraints.iter().all(|(k, v)| self.labels.get(k) == Some(v))
     }
 }
 
@@ -513,67 +413,22 @@ mod tests {
     use super::*;
 
     const K: TaskKey = TaskKey { job: 1, shard: 0 };
-    const P: Policy = Policy {
-        max_attempts: 2,
-        backoff: Backoff {
-            base_ms: 100,
-            max_ms: 1000,
-        },
-        attempt_timeout_ms: 50,
-    };
+    const P: Policy =
+        Policy { max_attempts: 2, backoff: Backoff { base_ms: 100, max_ms: 1000 }, attempt_timeout_ms: 50 };
 
     fn granted(token: Token, now: u64) -> TaskRecord {
         let rec = TaskRecord::new(0, 0);
-        transition(
-            K,
-            &rec,
-            &Event::Grant {
-                session: 7,
-                worker: "w",
-                token,
-            },
-            &P,
-            now,
-        )
-        .unwrap()
-        .next
+        transition(K, &rec, &Event::Grant { session: 7, worker: "w", token }, &P, now).unwrap().next
     }
 
     #[test]
     fn grant_complete_and_duplicate() {
         let rec = granted(10, 5);
-        assert_eq!(
-            rec.state,
-            TaskState::Assigned {
-                session: 7,
-                token: 10,
-                deadline_ms: 55
-            }
-        );
+        assert_eq!(rec.state, TaskState::Assigned { session: 7, token: 10, deadline_ms: 55 });
         assert_eq!(rec.attempts, 1);
-        let done = transition(
-            K,
-            &rec,
-            &Event::Complete {
-                token: 10,
-                result: b"r",
-            },
-            &P,
-            6,
-        )
-        .unwrap();
+        let done = transition(K, &rec, &Event::Complete { token: 10, result: b"r" }, &P, 6).unwrap();
         assert_eq!(done.effect, Effect::Changed);
-        let again = transition(
-            K,
-            &done.next,
-            &Event::Complete {
-                token: 10,
-                result: b"x",
-            },
-            &P,
-            7,
-        )
-        .unwrap();
+        let again = transition(K, &done.next, &Event::Complete { token: 10, result: b"x" }, &P, 7).unwrap();
         assert_eq!(again.effect, Effect::Duplicate);
         assert_eq!(again.next, done.next);
     }
@@ -582,20 +437,9 @@ mod tests {
     fn stale_tokens_are_fenced() {
         let rec = granted(10, 5);
         for ev in [
-            Event::Complete {
-                token: 9,
-                result: b"",
-            },
-            Event::Fail {
-                token: 9,
-                error: "e",
-                retryable: true,
-            },
-            Event::Progress {
-                token: 9,
-                progress_bp: 1,
-                message: "",
-            },
+            Event::Complete { token: 9, result: b"" },
+            Event::Fail { token: 9, error: "e", retryable: true },
+            Event::Progress { token: 9, progress_bp: 1, message: "" },
             Event::Timeout { token: 9 },
         ] {
             let err = transition(K, &rec, &ev, &P, 100).unwrap_err();
@@ -606,69 +450,14 @@ mod tests {
     #[test]
     fn failure_retries_with_backoff_then_dies() {
         let rec = granted(10, 5);
-        let s = transition(
-            K,
-            &rec,
-            &Event::Fail {
-                token: 10,
-                error: "boom",
-                retryable: true,
-            },
-            &P,
-            20,
-        )
-        .unwrap();
+        let s = transition(K, &rec, &Event::Fail { token: 10, error: "boom", retryable: true }, &P, 20).unwrap();
         assert_eq!(s.next.state, TaskState::Pending { ready_at_ms: 120 });
-        let err = transition(
-            K,
-            &s.next,
-            &Event::Grant {
-                session: 7,
-                worker: "w",
-                token: 11,
-            },
-            &P,
-            119,
-        );
+        let err = transition(K, &s.next, &Event::Grant { session: 7, worker: "w", token: 11 }, &P, 119);
         assert!(matches!(err, Err(CommandError::NotReady { .. })));
-        let rec = transition(
-            K,
-            &s.next,
-            &Event::Grant {
-                session: 7,
-                worker: "w",
-                token: 11,
-            },
-            &P,
-            120,
-        )
-        .unwrap()
-        .next;
-        let s = transition(
-            K,
-            &rec,
-            &Event::Fail {
-                token: 11,
-                error: "boom",
-                retryable: true,
-            },
-            &P,
-            130,
-        )
-        .unwrap();
+        let rec = transition(K, &s.next, &Event::Grant { session: 7, worker: "w", token: 11 }, &P, 120).unwrap().next;
+        let s = transition(K, &rec, &Event::Fail { token: 11, error: "boom", retryable: true }, &P, 130).unwrap();
         assert_eq!(s.next.state, TaskState::Dead);
-        let dup = transition(
-            K,
-            &s.next,
-            &Event::Fail {
-                token: 11,
-                error: "boom",
-                retryable: true,
-            },
-            &P,
-            131,
-        )
-        .unwrap();
+        let dup = transition(K, &s.next, &Event::Fail { token: 11, error: "boom", retryable: true }, &P, 131).unwrap();
         assert_eq!(dup.effect, Effect::Duplicate);
     }
 
@@ -686,75 +475,19 @@ mod tests {
     #[test]
     fn terminal_states_are_final() {
         let rec = granted(10, 5);
-        let done = transition(
-            K,
-            &rec,
-            &Event::Complete {
-                token: 10,
-                result: b"",
-            },
-            &P,
-            6,
-        )
-        .unwrap()
-        .next;
+        let done = transition(K, &rec, &Event::Complete { token: 10, result: b"" }, &P, 6).unwrap().next;
         assert!(transition(K, &done, &Event::Cancel, &P, 7).is_err());
-        assert!(
-            transition(
-                K,
-                &done,
-                &Event::Grant {
-                    session: 1,
-                    worker: "w",
-                    token: 20
-                },
-                &P,
-                7
-            )
-            .is_err()
-        );
-        assert!(
-            transition(
-                K,
-                &done,
-                &Event::Release {
-                    session: 7,
-                    graceful: false
-                },
-                &P,
-                7
-            )
-            .is_err()
-        );
+        assert!(transition(K, &done, &Event::Grant { session: 1, worker: "w", token: 20 }, &P, 7).is_err());
+        assert!(transition(K, &done, &Event::Release { session: 7, graceful: false }, &P, 7).is_err());
     }
 
     #[test]
     fn graceful_release_does_not_kill() {
         let mut rec = granted(10, 5);
         rec.attempts = P.max_attempts;
-        let s = transition(
-            K,
-            &rec,
-            &Event::Release {
-                session: 7,
-                graceful: true,
-            },
-            &P,
-            9,
-        )
-        .unwrap();
+        let s = transition(K, &rec, &Event::Release { session: 7, graceful: true }, &P, 9).unwrap();
         assert_eq!(s.next.state, TaskState::Pending { ready_at_ms: 9 });
-        let s = transition(
-            K,
-            &rec,
-            &Event::Release {
-                session: 7,
-                graceful: false,
-            },
-            &P,
-            9,
-        )
-        .unwrap();
+        let s = transition(K, &rec, &Event::Release { session: 7, graceful: false }, &P, 9).unwrap();
         assert_eq!(s.next.state, TaskState::Dead);
     }
 }

@@ -13,10 +13,7 @@ use serde_bytes::ByteBuf;
 fn entry(index: u64, cmd: Command) -> Entry {
     Entry {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-        payload: EntryPayload::Normal(Proposal {
-            proposed_at_ms: 1_000 + index,
-            cmd,
-        }),
+        payload: EntryPayload::Normal(Proposal { proposed_at_ms: 1_000 + index, cmd }),
     }
 }
 
@@ -34,10 +31,7 @@ fn table(kv: &dyn Kv) -> BTreeMap<Vec<u8>, Vec<u8>> {
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
 
 #[test]
@@ -49,14 +43,7 @@ fn malformed_and_unknown_targets_are_refused_without_change() {
         let mut spec = JobSpec::with_shards("ns", 2);
         spec.constraints.insert("gpu".into(), "yes".into());
         sm.apply([
-            entry(
-                1,
-                Command::RegisterWorker {
-                    name: "w".into(),
-                    labels: BTreeMap::new(),
-                    capacity: 1,
-                },
-            ),
+            entry(1, Command::RegisterWorker { name: "w".into(), labels: BTreeMap::new(), capacity: 1 }),
             entry(2, Command::SubmitJob(spec)),
             entry(3, Command::SubmitJob(JobSpec::with_shards("ns", 2))),
         ])
@@ -86,50 +73,16 @@ fn malformed_and_unknown_targets_are_refused_without_change() {
                 |e| matches!(e, CommandError::Invalid { field, .. } if field == "batch"),
             ),
             (
-                Command::RegisterWorker {
-                    name: String::new(),
-                    labels: BTreeMap::new(),
-                    capacity: 1,
-                },
+                Command::RegisterWorker { name: String::new(), labels: BTreeMap::new(), capacity: 1 },
                 |e| matches!(e, CommandError::Invalid { field, .. } if field == "name"),
             ),
-            (
-                Command::ExpireWorker {
-                    session: 99,
-                    epoch: 1,
-                },
-                |e| matches!(e, CommandError::SessionNotFound(99)),
-            ),
-            (
-                Command::ExpireWorker {
-                    session: 1,
-                    epoch: 7,
-                },
-                |e| matches!(e, CommandError::StaleEpoch { .. }),
-            ),
-            (
-                Command::CancelJob {
-                    job: 42,
-                    reason: String::new(),
-                },
-                |e| matches!(e, CommandError::JobNotFound(42)),
-            ),
-            (
-                Command::CompleteTask {
-                    task: TaskKey::new(2, 9),
-                    token: 1,
-                    result: ByteBuf::new(),
-                },
-                |e| matches!(e, CommandError::TaskNotFound(_)),
-            ),
-            (
-                Command::CompleteTask {
-                    task: TaskKey::new(2, 0),
-                    token: 77,
-                    result: ByteBuf::new(),
-                },
-                |e| e.is_fenced(),
-            ),
+            (Command::ExpireWorker { session: 99, epoch: 1 }, |e| matches!(e, CommandError::SessionNotFound(99))),
+            (Command::ExpireWorker { session: 1, epoch: 7 }, |e| matches!(e, CommandError::StaleEpoch { .. })),
+            (Command::CancelJob { job: 42, reason: String::new() }, |e| matches!(e, CommandError::JobNotFound(42))),
+            (Command::CompleteTask { task: TaskKey::new(2, 9), token: 1, result: ByteBuf::new() }, |e| {
+                matches!(e, CommandError::TaskNotFound(_))
+            }),
+            (Command::CompleteTask { task: TaskKey::new(2, 0), token: 77, result: ByteBuf::new() }, |e| e.is_fenced()),
             (
                 Command::FailTask {
                     task: TaskKey::new(2, 0),
@@ -148,27 +101,18 @@ fn malformed_and_unknown_targets_are_refused_without_change() {
                 },
                 |e| matches!(e, CommandError::Invalid { field, .. } if field == "progress_bp"),
             ),
-            (
-                Command::AssignTasks {
-                    assignments: vec![],
-                },
-                |e| matches!(e, CommandError::Invalid { .. }),
-            ),
+            (Command::AssignTasks { assignments: vec![] }, |e| matches!(e, CommandError::Invalid { .. })),
         ];
         let mut index = 3;
         for (cmd, expect) in cases {
-            let before = table(&sm.kv());
+            let before = sm.read(|_, kv| table(kv));
             index += 1;
-            let r = sm
-                .apply([entry(index, cmd.clone())])
-                .await
-                .unwrap()
-                .remove(0);
+            let r = sm.apply([entry(index, cmd.clone())]).await.unwrap().remove(0);
             match &r {
                 Response::Rejected(e) => assert!(expect(e), "{cmd:?}: unexpected error {e}"),
                 other => panic!("{cmd:?} was not refused: {other:?}"),
             }
-            assert_eq!(before, table(&sm.kv()), "refused {cmd:?} changed state");
+            assert_eq!(before, sm.read(|_, kv| table(kv)), "refused {cmd:?} changed state");
         }
         // Per-item refusals inside an AssignTasks: constraint, capacity, unknown session.
         index += 1;
@@ -177,35 +121,18 @@ fn malformed_and_unknown_targets_are_refused_without_change() {
                 index,
                 Command::AssignTasks {
                     assignments: vec![
-                        Assign {
-                            task: TaskKey::new(1, 0),
-                            session: 1,
-                        },
-                        Assign {
-                            task: TaskKey::new(2, 0),
-                            session: 1,
-                        },
-                        Assign {
-                            task: TaskKey::new(2, 1),
-                            session: 1,
-                        },
-                        Assign {
-                            task: TaskKey::new(2, 1),
-                            session: 5,
-                        },
+                        Assign { task: TaskKey::new(1, 0), session: 1 },
+                        Assign { task: TaskKey::new(2, 0), session: 1 },
+                        Assign { task: TaskKey::new(2, 1), session: 1 },
+                        Assign { task: TaskKey::new(2, 1), session: 5 },
                     ],
                 },
             )])
             .await
             .unwrap()
             .remove(0);
-        let Response::Done(Outcome::Assigned(items)) = r else {
-            panic!("{r:?}")
-        };
-        assert!(matches!(
-            items[0],
-            Err(CommandError::ConstraintMismatch { .. })
-        ));
+        let Response::Done(Outcome::Assigned(items)) = r else { panic!("{r:?}") };
+        assert!(matches!(items[0], Err(CommandError::ConstraintMismatch { .. })));
         assert!(items[1].is_ok());
         assert!(matches!(items[2], Err(CommandError::AtCapacity { .. })));
         assert!(matches!(items[3], Err(CommandError::SessionNotFound(5))));
@@ -222,9 +149,7 @@ fn seeded_store() -> tempfile::TempDir {
     rt().block_on(async {
         let (mut log, mut sm) = open_store(dir.path()).unwrap();
         let e = entry(1, Command::SubmitJob(JobSpec::with_shards("ns", 3)));
-        openraft::storage::RaftLogStorageExt::blocking_append(&mut log, [e.clone()])
-            .await
-            .unwrap();
+        openraft::storage::RaftLogStorageExt::blocking_append(&mut log, [e.clone()]).await.unwrap();
         sm.apply([e]).await.unwrap();
     });
     dir
@@ -235,20 +160,10 @@ fn corrupt_records_make_open_fail_naming_cf_and_key() {
     let task_key = keys::in_gen(0, &keys::task(TaskKey::new(1, 1)));
     let job_key = keys::in_gen(0, &keys::job(1));
     let cases: Vec<(&str, Vec<u8>, Vec<u8>, &str)> = vec![
-        (
-            "sm",
-            task_key.clone(),
-            vec![codec::FORMAT_VERSION, 0xff, 0xff],
-            "task/1/1",
-        ),
+        ("sm", task_key.clone(), vec![codec::FORMAT_VERSION, 0xff, 0xff], "task/1/1"),
         ("sm", task_key, vec![99, 0, 0], "unknown format version 99"),
         ("sm", job_key, vec![], "job/1"),
-        (
-            "logs",
-            1u64.to_be_bytes().to_vec(),
-            vec![codec::FORMAT_VERSION, 1, 2, 3],
-            "index 1",
-        ),
+        ("logs", 1u64.to_be_bytes().to_vec(), vec![codec::FORMAT_VERSION, 1, 2, 3], "index 1"),
         ("raft", b"vote".to_vec(), vec![7, 7], "vote"),
     ];
     for (cf, key, value, needle) in cases {
@@ -258,14 +173,8 @@ fn corrupt_records_make_open_fail_naming_cf_and_key() {
             Ok(_) => panic!("open succeeded with a corrupt {cf} record"),
             Err(e) => e.to_string(),
         };
-        assert!(
-            err.contains(&format!("{cf:?}")),
-            "error does not name column family {cf}: {err}"
-        );
-        assert!(
-            err.contains(needle),
-            "error does not name {needle:?}: {err}"
-        );
+        assert!(err.contains(&format!("{cf:?}")), "error does not name column family {cf}: {err}");
+        assert!(err.contains(needle), "error does not name {needle:?}: {err}");
         println!("refused to open: {err}");
     }
 }
@@ -274,10 +183,7 @@ fn corrupt_records_make_open_fail_naming_cf_and_key() {
 fn foreign_data_dir_is_refused() {
     let dir = seeded_store();
     corrupt(dir.path(), "raft", b"layout", b"something-else-v9");
-    let err = open_store(dir.path())
-        .err()
-        .expect("open must fail")
-        .to_string();
+    let err = open_store(dir.path()).err().expect("open must fail").to_string();
     assert!(err.contains("something-else-v9"), "{err}");
 }
 
@@ -297,72 +203,52 @@ fn arb_command() -> impl Strategy<Value = Command> {
         proptest::option::of(any::<u64>()),
         proptest::option::of(s),
     )
-        .prop_map(
-            |(ns, payloads, priority, max_attempts, base, max, timeout, constraints, nb, idem)| {
-                Command::SubmitJob(JobSpec {
-                    namespace: ns,
-                    name: String::new(),
-                    payloads: payloads.into_iter().map(ByteBuf::from).collect(),
-                    priority,
-                    max_attempts: max_attempts % 5,
-                    backoff: Backoff {
-                        base_ms: base % 5000,
-                        max_ms: max,
-                    },
-                    attempt_timeout_ms: timeout,
-                    labels: BTreeMap::new(),
-                    constraints,
-                    not_before_ms: nb,
-                    idempotency_key: idem,
-                })
-            },
-        );
-    let leaf = prop_oneof![
-        (s, labels, any::<u32>()).prop_map(|(name, labels, capacity)| Command::RegisterWorker {
-            name,
-            labels,
-            capacity: capacity % 4
-        }),
-        (0u64..4, 0u64..3).prop_map(|(session, epoch)| Command::ExpireWorker { session, epoch }),
-        (0u64..4, 0u64..3)
-            .prop_map(|(session, epoch)| Command::DeregisterWorker { session, epoch }),
-        spec,
-        proptest::collection::vec((key.clone(), 0u64..4), 0..4).prop_map(|v| {
-            Command::AssignTasks {
-                assignments: v
-                    .into_iter()
-                    .map(|(task, session)| Assign { task, session })
-                    .collect(),
-            }
-        }),
-        (key.clone(), any::<u64>()).prop_map(|(task, token)| Command::CompleteTask {
-            task,
-            token: token % 40,
-            result: ByteBuf::new()
-        }),
-        (key.clone(), any::<u64>(), s, any::<bool>()).prop_map(
-            |(task, token, error, retryable)| Command::FailTask {
+        .prop_map(|(ns, payloads, priority, max_attempts, base, max, timeout, constraints, nb, idem)| {
+            Command::SubmitJob(JobSpec {
+                namespace: ns,
+                name: String::new(),
+                payloads: payloads.into_iter().map(ByteBuf::from).collect(),
+                priority,
+                max_attempts: max_attempts % 5,
+                backoff: Backoff { base_ms: base % 5000, max_ms: max },
+                attempt_timeout_ms: timeout,
+                labels: BTreeMap::new(),
+                constraints,
+                not_before_ms: nb,
+                idempotency_key: idem,
+            })
+        });
+    let leaf =
+        prop_oneof![
+            (s, labels, any::<u32>()).prop_map(|(name, labels, capacity)| Command::RegisterWorker {
+                name,
+                labels,
+                capacity: capacity % 4
+            }),
+            (0u64..4, 0u64..3).prop_map(|(session, epoch)| Command::ExpireWorker { session, epoch }),
+            (0u64..4, 0u64..3).prop_map(|(session, epoch)| Command::DeregisterWorker { session, epoch }),
+            spec,
+            proptest::collection::vec((key.clone(), 0u64..4), 0..4).prop_map(|v| {
+                Command::AssignTasks {
+                    assignments: v.into_iter().map(|(task, session)| Assign { task, session }).collect(),
+                }
+            }),
+            (key.clone(), any::<u64>()).prop_map(|(task, token)| Command::CompleteTask {
                 task,
                 token: token % 40,
-                error,
-                retryable
-            }
-        ),
-        (key.clone(), any::<u64>(), any::<u32>()).prop_map(|(task, token, bp)| {
-            Command::ReportProgress {
-                task,
-                token: token % 40,
-                progress_bp: bp % 12_000,
-                message: String::new(),
-            }
-        }),
-        proptest::collection::vec((key, any::<u64>()), 0..3).prop_map(|v| {
-            Command::TimeoutAttempts {
-                attempts: v.into_iter().map(|(k, t)| (k, t % 40)).collect(),
-            }
-        }),
-        (0u64..4, s).prop_map(|(job, reason)| Command::CancelJob { job, reason }),
-    ];
+                result: ByteBuf::new()
+            }),
+            (key.clone(), any::<u64>(), s, any::<bool>()).prop_map(|(task, token, error, retryable)| {
+                Command::FailTask { task, token: token % 40, error, retryable }
+            }),
+            (key.clone(), any::<u64>(), any::<u32>()).prop_map(|(task, token, bp)| {
+                Command::ReportProgress { task, token: token % 40, progress_bp: bp % 12_000, message: String::new() }
+            }),
+            proptest::collection::vec((key, any::<u64>()), 0..3).prop_map(|v| {
+                Command::TimeoutAttempts { attempts: v.into_iter().map(|(k, t)| (k, t % 40)).collect() }
+            }),
+            (0u64..4, s).prop_map(|(job, reason)| Command::CancelJob { job, reason }),
+        ];
     prop_oneof![4 => leaf.clone(), 1 => proptest::collection::vec(leaf, 0..4).prop_map(Command::Batch)]
 }
 

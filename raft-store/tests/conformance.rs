@@ -9,8 +9,7 @@ struct RocksBuilder;
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for RocksBuilder {
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (log, sm) = open_store(dir.path())
-            .map_err(|e| e.into_raft(ErrorSubject::Store, ErrorVerb::Read))?;
+        let (log, sm) = open_store(dir.path()).map_err(|e| e.into_raft(ErrorSubject::Store, ErrorVerb::Read))?;
         Ok((dir, log, sm))
     }
 }

@@ -31,23 +31,14 @@ fn entry(index: u64, term: u64) -> Entry {
     } else {
         EntryPayload::Normal(Proposal {
             proposed_at_ms: index * 1_000 + term,
-            cmd: baton_raft_store::Command::CancelJob {
-                job: index,
-                reason: format!("t{term}"),
-            },
+            cmd: baton_raft_store::Command::CancelJob { job: index, reason: format!("t{term}") },
         })
     };
-    Entry {
-        log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
-        payload,
-    }
+    Entry { log_id: LogId::new(CommittedLeaderId::new(term, 1), index), payload }
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
 
 /// The child: runs until killed.
@@ -55,11 +46,7 @@ fn child(dir: &str, seed: u64) -> ! {
     rt().block_on(async {
         let (mut log, _sm) = open_store(std::path::Path::new(dir)).expect("open store");
         let mut rng = StdRng::seed_from_u64(seed);
-        let mut term = log
-            .read_vote()
-            .await
-            .unwrap()
-            .map_or(1, |v| v.leader_id.term);
+        let mut term = log.read_vote().await.unwrap().map_or(1, |v| v.leader_id.term);
         let state = log.get_log_state().await.unwrap();
         let mut purged = state.last_purged_log_id.map_or(0, |l| l.index);
         let mut next = state.last_log_id.map_or(1, |l| l.index + 1);
@@ -83,19 +70,12 @@ fn child(dir: &str, seed: u64) -> ! {
                 let at = rng.random_range(purged + 1..next);
                 writeln!(out, "{TAG} truncating {at}").unwrap();
                 out.flush().unwrap();
-                log.truncate(LogId::new(CommittedLeaderId::new(term, 1), at))
-                    .await
-                    .expect("truncate");
+                log.truncate(LogId::new(CommittedLeaderId::new(term, 1), at)).await.expect("truncate");
                 writeln!(out, "{TAG} truncate {at}").unwrap();
                 next = at;
             } else if next > purged + 2 {
                 let upto = rng.random_range(purged + 1..next - 1);
-                let t = log
-                    .try_get_log_entry(upto)
-                    .await
-                    .unwrap()
-                    .expect("entry to purge")
-                    .log_id;
+                let t = log.try_get_log_entry(upto).await.unwrap().expect("entry to purge").log_id;
                 writeln!(out, "{TAG} purging {upto}").unwrap();
                 out.flush().unwrap();
                 log.purge(t).await.expect("purge");
@@ -199,25 +179,16 @@ fn sigkill_never_loses_acknowledged_log_entries() {
         let seed = std::env::var(CHILD_SEED_ENV).unwrap().parse().unwrap();
         child(&dir, seed);
     }
-    let seed: u64 = std::env::var("BATON_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::rng().random());
-    println!(
-        "crash test seed={seed}; replay: BATON_CRASH_SEED={seed} cargo test -p baton-raft-store --test crash"
-    );
+    let seed: u64 =
+        std::env::var("BATON_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| rand::rng().random());
+    println!("crash test seed={seed}; replay: BATON_CRASH_SEED={seed} cargo test -p baton-raft-store --test crash");
     let mut rng = StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
     let mut model = Model::default();
     let started = Instant::now();
     for round in 0..KILLS {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "sigkill_never_loses_acknowledged_log_entries",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+            .args(["sigkill_never_loses_acknowledged_log_entries", "--exact", "--nocapture", "--test-threads=1"])
             .env(CHILD_ENV, dir.path())
             .env(CHILD_SEED_ENV, rng.random::<u64>().to_string())
             .stdout(Stdio::piped())
@@ -227,20 +198,13 @@ fn sigkill_never_loses_acknowledged_log_entries() {
         let stdout = child.stdout.take().unwrap();
         let kill_after = Duration::from_millis(rng.random_range(20..200));
         let reader = std::thread::spawn(move || {
-            BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-                .filter(|l| l.starts_with(TAG))
-                .collect::<Vec<_>>()
+            BufReader::new(stdout).lines().map_while(Result::ok).filter(|l| l.starts_with(TAG)).collect::<Vec<_>>()
         });
         std::thread::sleep(kill_after);
         // SIGKILL: no destructor, no flush, no goodbye.
         unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
         let status = child.wait().unwrap();
-        assert!(
-            !status.success(),
-            "round {round}: child exited on its own: {status}"
-        );
+        assert!(!status.success(), "round {round}: child exited on its own: {status}");
         // Lines are complete only up to the last newline; a torn last line is
         // the operation that was in flight, so it is dropped.
         for line in reader.join().unwrap() {
@@ -256,8 +220,5 @@ fn sigkill_never_loses_acknowledged_log_entries() {
         model.acked.keys().last().copied().unwrap_or(model.purged),
         model.acked.len()
     );
-    assert!(
-        model.appends >= KILLS,
-        "the child made too little progress to test anything"
-    );
+    assert!(model.appends >= KILLS, "the child made too little progress to test anything");
 }

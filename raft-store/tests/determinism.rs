@@ -23,13 +23,9 @@ fn workload(seed: u64, n: usize) -> Vec<Entry> {
         clock += rng.random_range(0..2_000);
         let idx = &core.idx;
         let held: Vec<(TaskKey, Token)> = idx.deadlines.iter().map(|(_, k, t)| (*k, *t)).collect();
-        let pending: Vec<TaskKey> = idx
-            .pending
-            .iter()
-            .flat_map(|(j, m)| m.keys().map(|s| TaskKey::new(*j, *s)))
-            .collect();
-        let sessions: Vec<(SessionId, u64)> =
-            idx.sessions.values().map(|s| (s.id, s.epoch)).collect();
+        let pending: Vec<TaskKey> =
+            idx.pending.iter().flat_map(|(j, m)| m.keys().map(|s| TaskKey::new(*j, *s))).collect();
+        let sessions: Vec<(SessionId, u64)> = idx.sessions.values().map(|s| (s.id, s.epoch)).collect();
         let cmd = match rng.random_range(0..100) {
             0..8 => Command::RegisterWorker {
                 name: format!("w{}", rng.random_range(0..5)),
@@ -40,16 +36,9 @@ fn workload(seed: u64, n: usize) -> Vec<Entry> {
                 let mut spec = JobSpec::with_shards("ns", rng.random_range(1..30));
                 spec.priority = rng.random_range(-2..3);
                 spec.attempt_timeout_ms = 5_000;
-                spec.backoff = Backoff {
-                    base_ms: 100,
-                    max_ms: 1_000,
-                };
-                spec.idempotency_key = rng
-                    .random_bool(0.3)
-                    .then(|| format!("k{}", rng.random_range(0..10)));
-                spec.payloads
-                    .iter_mut()
-                    .for_each(|p| *p = ByteBuf::from(vec![rng.random(); 8]));
+                spec.backoff = Backoff { base_ms: 100, max_ms: 1_000 };
+                spec.idempotency_key = rng.random_bool(0.3).then(|| format!("k{}", rng.random_range(0..10)));
+                spec.payloads.iter_mut().for_each(|p| *p = ByteBuf::from(vec![rng.random(); 8]));
                 Command::SubmitJob(spec)
             }
             18..45 if !pending.is_empty() && !sessions.is_empty() => Command::AssignTasks {
@@ -65,27 +54,16 @@ fn workload(seed: u64, n: usize) -> Vec<Entry> {
                     .map(|_| {
                         let (task, token) = held[rng.random_range(0..held.len())];
                         if rng.random_bool(0.8) {
-                            Command::CompleteTask {
-                                task,
-                                token,
-                                result: ByteBuf::from(vec![1, 2, 3]),
-                            }
+                            Command::CompleteTask { task, token, result: ByteBuf::from(vec![1, 2, 3]) }
                         } else {
-                            Command::FailTask {
-                                task,
-                                token,
-                                error: "e".into(),
-                                retryable: rng.random(),
-                            }
+                            Command::FailTask { task, token, error: "e".into(), retryable: rng.random() }
                         }
                     })
                     .collect(),
             ),
             80..86 if !held.is_empty() => {
                 let (task, token) = held[rng.random_range(0..held.len())];
-                Command::TimeoutAttempts {
-                    attempts: vec![(task, token)],
-                }
+                Command::TimeoutAttempts { attempts: vec![(task, token)] }
             }
             86..92 if !sessions.is_empty() => {
                 let (session, epoch) = sessions[rng.random_range(0..sessions.len())];
@@ -97,24 +75,13 @@ fn workload(seed: u64, n: usize) -> Vec<Entry> {
             }
             92..95 if !idx.jobs.is_empty() => {
                 let jobs: Vec<JobId> = idx.jobs.keys().copied().collect();
-                Command::CancelJob {
-                    job: jobs[rng.random_range(0..jobs.len())],
-                    reason: String::new(),
-                }
+                Command::CancelJob { job: jobs[rng.random_range(0..jobs.len())], reason: String::new() }
             }
-            _ => Command::ReportProgress {
-                task: TaskKey::new(1, 0),
-                token: 1,
-                progress_bp: 1,
-                message: String::new(),
-            },
+            _ => Command::ReportProgress { task: TaskKey::new(1, 0), token: 1, progress_bp: 1, message: String::new() },
         };
         let e = Entry {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-            payload: EntryPayload::Normal(Proposal {
-                proposed_at_ms: clock,
-                cmd,
-            }),
+            payload: EntryPayload::Normal(Proposal { proposed_at_ms: clock, cmd }),
         };
         core.apply_entry(&kv, &e).unwrap();
         let w = core.take_writes().unwrap();
@@ -136,10 +103,7 @@ async fn rocksdb_and_memory_cores_agree_for_any_chunking() {
         let w = core.take_writes().unwrap();
         kv.write(w);
         let want = state_hash(&kv).unwrap();
-        assert!(
-            core.idx.live_tasks > 0 || core.meta.next_job > 10,
-            "seed {seed}: workload did nothing"
-        );
+        assert!(core.idx.live_tasks > 0 || core.meta.next_job > 10, "seed {seed}: workload did nothing");
 
         for chunk in [1usize, 7, 64, 600] {
             let dir = tempfile::tempdir().unwrap();
@@ -147,26 +111,14 @@ async fn rocksdb_and_memory_cores_agree_for_any_chunking() {
             for c in entries.chunks(chunk) {
                 sm.apply(c.to_vec()).await.unwrap();
             }
-            assert_eq!(
-                sm.state_hash().unwrap(),
-                want,
-                "seed {seed}, chunk {chunk}: RocksDB state differs"
-            );
-            assert_eq!(
-                sm.core().idx.canonical(),
-                core.idx.canonical(),
-                "seed {seed}, chunk {chunk}"
-            );
+            assert_eq!(sm.state_hash().unwrap(), want, "seed {seed}, chunk {chunk}: RocksDB state differs");
+            assert_eq!(sm.read(|c, _| c.idx.canonical()), core.idx.canonical(), "seed {seed}, chunk {chunk}");
             drop(sm);
             drop(_log);
             let (_log, sm) = open_store(dir.path()).unwrap();
+            assert_eq!(sm.state_hash().unwrap(), want, "seed {seed}, chunk {chunk}: after reopen");
             assert_eq!(
-                sm.state_hash().unwrap(),
-                want,
-                "seed {seed}, chunk {chunk}: after reopen"
-            );
-            assert_eq!(
-                sm.core().idx.canonical(),
+                sm.read(|c, _| c.idx.canonical()),
                 core.idx.canonical(),
                 "seed {seed}, chunk {chunk}: rebuilt indexes"
             );

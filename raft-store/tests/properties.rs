@@ -22,60 +22,18 @@ use serde_bytes::ByteBuf;
 /// session); `valid: false` aims at something random, which usually does not exist.
 #[derive(Debug, Clone)]
 enum Op {
-    Register {
-        worker: u8,
-        capacity: u32,
-    },
-    Expire {
-        sel: u16,
-        valid: bool,
-        epoch_off: u8,
-    },
-    Deregister {
-        sel: u16,
-        valid: bool,
-    },
-    Submit {
-        shards: u8,
-        max_attempts: u32,
-        key: Option<u8>,
-        not_before: u8,
-        constraint: bool,
-    },
-    Assign {
-        sel: u16,
-        sess: u16,
-        valid: bool,
-    },
-    Complete {
-        sel: u16,
-        valid: bool,
-        token: TokenPick,
-    },
-    Fail {
-        sel: u16,
-        valid: bool,
-        token: TokenPick,
-        retryable: bool,
-    },
-    Progress {
-        sel: u16,
-        valid: bool,
-        token: TokenPick,
-    },
-    Timeout {
-        sel: u16,
-        valid: bool,
-        token: TokenPick,
-    },
-    Cancel {
-        sel: u16,
-        valid: bool,
-    },
+    Register { worker: u8, capacity: u32 },
+    Expire { sel: u16, valid: bool, epoch_off: u8 },
+    Deregister { sel: u16, valid: bool },
+    Submit { shards: u8, max_attempts: u32, key: Option<u8>, not_before: u8, constraint: bool },
+    Assign { sel: u16, sess: u16, valid: bool },
+    Complete { sel: u16, valid: bool, token: TokenPick },
+    Fail { sel: u16, valid: bool, token: TokenPick, retryable: bool },
+    Progress { sel: u16, valid: bool, token: TokenPick },
+    Timeout { sel: u16, valid: bool, token: TokenPick },
+    Cancel { sel: u16, valid: bool },
     Batch(Vec<Op>),
-    Tick {
-        ms: u16,
-    },
+    Tick { ms: u16 },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -121,11 +79,7 @@ fn op() -> impl Strategy<Value = Op> {
 fn nth<T: Copy>(items: impl ExactSizeIterator<Item = T>, sel: u16) -> Option<T> {
     let n = items.len();
     let mut items = items;
-    if n == 0 {
-        None
-    } else {
-        items.nth(sel as usize % n)
-    }
+    if n == 0 { None } else { items.nth(sel as usize % n) }
 }
 
 /// The pure core over an in-memory store, plus what the test observed.
@@ -216,12 +170,7 @@ impl Harness {
     }
 
     fn pending_task(&self, sel: u16, valid: bool) -> TaskKey {
-        let all = self
-            .core
-            .idx
-            .pending
-            .iter()
-            .flat_map(|(j, m)| m.keys().map(|s| TaskKey::new(*j, *s)));
+        let all = self.core.idx.pending.iter().flat_map(|(j, m)| m.keys().map(|s| TaskKey::new(*j, *s)));
         let all: Vec<TaskKey> = all.collect();
         match nth(all.into_iter(), sel) {
             Some(k) if valid => k,
@@ -233,21 +182,12 @@ impl Harness {
         Some(match op {
             Op::Register { worker, capacity } => Command::RegisterWorker {
                 name: WORKERS[*worker as usize].into(),
-                labels: if *worker == 0 {
-                    [("zone".to_string(), "a".to_string())].into()
-                } else {
-                    BTreeMap::new()
-                },
+                labels: if *worker == 0 { [("zone".to_string(), "a".to_string())].into() } else { BTreeMap::new() },
                 capacity: *capacity,
             },
-            Op::Expire {
-                sel,
-                valid,
-                epoch_off,
-            } => {
+            Op::Expire { sel, valid, epoch_off } => {
                 let session = self.live_session(*sel, *valid);
-                let epoch =
-                    self.core.idx.sessions.get(&session).map_or(1, |s| s.epoch) + *epoch_off as u64;
+                let epoch = self.core.idx.sessions.get(&session).map_or(1, |s| s.epoch) + *epoch_off as u64;
                 Command::ExpireWorker { session, epoch }
             }
             Op::Deregister { sel, valid } => {
@@ -255,20 +195,11 @@ impl Harness {
                 let epoch = self.core.idx.sessions.get(&session).map_or(1, |s| s.epoch);
                 Command::DeregisterWorker { session, epoch }
             }
-            Op::Submit {
-                shards,
-                max_attempts,
-                key,
-                not_before,
-                constraint,
-            } => {
+            Op::Submit { shards, max_attempts, key, not_before, constraint } => {
                 let mut spec = JobSpec::with_shards("ns", *shards as usize);
                 spec.max_attempts = *max_attempts;
                 spec.attempt_timeout_ms = 600;
-                spec.backoff = Backoff {
-                    base_ms: 500,
-                    max_ms: 1_000,
-                };
+                spec.backoff = Backoff { base_ms: 500, max_ms: 1_000 };
                 spec.idempotency_key = key.map(|k| format!("k{k}"));
                 if *not_before > 0 {
                     spec.not_before_ms = Some(self.clock + *not_before as u64 * 1_000);
@@ -295,12 +226,7 @@ impl Harness {
                     result: ByteBuf::from(format!("r{task}").into_bytes()),
                 }
             }
-            Op::Fail {
-                sel,
-                valid,
-                token,
-                retryable,
-            } => {
+            Op::Fail { sel, valid, token, retryable } => {
                 let task = self.held_task(*sel, *valid);
                 Command::FailTask {
                     task,
@@ -320,23 +246,16 @@ impl Harness {
             }
             Op::Timeout { sel, valid, token } => {
                 let task = self.held_task(*sel, *valid);
-                Command::TimeoutAttempts {
-                    attempts: vec![(task, self.pick(task.job, task.shard, *token))],
-                }
+                Command::TimeoutAttempts { attempts: vec![(task, self.pick(task.job, task.shard, *token))] }
             }
             Op::Cancel { sel, valid } => {
                 let job = match nth(self.core.idx.jobs.keys().copied(), *sel) {
                     Some(j) if *valid => j,
                     _ => 1 + (*sel % 9) as u64,
                 };
-                Command::CancelJob {
-                    job,
-                    reason: String::new(),
-                }
+                Command::CancelJob { job, reason: String::new() }
             }
-            Op::Batch(ops) => {
-                Command::Batch(ops.iter().filter_map(|o| self.concretize(o)).collect())
-            }
+            Op::Batch(ops) => Command::Batch(ops.iter().filter_map(|o| self.concretize(o)).collect()),
             Op::Tick { .. } => return None,
         })
     }
@@ -358,16 +277,9 @@ impl Harness {
         };
         let stale_report = matches!(
             op,
-            Op::Complete {
-                token: TokenPick::Stale,
-                ..
-            } | Op::Fail {
-                token: TokenPick::Stale,
-                ..
-            } | Op::Progress {
-                token: TokenPick::Stale,
-                ..
-            }
+            Op::Complete { token: TokenPick::Stale, .. }
+                | Op::Fail { token: TokenPick::Stale, .. }
+                | Op::Progress { token: TokenPick::Stale, .. }
         );
         let before = self.table();
         let before_stale_task = match &cmd {
@@ -380,28 +292,16 @@ impl Harness {
         self.clock += 7;
         let entry = Entry {
             log_id: LogId::new(CommittedLeaderId::new(1, 0), self.index),
-            payload: EntryPayload::Normal(Proposal {
-                proposed_at_ms: self.clock,
-                cmd: cmd.clone(),
-            }),
+            payload: EntryPayload::Normal(Proposal { proposed_at_ms: self.clock, cmd: cmd.clone() }),
         };
-        let resp = self
-            .core
-            .apply_entry(&self.kv, &entry)
-            .expect("apply never fails on MemKv");
+        let resp = self.core.apply_entry(&self.kv, &entry).expect("apply never fails on MemKv");
         let writes = self.core.take_writes().unwrap();
         self.kv.write(writes);
         self.entries.push(entry);
 
         // A rejected single command changes nothing.
         if let Response::Rejected(e) = &resp {
-            prop_assert_eq!(
-                &before,
-                &self.table(),
-                "rejected {:?} ({}) changed state",
-                cmd,
-                e
-            );
+            prop_assert_eq!(&before, &self.table(), "rejected {:?} ({}) changed state", cmd, e);
         }
         // A stale token on a task that had a later grant is fenced and changes nothing.
         if stale_report
@@ -445,11 +345,7 @@ impl Harness {
                     st.completed += 1
                 }
             }
-            Response::Done(Outcome::Failed {
-                retry_at_ms,
-                duplicate,
-                ..
-            }) => {
+            Response::Done(Outcome::Failed { retry_at_ms, duplicate, .. }) => {
                 if *duplicate {
                     st.duplicates += 1
                 } else if retry_at_ms.is_some() {
@@ -461,12 +357,8 @@ impl Harness {
             Response::Done(Outcome::SessionEnded { released, .. }) => {
                 st.released += (released.requeued.len() + released.dead.len()) as u64
             }
-            Response::Done(Outcome::Cancelled { revoked, .. }) => {
-                st.revoked += revoked.len() as u64
-            }
-            Response::Done(Outcome::TimedOut(rs)) => {
-                st.timed_out += rs.iter().flatten().count() as u64
-            }
+            Response::Done(Outcome::Cancelled { revoked, .. }) => st.revoked += revoked.len() as u64,
+            Response::Done(Outcome::TimedOut(rs)) => st.timed_out += rs.iter().flatten().count() as u64,
             Response::Rejected(CommandError::Fenced { .. }) => st.fenced += 1,
             Response::Batch(rs) => rs.iter().for_each(|r| self.record_grants(r)),
             _ => {}
@@ -479,11 +371,7 @@ impl Harness {
         for (s, tasks) in &idx.by_session {
             let sess = idx.sessions.get(s);
             prop_assert!(sess.is_some(), "tasks held by dead session {}", s);
-            prop_assert!(
-                tasks.len() <= sess.unwrap().capacity as usize,
-                "session {} over capacity",
-                s
-            );
+            prop_assert!(tasks.len() <= sess.unwrap().capacity as usize, "session {} over capacity", s);
             for t in tasks {
                 prop_assert!(holders.insert(*t, *s).is_none(), "task {} held twice", t);
             }
@@ -498,31 +386,16 @@ impl Harness {
                 match &t.state {
                     TaskState::Pending { .. } => {
                         counts.pending += 1;
-                        prop_assert!(
-                            self.core
-                                .idx
-                                .pending
-                                .get(&job)
-                                .is_some_and(|m| m.contains_key(&shard))
-                        );
+                        prop_assert!(self.core.idx.pending.get(&job).is_some_and(|m| m.contains_key(&shard)));
                     }
                     TaskState::Assigned { session, token, .. } => {
                         counts.assigned += 1;
-                        prop_assert_eq!(
-                            holders.get(&key),
-                            Some(session),
-                            "index disagrees for {}",
-                            key
-                        );
+                        prop_assert_eq!(holders.get(&key), Some(session), "index disagrees for {}", key);
                         prop_assert_eq!(*token, t.last_token);
                     }
                     TaskState::Succeeded { token, .. } => {
                         counts.succeeded += 1;
-                        prop_assert_eq!(
-                            *token,
-                            t.last_token,
-                            "committed result is not the latest attempt's"
-                        );
+                        prop_assert_eq!(*token, t.last_token, "committed result is not the latest attempt's");
                     }
                     TaskState::Dead => counts.dead += 1,
                     TaskState::Cancelled => counts.cancelled += 1,
@@ -538,12 +411,7 @@ impl Harness {
                 }
                 // Tokens strictly increase, and the record holds the latest.
                 let g = self.grants.get(&key).cloned().unwrap_or_default();
-                prop_assert!(
-                    g.windows(2).all(|w| w[0] < w[1]),
-                    "tokens of {} not increasing: {:?}",
-                    key,
-                    g
-                );
+                prop_assert!(g.windows(2).all(|w| w[0] < w[1]), "tokens of {} not increasing: {:?}", key, g);
                 prop_assert_eq!(g.last().copied().unwrap_or(0), t.last_token);
                 prop_assert_eq!(g.len() as u32, t.attempts);
             }
@@ -583,16 +451,10 @@ fn run_case(ops: &[Op], splits: &BTreeSet<usize>) -> Result<Stats, TestCaseError
 
 #[test]
 fn random_sequences_keep_invariants_and_replay_identically() {
-    let config = ProptestConfig {
-        cases: 2048,
-        ..ProptestConfig::default()
-    };
+    let config = ProptestConfig { cases: 2048, ..ProptestConfig::default() };
     let mut runner = proptest::test_runner::TestRunner::new(config);
     let total = std::cell::RefCell::new(Stats::default());
-    let strategy = (
-        proptest::collection::vec(op(), 1..80),
-        proptest::collection::btree_set(0usize..80, 0..8),
-    );
+    let strategy = (proptest::collection::vec(op(), 1..80), proptest::collection::btree_set(0usize..80, 0..8));
     runner
         .run(&strategy, |(ops, splits)| {
             let st = run_case(&ops, &splits)?;
@@ -627,55 +489,26 @@ fn submit_assign_complete_and_fence() {
         h.clock += 10;
         let e = Entry {
             log_id: LogId::new(CommittedLeaderId::new(1, 0), h.index),
-            payload: EntryPayload::Normal(Proposal {
-                proposed_at_ms: h.clock,
-                cmd,
-            }),
+            payload: EntryPayload::Normal(Proposal { proposed_at_ms: h.clock, cmd }),
         };
         let r = h.core.apply_entry(&h.kv, &e).unwrap();
         let w = h.core.take_writes().unwrap();
         h.kv.write(w);
         r
     };
-    let reg = |name: &str| Command::RegisterWorker {
-        name: name.into(),
-        labels: BTreeMap::new(),
-        capacity: 4,
-    };
-    assert!(matches!(
-        run(&mut h, reg("a")),
-        Response::Done(Outcome::Registered {
-            session: 1,
-            epoch: 1,
-            ..
-        })
-    ));
-    assert!(matches!(
-        run(&mut h, reg("b")),
-        Response::Done(Outcome::Registered {
-            session: 2,
-            epoch: 1,
-            ..
-        })
-    ));
+    let reg = |name: &str| Command::RegisterWorker { name: name.into(), labels: BTreeMap::new(), capacity: 4 };
+    assert!(matches!(run(&mut h, reg("a")), Response::Done(Outcome::Registered { session: 1, epoch: 1, .. })));
+    assert!(matches!(run(&mut h, reg("b")), Response::Done(Outcome::Registered { session: 2, epoch: 1, .. })));
     let mut spec = JobSpec::with_shards("ns", 2);
     spec.idempotency_key = Some("once".into());
     assert!(matches!(
         run(&mut h, Command::SubmitJob(spec.clone())),
-        Response::Done(Outcome::Submitted {
-            job: 1,
-            shards: 2,
-            duplicate: false
-        })
+        Response::Done(Outcome::Submitted { job: 1, shards: 2, duplicate: false })
     ));
     // Same key, same spec: the same job.
     assert!(matches!(
         run(&mut h, Command::SubmitJob(spec.clone())),
-        Response::Done(Outcome::Submitted {
-            job: 1,
-            duplicate: true,
-            ..
-        })
+        Response::Done(Outcome::Submitted { job: 1, duplicate: true, .. })
     ));
     // Same key, different spec: refused.
     spec.priority = 9;
@@ -685,57 +518,24 @@ fn submit_assign_complete_and_fence() {
     ));
 
     let k0 = TaskKey::new(1, 0);
-    let r = run(
-        &mut h,
-        Command::AssignTasks {
-            assignments: vec![Assign {
-                task: k0,
-                session: 1,
-            }],
-        },
-    );
-    let Response::Done(Outcome::Assigned(g)) = r else {
-        panic!("{r:?}")
-    };
+    let r = run(&mut h, Command::AssignTasks { assignments: vec![Assign { task: k0, session: 1 }] });
+    let Response::Done(Outcome::Assigned(g)) = r else { panic!("{r:?}") };
     let t1 = g[0].as_ref().unwrap().token;
     assert_eq!(t1, h.index, "the token is the granting entry's log index");
 
     // Worker 1 dies; the task is reassigned to worker 2 with a larger token.
-    let r = run(
-        &mut h,
-        Command::ExpireWorker {
-            session: 1,
-            epoch: 1,
-        },
-    );
+    let r = run(&mut h, Command::ExpireWorker { session: 1, epoch: 1 });
     assert!(
         matches!(r, Response::Done(Outcome::SessionEnded { session: 1, ref released }) if released.requeued == vec![k0])
     );
-    let r = run(
-        &mut h,
-        Command::AssignTasks {
-            assignments: vec![Assign {
-                task: k0,
-                session: 2,
-            }],
-        },
-    );
-    let Response::Done(Outcome::Assigned(g)) = r else {
-        panic!()
-    };
+    let r = run(&mut h, Command::AssignTasks { assignments: vec![Assign { task: k0, session: 2 }] });
+    let Response::Done(Outcome::Assigned(g)) = r else { panic!() };
     let t2 = g[0].as_ref().unwrap().token;
     assert!(t2 > t1);
 
     // The zombie's completion is fenced and changes nothing.
     let before = h.kv.clone();
-    let r = run(
-        &mut h,
-        Command::CompleteTask {
-            task: k0,
-            token: t1,
-            result: ByteBuf::from(b"zombie".to_vec()),
-        },
-    );
+    let r = run(&mut h, Command::CompleteTask { task: k0, token: t1, result: ByteBuf::from(b"zombie".to_vec()) });
     assert!(
         matches!(r, Response::Rejected(CommandError::Fenced { presented, latest, .. }) if presented == t1 && latest == t2)
     );
@@ -746,66 +546,25 @@ fn submit_assign_complete_and_fence() {
     assert_eq!(a, b);
 
     // The owner's completion commits; a retry of it is a duplicate, not an error.
-    let done = Command::CompleteTask {
-        task: k0,
-        token: t2,
-        result: ByteBuf::from(b"ok".to_vec()),
-    };
+    let done = Command::CompleteTask { task: k0, token: t2, result: ByteBuf::from(b"ok".to_vec()) };
     assert!(matches!(
         run(&mut h, done.clone()),
-        Response::Done(Outcome::Completed {
-            duplicate: false,
-            job_finished: false,
-            ..
-        })
+        Response::Done(Outcome::Completed { duplicate: false, job_finished: false, .. })
     ));
-    assert!(matches!(
-        run(&mut h, done),
-        Response::Done(Outcome::Completed {
-            duplicate: true,
-            ..
-        })
-    ));
+    assert!(matches!(run(&mut h, done), Response::Done(Outcome::Completed { duplicate: true, .. })));
 
     // Cancelling revokes nothing held and finishes the job.
-    let r = run(
-        &mut h,
-        Command::CancelJob {
-            job: 1,
-            reason: "stop".into(),
-        },
-    );
-    assert!(
-        matches!(
-            r,
-            Response::Done(Outcome::Cancelled {
-                tasks_cancelled: 1,
-                ..
-            })
-        ),
-        "{r:?}"
-    );
+    let r = run(&mut h, Command::CancelJob { job: 1, reason: "stop".into() });
+    assert!(matches!(r, Response::Done(Outcome::Cancelled { tasks_cancelled: 1, .. })), "{r:?}");
     let job = h.core.job(&h.kv, 1).unwrap().unwrap();
     assert_eq!(job.status(), JobStatus::Cancelled);
     assert!(h.core.idx.jobs.is_empty() && h.core.idx.pending.is_empty());
     assert!(matches!(
-        run(
-            &mut h,
-            Command::CancelJob {
-                job: 1,
-                reason: String::new()
-            }
-        ),
+        run(&mut h, Command::CancelJob { job: 1, reason: String::new() }),
         Response::Rejected(CommandError::JobFinished { job: 1 })
     ));
     assert!(matches!(
-        run(
-            &mut h,
-            Command::CancelJob {
-                job: 99,
-                reason: String::new()
-            }
-        ),
+        run(&mut h, Command::CancelJob { job: 99, reason: String::new() }),
         Response::Rejected(CommandError::JobNotFound(99))
     ));
 }
@@ -819,10 +578,7 @@ fn time_comes_from_entries_and_never_goes_back() {
     let apply = |core: &mut Core, kv: &mut MemKv, index: u64, at: u64, cmd: Command| {
         let e = Entry {
             log_id: LogId::new(CommittedLeaderId::new(1, 0), index),
-            payload: EntryPayload::Normal(Proposal {
-                proposed_at_ms: at,
-                cmd,
-            }),
+            payload: EntryPayload::Normal(Proposal { proposed_at_ms: at, cmd }),
         };
         let r = core.apply_entry(kv, &e).unwrap();
         let w = core.take_writes().unwrap();
@@ -834,54 +590,20 @@ fn time_comes_from_entries_and_never_goes_back() {
         &mut kv,
         1,
         10_000,
-        Command::RegisterWorker {
-            name: "w".into(),
-            labels: BTreeMap::new(),
-            capacity: 1,
-        },
+        Command::RegisterWorker { name: "w".into(), labels: BTreeMap::new(), capacity: 1 },
     );
     let mut spec = JobSpec::with_shards("ns", 1);
     spec.attempt_timeout_ms = 1_000;
     apply(&mut core, &mut kv, 2, 10_000, Command::SubmitJob(spec));
     let k = TaskKey::new(1, 0);
-    apply(
-        &mut core,
-        &mut kv,
-        3,
-        10_000,
-        Command::AssignTasks {
-            assignments: vec![Assign {
-                task: k,
-                session: 1,
-            }],
-        },
-    );
+    apply(&mut core, &mut kv, 3, 10_000, Command::AssignTasks { assignments: vec![Assign { task: k, session: 1 }] });
     // A new leader with a slow clock: logical time stays at 10_000.
-    let r = apply(
-        &mut core,
-        &mut kv,
-        4,
-        5_000,
-        Command::TimeoutAttempts {
-            attempts: vec![(k, 3)],
-        },
-    );
+    let r = apply(&mut core, &mut kv, 4, 5_000, Command::TimeoutAttempts { attempts: vec![(k, 3)] });
     assert!(
         matches!(r, Response::Done(Outcome::TimedOut(ref v)) if matches!(v[0], Err(CommandError::NotExpired { .. }))),
         "{r:?}"
     );
     assert_eq!(core.meta.clock_ms, 10_000);
-    let r = apply(
-        &mut core,
-        &mut kv,
-        5,
-        11_000,
-        Command::TimeoutAttempts {
-            attempts: vec![(k, 3)],
-        },
-    );
-    assert!(
-        matches!(r, Response::Done(Outcome::TimedOut(ref v)) if v[0].is_ok()),
-        "{r:?}"
-    );
+    let r = apply(&mut core, &mut kv, 5, 11_000, Command::TimeoutAttempts { attempts: vec![(k, 3)] });
+    assert!(matches!(r, Response::Done(Outcome::TimedOut(ref v)) if v[0].is_ok()), "{r:?}");
 }

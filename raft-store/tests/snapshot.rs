@@ -15,10 +15,7 @@ const TASKS: usize = 1_000_000;
 fn entry(index: u64, cmd: Command) -> Entry {
     Entry {
         log_id: LogId::new(CommittedLeaderId::new(2, 1), index),
-        payload: EntryPayload::Normal(Proposal {
-            proposed_at_ms: 1_700_000_000_000 + index,
-            cmd,
-        }),
+        payload: EntryPayload::Normal(Proposal { proposed_at_ms: 1_700_000_000_000 + index, cmd }),
     }
 }
 
@@ -53,16 +50,8 @@ async fn million_task_snapshot_round_trip() {
         entry(index, cmd)
     };
     let mut entries = vec![
-        next(Command::RegisterWorker {
-            name: "w1".into(),
-            labels: BTreeMap::new(),
-            capacity: 10_000,
-        }),
-        next(Command::RegisterWorker {
-            name: "w2".into(),
-            labels: BTreeMap::new(),
-            capacity: 10_000,
-        }),
+        next(Command::RegisterWorker { name: "w1".into(), labels: BTreeMap::new(), capacity: 10_000 }),
+        next(Command::RegisterWorker { name: "w2".into(), labels: BTreeMap::new(), capacity: 10_000 }),
     ];
     let jobs = TASKS / limits::MAX_SHARDS_PER_JOB;
     for j in 0..jobs {
@@ -75,12 +64,7 @@ async fn million_task_snapshot_round_trip() {
     }
     sm_a.apply(entries).await.unwrap();
     let assign = |session, job: u64, range: std::ops::Range<u32>| Command::AssignTasks {
-        assignments: range
-            .map(|s| Assign {
-                task: TaskKey::new(job, s),
-                session,
-            })
-            .collect(),
+        assignments: range.map(|s| Assign { task: TaskKey::new(job, s), session }).collect(),
     };
     let e1 = next(assign(1, 1, 0..5_000));
     let t1 = e1.log_id.index;
@@ -94,34 +78,18 @@ async fn million_task_snapshot_round_trip() {
             result: ByteBuf::from(s.to_le_bytes().to_vec()),
         });
     }
-    reports.push(Command::FailTask {
-        task: TaskKey::new(1, 2_000),
-        token: t1,
-        error: "x".into(),
-        retryable: true,
-    });
+    reports.push(Command::FailTask { task: TaskKey::new(1, 2_000), token: t1, error: "x".into(), retryable: true });
     let batch = next(Command::Batch(reports));
-    let cancel = next(Command::CancelJob {
-        job: 3,
-        reason: "test".into(),
-    });
+    let cancel = next(Command::CancelJob { job: 3, reason: "test".into() });
     sm_a.apply([batch, cancel]).await.unwrap();
     println!("filled {TASKS} tasks in {:?}", t0.elapsed());
-    assert_eq!(
-        sm_a.core().idx.live_tasks,
-        (TASKS - limits::MAX_SHARDS_PER_JOB - 2_000) as u64
-    );
+    assert_eq!(sm_a.read(|c, _| c.idx.live_tasks), (TASKS - limits::MAX_SHARDS_PER_JOB - 2_000) as u64);
 
     // Build.
     reset_peak_rss();
     let base = peak_rss_mib();
     let t0 = Instant::now();
-    let mut snap = sm_a
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    let mut snap = sm_a.get_snapshot_builder().await.build_snapshot().await.unwrap();
     let build_time = t0.elapsed();
     let build_peak = peak_rss_mib();
     let size = snap.snapshot.metadata().await.unwrap().len();
@@ -132,34 +100,17 @@ async fn million_task_snapshot_round_trip() {
     let base_install = peak_rss_mib();
     let t0 = Instant::now();
     let mut recv = sm_b.begin_receiving_snapshot().await.unwrap();
-    tokio::io::copy(&mut snap.snapshot, &mut *recv)
-        .await
-        .unwrap();
+    tokio::io::copy(&mut snap.snapshot, &mut *recv).await.unwrap();
     sm_b.install_snapshot(&snap.meta, recv).await.unwrap();
     let install_time = t0.elapsed();
     let install_peak = peak_rss_mib();
 
     let hash_a = sm_a.state_hash().unwrap();
-    assert_eq!(
-        hash_a,
-        sm_b.state_hash().unwrap(),
-        "installed state differs"
-    );
-    assert_eq!(
-        sm_a.applied_state().await.unwrap(),
-        sm_b.applied_state().await.unwrap()
-    );
-    let canon_a = sm_a.core().idx.canonical();
-    assert_eq!(
-        canon_a,
-        sm_b.core().idx.canonical(),
-        "installed indexes differ"
-    );
-    let current = sm_b
-        .get_current_snapshot()
-        .await
-        .unwrap()
-        .expect("installed snapshot is current");
+    assert_eq!(hash_a, sm_b.state_hash().unwrap(), "installed state differs");
+    assert_eq!(sm_a.applied_state().await.unwrap(), sm_b.applied_state().await.unwrap());
+    let canon_a = sm_a.read(|c, _| c.idx.canonical());
+    assert_eq!(canon_a, sm_b.read(|c, _| c.idx.canonical()), "installed indexes differ");
+    let current = sm_b.get_current_snapshot().await.unwrap().expect("installed snapshot is current");
     assert_eq!(current.meta, snap.meta);
 
     // The install is durable: reopen and compare again.
@@ -168,12 +119,8 @@ async fn million_task_snapshot_round_trip() {
     let t0 = Instant::now();
     let (_log_b, sm_b) = open_store(dir_b.path()).unwrap();
     let reopen_time = t0.elapsed();
-    assert_eq!(
-        hash_a,
-        sm_b.state_hash().unwrap(),
-        "state after reopen differs"
-    );
-    assert_eq!(canon_a, sm_b.core().idx.canonical());
+    assert_eq!(hash_a, sm_b.state_hash().unwrap(), "state after reopen differs");
+    assert_eq!(canon_a, sm_b.read(|c, _| c.idx.canonical()));
 
     println!(
         "snapshot of {TASKS} tasks: {:.1} MiB file; build {build_time:?} (peak RSS {build_peak:.0} MiB, +{:.0} over {base:.0}); \
@@ -192,41 +139,21 @@ async fn corrupt_snapshot_is_refused_and_changes_nothing() {
     let dir_b = tempfile::tempdir().unwrap();
     let (_la, mut sm_a) = open_store(dir_a.path()).unwrap();
     let (_lb, mut sm_b) = open_store(dir_b.path()).unwrap();
-    sm_a.apply([entry(1, Command::SubmitJob(JobSpec::with_shards("ns", 50)))])
-        .await
-        .unwrap();
-    sm_b.apply([entry(
-        1,
-        Command::SubmitJob(JobSpec::with_shards("other", 3)),
-    )])
-    .await
-    .unwrap();
+    sm_a.apply([entry(1, Command::SubmitJob(JobSpec::with_shards("ns", 50)))]).await.unwrap();
+    sm_b.apply([entry(1, Command::SubmitJob(JobSpec::with_shards("other", 3)))]).await.unwrap();
     let before = sm_b.state_hash().unwrap();
-    let mut snap = sm_a
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    let mut snap = sm_a.get_snapshot_builder().await.build_snapshot().await.unwrap();
     let mut bytes = Vec::new();
-    tokio::io::AsyncReadExt::read_to_end(&mut snap.snapshot, &mut bytes)
-        .await
-        .unwrap();
+    tokio::io::AsyncReadExt::read_to_end(&mut snap.snapshot, &mut bytes).await.unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
     let mut recv = sm_b.begin_receiving_snapshot().await.unwrap();
-    tokio::io::AsyncWriteExt::write_all(&mut *recv, &bytes)
-        .await
-        .unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut *recv, &bytes).await.unwrap();
     let err = sm_b.install_snapshot(&snap.meta, recv).await.unwrap_err();
     println!("refused: {err}");
     assert_eq!(sm_b.state_hash().unwrap(), before);
     drop(sm_b);
     drop(_lb);
     let (_lb, sm_b) = open_store(dir_b.path()).unwrap();
-    assert_eq!(
-        sm_b.state_hash().unwrap(),
-        before,
-        "a failed install leaked into the reopened state"
-    );
+    assert_eq!(sm_b.state_hash().unwrap(), before, "a failed install leaked into the reopened state");
 }
