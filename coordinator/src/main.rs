@@ -1,1 +1,128 @@
-fn main() {}
+//! The `baton` binary: `baton serve` runs a coordinator node.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+
+use baton_coordinator::config::Config;
+
+#[derive(Parser)]
+#[command(name = "baton", version, about = "Raft-replicated, fault-tolerant task coordinator")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a coordinator node.
+    Serve(ServeArgs),
+}
+
+/// Flags override the config file and BATON_* environment variables.
+#[derive(clap::Args, Serialize)]
+struct ServeArgs {
+    /// TOML config file.
+    #[arg(long, short)]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node_id: Option<u64>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_dir: Option<PathBuf>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raft_listen: Option<String>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raft_advertise: Option<String>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    api_listen: Option<String>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    api_advertise: Option<String>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http_listen: Option<String>,
+    /// Members of a new cluster: `id=raft_host:port/api_host:port`, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    initial_members: Option<Vec<String>>,
+    /// Forward calls to the leader (true) or answer with a leader hint (false).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    forward_to_leader: Option<bool>,
+    /// `text` or `json`.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_format: Option<String>,
+    /// Remove this node from the membership on SIGTERM.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    leave_on_shutdown: Option<bool>,
+    #[command(flatten)]
+    #[serde(skip_serializing_if = "WorkerFlags::is_empty")]
+    workers: WorkerFlags,
+}
+
+#[derive(clap::Args, Serialize, Default)]
+struct WorkerFlags {
+    /// Worker lease TTL in ms.
+    #[arg(long = "worker-ttl-ms")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ttl_ms: Option<u64>,
+    /// Worker heartbeat interval in ms.
+    #[arg(long = "worker-heartbeat-ms")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    heartbeat_interval_ms: Option<u64>,
+    /// Failure-detector check interval in ms.
+    #[arg(long = "worker-check-ms")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    check_interval_ms: Option<u64>,
+}
+
+impl WorkerFlags {
+    fn is_empty(&self) -> bool {
+        self.ttl_ms.is_none() && self.heartbeat_interval_ms.is_none() && self.check_interval_ms.is_none()
+    }
+}
+
+fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BATON_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn,h2=warn,tower=warn"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Serve(args) => {
+            let file = args.config.clone();
+            let cfg = Config::load(file.as_deref(), &args).context("invalid configuration")?;
+            init_tracing(&cfg.log_format);
+            baton_coordinator::node::run(cfg, shutdown_signal()).await.context("node failed")?;
+        }
+    }
+    Ok(())
+}

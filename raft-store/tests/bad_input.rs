@@ -218,37 +218,35 @@ fn arb_command() -> impl Strategy<Value = Command> {
                 idempotency_key: idem,
             })
         });
-    let leaf =
-        prop_oneof![
-            (s, labels, any::<u32>()).prop_map(|(name, labels, capacity)| Command::RegisterWorker {
-                name,
-                labels,
-                capacity: capacity % 4
-            }),
-            (0u64..4, 0u64..3).prop_map(|(session, epoch)| Command::ExpireWorker { session, epoch }),
-            (0u64..4, 0u64..3).prop_map(|(session, epoch)| Command::DeregisterWorker { session, epoch }),
-            spec,
-            proptest::collection::vec((key.clone(), 0u64..4), 0..4).prop_map(|v| {
-                Command::AssignTasks {
-                    assignments: v.into_iter().map(|(task, session)| Assign { task, session }).collect(),
-                }
-            }),
-            (key.clone(), any::<u64>()).prop_map(|(task, token)| Command::CompleteTask {
-                task,
-                token: token % 40,
-                result: ByteBuf::new()
-            }),
-            (key.clone(), any::<u64>(), s, any::<bool>()).prop_map(|(task, token, error, retryable)| {
-                Command::FailTask { task, token: token % 40, error, retryable }
-            }),
-            (key.clone(), any::<u64>(), any::<u32>()).prop_map(|(task, token, bp)| {
-                Command::ReportProgress { task, token: token % 40, progress_bp: bp % 12_000, message: String::new() }
-            }),
-            proptest::collection::vec((key, any::<u64>()), 0..3).prop_map(|v| {
-                Command::TimeoutAttempts { attempts: v.into_iter().map(|(k, t)| (k, t % 40)).collect() }
-            }),
-            (0u64..4, s).prop_map(|(job, reason)| Command::CancelJob { job, reason }),
-        ];
+    let leaf = prop_oneof![
+        (s, labels, any::<u32>()).prop_map(|(name, labels, capacity)| Command::RegisterWorker {
+            name,
+            labels,
+            capacity: capacity % 4
+        }),
+        (0u64..4, 0u64..3).prop_map(|(session, epoch)| Command::ExpireWorker { session, epoch }),
+        (0u64..4, 0u64..3).prop_map(|(session, epoch)| Command::DeregisterWorker { session, epoch }),
+        spec,
+        proptest::collection::vec((key.clone(), 0u64..4), 0..4).prop_map(|v| {
+            Command::AssignTasks {
+                assignments: v.into_iter().map(|(task, session)| Assign { task, session }).collect(),
+            }
+        }),
+        (key.clone(), any::<u64>()).prop_map(|(task, token)| Command::CompleteTask {
+            task,
+            token: token % 40,
+            result: ByteBuf::new()
+        }),
+        (key.clone(), any::<u64>(), s, any::<bool>()).prop_map(|(task, token, error, retryable)| {
+            Command::FailTask { task, token: token % 40, error, retryable }
+        }),
+        (key.clone(), any::<u64>(), any::<u32>()).prop_map(|(task, token, bp)| {
+            Command::ReportProgress { task, token: token % 40, progress_bp: bp % 12_000, message: String::new() }
+        }),
+        proptest::collection::vec((key, any::<u64>()), 0..3)
+            .prop_map(|v| { Command::TimeoutAttempts { attempts: v.into_iter().map(|(k, t)| (k, t % 40)).collect() } }),
+        (0u64..4, s).prop_map(|(job, reason)| Command::CancelJob { job, reason }),
+    ];
     prop_oneof![4 => leaf.clone(), 1 => proptest::collection::vec(leaf, 0..4).prop_map(Command::Batch)]
 }
 

@@ -1,0 +1,169 @@
+//! `baton.v1.ClusterService`: status and online membership changes.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use openraft::ChangeMembers;
+use openraft::error::{ClientWriteError, RaftError};
+use tonic::{Request, Response, Status};
+
+use baton_client::proto;
+use baton_client::proto::cluster_service_client::ClusterServiceClient;
+use baton_client::proto::cluster_service_server::ClusterService;
+use baton_raft_store::{NodeId, NodeInfo};
+
+use super::{Ctx, Route};
+use crate::error::ApiError;
+
+pub struct Cluster {
+    pub ctx: Ctx,
+}
+
+fn write_err(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> ApiError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+            ApiError::NotLeader { leader: f.leader_id.zip(f.leader_node.map(|n| n.api_addr)) }
+        }
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => ApiError::Precondition(e.to_string()),
+        RaftError::Fatal(f) => ApiError::Unavailable(f.to_string()),
+    }
+}
+
+impl Cluster {
+    fn members(&self) -> Vec<proto::Member> {
+        let m = self.ctx.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        membership
+            .nodes()
+            .map(|(id, n)| proto::Member {
+                id: *id,
+                raft_addr: n.raft_addr.clone(),
+                api_addr: n.api_addr.clone(),
+                voter: voters.contains(id),
+            })
+            .collect()
+    }
+
+    fn membership_response(&self, log_index: u64) -> Response<proto::MembershipResponse> {
+        Response::new(proto::MembershipResponse { members: self.members(), log_index })
+    }
+}
+
+#[tonic::async_trait]
+impl ClusterService for Cluster {
+    async fn status(&self, _req: Request<proto::StatusRequest>) -> Result<Response<proto::StatusResponse>, Status> {
+        let m = self.ctx.raft.metrics().borrow().clone();
+        let committed = self.ctx.raft.with_raft_state(|st| st.committed).await.ok().flatten();
+        let last_log = m.last_log_index.unwrap_or(0);
+        let replication = m
+            .replication
+            .as_ref()
+            .map(|r| {
+                r.iter()
+                    .filter(|(id, _)| **id != m.id)
+                    .map(|(id, matched)| {
+                        let matched = matched.map_or(0, |l| l.index);
+                        proto::PeerReplication {
+                            node_id: *id,
+                            matched_index: matched,
+                            lag: last_log.saturating_sub(matched),
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let (live_workers, live_tasks) = self.ctx.reader.read(|c, _| (c.idx.sessions.len() as u64, c.idx.live_tasks));
+        let role = match m.state {
+            openraft::ServerState::Leader => "leader",
+            openraft::ServerState::Follower => "follower",
+            openraft::ServerState::Candidate => "candidate",
+            openraft::ServerState::Learner => "learner",
+            openraft::ServerState::Shutdown => "shutdown",
+        };
+        let hint = self.ctx.leader_hint();
+        Ok(Response::new(proto::StatusResponse {
+            node_id: m.id,
+            role: role.into(),
+            leader_id: hint.as_ref().map_or(0, |h| h.0),
+            leader_api_addr: hint.map(|h| h.1).unwrap_or_default(),
+            term: m.current_term,
+            last_log_index: last_log,
+            commit_index: committed.map_or(0, |l| l.index),
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            members: self.members(),
+            replication,
+            live_workers,
+            live_tasks,
+        }))
+    }
+
+    async fn add_learner(
+        &self,
+        req: Request<proto::AddLearnerRequest>,
+    ) -> Result<Response<proto::MembershipResponse>, Status> {
+        if let Route::Forward(ch) = self.ctx.route(&req)? {
+            let fwd = self.ctx.forwarded(req.into_inner());
+            return ClusterServiceClient::new(ch).add_learner(fwd).await.map_err(|s| self.ctx.forward_failed(s));
+        }
+        let r = req.into_inner();
+        if r.node_id == 0 {
+            return Err(ApiError::invalid("node_id", "must be greater than 0").into());
+        }
+        for (field, a) in [("raft_addr", &r.raft_addr), ("api_addr", &r.api_addr)] {
+            if a.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err()) {
+                return Err(ApiError::invalid(field, format!("{a:?} is not host:port")).into());
+            }
+        }
+        let node = NodeInfo { raft_addr: r.raft_addr, api_addr: r.api_addr };
+        // Blocking: returns once the learner has caught up with the leader.
+        let resp = self.ctx.raft.add_learner(r.node_id, node, true).await.map_err(write_err)?;
+        tracing::info!(node = r.node_id, "learner added");
+        Ok(self.membership_response(resp.log_id.index))
+    }
+
+    async fn change_membership(
+        &self,
+        req: Request<proto::ChangeMembershipRequest>,
+    ) -> Result<Response<proto::MembershipResponse>, Status> {
+        if let Route::Forward(ch) = self.ctx.route(&req)? {
+            let fwd = self.ctx.forwarded(req.into_inner());
+            return ClusterServiceClient::new(ch).change_membership(fwd).await.map_err(|s| self.ctx.forward_failed(s));
+        }
+        let voters: BTreeSet<NodeId> = req.into_inner().voters.into_iter().collect();
+        if voters.is_empty() {
+            return Err(ApiError::invalid("voters", "must not be empty").into());
+        }
+        // Removed voters stay as learners; RemoveNode drops them entirely.
+        let resp = self.ctx.raft.change_membership(voters.clone(), true).await.map_err(write_err)?;
+        tracing::info!(?voters, "membership changed");
+        Ok(self.membership_response(resp.log_id.index))
+    }
+
+    async fn remove_node(
+        &self,
+        req: Request<proto::RemoveNodeRequest>,
+    ) -> Result<Response<proto::MembershipResponse>, Status> {
+        if let Route::Forward(ch) = self.ctx.route(&req)? {
+            let fwd = self.ctx.forwarded(req.into_inner());
+            return ClusterServiceClient::new(ch).remove_node(fwd).await.map_err(|s| self.ctx.forward_failed(s));
+        }
+        let id = req.into_inner().node_id;
+        let members: BTreeMap<u64, bool> = self.members().into_iter().map(|m| (m.id, m.voter)).collect();
+        let change = match members.get(&id) {
+            None => return Err(ApiError::NotFound(format!("node {id} is not a member")).into()),
+            Some(true) => ChangeMembers::RemoveVoters(BTreeSet::from([id])),
+            Some(false) => ChangeMembers::RemoveNodes(BTreeSet::from([id])),
+        };
+        let resp = self.ctx.raft.change_membership(change, false).await.map_err(write_err)?;
+        tracing::info!(node = id, "node removed");
+        Ok(self.membership_response(resp.log_id.index))
+    }
+
+    async fn trigger_snapshot(
+        &self,
+        _req: Request<proto::TriggerSnapshotRequest>,
+    ) -> Result<Response<proto::TriggerSnapshotResponse>, Status> {
+        self.ctx.raft.trigger().snapshot().await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        Ok(Response::new(proto::TriggerSnapshotResponse {}))
+    }
+}

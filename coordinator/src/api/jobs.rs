@@ -1,0 +1,259 @@
+//! `baton.v1.JobService`.
+
+use std::pin::Pin;
+
+use futures::Stream;
+use tonic::{Request, Response, Status};
+
+use baton_client::proto;
+use baton_client::proto::job_service_client::JobServiceClient;
+use baton_client::proto::job_service_server::JobService;
+use baton_raft_store::{Command, CommandError, JobId, Outcome, Response as StoreResponse, TaskKey};
+
+use super::convert;
+use super::{Ctx, Route};
+use crate::error::ApiError;
+use crate::leader::LeaderMsg;
+
+/// Default and largest page of ListJobs.
+pub const LIST_PAGE_DEFAULT: usize = 100;
+pub const LIST_PAGE_MAX: usize = 1000;
+/// Job records examined per ListJobs call, so a selective filter stays bounded.
+pub const LIST_SCAN_MAX: usize = 100_000;
+/// Default and largest page of GetResults.
+pub const RESULTS_PAGE_DEFAULT: usize = 1000;
+pub const RESULTS_PAGE_MAX: usize = 10_000;
+/// Events buffered per watch stream before the watcher is considered stuck.
+pub const WATCH_QUEUE: usize = 64;
+
+pub struct Jobs {
+    pub ctx: Ctx,
+}
+
+fn outcome(r: StoreResponse) -> Result<Outcome, ApiError> {
+    r.into_result().map_err(ApiError::from)
+}
+
+impl Jobs {
+    async fn submit_one(&self, spec: Option<proto::JobSpec>) -> Result<proto::SubmitJobResponse, ApiError> {
+        let spec = convert::job_spec(spec)?;
+        match outcome(self.ctx.proposer.propose(Command::SubmitJob(spec)).await?)? {
+            Outcome::Submitted { job, shards, duplicate } => {
+                if !duplicate {
+                    self.ctx.leader.kick();
+                }
+                Ok(proto::SubmitJobResponse { job_id: job, shards, duplicate })
+            }
+            other => Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    /// Route a read: linearizable reads run on the leader after a read
+    /// barrier; stale reads run here.
+    async fn read_route<T>(&self, req: &Request<T>, stale: bool) -> Result<Route, Status> {
+        if stale {
+            return Ok(Route::Here);
+        }
+        let route = self.ctx.route(req)?;
+        if let Route::Here = route {
+            self.ctx.linearize().await?;
+        }
+        Ok(route)
+    }
+
+    fn job_or_404(&self, id: JobId) -> Result<baton_raft_store::JobRecord, ApiError> {
+        self.ctx.reader.job(id)?.ok_or_else(|| ApiError::from(CommandError::JobNotFound(id)))
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<proto::JobEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl JobService for Jobs {
+    async fn submit_job(
+        &self,
+        req: Request<proto::SubmitJobRequest>,
+    ) -> Result<Response<proto::SubmitJobResponse>, Status> {
+        if let Route::Forward(ch) = self.ctx.route(&req)? {
+            let fwd = self.ctx.forwarded(req.into_inner());
+            return JobServiceClient::new(ch).submit_job(fwd).await.map_err(|s| self.ctx.forward_failed(s));
+        }
+        Ok(Response::new(self.submit_one(req.into_inner().spec).await?))
+    }
+
+    async fn submit_jobs(
+        &self,
+        req: Request<proto::SubmitJobsRequest>,
+    ) -> Result<Response<proto::SubmitJobsResponse>, Status> {
+        let n = req.get_ref().specs.len();
+        if n == 0 || n > self.ctx.cfg.limits.max_jobs_per_batch_submit {
+            return Err(ApiError::invalid(
+                "specs",
+                format!("has {n} jobs; must be 1..={}", self.ctx.cfg.limits.max_jobs_per_batch_submit),
+            )
+            .into());
+        }
+        if let Route::Forward(ch) = self.ctx.route(&req)? {
+            let fwd = self.ctx.forwarded(req.into_inner());
+            return JobServiceClient::new(ch).submit_jobs(fwd).await.map_err(|s| self.ctx.forward_failed(s));
+        }
+        // Proposed concurrently: the batcher puts them in as few entries as it can.
+        let futs = req.into_inner().specs.into_iter().map(|s| self.submit_one(Some(s)));
+        let results = futures::future::join_all(futs)
+            .await
+            .into_iter()
+            .map(|r| proto::SubmitJobResult {
+                result: Some(match r {
+                    Ok(ok) => proto::submit_job_result::Result::Ok(ok),
+                    Err(e) => {
+                        let s = crate::error::to_status(e);
+                        proto::submit_job_result::Result::Error(proto::ItemError {
+                            code: format!("{:?}", s.code()),
+                            message: s.message().to_string(),
+                        })
+                    }
+                }),
+            })
+            .collect();
+        Ok(Response::new(proto::SubmitJobsResponse { results }))
+    }
+
+    async fn get_job(&self, req: Request<proto::GetJobRequest>) -> Result<Response<proto::Job>, Status> {
+        let stale = convert::stale(req.get_ref().consistency)?;
+        if let Route::Forward(ch) = self.read_route(&req, stale).await? {
+            let fwd = self.ctx.forwarded(req.into_inner());
+            return JobServiceClient::new(ch).get_job(fwd).await.map_err(|s| self.ctx.forward_failed(s));
+        }
+        Ok(Response::new(convert::job(&self.job_or_404(req.get_ref().job_id)?)))
+    }
+
+    async fn list_jobs(
+        &self,
+        req: Request<proto::ListJobsRequest>,
+    ) -> Result<Response<proto::ListJobsResponse>, Status> {
+        let r = req.get_ref();
+        let stale = convert::stale(r.consistency)?;
+        let status = convert::status_filter(r.status)?;
+        let limit = match r.page_size as usize {
+            0 => LIST_PAGE_DEFAULT,
+            n if n > LIST_PAGE_MAX => {
+                return Err(ApiError::invalid("page_size", format!("must be at most {LIST_PAGE_MAX}")).into());
+            }
+            n => n,
+        };
+        if let Route::Forward(ch) = self.read_route(&req, stale).await? {
+            let fwd = self.ctx.forwarded(req.into_inner());
+            return JobServiceClient::new(ch).list_jobs(fwd).await.map_err(|s| self.ctx.forward_failed(s));
+        }
+        let r = req.into_inner();
+        let (jobs, resume) = self
+            .ctx
+            .reader
+            .list_jobs(r.page_token, limit, LIST_SCAN_MAX, |j| {
+                (r.namespace.is_empty() || j.namespace == r.namespace) && status.is_none_or(|s| j.status() == s)
+            })
+            .map_err(ApiError::from)?;
+        Ok(Response::new(proto::ListJobsResponse {
+            jobs: jobs.iter().map(convert::job).collect(),
+            next_page_token: resume.unwrap_or(0),
+        }))
+    }
+
+    async fn cancel_job(
+        &self,
+        req: Request<proto::CancelJobRequest>,
+    ) -> Result<Response<proto::CancelJobResponse>, Status> {
+        if let Route::Forward(ch) = self.ctx.route(&req)? {
+            let fwd = self.ctx.forwarded(req.into_inner());
+            return JobServiceClient::new(ch).cancel_job(fwd).await.map_err(|s| self.ctx.forward_failed(s));
+        }
+        let r = req.into_inner();
+        match outcome(self.ctx.proposer.propose(Command::CancelJob { job: r.job_id, reason: r.reason }).await?)? {
+            Outcome::Cancelled { revoked, tasks_cancelled, .. } => {
+                if !revoked.is_empty() {
+                    self.ctx.leader.send(LeaderMsg::Revoked(revoked)).await;
+                }
+                Ok(Response::new(proto::CancelJobResponse { tasks_cancelled }))
+            }
+            other => Err(ApiError::Internal(format!("unexpected reply {other:?}")).into()),
+        }
+    }
+
+    type WatchJobStream = EventStream;
+
+    async fn watch_job(&self, req: Request<proto::WatchJobRequest>) -> Result<Response<EventStream>, Status> {
+        let id = req.into_inner().job_id;
+        let permit = self
+            .ctx
+            .watches
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::Exhausted("too many open watches on this node".into()))?;
+        // Served from this node's applied state, so it survives leader
+        // changes; every event names the log index it reflects.
+        self.job_or_404(id)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(WATCH_QUEUE);
+        let reader = self.ctx.reader.clone();
+        let mut metrics = self.ctx.raft.metrics();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let mut last: Option<proto::Job> = None;
+            loop {
+                let applied = reader.last_applied().map_or(0, |l| l.index);
+                let job = match reader.job(id) {
+                    Ok(Some(j)) => j,
+                    Ok(None) => return,
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+                        return;
+                    }
+                };
+                let view = convert::job(&job);
+                if last.as_ref() != Some(&view) {
+                    let done = job.finished_ms.is_some();
+                    if tx.send(Ok(proto::JobEvent { job: Some(view.clone()), applied_index: applied })).await.is_err() {
+                        return;
+                    }
+                    if done {
+                        return;
+                    }
+                    last = Some(view);
+                }
+                if metrics.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn get_results(
+        &self,
+        req: Request<proto::GetResultsRequest>,
+    ) -> Result<Response<proto::GetResultsResponse>, Status> {
+        let r = req.get_ref();
+        let stale = convert::stale(r.consistency)?;
+        let limit = match r.limit as usize {
+            0 => RESULTS_PAGE_DEFAULT,
+            n if n > RESULTS_PAGE_MAX => {
+                return Err(ApiError::invalid("limit", format!("must be at most {RESULTS_PAGE_MAX}")).into());
+            }
+            n => n,
+        };
+        if let Route::Forward(ch) = self.read_route(&req, stale).await? {
+            let fwd = self.ctx.forwarded(req.into_inner());
+            return JobServiceClient::new(ch).get_results(fwd).await.map_err(|s| self.ctx.forward_failed(s));
+        }
+        let r = req.into_inner();
+        let job = self.job_or_404(r.job_id)?;
+        if r.from_shard > job.shards {
+            return Err(ApiError::from(CommandError::TaskNotFound(TaskKey::new(r.job_id, r.from_shard))).into());
+        }
+        let tasks = self.ctx.reader.tasks_of(r.job_id, r.from_shard, limit).map_err(ApiError::from)?;
+        let next_shard = tasks.last().map_or(job.shards, |(s, _)| s + 1);
+        Ok(Response::new(proto::GetResultsResponse {
+            results: tasks.into_iter().map(|(s, t)| convert::shard_result(s, t)).collect(),
+            next_shard,
+        }))
+    }
+}

@@ -1,0 +1,258 @@
+//! `baton.v1.WorkerService`: the worker session stream.
+//!
+//! A session lives on the leader. The first message registers (or resumes)
+//! it; after that, heartbeats renew the lease in the leader's memory and
+//! reports are proposed through the batcher. Assignments and cancellations
+//! come from the leader task down the same stream.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use tokio::sync::{Semaphore, mpsc};
+use tonic::{Request, Response, Status, Streaming};
+
+use baton_client::proto;
+use baton_client::proto::coordinator_message::Msg as Out;
+use baton_client::proto::worker_message::Msg as In;
+use baton_client::proto::worker_service_client::WorkerServiceClient;
+use baton_client::proto::worker_service_server::WorkerService;
+use baton_raft_store::{Command, CommandError, Outcome, Response as StoreResponse, SessionId, TaskKey};
+use serde_bytes::ByteBuf;
+
+use super::{Ctx, Route, convert};
+use crate::error::{ApiError, to_status};
+use crate::leader::{LeaderMsg, Outbound};
+
+/// How long a new stream may take to send its Register.
+pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Reports of one session being proposed at once; more wait, which slows that
+/// worker's stream rather than the leader.
+pub const REPORTS_IN_FLIGHT_PER_SESSION: usize = 256;
+
+pub struct Workers {
+    pub ctx: Ctx,
+}
+
+type OutStream = Pin<Box<dyn Stream<Item = Result<proto::CoordinatorMessage, Status>> + Send>>;
+
+fn out(msg: Out) -> proto::CoordinatorMessage {
+    proto::CoordinatorMessage { msg: Some(msg) }
+}
+
+fn task_key(t: Option<proto::TaskRef>) -> Result<TaskKey, ApiError> {
+    let t = t.ok_or_else(|| ApiError::invalid("task", "is required"))?;
+    Ok(TaskKey::new(t.job_id, t.shard))
+}
+
+impl Workers {
+    /// Register a new session or resume a live one. Returns (session, epoch, resumed).
+    async fn open(&self, r: proto::Register) -> Result<(SessionId, u64, bool), ApiError> {
+        if r.resume_session != 0 {
+            return match self.ctx.reader.session(r.resume_session)? {
+                Some(s) if s.ended.is_none() && s.epoch == r.resume_epoch && s.name == r.name => {
+                    Ok((s.id, s.epoch, true))
+                }
+                Some(_) => Err(ApiError::Precondition(format!(
+                    "session {} has ended or belongs to another incarnation; register again",
+                    r.resume_session
+                ))),
+                None => Err(CommandError::SessionNotFound(r.resume_session).into()),
+            };
+        }
+        let cmd =
+            Command::RegisterWorker { name: r.name, labels: r.labels.into_iter().collect(), capacity: r.capacity };
+        cmd.validate()?;
+        match self.ctx.proposer.propose(cmd).await?.into_result()? {
+            Outcome::Registered { session, epoch, replaced } => {
+                if replaced.is_some() {
+                    self.ctx.leader.kick();
+                }
+                Ok((session, epoch, false))
+            }
+            other => Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
+        }
+    }
+}
+
+/// Turn the reply to a report into the ack the worker gets. `Err` means the
+/// outcome is unknown (no leader): the stream ends and the worker resends.
+fn ack(task: TaskKey, token: u64, reply: Result<StoreResponse, ApiError>) -> Result<proto::ReportAck, ApiError> {
+    use proto::ReportStatus as S;
+    let (status, message) = match reply?.into_result() {
+        Ok(Outcome::Completed { duplicate: true, .. } | Outcome::Failed { duplicate: true, .. }) => {
+            (S::Duplicate, String::new())
+        }
+        Ok(_) => (S::Accepted, String::new()),
+        Err(e @ CommandError::Fenced { .. }) => {
+            metrics::counter!("baton_fenced_reports_total").increment(1);
+            (S::Fenced, e.to_string())
+        }
+        Err(e) => (S::Rejected, e.to_string()),
+    };
+    Ok(proto::ReportAck { task: Some(crate::leader::task_ref(task)), token, status: status as i32, message })
+}
+
+/// Reads one session's inbound messages until the stream ends.
+async fn inbound_loop(
+    ctx: Ctx,
+    mut inbound: Streaming<proto::WorkerMessage>,
+    session: SessionId,
+    epoch: u64,
+    conn: u64,
+    tx: Outbound,
+) {
+    let reports = Arc::new(Semaphore::new(REPORTS_IN_FLIGHT_PER_SESSION));
+    loop {
+        let msg = match inbound.message().await {
+            Ok(Some(m)) => m,
+            Ok(None) | Err(_) => break,
+        };
+        let report = match msg.msg {
+            Some(In::Heartbeat(h)) => {
+                if !ctx.leader.is_leading() {
+                    let _ = tx.send(Err(to_status(ApiError::NotLeader { leader: ctx.leader_hint() }))).await;
+                    break;
+                }
+                ctx.leader.send(LeaderMsg::Heartbeat { session }).await;
+                if tx.send(Ok(out(Out::HeartbeatAck(proto::HeartbeatAck { seq: h.seq })))).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+            Some(In::Complete(c)) => task_key(c.task).map(|t| {
+                (t, c.token, Command::CompleteTask { task: t, token: c.token, result: ByteBuf::from(c.result) })
+            }),
+            Some(In::Fail(f)) => task_key(f.task).map(|t| {
+                (t, f.token, Command::FailTask { task: t, token: f.token, error: f.error, retryable: f.retryable })
+            }),
+            Some(In::Progress(p)) => task_key(p.task).map(|t| {
+                (
+                    t,
+                    p.token,
+                    Command::ReportProgress { task: t, token: p.token, progress_bp: p.progress_bp, message: p.message },
+                )
+            }),
+            Some(In::Deregister(_)) => {
+                // On success the stream simply ends (Detach below drops the
+                // leader's sender); a failure is reported as the stream's status.
+                let r = ctx.proposer.propose(Command::DeregisterWorker { session, epoch }).await;
+                match r.map(StoreResponse::into_result) {
+                    Ok(Ok(_)) => tracing::info!(session, "worker deregistered"),
+                    Ok(Err(e)) => drop(tx.send(Err(to_status(e.into()))).await),
+                    Err(e) => drop(tx.send(Err(to_status(e))).await),
+                }
+                ctx.leader.kick();
+                break;
+            }
+            Some(In::Register(_)) => Err(ApiError::invalid("register", "sent twice on one stream")),
+            None => Err(ApiError::invalid("msg", "is empty")),
+        };
+        let (task, token, cmd) = match report {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = tx.send(Err(to_status(e))).await;
+                break;
+            }
+        };
+        let Ok(permit) = reports.clone().acquire_owned().await else { break };
+        let (ctx2, tx2) = (ctx.clone(), tx.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let finishes = matches!(cmd, Command::CompleteTask { .. } | Command::FailTask { .. });
+            let reply = ctx2.proposer.propose(cmd).await;
+            match ack(task, token, reply) {
+                Ok(a) => {
+                    if finishes {
+                        ctx2.leader.kick();
+                    }
+                    let _ = tx2.send(Ok(out(Out::ReportAck(a)))).await;
+                }
+                Err(e) => {
+                    let _ = tx2.send(Err(to_status(e))).await;
+                }
+            }
+        });
+    }
+    ctx.leader.send(LeaderMsg::Detach { session, conn }).await;
+}
+
+#[tonic::async_trait]
+impl WorkerService for Workers {
+    type SessionStream = OutStream;
+
+    async fn session(&self, req: Request<Streaming<proto::WorkerMessage>>) -> Result<Response<OutStream>, Status> {
+        // Sessions live on the leader: a follower sends the worker there.
+        if !self.ctx.is_leader() {
+            return Err(ApiError::NotLeader { leader: self.ctx.leader_hint() }.into());
+        }
+        let permit = self
+            .ctx
+            .sessions
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::Exhausted("too many worker sessions on this node".into()))?;
+        let mut inbound = req.into_inner();
+        let first = tokio::time::timeout(REGISTER_TIMEOUT, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no register message"))??;
+        let Some(proto::WorkerMessage { msg: Some(In::Register(reg)) }) = first else {
+            return Err(ApiError::invalid("register", "the first message must be register").into());
+        };
+        let (session, epoch, resumed) = self.open(reg).await?;
+        let (tx, rx) = mpsc::channel(self.ctx.cfg.limits.session_queue);
+        let registered = proto::Registered {
+            session,
+            epoch,
+            ttl_ms: self.ctx.cfg.workers.ttl_ms,
+            heartbeat_interval_ms: self.ctx.cfg.workers.heartbeat_interval_ms,
+            resumed,
+        };
+        tx.send(Ok(out(Out::Registered(registered)))).await.map_err(|_| Status::cancelled("worker went away"))?;
+        let conn = self.ctx.leader.next_conn();
+        self.ctx.leader.send(LeaderMsg::Attach { session, conn, tx: tx.clone() }).await;
+        tracing::info!(session, epoch, resumed, "worker session attached");
+        let ctx = self.ctx.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            inbound_loop(ctx, inbound, session, epoch, conn, tx).await;
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn list_workers(
+        &self,
+        req: Request<proto::ListWorkersRequest>,
+    ) -> Result<Response<proto::ListWorkersResponse>, Status> {
+        let stale = convert::stale(req.get_ref().consistency)?;
+        if !stale {
+            match self.ctx.route(&req)? {
+                Route::Forward(ch) => {
+                    let fwd = self.ctx.forwarded(req.into_inner());
+                    return WorkerServiceClient::new(ch)
+                        .list_workers(fwd)
+                        .await
+                        .map_err(|s| self.ctx.forward_failed(s));
+                }
+                Route::Here => self.ctx.linearize().await?,
+            }
+        }
+        let workers = self.ctx.reader.read(|c, _| {
+            c.idx
+                .sessions
+                .values()
+                .map(|s| proto::Worker {
+                    session: s.id,
+                    name: s.name.clone(),
+                    epoch: s.epoch,
+                    labels: s.labels.clone().into_iter().collect(),
+                    capacity: s.capacity,
+                    running: c.idx.by_session.get(&s.id).map_or(0, |t| t.len() as u32),
+                    registered_ms: s.registered_ms,
+                })
+                .collect()
+        });
+        Ok(Response::new(proto::ListWorkersResponse { workers }))
+    }
+}

@@ -1,0 +1,424 @@
+//! `baton serve` configuration: one serde struct, read from a TOML file, then
+//! `BATON_*` environment variables, then command-line flags (each overriding
+//! the one before), and checked by [`Config::validate`] before anything starts.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use baton_raft_store::{NodeId, NodeInfo};
+
+/// Default lease: a worker with no acknowledged heartbeat for this long is
+/// declared dead and its tasks are reassigned.
+pub const WORKER_TTL_MS_DEFAULT: u64 = 2_000;
+/// Default worker heartbeat period; a third of the TTL survives two lost beats.
+pub const HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 600;
+/// Default period of the failure detector's deadline check.
+pub const CHECK_INTERVAL_MS_DEFAULT: u64 = 100;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// This node's Raft id; unique in the cluster, never reused.
+    pub node_id: NodeId,
+    /// Where the internal Raft service listens.
+    pub raft_listen: SocketAddr,
+    /// host:port other nodes use to reach the Raft service (default: raft_listen).
+    pub raft_advertise: Option<String>,
+    /// Where the public gRPC API listens.
+    pub api_listen: SocketAddr,
+    /// host:port clients are pointed at in leader hints (default: api_listen).
+    pub api_advertise: Option<String>,
+    /// Where /metrics, /healthz and /readyz are served.
+    pub http_listen: SocketAddr,
+    /// RocksDB data and snapshots.
+    pub data_dir: PathBuf,
+    /// Members of a brand-new cluster, as `id=raft_host:port/api_host:port`.
+    /// Only the lowest id initializes, once; a restarted node ignores this.
+    /// Empty for a node that will join an existing cluster as a learner.
+    pub initial_members: Vec<String>,
+    /// Forward client calls that need the leader; when false, followers answer
+    /// UNAVAILABLE with the leader hint instead.
+    pub forward_to_leader: bool,
+    /// `text` or `json`.
+    pub log_format: String,
+    /// On SIGTERM, remove this node from the cluster membership before stopping.
+    pub leave_on_shutdown: bool,
+    pub raft: RaftTimings,
+    pub workers: WorkerSettings,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftTimings {
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Deadline of one append/vote RPC.
+    pub rpc_timeout_ms: u64,
+    /// Build a snapshot after this many applied entries.
+    pub snapshot_after_entries: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerSettings {
+    /// The lease. See [`WORKER_TTL_MS_DEFAULT`].
+    pub ttl_ms: u64,
+    /// Told to workers at registration.
+    pub heartbeat_interval_ms: u64,
+    /// Failure-detector period: a dead worker's tasks are reassigned within
+    /// `ttl_ms + check_interval_ms` (plus one commit) while a majority is up.
+    pub check_interval_ms: u64,
+    /// Most sessions expired per second. A coordinator blip that starved
+    /// heartbeats must not become a reassignment storm.
+    pub max_expirations_per_sec: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Most commands grouped into one Raft entry.
+    pub max_batch_commands: usize,
+    /// Most bytes grouped into one Raft entry (a lone larger command still goes alone).
+    pub max_batch_bytes: usize,
+    /// Proposals in flight at once; more wait, and grow the next batch.
+    pub max_inflight_proposals: usize,
+    /// Requests waiting for the batcher; beyond this callers get RESOURCE_EXHAUSTED.
+    pub proposal_queue: usize,
+    /// Largest gRPC message accepted by the public API.
+    pub max_request_bytes: usize,
+    /// Most jobs in one SubmitJobs call.
+    pub max_jobs_per_batch_submit: usize,
+    /// Assignments per scheduling round (one AssignTasks entry).
+    pub max_assignments_per_round: usize,
+    /// Pending tasks examined per scheduling round.
+    pub max_scan_per_round: usize,
+    /// Messages queued to one worker stream before it is considered stuck
+    /// and disconnected (it reconnects and resyncs).
+    pub session_queue: usize,
+    /// Open worker session streams on this node.
+    pub max_sessions: usize,
+    /// Open WatchJob streams on this node.
+    pub max_watches: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            node_id: 1,
+            raft_listen: "127.0.0.1:7101".parse().expect("valid literal"),
+            raft_advertise: None,
+            api_listen: "127.0.0.1:7201".parse().expect("valid literal"),
+            api_advertise: None,
+            http_listen: "127.0.0.1:7301".parse().expect("valid literal"),
+            data_dir: PathBuf::from("./baton-data"),
+            initial_members: Vec::new(),
+            forward_to_leader: true,
+            log_format: "text".into(),
+            leave_on_shutdown: false,
+            raft: RaftTimings::default(),
+            workers: WorkerSettings::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Default for RaftTimings {
+    fn default() -> Self {
+        // Failover = election timeout + one election round; 150..300 ms keeps
+        // it well under a second on loopback and LAN.
+        Self {
+            heartbeat_interval_ms: 50,
+            election_timeout_min_ms: 150,
+            election_timeout_max_ms: 300,
+            rpc_timeout_ms: 1_000,
+            snapshot_after_entries: 100_000,
+        }
+    }
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            ttl_ms: WORKER_TTL_MS_DEFAULT,
+            heartbeat_interval_ms: HEARTBEAT_INTERVAL_MS_DEFAULT,
+            check_interval_ms: CHECK_INTERVAL_MS_DEFAULT,
+            max_expirations_per_sec: 200,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_batch_commands: 1024,
+            max_batch_bytes: 8 * 1024 * 1024,
+            max_inflight_proposals: 4,
+            proposal_queue: 16_384,
+            max_request_bytes: 48 * 1024 * 1024,
+            max_jobs_per_batch_submit: 1000,
+            max_assignments_per_round: 1000,
+            max_scan_per_round: 50_000,
+            session_queue: 4096,
+            max_sessions: 10_000,
+            max_watches: 10_000,
+        }
+    }
+}
+
+/// A member of the initial cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub id: NodeId,
+    pub info: NodeInfo,
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("invalid {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { field, reason: reason.into() }
+}
+
+impl Config {
+    /// Defaults, then the TOML file (if any), then `BATON_*` env vars (nested
+    /// keys with `__`, e.g. `BATON_WORKERS__TTL_MS`), then `overrides` (flags).
+    pub fn load(file: Option<&std::path::Path>, overrides: impl Serialize) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(f) = file {
+            if !f.exists() {
+                return Err(invalid("config", format!("file {} does not exist", f.display())));
+            }
+            fig = fig.merge(Toml::file(f));
+        }
+        let fig = fig
+            // Only keys that are config fields: other BATON_* variables (the
+            // CLI's BATON_ENDPOINTS, say) must not make the server refuse to start.
+            .merge(Env::prefixed("BATON_").filter(|k| CONFIG_KEYS.contains(&top_level(k.as_str()))).split("__"))
+            .merge(Serialized::defaults(overrides));
+        let cfg: Config = fig.extract().map_err(Box::new)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn raft_addr(&self) -> String {
+        self.raft_advertise.clone().unwrap_or_else(|| self.raft_listen.to_string())
+    }
+
+    pub fn api_addr(&self) -> String {
+        self.api_advertise.clone().unwrap_or_else(|| self.api_listen.to_string())
+    }
+
+    pub fn node_info(&self) -> NodeInfo {
+        NodeInfo { raft_addr: self.raft_addr(), api_addr: self.api_addr() }
+    }
+
+    /// Parsed `initial_members`.
+    pub fn members(&self) -> Result<Vec<Member>, ConfigError> {
+        let mut out: Vec<Member> = Vec::new();
+        for m in &self.initial_members {
+            let parsed = (|| {
+                let (id, addrs) = m.split_once('=')?;
+                let (raft, api) = addrs.split_once('/')?;
+                let id: NodeId = id.trim().parse().ok()?;
+                (id > 0 && valid_host_port(raft) && valid_host_port(api)).then(|| Member {
+                    id,
+                    info: NodeInfo { raft_addr: raft.trim().into(), api_addr: api.trim().into() },
+                })
+            })();
+            let member = parsed.ok_or_else(|| {
+                invalid("initial_members", format!("{m:?} is not `id=raft_host:port/api_host:port` with id > 0"))
+            })?;
+            if out.iter().any(|o| o.id == member.id) {
+                return Err(invalid("initial_members", format!("node id {} listed twice", member.id)));
+            }
+            out.push(member);
+        }
+        Ok(out)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.node_id == 0 {
+            return Err(invalid("node_id", "must be greater than 0"));
+        }
+        for (field, a) in [("raft_advertise", &self.raft_advertise), ("api_advertise", &self.api_advertise)] {
+            if let Some(a) = a
+                && !valid_host_port(a)
+            {
+                return Err(invalid(field, format!("{a:?} is not host:port")));
+            }
+        }
+        let ports = [self.raft_listen, self.api_listen, self.http_listen];
+        if ports[0] == ports[1] || ports[0] == ports[2] || ports[1] == ports[2] {
+            return Err(invalid("raft_listen/api_listen/http_listen", "must be three different addresses"));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must not be empty"));
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(invalid("log_format", "must be `text` or `json`"));
+        }
+        let members = self.members()?;
+        if !members.is_empty() && !members.iter().any(|m| m.id == self.node_id) {
+            return Err(invalid("initial_members", format!("does not include this node ({})", self.node_id)));
+        }
+        let r = &self.raft;
+        if r.heartbeat_interval_ms == 0 || r.heartbeat_interval_ms >= r.election_timeout_min_ms {
+            return Err(invalid("raft.heartbeat_interval_ms", "must be > 0 and below election_timeout_min_ms"));
+        }
+        if r.election_timeout_min_ms >= r.election_timeout_max_ms {
+            return Err(invalid("raft.election_timeout_min_ms", "must be below election_timeout_max_ms"));
+        }
+        if r.rpc_timeout_ms == 0 || r.snapshot_after_entries == 0 {
+            return Err(invalid("raft", "rpc_timeout_ms and snapshot_after_entries must be > 0"));
+        }
+        let w = &self.workers;
+        if w.heartbeat_interval_ms == 0 || w.heartbeat_interval_ms * 2 > w.ttl_ms {
+            return Err(invalid("workers.heartbeat_interval_ms", "must be > 0 and at most half of workers.ttl_ms"));
+        }
+        if w.check_interval_ms == 0 || w.check_interval_ms > w.ttl_ms {
+            return Err(invalid("workers.check_interval_ms", "must be > 0 and at most workers.ttl_ms"));
+        }
+        if w.ttl_ms > baton_raft_store::limits::MAX_DURATION_MS {
+            return Err(invalid("workers.ttl_ms", "is longer than 7 days"));
+        }
+        if w.max_expirations_per_sec == 0 {
+            return Err(invalid("workers.max_expirations_per_sec", "must be > 0"));
+        }
+        let l = &self.limits;
+        for (field, v) in [
+            ("limits.max_batch_commands", l.max_batch_commands),
+            ("limits.max_batch_bytes", l.max_batch_bytes),
+            ("limits.max_inflight_proposals", l.max_inflight_proposals),
+            ("limits.proposal_queue", l.proposal_queue),
+            ("limits.max_request_bytes", l.max_request_bytes),
+            ("limits.max_jobs_per_batch_submit", l.max_jobs_per_batch_submit),
+            ("limits.max_assignments_per_round", l.max_assignments_per_round),
+            ("limits.max_scan_per_round", l.max_scan_per_round),
+            ("limits.session_queue", l.session_queue),
+            ("limits.max_sessions", l.max_sessions),
+            ("limits.max_watches", l.max_watches),
+        ] {
+            if v == 0 {
+                return Err(invalid(field, "must be > 0"));
+            }
+        }
+        if l.max_batch_commands > baton_raft_store::limits::MAX_BATCH_COMMANDS {
+            return Err(invalid(
+                "limits.max_batch_commands",
+                format!("must be at most {}", baton_raft_store::limits::MAX_BATCH_COMMANDS),
+            ));
+        }
+        if l.max_assignments_per_round > baton_raft_store::limits::MAX_ITEMS_PER_COMMAND {
+            return Err(invalid(
+                "limits.max_assignments_per_round",
+                format!("must be at most {}", baton_raft_store::limits::MAX_ITEMS_PER_COMMAND),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Top-level config keys, as they appear after `BATON_` (lowercased).
+const CONFIG_KEYS: &[&str] = &[
+    "node_id",
+    "raft_listen",
+    "raft_advertise",
+    "api_listen",
+    "api_advertise",
+    "http_listen",
+    "data_dir",
+    "initial_members",
+    "forward_to_leader",
+    "log_format",
+    "leave_on_shutdown",
+    "raft",
+    "workers",
+    "limits",
+];
+
+fn top_level(key: &str) -> &str {
+    key.split("__").next().unwrap_or(key)
+}
+
+fn valid_host_port(s: &str) -> bool {
+    match s.trim().rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("baton.toml");
+        std::fs::write(
+            &file,
+            "node_id = 2\ndata_dir = \"/var/lib/baton\"\ninitial_members = [\"1=a:1/a:2\", \"2=b:1/b:2\"]\n[workers]\nttl_ms = 4000\n",
+        )
+        .unwrap();
+        #[derive(Serialize)]
+        struct Flags {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            data_dir: Option<String>,
+        }
+        // Env is read by figment from the process; keep this test free of it.
+        let cfg = Config::load(Some(&file), Flags { data_dir: Some("/tmp/override".into()) }).unwrap();
+        assert_eq!(cfg.node_id, 2);
+        assert_eq!(cfg.workers.ttl_ms, 4000);
+        assert_eq!(cfg.data_dir, PathBuf::from("/tmp/override"));
+        assert_eq!(cfg.members().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let check = |f: fn(&mut Config), field: &str| {
+            let mut c = Config::default();
+            f(&mut c);
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains(field), "{err} should name {field}");
+        };
+        check(|c| c.node_id = 0, "node_id");
+        check(|c| c.raft.heartbeat_interval_ms = 500, "raft.heartbeat_interval_ms");
+        check(|c| c.raft.election_timeout_max_ms = 100, "raft.election_timeout_min_ms");
+        check(|c| c.workers.heartbeat_interval_ms = 1_500, "workers.heartbeat_interval_ms");
+        check(|c| c.workers.check_interval_ms = 0, "workers.check_interval_ms");
+        check(|c| c.limits.max_batch_commands = 0, "limits.max_batch_commands");
+        check(|c| c.initial_members = vec!["1=x".into()], "initial_members");
+        check(|c| c.initial_members = vec!["2=a:1/a:2".into()], "initial_members");
+        check(|c| c.api_listen = c.raft_listen, "api_listen");
+        check(|c| c.log_format = "xml".into(), "log_format");
+        check(|c| c.api_advertise = Some("nohost".into()), "api_advertise");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("baton.toml");
+        std::fs::write(&file, "node_idd = 2\n").unwrap();
+        #[derive(Serialize)]
+        struct NoFlags {}
+        let err = Config::load(Some(&file), NoFlags {}).unwrap_err().to_string();
+        assert!(err.contains("node_idd"), "{err}");
+    }
+}

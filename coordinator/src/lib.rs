@@ -1,0 +1,24 @@
+//! The Baton coordinator: a node of the Raft cluster that holds the task
+//! table, serves the public gRPC API, and, while it is the leader, assigns
+//! shards, detects dead workers and reassigns their tasks.
+//!
+//! Layout: [`node`] wires everything; [`network`] is the Raft transport;
+//! [`proposer`] batches commands into log entries; [`leader`] owns the
+//! leader-only loops; [`scheduler`] is the pure `plan()`; [`api`] holds the
+//! gRPC services; [`http`] the metrics and health endpoints.
+//!
+//! What this crate never does:
+//! - change the task table except by proposing a command through Raft;
+//! - make a safety decision from a clock: time is only stamped into entries
+//!   (apply() re-checks everything) or used for liveness (leases, timers);
+//! - block a worker stream or the leader task on an unbounded queue.
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod leader;
+pub mod network;
+pub mod node;
+pub mod proposer;
+pub mod scheduler;

@@ -1,0 +1,215 @@
+//! Node lifecycle: open the store, start Raft and the services, initialize a
+//! brand-new cluster exactly once, and shut down gracefully.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::{ChangeMembers, SnapshotPolicy};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use baton_client::proto;
+use baton_raft_store::{Raft, StoreError, open_store};
+
+use crate::api::{Ctx, cluster::Cluster, jobs::Jobs, workers::Workers};
+use crate::config::{Config, ConfigError};
+use crate::network::{MAX_RAFT_MESSAGE_BYTES, Network, RaftServer, pb::raft_service_server::RaftServiceServer};
+use crate::proposer::Proposer;
+
+/// How long a graceful shutdown waits for in-flight calls and for leaving.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("server {what} failed: {reason}")]
+    Serve { what: &'static str, reason: String },
+}
+
+fn raft_config(cfg: &Config) -> Result<Arc<openraft::Config>, NodeError> {
+    let r = &cfg.raft;
+    let c = openraft::Config {
+        cluster_name: "baton".into(),
+        heartbeat_interval: r.heartbeat_interval_ms,
+        election_timeout_min: r.election_timeout_min_ms,
+        election_timeout_max: r.election_timeout_max_ms,
+        install_snapshot_timeout: r.rpc_timeout_ms.max(5_000),
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(r.snapshot_after_entries),
+        // Keep some log behind the snapshot so a briefly lagging follower
+        // catches up by entries rather than a whole snapshot.
+        max_in_snapshot_log_to_keep: 10_000,
+        ..Default::default()
+    };
+    c.validate().map(Arc::new).map_err(|e| NodeError::Raft(e.to_string()))
+}
+
+async fn bind(addr: std::net::SocketAddr) -> Result<TcpListenerStream, NodeError> {
+    let l = TcpListener::bind(addr).await.map_err(|source| NodeError::Bind { addr, source })?;
+    Ok(TcpListenerStream::new(l))
+}
+
+/// Run a node until `shutdown` resolves.
+pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Result<(), NodeError> {
+    cfg.validate()?;
+    let cfg = Arc::new(cfg);
+    let prom = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| NodeError::Serve { what: "metrics", reason: e.to_string() })?;
+
+    // Bind first: a taken port fails the start instead of a half-up node.
+    let raft_listener = bind(cfg.raft_listen).await?;
+    let api_listener = bind(cfg.api_listen).await?;
+    let http_listener =
+        TcpListener::bind(cfg.http_listen).await.map_err(|source| NodeError::Bind { addr: cfg.http_listen, source })?;
+
+    let (log, sm) = open_store(&cfg.data_dir)?;
+    let reader = sm.reader();
+    let raft = Raft::new(cfg.node_id, raft_config(&cfg)?, Network, log, sm)
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+    initialize_once(&cfg, &raft).await?;
+
+    let proposer = Proposer::spawn(raft.clone(), &cfg.limits);
+    let leader = crate::leader::spawn(cfg.clone(), raft.clone(), reader.clone(), proposer.clone());
+    let ctx = Ctx::new(cfg.clone(), raft.clone(), reader.clone(), proposer, leader);
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let raft_srv = tonic::transport::Server::builder()
+        .add_service(
+            RaftServiceServer::new(RaftServer { raft: raft.clone() })
+                .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
+        )
+        .serve_with_incoming_shutdown(raft_listener, stopped(stop_rx.clone()));
+
+    let (health, health_svc) = tonic_health::server::health_reporter();
+    health.set_serving::<proto::job_service_server::JobServiceServer<Jobs>>().await;
+    health.set_serving::<proto::worker_service_server::WorkerServiceServer<Workers>>().await;
+    health.set_serving::<proto::cluster_service_server::ClusterServiceServer<Cluster>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| NodeError::Serve { what: "reflection", reason: e.to_string() })?;
+    let max = cfg.limits.max_request_bytes;
+    let api_srv = tonic::transport::Server::builder()
+        .add_service(health_svc)
+        .add_service(reflection)
+        .add_service(
+            proto::job_service_server::JobServiceServer::new(Jobs { ctx: ctx.clone() }).max_decoding_message_size(max),
+        )
+        .add_service(
+            proto::worker_service_server::WorkerServiceServer::new(Workers { ctx: ctx.clone() })
+                .max_decoding_message_size(max),
+        )
+        .add_service(
+            proto::cluster_service_server::ClusterServiceServer::new(Cluster { ctx: ctx.clone() })
+                .max_decoding_message_size(max),
+        )
+        .serve_with_incoming_shutdown(api_listener, stopped(stop_rx.clone()));
+
+    let http_srv = axum::serve(http_listener, crate::http::router(raft.clone(), prom))
+        .with_graceful_shutdown(stopped(stop_rx.clone()));
+    let gauges = tokio::spawn(crate::http::gauges(raft.clone(), reader));
+
+    tracing::info!(
+        node = cfg.node_id,
+        raft = %cfg.raft_listen,
+        api = %cfg.api_listen,
+        http = %cfg.http_listen,
+        data = %cfg.data_dir.display(),
+        "node started"
+    );
+    let servers = async {
+        tokio::try_join!(
+            async { raft_srv.await.map_err(|e| NodeError::Serve { what: "raft", reason: e.to_string() }) },
+            async { api_srv.await.map_err(|e| NodeError::Serve { what: "api", reason: e.to_string() }) },
+            async { http_srv.await.map_err(|e| NodeError::Serve { what: "http", reason: e.to_string() }) },
+        )
+    };
+    tokio::pin!(servers);
+    let result = tokio::select! {
+        r = &mut servers => r.map(|_| ()),
+        _ = shutdown => {
+            tracing::info!(node = cfg.node_id, "shutting down");
+            if cfg.leave_on_shutdown {
+                leave(&ctx).await;
+            }
+            let _ = stop_tx.send(true);
+            match tokio::time::timeout(SHUTDOWN_GRACE, &mut servers).await {
+                Ok(r) => r.map(|_| ()),
+                Err(_) => {
+                    tracing::warn!("servers did not stop within the grace period");
+                    Ok(())
+                }
+            }
+        }
+    };
+    gauges.abort();
+    // Stops openraft; the log store's syncer flushes before the store is dropped.
+    if let Err(e) = raft.shutdown().await {
+        tracing::warn!(error = %e, "raft shutdown");
+    }
+    tracing::info!(node = cfg.node_id, "stopped");
+    result
+}
+
+/// Initialize a brand-new cluster from `initial_members`, on the lowest id
+/// only, and only if this node has no Raft state yet: a restarted node never
+/// re-initializes.
+async fn initialize_once(cfg: &Config, raft: &Raft) -> Result<(), NodeError> {
+    let members = cfg.members()?;
+    if members.is_empty() || raft.is_initialized().await.map_err(|e| NodeError::Raft(e.to_string()))? {
+        return Ok(());
+    }
+    if members.iter().map(|m| m.id).min() != Some(cfg.node_id) {
+        tracing::info!(node = cfg.node_id, "waiting for the lowest-id member to initialize the cluster");
+        return Ok(());
+    }
+    let nodes: BTreeMap<_, _> = members.into_iter().map(|m| (m.id, m.info)).collect();
+    match raft.initialize(nodes).await {
+        Ok(()) => tracing::info!(node = cfg.node_id, "cluster initialized"),
+        // Someone (an earlier run of this node) got there first: not an error.
+        Err(openraft::error::RaftError::APIError(e)) => tracing::info!(reason = %e, "cluster already initialized"),
+        Err(e) => return Err(NodeError::Raft(e.to_string())),
+    }
+    Ok(())
+}
+
+/// Remove this node from the membership before stopping (`leave_on_shutdown`).
+async fn leave(ctx: &Ctx) {
+    let me = ctx.cfg.node_id;
+    let work = async {
+        if ctx.is_leader() {
+            ctx.raft
+                .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([me])), false)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        } else if let Some((_, addr)) = ctx.leader_hint() {
+            let mut c = proto::cluster_service_client::ClusterServiceClient::connect(format!("http://{addr}"))
+                .await
+                .map_err(|e| e.to_string())?;
+            c.remove_node(proto::RemoveNodeRequest { node_id: me }).await.map(|_| ()).map_err(|e| e.to_string())
+        } else {
+            Err("no leader known".to_string())
+        }
+    };
+    match tokio::time::timeout(SHUTDOWN_GRACE, work).await {
+        Ok(Ok(())) => tracing::info!(node = me, "left the cluster"),
+        Ok(Err(e)) => tracing::warn!(node = me, error = %e, "could not leave the cluster"),
+        Err(_) => tracing::warn!(node = me, "leaving the cluster timed out"),
+    }
+}
