@@ -130,12 +130,15 @@ impl Default for Config {
 
 impl Default for RaftTimings {
     fn default() -> Self {
-        // Failover = election timeout + one election round; 150..300 ms keeps
-        // it well under a second on loopback and LAN.
+        // openraft 0.9 lets a follower that saw a leader campaign only after
+        // leader_lease (= election_timeout_max) + its election timeout (drawn
+        // once per process from [min, max]). So a follower waits 200..240 ms
+        // without heartbeats (about seven missed 30 ms beats) before it
+        // campaigns, and a split vote costs one more 80..120 ms round.
         Self {
-            heartbeat_interval_ms: 50,
-            election_timeout_min_ms: 150,
-            election_timeout_max_ms: 300,
+            heartbeat_interval_ms: 30,
+            election_timeout_min_ms: 80,
+            election_timeout_max_ms: 120,
             rpc_timeout_ms: 1_000,
             snapshot_after_entries: 100_000,
         }

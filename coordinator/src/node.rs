@@ -52,9 +52,18 @@ fn raft_config(cfg: &Config) -> Result<Arc<openraft::Config>, NodeError> {
     c.validate().map(Arc::new).map_err(|e| NodeError::Raft(e.to_string()))
 }
 
-async fn bind(addr: std::net::SocketAddr) -> Result<TcpListenerStream, NodeError> {
+/// Accepted connections with Nagle off: Raft replies and pushed assignments
+/// are small messages that must not wait for a delayed ACK (a 40 ms stall).
+async fn bind(
+    addr: std::net::SocketAddr,
+) -> Result<impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>>, NodeError> {
+    use tokio_stream::StreamExt;
     let l = TcpListener::bind(addr).await.map_err(|source| NodeError::Bind { addr, source })?;
-    Ok(TcpListenerStream::new(l))
+    Ok(TcpListenerStream::new(l).map(|s| {
+        let s = s?;
+        s.set_nodelay(true)?;
+        Ok(s)
+    }))
 }
 
 /// Run a node until `shutdown` resolves.
