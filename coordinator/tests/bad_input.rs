@@ -1,0 +1,179 @@
+//! Hostile clients: malformed protobuf, half-open streams, workers vanishing
+//! mid-stream, oversized and invalid requests. None may crash or wedge a node.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use baton_client::proto;
+use bytes::{Buf, BufMut};
+use common::*;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+
+/// Sends and receives raw bytes, so a test can put garbage on the wire.
+#[derive(Clone, Copy, Default)]
+struct Raw;
+
+impl Codec for Raw {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = Raw;
+    type Decoder = Raw;
+    fn encoder(&mut self) -> Raw {
+        Raw
+    }
+    fn decoder(&mut self) -> Raw {
+        Raw
+    }
+}
+
+impl Encoder for Raw {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for Raw {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let mut v = vec![0; src.remaining()];
+        src.copy_to_slice(&mut v);
+        Ok(Some(v))
+    }
+}
+
+async fn raw_call(c: &Cluster, id: u64, path: &'static str, body: Vec<u8>) -> Result<Vec<u8>, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(c.channel(id).await);
+    grpc.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    grpc.unary(tonic::Request::new(body), tonic::codegen::http::uri::PathAndQuery::from_static(path), Raw)
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn still_serving(c: &Cluster, key: &str) {
+    let t = Instant::now();
+    let r = submit(c, spec("alive", 1, key), Duration::from_secs(10)).await;
+    assert!(r.job_id > 0);
+    println!("node still serving ({:?} for a submit)", t.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_clients_never_crash_or_wedge_a_node() {
+    let c = Cluster::start(3, Opts::default());
+    let leader = c.wait_leader(Duration::from_secs(15)).await;
+
+    // Malformed protobuf on every kind of call, to the leader and a follower.
+    let follower = c.live().into_iter().find(|id| *id != leader).unwrap();
+    let garbage: Vec<Vec<u8>> = vec![vec![0xff; 64], vec![0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f], (0..=255).collect()];
+    for id in [leader, follower] {
+        for path in [
+            "/baton.v1.JobService/SubmitJob",
+            "/baton.v1.JobService/GetJob",
+            "/baton.v1.ClusterService/AddLearner",
+            "/baton.raft.v1.RaftService/AppendEntries",
+        ] {
+            for g in &garbage {
+                let r = raw_call(&c, id, path, g.clone()).await;
+                assert!(r.is_err(), "{path} accepted garbage: {r:?}");
+            }
+        }
+    }
+    // Garbage on the internal Raft port as well.
+    let mut raft = tonic::client::Grpc::new(
+        tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", c.ports[&leader].raft))
+            .unwrap()
+            .connect_lazy(),
+    );
+    for g in &garbage {
+        raft.ready().await.unwrap();
+        let r = raft
+            .unary(
+                tonic::Request::new(g.clone()),
+                tonic::codegen::http::uri::PathAndQuery::from_static("/baton.raft.v1.RaftService/Vote"),
+                Raw,
+            )
+            .await;
+        assert!(r.is_err(), "raft vote accepted garbage");
+    }
+    still_serving(&c, "after-garbage").await;
+
+    // Half-open session streams: opened, never registered.
+    let mut half_open = Vec::new();
+    for _ in 0..50 {
+        let (tx, rx) = tokio::sync::mpsc::channel::<proto::WorkerMessage>(1);
+        let mut client = proto::worker_service_client::WorkerServiceClient::new(c.channel(leader).await);
+        half_open.push((
+            tx,
+            tokio::spawn(async move { client.session(tokio_stream::wrappers::ReceiverStream::new(rx)).await }),
+        ));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    still_serving(&c, "during-half-open").await;
+
+    // A worker that vanishes mid-stream (aborted while holding a task).
+    let w = TestWorker::start(c.endpoints(), "vanisher", 4, Duration::ZERO);
+    w.hold.store(true, std::sync::atomic::Ordering::SeqCst);
+    let job = submit(&c, spec("vanish", 1, "vanish"), Duration::from_secs(10)).await.job_id;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while w.assigned().is_empty() {
+        assert!(Instant::now() < deadline, "vanisher never got work");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    w.kill();
+    drop(half_open);
+    let heir = TestWorker::start(c.endpoints(), "heir", 4, Duration::ZERO);
+    let done = wait_job_done(&c, job, Duration::from_secs(20)).await;
+    assert_eq!(done.status, proto::JobStatus::Succeeded as i32);
+    drop(heir);
+
+    // Invalid requests are refused with the right code and the field named.
+    let mut jobs = c.jobs(leader).await;
+    let too_many = proto::JobSpec { namespace: "ns".into(), shards: 100_001, ..Default::default() };
+    let e = jobs.submit_job(proto::SubmitJobRequest { spec: Some(too_many) }).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("shards"), "{e:?}");
+    let big = proto::JobSpec { namespace: "ns".into(), payloads: vec![vec![0; 2 * 1024 * 1024]], ..Default::default() };
+    let e = jobs.submit_job(proto::SubmitJobRequest { spec: Some(big) }).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("payloads[0]"), "{e:?}");
+    let e = jobs.submit_job(proto::SubmitJobRequest { spec: None }).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    let e = jobs.cancel_job(proto::CancelJobRequest { job_id: 424_242, reason: String::new() }).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    let e = jobs.list_jobs(proto::ListJobsRequest { page_size: 5_000, ..Default::default() }).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    let e = jobs.get_job(proto::GetJobRequest { job_id: job, consistency: 9 }).await.unwrap_err();
+    assert!(e.message().contains("consistency"), "{e:?}");
+    let e = jobs.submit_jobs(proto::SubmitJobsRequest { specs: vec![] }).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    // A batch with one bad item: the others still go through.
+    let r = jobs
+        .submit_jobs(proto::SubmitJobsRequest {
+            specs: vec![spec("ns", 1, "b1"), proto::JobSpec { shards: 1, ..Default::default() }, spec("ns", 1, "b3")],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let kinds: Vec<bool> =
+        r.results.iter().map(|x| matches!(x.result, Some(proto::submit_job_result::Result::Ok(_)))).collect();
+    assert_eq!(kinds, vec![true, false, true]);
+    let mut cl = c.cluster(leader).await;
+    let e = cl
+        .add_learner(proto::AddLearnerRequest { node_id: 0, raft_addr: "x".into(), api_addr: "y".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    let e = cl.change_membership(proto::ChangeMembershipRequest { voters: vec![] }).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+
+    // Every node is still up and the cluster still agrees on a leader.
+    still_serving(&c, "at-the-end").await;
+    let mut c = c;
+    for id in c.live() {
+        assert!(c.procs.get_mut(&id).unwrap().try_wait().unwrap().is_none(), "node {id} died");
+    }
+}
