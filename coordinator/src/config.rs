@@ -62,6 +62,9 @@ pub struct RaftTimings {
     pub rpc_timeout_ms: u64,
     /// Build a snapshot after this many applied entries.
     pub snapshot_after_entries: u64,
+    /// Log entries kept behind a snapshot, so a briefly lagging follower
+    /// catches up by entries rather than by a whole snapshot.
+    pub keep_logs_after_snapshot: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -141,6 +144,7 @@ impl Default for RaftTimings {
             election_timeout_max_ms: 120,
             rpc_timeout_ms: 1_000,
             snapshot_after_entries: 100_000,
+            keep_logs_after_snapshot: 10_000,
         }
     }
 }
@@ -208,7 +212,7 @@ impl Config {
         let fig = fig
             // Only keys that are config fields: other BATON_* variables (the
             // CLI's BATON_ENDPOINTS, say) must not make the server refuse to start.
-            .merge(Env::prefixed("BATON_").filter(|k| CONFIG_KEYS.contains(&top_level(k.as_str()))).split("__"))
+            .merge(Env::prefixed("BATON_").filter(|k| is_config_env_key(k.as_str())).split("__"))
             .merge(Serialized::defaults(overrides));
         let cfg: Config = fig.extract().map_err(Box::new)?;
         cfg.validate()?;
@@ -351,8 +355,10 @@ const CONFIG_KEYS: &[&str] = &[
     "limits",
 ];
 
-fn top_level(key: &str) -> &str {
-    key.split("__").next().unwrap_or(key)
+/// Whether an env key (after `BATON_`, in any case) names a config field.
+fn is_config_env_key(key: &str) -> bool {
+    let top = key.split("__").next().unwrap_or(key);
+    CONFIG_KEYS.iter().any(|k| k.eq_ignore_ascii_case(top))
 }
 
 fn valid_host_port(s: &str) -> bool {
@@ -402,9 +408,9 @@ mod tests {
             assert!(err.contains(field), "{err} should name {field}");
         };
         check(|c| c.node_id = 0, "node_id");
-        check(|c| c.raft.heartbeat_interval_ms = 500, "raft.heartbeat_interval_ms");
-        check(|c| c.raft.election_timeout_max_ms = 100, "raft.election_timeout_min_ms");
-        check(|c| c.workers.heartbeat_interval_ms = 1_500, "workers.heartbeat_interval_ms");
+        check(|c| c.raft.heartbeat_interval_ms = c.raft.election_timeout_min_ms, "raft.heartbeat_interval_ms");
+        check(|c| c.raft.election_timeout_max_ms = c.raft.election_timeout_min_ms, "raft.election_timeout_min_ms");
+        check(|c| c.workers.heartbeat_interval_ms = c.workers.ttl_ms / 2 + 1, "workers.heartbeat_interval_ms");
         check(|c| c.workers.check_interval_ms = 0, "workers.check_interval_ms");
         check(|c| c.limits.max_batch_commands = 0, "limits.max_batch_commands");
         check(|c| c.initial_members = vec!["1=x".into()], "initial_members");
@@ -412,6 +418,17 @@ mod tests {
         check(|c| c.api_listen = c.raft_listen, "api_listen");
         check(|c| c.log_format = "xml".into(), "log_format");
         check(|c| c.api_advertise = Some("nohost".into()), "api_advertise");
+    }
+
+    #[test]
+    fn env_keys_match_fields_in_any_case() {
+        assert!(is_config_env_key("NODE_ID"));
+        assert!(is_config_env_key("node_id"));
+        assert!(is_config_env_key("WORKERS__TTL_MS"));
+        assert!(is_config_env_key("RAFT__SNAPSHOT_AFTER_ENTRIES"));
+        assert!(!is_config_env_key("ENDPOINTS"));
+        assert!(!is_config_env_key("LOG"));
+        assert!(!is_config_env_key("NODE_ID_EXTRA"));
     }
 
     #[test]

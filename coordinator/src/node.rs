@@ -44,9 +44,7 @@ fn raft_config(cfg: &Config) -> Result<Arc<openraft::Config>, NodeError> {
         election_timeout_max: r.election_timeout_max_ms,
         install_snapshot_timeout: r.rpc_timeout_ms.max(5_000),
         snapshot_policy: SnapshotPolicy::LogsSinceLast(r.snapshot_after_entries),
-        // Keep some log behind the snapshot so a briefly lagging follower
-        // catches up by entries rather than a whole snapshot.
-        max_in_snapshot_log_to_keep: 10_000,
+        max_in_snapshot_log_to_keep: r.keep_logs_after_snapshot,
         ..Default::default()
     };
     c.validate().map(Arc::new).map_err(|e| NodeError::Raft(e.to_string()))

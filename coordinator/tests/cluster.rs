@@ -362,3 +362,64 @@ async fn followers_forward_or_return_the_leader_hint() {
     let r = client.list_jobs(proto::ListJobsRequest { consistency: 1, ..Default::default() }).await;
     assert!(r.is_ok(), "{r:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_node_catches_up_from_a_streamed_snapshot() {
+    let _g = SERIAL.lock().await;
+    // Snapshot every 100 entries and keep no log behind it: a node that joins
+    // later can only catch up by receiving a snapshot over the network.
+    let env = vec![
+        ("BATON_RAFT__SNAPSHOT_AFTER_ENTRIES".to_string(), "100".to_string()),
+        ("BATON_RAFT__KEEP_LOGS_AFTER_SNAPSHOT".to_string(), "0".to_string()),
+    ];
+    let mut c = Cluster::start(3, Opts { env, ..Opts::default() });
+    c.wait_leader(SECS(15)).await;
+    let _w = TestWorker::start(c.endpoints(), "snap-worker", 64, Duration::ZERO);
+    let mut ids = Vec::new();
+    for i in 0..350 {
+        ids.push(submit(&c, spec("snap", 2, &format!("snap-{i}")), SECS(10)).await.job_id);
+    }
+    for id in &ids {
+        wait_job_done(&c, *id, SECS(20)).await;
+    }
+    c.spawn(4, false);
+    let leader = c.wait_leader_among(&[1, 2, 3], SECS(10)).await;
+    let p = c.ports[&4];
+    let mut cl = c.cluster(leader).await;
+    let mut req = tonic::Request::new(proto::AddLearnerRequest {
+        node_id: 4,
+        raft_addr: format!("127.0.0.1:{}", p.raft),
+        api_addr: format!("127.0.0.1:{}", p.api),
+    });
+    req.set_timeout(SECS(30));
+    cl.add_learner(req).await.expect("learner catches up");
+    // The learner's own (stale-read) view holds every job and result.
+    let deadline = Instant::now() + SECS(15);
+    loop {
+        let mut jobs = c.jobs(4).await;
+        let r = jobs.list_jobs(proto::ListJobsRequest { page_size: 1000, consistency: 1, ..Default::default() }).await;
+        if let Ok(r) = r {
+            let r = r.into_inner();
+            if r.jobs.len() == ids.len() {
+                assert!(r.jobs.iter().all(|j| j.status == proto::JobStatus::Succeeded as i32));
+                let res = jobs
+                    .get_results(proto::GetResultsRequest { job_id: ids[0], consistency: 1, ..Default::default() })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                assert!(res.results.iter().all(|s| String::from_utf8_lossy(&s.result).starts_with("snap-worker:")));
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "learner never caught up\n{}", c.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = std::fs::read_to_string(c.dir.path().join("node4.log")).unwrap();
+    let l1 = std::fs::read_to_string(c.dir.path().join(format!("node{leader}.log"))).unwrap();
+    let snaps: Vec<&str> = l1.lines().filter(|l| l.contains("snapshot")).collect();
+    assert!(
+        log.contains("snapshot installed"),
+        "node 4 caught up without a snapshot:\n{log}\nleader:\n{}",
+        snaps.join("\n")
+    );
+}

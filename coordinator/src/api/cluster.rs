@@ -11,7 +11,7 @@ use baton_client::proto::cluster_service_client::ClusterServiceClient;
 use baton_client::proto::cluster_service_server::ClusterService;
 use baton_raft_store::{NodeId, NodeInfo};
 
-use super::{Ctx, Route};
+use super::Ctx;
 use crate::error::ApiError;
 
 pub struct Cluster {
@@ -101,10 +101,7 @@ impl ClusterService for Cluster {
         &self,
         req: Request<proto::AddLearnerRequest>,
     ) -> Result<Response<proto::MembershipResponse>, Status> {
-        if let Route::Forward(ch) = self.ctx.route(&req)? {
-            let fwd = self.ctx.forwarded(req.into_inner());
-            return ClusterServiceClient::new(ch).add_learner(fwd).await.map_err(|s| self.ctx.forward_failed(s));
-        }
+        forward_if_not_here!(self.ctx, self.ctx.route(&req)?, req, ClusterServiceClient::add_learner);
         let r = req.into_inner();
         if r.node_id == 0 {
             return Err(ApiError::invalid("node_id", "must be greater than 0").into());
@@ -125,10 +122,7 @@ impl ClusterService for Cluster {
         &self,
         req: Request<proto::ChangeMembershipRequest>,
     ) -> Result<Response<proto::MembershipResponse>, Status> {
-        if let Route::Forward(ch) = self.ctx.route(&req)? {
-            let fwd = self.ctx.forwarded(req.into_inner());
-            return ClusterServiceClient::new(ch).change_membership(fwd).await.map_err(|s| self.ctx.forward_failed(s));
-        }
+        forward_if_not_here!(self.ctx, self.ctx.route(&req)?, req, ClusterServiceClient::change_membership);
         let voters: BTreeSet<NodeId> = req.into_inner().voters.into_iter().collect();
         if voters.is_empty() {
             return Err(ApiError::invalid("voters", "must not be empty").into());
@@ -143,10 +137,7 @@ impl ClusterService for Cluster {
         &self,
         req: Request<proto::RemoveNodeRequest>,
     ) -> Result<Response<proto::MembershipResponse>, Status> {
-        if let Route::Forward(ch) = self.ctx.route(&req)? {
-            let fwd = self.ctx.forwarded(req.into_inner());
-            return ClusterServiceClient::new(ch).remove_node(fwd).await.map_err(|s| self.ctx.forward_failed(s));
-        }
+        forward_if_not_here!(self.ctx, self.ctx.route(&req)?, req, ClusterServiceClient::remove_node);
         let id = req.into_inner().node_id;
         let members: BTreeMap<u64, bool> = self.members().into_iter().map(|m| (m.id, m.voter)).collect();
         let change = match members.get(&id) {

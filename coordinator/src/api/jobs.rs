@@ -74,10 +74,7 @@ impl JobService for Jobs {
         &self,
         req: Request<proto::SubmitJobRequest>,
     ) -> Result<Response<proto::SubmitJobResponse>, Status> {
-        if let Route::Forward(ch) = self.ctx.route(&req)? {
-            let fwd = self.ctx.forwarded(req.into_inner());
-            return JobServiceClient::new(ch).submit_job(fwd).await.map_err(|s| self.ctx.forward_failed(s));
-        }
+        forward_if_not_here!(self.ctx, self.ctx.route(&req)?, req, JobServiceClient::submit_job);
         Ok(Response::new(self.submit_one(req.into_inner().spec).await?))
     }
 
@@ -93,10 +90,7 @@ impl JobService for Jobs {
             )
             .into());
         }
-        if let Route::Forward(ch) = self.ctx.route(&req)? {
-            let fwd = self.ctx.forwarded(req.into_inner());
-            return JobServiceClient::new(ch).submit_jobs(fwd).await.map_err(|s| self.ctx.forward_failed(s));
-        }
+        forward_if_not_here!(self.ctx, self.ctx.route(&req)?, req, JobServiceClient::submit_jobs);
         // Proposed concurrently: the batcher puts them in as few entries as it can.
         let futs = req.into_inner().specs.into_iter().map(|s| self.submit_one(Some(s)));
         let results = futures::future::join_all(futs)
@@ -120,10 +114,7 @@ impl JobService for Jobs {
 
     async fn get_job(&self, req: Request<proto::GetJobRequest>) -> Result<Response<proto::Job>, Status> {
         let stale = convert::stale(req.get_ref().consistency)?;
-        if let Route::Forward(ch) = self.read_route(&req, stale).await? {
-            let fwd = self.ctx.forwarded(req.into_inner());
-            return JobServiceClient::new(ch).get_job(fwd).await.map_err(|s| self.ctx.forward_failed(s));
-        }
+        forward_if_not_here!(self.ctx, self.read_route(&req, stale).await?, req, JobServiceClient::get_job);
         Ok(Response::new(convert::job(&self.job_or_404(req.get_ref().job_id)?)))
     }
 
@@ -141,10 +132,7 @@ impl JobService for Jobs {
             }
             n => n,
         };
-        if let Route::Forward(ch) = self.read_route(&req, stale).await? {
-            let fwd = self.ctx.forwarded(req.into_inner());
-            return JobServiceClient::new(ch).list_jobs(fwd).await.map_err(|s| self.ctx.forward_failed(s));
-        }
+        forward_if_not_here!(self.ctx, self.read_route(&req, stale).await?, req, JobServiceClient::list_jobs);
         let r = req.into_inner();
         let (jobs, resume) = self
             .ctx
@@ -163,10 +151,7 @@ impl JobService for Jobs {
         &self,
         req: Request<proto::CancelJobRequest>,
     ) -> Result<Response<proto::CancelJobResponse>, Status> {
-        if let Route::Forward(ch) = self.ctx.route(&req)? {
-            let fwd = self.ctx.forwarded(req.into_inner());
-            return JobServiceClient::new(ch).cancel_job(fwd).await.map_err(|s| self.ctx.forward_failed(s));
-        }
+        forward_if_not_here!(self.ctx, self.ctx.route(&req)?, req, JobServiceClient::cancel_job);
         let r = req.into_inner();
         match outcome(self.ctx.proposer.propose(Command::CancelJob { job: r.job_id, reason: r.reason }).await?)? {
             Outcome::Cancelled { revoked, tasks_cancelled, .. } => {
@@ -240,10 +225,7 @@ impl JobService for Jobs {
             }
             n => n,
         };
-        if let Route::Forward(ch) = self.read_route(&req, stale).await? {
-            let fwd = self.ctx.forwarded(req.into_inner());
-            return JobServiceClient::new(ch).get_results(fwd).await.map_err(|s| self.ctx.forward_failed(s));
-        }
+        forward_if_not_here!(self.ctx, self.read_route(&req, stale).await?, req, JobServiceClient::get_results);
         let r = req.into_inner();
         let job = self.job_or_404(r.job_id)?;
         if r.from_shard > job.shards {

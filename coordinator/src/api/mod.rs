@@ -15,6 +15,17 @@ use crate::error::ApiError;
 use crate::leader::LeaderHandle;
 use crate::proposer::Proposer;
 
+/// Return the leader's answer when `route` says to forward the call.
+/// `route` is `ctx.route(&req)` (writes) or a read route; both yield `Route`.
+macro_rules! forward_if_not_here {
+    ($ctx:expr, $route:expr, $req:ident, $client:ident :: $method:ident) => {
+        if let $crate::api::Route::Forward(ch) = $route {
+            let fwd = $ctx.forwarded($req.into_inner());
+            return $client::new(ch).$method(fwd).await.map_err(|s| $ctx.forward_failed(s));
+        }
+    };
+}
+
 pub mod cluster;
 pub mod convert;
 pub mod jobs;

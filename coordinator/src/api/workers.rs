@@ -227,16 +227,11 @@ impl WorkerService for Workers {
     ) -> Result<Response<proto::ListWorkersResponse>, Status> {
         let stale = convert::stale(req.get_ref().consistency)?;
         if !stale {
-            match self.ctx.route(&req)? {
-                Route::Forward(ch) => {
-                    let fwd = self.ctx.forwarded(req.into_inner());
-                    return WorkerServiceClient::new(ch)
-                        .list_workers(fwd)
-                        .await
-                        .map_err(|s| self.ctx.forward_failed(s));
-                }
-                Route::Here => self.ctx.linearize().await?,
+            let route = self.ctx.route(&req)?;
+            if let Route::Here = route {
+                self.ctx.linearize().await?;
             }
+            forward_if_not_here!(self.ctx, route, req, WorkerServiceClient::list_workers);
         }
         let workers = self.ctx.reader.read(|c, _| {
             c.idx

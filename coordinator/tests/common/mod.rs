@@ -31,11 +31,13 @@ pub struct Opts {
     pub heartbeat_ms: u64,
     pub check_ms: u64,
     pub forward: bool,
+    /// Extra environment for every node (e.g. BATON_RAFT__… overrides).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Opts {
     fn default() -> Self {
-        Opts { ttl_ms: 1_500, heartbeat_ms: 300, check_ms: 100, forward: true }
+        Opts { ttl_ms: 1_500, heartbeat_ms: 300, check_ms: 100, forward: true, env: Vec::new() }
     }
 }
 
@@ -104,6 +106,7 @@ impl Cluster {
             .args(["--worker-check-ms", &self.opts.check_ms.to_string()])
             .args(["--forward-to-leader", &self.opts.forward.to_string()])
             .env("BATON_LOG", "info,openraft=warn")
+            .envs(self.opts.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log);
         if initial {
