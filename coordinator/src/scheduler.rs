@@ -15,6 +15,16 @@
 //! O(J log J + E log E) to set up, O(G) per distinct constraint set met, O(log) per examined task,
 //! and O(G) per assignment (choosing the best session compares one candidate per compatible label
 //! set, not one per session).
+//!
+//! Known limits, on purpose for now:
+//! - Fairness holds within a round. Each round starts again at the first
+//!   namespace and oldest job, so when only one slot frees per round the
+//!   first namespace wins it every time. A rotation cursor carried in `View`
+//!   would fix this.
+//! - A large backlog of not-ready tasks (backoff, not-before) at high priority
+//!   can use up `max_scan` before lower priorities are reached. An index of
+//!   pending tasks by ready time in raft-store would remove the scan.
+//! - Placement is greedy, not an optimal matching.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, VecDeque, btree_map};
