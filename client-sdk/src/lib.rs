@@ -1,9 +1,24 @@
-//! Baton's Rust SDK.
+//! Baton's Rust SDK: how submitters and workers talk to a Baton cluster.
 //!
+//! - [`Client`]: submit jobs (always with an idempotency key), read, list,
+//!   cancel and watch them, and operate the cluster. It finds the leader,
+//!   follows leader hints and retries with backoff within a deadline.
+//! - [`Worker`]: runs a handler for every assigned shard, with the fencing
+//!   token in its context; owns heartbeats, reconnects, result delivery,
+//!   self-fencing and graceful shutdown.
 //! - [`proto`]: the generated gRPC contract (`baton.v1`), the source of truth
 //!   for every client language.
 //!
-//! This crate knows nothing about Raft internals: it speaks only the public API.
+//! This crate never knows Raft internals: it speaks only the public API, and
+//! treats every node as interchangeable.
+
+pub mod client;
+pub mod error;
+pub mod worker;
+
+pub use client::{Client, ClientConfig};
+pub use error::Error;
+pub use worker::{Handler, TaskContext, TaskError, Worker, WorkerBuilder, WorkerStats};
 
 /// Generated from `proto/baton/v1/baton.proto`.
 #[allow(clippy::all, missing_docs)]

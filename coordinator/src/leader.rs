@@ -52,6 +52,10 @@ pub enum LeaderMsg {
     Heartbeat {
         session: SessionId,
     },
+    /// The worker is shutting down: schedule nothing more to it.
+    Drain {
+        session: SessionId,
+    },
     /// Attempts taken away by a cancel: tell their workers.
     Revoked(Vec<Revoked>),
 }
@@ -126,6 +130,7 @@ struct State {
     attached: BTreeMap<SessionId, Attached>,
     deadlines: BTreeMap<SessionId, Instant>,
     expiring: BTreeSet<SessionId>,
+    draining: BTreeSet<SessionId>,
     assign_in_flight: bool,
     schedule_again: bool,
     timeouts_in_flight: bool,
@@ -152,6 +157,7 @@ pub fn spawn(cfg: Arc<Config>, raft: Raft, reader: StoreReader, proposer: Propos
         attached: BTreeMap::new(),
         deadlines: BTreeMap::new(),
         expiring: BTreeSet::new(),
+        draining: BTreeSet::new(),
         assign_in_flight: false,
         schedule_again: false,
         timeouts_in_flight: false,
@@ -224,6 +230,7 @@ impl State {
         }
         self.deadlines.clear();
         self.expiring.clear();
+        self.draining.clear();
         tracing::info!(node = self.id, new_leader = ?leader, "stepped down; worker streams closed");
     }
 
@@ -259,6 +266,9 @@ impl State {
                         *d = Instant::now() + ttl;
                     }
                 }
+            }
+            LeaderMsg::Drain { session } => {
+                self.draining.insert(session);
             }
             LeaderMsg::Revoked(list) => {
                 for r in list {
@@ -349,7 +359,11 @@ impl State {
             .attached
             .keys()
             .copied()
-            .filter(|s| self.deadlines.get(s).is_some_and(|d| *d > now) && !self.expiring.contains(s))
+            .filter(|s| {
+                self.deadlines.get(s).is_some_and(|d| *d > now)
+                    && !self.expiring.contains(s)
+                    && !self.draining.contains(s)
+            })
             .collect();
         if eligible.is_empty() {
             return;
@@ -383,6 +397,7 @@ impl State {
         }
         let live: BTreeMap<SessionId, u64> = live.into_iter().collect();
         self.deadlines.retain(|s, _| live.contains_key(s));
+        self.draining.retain(|s| live.contains_key(s));
         let due: Vec<SessionId> =
             self.deadlines.iter().filter(|(s, d)| **d <= now && !self.expiring.contains(s)).map(|(s, _)| *s).collect();
         for session in due {

@@ -78,7 +78,12 @@ impl Workers {
 
 /// Turn the reply to a report into the ack the worker gets. `Err` means the
 /// outcome is unknown (no leader): the stream ends and the worker resends.
-fn ack(task: TaskKey, token: u64, reply: Result<StoreResponse, ApiError>) -> Result<proto::ReportAck, ApiError> {
+fn ack(
+    task: TaskKey,
+    token: u64,
+    kind: proto::ReportKind,
+    reply: Result<StoreResponse, ApiError>,
+) -> Result<proto::ReportAck, ApiError> {
     use proto::ReportStatus as S;
     let (status, message) = match reply?.into_result() {
         Ok(Outcome::Completed { duplicate: true, .. } | Outcome::Failed { duplicate: true, .. }) => {
@@ -91,7 +96,13 @@ fn ack(task: TaskKey, token: u64, reply: Result<StoreResponse, ApiError>) -> Res
         }
         Err(e) => (S::Rejected, e.to_string()),
     };
-    Ok(proto::ReportAck { task: Some(crate::leader::task_ref(task)), token, status: status as i32, message })
+    Ok(proto::ReportAck {
+        task: Some(crate::leader::task_ref(task)),
+        token,
+        status: status as i32,
+        message,
+        kind: kind as i32,
+    })
 }
 
 /// Reads one session's inbound messages until the stream ends.
@@ -146,6 +157,10 @@ async fn inbound_loop(
                 ctx.leader.kick();
                 break;
             }
+            Some(In::Drain(_)) => {
+                ctx.leader.send(LeaderMsg::Drain { session }).await;
+                continue;
+            }
             Some(In::Register(_)) => Err(ApiError::invalid("register", "sent twice on one stream")),
             None => Err(ApiError::invalid("msg", "is empty")),
         };
@@ -160,9 +175,14 @@ async fn inbound_loop(
         let (ctx2, tx2) = (ctx.clone(), tx.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            let finishes = matches!(cmd, Command::CompleteTask { .. } | Command::FailTask { .. });
+            let kind = match &cmd {
+                Command::CompleteTask { .. } => proto::ReportKind::Complete,
+                Command::FailTask { .. } => proto::ReportKind::Fail,
+                _ => proto::ReportKind::Progress,
+            };
+            let finishes = kind != proto::ReportKind::Progress;
             let reply = ctx2.proposer.propose(cmd).await;
-            match ack(task, token, reply) {
+            match ack(task, token, kind, reply) {
                 Ok(a) => {
                     if finishes {
                         ctx2.leader.kick();

@@ -1,0 +1,441 @@
+//! `Client`: submit and watch jobs, and operate the cluster.
+//!
+//! Every call goes through one retry loop. It tries the last known leader
+//! first (learned from `baton-leader-addr` hints), otherwise the endpoints in
+//! turn, and retries retryable failures with exponential backoff and full
+//! jitter until the client's deadline. Writes whose outcome is unknown are
+//! retried only when that is safe: submissions always carry an idempotency key,
+//! so a retried submit never creates a second job.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::Stream;
+use rand::Rng;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::{Error, leader_hint};
+use crate::proto;
+use crate::proto::cluster_service_client::ClusterServiceClient;
+use crate::proto::job_service_client::JobServiceClient;
+use crate::proto::worker_service_client::WorkerServiceClient;
+
+/// Largest response accepted (a page of results can hold large shard results).
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+/// Events buffered for a `watch` consumer.
+pub const WATCH_BUFFER: usize = 64;
+/// Shards fetched per GetResults page.
+pub const RESULTS_PAGE: u32 = 1000;
+
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// `host:port` or `http://host:port` of any cluster nodes.
+    pub endpoints: Vec<String>,
+    /// Total time a call may spend retrying.
+    pub deadline: Duration,
+    /// Deadline of one attempt.
+    pub rpc_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// First retry delay; doubles per attempt up to `backoff_max` (full jitter).
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+}
+
+impl ClientConfig {
+    pub fn new(endpoints: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        ClientConfig {
+            endpoints: endpoints.into_iter().map(Into::into).collect(),
+            deadline: Duration::from_secs(30),
+            rpc_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(1),
+            backoff_base: Duration::from_millis(20),
+            backoff_max: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A cluster client. Cheap to clone; clones share connections and the leader hint.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cfg: ClientConfig,
+    urls: Vec<String>,
+    channels: Mutex<HashMap<String, Channel>>,
+    leader: Mutex<Option<String>>,
+    next: AtomicUsize,
+}
+
+/// `host:port` → `http://host:port`.
+pub fn normalize(endpoint: &str) -> Result<String, Error> {
+    let e = endpoint.trim();
+    let url = if e.starts_with("http://") || e.starts_with("https://") { e.to_string() } else { format!("http://{e}") };
+    Endpoint::from_shared(url.clone()).map_err(|err| Error::Config(format!("bad endpoint {endpoint:?}: {err}")))?;
+    Ok(url)
+}
+
+impl Client {
+    pub fn new(cfg: ClientConfig) -> Result<Client, Error> {
+        if cfg.endpoints.is_empty() {
+            return Err(Error::Config("no endpoints given (use --endpoints or BATON_ENDPOINTS)".into()));
+        }
+        let urls = cfg.endpoints.iter().map(|e| normalize(e)).collect::<Result<Vec<_>, _>>()?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                cfg,
+                urls,
+                channels: Mutex::default(),
+                leader: Mutex::default(),
+                next: AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    /// A client with default settings.
+    pub fn connect(endpoints: impl IntoIterator<Item = impl Into<String>>) -> Result<Client, Error> {
+        Client::new(ClientConfig::new(endpoints))
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.cfg
+    }
+
+    fn channel(&self, url: &str) -> Result<Channel, Error> {
+        let mut map = self.inner.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = map.get(url) {
+            return Ok(c.clone());
+        }
+        let c = Endpoint::from_shared(url.to_string())
+            .map_err(|e| Error::Config(e.to_string()))?
+            .connect_timeout(self.inner.cfg.connect_timeout)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        map.insert(url.to_string(), c.clone());
+        Ok(c)
+    }
+
+    fn target(&self) -> String {
+        if let Some(l) = self.inner.leader.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            return l;
+        }
+        let i = self.inner.next.fetch_add(1, Ordering::Relaxed);
+        self.inner.urls[i % self.inner.urls.len()].clone()
+    }
+
+    fn set_leader(&self, url: Option<String>) {
+        *self.inner.leader.lock().unwrap_or_else(|p| p.into_inner()) = url;
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let cap = self.inner.cfg.backoff_base.saturating_mul(1 << attempt.min(16)).min(self.inner.cfg.backoff_max);
+        Duration::from_micros(rand::rng().random_range(0..=cap.as_micros() as u64))
+    }
+
+    /// Run `call` with retries. `write` marks calls that change state.
+    async fn retry<T, F, Fut>(&self, write: bool, mut call: F) -> Result<T, Error>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<T, tonic::Status>>,
+    {
+        let started = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            let url = self.target();
+            let err = match tokio::time::timeout(self.inner.cfg.rpc_timeout, call(self.channel(&url)?)).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(status)) => {
+                    let e = Error::from_status(&status, write);
+                    match leader_hint(&status) {
+                        Some(addr) => self.set_leader(normalize(&addr).ok()),
+                        None if e.is_retryable() => self.set_leader(None),
+                        None => {}
+                    }
+                    e
+                }
+                Err(_) => {
+                    self.set_leader(None);
+                    let m = format!("no answer from {url} within {:?}", self.inner.cfg.rpc_timeout);
+                    if write { Error::Indeterminate(m) } else { Error::Unavailable(m) }
+                }
+            };
+            if !err.is_retryable() {
+                return Err(err);
+            }
+            if started.elapsed() >= self.inner.cfg.deadline {
+                return Err(Error::DeadlineExceeded { elapsed: started.elapsed(), last: Box::new(err) });
+            }
+            tracing::debug!(attempt, error = %err, "retrying");
+            tokio::time::sleep(self.backoff(attempt)).await;
+            attempt += 1;
+        }
+    }
+
+    fn jobs(ch: Channel) -> JobServiceClient<Channel> {
+        JobServiceClient::new(ch).max_decoding_message_size(MAX_RESPONSE_BYTES)
+    }
+
+    /// Submit one job. An idempotency key is generated when the spec has none,
+    /// so retries (here and by the caller) never create a second job.
+    pub async fn submit(&self, mut spec: proto::JobSpec) -> Result<proto::SubmitJobResponse, Error> {
+        if spec.idempotency_key.is_empty() {
+            spec.idempotency_key = uuid::Uuid::new_v4().to_string();
+        }
+        self.retry(true, |ch| {
+            let req = proto::SubmitJobRequest { spec: Some(spec.clone()) };
+            async move { Self::jobs(ch).submit_job(req).await.map(|r| r.into_inner()) }
+        })
+        .await
+    }
+
+    /// Submit many jobs in one round trip; each succeeds or fails on its own.
+    pub async fn submit_batch(
+        &self,
+        mut specs: Vec<proto::JobSpec>,
+    ) -> Result<Vec<Result<proto::SubmitJobResponse, Error>>, Error> {
+        for s in &mut specs {
+            if s.idempotency_key.is_empty() {
+                s.idempotency_key = uuid::Uuid::new_v4().to_string();
+            }
+        }
+        let r = self
+            .retry(true, |ch| {
+                let req = proto::SubmitJobsRequest { specs: specs.clone() };
+                async move { Self::jobs(ch).submit_jobs(req).await.map(|r| r.into_inner()) }
+            })
+            .await?;
+        Ok(r.results
+            .into_iter()
+            .map(|x| match x.result {
+                Some(proto::submit_job_result::Result::Ok(ok)) => Ok(ok),
+                Some(proto::submit_job_result::Result::Error(e)) => Err(item_error(&e)),
+                None => Err(Error::Internal("empty batch item".into())),
+            })
+            .collect())
+    }
+
+    pub async fn get(&self, job_id: u64) -> Result<proto::Job, Error> {
+        self.retry(false, |ch| async move {
+            Self::jobs(ch).get_job(proto::GetJobRequest { job_id, consistency: 0 }).await.map(|r| r.into_inner())
+        })
+        .await
+    }
+
+    pub async fn list(&self, req: proto::ListJobsRequest) -> Result<proto::ListJobsResponse, Error> {
+        self.retry(false, |ch| {
+            let req = req.clone();
+            async move { Self::jobs(ch).list_jobs(req).await.map(|r| r.into_inner()) }
+        })
+        .await
+    }
+
+    /// Cancel a job; returns how many shards were cancelled.
+    pub async fn cancel(&self, job_id: u64, reason: &str) -> Result<u32, Error> {
+        let reason = reason.to_string();
+        self.retry(true, |ch| {
+            let req = proto::CancelJobRequest { job_id, reason: reason.clone() };
+            async move { Self::jobs(ch).cancel_job(req).await.map(|r| r.into_inner().tasks_cancelled) }
+        })
+        .await
+    }
+
+    /// Every shard's result and state, in shard order.
+    pub async fn results(&self, job_id: u64) -> Result<Vec<proto::ShardResult>, Error> {
+        let mut out = Vec::new();
+        let mut from = 0u32;
+        loop {
+            let page = self
+                .retry(false, |ch| async move {
+                    let req =
+                        proto::GetResultsRequest { job_id, from_shard: from, limit: RESULTS_PAGE, consistency: 0 };
+                    Self::jobs(ch).get_results(req).await.map(|r| r.into_inner())
+                })
+                .await?;
+            // A short page is the last one.
+            let last = page.results.len() < RESULTS_PAGE as usize || page.next_shard <= from;
+            from = page.next_shard;
+            out.extend(page.results);
+            if last {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// The job's state now and at every change until it finishes. The stream
+    /// survives leader changes and node restarts: it reconnects (to any node,
+    /// since every node applies the log) and skips states it already sent.
+    pub fn watch(&self, job_id: u64) -> impl Stream<Item = Result<proto::JobEvent, Error>> + Send + 'static {
+        let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
+        let client = self.clone();
+        tokio::spawn(async move {
+            let mut last_index = 0u64;
+            let mut attempt = 0u32;
+            let mut i = 0usize;
+            loop {
+                let url = client.inner.urls[i % client.inner.urls.len()].clone();
+                i += 1;
+                let ch = match client.channel(&url) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                };
+                match Self::jobs(ch).watch_job(proto::WatchJobRequest { job_id }).await {
+                    Ok(resp) => {
+                        let mut s = resp.into_inner();
+                        loop {
+                            match s.message().await {
+                                Ok(Some(ev)) => {
+                                    attempt = 0;
+                                    let finished = ev.job.as_ref().is_some_and(|j| j.finished_ms != 0);
+                                    if ev.applied_index > last_index || finished {
+                                        last_index = ev.applied_index;
+                                        if tx.send(Ok(ev)).await.is_err() {
+                                            return;
+                                        }
+                                    }
+                                    if finished {
+                                        return;
+                                    }
+                                }
+                                Ok(None) | Err(_) => break,
+                            }
+                        }
+                    }
+                    Err(status) => {
+                        let e = Error::from_status(&status, false);
+                        if !e.is_retryable() {
+                            let _ = tx.send(Err(e)).await;
+                            return;
+                        }
+                    }
+                }
+                if tx.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(client.backoff(attempt)).await;
+                attempt += 1;
+            }
+        });
+        tokio_stream::wrappers::ReceiverStream::new(rx)
+    }
+
+    /// Status of the node at `endpoint` (no retry, no leader routing), or of
+    /// whichever node answers first when `None`.
+    pub async fn status(&self, endpoint: Option<&str>) -> Result<proto::StatusResponse, Error> {
+        match endpoint {
+            Some(e) => {
+                let ch = self.channel(&normalize(e)?)?;
+                let mut c = ClusterServiceClient::new(ch);
+                let mut req = tonic::Request::new(proto::StatusRequest {});
+                req.set_timeout(self.inner.cfg.rpc_timeout);
+                c.status(req).await.map(|r| r.into_inner()).map_err(|s| Error::from_status(&s, false))
+            }
+            None => {
+                self.retry(false, |ch| async move {
+                    ClusterServiceClient::new(ch).status(proto::StatusRequest {}).await.map(|r| r.into_inner())
+                })
+                .await
+            }
+        }
+    }
+
+    /// The configured endpoints, normalized.
+    pub fn endpoints(&self) -> &[String] {
+        &self.inner.urls
+    }
+
+    pub async fn add_learner(
+        &self,
+        node_id: u64,
+        raft_addr: &str,
+        api_addr: &str,
+    ) -> Result<proto::MembershipResponse, Error> {
+        let req = proto::AddLearnerRequest { node_id, raft_addr: raft_addr.into(), api_addr: api_addr.into() };
+        self.retry(true, |ch| {
+            let req = req.clone();
+            async move { ClusterServiceClient::new(ch).add_learner(req).await.map(|r| r.into_inner()) }
+        })
+        .await
+    }
+
+    pub async fn change_membership(&self, voters: Vec<u64>) -> Result<proto::MembershipResponse, Error> {
+        self.retry(true, |ch| {
+            let req = proto::ChangeMembershipRequest { voters: voters.clone() };
+            async move { ClusterServiceClient::new(ch).change_membership(req).await.map(|r| r.into_inner()) }
+        })
+        .await
+    }
+
+    pub async fn remove_node(&self, node_id: u64) -> Result<proto::MembershipResponse, Error> {
+        self.retry(true, |ch| async move {
+            ClusterServiceClient::new(ch)
+                .remove_node(proto::RemoveNodeRequest { node_id })
+                .await
+                .map(|r| r.into_inner())
+        })
+        .await
+    }
+
+    /// Ask the node at `endpoint` (or any node) to build a snapshot.
+    pub async fn trigger_snapshot(&self, endpoint: Option<&str>) -> Result<(), Error> {
+        let ch = match endpoint {
+            Some(e) => self.channel(&normalize(e)?)?,
+            None => self.channel(&self.target())?,
+        };
+        ClusterServiceClient::new(ch)
+            .trigger_snapshot(proto::TriggerSnapshotRequest {})
+            .await
+            .map(|_| ())
+            .map_err(|s| Error::from_status(&s, true))
+    }
+
+    pub async fn list_workers(&self) -> Result<Vec<proto::Worker>, Error> {
+        self.retry(false, |ch| async move {
+            WorkerServiceClient::new(ch)
+                .list_workers(proto::ListWorkersRequest { consistency: 0 })
+                .await
+                .map(|r| r.into_inner().workers)
+        })
+        .await
+    }
+}
+
+fn item_error(e: &proto::ItemError) -> Error {
+    let code = match e.code.as_str() {
+        "InvalidArgument" => tonic::Code::InvalidArgument,
+        "NotFound" => tonic::Code::NotFound,
+        "FailedPrecondition" => tonic::Code::FailedPrecondition,
+        "ResourceExhausted" => tonic::Code::ResourceExhausted,
+        "Unavailable" => tonic::Code::Unavailable,
+        _ => tonic::Code::Internal,
+    };
+    Error::from_status(&tonic::Status::new(code, e.message.clone()), true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_are_normalized_and_required() {
+        assert_eq!(normalize("127.0.0.1:7201").unwrap(), "http://127.0.0.1:7201");
+        assert_eq!(normalize("http://a:1").unwrap(), "http://a:1");
+        assert!(Client::connect(Vec::<String>::new()).is_err());
+    }
+
+    #[tokio::test]
+    async fn unreachable_cluster_gives_up_at_the_deadline_with_a_retryable_error() {
+        let mut cfg = ClientConfig::new(["127.0.0.1:1"]);
+        cfg.deadline = Duration::from_millis(300);
+        let c = Client::new(cfg).unwrap();
+        let e = c.get(1).await.unwrap_err();
+        assert!(matches!(e, Error::DeadlineExceeded { .. }), "{e}");
+        assert!(e.is_indeterminate() || matches!(&e, Error::DeadlineExceeded { last, .. } if last.is_retryable()));
+    }
+}

@@ -1,0 +1,333 @@
+//! The Rust SDK (`baton_client::{Client, Worker}`) against a real 3-node cluster.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use baton_client::{Client, ClientConfig, TaskError, Worker, proto};
+use common::*;
+use futures::StreamExt;
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+const SECS: fn(u64) -> Duration = Duration::from_secs;
+
+fn client(c: &Cluster) -> Client {
+    let mut cfg = ClientConfig::new(c.endpoints());
+    cfg.deadline = SECS(30);
+    cfg.rpc_timeout = SECS(3);
+    Client::new(cfg).unwrap()
+}
+
+fn job(shards: u32) -> proto::JobSpec {
+    proto::JobSpec {
+        namespace: "sdk".into(),
+        payloads: (0..shards).map(|i| format!("item-{i}").into_bytes()).collect(),
+        attempt_timeout_ms: 60_000,
+        ..Default::default()
+    }
+}
+
+/// A TCP proxy whose traffic can be cut (connections stay open, bytes stop).
+struct Proxy {
+    addr: String,
+    cut: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    async fn start(target: String) -> Proxy {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let cut = Arc::new(AtomicBool::new(false));
+        let cut2 = cut.clone();
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = l.accept().await {
+                let Ok(outbound) = tokio::net::TcpStream::connect(&target).await else { continue };
+                let (ri, wi) = inbound.into_split();
+                let (ro, wo) = outbound.into_split();
+                tokio::spawn(pump(ri, wo, cut2.clone()));
+                tokio::spawn(pump(ro, wi, cut2.clone()));
+            }
+        });
+        Proxy { addr, cut }
+    }
+}
+
+async fn pump(mut r: tokio::net::tcp::OwnedReadHalf, mut w: tokio::net::tcp::OwnedWriteHalf, cut: Arc<AtomicBool>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        if cut.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        }
+        let n = match tokio::time::timeout(Duration::from_millis(20), r.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return,
+            Ok(Ok(n)) => n,
+            Err(_) => continue,
+        };
+        if cut.load(Ordering::SeqCst) || w.write_all(&buf[..n]).await.is_err() {
+            // Bytes read just as the link was cut are lost, like on a real network.
+            if !cut.load(Ordering::SeqCst) {
+                return;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_runs_shards_and_client_watches_to_the_end() {
+    let _g = SERIAL.lock().await;
+    let c = Cluster::start(3, Opts::default());
+    c.wait_leader(SECS(15)).await;
+    let tokens = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let t2 = tokens.clone();
+    let worker = Worker::builder()
+        .endpoints(c.endpoints())
+        .name("upper")
+        .capacity(4)
+        .handler(move |ctx: baton_client::TaskContext| {
+            let tokens = t2.clone();
+            async move {
+                tokens.lock().unwrap().push(ctx.token);
+                ctx.progress(5_000, "halfway");
+                Ok(String::from_utf8_lossy(&ctx.payload).to_uppercase().into_bytes())
+            }
+        })
+        .build()
+        .unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let w = tokio::spawn(worker.run(async move {
+        let _ = stop_rx.await;
+    }));
+    let cl = client(&c);
+    let r = cl.submit(job(10)).await.unwrap();
+    let mut events = Box::pin(cl.watch(r.job_id));
+    let mut last = None;
+    while let Some(ev) = events.next().await {
+        last = Some(ev.unwrap());
+    }
+    let last = last.expect("at least one event").job.unwrap();
+    assert_eq!(last.status, proto::JobStatus::Succeeded as i32);
+    let results = cl.results(r.job_id).await.unwrap();
+    assert_eq!(results.len(), 10);
+    for (i, s) in results.iter().enumerate() {
+        assert_eq!(s.result, format!("ITEM-{i}").into_bytes());
+        assert!(s.token > 0 && tokens.lock().unwrap().contains(&s.token));
+    }
+    // Unknown job: a clear, non-retryable error.
+    let e = cl.get(999_999).await.unwrap_err();
+    assert!(matches!(e, baton_client::Error::NotFound(_)), "{e}");
+    stop_tx.send(()).unwrap();
+    let stats = w.await.unwrap().unwrap();
+    assert_eq!(stats.completed, 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_killed_while_submitting_a_thousand_jobs_gives_exactly_a_thousand() {
+    let _g = SERIAL.lock().await;
+    let mut c = Cluster::start(3, Opts::default());
+    let leader = c.wait_leader(SECS(15)).await;
+    let cl = client(&c);
+    let submitted = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for s in 0..8 {
+        let (cl, submitted) = (cl.clone(), submitted.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..125 {
+                let mut spec = job(1);
+                spec.name = format!("s{s}-{i}");
+                cl.submit(spec).await.unwrap_or_else(|e| panic!("submit s{s}-{i} failed: {e}"));
+                submitted.fetch_add(1, Ordering::SeqCst);
+            }
+        }));
+    }
+    while submitted.load(Ordering::SeqCst) < 300 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    c.kill(leader);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut total = Vec::new();
+    let mut token = 0;
+    loop {
+        let r =
+            cl.list(proto::ListJobsRequest { page_size: 1000, page_token: token, ..Default::default() }).await.unwrap();
+        total.extend(r.jobs);
+        if r.next_page_token == 0 {
+            break;
+        }
+        token = r.next_page_token;
+    }
+    let names: std::collections::BTreeSet<String> = total.iter().map(|j| j.name.clone()).collect();
+    assert_eq!(total.len(), 1000, "jobs lost or doubled");
+    assert_eq!(names.len(), 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cut_off_worker_self_fences_and_its_shard_runs_elsewhere() {
+    let _g = SERIAL.lock().await;
+    let c = Cluster::start(3, Opts::default());
+    let leader = c.wait_leader(SECS(15)).await;
+    let proxy = Proxy::start(format!("127.0.0.1:{}", c.ports[&leader].api)).await;
+    let fenced = Arc::new(AtomicBool::new(false));
+    let f2 = fenced.clone();
+    let cut_off = Worker::builder()
+        .endpoints([proxy.addr.clone()])
+        .name("cut-off")
+        .handler(move |ctx: baton_client::TaskContext| {
+            let fenced = f2.clone();
+            async move {
+                ctx.cancellation().cancelled().await;
+                fenced.store(true, Ordering::SeqCst);
+                Ok(b"stale".to_vec())
+            }
+        })
+        .build()
+        .unwrap();
+    let _a = tokio::spawn(cut_off.run(futures::future::pending()));
+    let cl = client(&c);
+    let job_id = cl.submit(job(1)).await.unwrap().job_id;
+    let deadline = Instant::now() + SECS(10);
+    while cl.get(job_id).await.unwrap().counts.unwrap().running == 0 {
+        assert!(Instant::now() < deadline, "the shard never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    proxy.cut.store(true, Ordering::SeqCst);
+    let cut_at = Instant::now();
+    let healthy = Worker::builder()
+        .endpoints(c.endpoints())
+        .name("healthy")
+        .handler(|_ctx: baton_client::TaskContext| async move { Ok(b"fresh".to_vec()) })
+        .build()
+        .unwrap();
+    let _b = tokio::spawn(healthy.run(futures::future::pending()));
+    let deadline = Instant::now() + SECS(20);
+    loop {
+        let j = cl.get(job_id).await.unwrap();
+        if j.finished_ms != 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the shard was never rerun");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let deadline = Instant::now() + SECS(5);
+    while !fenced.load(Ordering::SeqCst) {
+        assert!(Instant::now() < deadline, "the cut-off worker never cancelled its handler");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!("self-fenced and rerun within {:?} of the cut", cut_at.elapsed());
+    // Heal the link: the stale result must never be committed.
+    proxy.cut.store(false, Ordering::SeqCst);
+    tokio::time::sleep(SECS(2)).await;
+    let r = cl.results(job_id).await.unwrap();
+    assert_eq!(r[0].result, b"fresh".to_vec());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_finishes_in_flight_work_and_releases_the_rest_at_once() {
+    let _g = SERIAL.lock().await;
+    // A long TTL: anything released faster than it was released by deregistering.
+    let c = Cluster::start(3, Opts { ttl_ms: 10_000, heartbeat_ms: 1_000, ..Opts::default() });
+    c.wait_leader(SECS(15)).await;
+    let started = Arc::new(AtomicU64::new(0));
+    let s2 = started.clone();
+    let leaving = Worker::builder()
+        .endpoints(c.endpoints())
+        .name("leaving")
+        .capacity(3)
+        .shutdown_grace(SECS(10))
+        .handler(move |_ctx: baton_client::TaskContext| {
+            let started = s2.clone();
+            async move {
+                started.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(800)).await;
+                Ok(b"leaving".to_vec())
+            }
+        })
+        .build()
+        .unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let a = tokio::spawn(leaving.run(async move {
+        let _ = stop_rx.await;
+    }));
+    let cl = client(&c);
+    let job_id = cl.submit(job(3)).await.unwrap().job_id;
+    while started.load(Ordering::SeqCst) < 3 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // More work arrives while it holds three shards.
+    let later = cl.submit(job(2)).await.unwrap().job_id;
+    let stopping = Instant::now();
+    stop_tx.send(()).unwrap();
+    let stats = a.await.unwrap().unwrap();
+    assert_eq!(stats.completed, 3, "in-flight work was not finished and reported: {stats:?}");
+    let r = cl.results(job_id).await.unwrap();
+    assert!(r.iter().all(|s| s.result == b"leaving".to_vec()));
+    // The rest runs on another worker well before the 10 s lease would expire.
+    let other = Worker::builder()
+        .endpoints(c.endpoints())
+        .name("other")
+        .capacity(4)
+        .handler(|_ctx: baton_client::TaskContext| async move { Ok(b"other".to_vec()) })
+        .build()
+        .unwrap();
+    let _b = tokio::spawn(other.run(futures::future::pending()));
+    let deadline = Instant::now() + SECS(5);
+    while cl.get(later).await.unwrap().finished_ms == 0 {
+        assert!(Instant::now() < deadline, "remaining work waited for the lease");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!("shutdown and handover took {:?}", stopping.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_fails_the_attempt_and_the_worker_keeps_going() {
+    let _g = SERIAL.lock().await;
+    let c = Cluster::start(3, Opts::default());
+    c.wait_leader(SECS(15)).await;
+    let worker = Worker::builder()
+        .endpoints(c.endpoints())
+        .name("flaky")
+        .handler(|ctx: baton_client::TaskContext| async move {
+            if ctx.attempt == 1 {
+                panic!("boom on attempt 1");
+            }
+            if ctx.payload == b"fatal" {
+                return Err(TaskError::fatal("bad input"));
+            }
+            Ok(b"ok".to_vec())
+        })
+        .build()
+        .unwrap();
+    let _w = tokio::spawn(worker.run(futures::future::pending()));
+    let cl = client(&c);
+    let mut spec = job(1);
+    spec.backoff_base_ms = 10;
+    spec.backoff_max_ms = 10;
+    let id = cl.submit(spec).await.unwrap().job_id;
+    let mut fatal = job(1);
+    fatal.payloads = vec![b"fatal".to_vec()];
+    fatal.max_attempts = 5;
+    fatal.backoff_base_ms = 10;
+    fatal.backoff_max_ms = 10;
+    let fid = cl.submit(fatal).await.unwrap().job_id;
+    let deadline = Instant::now() + SECS(15);
+    loop {
+        let (a, b) = (cl.get(id).await.unwrap(), cl.get(fid).await.unwrap());
+        if a.finished_ms != 0 && b.finished_ms != 0 {
+            assert_eq!(a.status, proto::JobStatus::Succeeded as i32);
+            assert_eq!(b.status, proto::JobStatus::Failed as i32);
+            break;
+        }
+        assert!(Instant::now() < deadline, "jobs did not finish: {a:?} {b:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = cl.results(id).await.unwrap();
+    assert_eq!(r[0].attempts, 2);
+    let r = cl.results(fid).await.unwrap();
+    assert_eq!(r[0].attempts, 2, "a non-retryable failure ends the shard: {r:?}");
+    assert!(r[0].last_error.contains("bad input"), "{r:?}");
+}
