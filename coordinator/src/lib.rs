@@ -14,7 +14,9 @@
 //! - block a worker stream or the leader task on an unbounded queue.
 
 pub mod api;
+pub mod cli;
 pub mod config;
+pub mod dev;
 pub mod error;
 pub mod http;
 pub mod leader;

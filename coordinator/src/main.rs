@@ -1,4 +1,5 @@
-//! The `baton` binary: `baton serve` runs a coordinator node.
+//! The `baton` binary: `baton serve` runs a coordinator node; `baton dev`
+//! runs a local demo cluster; `baton cluster|job|worker` operate a cluster.
 
 use std::path::PathBuf;
 
@@ -6,11 +7,14 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 
+use baton_coordinator::cli::{self, ClusterCmd, Global, JobCmd, WorkerCmd};
 use baton_coordinator::config::Config;
 
 #[derive(Parser)]
 #[command(name = "baton", version, about = "Raft-replicated, fault-tolerant task coordinator")]
 struct Cli {
+    #[command(flatten)]
+    global: Global,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -19,6 +23,17 @@ struct Cli {
 enum Cmd {
     /// Run a coordinator node.
     Serve(ServeArgs),
+    /// Run a local 3-node cluster with demo workers and a demo job.
+    Dev(baton_coordinator::dev::DevArgs),
+    /// Cluster status and membership.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+    /// Submit, inspect, cancel and watch jobs.
+    #[command(subcommand)]
+    Job(JobCmd),
+    /// Worker sessions.
+    #[command(subcommand)]
+    Worker(WorkerCmd),
 }
 
 /// Flags override the config file and BATON_* environment variables.
@@ -113,6 +128,14 @@ async fn shutdown_signal() {
     }
 }
 
+/// Operator commands end with one line on error and a non-zero exit.
+fn operator(g: &Global, r: Result<(), baton_client::Error>) {
+    if let Err(e) = r {
+        eprintln!("error: {}", cli::explain(&e, &g.endpoints));
+        std::process::exit(1);
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -123,6 +146,15 @@ async fn main() -> anyhow::Result<()> {
             init_tracing(&cfg.log_format);
             baton_coordinator::node::run(cfg, shutdown_signal()).await.context("node failed")?;
         }
+        Cmd::Dev(args) => {
+            let filter = tracing_subscriber::EnvFilter::try_from_env("BATON_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+            tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+            baton_coordinator::dev::run(args).await?;
+        }
+        Cmd::Cluster(c) => operator(&cli.global, cli::cluster(&cli.global, c).await),
+        Cmd::Job(c) => operator(&cli.global, cli::job(&cli.global, c).await),
+        Cmd::Worker(c) => operator(&cli.global, cli::worker(&cli.global, c).await),
     }
     Ok(())
 }
