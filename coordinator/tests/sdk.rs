@@ -331,3 +331,44 @@ async fn a_panicking_handler_fails_the_attempt_and_the_worker_keeps_going() {
     assert_eq!(r[0].attempts, 2, "a non-retryable failure ends the shard: {r:?}");
     assert!(r[0].last_error.contains("bad input"), "{r:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_that_ignores_cancellation_is_abandoned_and_not_reported() {
+    let _g = SERIAL.lock().await;
+    let c = Cluster::start(3, Opts::default());
+    c.wait_leader(SECS(15)).await;
+    let worker = Worker::builder()
+        .endpoints(c.endpoints())
+        .name("stubborn")
+        .handler(|ctx: baton_client::TaskContext| async move {
+            if ctx.attempt == 1 {
+                // Ignores its cancellation and its deadline.
+                tokio::time::sleep(SECS(30)).await;
+                return Ok(b"attempt-1".to_vec());
+            }
+            Ok(format!("attempt-{}", ctx.attempt).into_bytes())
+        })
+        .build()
+        .unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let w = tokio::spawn(worker.run(async move {
+        let _ = stop_rx.await;
+    }));
+    let cl = client(&c);
+    let mut spec = job(1);
+    spec.attempt_timeout_ms = 800;
+    spec.backoff_base_ms = 10;
+    spec.backoff_max_ms = 10;
+    let id = cl.submit(spec).await.unwrap().job_id;
+    let deadline = Instant::now() + SECS(20);
+    while cl.get(id).await.unwrap().finished_ms == 0 {
+        assert!(Instant::now() < deadline, "job never finished");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = cl.results(id).await.unwrap();
+    assert_eq!(r[0].result, b"attempt-2".to_vec(), "{r:?}");
+    stop_tx.send(()).unwrap();
+    let stats = w.await.unwrap().unwrap();
+    assert_eq!(stats.abandoned, 1, "{stats:?}");
+    assert_eq!(stats.completed, 1, "{stats:?}");
+}
