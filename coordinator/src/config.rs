@@ -356,7 +356,7 @@ const CONFIG_KEYS: &[&str] = &[
 ];
 
 /// Whether an env key (after `BATON_`, in any case) names a config field.
-fn is_config_env_key(key: &str) -> bool {
+pub fn is_config_env_key(key: &str) -> bool {
     let top = key.split("__").next().unwrap_or(key);
     CONFIG_KEYS.iter().any(|k| k.eq_ignore_ascii_case(top))
 }

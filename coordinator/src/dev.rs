@@ -65,6 +65,19 @@ async fn count_words(ctx: TaskContext) -> Result<Vec<u8>, TaskError> {
     Ok(text.split_whitespace().count().to_string().into_bytes())
 }
 
+/// A standalone demo worker: counts words until `shutdown`, then leaves gracefully.
+pub async fn demo_worker(
+    endpoints: Vec<String>,
+    name: &str,
+    capacity: u32,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let w = Worker::builder().endpoints(endpoints).name(name).capacity(capacity).handler(count_words).build()?;
+    let stats = w.run(shutdown).await?;
+    tracing::info!(?stats, "demo worker stopped");
+    Ok(())
+}
+
 struct Nodes {
     children: Vec<Child>,
 }

@@ -79,3 +79,22 @@ pub async fn gauges(raft: Raft, reader: StoreReader) {
         metrics::gauge!("baton_live_workers").set(workers as f64);
     }
 }
+
+/// Blocking GET of `http://{addr}/readyz`; true on a 200. Used by
+/// `baton healthcheck`, so container images need no HTTP client.
+pub fn probe_ready(addr: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(addrs) = std::net::ToSocketAddrs::to_socket_addrs(addr) else { return false };
+    for a in addrs {
+        let Ok(mut s) = std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)) else { continue };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        if s.write_all(format!("GET /readyz HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).is_err() {
+            continue;
+        }
+        let mut head = [0u8; 12];
+        if s.read_exact(&mut head).is_ok() {
+            return head.starts_with(b"HTTP/1.") && &head[9..12] == b"200";
+        }
+    }
+    false
+}

@@ -34,6 +34,19 @@ enum Cmd {
     /// Worker sessions.
     #[command(subcommand)]
     Worker(WorkerCmd),
+    /// Run a demo worker (word counting), e.g. in a container next to the cluster.
+    DemoWorker {
+        #[arg(long, default_value = "demo-worker")]
+        name: String,
+        #[arg(long, default_value_t = 2)]
+        capacity: u32,
+    },
+    /// Exit 0 if the node's /readyz answers 200 (a container healthcheck
+    /// without curl).
+    Healthcheck {
+        #[arg(long, default_value = "127.0.0.1:7301")]
+        http: String,
+    },
 }
 
 /// Flags override the config file and BATON_* environment variables.
@@ -80,9 +93,49 @@ struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     leave_on_shutdown: Option<bool>,
+    /// Derive the node id from a StatefulSet-style hostname `name-N` (id = N + 1).
+    #[arg(long)]
+    #[serde(skip)]
+    node_id_from_ordinal: bool,
+    /// Advertise `<hostname>.<domain>` with the listen ports (e.g. a headless Service domain).
+    #[arg(long)]
+    #[serde(skip)]
+    advertise_domain: Option<String>,
     #[command(flatten)]
     #[serde(skip_serializing_if = "WorkerFlags::is_empty")]
     workers: WorkerFlags,
+}
+
+/// Fill in what `--node-id-from-ordinal` and `--advertise-domain` derive from the hostname.
+fn derive_from_hostname(args: &mut ServeArgs) -> anyhow::Result<()> {
+    if !args.node_id_from_ordinal && args.advertise_domain.is_none() {
+        return Ok(());
+    }
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .context("cannot read this host's name (HOSTNAME or /etc/hostname)")?;
+    if args.node_id_from_ordinal {
+        let ordinal: u64 = host
+            .rsplit_once('-')
+            .and_then(|(_, n)| n.parse().ok())
+            .with_context(|| format!("hostname {host:?} does not end in -<ordinal>"))?;
+        args.node_id = Some(ordinal + 1);
+    }
+    if let Some(domain) = &args.advertise_domain {
+        let port = |listen: &Option<String>, default: u16| {
+            listen
+                .as_deref()
+                .and_then(|l| l.rsplit_once(':'))
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .unwrap_or(default)
+        };
+        args.raft_advertise = Some(format!("{host}.{domain}:{}", port(&args.raft_listen, 7101)));
+        args.api_advertise = Some(format!("{host}.{domain}:{}", port(&args.api_listen, 7201)));
+    }
+    Ok(())
 }
 
 #[derive(clap::Args, Serialize, Default)]
@@ -140,7 +193,8 @@ fn operator(g: &Global, r: Result<(), baton_client::Error>) {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Serve(args) => {
+        Cmd::Serve(mut args) => {
+            derive_from_hostname(&mut args)?;
             let file = args.config.clone();
             let cfg = Config::load(file.as_deref(), &args).context("invalid configuration")?;
             init_tracing(&cfg.log_format);
@@ -151,6 +205,14 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
             tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
             baton_coordinator::dev::run(args).await?;
+        }
+        Cmd::DemoWorker { name, capacity } => {
+            init_tracing("text");
+            baton_coordinator::dev::demo_worker(cli.global.endpoints.clone(), &name, capacity, shutdown_signal())
+                .await?;
+        }
+        Cmd::Healthcheck { http } => {
+            std::process::exit(if baton_coordinator::http::probe_ready(&http) { 0 } else { 1 })
         }
         Cmd::Cluster(c) => operator(&cli.global, cli::cluster(&cli.global, c).await),
         Cmd::Job(c) => operator(&cli.global, cli::job(&cli.global, c).await),
