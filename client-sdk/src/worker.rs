@@ -290,7 +290,8 @@ struct Runtime {
     ttl: Duration,
     hb_every: Duration,
     running: HashMap<Key, Running>,
-    /// Attempts already started or finished, so a resync does not rerun them.
+    /// Attempts started and not yet acknowledged, so a resync does not rerun
+    /// them. Bounded by capacity plus unacknowledged reports.
     seen: BTreeSet<Key>,
     /// Finished reports waiting for the cluster's acknowledgement.
     unacked: BTreeMap<Key, proto::WorkerMessage>,
@@ -564,6 +565,9 @@ impl Runtime {
                                 let key = (t.job_id, t.shard, a.token);
                                 // Progress acks are not tracked; final reports are.
                                 let was_complete = self.unacked.remove(&key).map(|m| matches!(m.msg, Some(In::Complete(_))));
+                                // Acknowledged: the cluster will never resync this
+                                // attempt again, so stop remembering it.
+                                self.seen.remove(&key);
                                 if let Some(was_complete) = was_complete {
                                     match proto::ReportStatus::try_from(a.status) {
                                         Ok(proto::ReportStatus::Accepted | proto::ReportStatus::Duplicate) => {

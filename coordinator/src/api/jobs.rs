@@ -30,6 +30,15 @@ pub struct Jobs {
     pub ctx: Ctx,
 }
 
+/// A requested page size: 0 means the default; above `max` is refused.
+fn page_size(field: &str, requested: u32, default: usize, max: usize) -> Result<usize, ApiError> {
+    match requested as usize {
+        0 => Ok(default),
+        n if n > max => Err(ApiError::invalid(field, format!("must be at most {max}"))),
+        n => Ok(n),
+    }
+}
+
 fn outcome(r: StoreResponse) -> Result<Outcome, ApiError> {
     r.into_result().map_err(ApiError::from)
 }
@@ -125,13 +134,7 @@ impl JobService for Jobs {
         let r = req.get_ref();
         let stale = convert::stale(r.consistency)?;
         let status = convert::status_filter(r.status)?;
-        let limit = match r.page_size as usize {
-            0 => LIST_PAGE_DEFAULT,
-            n if n > LIST_PAGE_MAX => {
-                return Err(ApiError::invalid("page_size", format!("must be at most {LIST_PAGE_MAX}")).into());
-            }
-            n => n,
-        };
+        let limit = page_size("page_size", r.page_size, LIST_PAGE_DEFAULT, LIST_PAGE_MAX)?;
         forward_if_not_here!(self.ctx, self.read_route(&req, stale).await?, req, JobServiceClient::list_jobs);
         let r = req.into_inner();
         let (jobs, resume) = self
@@ -218,13 +221,7 @@ impl JobService for Jobs {
     ) -> Result<Response<proto::GetResultsResponse>, Status> {
         let r = req.get_ref();
         let stale = convert::stale(r.consistency)?;
-        let limit = match r.limit as usize {
-            0 => RESULTS_PAGE_DEFAULT,
-            n if n > RESULTS_PAGE_MAX => {
-                return Err(ApiError::invalid("limit", format!("must be at most {RESULTS_PAGE_MAX}")).into());
-            }
-            n => n,
-        };
+        let limit = page_size("limit", r.limit, RESULTS_PAGE_DEFAULT, RESULTS_PAGE_MAX)?;
         forward_if_not_here!(self.ctx, self.read_route(&req, stale).await?, req, JobServiceClient::get_results);
         let r = req.into_inner();
         let job = self.job_or_404(r.job_id)?;
