@@ -1,0 +1,263 @@
+//! One pass over the history that pairs invokes with replies and indexes
+//! grants, so that each invariant reads prepared facts instead of raw events.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::history::{
+    Body, CompleteOutcome, CompleteReply, FinalShard, FinalState, History, JobId, Nemesis, Replica, SubmitFailure,
+    TaskKey, Token,
+};
+
+/// How a submit ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SubmitOutcome {
+    Ok(JobId),
+    Fail,
+    Info,
+}
+
+/// A submit invoke and its reply, if one was recorded.
+#[derive(Debug)]
+pub(crate) struct SubmitOp<'a> {
+    pub client: &'a str,
+    pub op: u64,
+    pub key: &'a str,
+    pub shards: u32,
+    pub invoke_seq: u64,
+    pub reply: Option<(u64, SubmitOutcome)>,
+}
+
+impl SubmitOp<'_> {
+    pub fn acked_job(&self) -> Option<JobId> {
+        match self.reply {
+            Some((_, SubmitOutcome::Ok(job))) => Some(job),
+            _ => None,
+        }
+    }
+
+    pub fn reply_seq(&self) -> Option<u64> {
+        self.reply.map(|(s, _)| s)
+    }
+
+    /// `submit c1#3 (key "k", invoked at seq 5)`
+    pub fn describe(&self) -> String {
+        format!("submit {}#{} (key {:?}, invoked at seq {})", self.client, self.op, self.key, self.invoke_seq)
+    }
+}
+
+/// A complete invoke and its reply, if one was recorded.
+#[derive(Debug)]
+pub(crate) struct CompleteOp<'a> {
+    pub worker: &'a str,
+    pub op: u64,
+    pub task: TaskKey,
+    pub token: Token,
+    pub result: &'a str,
+    pub invoke_seq: u64,
+    pub reply: Option<(u64, CompleteOutcome)>,
+}
+
+impl CompleteOp<'_> {
+    pub fn outcome(&self) -> Option<CompleteOutcome> {
+        self.reply.map(|(_, o)| o)
+    }
+
+    /// A missing reply is as good as `info`: the complete may have applied.
+    pub fn may_have_applied(&self) -> bool {
+        self.outcome().is_none_or(CompleteOutcome::may_have_applied)
+    }
+
+    /// `complete by w1#2 with token 11 (invoked at seq 20)`
+    pub fn describe(&self) -> String {
+        format!(
+            "complete by {}#{} with token {} (invoked at seq {})",
+            self.worker, self.op, self.token, self.invoke_seq
+        )
+    }
+}
+
+/// A grant a worker observed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Grant<'a> {
+    pub seq: u64,
+    pub worker: &'a str,
+    pub token: Token,
+}
+
+/// The final state event the checks judge (the last one in the history).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FinalView<'a> {
+    pub seq: u64,
+    pub t: u64,
+    pub state: &'a FinalState,
+}
+
+impl<'a> FinalView<'a> {
+    /// Every shard record, with its task key.
+    pub fn shards(&self) -> impl Iterator<Item = (TaskKey, &'a FinalShard)> + 'a {
+        self.state.jobs.iter().flat_map(|j| j.shards.iter().map(move |s| (TaskKey::new(j.id, s.shard), s)))
+    }
+
+    /// The first record of `task`, if the final state holds it.
+    pub fn shard(&self, task: TaskKey) -> Option<&'a FinalShard> {
+        self.state.job(task.job)?.shards.iter().find(|s| s.shard == task.shard)
+    }
+}
+
+/// A problem with the history's own shape, reported by `well_formed`.
+#[derive(Debug)]
+pub(crate) struct Malformed {
+    pub message: String,
+    pub seqs: Vec<u64>,
+}
+
+/// The digested history.
+#[derive(Debug, Default)]
+pub(crate) struct Facts<'a> {
+    pub submits: Vec<SubmitOp<'a>>,
+    pub completes: Vec<CompleteOp<'a>>,
+    /// Grants per task, in seq order.
+    pub grants: BTreeMap<TaskKey, Vec<Grant<'a>>>,
+    /// Every final_state event; the checks use the last.
+    pub finals: Vec<FinalView<'a>>,
+    pub replicas: Vec<(u64, &'a Replica)>,
+    /// (seq, t, nemesis), in seq order.
+    pub nemeses: Vec<(u64, u64, &'a Nemesis)>,
+    pub malformed: Vec<Malformed>,
+}
+
+impl<'a> Facts<'a> {
+    pub fn new(history: &'a History) -> Self {
+        let mut f = Facts::default();
+        let mut open_submits: HashMap<(&str, u64), usize> = HashMap::new();
+        let mut open_completes: HashMap<(&str, u64), usize> = HashMap::new();
+        for ev in history.events() {
+            let seq = ev.seq;
+            match &ev.body {
+                Body::SubmitInvoke(s) => {
+                    if let Some(&i) = open_submits.get(&(s.client.as_str(), s.op)) {
+                        f.malformed(
+                            format!(
+                                "client {} reused op id {} (first invoked at seq {})",
+                                s.client, s.op, f.submits[i].invoke_seq
+                            ),
+                            [f.submits[i].invoke_seq, seq],
+                        );
+                        continue;
+                    }
+                    open_submits.insert((&s.client, s.op), f.submits.len());
+                    f.submits.push(SubmitOp {
+                        client: &s.client,
+                        op: s.op,
+                        key: &s.key,
+                        shards: s.shards,
+                        invoke_seq: seq,
+                        reply: None,
+                    });
+                }
+                Body::SubmitOk(r) => f.submit_reply(&open_submits, &r.client, r.op, seq, SubmitOutcome::Ok(r.job)),
+                Body::SubmitFail(SubmitFailure { client, op, .. }) => {
+                    f.submit_reply(&open_submits, client, *op, seq, SubmitOutcome::Fail)
+                }
+                Body::SubmitInfo(SubmitFailure { client, op, .. }) => {
+                    f.submit_reply(&open_submits, client, *op, seq, SubmitOutcome::Info)
+                }
+                Body::Assign(a) => {
+                    f.grants.entry(a.task()).or_default().push(Grant { seq, worker: &a.worker, token: a.token })
+                }
+                Body::CompleteInvoke(c) => {
+                    if let Some(&i) = open_completes.get(&(c.worker.as_str(), c.op)) {
+                        let first = f.completes[i].invoke_seq;
+                        f.malformed(
+                            format!("worker {} reused op id {} (first invoked at seq {first})", c.worker, c.op),
+                            [first, seq],
+                        );
+                        continue;
+                    }
+                    open_completes.insert((&c.worker, c.op), f.completes.len());
+                    f.completes.push(CompleteOp {
+                        worker: &c.worker,
+                        op: c.op,
+                        task: c.task(),
+                        token: c.token,
+                        result: &c.result,
+                        invoke_seq: seq,
+                        reply: None,
+                    });
+                }
+                Body::CompleteOk(r) => f.complete_reply(&open_completes, r, seq, CompleteOutcome::Ok),
+                Body::CompleteDuplicate(r) => f.complete_reply(&open_completes, r, seq, CompleteOutcome::Duplicate),
+                Body::CompleteFenced(r) => f.complete_reply(&open_completes, r, seq, CompleteOutcome::Fenced),
+                Body::CompleteFail(r) => f.complete_reply(&open_completes, r, seq, CompleteOutcome::Fail),
+                Body::CompleteInfo(r) => f.complete_reply(&open_completes, r, seq, CompleteOutcome::Info),
+                Body::Nemesis(n) => f.nemeses.push((seq, ev.t, n)),
+                Body::FinalState(state) => f.finals.push(FinalView { seq, t: ev.t, state }),
+                Body::Replica(r) => f.replicas.push((seq, r)),
+            }
+        }
+        f
+    }
+
+    fn malformed(&mut self, message: String, seqs: impl IntoIterator<Item = u64>) {
+        self.malformed.push(Malformed { message, seqs: seqs.into_iter().collect() });
+    }
+
+    fn submit_reply(
+        &mut self,
+        open: &HashMap<(&str, u64), usize>,
+        client: &str,
+        op: u64,
+        seq: u64,
+        outcome: SubmitOutcome,
+    ) {
+        let Some(&i) = open.get(&(client, op)) else {
+            return self
+                .malformed(format!("submit reply at seq {seq} answers {client}#{op}, which was never invoked"), [seq]);
+        };
+        let sub = &mut self.submits[i];
+        match sub.reply {
+            Some((first, _)) => {
+                let msg = format!("{} has two replies (seqs {first} and {seq})", sub.describe());
+                self.malformed(msg, [first, seq]);
+            }
+            None => sub.reply = Some((seq, outcome)),
+        }
+    }
+
+    fn complete_reply(
+        &mut self,
+        open: &HashMap<(&str, u64), usize>,
+        r: &CompleteReply,
+        seq: u64,
+        outcome: CompleteOutcome,
+    ) {
+        let Some(&i) = open.get(&(r.worker.as_str(), r.op)) else {
+            let msg = format!("complete reply at seq {seq} answers {}#{}, which was never invoked", r.worker, r.op);
+            return self.malformed(msg, [seq]);
+        };
+        let c = &mut self.completes[i];
+        match c.reply {
+            Some((first, _)) => {
+                let msg = format!("{} of {} has two replies (seqs {first} and {seq})", c.describe(), c.task);
+                self.malformed(msg, [first, seq]);
+            }
+            None => c.reply = Some((seq, outcome)),
+        }
+    }
+
+    /// The final state the checks judge: the last one recorded.
+    pub fn final_state(&self) -> Option<FinalView<'a>> {
+        self.finals.last().copied()
+    }
+
+    /// The grant with the highest token for `task` (the earliest such, on a tie).
+    pub fn max_grant(&self, task: TaskKey) -> Option<Grant<'a>> {
+        let grants = self.grants.get(&task)?;
+        grants.iter().copied().reduce(|best, g| if g.token > best.token { g } else { best })
+    }
+
+    /// Completes of `task`, in invoke order.
+    pub fn completes_of(&self, task: TaskKey) -> impl Iterator<Item = &CompleteOp<'a>> {
+        self.completes.iter().filter(move |c| c.task == task)
+    }
+}

@@ -1,0 +1,605 @@
+//! The history: everything the harness saw during one chaos run, as a list of
+//! events, stored one JSON object per line (JSONL).
+//!
+//! Every line looks like `{"seq":7,"t":1520,"type":"submit_ok",...}`: `seq`
+//! orders events (it strictly increases), `t` is the recorder's clock in
+//! milliseconds, and `type` selects the remaining fields (see [`Body`]).
+//! Operations that can fail or time out are recorded twice: an `*_invoke` when
+//! the request is sent, and one reply event, matched to it by (process, op).
+
+use std::fmt;
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// A job id as assigned by the cluster.
+pub type JobId = u64;
+/// A fencing token: strictly increasing per task.
+pub type Token = u64;
+
+/// One task: a shard of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TaskKey {
+    /// The job the task belongs to.
+    pub job: JobId,
+    /// The shard's index within the job, from 0.
+    pub shard: u32,
+}
+
+impl TaskKey {
+    /// The task for `shard` of `job`.
+    pub fn new(job: JobId, shard: u32) -> Self {
+        Self { job, shard }
+    }
+}
+
+impl fmt::Display for TaskKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "job {} shard {}", self.job, self.shard)
+    }
+}
+
+/// One line of the history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Position in the history; strictly increasing. The checker's "before"
+    /// always means a smaller `seq`, never a smaller `t`.
+    pub seq: u64,
+    /// Recorder time in milliseconds. Only the liveness bound reads it.
+    pub t: u64,
+    #[serde(flatten)]
+    /// The event kind and its fields; `type` in JSON.
+    pub body: Body,
+}
+
+/// What happened. The JSON `type` field is the variant name in snake_case.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Body {
+    /// A submitter sent `SubmitJob`.
+    SubmitInvoke(SubmitInvoke),
+    /// The submit was acknowledged: the job exists and must never be lost.
+    SubmitOk(SubmitOk),
+    /// The submit was refused and definitely not applied.
+    SubmitFail(SubmitFailure),
+    /// The submit's outcome is unknown (timeout, lost connection): it may or
+    /// may not have been applied.
+    SubmitInfo(SubmitFailure),
+    /// A worker received an attempt: this is how the history observes grants.
+    Assign(Assign),
+    /// A worker sent `Complete{token, result}`.
+    CompleteInvoke(CompleteInvoke),
+    /// The complete committed the result.
+    CompleteOk(CompleteReply),
+    /// The same token had already completed the task; nothing changed.
+    CompleteDuplicate(CompleteReply),
+    /// The token was not the task's current one; nothing changed.
+    CompleteFenced(CompleteReply),
+    /// The complete was refused for another reason and definitely not applied.
+    CompleteFail(CompleteReply),
+    /// The complete's outcome is unknown.
+    CompleteInfo(CompleteReply),
+    /// A fault was injected or removed.
+    Nemesis(Nemesis),
+    /// The task table read after heal and drain.
+    FinalState(FinalState),
+    /// One replica's state hash at its applied index.
+    Replica(Replica),
+}
+
+/// A submitter's `SubmitJob` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubmitInvoke {
+    /// The submitting process.
+    pub client: String,
+    /// Operation id, unique per client; replies name it.
+    pub op: u64,
+    /// Idempotency key. A retry reuses the key under a new op id.
+    pub key: String,
+    /// Number of shards in the job.
+    pub shards: u32,
+}
+
+/// An acknowledged submit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubmitOk {
+    /// The submitting process.
+    pub client: String,
+    /// The op id of the `submit_invoke` this answers.
+    pub op: u64,
+    /// The job id the cluster returned.
+    pub job: JobId,
+}
+
+/// A submit that failed (`submit_fail`) or whose outcome is unknown (`submit_info`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubmitFailure {
+    /// The submitting process.
+    pub client: String,
+    /// The op id of the `submit_invoke` this answers.
+    pub op: u64,
+    /// What the client saw, for humans.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error: String,
+}
+
+/// A worker received an attempt of a task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assign {
+    /// The worker that received the attempt.
+    pub worker: String,
+    /// The task's job.
+    pub job: JobId,
+    /// The task's shard.
+    pub shard: u32,
+    /// The attempt's fencing token.
+    pub token: Token,
+}
+
+impl Assign {
+    /// The task this attempt belongs to.
+    pub fn task(&self) -> TaskKey {
+        TaskKey::new(self.job, self.shard)
+    }
+}
+
+/// A worker's `Complete` report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompleteInvoke {
+    /// The reporting worker.
+    pub worker: String,
+    /// Operation id, unique per worker; the reply names it.
+    pub op: u64,
+    /// The task's job.
+    pub job: JobId,
+    /// The task's shard.
+    pub shard: u32,
+    /// The token of the attempt being reported.
+    pub token: Token,
+    /// The result bytes, as a string (the harness's workloads produce text).
+    pub result: String,
+}
+
+impl CompleteInvoke {
+    /// The task being reported.
+    pub fn task(&self) -> TaskKey {
+        TaskKey::new(self.job, self.shard)
+    }
+}
+
+/// The reply to a `complete_invoke`; the event type carries the outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompleteReply {
+    /// The reporting worker.
+    pub worker: String,
+    /// The op id of the `complete_invoke` this answers.
+    pub op: u64,
+    /// The server's message or the client error, for humans.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+/// How a complete ended, as seen by the worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CompleteOutcome {
+    /// `complete_ok`: committed.
+    Ok,
+    /// `complete_duplicate`: already committed with this token.
+    Duplicate,
+    /// `complete_fenced`: stale token.
+    Fenced,
+    /// `complete_fail`: refused, not applied.
+    Fail,
+    /// `complete_info`: unknown.
+    Info,
+}
+
+impl CompleteOutcome {
+    /// The name used in messages (`ok`, `fenced`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            CompleteOutcome::Ok => "ok",
+            CompleteOutcome::Duplicate => "duplicate",
+            CompleteOutcome::Fenced => "fenced",
+            CompleteOutcome::Fail => "fail",
+            CompleteOutcome::Info => "info",
+        }
+    }
+
+    /// Whether the complete might have changed the task. `fenced`, `fail` and
+    /// `duplicate` all promise it did not.
+    pub fn may_have_applied(self) -> bool {
+        matches!(self, CompleteOutcome::Ok | CompleteOutcome::Info)
+    }
+}
+
+/// A fault on the timeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Nemesis {
+    /// Which fault, e.g. `partition`, `kill`, `pause-worker`.
+    pub name: String,
+    /// Injecting or removing the fault.
+    pub phase: NemesisPhase,
+    /// Whether the nemesis knows it worked.
+    pub outcome: NemesisOutcome,
+    /// Free-form: targets, the command run, the error seen.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+/// Whether a nemesis event injects (`start`) or removes (`heal`) its fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NemesisPhase {
+    /// The fault is being injected.
+    Start,
+    /// The fault is being removed.
+    Heal,
+}
+
+/// What the nemesis knows about its own action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NemesisOutcome {
+    /// The fault is in place.
+    Installed,
+    /// The fault is gone.
+    Healed,
+    /// The nemesis could not tell (e.g. its command timed out).
+    Indeterminate,
+}
+
+/// The task table read at the end of the run, after every fault was healed
+/// and the workload drained.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct FinalState {
+    /// When the recorder saw every task terminal, if it did. The liveness
+    /// bound is measured to this time, or to the event's `t` without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drained_at: Option<u64>,
+    /// Every job the cluster holds.
+    pub jobs: Vec<FinalJob>,
+}
+
+impl FinalState {
+    /// The job with id `id`, if listed.
+    pub fn job(&self, id: JobId) -> Option<&FinalJob> {
+        self.jobs.iter().find(|j| j.id == id)
+    }
+}
+
+/// One job in the final state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinalJob {
+    /// The job id.
+    pub id: JobId,
+    /// The idempotency key the job was created with.
+    pub key: String,
+    /// The job's status.
+    pub status: JobStatus,
+    /// One record per shard.
+    pub shards: Vec<FinalShard>,
+}
+
+/// One task in the final state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinalShard {
+    /// The shard's index within the job.
+    pub shard: u32,
+    /// The task's status.
+    pub status: TaskStatus,
+    /// The committed result; set only when `status` is `succeeded`.
+    #[serde(default)]
+    pub result: Option<String>,
+    /// The token the result was committed with.
+    #[serde(default)]
+    pub token: Option<Token>,
+    /// The latest token ever granted for this task (`null` if never granted).
+    #[serde(default)]
+    pub latest_token: Option<Token>,
+}
+
+/// A job's status, derived by the cluster from its shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// No shard has started.
+    Queued,
+    /// Some shard has started and some is not terminal.
+    Running,
+    /// Every shard succeeded.
+    Succeeded,
+    /// Finished with at least one dead shard.
+    Failed,
+    /// Cancelled by a user.
+    Cancelled,
+}
+
+impl JobStatus {
+    /// Whether the job can no longer change.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled)
+    }
+
+    /// The status as written in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// A task's status. `assigned` (the store's name) is accepted for `running`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    /// Waiting for a worker (or for its retry backoff).
+    Pending,
+    /// Granted to a worker.
+    #[serde(alias = "assigned")]
+    Running,
+    /// Committed a result.
+    Succeeded,
+    /// Out of attempts, or failed for good.
+    Dead,
+    /// Cancelled with its job.
+    Cancelled,
+}
+
+impl TaskStatus {
+    /// Whether the task can no longer change.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, TaskStatus::Succeeded | TaskStatus::Dead | TaskStatus::Cancelled)
+    }
+
+    /// The status as written in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskStatus::Pending => "pending",
+            TaskStatus::Running => "running",
+            TaskStatus::Succeeded => "succeeded",
+            TaskStatus::Dead => "dead",
+            TaskStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// A replica's state hash at an applied log index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replica {
+    /// The node's Raft id.
+    pub node: u64,
+    /// The log index the hash was taken at.
+    pub applied_index: u64,
+    /// Hex string; compared byte for byte.
+    pub state_hash: String,
+}
+
+macro_rules! into_body {
+    ($($ty:ident => $variant:ident),* $(,)?) => {
+        $(impl From<$ty> for Body {
+            fn from(v: $ty) -> Self {
+                Body::$variant(v)
+            }
+        })*
+    };
+}
+
+into_body!(
+    SubmitInvoke => SubmitInvoke,
+    SubmitOk => SubmitOk,
+    Assign => Assign,
+    CompleteInvoke => CompleteInvoke,
+    Nemesis => Nemesis,
+    FinalState => FinalState,
+    Replica => Replica,
+);
+
+/// A whole history, in `seq` order.
+///
+/// Recorders append with [`History::push`] (or the typed helpers), which
+/// assigns the next `seq`; a history can only ever hold strictly increasing
+/// seqs, so the checker never has to re-sort.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct History {
+    events: Vec<Event>,
+}
+
+impl History {
+    /// An empty history.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Build a history from events already carrying their seqs.
+    pub fn from_events(events: Vec<Event>) -> Result<Self, Error> {
+        let mut h = History::new();
+        for (i, ev) in events.into_iter().enumerate() {
+            h.push_event(ev, i + 1)?;
+        }
+        Ok(h)
+    }
+
+    /// The events, in seq order.
+    pub fn events(&self) -> &[Event] {
+        &self.events
+    }
+
+    /// Consume the history, returning its events (e.g. to edit and rebuild).
+    pub fn into_events(self) -> Vec<Event> {
+        self.events
+    }
+
+    /// The number of events.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Whether there are no events.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// The seq the next [`push`](History::push) will use. Seqs start at 1.
+    pub fn next_seq(&self) -> u64 {
+        self.events.last().map_or(1, |e| e.seq + 1)
+    }
+
+    /// Append an event at time `t`; returns its seq.
+    pub fn push(&mut self, t: u64, body: impl Into<Body>) -> u64 {
+        let seq = self.next_seq();
+        self.events.push(Event { seq, t, body: body.into() });
+        seq
+    }
+
+    /// Append an event that already has a seq; it must exceed the last one.
+    /// `position` (1-based) only goes into the error message.
+    fn push_event(&mut self, ev: Event, position: usize) -> Result<(), Error> {
+        if let Some(last) = self.events.last()
+            && ev.seq <= last.seq
+        {
+            return Err(Error::SeqOrder { position, seq: ev.seq, prev: last.seq });
+        }
+        self.events.push(ev);
+        Ok(())
+    }
+
+    /// Record a `submit_invoke`; returns its seq.
+    pub fn submit_invoke(&mut self, t: u64, client: &str, op: u64, key: &str, shards: u32) -> u64 {
+        self.push(t, SubmitInvoke { client: client.into(), op, key: key.into(), shards })
+    }
+
+    /// Record a `submit_ok`; returns its seq.
+    pub fn submit_ok(&mut self, t: u64, client: &str, op: u64, job: JobId) -> u64 {
+        self.push(t, SubmitOk { client: client.into(), op, job })
+    }
+
+    /// Record a `submit_fail`; returns its seq.
+    pub fn submit_fail(&mut self, t: u64, client: &str, op: u64, error: &str) -> u64 {
+        self.push(t, Body::SubmitFail(SubmitFailure { client: client.into(), op, error: error.into() }))
+    }
+
+    /// Record a `submit_info`; returns its seq.
+    pub fn submit_info(&mut self, t: u64, client: &str, op: u64, error: &str) -> u64 {
+        self.push(t, Body::SubmitInfo(SubmitFailure { client: client.into(), op, error: error.into() }))
+    }
+
+    /// Record an `assign`; returns its seq.
+    pub fn assign(&mut self, t: u64, worker: &str, task: TaskKey, token: Token) -> u64 {
+        self.push(t, Assign { worker: worker.into(), job: task.job, shard: task.shard, token })
+    }
+
+    /// Record a `complete_invoke`; returns its seq.
+    pub fn complete_invoke(&mut self, t: u64, worker: &str, op: u64, task: TaskKey, token: Token, result: &str) -> u64 {
+        let ev = CompleteInvoke {
+            worker: worker.into(),
+            op,
+            job: task.job,
+            shard: task.shard,
+            token,
+            result: result.into(),
+        };
+        self.push(t, ev)
+    }
+
+    /// Record the reply to a `complete_invoke`, of the kind `outcome` names; returns its seq.
+    pub fn complete_reply(&mut self, t: u64, worker: &str, op: u64, outcome: CompleteOutcome, detail: &str) -> u64 {
+        let r = CompleteReply { worker: worker.into(), op, detail: detail.into() };
+        let body = match outcome {
+            CompleteOutcome::Ok => Body::CompleteOk(r),
+            CompleteOutcome::Duplicate => Body::CompleteDuplicate(r),
+            CompleteOutcome::Fenced => Body::CompleteFenced(r),
+            CompleteOutcome::Fail => Body::CompleteFail(r),
+            CompleteOutcome::Info => Body::CompleteInfo(r),
+        };
+        self.push(t, body)
+    }
+
+    /// Record a `nemesis` event; returns its seq.
+    pub fn nemesis(&mut self, t: u64, name: &str, phase: NemesisPhase, outcome: NemesisOutcome, detail: &str) -> u64 {
+        self.push(t, Nemesis { name: name.into(), phase, outcome, detail: detail.into() })
+    }
+
+    /// Record the `final_state`; returns its seq.
+    pub fn final_state(&mut self, t: u64, state: FinalState) -> u64 {
+        self.push(t, state)
+    }
+
+    /// Record a `replica` hash; returns its seq.
+    pub fn replica(&mut self, t: u64, node: u64, applied_index: u64, state_hash: &str) -> u64 {
+        self.push(t, Replica { node, applied_index, state_hash: state_hash.into() })
+    }
+
+    /// Read a JSONL history file.
+    pub fn read(path: impl AsRef<Path>) -> Result<Self, Error> {
+        let path = path.as_ref();
+        let file = File::open(path).map_err(|source| Error::Io { path: path.display().to_string(), source })?;
+        Self::parse(BufReader::new(file), &path.display().to_string())
+    }
+
+    /// Parse JSONL from a reader. `origin` names the input in errors. Blank
+    /// lines are skipped; line numbers in errors count them.
+    pub fn parse(reader: impl BufRead, origin: &str) -> Result<Self, Error> {
+        let mut h = History::new();
+        for (i, line) in reader.lines().enumerate() {
+            let n = i + 1;
+            let line = line.map_err(|source| Error::Io { path: format!("{origin}:{n}"), source })?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let ev: Event = serde_json::from_str(&line).map_err(|e| parse_error(origin, n, &e))?;
+            h.push_event(ev, n).map_err(|e| match e {
+                Error::SeqOrder { seq, prev, .. } => Error::Parse {
+                    origin: origin.to_string(),
+                    line: n,
+                    column: 1,
+                    message: format!("seq {seq} does not follow seq {prev}; seqs must strictly increase"),
+                },
+                other => other,
+            })?;
+        }
+        Ok(h)
+    }
+
+    /// Write the history as JSONL, one event per line.
+    pub fn write(&self, path: impl AsRef<Path>) -> Result<(), Error> {
+        let path = path.as_ref();
+        let io = |source| Error::Io { path: path.display().to_string(), source };
+        let mut w = BufWriter::new(File::create(path).map_err(io)?);
+        self.write_to(&mut w).map_err(|e| match e {
+            Error::Io { source, .. } => io(source),
+            other => other,
+        })?;
+        w.flush().map_err(io)?;
+        w.get_ref().sync_all().map_err(io)
+    }
+
+    /// Write the history as JSONL to any writer.
+    pub fn write_to(&self, w: &mut impl Write) -> Result<(), Error> {
+        for ev in &self.events {
+            let line = serde_json::to_string(ev).map_err(|e| Error::Encode { seq: ev.seq, message: e.to_string() })?;
+            writeln!(w, "{line}").map_err(|source| Error::Io { path: "<writer>".into(), source })?;
+        }
+        Ok(())
+    }
+}
+
+/// serde_json reports positions within the one line it saw; keep the column
+/// and drop its "line 1", which would contradict the file's line number.
+fn parse_error(origin: &str, line: usize, e: &serde_json::Error) -> Error {
+    let text = e.to_string();
+    let message = match text.rsplit_once(" at line ") {
+        Some((msg, _)) if e.line() > 0 => msg.to_string(),
+        _ => text,
+    };
+    Error::Parse { origin: origin.to_string(), line, column: e.column(), message }
+}

@@ -1,0 +1,344 @@
+//! The checker's self-test: a healthy history passes every invariant, and each
+//! injected anomaly is caught by exactly the invariants it breaks, with a
+//! message naming the job, task and token involved. A checker that cannot
+//! fail proves nothing.
+
+mod common;
+
+use baton_chaos::history::{
+    Assign, Body, CompleteReply, FinalJob, FinalShard, JobStatus, NemesisPhase, SubmitFailure, SubmitOk, TaskStatus,
+};
+use baton_chaos::{Config, History, Invariant, Report, check};
+use common::{BOUND_MS, LAST_HEAL_T, edited, final_shard, final_state, position, valid_history};
+
+fn config() -> Config {
+    Config { liveness_bound_ms: BOUND_MS }
+}
+
+/// Assert that `h` fails exactly `expected`, that every expected invariant
+/// has a violation whose message contains all of `mentions`, and that every
+/// violation concerns `job` (and `shard`, when given).
+fn assert_caught(
+    h: &History,
+    expected: &[Invariant],
+    mentions: &[&str],
+    job: Option<u64>,
+    shard: Option<u32>,
+) -> Report {
+    let report = check(h, &config());
+    let text = report.render_text();
+    let mut want = expected.to_vec();
+    want.sort();
+    assert_eq!(report.failed(), want, "wrong invariants flagged:\n{text}");
+    for inv in expected {
+        let vs = &report.get(*inv).violations;
+        assert!(
+            vs.iter().any(|v| mentions.iter().all(|m| v.message.contains(m))),
+            "no {inv} violation mentions all of {mentions:?}:\n{text}"
+        );
+    }
+    for v in report.violations() {
+        if job.is_some() {
+            assert_eq!(v.job, job, "violation about another job: {}\n{text}", v.message);
+        }
+        if shard.is_some() {
+            assert_eq!(v.shard, shard, "violation about another task: {}\n{text}", v.message);
+        }
+    }
+    report
+}
+
+fn cancelled_job(id: u64, key: &str) -> FinalJob {
+    FinalJob {
+        id,
+        key: key.into(),
+        status: JobStatus::Cancelled,
+        shards: vec![FinalShard {
+            shard: 0,
+            status: TaskStatus::Cancelled,
+            result: None,
+            token: None,
+            latest_token: None,
+        }],
+    }
+}
+
+#[test]
+fn the_valid_history_passes_every_invariant() {
+    let report = check(&valid_history(), &config());
+    assert!(report.passed(), "{}", report.render_text());
+    assert_eq!(report.invariants.len(), Invariant::ALL.len());
+    assert_eq!(report.violations().count(), 0);
+    // The checks looked at something: each one says what it examined.
+    for r in &report.invariants {
+        assert!(!r.notes.is_empty(), "{} left no note", r.invariant);
+    }
+    let liveness = &report.get(Invariant::LivenessAfterHeal).notes;
+    assert!(liveness.iter().any(|n| n.contains("drained 2500 ms after the last heal")), "{liveness:?}");
+}
+
+#[test]
+fn the_valid_history_also_passes_with_the_default_config() {
+    assert!(check(&valid_history(), &Config::default()).passed());
+}
+
+#[test]
+fn a_lost_acknowledged_job_is_caught() {
+    let h = edited(&valid_history(), |ev| final_state(ev).jobs.retain(|j| j.id != 1));
+    assert_caught(&h, &[Invariant::NoLostJobs], &["job 1 ", "c1#1", "not in the final state"], Some(1), None);
+}
+
+#[test]
+fn a_lost_shard_of_an_unacknowledged_job_is_caught() {
+    // Job 3's submit timed out, but workers were granted its tasks, so it exists.
+    let h = edited(&valid_history(), |ev| {
+        final_state(ev).jobs.iter_mut().find(|j| j.id == 3).unwrap().shards.retain(|s| s.shard != 1)
+    });
+    assert_caught(&h, &[Invariant::NoLostJobs], &["job 3 shard 1", "token 14"], Some(3), Some(1));
+}
+
+#[test]
+fn a_phantom_job_with_a_key_never_submitted_is_caught() {
+    let h = edited(&valid_history(), |ev| final_state(ev).jobs.push(cancelled_job(9, "k-never")));
+    assert_caught(&h, &[Invariant::NoPhantomJobs], &["job 9", "k-never", "no submit"], Some(9), None);
+}
+
+#[test]
+fn a_phantom_job_from_a_refused_submit_is_caught() {
+    let h = edited(&valid_history(), |ev| final_state(ev).jobs.push(cancelled_job(9, "k-epsilon")));
+    assert_caught(&h, &[Invariant::NoPhantomJobs], &["job 9", "k-epsilon", "refused", "c1#3"], Some(9), None);
+}
+
+#[test]
+fn two_jobs_with_one_idempotency_key_are_caught() {
+    // k-beta's first submit timed out; a duplicate job for it is the classic
+    // non-idempotent retry.
+    let h = edited(&valid_history(), |ev| final_state(ev).jobs.push(cancelled_job(9, "k-beta")));
+    assert_caught(&h, &[Invariant::NoPhantomJobs], &["job 2 and job 9", "k-beta"], Some(9), None);
+}
+
+#[test]
+fn a_retry_acknowledged_as_another_job_is_caught() {
+    let h = edited(&valid_history(), |ev| {
+        let i = position(ev, |b| matches!(b, Body::SubmitInfo(SubmitFailure { client, op: 1, .. }) if client == "c2"));
+        ev[i].body = Body::SubmitOk(SubmitOk { client: "c2".into(), op: 1, job: 6 });
+        final_state(ev).jobs.push(cancelled_job(6, "k-beta"));
+    });
+    let r = assert_caught(&h, &[Invariant::NoPhantomJobs], &["k-beta", "job 2", "job 6"], None, None);
+    assert!(r.violations().any(|v| v.message.contains("acknowledged as different jobs")), "{}", r.render_text());
+}
+
+#[test]
+fn a_committed_token_that_is_not_the_latest_is_caught() {
+    // The zombie's result is committed although the task was regranted.
+    let h = edited(&valid_history(), |ev| {
+        let sh = final_shard(final_state(ev), 1, 1);
+        sh.token = Some(11);
+        sh.result = Some("a1-zombie".into());
+    });
+    let r = assert_caught(
+        &h,
+        &[Invariant::ExactlyOnceCommit],
+        &["job 1 shard 1", "committed token 11", "latest token granted for it is 15"],
+        Some(1),
+        Some(1),
+    );
+    // The zombie's complete was fenced, so it cannot be the commit's source,
+    // and w2's acknowledged commit is not the one that stands.
+    let msgs: Vec<&str> = r.violations().map(|v| v.message.as_str()).collect();
+    assert!(msgs.iter().any(|m| m.contains("every complete with that token was refused")), "{msgs:?}");
+    assert!(msgs.iter().any(|m| m.contains("w2#3") && m.contains("commits token 11")), "{msgs:?}");
+}
+
+#[test]
+fn two_acknowledged_commits_of_one_task_are_caught() {
+    // w3's complete of (3,1) timed out; pretend it was acknowledged. The task
+    // was regranted to w1 and committed again: a double commit.
+    let h = edited(&valid_history(), |ev| {
+        let i =
+            position(ev, |b| matches!(b, Body::CompleteInfo(CompleteReply { worker, op: 2, .. }) if worker == "w3"));
+        ev[i].body = Body::CompleteOk(CompleteReply { worker: "w3".into(), op: 2, detail: String::new() });
+    });
+    assert_caught(
+        &h,
+        &[Invariant::ExactlyOnceCommit],
+        &["job 3 shard 1", "committed twice", "token 14", "token 20"],
+        Some(3),
+        Some(1),
+    );
+}
+
+#[test]
+fn two_committed_records_for_one_task_are_caught() {
+    let h = edited(&valid_history(), |ev| {
+        let job = final_state(ev).jobs.iter_mut().find(|j| j.id == 3).unwrap();
+        job.shards.push(FinalShard {
+            shard: 1,
+            status: TaskStatus::Succeeded,
+            result: Some("c1".into()),
+            token: Some(14),
+            latest_token: Some(20),
+        });
+    });
+    assert_caught(
+        &h,
+        &[Invariant::ExactlyOnceCommit],
+        &["job 3 shard 1", "2 records", "token 14", "token 20"],
+        Some(3),
+        Some(1),
+    );
+}
+
+#[test]
+fn a_committed_result_no_complete_sent_is_caught() {
+    let h = edited(&valid_history(), |ev| final_shard(final_state(ev), 2, 0).result = Some("forged".into()));
+    assert_caught(
+        &h,
+        &[Invariant::ExactlyOnceCommit],
+        &["job 2 shard 0", "\"forged\"", "token 12", "\"b0\""],
+        Some(2),
+        Some(0),
+    );
+}
+
+#[test]
+fn an_accepted_stale_token_is_caught() {
+    // The zombie w1's token-11 complete is answered ok although token 15 was
+    // granted before it was invoked. Accepting it is also a second commit of
+    // the task (w2 committed 15), so exactly_once_commit fails with fencing.
+    let h = edited(&valid_history(), |ev| {
+        let i =
+            position(ev, |b| matches!(b, Body::CompleteFenced(CompleteReply { worker, op: 2, .. }) if worker == "w1"));
+        ev[i].body = Body::CompleteOk(CompleteReply { worker: "w1".into(), op: 2, detail: String::new() });
+    });
+    let r = assert_caught(
+        &h,
+        &[Invariant::Fencing, Invariant::ExactlyOnceCommit],
+        &["job 1 shard 1", "token 11"],
+        Some(1),
+        Some(1),
+    );
+    let fencing = &r.get(Invariant::Fencing).violations;
+    assert_eq!(fencing.len(), 1, "{}", r.render_text());
+    assert!(fencing[0].message.contains("token 15 had already been granted to w2"), "{}", fencing[0].message);
+    assert_eq!(fencing[0].token, Some(11));
+}
+
+#[test]
+fn a_decreasing_token_is_caught() {
+    let h = edited(&valid_history(), |ev| {
+        let i = position(ev, |b| matches!(b, Body::Assign(a) if a.token == 15));
+        let late = Assign { worker: "w3".into(), job: 1, shard: 1, token: 9 };
+        ev.insert(i + 1, ev[i].clone());
+        ev[i + 1].body = Body::Assign(late);
+    });
+    assert_caught(
+        &h,
+        &[Invariant::Fencing],
+        &["job 1 shard 1", "token 9", "after token 15", "strictly increase"],
+        Some(1),
+        Some(1),
+    );
+}
+
+#[test]
+fn one_token_granted_to_two_workers_is_caught() {
+    let h = edited(&valid_history(), |ev| {
+        let i = position(ev, |b| matches!(b, Body::Assign(a) if a.token == 10));
+        ev.insert(i + 1, ev[i].clone());
+        ev[i + 1].body = Body::Assign(Assign { worker: "w2".into(), job: 1, shard: 0, token: 10 });
+    });
+    assert_caught(&h, &[Invariant::Fencing], &["job 1 shard 0", "token 10", "both w1", "w2"], Some(1), Some(0));
+}
+
+#[test]
+fn a_final_state_that_forgot_a_grant_is_caught() {
+    let h = edited(&valid_history(), |ev| final_shard(final_state(ev), 4, 0).latest_token = Some(16));
+    assert_caught(&h, &[Invariant::Fencing], &["job 4 shard 0", "latest token is 16", "token 18"], Some(4), Some(0));
+}
+
+#[test]
+fn divergent_replicas_are_caught() {
+    let h = edited(&valid_history(), |ev| {
+        let i = position(ev, |b| matches!(b, Body::Replica(r) if r.node == 2));
+        if let Body::Replica(r) = &mut ev[i].body {
+            r.state_hash = "9f2c4e02".into();
+        }
+    });
+    assert_caught(
+        &h,
+        &[Invariant::ReplicaConvergence],
+        &["applied index 40", "node 1 = 9f2c4e01", "node 2 = 9f2c4e02"],
+        None,
+        None,
+    );
+}
+
+#[test]
+fn a_task_left_pending_after_heal_is_caught() {
+    let h = edited(&valid_history(), |ev| {
+        let state = final_state(ev);
+        final_shard(state, 4, 0).status = TaskStatus::Pending;
+        state.jobs.iter_mut().find(|j| j.id == 4).unwrap().status = JobStatus::Running;
+    });
+    assert_caught(&h, &[Invariant::LivenessAfterHeal], &["job 4 shard 0", "still pending"], Some(4), Some(0));
+}
+
+#[test]
+fn a_job_status_that_never_finished_is_caught() {
+    let h = edited(&valid_history(), |ev| {
+        final_state(ev).jobs.iter_mut().find(|j| j.id == 1).unwrap().status = JobStatus::Running;
+    });
+    assert_caught(&h, &[Invariant::LivenessAfterHeal], &["job 1 ", "still running"], Some(1), None);
+}
+
+#[test]
+fn an_exceeded_liveness_bound_is_caught() {
+    let late = LAST_HEAL_T + BOUND_MS + 1;
+    let h = edited(&valid_history(), |ev| final_state(ev).drained_at = Some(late));
+    assert_caught(
+        &h,
+        &[Invariant::LivenessAfterHeal],
+        &[&format!("drained {} ms after the last heal", BOUND_MS + 1), &format!("bound of {BOUND_MS} ms")],
+        None,
+        None,
+    );
+    // Exactly at the bound is fine.
+    let h = edited(&valid_history(), |ev| final_state(ev).drained_at = Some(LAST_HEAL_T + BOUND_MS));
+    assert!(check(&h, &config()).passed());
+}
+
+#[test]
+fn a_final_state_read_before_the_last_heal_is_caught() {
+    let h = edited(&valid_history(), |ev| {
+        let i = position(ev, |b| matches!(b, Body::Nemesis(n) if n.phase == NemesisPhase::Heal && n.name == "kill"));
+        let heal = ev.remove(i);
+        ev.push(heal);
+    });
+    assert_caught(&h, &[Invariant::LivenessAfterHeal], &["before the last heal", "kill"], None, None);
+}
+
+#[test]
+fn a_history_without_a_final_state_fails_closed() {
+    let h = edited(&valid_history(), |ev| ev.retain(|e| !matches!(e.body, Body::FinalState(_))));
+    let want =
+        [Invariant::NoLostJobs, Invariant::NoPhantomJobs, Invariant::ExactlyOnceCommit, Invariant::LivenessAfterHeal];
+    assert_caught(&h, &want, &["no final_state event"], None, None);
+}
+
+#[test]
+fn a_reply_without_an_invoke_is_caught() {
+    let mut h = valid_history();
+    h.complete_reply(9_500, "w9", 77, baton_chaos::history::CompleteOutcome::Ok, "");
+    assert_caught(&h, &[Invariant::WellFormed], &["w9#77", "never invoked"], None, None);
+}
+
+#[test]
+fn a_job_listed_twice_in_the_final_state_is_caught() {
+    let h = edited(&valid_history(), |ev| {
+        let state = final_state(ev);
+        let dup = state.jobs[1].clone();
+        state.jobs.push(dup);
+    });
+    assert_caught(&h, &[Invariant::WellFormed], &["job 2 is listed 2 times"], Some(2), None);
+}

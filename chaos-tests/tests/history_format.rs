@@ -1,0 +1,126 @@
+//! The JSONL history format: round trips, its exact shape, and clear errors.
+
+mod common;
+
+use std::io::Cursor;
+
+use baton_chaos::history::{Body, Nemesis, NemesisOutcome, NemesisPhase};
+use baton_chaos::{Error, History};
+use common::valid_history;
+
+#[test]
+fn a_history_round_trips_through_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("history.jsonl");
+    let h = valid_history();
+    h.write(&path).unwrap();
+
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text.lines().count(), h.len(), "one event per line");
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        for field in ["seq", "t", "type"] {
+            assert!(v.get(field).is_some(), "{field} missing in {line}");
+        }
+    }
+    assert_eq!(History::read(&path).unwrap(), h);
+}
+
+#[test]
+fn events_have_the_documented_shape() {
+    let mut h = History::new();
+    h.nemesis(100, "partition", NemesisPhase::Start, NemesisOutcome::Installed, "n1 | n2 n3");
+    h.submit_invoke(120, "c1", 1, "k-1", 2);
+    h.submit_ok(130, "c1", 1, 7);
+    let mut out = Vec::new();
+    h.write_to(&mut out).unwrap();
+    let expected = concat!(
+        r#"{"seq":1,"t":100,"type":"nemesis","name":"partition","phase":"start","outcome":"installed","detail":"n1 | n2 n3"}"#,
+        "\n",
+        r#"{"seq":2,"t":120,"type":"submit_invoke","client":"c1","op":1,"key":"k-1","shards":2}"#,
+        "\n",
+        r#"{"seq":3,"t":130,"type":"submit_ok","client":"c1","op":1,"job":7}"#,
+        "\n",
+    );
+    assert_eq!(String::from_utf8(out).unwrap(), expected);
+}
+
+#[test]
+fn optional_fields_may_be_left_out_and_assigned_reads_as_running() {
+    let text = r#"{"seq":1,"t":5,"type":"nemesis","name":"kill","phase":"heal","outcome":"indeterminate"}
+{"seq":2,"t":9,"type":"final_state","jobs":[{"id":1,"key":"k","status":"running","shards":[{"shard":0,"status":"assigned","latest_token":4}]}]}
+"#;
+    let h = History::parse(Cursor::new(text), "inline").unwrap();
+    assert_eq!(h.len(), 2);
+    let Body::Nemesis(Nemesis { detail, .. }) = &h.events()[0].body else { panic!("not a nemesis event") };
+    assert!(detail.is_empty());
+    let Body::FinalState(state) = &h.events()[1].body else { panic!("not a final state") };
+    assert_eq!(state.drained_at, None);
+    let shard = &state.jobs[0].shards[0];
+    assert_eq!(shard.status, baton_chaos::history::TaskStatus::Running);
+    assert_eq!((shard.result.as_deref(), shard.token, shard.latest_token), (None, None, Some(4)));
+}
+
+/// Write the valid history with line `n` (1-based) replaced by `line`.
+fn corrupt(n: usize, line: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.jsonl");
+    valid_history().write(&path).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines[n - 1] = line;
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    (dir, path)
+}
+
+#[test]
+fn a_line_that_is_not_json_names_its_line() {
+    let (_dir, path) = corrupt(3, "{\"seq\":3,\"t\":");
+    let err = History::read(&path).unwrap_err();
+    assert!(matches!(err, Error::Parse { line: 3, .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.starts_with(&format!("{}:3:", path.display())), "{msg}");
+    assert!(!msg.contains('\n'), "one line: {msg}");
+}
+
+#[test]
+fn a_missing_field_or_unknown_type_names_its_line() {
+    let (_dir, path) = corrupt(4, r#"{"seq":4,"t":400,"type":"submit_ok","client":"c1"}"#);
+    let msg = History::read(&path).unwrap_err().to_string();
+    assert!(msg.contains(":4:") && msg.contains("missing field `op`"), "{msg}");
+
+    let (_dir, path) = corrupt(2, r#"{"seq":2,"t":1,"type":"submit_maybe","client":"c1","op":1}"#);
+    let msg = History::read(&path).unwrap_err().to_string();
+    assert!(msg.contains(":2:") && msg.contains("unknown variant `submit_maybe`"), "{msg}");
+}
+
+#[test]
+fn a_seq_that_goes_backwards_names_its_line() {
+    let (_dir, path) = corrupt(5, r#"{"seq":2,"t":500,"type":"assign","worker":"w1","job":1,"shard":0,"token":10}"#);
+    let msg = History::read(&path).unwrap_err().to_string();
+    assert!(msg.contains(":5:") && msg.contains("seq 2 does not follow seq 4"), "{msg}");
+}
+
+#[test]
+fn blank_lines_are_skipped_but_counted() {
+    let text =
+        "\n{\"seq\":1,\"t\":0,\"type\":\"replica\",\"node\":1,\"applied_index\":3,\"state_hash\":\"ab\"}\n\nnope\n";
+    let err = History::parse(Cursor::new(text), "inline").unwrap_err();
+    assert!(matches!(err, Error::Parse { line: 4, .. }), "{err:?}");
+    assert!(err.to_string().starts_with("inline:4:"), "{err}");
+}
+
+#[test]
+fn a_missing_file_is_an_io_error_naming_the_path() {
+    let err = History::read("/nonexistent/baton/history.jsonl").unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err:?}");
+    assert!(err.to_string().contains("/nonexistent/baton/history.jsonl"), "{err}");
+}
+
+#[test]
+fn from_events_refuses_seqs_out_of_order() {
+    let mut events = valid_history().into_events();
+    events.swap(1, 2);
+    let err = History::from_events(events).unwrap_err();
+    assert!(matches!(err, Error::SeqOrder { position: 3, seq: 2, prev: 3 }), "{err:?}");
+}
