@@ -16,6 +16,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 
+// These types mirror the cluster's on purpose instead of importing them from
+// baton-raft-store: the checker is an independent oracle over a wire format,
+// and sharing the implementation's types would let it share its bugs.
+
 /// A job id as assigned by the cluster.
 pub type JobId = u64;
 /// A fencing token: strictly increasing per task.

@@ -145,8 +145,7 @@ pub fn explain(e: &Error, endpoints: &[String]) -> String {
              Start one with `baton dev`, or pass --endpoints / BATON_ENDPOINTS.",
             endpoints.join(",")
         ),
-        Error::NotFound(m) => format!("{m}"),
-        Error::InvalidArgument(m) => format!("{m}"),
+        Error::NotFound(m) | Error::InvalidArgument(m) => m.clone(),
         other => other.to_string(),
     }
 }

@@ -182,10 +182,13 @@ async fn run(mut st: State, mut rx: mpsc::Receiver<LeaderMsg>, mut done_rx: mpsc
                 if changed.is_err() {
                     return;
                 }
-                let m = metrics.borrow_and_update().clone();
-                let now_leader = m.current_leader == Some(st.id) && m.state.is_leader();
+                // Wakes on every applied entry: read two fields, copy nothing.
+                let now_leader = {
+                    let m = metrics.borrow_and_update();
+                    m.current_leader == Some(st.id) && m.state.is_leader()
+                };
                 if now_leader != st.leading.load(Ordering::Acquire) {
-                    if now_leader { st.on_gain() } else { st.on_loss(m.current_leader) }
+                    if now_leader { st.on_gain() } else { st.on_loss() }
                 }
             }
             Some(msg) = rx.recv() => st.handle(msg),
@@ -222,21 +225,16 @@ impl State {
         self.kick.notify_one();
     }
 
-    fn on_loss(&mut self, leader: Option<NodeId>) {
+    fn on_loss(&mut self) {
         self.leading.store(false, Ordering::Release);
-        let hint = leader.and_then(|l| self.leader_addr(l).map(|a| (l, a)));
+        let hint = crate::api::leader_hint(&self.raft);
         for (_, a) in std::mem::take(&mut self.attached) {
             let _ = a.tx.try_send(Err(to_status(ApiError::NotLeader { leader: hint.clone() })));
         }
         self.deadlines.clear();
         self.expiring.clear();
         self.draining.clear();
-        tracing::info!(node = self.id, new_leader = ?leader, "stepped down; worker streams closed");
-    }
-
-    fn leader_addr(&self, id: NodeId) -> Option<String> {
-        let m = self.raft.metrics().borrow().clone();
-        m.membership_config.membership().get_node(&id).map(|n| n.api_addr.clone())
+        tracing::info!(node = self.id, new_leader = ?hint.map(|h| h.0), "stepped down; worker streams closed");
     }
 
     fn handle(&mut self, msg: LeaderMsg) {

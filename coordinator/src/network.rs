@@ -11,7 +11,7 @@ use std::time::Duration;
 use openraft::error::{
     InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout, Unreachable,
 };
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
     VoteResponse,
@@ -81,7 +81,7 @@ impl PeerClient {
     /// Encode, send, decode, and map failures to what openraft expects.
     async fn call<Req, Resp, E>(
         &self,
-        rpc: &'static str,
+        rpc: RPCTypes,
         req: &Req,
         option: &RPCOption,
         entries_hint: Option<u64>,
@@ -102,13 +102,13 @@ impl PeerClient {
         let mut request = tonic::Request::new(RaftMessage { data });
         request.set_timeout(option.hard_ttl());
         let resp = match rpc {
-            "append" => client.append_entries(request).await,
-            "vote" => client.vote(request).await,
-            _ => client.install_snapshot(request).await,
+            RPCTypes::AppendEntries => client.append_entries(request).await,
+            RPCTypes::Vote => client.vote(request).await,
+            RPCTypes::InstallSnapshot => client.install_snapshot(request).await,
         };
         let bytes = match resp {
             Ok(r) => r.into_inner().data,
-            Err(status) => return Err(map_status(status, self.target, option.hard_ttl())),
+            Err(status) => return Err(map_status(status, rpc, self.target, option.hard_ttl())),
         };
         let result: Result<Resp, RaftError<NodeId, E>> =
             codec::decode(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
@@ -116,19 +116,14 @@ impl PeerClient {
     }
 }
 
-fn map_status<E: std::error::Error>(status: tonic::Status, target: NodeId, ttl: Duration) -> RpcErr<E> {
+fn map_status<E: std::error::Error>(status: tonic::Status, rpc: RPCTypes, target: NodeId, ttl: Duration) -> RpcErr<E> {
     let err = TransportError(format!("{}: {}", status.code(), status.message()));
     match status.code() {
-        tonic::Code::Unavailable | tonic::Code::Unknown if status.message().contains("connect") => {
-            RPCError::Unreachable(Unreachable::new(&err))
-        }
         tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::new(&err)),
-        tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => RPCError::Timeout(Timeout {
-            action: openraft::network::RPCTypes::AppendEntries,
-            id: 0,
-            target,
-            timeout: ttl,
-        }),
+        tonic::Code::Unknown if status.message().contains("connect") => RPCError::Unreachable(Unreachable::new(&err)),
+        tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+            RPCError::Timeout(Timeout { action: rpc, id: 0, target, timeout: ttl })
+        }
         tonic::Code::ResourceExhausted | tonic::Code::OutOfRange => {
             RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(1))
         }
@@ -143,7 +138,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
         let n = rpc.entries.len() as u64;
-        self.call("append", &rpc, &option, Some(n)).await
+        self.call(RPCTypes::AppendEntries, &rpc, &option, Some(n)).await
     }
 
     async fn install_snapshot(
@@ -151,11 +146,11 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<InstallSnapshotError>> {
-        self.call("snapshot", &rpc, &option, None).await
+        self.call(RPCTypes::InstallSnapshot, &rpc, &option, None).await
     }
 
     async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> Result<VoteResponse<NodeId>, RpcErr> {
-        self.call("vote", &rpc, &option, None).await
+        self.call(RPCTypes::Vote, &rpc, &option, None).await
     }
 }
 

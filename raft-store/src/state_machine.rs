@@ -198,7 +198,6 @@ impl StoreReader {
             let mut scanned = 0usize;
             let mut resume = None;
             let start = keys::job(after.saturating_add(1));
-            let mut err = None;
             kv.scan(&[Table::Job as u8], &mut |k, v| {
                 if k < start.as_slice() {
                     return Ok(true);
@@ -216,12 +215,8 @@ impl StoreReader {
                     return Ok(false);
                 }
                 Ok(true)
-            })
-            .unwrap_or_else(|e| err = Some(e));
-            match err {
-                Some(e) => Err(e),
-                None => Ok((out, resume)),
-            }
+            })?;
+            Ok((out, resume))
         })
     }
 

@@ -36,6 +36,16 @@ pub const FORWARDED_HEADER: &str = "baton-forwarded";
 /// Deadline of a forwarded call.
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The current leader's id and API address, read from Raft's metrics without
+/// copying them.
+pub fn leader_hint(raft: &Raft) -> Option<(NodeId, String)> {
+    let metrics = raft.metrics();
+    let m = metrics.borrow();
+    let id = m.current_leader?;
+    let node = m.membership_config.membership().get_node(&id)?;
+    Some((id, node.api_addr.clone()))
+}
+
 /// What every service needs.
 #[derive(Clone)]
 pub struct Ctx {
@@ -66,10 +76,7 @@ impl Ctx {
 
     /// The current leader's id and API address, if known.
     pub fn leader_hint(&self) -> Option<(NodeId, String)> {
-        let m = self.raft.metrics().borrow().clone();
-        let id = m.current_leader?;
-        let node = m.membership_config.membership().get_node(&id)?;
-        Some((id, node.api_addr.clone()))
+        leader_hint(&self.raft)
     }
 
     pub fn is_leader(&self) -> bool {
