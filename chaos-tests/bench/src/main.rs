@@ -1,0 +1,2 @@
+//! Baton's comparison benchmark (work in progress).
+fn main() {}

@@ -1,0 +1,1 @@
+//! Baton's deterministic simulation tier (work in progress).
