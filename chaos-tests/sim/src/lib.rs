@@ -1,1 +1,382 @@
-//! Baton's deterministic simulation tier (work in progress).
+//! Baton's deterministic simulation tier.
+//!
+//! [`run`] builds an in-process cluster of 3 or 5 openraft nodes that use
+//! Baton's real apply core ([`baton_raft_store::Core`] over a `MemKv`) as
+//! their state machine, on a simulated network and simulated disks, drives
+//! the Baton workload against it (submitters, a leader driver like the
+//! coordinator's, workers with fencing tokens), injects seeded faults, records
+//! a [`baton_chaos::History`] and judges it with [`baton_chaos::check`].
+//!
+//! Determinism: one seeded RNG ([`rand::rngs::StdRng`]) decides everything,
+//! the runtime is tokio's current-thread scheduler with paused time, the sim
+//! iterates only `BTreeMap`s, and openraft's election timeouts are pinned per
+//! node (a one-ms range, drawn from the seeded RNG) so its own thread RNG has
+//! no effect. Every simulated event is folded into a blake3 trace hash; the
+//! same seed gives the same hash.
+//!
+//! Storage model: the log loses unsynced writes on a crash and acknowledges
+//! appends only after a simulated fsync; the vote is written synchronously.
+//! The state machine is volatile, with no snapshots and no log purge: a
+//! restarted node re-applies its durable log from index 1.
+
+pub mod nemesis;
+pub mod net;
+pub mod node;
+pub mod store;
+pub mod workload;
+pub mod world;
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use baton_chaos::history::{FinalJob, FinalShard, FinalState, JobStatus, TaskStatus};
+use baton_chaos::{History, Invariant, Report};
+use baton_raft_store::{Core, Kv, TaskKey, TaskState, state_hash};
+
+use crate::world::{Phase, Stats, World};
+
+/// What to simulate. The seed is separate: the same config runs many seeds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimConfig {
+    /// Cluster size: 3 or 5.
+    pub nodes: usize,
+    /// Nemesis steps (one fault each) during the workload phase.
+    pub steps: usize,
+    pub clients: usize,
+    pub jobs_per_client: usize,
+    pub workers: usize,
+    /// Worker lease, ms.
+    pub ttl_ms: u64,
+    /// How long an attempt runs, ms (inclusive range).
+    pub exec_ms: (u64, u64),
+    /// The deliberate bug: the log store acknowledges appends before fsync.
+    pub ack_before_fsync: bool,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            nodes: 3,
+            steps: 12,
+            clients: 2,
+            jobs_per_client: 5,
+            workers: 3,
+            ttl_ms: 1_500,
+            exec_ms: (30, 600),
+            ack_before_fsync: false,
+        }
+    }
+}
+
+impl SimConfig {
+    /// The command that replays `seed` with this config.
+    pub fn replay_command(&self, seed: u64) -> String {
+        let mut s = format!("cargo run -p baton-sim -- --seed {seed} --nodes {} --steps {}", self.nodes, self.steps);
+        if self.ack_before_fsync {
+            s.push_str(" --ack-before-fsync");
+        }
+        s
+    }
+}
+
+/// How long after the heal the sim waits for the work to drain (sim time).
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(60);
+
+/// Everything one seed produced.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub seed: u64,
+    pub config: SimConfig,
+    pub trace_hash: String,
+    pub trace_events: u64,
+    pub history: History,
+    pub report: Report,
+    pub stats: Stats,
+    pub summary: Summary,
+    /// Simulated time the run covered, ms.
+    pub sim_ms: u64,
+}
+
+/// The numbers of one run's row in the summary table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Client operations invoked: submits and completes.
+    pub ops: u64,
+    /// Distinct jobs whose submit was acknowledged.
+    pub acknowledged: u64,
+    /// Violations of no_lost_jobs.
+    pub lost: u64,
+    pub duplicates: u64,
+    pub fenced: u64,
+    pub infos: u64,
+}
+
+impl Outcome {
+    pub fn passed(&self) -> bool {
+        self.report.passed()
+    }
+
+    pub fn replay_command(&self) -> String {
+        self.config.replay_command(self.seed)
+    }
+
+    pub fn verdict(&self) -> &'static str {
+        if self.passed() { "pass" } else { "FAIL" }
+    }
+
+    pub fn failed_invariants(&self) -> Vec<Invariant> {
+        self.report.failed()
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (s, st) = (&self.summary, &self.stats);
+        write!(
+            f,
+            "seed {} nodes {}: ops={} acked={} lost={} dup={} fenced={} elections={} crashes={} partitions={} \
+             pauses={} lost_unsynced={} dropped={} sim={}ms trace={} verdict={}",
+            self.seed,
+            self.config.nodes,
+            s.ops,
+            s.acknowledged,
+            s.lost,
+            s.duplicates,
+            s.fenced,
+            st.elections,
+            st.crashes,
+            st.partitions,
+            st.pauses,
+            st.lost_unsynced_entries,
+            st.dropped,
+            self.sim_ms,
+            self.trace_hash,
+            self.verdict()
+        )
+    }
+}
+
+/// Run one seed to completion on a fresh current-thread runtime with paused time.
+pub fn run(seed: u64, config: &SimConfig) -> Outcome {
+    let rt =
+        tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().expect("tokio runtime");
+    let out = rt.block_on(simulate(seed, config.clone()));
+    // Dropping the runtime drops every task still parked (old incarnations, timers).
+    drop(rt);
+    out
+}
+
+async fn simulate(seed: u64, config: SimConfig) -> Outcome {
+    let world = World::new(seed, config.clone());
+    let n = config.nodes;
+    let mut rafts = Vec::new();
+    for id in 1..=n as u64 {
+        rafts.push(node::start(&world, id).await);
+    }
+    rafts[0].initialize(node::members(n)).await.expect("initialize the cluster");
+
+    {
+        let mut w = world.lock().unwrap();
+        for i in 0..config.workers {
+            let ws = workload::new_worker(&mut w, i + 1);
+            w.workers.push(ws);
+        }
+    }
+    for i in 0..config.workers {
+        tokio::spawn(workload::worker(world.clone(), i));
+    }
+    for c in 0..config.clients {
+        tokio::spawn(workload::submitter(world.clone(), c + 1, config.jobs_per_client));
+    }
+    nemesis::run(world.clone(), config.steps).await;
+
+    // Heal and drain.
+    nemesis::heal_all(&world).await;
+    world.lock().unwrap().phase = Phase::Drain;
+    let heal_at = tokio::time::Instant::now();
+    let mut drained_at = None;
+    while heal_at.elapsed() < DRAIN_LIMIT {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let w = world.lock().unwrap();
+        if w.clients_done < config.clients {
+            continue;
+        }
+        let Some(l) = w.leader() else { continue };
+        let sm = w.running(l).expect("leader runs").sm.clone();
+        let live = sm.lock().unwrap().core.idx.live_tasks;
+        if live == 0 {
+            drained_at = Some(w.now_ms());
+            break;
+        }
+    }
+    // Stop starting anything, let every request in flight finish, then wait
+    // for every replica to apply the same log.
+    world.lock().unwrap().phase = Phase::Stopped;
+    tokio::time::sleep(net::CLIENT_TIMEOUT + Duration::from_millis(500)).await;
+    let mut last = None;
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let w = world.lock().unwrap();
+        let applied: Vec<u64> =
+            w.nodes.values().map(|s| s.run.as_ref().map_or(0, |r| r.sm.lock().unwrap().applied_index())).collect();
+        let logs: Vec<Option<u64>> = w.nodes.values().map(|s| s.disk.lock().unwrap().last_index()).collect();
+        let same = applied.windows(2).all(|p| p[0] == p[1]) && logs.iter().all(|l| *l == Some(applied[0]));
+        let now = (applied.clone(), w.leader());
+        if same && last.as_ref() == Some(&now) && now.1.is_some() {
+            break;
+        }
+        last = Some(now);
+    }
+
+    let mut w = world.lock().unwrap();
+    let t = w.now_ms();
+    let reader = w.leader().or_else(|| {
+        w.nodes
+            .iter()
+            .filter_map(|(id, s)| Some((s.run.as_ref()?.sm.lock().unwrap().applied_index(), *id)))
+            .max()
+            .map(|x| x.1)
+    });
+    let final_state = match reader {
+        Some(id) => {
+            let sm = w.running(id).expect("running").sm.clone();
+            let sm = sm.lock().unwrap();
+            read_final_state(&sm.core, &sm.kv, drained_at)
+        }
+        None => FinalState { drained_at, jobs: Vec::new() },
+    };
+    w.history.final_state(t, final_state);
+    let replicas: Vec<(u64, u64, String)> = w
+        .nodes
+        .iter()
+        .filter_map(|(id, s)| {
+            let sm = s.run.as_ref()?.sm.clone();
+            let sm = sm.lock().unwrap();
+            let h = state_hash(&sm.kv).expect("hash a MemKv");
+            Some((*id, sm.applied_index(), hex(&h)))
+        })
+        .collect();
+    for (id, applied, h) in replicas {
+        w.history.replica(t, id, applied, &h);
+    }
+
+    let report = baton_chaos::check(&w.history, &baton_chaos::Config::default());
+    let mut jsonl = Vec::new();
+    w.history.write_to(&mut jsonl).expect("history to memory");
+    w.fold_into_trace(&jsonl);
+    let summary = summarize(&w.history, &report);
+    Outcome {
+        seed,
+        config,
+        trace_hash: w.trace_hex(),
+        trace_events: w.trace_events,
+        history: w.history.clone(),
+        report,
+        stats: w.stats.clone(),
+        summary,
+        sim_ms: t,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn summarize(h: &History, report: &Report) -> Summary {
+    use baton_chaos::history::Body;
+    let mut s = Summary::default();
+    let mut acked = std::collections::BTreeSet::new();
+    for ev in h.events() {
+        match &ev.body {
+            Body::SubmitInvoke(_) | Body::CompleteInvoke(_) => s.ops += 1,
+            Body::SubmitOk(ok) => {
+                acked.insert(ok.job);
+            }
+            Body::CompleteDuplicate(_) => s.duplicates += 1,
+            Body::CompleteFenced(_) => s.fenced += 1,
+            Body::SubmitInfo(_) | Body::CompleteInfo(_) => s.infos += 1,
+            _ => {}
+        }
+    }
+    s.acknowledged = acked.len() as u64;
+    s.lost = report.get(Invariant::NoLostJobs).violations.len() as u64;
+    s
+}
+
+/// The task table as the history's final state: every job, every shard.
+pub fn read_final_state(core: &Core, kv: &dyn Kv, drained_at: Option<u64>) -> FinalState {
+    let mut jobs = Vec::new();
+    for id in 1..core.meta.next_job {
+        let Ok(Some(job)) = core.job(kv, id) else { continue };
+        let status = match job.status() {
+            baton_raft_store::JobStatus::Queued => JobStatus::Queued,
+            baton_raft_store::JobStatus::Running => JobStatus::Running,
+            baton_raft_store::JobStatus::Succeeded => JobStatus::Succeeded,
+            baton_raft_store::JobStatus::Failed => JobStatus::Failed,
+            baton_raft_store::JobStatus::Cancelled => JobStatus::Cancelled,
+        };
+        let mut shards = Vec::new();
+        for shard in 0..job.shards {
+            let Ok(Some(rec)) = core.task(kv, TaskKey::new(id, shard)) else { continue };
+            let latest_token = (rec.last_token != 0).then_some(rec.last_token);
+            let (status, result, token) = match &rec.state {
+                TaskState::Pending { .. } => (TaskStatus::Pending, None, None),
+                TaskState::Assigned { .. } => (TaskStatus::Running, None, None),
+                TaskState::Succeeded { token, result } => {
+                    (TaskStatus::Succeeded, Some(String::from_utf8_lossy(result).into_owned()), Some(*token))
+                }
+                TaskState::Dead => (TaskStatus::Dead, None, None),
+                TaskState::Cancelled => (TaskStatus::Cancelled, None, None),
+            };
+            shards.push(FinalShard { shard, status, result, token, latest_token });
+        }
+        jobs.push(FinalJob { id, key: job.idempotency_key.clone().unwrap_or_default(), status, shards });
+    }
+    FinalState { drained_at, jobs }
+}
+
+/// Parse `A..B` (half-open) or a single seed.
+pub fn parse_seed_range(s: &str) -> Result<std::ops::Range<u64>, String> {
+    match s.split_once("..") {
+        Some((a, b)) => {
+            let a: u64 = a.trim().parse().map_err(|e| format!("bad start of {s:?}: {e}"))?;
+            let b: u64 = b.trim().parse().map_err(|e| format!("bad end of {s:?}: {e}"))?;
+            if b <= a {
+                return Err(format!("empty seed range {s:?}"));
+            }
+            Ok(a..b)
+        }
+        None => {
+            let a: u64 = s.trim().parse().map_err(|e| format!("bad seed {s:?}: {e}"))?;
+            Ok(a..a + 1)
+        }
+    }
+}
+
+/// The header of the summary table.
+pub const TABLE_HEADER: &str =
+    "seed  nodes    ops  acked  lost  dup  fenced  elections  crashes  partitions  lost_unsynced  verdict";
+
+/// One row of the summary table.
+pub fn table_row(o: &Outcome) -> String {
+    format!(
+        "{:<5} {:>5} {:>6} {:>6} {:>5} {:>4} {:>7} {:>10} {:>8} {:>11} {:>14}  {}",
+        o.seed,
+        o.config.nodes,
+        o.summary.ops,
+        o.summary.acknowledged,
+        o.summary.lost,
+        o.summary.duplicates,
+        o.summary.fenced,
+        o.stats.elections,
+        o.stats.crashes,
+        o.stats.partitions,
+        o.stats.lost_unsynced_entries,
+        o.verdict()
+    )
+}
+
+/// Keep the shared world type out of the public surface but allow tests to
+/// build their own runs.
+pub type SharedWorld = Arc<Mutex<World>>;

@@ -1,0 +1,201 @@
+//! The nemesis: one seeded fault at a time, installed, held, then healed,
+//! each recorded as `nemesis` start/heal events in the history.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use baton_chaos::history::{NemesisOutcome, NemesisPhase};
+use baton_raft_store::NodeId;
+
+use crate::node;
+use crate::world::{NetState, World};
+
+/// A fault being held.
+enum Fault {
+    Partition,
+    Crash(Vec<NodeId>),
+    Net,
+    Pause,
+}
+
+fn record(w: &mut World, name: &str, phase: NemesisPhase, detail: &str) {
+    let t = w.now_ms();
+    let outcome = match phase {
+        NemesisPhase::Start => NemesisOutcome::Installed,
+        NemesisPhase::Heal => NemesisOutcome::Healed,
+    };
+    w.history.nemesis(t, name, phase, outcome, detail);
+    w.trace(format_args!("nemesis {name} {phase:?} {detail}"));
+}
+
+fn block_between(w: &mut World, a: &BTreeSet<NodeId>, b: &BTreeSet<NodeId>) {
+    for x in a {
+        for y in b {
+            w.net.blocked.insert((*x, *y));
+            w.net.blocked.insert((*y, *x));
+        }
+    }
+}
+
+/// Install one random fault; returns its name and what heals it.
+fn install(w: &mut World) -> Option<(&'static str, Fault, String)> {
+    let n = w.cfg.nodes as NodeId;
+    let all: BTreeSet<NodeId> = (1..=n).collect();
+    let leader = w.leader();
+    let kind = w.range(0, 99);
+    Some(match kind {
+        0..=14 => {
+            // Random halves: a minority side of 1..=n/2 nodes.
+            let size = w.range(1, n / 2);
+            let mut minority = BTreeSet::new();
+            while minority.len() < size as usize {
+                minority.insert(w.range(1, n));
+            }
+            let majority: BTreeSet<NodeId> = all.difference(&minority).copied().collect();
+            block_between(w, &minority, &majority);
+            w.stats.partitions += 1;
+            ("partition-halves", Fault::Partition, format!("{minority:?} | {majority:?}"))
+        }
+        15..=29 => {
+            let l = leader.unwrap_or(1);
+            let rest: BTreeSet<NodeId> = all.iter().copied().filter(|x| *x != l).collect();
+            block_between(w, &BTreeSet::from([l]), &rest);
+            w.stats.partitions += 1;
+            ("isolate-leader", Fault::Partition, format!("n{l} alone"))
+        }
+        30..=39 => {
+            // One-way: the leader's outbound links are cut (it hears everyone,
+            // nobody hears it), or one node stops receiving from another.
+            let detail = if w.chance(500) {
+                let l = leader.unwrap_or(1);
+                for x in all.iter().filter(|x| **x != l) {
+                    w.net.blocked.insert((l, *x));
+                }
+                format!("n{l} -> * blocked")
+            } else {
+                let a = w.range(1, n);
+                let b = w.other_node(a);
+                w.net.blocked.insert((a, b));
+                format!("n{a} -> n{b} blocked")
+            };
+            w.stats.partitions += 1;
+            ("partition-one-way", Fault::Partition, detail)
+        }
+        40..=59 => {
+            let down = w.nodes.values().filter(|s| s.run.is_none()).count();
+            if down >= (n as usize - 1) / 2 {
+                return None;
+            }
+            let target = match leader {
+                Some(l) if w.chance(600) => l,
+                _ => w.range(1, n),
+            };
+            if !node::crash(w, target) {
+                return None;
+            }
+            ("crash", Fault::Crash(vec![target]), format!("n{target}"))
+        }
+        60..=66 => {
+            // Power loss: every node at once.
+            let mut crashed = Vec::new();
+            for id in 1..=n {
+                if node::crash(w, id) {
+                    crashed.push(id);
+                }
+            }
+            ("power-loss", Fault::Crash(crashed), "all nodes".into())
+        }
+        67..=79 => {
+            w.net.drop_per_mille = w.range(50, 300) as u32;
+            ("drop", Fault::Net, format!("{} per mille", w.net.drop_per_mille))
+        }
+        80..=89 => {
+            // Up to 45 ms one way: replies overtake each other, and some
+            // round trips exceed openraft's heartbeat-interval RPC timeout.
+            let hi = w.range(15, 45);
+            w.net.delay_ms = (1, hi);
+            ("delay", Fault::Net, format!("1..={hi} ms"))
+        }
+        _ => {
+            // A worker pauses (GC, SIGSTOP) while holding an attempt, past its lease.
+            let now = w.now_ms();
+            let holders: Vec<usize> = (0..w.workers.len())
+                .filter(|i| !w.workers[*i].attempts.is_empty() && w.workers[*i].paused_until <= now)
+                .collect();
+            if holders.is_empty() {
+                return None;
+            }
+            let i = holders[w.range(0, holders.len() as u64 - 1) as usize];
+            let pause = w.cfg.ttl_ms + w.range(800, 3_000);
+            w.workers[i].paused_until = now + pause;
+            w.stats.pauses += 1;
+            let name = w.workers[i].name.clone();
+            ("pause-worker", Fault::Pause, format!("{name} for {pause} ms"))
+        }
+    })
+}
+
+async fn heal(world: &Arc<Mutex<World>>, name: &str, fault: Fault, detail: &str) {
+    match fault {
+        Fault::Partition => world.lock().unwrap().net.blocked.clear(),
+        Fault::Net => {
+            let mut w = world.lock().unwrap();
+            w.net.drop_per_mille = 0;
+            w.net.delay_ms = NetState::CALM_DELAY;
+        }
+        Fault::Crash(nodes) => {
+            for id in nodes {
+                node::start(world, id).await;
+            }
+        }
+        // The pause ends by itself; the heal event marks the end of the fault window.
+        Fault::Pause => {}
+    }
+    record(&mut world.lock().unwrap(), name, NemesisPhase::Heal, detail);
+}
+
+/// Run `steps` faults, one after another.
+pub async fn run(world: Arc<Mutex<World>>, steps: usize) {
+    for _ in 0..steps {
+        let gap = world.lock().unwrap().range(200, 1_200);
+        tokio::time::sleep(Duration::from_millis(gap)).await;
+        let installed = {
+            let mut w = world.lock().unwrap();
+            let f = install(&mut w);
+            if let Some((name, _, detail)) = &f {
+                let detail = detail.clone();
+                record(&mut w, name, NemesisPhase::Start, &detail);
+            }
+            f
+        };
+        let Some((name, fault, detail)) = installed else { continue };
+        let hold = {
+            let mut w = world.lock().unwrap();
+            match fault {
+                Fault::Crash(_) => w.range(50, 1_500),
+                Fault::Pause => w.workers.iter().map(|x| x.paused_until).max().unwrap_or(0).saturating_sub(w.now_ms()),
+                _ => w.range(300, 3_000),
+            }
+        };
+        tokio::time::sleep(Duration::from_millis(hold)).await;
+        heal(&world, name, fault, &detail).await;
+    }
+}
+
+/// End every fault: links open, calm network, every node up, no worker paused.
+pub async fn heal_all(world: &Arc<Mutex<World>>) {
+    let down: Vec<NodeId> = {
+        let mut w = world.lock().unwrap();
+        w.net = NetState::calm();
+        let now = w.now_ms();
+        for ws in &mut w.workers {
+            ws.paused_until = ws.paused_until.min(now);
+        }
+        w.nodes.iter().filter(|(_, s)| s.run.is_none()).map(|(id, _)| *id).collect()
+    };
+    for id in down {
+        node::start(world, id).await;
+    }
+    record(&mut world.lock().unwrap(), "heal-all", NemesisPhase::Heal, "every fault removed");
+}

@@ -1,0 +1,241 @@
+//! The simulated network: Raft RPCs between nodes and client requests to
+//! nodes, each leg delayed, dropped or blocked by the seeded fault settings.
+//!
+//! A Raft RPC is two legs. The request is decided at send time (dropped, or
+//! delayed), and checked again on arrival (the target may have crashed or a
+//! partition may have started meanwhile); the reply likewise. A lost leg never
+//! answers: openraft's own RPC timeout (heartbeat interval for appends, the
+//! election timeout for votes) ends the call, as with a real network. Lost
+//! legs never return `Unreachable`, so openraft never enters its backoff path
+//! (whose unbiased `select!` would break determinism).
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+
+use baton_raft_store::{Command, NodeId, NodeInfo, Proposal, Raft, Response, TypeConfig};
+
+use crate::world::World;
+
+type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>;
+
+fn net_err<E: std::error::Error>(msg: &str) -> RpcErr<E> {
+    RPCError::Network(NetworkError::new(&std::io::Error::other(msg.to_string())))
+}
+
+/// Creates connections for one incarnation of one node.
+pub struct SimNetwork {
+    pub from: NodeId,
+    pub epoch: u64,
+    pub world: Arc<Mutex<World>>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for SimNetwork {
+    type Network = SimConn;
+
+    async fn new_client(&mut self, target: NodeId, _node: &NodeInfo) -> SimConn {
+        SimConn { from: self.from, epoch: self.epoch, to: target, world: self.world.clone() }
+    }
+}
+
+pub struct SimConn {
+    from: NodeId,
+    epoch: u64,
+    to: NodeId,
+    world: Arc<Mutex<World>>,
+}
+
+impl SimConn {
+    async fn call<Resp, Fut, E>(
+        &self,
+        what: String,
+        f: impl FnOnce(Raft) -> Fut,
+        describe: impl Fn(&Resp) -> String,
+    ) -> Result<Resp, RpcErr<E>>
+    where
+        Fut: Future<Output = Result<Resp, RaftError<NodeId>>>,
+        E: std::error::Error,
+    {
+        let (from, to) = (self.from, self.to);
+        let delay = {
+            let mut w = self.world.lock().unwrap();
+            if !w.is_current(from, self.epoch) {
+                return Err(net_err("sender has crashed"));
+            }
+            let d = w.transmit(Some(from), Some(to));
+            w.trace(format_args!("{} n{from}->n{to} {what}", if d.is_some() { "send" } else { "drop" }));
+            d
+        };
+        let Some(delay) = delay else { return std::future::pending().await };
+        tokio::time::sleep(delay).await;
+        let target = {
+            let mut w = self.world.lock().unwrap();
+            let ok = w.link_open(Some(from), Some(to));
+            let target = w.nodes.get(&to).and_then(|s| Some((s.run.as_ref()?.raft.clone(), s.epoch)));
+            match target {
+                Some(t) if ok => {
+                    w.stats.delivered += 1;
+                    w.trace(format_args!("deliver n{from}->n{to}"));
+                    Some(t)
+                }
+                _ => {
+                    w.stats.dropped += 1;
+                    w.trace(format_args!("lost n{from}->n{to}"));
+                    None
+                }
+            }
+        };
+        let Some((raft, to_epoch)) = target else { return std::future::pending().await };
+        let res = f(raft).await;
+        let delay = {
+            let mut w = self.world.lock().unwrap();
+            let d = if w.is_current(to, to_epoch) { w.transmit(Some(to), Some(from)) } else { None };
+            let r = match &res {
+                Ok(r) => describe(r),
+                Err(e) => format!("error {e}"),
+            };
+            w.trace(format_args!("{} n{to}->n{from} {r}", if d.is_some() { "reply" } else { "drop-reply" }));
+            d
+        };
+        let Some(delay) = delay else { return std::future::pending().await };
+        tokio::time::sleep(delay).await;
+        let arrived = {
+            let mut w = self.world.lock().unwrap();
+            let ok = w.is_current(from, self.epoch) && w.link_open(Some(to), Some(from));
+            if ok {
+                w.stats.delivered += 1;
+                w.trace(format_args!("deliver-reply n{to}->n{from}"));
+            } else {
+                w.stats.dropped += 1;
+                w.trace(format_args!("lost-reply n{to}->n{from}"));
+            }
+            ok
+        };
+        if !arrived {
+            return std::future::pending().await;
+        }
+        res.map_err(|e| net_err(&format!("remote: {e}")))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for SimConn {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
+        let what = format!(
+            "append {} prev={:?} n={} commit={:?}",
+            rpc.vote,
+            rpc.prev_log_id.map(|l| l.index),
+            rpc.entries.len(),
+            rpc.leader_commit.map(|l| l.index)
+        );
+        self.call(what, |raft| async move { raft.append_entries(rpc).await }, |r| format!("{r}")).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        _rpc: InstallSnapshotRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<InstallSnapshotError>> {
+        Err(net_err("the simulation does not model snapshots"))
+    }
+
+    async fn vote(&mut self, rpc: VoteRequest<NodeId>, _option: RPCOption) -> Result<VoteResponse<NodeId>, RpcErr> {
+        let what = format!("vote {} last={:?}", rpc.vote, rpc.last_log_id.map(|l| l.index));
+        self.call(
+            what,
+            |raft| async move { raft.vote(rpc).await },
+            |r| format!("{} granted={}", r.vote, r.vote_granted),
+        )
+        .await
+    }
+}
+
+/// What a client saw.
+#[derive(Debug, Clone)]
+pub enum ClientReply<T> {
+    Ok(T),
+    /// The node is not the leader (it may name one). Nothing was appended.
+    NotLeader(Option<NodeId>),
+    /// The request never reached a process: connection refused. Not applied.
+    Refused(String),
+    /// No answer: it may or may not have been applied.
+    Unknown(String),
+}
+
+/// How long a client waits for any reply.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_millis(2_000);
+
+/// Send `call` to node `to` over a client link (no partitions between clients
+/// and nodes, but delays and drops apply) and bring back its answer.
+pub async fn client_call<T, Fut>(
+    world: &Arc<Mutex<World>>,
+    to: NodeId,
+    what: &str,
+    call: impl FnOnce(Raft, u64) -> Fut,
+) -> ClientReply<T>
+where
+    Fut: Future<Output = ClientReply<T>>,
+{
+    let inner = async {
+        let delay = {
+            let mut w = world.lock().unwrap();
+            if !w.is_up(to) {
+                w.trace(format_args!("refused c->n{to} {what}"));
+                return ClientReply::Refused(format!("node {to} is down"));
+            }
+            let d = w.transmit(None, Some(to));
+            w.trace(format_args!("{} c->n{to} {what}", if d.is_some() { "csend" } else { "cdrop" }));
+            d
+        };
+        let Some(delay) = delay else { return std::future::pending().await };
+        tokio::time::sleep(delay).await;
+        let target = {
+            let mut w = world.lock().unwrap();
+            let t = w.nodes.get(&to).and_then(|s| Some((s.run.as_ref()?.raft.clone(), s.epoch)));
+            w.trace(format_args!("{} c->n{to}", if t.is_some() { "cdeliver" } else { "clost" }));
+            t
+        };
+        let Some((raft, epoch)) = target else { return std::future::pending().await };
+        let reply = call(raft, epoch).await;
+        let delay = {
+            let mut w = world.lock().unwrap();
+            let d = if w.is_current(to, epoch) { w.transmit(Some(to), None) } else { None };
+            w.trace(format_args!("{} n{to}->c", if d.is_some() { "creply" } else { "cdrop-reply" }));
+            d
+        };
+        let Some(delay) = delay else { return std::future::pending().await };
+        tokio::time::sleep(delay).await;
+        reply
+    };
+    match tokio::time::timeout(CLIENT_TIMEOUT, inner).await {
+        Ok(r) => r,
+        Err(_) => ClientReply::Unknown("timed out".into()),
+    }
+}
+
+/// Propose `cmd` through `client_write` on node `to`, as a client request.
+pub async fn client_write(world: &Arc<Mutex<World>>, to: NodeId, cmd: Command) -> ClientReply<Response> {
+    let what = cmd.kind();
+    let w2 = world.clone();
+    client_call(world, to, what, move |raft, _| async move {
+        let now = w2.lock().unwrap().now_ms();
+        match raft.client_write(Proposal { proposed_at_ms: now, cmd }).await {
+            Ok(r) => ClientReply::Ok(r.data),
+            Err(RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(f))) => {
+                ClientReply::NotLeader(f.leader_id)
+            }
+            Err(e) => ClientReply::Unknown(e.to_string()),
+        }
+    })
+    .await
+}

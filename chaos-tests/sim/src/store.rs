@@ -1,0 +1,325 @@
+//! In-memory storage with crash semantics.
+//!
+//! [`Disk`] is one node's disk. It outlives the node's incarnations: a crash
+//! keeps what was synced and throws away the rest. Every write goes to a live
+//! view at once (readers see it), and is queued as an [`Op`] until the next
+//! simulated fsync applies the queue to the durable copy. The log store fires
+//! openraft's flush callback only after that fsync (unless the sim runs with
+//! the deliberate `ack_before_fsync` bug). The vote is written through
+//! synchronously, as Raft requires.
+//!
+//! The state machine is volatile: no snapshots, no log purge. A restarted
+//! node starts with an empty [`Core`], `applied_state()` returns `None`, and
+//! openraft re-applies the durable log from index 1.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::ops::RangeBounds;
+use std::sync::{Arc, Mutex};
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine};
+use openraft::{AnyError, ErrorSubject, ErrorVerb, RaftLogReader, RaftSnapshotBuilder, StorageIOError};
+
+use baton_raft_store::{
+    Core, Entry, LogId, MemKv, Response, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig, Vote,
+};
+
+use crate::world::World;
+
+/// One queued, not yet synced write.
+#[derive(Debug, Clone)]
+pub enum Op {
+    Append(Vec<Entry>),
+    /// Delete every entry at or after this index.
+    Truncate(u64),
+    Committed(Option<LogId>),
+}
+
+/// A node's disk, shared by all its incarnations.
+#[derive(Default)]
+pub struct Disk {
+    /// Incarnation that owns the disk; handles of older ones get errors.
+    pub epoch: u64,
+    pub vote: Option<Vote>,
+    durable_log: BTreeMap<u64, Entry>,
+    durable_committed: Option<LogId>,
+    log: BTreeMap<u64, Entry>,
+    committed: Option<LogId>,
+    pending: Vec<Op>,
+    waiting: Vec<LogFlushed<TypeConfig>>,
+}
+
+fn apply_op(log: &mut BTreeMap<u64, Entry>, committed: &mut Option<LogId>, op: Op) {
+    match op {
+        Op::Append(entries) => {
+            for e in entries {
+                log.insert(e.log_id.index, e);
+            }
+        }
+        Op::Truncate(index) => {
+            log.split_off(&index);
+        }
+        Op::Committed(c) => *committed = c,
+    }
+}
+
+impl Disk {
+    /// Whether writes are queued or callbacks wait for a sync.
+    pub fn dirty(&self) -> bool {
+        !self.pending.is_empty() || !self.waiting.is_empty()
+    }
+
+    /// The fsync: everything queued becomes durable, then the callbacks fire.
+    pub fn sync(&mut self) -> usize {
+        let ops = std::mem::take(&mut self.pending);
+        let n = ops.len();
+        for op in ops {
+            apply_op(&mut self.durable_log, &mut self.durable_committed, op);
+        }
+        for cb in self.waiting.drain(..) {
+            cb.log_io_completed(Ok(()));
+        }
+        n
+    }
+
+    /// Power loss. The first `survive` queued ops reach the disk anyway (a
+    /// WAL persists a prefix of what was written); the rest are lost, and
+    /// pending callbacks never fire. Returns the number of log entries lost.
+    pub fn crash(&mut self, survive: usize) -> u64 {
+        self.epoch += 1;
+        let mut ops = std::mem::take(&mut self.pending);
+        let lost_ops = ops.split_off(survive.min(ops.len()));
+        for op in ops {
+            apply_op(&mut self.durable_log, &mut self.durable_committed, op);
+        }
+        self.waiting.clear();
+        self.log = self.durable_log.clone();
+        self.committed = self.durable_committed;
+        lost_ops
+            .iter()
+            .map(|op| match op {
+                Op::Append(e) => e.len() as u64,
+                _ => 0,
+            })
+            .sum()
+    }
+
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Last index in the live view.
+    pub fn last_index(&self) -> Option<u64> {
+        self.log.keys().next_back().copied()
+    }
+}
+
+fn stale(subject: ErrorSubject<u64>, verb: ErrorVerb) -> StorageError {
+    StorageError::from(StorageIOError::new(subject, verb, AnyError::error("this incarnation has crashed")))
+}
+
+/// The log store of one incarnation.
+#[derive(Clone)]
+pub struct SimLogStore {
+    pub node: u64,
+    pub epoch: u64,
+    pub disk: Arc<Mutex<Disk>>,
+    pub world: Arc<Mutex<World>>,
+    /// Wakes this incarnation's syncer.
+    pub sync_kick: Arc<tokio::sync::Notify>,
+    /// The deliberate bug: acknowledge appends before they are synced.
+    pub ack_before_fsync: bool,
+}
+
+impl SimLogStore {
+    fn disk(
+        &self,
+        subject: ErrorSubject<u64>,
+        verb: ErrorVerb,
+    ) -> Result<std::sync::MutexGuard<'_, Disk>, StorageError> {
+        let d = self.disk.lock().unwrap();
+        if d.epoch != self.epoch {
+            return Err(stale(subject, verb));
+        }
+        Ok(d)
+    }
+
+    fn read<RB: RangeBounds<u64>>(&self, range: RB) -> Result<Vec<Entry>, StorageError> {
+        let d = self.disk(ErrorSubject::Logs, ErrorVerb::Read)?;
+        Ok(d.log.range(range).map(|(_, e)| e.clone()).collect())
+    }
+}
+
+impl RaftLogReader<TypeConfig> for SimLogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        self.read(range)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for SimLogStore {
+    type LogReader = SimLogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let d = self.disk(ErrorSubject::Logs, ErrorVerb::Read)?;
+        let last = d.log.values().next_back().map(|e| e.log_id);
+        Ok(LogState { last_purged_log_id: None, last_log_id: last })
+    }
+
+    async fn get_log_reader(&mut self) -> SimLogStore {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        let mut d = self.disk(ErrorSubject::Vote, ErrorVerb::Write)?;
+        d.vote = Some(*vote);
+        drop(d);
+        self.world.lock().unwrap().trace(format_args!("vote n{} {vote}", self.node));
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        Ok(self.disk(ErrorSubject::Vote, ErrorVerb::Read)?.vote)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        let mut d = self.disk(ErrorSubject::Store, ErrorVerb::Write)?;
+        d.committed = committed;
+        d.pending.push(Op::Committed(committed));
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        Ok(self.disk(ErrorSubject::Store, ErrorVerb::Read)?.committed)
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let (first, last) = (entries.first().map(|e| e.log_id.index), entries.last().map(|e| e.log_id.index));
+        let mut d = self.disk(ErrorSubject::Logs, ErrorVerb::Write)?;
+        for e in &entries {
+            d.log.insert(e.log_id.index, e.clone());
+        }
+        d.pending.push(Op::Append(entries));
+        if self.ack_before_fsync {
+            callback.log_io_completed(Ok(()));
+        } else {
+            d.waiting.push(callback);
+            self.sync_kick.notify_one();
+        }
+        drop(d);
+        self.world.lock().unwrap().trace(format_args!("append n{} {first:?}..{last:?}", self.node));
+        Ok(())
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let mut d = self.disk(ErrorSubject::Logs, ErrorVerb::Delete)?;
+        d.log.split_off(&log_id.index);
+        d.pending.push(Op::Truncate(log_id.index));
+        drop(d);
+        self.world.lock().unwrap().trace(format_args!("truncate n{} {}", self.node, log_id.index));
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        // Purging follows snapshots, and the sim never builds one.
+        Err(StorageError::from(StorageIOError::new(
+            ErrorSubject::Logs,
+            ErrorVerb::Delete,
+            AnyError::error(format!("the simulation does not purge logs (asked up to {log_id})")),
+        )))
+    }
+}
+
+/// What the volatile state machine holds: the real apply core over a [`MemKv`].
+#[derive(Default)]
+pub struct SmState {
+    pub core: Core,
+    pub kv: MemKv,
+}
+
+impl SmState {
+    pub fn applied_index(&self) -> u64 {
+        self.core.meta.last_applied.map_or(0, |l| l.index)
+    }
+}
+
+/// The state machine of one incarnation.
+pub struct SimSm {
+    pub node: u64,
+    pub state: Arc<Mutex<SmState>>,
+    pub world: Arc<Mutex<World>>,
+}
+
+fn no_snapshots() -> StorageError {
+    StorageError::from(StorageIOError::new(
+        ErrorSubject::Snapshot(None),
+        ErrorVerb::Write,
+        AnyError::error("the simulation does not model snapshots"),
+    ))
+}
+
+pub struct NoSnapshots;
+
+impl RaftSnapshotBuilder<TypeConfig> for NoSnapshots {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        Err(no_snapshots())
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for SimSm {
+    type SnapshotBuilder = NoSnapshots;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let s = self.state.lock().unwrap();
+        Ok((s.core.meta.last_applied, s.core.meta.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut out = Vec::new();
+        let mut s = self.state.lock().unwrap();
+        let s = &mut *s;
+        let mut applied = Vec::new();
+        for entry in entries {
+            let r = s
+                .core
+                .apply_entry(&s.kv, &entry)
+                .map_err(|e| e.into_raft(ErrorSubject::Apply(entry.log_id), ErrorVerb::Write))?;
+            let writes = s.core.take_writes().map_err(|e| e.into_raft(ErrorSubject::StateMachine, ErrorVerb::Write))?;
+            s.kv.write(writes);
+            applied.push(entry.log_id);
+            out.push(r);
+        }
+        let mut w = self.world.lock().unwrap();
+        for l in applied {
+            w.trace(format_args!("apply n{} {l}", self.node));
+        }
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> NoSnapshots {
+        NoSnapshots
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        Err(no_snapshots())
+    }
+
+    async fn install_snapshot(&mut self, _: &SnapshotMeta, _: Box<tokio::fs::File>) -> Result<(), StorageError> {
+        Err(no_snapshots())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        Ok(None)
+    }
+}

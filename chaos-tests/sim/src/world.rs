@@ -1,0 +1,258 @@
+//! The shared state of one simulation: the seeded RNG, the trace hash, the
+//! network's fault settings, the nodes, the workers and the history recorder.
+//!
+//! Everything lives behind one `Mutex` and is only touched between awaits,
+//! so the order of every draw from the RNG and every traced event follows
+//! the (deterministic) order in which the current-thread runtime polls tasks.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::{self, Write as _};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use baton_chaos::History;
+use baton_raft_store::{NodeId, Raft, SessionId, TaskKey, Token};
+
+use crate::SimConfig;
+use crate::store::{Disk, SmState};
+
+/// Counts of what the run did, for the summary table and the fault-coverage test.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Leaderships taken (distinct terms in which a node became leader).
+    pub elections: u64,
+    /// Node crashes (a power loss of n nodes counts n).
+    pub crashes: u64,
+    /// Partitions installed (halves, isolated leader, one-way).
+    pub partitions: u64,
+    /// Worker pauses (zombies).
+    pub pauses: u64,
+    /// Raft messages dropped (by drop rate, partitions or crashed peers).
+    pub dropped: u64,
+    /// Raft messages delivered.
+    pub delivered: u64,
+    /// Log entries appended but not yet synced when their node crashed.
+    pub lost_unsynced_entries: u64,
+}
+
+/// Fault settings of the simulated network.
+#[derive(Debug, Clone)]
+pub struct NetState {
+    /// Directed links that deliver nothing: (from, to).
+    pub blocked: BTreeSet<(NodeId, NodeId)>,
+    /// Chance of dropping each message leg, per mille.
+    pub drop_per_mille: u32,
+    /// One-way delay range, ms (inclusive).
+    pub delay_ms: (u64, u64),
+}
+
+impl NetState {
+    pub const CALM_DELAY: (u64, u64) = (1, 8);
+
+    pub fn calm() -> Self {
+        Self { blocked: BTreeSet::new(), drop_per_mille: 0, delay_ms: Self::CALM_DELAY }
+    }
+}
+
+/// The leader-side state the coordinator's leader task keeps in memory.
+#[derive(Debug, Default)]
+pub struct Driver {
+    pub leading: bool,
+    /// Heartbeat deadline per live session, sim ms.
+    pub deadlines: BTreeMap<SessionId, u64>,
+    /// Sessions that heartbeated this leader since it took over.
+    pub attached: BTreeSet<SessionId>,
+    pub expiring: BTreeSet<SessionId>,
+    pub assign_in_flight: bool,
+    pub timeouts_in_flight: bool,
+}
+
+/// A running incarnation of a node.
+pub struct Running {
+    pub raft: Raft,
+    pub sm: Arc<Mutex<SmState>>,
+    pub driver: Driver,
+}
+
+/// One node: its disk (survives crashes) and the running incarnation, if up.
+pub struct NodeSlot {
+    pub disk: Arc<Mutex<Disk>>,
+    /// Epoch of the running incarnation (equals the disk's while it runs).
+    pub epoch: u64,
+    pub run: Option<Running>,
+}
+
+/// An attempt a worker is executing.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub token: Token,
+    pub finish_at: u64,
+    pub reporting: bool,
+}
+
+/// A simulated worker process.
+#[derive(Debug)]
+pub struct WorkerState {
+    pub name: String,
+    pub capacity: u32,
+    pub session: Option<(SessionId, u64)>,
+    pub registering: bool,
+    /// The node it believes is the leader.
+    pub target: NodeId,
+    pub hb_in_flight: bool,
+    pub next_hb: u64,
+    pub paused_until: u64,
+    pub attempts: BTreeMap<TaskKey, Attempt>,
+    pub seen: BTreeSet<(TaskKey, Token)>,
+    pub next_op: u64,
+}
+
+/// Where the run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    /// Nemesis active, submitters submitting.
+    Workload,
+    /// Everything healed; waiting for the work to finish.
+    Drain,
+    /// Workers, submitters and leader drivers stop starting anything.
+    Stopped,
+}
+
+pub struct World {
+    pub cfg: SimConfig,
+    pub rng: StdRng,
+    trace: blake3::Hasher,
+    line: String,
+    pub trace_events: u64,
+    pub start: tokio::time::Instant,
+    pub stats: Stats,
+    pub net: NetState,
+    pub nodes: BTreeMap<NodeId, NodeSlot>,
+    pub workers: Vec<WorkerState>,
+    pub history: History,
+    /// Highest token recorded in an `assign` event, per task.
+    pub max_token: BTreeMap<TaskKey, Token>,
+    /// Terms in which some node took leadership.
+    pub leader_terms: BTreeSet<u64>,
+    pub phase: Phase,
+    pub clients_done: usize,
+}
+
+impl World {
+    pub fn new(seed: u64, cfg: SimConfig) -> Arc<Mutex<World>> {
+        let nodes = (1..=cfg.nodes as NodeId)
+            .map(|id| (id, NodeSlot { disk: Arc::new(Mutex::new(Disk::default())), epoch: 0, run: None }))
+            .collect();
+        Arc::new(Mutex::new(World {
+            cfg,
+            rng: StdRng::seed_from_u64(seed),
+            trace: blake3::Hasher::new(),
+            line: String::new(),
+            trace_events: 0,
+            start: tokio::time::Instant::now(),
+            stats: Stats::default(),
+            net: NetState::calm(),
+            nodes,
+            workers: Vec::new(),
+            history: History::new(),
+            max_token: BTreeMap::new(),
+            leader_terms: BTreeSet::new(),
+            phase: Phase::Workload,
+            clients_done: 0,
+        }))
+    }
+
+    /// Simulated time since the start, ms.
+    pub fn now_ms(&self) -> u64 {
+        tokio::time::Instant::now().duration_since(self.start).as_millis() as u64
+    }
+
+    /// Fold one event into the trace hash.
+    pub fn trace(&mut self, args: fmt::Arguments<'_>) {
+        self.line.clear();
+        let _ = write!(self.line, "{} ", self.now_ms());
+        let _ = self.line.write_fmt(args);
+        self.line.push('\n');
+        self.trace.update(self.line.as_bytes());
+        self.trace_events += 1;
+    }
+
+    pub fn trace_hex(&self) -> String {
+        self.trace.clone().finalize().to_hex().to_string()
+    }
+
+    pub fn fold_into_trace(&mut self, bytes: &[u8]) {
+        self.trace.update(bytes);
+    }
+
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        self.rng.random_range(lo..=hi)
+    }
+
+    pub fn chance(&mut self, per_mille: u32) -> bool {
+        per_mille > 0 && self.rng.random_range(0..1000) < per_mille
+    }
+
+    /// Whether `node` runs incarnation `epoch`.
+    pub fn is_current(&self, node: NodeId, epoch: u64) -> bool {
+        self.nodes.get(&node).is_some_and(|s| s.run.is_some() && s.epoch == epoch)
+    }
+
+    pub fn is_up(&self, node: NodeId) -> bool {
+        self.nodes.get(&node).is_some_and(|s| s.run.is_some())
+    }
+
+    pub fn running(&self, node: NodeId) -> Option<&Running> {
+        self.nodes.get(&node).and_then(|s| s.run.as_ref())
+    }
+
+    pub fn running_mut(&mut self, node: NodeId) -> Option<&mut Running> {
+        self.nodes.get_mut(&node).and_then(|s| s.run.as_mut())
+    }
+
+    /// Whether a message from `from` to `to` (`None`: a client) gets through the partitions.
+    pub fn link_open(&self, from: Option<NodeId>, to: Option<NodeId>) -> bool {
+        match (from, to) {
+            (Some(a), Some(b)) => !self.net.blocked.contains(&(a, b)),
+            _ => true,
+        }
+    }
+
+    /// Decide one message leg at send time: `Some(delay)` or `None` when it is
+    /// dropped. Draws from the RNG in the same order whatever the outcome.
+    pub fn transmit(&mut self, from: Option<NodeId>, to: Option<NodeId>) -> Option<Duration> {
+        let dropped = self.chance(self.net.drop_per_mille);
+        let (lo, hi) = self.net.delay_ms;
+        let delay = self.range(lo, hi);
+        let up = from.is_none_or(|n| self.is_up(n)) && to.is_none_or(|n| self.is_up(n));
+        if dropped || !up || !self.link_open(from, to) {
+            self.stats.dropped += 1;
+            None
+        } else {
+            Some(Duration::from_millis(delay))
+        }
+    }
+
+    /// The node that is leader by its own metrics, with the highest term.
+    pub fn leader(&self) -> Option<NodeId> {
+        let mut best: Option<(u64, NodeId)> = None;
+        for (id, slot) in &self.nodes {
+            let Some(run) = &slot.run else { continue };
+            let m = run.raft.metrics().borrow().clone();
+            if m.current_leader == Some(*id) && m.state.is_leader() && best.is_none_or(|(t, _)| m.current_term > t) {
+                best = Some((m.current_term, *id));
+            }
+        }
+        best.map(|(_, id)| id)
+    }
+
+    /// A node other than `not`, chosen at random (for clients whose target failed).
+    pub fn other_node(&mut self, not: NodeId) -> NodeId {
+        let n = self.cfg.nodes as u64;
+        let k = self.range(1, n.saturating_sub(1).max(1));
+        ((not - 1 + k) % n) + 1
+    }
+}

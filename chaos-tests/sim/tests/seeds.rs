@@ -1,0 +1,73 @@
+//! Hundreds of seeds, on 3 and 5 nodes: every checker invariant must hold.
+//! `BATON_SIM_SEEDS=A..B` sets the range (run once per cluster size).
+
+mod common;
+
+use std::time::Instant;
+
+use baton_sim::{SimConfig, TABLE_HEADER, table_row};
+
+#[test]
+fn every_seed_passes_every_invariant() {
+    let range = common::seeds(0..100);
+    println!("BATON_SIM_SEEDS={}..{} on 3 and 5 nodes", range.start, range.end);
+    let mut jobs = Vec::new();
+    for nodes in [3, 5] {
+        let config = SimConfig { nodes, ..SimConfig::default() };
+        jobs.extend(range.clone().map(|seed| (config.clone(), seed)));
+    }
+    let started = Instant::now();
+    let outcomes = common::run_all(jobs);
+    println!("{TABLE_HEADER}");
+    for o in &outcomes {
+        println!("{}", table_row(o));
+    }
+    let failed: Vec<_> = outcomes.iter().filter(|o| !o.passed()).collect();
+    println!("{} runs in {:.1}s, {} failed", outcomes.len(), started.elapsed().as_secs_f64(), failed.len());
+    let mut msg = String::new();
+    for o in &failed {
+        msg.push_str(&format!("\nseed {} ({} nodes) violates {:?}\n", o.seed, o.config.nodes, o.failed_invariants()));
+        for v in o.report.violations().take(5) {
+            msg.push_str(&format!("  [{}] {}\n", v.invariant, v.message));
+        }
+        msg.push_str(&format!("  replay: {}\n", o.replay_command()));
+    }
+    assert!(failed.is_empty(), "{} of {} runs failed:{msg}", failed.len(), outcomes.len());
+    // Every run acknowledged work and drained it.
+    for o in &outcomes {
+        assert!(o.summary.acknowledged > 0, "seed {} acknowledged no job; replay: {}", o.seed, o.replay_command());
+    }
+}
+
+/// A sim that injects nothing proves nothing: over a small range, every kind
+/// of fault happened, and the cluster's defences were exercised.
+#[test]
+fn the_sim_exercises_faults() {
+    let mut jobs: Vec<_> = (0..12).map(|seed| (SimConfig::default(), seed)).collect();
+    jobs.extend((0..4).map(|seed| (SimConfig { nodes: 5, ..SimConfig::default() }, seed)));
+    let outcomes = common::run_all(jobs);
+    let sum = |f: &dyn Fn(&baton_sim::Outcome) -> u64| outcomes.iter().map(f).sum::<u64>();
+    let runs = outcomes.len() as u64;
+    let elections = sum(&|o| o.stats.elections);
+    let crashes = sum(&|o| o.stats.crashes);
+    let partitions = sum(&|o| o.stats.partitions);
+    let pauses = sum(&|o| o.stats.pauses);
+    let dropped = sum(&|o| o.stats.dropped);
+    let lost_unsynced = sum(&|o| o.stats.lost_unsynced_entries);
+    let fenced = sum(&|o| o.summary.fenced);
+    let duplicates = sum(&|o| o.summary.duplicates);
+    let infos = sum(&|o| o.summary.infos);
+    println!(
+        "{runs} runs: elections={elections} crashes={crashes} partitions={partitions} pauses={pauses} \
+         dropped={dropped} lost_unsynced={lost_unsynced} fenced={fenced} duplicates={duplicates} infos={infos}"
+    );
+    // More leaderships than runs: failovers happened, not just the first election.
+    assert!(elections > runs, "elections {elections} over {runs} runs");
+    assert!(crashes > 0 && partitions > 0 && pauses > 0 && dropped > 0);
+    assert!(lost_unsynced > 0, "no crash ever lost an unsynced write");
+    assert!(fenced > 0, "no stale report was ever fenced");
+    assert!(infos > 0, "no client ever saw an unknown outcome");
+    for o in &outcomes {
+        assert!(o.passed(), "seed {}: {:?}; replay: {}", o.seed, o.failed_invariants(), o.replay_command());
+    }
+}
