@@ -1,11 +1,13 @@
 # Baton's day-one commands. See README.md.
 #   make dev    - a local 3-node cluster with demo workers running a sharded job
 #   make test   - install missing system packages, then run the whole test suite
+#                 and the chaos smoke profile (real processes, seeded faults)
+#   make chaos  - one chaos run against a local cluster: make chaos ARGS="--nodes 5 --faults partition"
 #   make bench  - print the storage and cluster benchmark figures (docs/benchmarks.md)
 
 CARGO ?= cargo
 
-.PHONY: deps dev test bench fmt
+.PHONY: deps dev test bench fmt chaos chaos-bins chaos-smoke chaos-soak
 
 dev: deps
 	$(CARGO) run -q -p baton-coordinator --bin baton -- dev $(ARGS)
@@ -16,6 +18,20 @@ deps:
 test: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) test --workspace --no-fail-fast
+	$(MAKE) --no-print-directory chaos-smoke
+
+# The chaos harness finds the `baton` binary next to its own.
+chaos-bins:
+	$(CARGO) build -q -p baton-coordinator --bin baton -p baton-chaos --bin baton-chaos
+
+chaos-smoke: deps chaos-bins
+	$(CARGO) run -q -p baton-chaos --bin baton-chaos -- smoke $(ARGS)
+
+chaos: deps chaos-bins
+	$(CARGO) run -q -p baton-chaos --bin baton-chaos -- run $(ARGS)
+
+chaos-soak: deps chaos-bins
+	$(CARGO) run -q -p baton-chaos --bin baton-chaos -- soak $(ARGS)
 
 bench: deps
 	$(CARGO) bench -p baton-raft-store --bench store --profile dev

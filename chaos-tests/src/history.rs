@@ -87,6 +87,14 @@ pub enum Body {
     CompleteFail(CompleteReply),
     /// The complete's outcome is unknown.
     CompleteInfo(CompleteReply),
+    /// A client asked for a job's status (a linearizable read).
+    ReadInvoke(ReadInvoke),
+    /// The read found the job in this status.
+    ReadOk(ReadOk),
+    /// The read answered that no such job exists.
+    ReadNotFound(ReadReply),
+    /// The read failed; it says nothing about the job.
+    ReadFail(SubmitFailure),
     /// A fault was injected or removed.
     Nemesis(Nemesis),
     /// The task table read after heal and drain.
@@ -220,6 +228,49 @@ impl CompleteOutcome {
     pub fn may_have_applied(self) -> bool {
         matches!(self, CompleteOutcome::Ok | CompleteOutcome::Info)
     }
+
+    /// The reply event for op `op` of `worker` with this outcome.
+    pub fn reply(self, worker: &str, op: u64, detail: &str) -> Body {
+        let r = CompleteReply { worker: worker.into(), op, detail: detail.into() };
+        match self {
+            CompleteOutcome::Ok => Body::CompleteOk(r),
+            CompleteOutcome::Duplicate => Body::CompleteDuplicate(r),
+            CompleteOutcome::Fenced => Body::CompleteFenced(r),
+            CompleteOutcome::Fail => Body::CompleteFail(r),
+            CompleteOutcome::Info => Body::CompleteInfo(r),
+        }
+    }
+}
+
+/// A status read of one job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadInvoke {
+    /// The reading process.
+    pub client: String,
+    /// Operation id, unique per client (shared with its submits).
+    pub op: u64,
+    /// The job read.
+    pub job: JobId,
+}
+
+/// A read that found its job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadOk {
+    /// The reading process.
+    pub client: String,
+    /// The op id of the `read_invoke` this answers.
+    pub op: u64,
+    /// The job's status as read.
+    pub status: JobStatus,
+}
+
+/// A read's reply that carries no status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadReply {
+    /// The reading process.
+    pub client: String,
+    /// The op id of the `read_invoke` this answers.
+    pub op: u64,
 }
 
 /// A fault on the timeline.
@@ -401,6 +452,8 @@ macro_rules! into_body {
 into_body!(
     SubmitInvoke => SubmitInvoke,
     SubmitOk => SubmitOk,
+    ReadInvoke => ReadInvoke,
+    ReadOk => ReadOk,
     Assign => Assign,
     CompleteInvoke => CompleteInvoke,
     Nemesis => Nemesis,
@@ -517,15 +570,7 @@ impl History {
 
     /// Record the reply to a `complete_invoke`, of the kind `outcome` names; returns its seq.
     pub fn complete_reply(&mut self, t: u64, worker: &str, op: u64, outcome: CompleteOutcome, detail: &str) -> u64 {
-        let r = CompleteReply { worker: worker.into(), op, detail: detail.into() };
-        let body = match outcome {
-            CompleteOutcome::Ok => Body::CompleteOk(r),
-            CompleteOutcome::Duplicate => Body::CompleteDuplicate(r),
-            CompleteOutcome::Fenced => Body::CompleteFenced(r),
-            CompleteOutcome::Fail => Body::CompleteFail(r),
-            CompleteOutcome::Info => Body::CompleteInfo(r),
-        };
-        self.push(t, body)
+        self.push(t, outcome.reply(worker, op, detail))
     }
 
     /// Record a `nemesis` event; returns its seq.

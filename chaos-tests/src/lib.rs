@@ -1,4 +1,5 @@
-//! Baton's chaos harness: for now, its history format and its history checker.
+//! Baton's chaos harness: real-process runs with seeded faults, the history
+//! they record, and the checker that judges it.
 //!
 //! A chaos run records what clients, workers and the nemesis saw as a
 //! [`History`]: submits and their replies, the attempts workers were granted,
@@ -9,18 +10,22 @@
 //! the job, task, token and event seqs involved. `baton-check` runs the same
 //! check on a saved history file.
 //!
-//! The rest of the harness (the nemeses, the workload that drives a real
-//! cluster, and the deterministic simulation) comes later and will produce
-//! histories in this format.
+//! [`harness`] produces such histories from real `baton` processes: it
+//! starts a local cluster and chaos worker processes, drives a workload,
+//! injects seeded faults (kills, pauses, partitions through network
+//! namespaces, zombie workers, membership changes), heals, drains and merges
+//! what every process recorded. The deterministic tier lives in `baton-sim`.
 //!
 //! What this crate never does: the checker never talks to a cluster, starts a
 //! process or reads a clock. It only reads histories, so any verdict can be
-//! reproduced offline from the saved file.
+//! reproduced offline from the saved file. The harness never decides a
+//! verdict itself; it only records.
 
 #![warn(missing_docs)]
 
 mod checks;
 mod error;
+pub mod harness;
 pub mod history;
 mod report;
 

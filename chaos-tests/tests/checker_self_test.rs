@@ -6,7 +6,8 @@
 mod common;
 
 use baton_chaos::history::{
-    Assign, Body, CompleteReply, FinalJob, FinalShard, JobStatus, NemesisPhase, SubmitFailure, SubmitOk, TaskStatus,
+    Assign, Body, CompleteReply, FinalJob, FinalShard, JobStatus, NemesisPhase, ReadOk, ReadReply, SubmitFailure,
+    SubmitOk, TaskStatus,
 };
 use baton_chaos::{Config, History, Invariant, Report, check};
 use common::{BOUND_MS, LAST_HEAL_T, edited, final_shard, final_state, position, valid_history};
@@ -86,6 +87,39 @@ fn the_valid_history_also_passes_with_the_default_config() {
 fn a_lost_acknowledged_job_is_caught() {
     let h = edited(&valid_history(), |ev| final_state(ev).jobs.retain(|j| j.id != 1));
     assert_caught(&h, &[Invariant::NoLostJobs], &["job 1 ", "c1#1", "not in the final state"], Some(1), None);
+}
+
+#[test]
+fn an_acknowledged_job_read_as_not_found_is_caught() {
+    // The second read of job 2 (after its acknowledgement) answers not found.
+    let h = edited(&valid_history(), |ev| {
+        let i = position(ev, |b| matches!(b, Body::ReadOk(r) if r.op == 4));
+        ev[i].body = Body::ReadNotFound(ReadReply { client: "r1".into(), op: 4 });
+    });
+    assert_caught(&h, &[Invariant::NoLostJobs], &["r1#4", "not found", "job 2"], Some(2), None);
+}
+
+#[test]
+fn a_finished_job_read_as_running_again_is_caught() {
+    let h = edited(&valid_history(), |ev| {
+        let i = position(ev, |b| matches!(b, Body::ReadOk(r) if r.op == 4));
+        ev[i].body = Body::ReadOk(ReadOk { client: "r1".into(), op: 4, status: JobStatus::Running });
+    });
+    assert_caught(
+        &h,
+        &[Invariant::NoLostJobs],
+        &["job 2", "succeeded", "running", "a finished job changed"],
+        Some(2),
+        None,
+    );
+}
+
+#[test]
+fn a_final_state_contradicting_a_finished_read_is_caught() {
+    let h = edited(&valid_history(), |ev| {
+        final_state(ev).jobs.iter_mut().find(|j| j.id == 2).unwrap().status = JobStatus::Cancelled;
+    });
+    assert_caught(&h, &[Invariant::NoLostJobs], &["job 2", "succeeded", "cancelled"], Some(2), None);
 }
 
 #[test]

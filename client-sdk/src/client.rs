@@ -144,6 +144,9 @@ impl Client {
     {
         let started = Instant::now();
         let mut attempt = 0u32;
+        // A write that timed out once may have been applied, whatever a
+        // later attempt answers; the caller must hear "unknown", not "no".
+        let mut maybe_applied = false;
         loop {
             let url = self.target();
             let err = match tokio::time::timeout(self.inner.cfg.rpc_timeout, call(self.channel(&url)?)).await {
@@ -164,8 +167,12 @@ impl Client {
                 }
             };
             if !err.is_retryable() {
+                if maybe_applied && !matches!(err, Error::Fenced(_)) {
+                    return Err(Error::Indeterminate(format!("{err} (an earlier attempt's outcome is unknown)")));
+                }
                 return Err(err);
             }
+            maybe_applied |= write && err.is_indeterminate();
             if started.elapsed() >= self.inner.cfg.deadline {
                 return Err(Error::DeadlineExceeded { elapsed: started.elapsed(), last: Box::new(err) });
             }
@@ -329,20 +336,33 @@ impl Client {
     /// whichever node answers first when `None`.
     pub async fn status(&self, endpoint: Option<&str>) -> Result<proto::StatusResponse, Error> {
         match endpoint {
-            Some(e) => {
-                let ch = self.channel(&normalize(e)?)?;
-                let mut c = ClusterServiceClient::new(ch);
-                let mut req = tonic::Request::new(proto::StatusRequest {});
-                req.set_timeout(self.inner.cfg.rpc_timeout);
-                c.status(req).await.map(|r| r.into_inner()).map_err(|s| Error::from_status(&s, false))
-            }
+            Some(e) => self.status_at(e, false).await,
             None => {
                 self.retry(false, |ch| async move {
-                    ClusterServiceClient::new(ch).status(proto::StatusRequest {}).await.map(|r| r.into_inner())
+                    ClusterServiceClient::new(ch).status(proto::StatusRequest::default()).await.map(|r| r.into_inner())
                 })
                 .await
             }
         }
+    }
+
+    /// The state hash of the node at `endpoint` and the applied index it was
+    /// taken at, read atomically: `(state_hash_index, state_hash)`. Replicas
+    /// at equal indexes must agree. Costs the node a full scan of its table.
+    pub async fn state_hash(&self, endpoint: &str) -> Result<(u64, Vec<u8>), Error> {
+        let s = self.status_at(endpoint, true).await?;
+        Ok((s.state_hash_index, s.state_hash))
+    }
+
+    async fn status_at(&self, endpoint: &str, include_state_hash: bool) -> Result<proto::StatusResponse, Error> {
+        let ch = self.channel(&normalize(endpoint)?)?;
+        let mut req = tonic::Request::new(proto::StatusRequest { include_state_hash });
+        req.set_timeout(self.inner.cfg.rpc_timeout);
+        ClusterServiceClient::new(ch)
+            .status(req)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| Error::from_status(&s, false))
     }
 
     /// The configured endpoints, normalized.

@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::history::{
-    Body, CompleteOutcome, CompleteReply, FinalShard, FinalState, History, JobId, Nemesis, Replica, SubmitFailure,
-    TaskKey, Token,
+    Body, CompleteOutcome, CompleteReply, FinalShard, FinalState, History, JobId, JobStatus, Nemesis, Replica,
+    SubmitFailure, TaskKey, Token,
 };
 
 /// How a submit ended.
@@ -76,6 +76,31 @@ impl CompleteOp<'_> {
     }
 }
 
+/// How a status read ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReadOutcome {
+    Found(JobStatus),
+    NotFound,
+    Fail,
+}
+
+/// A read invoke and its reply, if one was recorded.
+#[derive(Debug)]
+pub(crate) struct ReadOp<'a> {
+    pub client: &'a str,
+    pub op: u64,
+    pub job: JobId,
+    pub invoke_seq: u64,
+    pub reply: Option<(u64, ReadOutcome)>,
+}
+
+impl ReadOp<'_> {
+    /// `read c1#4 of job 7 (invoked at seq 30)`
+    pub fn describe(&self) -> String {
+        format!("read {}#{} of job {} (invoked at seq {})", self.client, self.op, self.job, self.invoke_seq)
+    }
+}
+
 /// A grant a worker observed.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Grant<'a> {
@@ -116,6 +141,7 @@ pub(crate) struct Malformed {
 pub(crate) struct Facts<'a> {
     pub submits: Vec<SubmitOp<'a>>,
     pub completes: Vec<CompleteOp<'a>>,
+    pub reads: Vec<ReadOp<'a>>,
     /// Grants per task, in seq order.
     pub grants: BTreeMap<TaskKey, Vec<Grant<'a>>>,
     /// Every final_state event; the checks use the last.
@@ -131,6 +157,7 @@ impl<'a> Facts<'a> {
         let mut f = Facts::default();
         let mut open_submits: HashMap<(&str, u64), usize> = HashMap::new();
         let mut open_completes: HashMap<(&str, u64), usize> = HashMap::new();
+        let mut open_reads: HashMap<(&str, u64), usize> = HashMap::new();
         for ev in history.events() {
             let seq = ev.seq;
             match &ev.body {
@@ -190,6 +217,21 @@ impl<'a> Facts<'a> {
                 Body::CompleteFenced(r) => f.complete_reply(&open_completes, r, seq, CompleteOutcome::Fenced),
                 Body::CompleteFail(r) => f.complete_reply(&open_completes, r, seq, CompleteOutcome::Fail),
                 Body::CompleteInfo(r) => f.complete_reply(&open_completes, r, seq, CompleteOutcome::Info),
+                Body::ReadInvoke(r) => {
+                    if let Some(&i) = open_reads.get(&(r.client.as_str(), r.op)) {
+                        let first = f.reads[i].invoke_seq;
+                        f.malformed(
+                            format!("client {} reused read op id {} (first invoked at seq {first})", r.client, r.op),
+                            [first, seq],
+                        );
+                        continue;
+                    }
+                    open_reads.insert((&r.client, r.op), f.reads.len());
+                    f.reads.push(ReadOp { client: &r.client, op: r.op, job: r.job, invoke_seq: seq, reply: None });
+                }
+                Body::ReadOk(r) => f.read_reply(&open_reads, &r.client, r.op, seq, ReadOutcome::Found(r.status)),
+                Body::ReadNotFound(r) => f.read_reply(&open_reads, &r.client, r.op, seq, ReadOutcome::NotFound),
+                Body::ReadFail(r) => f.read_reply(&open_reads, &r.client, r.op, seq, ReadOutcome::Fail),
                 Body::Nemesis(n) => f.nemeses.push((seq, ev.t, n)),
                 Body::FinalState(state) => f.finals.push(FinalView { seq, t: ev.t, state }),
                 Body::Replica(r) => f.replicas.push((seq, r)),
@@ -221,6 +263,28 @@ impl<'a> Facts<'a> {
                 self.malformed(msg, [first, seq]);
             }
             None => sub.reply = Some((seq, outcome)),
+        }
+    }
+
+    fn read_reply(
+        &mut self,
+        open: &HashMap<(&str, u64), usize>,
+        client: &str,
+        op: u64,
+        seq: u64,
+        outcome: ReadOutcome,
+    ) {
+        let Some(&i) = open.get(&(client, op)) else {
+            return self
+                .malformed(format!("read reply at seq {seq} answers {client}#{op}, which was never invoked"), [seq]);
+        };
+        let r = &mut self.reads[i];
+        match r.reply {
+            Some((first, _)) => {
+                let msg = format!("{} has two replies (seqs {first} and {seq})", r.describe());
+                self.malformed(msg, [first, seq]);
+            }
+            None => r.reply = Some((seq, outcome)),
         }
     }
 

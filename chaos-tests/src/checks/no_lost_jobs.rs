@@ -2,16 +2,21 @@
 //! were granted, is in the final state under the same id, with the submitted
 //! idempotency key and every one of its shards.
 //!
+//! Status reads are evidence too: a read invoked after a job's submit was
+//! acknowledged must find it, and once a read has seen a job finished, every
+//! later read (and the final state) must see the same final status.
+//!
 //! Whether those shards finished is `liveness_after_heal`'s question: a stuck
 //! job is not a lost one.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::facts::{Facts, SubmitOp};
-use crate::history::{JobId, TaskKey};
+use super::facts::{Facts, ReadOutcome, SubmitOp};
+use crate::history::{JobId, JobStatus, TaskKey};
 use crate::report::InvariantReport;
 
 pub(super) fn check(f: &Facts<'_>, out: &mut InvariantReport) {
+    let finished = check_reads(f, out);
     let Some(fin) = f.final_state() else {
         return super::no_final_state(out, "acknowledged jobs surviving");
     };
@@ -107,9 +112,86 @@ pub(super) fn check(f: &Facts<'_>, out: &mut InvariantReport) {
         }
     }
 
+    for (job, (status, seq)) in finished {
+        if let Some(fj) = fin.state.job(job)
+            && fj.status != status
+        {
+            out.flag(format!(
+                "job {job} was read as {} at seq {seq}, but the final state (seq {}) says {}",
+                status.name(),
+                fin.seq,
+                fj.status.name()
+            ))
+            .job(job)
+            .seqs([seq, fin.seq]);
+        }
+    }
+
     out.note(format!(
         "{} acknowledged jobs and {} granted tasks checked against the final state",
         acked.len(),
         f.grants.len()
     ));
+}
+
+/// Reads against acknowledgements and against earlier reads. Returns, per
+/// job, the first finished status read and the seq of that reply.
+fn check_reads(f: &Facts<'_>, out: &mut InvariantReport) -> BTreeMap<JobId, (JobStatus, u64)> {
+    let mut first_ack: BTreeMap<JobId, (u64, &SubmitOp<'_>)> = BTreeMap::new();
+    for s in &f.submits {
+        if let (Some(job), Some(seq)) = (s.acked_job(), s.reply_seq()) {
+            let e = first_ack.entry(job).or_insert((seq, s));
+            if seq < e.0 {
+                *e = (seq, s);
+            }
+        }
+    }
+    let mut finished: BTreeMap<JobId, (JobStatus, u64)> = BTreeMap::new();
+    let mut reads: Vec<_> = f.reads.iter().filter_map(|r| r.reply.map(|(seq, o)| (r, seq, o))).collect();
+    reads.sort_by_key(|r| r.0.invoke_seq);
+    for (r, reply_seq, outcome) in reads {
+        if outcome == ReadOutcome::NotFound
+            && let Some(&(ack_seq, s)) = first_ack.get(&r.job)
+            && ack_seq < r.invoke_seq
+        {
+            out.flag(format!(
+                "{} answered not found at seq {reply_seq}, but {} was acknowledged as job {} at seq {ack_seq}",
+                r.describe(),
+                s.describe(),
+                r.job
+            ))
+            .job(r.job)
+            .seqs([ack_seq, r.invoke_seq, reply_seq]);
+        }
+        if let Some(&(done, done_seq)) = finished.get(&r.job)
+            && done_seq < r.invoke_seq
+        {
+            let now = match outcome {
+                ReadOutcome::Found(st) if st == done => None,
+                ReadOutcome::Found(st) => Some(st.name()),
+                ReadOutcome::NotFound => Some("not found"),
+                ReadOutcome::Fail => None,
+            };
+            if let Some(now) = now {
+                out.flag(format!(
+                    "job {} was read as {} at seq {done_seq}, then {} by {}: a finished job changed",
+                    r.job,
+                    done.name(),
+                    now,
+                    r.describe()
+                ))
+                .job(r.job)
+                .seqs([done_seq, r.invoke_seq, reply_seq]);
+            }
+        }
+        if let ReadOutcome::Found(st) = outcome
+            && st.is_terminal()
+        {
+            finished.entry(r.job).or_insert((st, reply_seq));
+        }
+    }
+    if !f.reads.is_empty() {
+        out.note(format!("{} status reads checked against acknowledgements and finished states", f.reads.len()));
+    }
+    finished
 }

@@ -37,9 +37,10 @@ pub(super) fn check(f: &Facts<'_>, out: &mut InvariantReport) {
     let unanswered_completes = f.completes.iter().filter(|c| c.reply.is_none()).count();
     out.note(format!(
         "{} submits ({unanswered_submits} without reply, treated as info), {} completes ({unanswered_completes} \
-         without reply), {} grants",
+         without reply), {} grants, {} reads",
         f.submits.len(),
         f.completes.len(),
-        f.grants.values().map(Vec::len).sum::<usize>()
+        f.grants.values().map(Vec::len).sum::<usize>(),
+        f.reads.len()
     ));
 }

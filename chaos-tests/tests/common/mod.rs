@@ -5,8 +5,8 @@
 
 use baton_chaos::History;
 use baton_chaos::history::{
-    Body, CompleteOutcome, Event, FinalJob, FinalShard, FinalState, JobStatus, NemesisOutcome, NemesisPhase, TaskKey,
-    TaskStatus,
+    Body, CompleteOutcome, Event, FinalJob, FinalShard, FinalState, JobStatus, NemesisOutcome, NemesisPhase,
+    ReadInvoke, ReadOk, ReadReply, TaskKey, TaskStatus,
 };
 
 /// The liveness bound the tests check with.
@@ -42,6 +42,8 @@ fn succeeded(shard: u32, token: u64, result: &str) -> FinalShard {
 /// - key k-delta: info, never created; key k-epsilon: refused (fail), never created;
 /// - job 4: its shard runs out of attempts (dead); job 5 is cancelled before any grant;
 /// - a partition, a leader kill and a worker pause, all healed;
+/// - reads: job 1 read while running, job 2 read as succeeded twice, and a
+///   read of job 9 (never submitted) answered not found;
 /// - two replicas agree at index 40, a third lags at 38.
 pub fn valid_history() -> History {
     use CompleteOutcome as C;
@@ -53,6 +55,10 @@ pub fn valid_history() -> History {
     h.submit_invoke(200, "c1", 1, "k-alpha", 2);
     h.submit_invoke(210, "c2", 1, "k-beta", 1);
     h.submit_ok(400, "c1", 1, 1);
+    h.push(450, ReadInvoke { client: "r1".into(), op: 1, job: 1 });
+    h.push(460, ReadOk { client: "r1".into(), op: 1, status: JobStatus::Queued });
+    h.push(470, ReadInvoke { client: "r1".into(), op: 2, job: 9 });
+    h.push(480, Body::ReadNotFound(ReadReply { client: "r1".into(), op: 2 }));
     h.assign(500, "w1", task(1, 0), 10);
     h.assign(510, "w1", task(1, 1), 11);
     h.submit_info(1_200, "c2", 1, "deadline exceeded");
@@ -77,6 +83,10 @@ pub fn valid_history() -> History {
     h.assign(4_100, "w2", task(2, 0), 12); // redelivered after w2 reconnected
     h.complete_invoke(4_200, "w2", 2, task(2, 0), 12, "b0");
     h.complete_reply(4_250, "w2", 2, C::Duplicate, "");
+    h.push(4_260, ReadInvoke { client: "r1".into(), op: 3, job: 2 });
+    h.push(4_270, ReadOk { client: "r1".into(), op: 3, status: JobStatus::Succeeded });
+    h.push(4_280, ReadInvoke { client: "r1".into(), op: 4, job: 2 });
+    h.push(4_290, ReadOk { client: "r1".into(), op: 4, status: JobStatus::Succeeded });
     h.submit_invoke(4_300, "c2", 3, "k-delta", 1);
     h.submit_info(4_800, "c2", 3, "deadline exceeded");
     h.submit_invoke(4_900, "c1", 3, "k-epsilon", 1);

@@ -51,7 +51,21 @@ impl Cluster {
 
 #[tonic::async_trait]
 impl ClusterService for Cluster {
-    async fn status(&self, _req: Request<proto::StatusRequest>) -> Result<Response<proto::StatusResponse>, Status> {
+    async fn status(&self, req: Request<proto::StatusRequest>) -> Result<Response<proto::StatusResponse>, Status> {
+        let (state_hash, state_hash_index) = if req.into_inner().include_state_hash {
+            // One read lock covers both, so the hash is exactly the state at that index.
+            let reader = self.ctx.reader.clone();
+            let (index, hash) = tokio::task::spawn_blocking(move || {
+                reader
+                    .read(|core, kv| (core.meta.last_applied.map_or(0, |l| l.index), baton_raft_store::state_hash(kv)))
+            })
+            .await
+            .map_err(|e| Status::internal(format!("state hash task failed: {e}")))?;
+            let hash = hash.map_err(|e| Status::internal(format!("state hash: {e}")))?;
+            (hash.to_vec(), index)
+        } else {
+            (Vec::new(), 0)
+        };
         let m = self.ctx.raft.metrics().borrow().clone();
         let committed = self.ctx.raft.with_raft_state(|st| st.committed).await.ok().flatten();
         let last_log = m.last_log_index.unwrap_or(0);
@@ -94,6 +108,8 @@ impl ClusterService for Cluster {
             replication,
             live_workers,
             live_tasks,
+            state_hash,
+            state_hash_index,
         }))
     }
 

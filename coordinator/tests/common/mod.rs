@@ -158,7 +158,7 @@ impl Cluster {
 
     pub async fn status(&self, id: u64) -> Option<proto::StatusResponse> {
         let mut c = self.cluster(id).await;
-        c.status(proto::StatusRequest {}).await.ok().map(|r| r.into_inner())
+        c.status(proto::StatusRequest::default()).await.ok().map(|r| r.into_inner())
     }
 
     /// Wait until every live node reports the same leader, which is live.
