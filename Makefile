@@ -4,10 +4,11 @@
 #                 and the chaos smoke profile (real processes, seeded faults)
 #   make chaos  - one chaos run against a local cluster: make chaos ARGS="--nodes 5 --faults partition"
 #   make bench  - print the storage and cluster benchmark figures (docs/benchmarks.md)
+#   make compare - Baton vs etcd vs NATS JetStream, one run, ratio table (ARGS=--quick for a short run)
 
 CARGO ?= cargo
 
-.PHONY: deps dev test bench fmt chaos chaos-bins chaos-smoke chaos-soak
+.PHONY: deps dev test bench fmt compare chaos chaos-bins chaos-smoke chaos-soak
 
 dev: deps
 	$(CARGO) run -q -p baton-coordinator --bin baton -- dev $(ARGS)
@@ -36,3 +37,6 @@ chaos-soak: deps chaos-bins
 bench: deps
 	$(CARGO) bench -p baton-raft-store --bench store --profile dev
 	$(CARGO) bench -p baton-coordinator --bench cluster --profile dev
+
+compare: deps
+	./chaos-tests/bench/compare.sh $(ARGS)
