@@ -32,6 +32,9 @@ struct Args {
     /// With --seed: print the checker's full report.
     #[arg(long)]
     report: bool,
+    /// Print every simulated event (the trace) to stderr.
+    #[arg(long)]
+    trace: bool,
 }
 
 fn parse_nodes(s: &str) -> Result<usize, String> {
@@ -65,6 +68,9 @@ fn main() -> ExitCode {
             }
             if args.report || !o.passed() {
                 print!("{}", o.report.render_text());
+            }
+            for v in &o.sim_violations {
+                println!("sim violation: {v}");
             }
             println!("verdict: {} ({:.2}s wall)", o.verdict(), started.elapsed().as_secs_f64());
             if o.passed() {
@@ -101,6 +107,9 @@ fn main() -> ExitCode {
             );
             for o in &failed {
                 println!("seed {} failed {:?}; replay: {}", o.seed, o.failed_invariants(), o.replay_command());
+                for v in &o.sim_violations {
+                    println!("  sim violation: {v}");
+                }
             }
             if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }

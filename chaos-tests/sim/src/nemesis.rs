@@ -45,7 +45,7 @@ fn install(w: &mut World) -> Option<(&'static str, Fault, String)> {
     let leader = w.leader();
     let kind = w.range(0, 99);
     Some(match kind {
-        0..=14 => {
+        0..=12 => {
             // Random halves: a minority side of 1..=n/2 nodes.
             let size = w.range(1, n / 2);
             let mut minority = BTreeSet::new();
@@ -57,14 +57,14 @@ fn install(w: &mut World) -> Option<(&'static str, Fault, String)> {
             w.stats.partitions += 1;
             ("partition-halves", Fault::Partition, format!("{minority:?} | {majority:?}"))
         }
-        15..=29 => {
+        13..=25 => {
             let l = leader.unwrap_or(1);
             let rest: BTreeSet<NodeId> = all.iter().copied().filter(|x| *x != l).collect();
             block_between(w, &BTreeSet::from([l]), &rest);
             w.stats.partitions += 1;
             ("isolate-leader", Fault::Partition, format!("n{l} alone"))
         }
-        30..=39 => {
+        26..=35 => {
             // One-way: the leader's outbound links are cut (it hears everyone,
             // nobody hears it), or one node stops receiving from another.
             let detail = if w.chance(500) {
@@ -82,12 +82,20 @@ fn install(w: &mut World) -> Option<(&'static str, Fault, String)> {
             w.stats.partitions += 1;
             ("partition-one-way", Fault::Partition, detail)
         }
-        40..=59 => {
+        36..=55 => {
             let down = w.nodes.values().filter(|s| s.run.is_none()).count();
             if down >= (n as usize - 1) / 2 {
                 return None;
             }
+            // Prefer a node caught with unsynced writes (see `run`), else often the leader.
+            let dirty: Vec<NodeId> = w
+                .nodes
+                .iter()
+                .filter(|(_, s)| s.run.is_some() && s.disk.lock().unwrap().pending_len() > 0)
+                .map(|(id, _)| *id)
+                .collect();
             let target = match leader {
+                _ if !dirty.is_empty() && w.chance(700) => dirty[w.range(0, dirty.len() as u64 - 1) as usize],
                 Some(l) if w.chance(600) => l,
                 _ => w.range(1, n),
             };
@@ -96,7 +104,7 @@ fn install(w: &mut World) -> Option<(&'static str, Fault, String)> {
             }
             ("crash", Fault::Crash(vec![target]), format!("n{target}"))
         }
-        60..=66 => {
+        56..=62 => {
             // Power loss: every node at once.
             let mut crashed = Vec::new();
             for id in 1..=n {
@@ -106,11 +114,11 @@ fn install(w: &mut World) -> Option<(&'static str, Fault, String)> {
             }
             ("power-loss", Fault::Crash(crashed), "all nodes".into())
         }
-        67..=79 => {
+        63..=72 => {
             w.net.drop_per_mille = w.range(50, 300) as u32;
             ("drop", Fault::Net, format!("{} per mille", w.net.drop_per_mille))
         }
-        80..=89 => {
+        73..=82 => {
             // Up to 45 ms one way: replies overtake each other, and some
             // round trips exceed openraft's heartbeat-interval RPC timeout.
             let hi = w.range(15, 45);
@@ -121,7 +129,7 @@ fn install(w: &mut World) -> Option<(&'static str, Fault, String)> {
             // A worker pauses (GC, SIGSTOP) while holding an attempt, past its lease.
             let now = w.now_ms();
             let holders: Vec<usize> = (0..w.workers.len())
-                .filter(|i| !w.workers[*i].attempts.is_empty() && w.workers[*i].paused_until <= now)
+                .filter(|i| w.workers[*i].attempts.values().any(|a| !a.reporting) && w.workers[*i].paused_until <= now)
                 .collect();
             if holders.is_empty() {
                 return None;
@@ -129,6 +137,8 @@ fn install(w: &mut World) -> Option<(&'static str, Fault, String)> {
             let i = holders[w.range(0, holders.len() as u64 - 1) as usize];
             let pause = w.cfg.ttl_ms + w.range(800, 3_000);
             w.workers[i].paused_until = now + pause;
+            w.workers[i].zombie =
+                w.workers[i].attempts.iter().filter(|(_, a)| !a.reporting).map(|(k, a)| (*k, a.token)).collect();
             w.stats.pauses += 1;
             let name = w.workers[i].name.clone();
             ("pause-worker", Fault::Pause, format!("{name} for {pause} ms"))
@@ -158,8 +168,27 @@ async fn heal(world: &Arc<Mutex<World>>, name: &str, fault: Fault, detail: &str)
 /// Run `steps` faults, one after another.
 pub async fn run(world: Arc<Mutex<World>>, steps: usize) {
     for _ in 0..steps {
-        let gap = world.lock().unwrap().range(200, 1_200);
+        let (gap, hunt) = {
+            let mut w = world.lock().unwrap();
+            (w.range(200, 1_200), w.chance(500))
+        };
         tokio::time::sleep(Duration::from_millis(gap)).await;
+        if hunt {
+            // Wait (up to 300 ms) for a moment when some node has written but
+            // not yet synced, so that a crash now can lose unsynced writes.
+            for _ in 0..300 {
+                let dirty = world
+                    .lock()
+                    .unwrap()
+                    .nodes
+                    .values()
+                    .any(|s| s.run.is_some() && s.disk.lock().unwrap().pending_len() > 0);
+                if dirty {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
         let installed = {
             let mut w = world.lock().unwrap();
             let f = install(&mut w);

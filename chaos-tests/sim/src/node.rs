@@ -113,9 +113,11 @@ pub fn crash(w: &mut World, id: NodeId) -> bool {
 /// The fsync thread: a seeded latency after each request, then everything
 /// queued becomes durable and the flush callbacks fire.
 async fn syncer(world: Arc<Mutex<World>>, store: SimLogStore) {
+    // Each incarnation gets a fast or a slow disk.
+    let (lo, hi) = if world.lock().unwrap().chance(500) { (1, 4) } else { (5, 20) };
     loop {
         store.sync_kick.notified().await;
-        let latency = world.lock().unwrap().range(1, 6);
+        let latency = world.lock().unwrap().range(lo, hi);
         tokio::time::sleep(Duration::from_millis(latency)).await;
         let mut d = store.disk.lock().unwrap();
         if d.epoch != store.epoch {

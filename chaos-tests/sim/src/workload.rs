@@ -113,6 +113,7 @@ pub fn new_worker(w: &mut World, i: usize) -> WorkerState {
         attempts: BTreeMap::new(),
         seen: BTreeSet::new(),
         next_op: 0,
+        zombie: BTreeSet::new(),
     }
 }
 
@@ -216,13 +217,16 @@ async fn send_heartbeat(world: Arc<Mutex<World>>, i: usize, session: SessionId) 
             if !newer {
                 // A grant older than one already delivered elsewhere: it is
                 // stale, and recording it would put tokens out of order.
+                w.stats.stale_deliveries += 1;
                 continue;
             }
             w.max_token.insert(*task, *token);
             let name = w.workers[i].name.clone();
             w.history.assign(now, &name, baton_chaos::history::TaskKey::new(task.job, task.shard), *token);
             let run_ms = w.range(exec.0, exec.1);
-            w.workers[i].attempts.insert(*task, Attempt { token: *token, finish_at: now + run_ms, reporting: false });
+            w.workers[i]
+                .attempts
+                .insert(*task, Attempt { token: *token, session, finish_at: now + run_ms, reporting: false });
         }
     }
     let ws = &mut w.workers[i];
@@ -242,16 +246,20 @@ async fn send_heartbeat(world: Arc<Mutex<World>>, i: usize, session: SessionId) 
 }
 
 async fn report(world: Arc<Mutex<World>>, i: usize, task: TaskKey, token: Token) {
-    let (target, name, op, result) = {
+    let (target, name, op, result, ended) = {
         let mut w = world.lock().unwrap();
         let t = w.now_ms();
+        // If the attempt's session has already ended on some replica, that end is
+        // committed before this report can be, so the report must not commit.
+        let session = w.workers[i].attempts.get(&task).map(|a| a.session);
+        let ended = session.and_then(|s| Some((s, w.session_ended_on(s)?)));
         let ws = &mut w.workers[i];
         ws.next_op += 1;
         let (name, op, target) = (ws.name.clone(), ws.next_op, ws.target);
         let result = format!("{name}:{}/{}@{token}", task.job, task.shard);
         let hk = baton_chaos::history::TaskKey::new(task.job, task.shard);
         w.history.complete_invoke(t, &name, op, hk, token, &result);
-        (target, name, op, result)
+        (target, name, op, result, ended)
     };
     let cmd = Command::CompleteTask { task, token, result: serde_bytes::ByteBuf::from(result.into_bytes()) };
     let reply = client_write(&world, target, cmd).await;
@@ -271,6 +279,18 @@ async fn report(world: Arc<Mutex<World>>, i: usize, task: TaskKey, token: Token)
         ClientReply::Unknown(e) => (CompleteOutcome::Info, e.clone(), false),
     };
     w.history.complete_reply(t, &name, op, outcome, &detail);
+    if let Some((session, node)) = ended
+        && outcome == CompleteOutcome::Ok
+    {
+        w.violations.push(format!(
+            "{name}'s report of task {task} token {token} (op {op}) was accepted although its session {session} had \
+             already ended (applied on node {node}) when the report was sent; it must be fenced"
+        ));
+    }
+    if done && w.workers[i].zombie.remove(&(task, token)) {
+        w.stats.zombie_reports += 1;
+        w.stats.zombie_fenced += u64::from(outcome == CompleteOutcome::Fenced);
+    }
     let next = retarget(&mut w, target, &reply);
     let ws = &mut w.workers[i];
     ws.target = next;

@@ -36,6 +36,11 @@ pub struct Stats {
     pub delivered: u64,
     /// Log entries appended but not yet synced when their node crashed.
     pub lost_unsynced_entries: u64,
+    /// Reports a worker sent, after a pause, for attempts it held when paused; and how many were fenced.
+    pub zombie_reports: u64,
+    pub zombie_fenced: u64,
+    /// Grant deliveries dropped because a newer token for the task had already been delivered.
+    pub stale_deliveries: u64,
 }
 
 /// Fault settings of the simulated network.
@@ -89,6 +94,8 @@ pub struct NodeSlot {
 #[derive(Debug, Clone)]
 pub struct Attempt {
     pub token: Token,
+    /// The session the attempt was granted to.
+    pub session: SessionId,
     pub finish_at: u64,
     pub reporting: bool,
 }
@@ -108,6 +115,8 @@ pub struct WorkerState {
     pub attempts: BTreeMap<TaskKey, Attempt>,
     pub seen: BTreeSet<(TaskKey, Token)>,
     pub next_op: u64,
+    /// Attempts held when the worker was last paused: its reports of these are zombie reports.
+    pub zombie: BTreeSet<(TaskKey, Token)>,
 }
 
 /// Where the run is.
@@ -139,6 +148,8 @@ pub struct World {
     pub leader_terms: BTreeSet<u64>,
     pub phase: Phase,
     pub clients_done: usize,
+    /// Breaches the sim itself saw, beyond what the history shows the checker.
+    pub violations: Vec<String>,
 }
 
 impl World {
@@ -162,6 +173,7 @@ impl World {
             leader_terms: BTreeSet::new(),
             phase: Phase::Workload,
             clients_done: 0,
+            violations: Vec::new(),
         }))
     }
 
@@ -176,6 +188,9 @@ impl World {
         let _ = write!(self.line, "{} ", self.now_ms());
         let _ = self.line.write_fmt(args);
         self.line.push('\n');
+        if self.cfg.print_trace {
+            eprint!("{}", self.line);
+        }
         self.trace.update(self.line.as_bytes());
         self.trace_events += 1;
     }
@@ -234,6 +249,15 @@ impl World {
         } else {
             Some(Duration::from_millis(delay))
         }
+    }
+
+    /// A running node whose applied state shows `session` ended (so its end is committed).
+    pub fn session_ended_on(&self, session: SessionId) -> Option<NodeId> {
+        self.nodes.iter().find_map(|(id, s)| {
+            let sm = s.run.as_ref()?.sm.lock().unwrap();
+            let ended = session < sm.core.meta.next_session && !sm.core.idx.sessions.contains_key(&session);
+            ended.then_some(*id)
+        })
     }
 
     /// The node that is leader by its own metrics, with the highest term.

@@ -1,5 +1,6 @@
 //! Hundreds of seeds, on 3 and 5 nodes: every checker invariant must hold.
-//! `BATON_SIM_SEEDS=A..B` sets the range (run once per cluster size).
+//! `BATON_SIM_SEEDS=A..B` sets the range (default `0..250`), run once per
+//! cluster size.
 
 mod common;
 
@@ -9,7 +10,7 @@ use baton_sim::{SimConfig, TABLE_HEADER, table_row};
 
 #[test]
 fn every_seed_passes_every_invariant() {
-    let range = common::seeds(0..100);
+    let range = common::seeds(0..250);
     println!("BATON_SIM_SEEDS={}..{} on 3 and 5 nodes", range.start, range.end);
     let mut jobs = Vec::new();
     for nodes in [3, 5] {
@@ -29,6 +30,9 @@ fn every_seed_passes_every_invariant() {
         msg.push_str(&format!("\nseed {} ({} nodes) violates {:?}\n", o.seed, o.config.nodes, o.failed_invariants()));
         for v in o.report.violations().take(5) {
             msg.push_str(&format!("  [{}] {}\n", v.invariant, v.message));
+        }
+        for v in o.sim_violations.iter().take(5) {
+            msg.push_str(&format!("  [sim] {v}\n"));
         }
         msg.push_str(&format!("  replay: {}\n", o.replay_command()));
     }
@@ -57,17 +61,29 @@ fn the_sim_exercises_faults() {
     let fenced = sum(&|o| o.summary.fenced);
     let duplicates = sum(&|o| o.summary.duplicates);
     let infos = sum(&|o| o.summary.infos);
+    let zombie_reports = sum(&|o| o.stats.zombie_reports);
+    let zombie_fenced = sum(&|o| o.stats.zombie_fenced);
     println!(
         "{runs} runs: elections={elections} crashes={crashes} partitions={partitions} pauses={pauses} \
-         dropped={dropped} lost_unsynced={lost_unsynced} fenced={fenced} duplicates={duplicates} infos={infos}"
+         dropped={dropped} lost_unsynced={lost_unsynced} fenced={fenced} duplicates={duplicates} infos={infos} \
+         zombie_fenced={zombie_fenced}/{zombie_reports}"
     );
     // More leaderships than runs: failovers happened, not just the first election.
     assert!(elections > runs, "elections {elections} over {runs} runs");
     assert!(crashes > 0 && partitions > 0 && pauses > 0 && dropped > 0);
     assert!(lost_unsynced > 0, "no crash ever lost an unsynced write");
     assert!(fenced > 0, "no stale report was ever fenced");
+    assert!(zombie_fenced > 0, "no paused worker's stale report was fenced ({zombie_reports} zombie reports)");
+    assert!(duplicates > 0, "no retried report was ever answered duplicate");
     assert!(infos > 0, "no client ever saw an unknown outcome");
     for o in &outcomes {
-        assert!(o.passed(), "seed {}: {:?}; replay: {}", o.seed, o.failed_invariants(), o.replay_command());
+        assert!(
+            o.passed(),
+            "seed {}: {:?} {:?}; replay: {}",
+            o.seed,
+            o.failed_invariants(),
+            o.sim_violations,
+            o.replay_command()
+        );
     }
 }
