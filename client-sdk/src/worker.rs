@@ -258,21 +258,37 @@ impl Worker {
         let (progress_tx, mut progress_rx) = mpsc::channel::<proto::WorkerMessage>(256);
         tokio::pin!(shutdown);
         let mut attempt = 0u32;
+        let mut silent: Option<String> = None;
         loop {
             if rt.draining_since.is_some() && rt.running.is_empty() && rt.unacked.is_empty() && rt.session.is_none() {
                 return Ok(rt.stats);
             }
             let url = rt.leader.take().unwrap_or_else(|| {
                 rt.next_url += 1;
-                rt.w.urls[rt.next_url % rt.w.urls.len()].clone()
+                let mut u = &rt.w.urls[rt.next_url % rt.w.urls.len()];
+                // Do not go straight back to the node that just went silent.
+                if Some(u) == silent.as_ref() && rt.w.urls.len() > 1 {
+                    rt.next_url += 1;
+                    u = &rt.w.urls[rt.next_url % rt.w.urls.len()];
+                }
+                u.clone()
             });
+            silent = None;
             match rt.session_once(&url, &mut shutdown, &done_tx, &mut done_rx, &progress_tx, &mut progress_rx).await {
                 Ok(true) => return Ok(rt.stats),
                 Ok(false) => attempt = 0,
                 Err(e) => {
                     tracing::debug!(error = %e, url = %url, "worker session failed; reconnecting");
+                    if matches!(e, Error::Unavailable(_)) {
+                        silent = Some(url);
+                    }
                     attempt += 1;
                 }
+            }
+            // Reconnecting can outlast the lease: fence here too, not only
+            // on a live stream's heartbeat tick.
+            if rt.session.is_some() && rt.last_ack.elapsed() > rt.fence_after() {
+                rt.self_fence();
             }
             rt.reap();
             let wait = Duration::from_millis(rand::random_range(0..=(20u64 << attempt.min(5))));
@@ -306,6 +322,14 @@ impl Runtime {
     fn start_drain(&mut self) {
         tracing::info!(worker = %self.w.name, running = self.running.len(), "draining before shutdown");
         self.draining_since = Some(Instant::now());
+    }
+
+    /// How long the stream may go without a heartbeat ack before the worker
+    /// gives up on this node and reattaches elsewhere: a leader that is
+    /// stalled (not dead) keeps the TCP connection open, and a new leader
+    /// only keeps the session for one TTL after taking over.
+    fn reconnect_after(&self) -> Duration {
+        (self.hb_every * 2).max(self.ttl / 3)
     }
 
     /// The self-fencing deadline: TTL minus a fifth of it.
@@ -452,11 +476,14 @@ impl Runtime {
             resume_epoch,
         };
         let _ = tx.send(proto::WorkerMessage { msg: Some(In::Register(register)) }).await;
-        let mut inbound =
-            match WorkerServiceClient::new(ch).session(tokio_stream::wrappers::ReceiverStream::new(rx)).await {
-                Ok(r) => r.into_inner(),
-                Err(s) => return Err(self.stream_error(&s)),
-            };
+        // A stalled node accepts the connection but never answers: bound the wait.
+        let mut svc = WorkerServiceClient::new(ch);
+        let open = svc.session(tokio_stream::wrappers::ReceiverStream::new(rx));
+        let mut inbound = match tokio::time::timeout(self.reconnect_after(), open).await {
+            Ok(Ok(r)) => r.into_inner(),
+            Ok(Err(s)) => return Err(self.stream_error(&s)),
+            Err(_) => return Err(Error::Unavailable(format!("{url} did not open a session in time"))),
+        };
         let mut hb = tokio::time::interval(self.hb_every);
         let mut seq = 0u64;
         let mut deregistering = false;
@@ -465,6 +492,12 @@ impl Runtime {
                 _ = hb.tick() => {
                     if self.session.is_some() && self.last_ack.elapsed() > self.fence_after() {
                         self.self_fence();
+                    }
+                    if self.session.is_some() && self.last_ack.elapsed() > self.reconnect_after() {
+                        return Err(Error::Unavailable(format!(
+                            "no heartbeat ack from {url} for {:?}; reattaching elsewhere",
+                            self.last_ack.elapsed()
+                        )));
                     }
                     self.reap();
                     if let Some(since) = self.draining_since

@@ -372,3 +372,53 @@ async fn a_handler_that_ignores_cancellation_is_abandoned_and_not_reported() {
     assert_eq!(stats.abandoned, 1, "{stats:?}");
     assert_eq!(stats.completed, 1, "{stats:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_on_a_stalled_leader_reattaches_to_the_new_leader_and_keeps_its_attempt() {
+    // A leader stalled by SIGSTOP keeps its TCP connections open, so the
+    // worker only sees silence. It must reattach to the new leader within the
+    // fresh TTL that leader grants on takeover; otherwise its session expires
+    // and its running attempt is thrown away.
+    let _g = SERIAL.lock().await;
+    let c = Cluster::start(3, Opts { ttl_ms: 3_000, heartbeat_ms: 300, ..Opts::default() });
+    let leader = c.wait_leader(SECS(15)).await;
+    let worker = Worker::builder()
+        .endpoints(c.endpoints())
+        .name("steady")
+        .handler(|_ctx: baton_client::TaskContext| async move {
+            tokio::time::sleep(SECS(4)).await;
+            Ok(b"done".to_vec())
+        })
+        .build()
+        .unwrap();
+    let _w = tokio::spawn(worker.run(futures::future::pending()));
+    let others: Vec<String> = c.ports.keys().filter(|id| **id != leader).map(|id| c.api(*id)).collect();
+    let mut cfg = ClientConfig::new(others);
+    cfg.deadline = SECS(30);
+    cfg.rpc_timeout = SECS(2);
+    let cl = Client::new(cfg).unwrap();
+    let job_id = cl.submit(job(1)).await.unwrap().job_id;
+    let deadline = Instant::now() + SECS(10);
+    while cl.get(job_id).await.unwrap().counts.unwrap().running == 0 {
+        assert!(Instant::now() < deadline, "the shard never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.signal(leader, libc::SIGSTOP);
+    let deadline = Instant::now() + SECS(20);
+    let done = loop {
+        let j = cl.get(job_id).await.unwrap();
+        if j.finished_ms != 0 {
+            break j;
+        }
+        if Instant::now() > deadline {
+            c.signal(leader, libc::SIGCONT);
+            panic!("the job did not finish while the old leader was stalled: {j:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    c.signal(leader, libc::SIGCONT);
+    assert_eq!(done.status, proto::JobStatus::Succeeded as i32);
+    let r = cl.results(job_id).await.unwrap();
+    assert_eq!(r[0].attempts, 1, "the running attempt was kept across the failover, not redone: {r:?}");
+    assert_eq!(r[0].result, b"done".to_vec());
+}

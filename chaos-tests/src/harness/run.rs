@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use baton_client::{Client, ClientConfig, proto};
 use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
@@ -511,8 +512,15 @@ pub async fn run(opts: &RunOpts, worker_exe: PathBuf) -> Result<RunSummary> {
     let mut nemeses: BTreeMap<String, u32> = BTreeMap::new();
     let until = start_us + opts.duration_ms * 1000;
     tokio::time::sleep(Duration::from_millis(1_000)).await;
+    // Rounds of every fault in a seeded order, so that a short run still
+    // exercises each one it was given.
+    let mut round: Vec<Fault> = Vec::new();
     while !faults.is_empty() && mono_us() < until {
-        let fault = faults[h.rng.random_range(0..faults.len())];
+        if round.is_empty() {
+            round = faults.clone();
+            round.shuffle(&mut h.rng);
+        }
+        let fault = round.pop().expect("refilled above");
         let started = h.now_ms();
         let (undo, outcome) = match h.inject(fault).await {
             Ok((undo, detail)) => {

@@ -119,18 +119,25 @@ impl State {
             resume_epoch,
         };
         tx.send(proto::WorkerMessage { msg: Some(In::Register(register)) }).await?;
-        let mut inbound =
-            match WorkerServiceClient::new(ch).session(tokio_stream::wrappers::ReceiverStream::new(rx)).await {
-                Ok(r) => r.into_inner(),
-                Err(s) => {
-                    self.on_error(&s);
-                    anyhow::bail!("session refused: {s}");
-                }
-            };
+        // A stalled node accepts the connection but never answers: bound the wait.
+        let mut svc = WorkerServiceClient::new(ch);
+        let open = svc.session(tokio_stream::wrappers::ReceiverStream::new(rx));
+        let mut inbound = match tokio::time::timeout(Duration::from_millis(600), open).await {
+            Ok(Ok(r)) => r.into_inner(),
+            Ok(Err(s)) => {
+                self.on_error(&s);
+                anyhow::bail!("session refused: {s}");
+            }
+            Err(_) => anyhow::bail!("{url} did not open a session in time"),
+        };
         let mut hb = tokio::time::interval(Duration::from_millis(300));
         let mut tick = tokio::time::interval(TICK);
         let mut seq = 0;
         let mut registered = false;
+        let mut last_ack = Instant::now();
+        // Like the SDK: a stalled (not dead) node keeps the connection open,
+        // so silence is the only sign; reattach elsewhere well within the TTL.
+        let mut reconnect_after = Duration::from_millis(600);
         loop {
             tokio::select! {
                 biased;
@@ -146,6 +153,8 @@ impl State {
                     match msg.msg {
                         Some(Out::Registered(r)) => {
                             registered = true;
+                            last_ack = Instant::now();
+                            reconnect_after = Duration::from_millis((r.heartbeat_interval_ms * 2).max(r.ttl_ms / 3));
                             self.session = Some((r.session, r.epoch));
                             hb = tokio::time::interval(Duration::from_millis(r.heartbeat_interval_ms.max(10)));
                         }
@@ -156,10 +165,14 @@ impl State {
                             }
                         }
                         Some(Out::ReportAck(a)) => self.on_ack(a),
-                        Some(Out::HeartbeatAck(_)) | None => {}
+                        Some(Out::HeartbeatAck(_)) => last_ack = Instant::now(),
+                        None => {}
                     }
                 }
                 _ = hb.tick(), if registered => {
+                    if last_ack.elapsed() > reconnect_after {
+                        anyhow::bail!("no heartbeat ack for {:?}", last_ack.elapsed());
+                    }
                     seq += 1;
                     tx.send(proto::WorkerMessage { msg: Some(In::Heartbeat(proto::Heartbeat { seq })) }).await?;
                 }
