@@ -208,7 +208,16 @@ fn main() -> anyhow::Result<()> {
             }
         });
     }
-    rt.block_on(compare(args))
+    // On SIGINT or SIGTERM the comparison future is dropped, and with it every
+    // `Node`, which kills its server by pid.
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = compare(args) => r,
+            _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+            _ = term.recv() => anyhow::bail!("terminated"),
+        }
+    })
 }
 
 async fn compare(args: Args) -> anyhow::Result<()> {
