@@ -224,6 +224,7 @@ async fn simulate(seed: u64, config: SimConfig) -> Outcome {
     world.lock().unwrap().phase = Phase::Stopped;
     tokio::time::sleep(net::CLIENT_TIMEOUT + Duration::from_millis(500)).await;
     let mut last = None;
+    let mut converged = false;
     for _ in 0..200 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let w = world.lock().unwrap();
@@ -233,12 +234,17 @@ async fn simulate(seed: u64, config: SimConfig) -> Outcome {
         let same = applied.windows(2).all(|p| p[0] == p[1]) && logs.iter().all(|l| *l == Some(applied[0]));
         let now = (applied.clone(), w.leader());
         if same && last.as_ref() == Some(&now) && now.1.is_some() {
+            converged = true;
             break;
         }
         last = Some(now);
     }
 
     let mut w = world.lock().unwrap();
+    if !converged {
+        let v = format!("replicas did not catch up within 20 s of the stop: (applied indexes, leader) {last:?}");
+        w.violations.push(v);
+    }
     let t = w.now_ms();
     let reader = w.leader().or_else(|| {
         w.nodes

@@ -131,6 +131,8 @@ pub struct SimLogStore {
     pub ack_before_fsync: bool,
 }
 
+// openraft's StorageError is what every caller returns anyway.
+#[allow(clippy::result_large_err)]
 impl SimLogStore {
     fn disk(
         &self,
