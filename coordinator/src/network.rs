@@ -35,6 +35,15 @@ use pb::raft_service_server::RaftService;
 pub const MAX_RAFT_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// Connection establishment timeout for peers.
 pub const CONNECT_TIMEOUT_MS: u64 = 500;
+/// Largest AppendEntries sent in one RPC (1 MiB) when it holds more than one
+/// entry. openraft gives an AppendEntries the heartbeat interval (30 ms) to
+/// complete. A follower catching up would otherwise get up to
+/// `max_payload_entries` (300) `Batch` entries, tens of MiB, which it cannot
+/// decode and fsync in 30 ms: every attempt timed out, no heartbeat landed,
+/// and elections repeated for good (found by `baton-bench` at peak load).
+/// A larger request is refused locally as `PayloadTooLarge` with an entries
+/// hint that fits, and openraft retries at once with fewer entries.
+pub const APPEND_BYTES_BUDGET: usize = 1024 * 1024;
 
 type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>;
 
@@ -98,6 +107,11 @@ impl PeerClient {
                 None => PayloadTooLarge::new_entries_hint(1),
             }));
         }
+        if rpc == RPCTypes::AppendEntries
+            && let Some(fit) = entries_that_fit(entries_hint.unwrap_or(0), data.len())
+        {
+            return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(fit)));
+        }
         let mut client = self.client().map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
         let mut request = tonic::Request::new(RaftMessage { data });
         request.set_timeout(option.hard_ttl());
@@ -114,6 +128,16 @@ impl PeerClient {
             codec::decode(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
+}
+
+/// For an AppendEntries of `n` entries encoded in `bytes`: how many entries to
+/// send instead, when it is over `APPEND_BYTES_BUDGET` and can be split.
+fn entries_that_fit(n: u64, bytes: usize) -> Option<u64> {
+    if n <= 1 || bytes <= APPEND_BYTES_BUDGET {
+        return None;
+    }
+    let fit = (n as u128 * APPEND_BYTES_BUDGET as u128 / bytes as u128) as u64;
+    Some(fit.clamp(1, n - 1))
 }
 
 fn map_status<E: std::error::Error>(status: tonic::Status, rpc: RPCTypes, target: NodeId, ttl: Duration) -> RpcErr<E> {
@@ -191,5 +215,19 @@ impl RaftService for RaftServer {
     ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
         let rpc: InstallSnapshotRequest<TypeConfig> = decode_req(req)?;
         encode_resp(&self.raft.install_snapshot(rpc).await)
+    }
+}
+
+#[cfg(test)]
+mod append_budget_tests {
+    use super::*;
+
+    #[test]
+    fn large_appends_are_split_and_small_or_single_ones_are_not() {
+        assert_eq!(entries_that_fit(300, APPEND_BYTES_BUDGET), None);
+        assert_eq!(entries_that_fit(1, 50 * APPEND_BYTES_BUDGET), None);
+        assert_eq!(entries_that_fit(300, 30 * APPEND_BYTES_BUDGET), Some(10));
+        assert_eq!(entries_that_fit(2, 10 * APPEND_BYTES_BUDGET), Some(1));
+        assert_eq!(entries_that_fit(300, APPEND_BYTES_BUDGET + 1), Some(299));
     }
 }
