@@ -17,7 +17,7 @@ use futures::Stream;
 use rand::Rng;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::error::{Error, leader_hint};
+use crate::error::{Error, LEADER_ADDR_HEADER, leader_hint};
 use crate::proto;
 use crate::proto::cluster_service_client::ClusterServiceClient;
 use crate::proto::job_service_client::JobServiceClient;
@@ -140,7 +140,7 @@ impl Client {
     async fn retry<T, F, Fut>(&self, write: bool, mut call: F) -> Result<T, Error>
     where
         F: FnMut(Channel) -> Fut,
-        Fut: Future<Output = Result<T, tonic::Status>>,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let started = Instant::now();
         let mut attempt = 0u32;
@@ -150,7 +150,14 @@ impl Client {
         loop {
             let url = self.target();
             let err = match tokio::time::timeout(self.inner.cfg.rpc_timeout, call(self.channel(&url)?)).await {
-                Ok(Ok(v)) => return Ok(v),
+                Ok(Ok(resp)) => {
+                    // A follower that forwarded the call names the leader, so
+                    // the next call goes straight there.
+                    if let Some(addr) = resp.metadata().get(LEADER_ADDR_HEADER).and_then(|v| v.to_str().ok()) {
+                        self.set_leader(normalize(addr).ok());
+                    }
+                    return Ok(resp.into_inner());
+                }
                 Ok(Err(status)) => {
                     let e = Error::from_status(&status, write);
                     match leader_hint(&status) {
@@ -194,7 +201,7 @@ impl Client {
         }
         self.retry(true, |ch| {
             let req = proto::SubmitJobRequest { spec: Some(spec.clone()) };
-            async move { Self::jobs(ch).submit_job(req).await.map(|r| r.into_inner()) }
+            async move { Self::jobs(ch).submit_job(req).await }
         })
         .await
     }
@@ -212,7 +219,7 @@ impl Client {
         let r = self
             .retry(true, |ch| {
                 let req = proto::SubmitJobsRequest { specs: specs.clone() };
-                async move { Self::jobs(ch).submit_jobs(req).await.map(|r| r.into_inner()) }
+                async move { Self::jobs(ch).submit_jobs(req).await }
             })
             .await?;
         Ok(r.results
@@ -226,16 +233,17 @@ impl Client {
     }
 
     pub async fn get(&self, job_id: u64) -> Result<proto::Job, Error> {
-        self.retry(false, |ch| async move {
-            Self::jobs(ch).get_job(proto::GetJobRequest { job_id, consistency: 0 }).await.map(|r| r.into_inner())
-        })
+        self.retry(
+            false,
+            |ch| async move { Self::jobs(ch).get_job(proto::GetJobRequest { job_id, consistency: 0 }).await },
+        )
         .await
     }
 
     pub async fn list(&self, req: proto::ListJobsRequest) -> Result<proto::ListJobsResponse, Error> {
         self.retry(false, |ch| {
             let req = req.clone();
-            async move { Self::jobs(ch).list_jobs(req).await.map(|r| r.into_inner()) }
+            async move { Self::jobs(ch).list_jobs(req).await }
         })
         .await
     }
@@ -245,9 +253,10 @@ impl Client {
         let reason = reason.to_string();
         self.retry(true, |ch| {
             let req = proto::CancelJobRequest { job_id, reason: reason.clone() };
-            async move { Self::jobs(ch).cancel_job(req).await.map(|r| r.into_inner().tasks_cancelled) }
+            async move { Self::jobs(ch).cancel_job(req).await }
         })
         .await
+        .map(|r| r.tasks_cancelled)
     }
 
     /// Every shard's result and state, in shard order.
@@ -259,7 +268,7 @@ impl Client {
                 .retry(false, |ch| async move {
                     let req =
                         proto::GetResultsRequest { job_id, from_shard: from, limit: RESULTS_PAGE, consistency: 0 };
-                    Self::jobs(ch).get_results(req).await.map(|r| r.into_inner())
+                    Self::jobs(ch).get_results(req).await
                 })
                 .await?;
             // A short page is the last one.
@@ -339,7 +348,7 @@ impl Client {
             Some(e) => self.status_at(e, false).await,
             None => {
                 self.retry(false, |ch| async move {
-                    ClusterServiceClient::new(ch).status(proto::StatusRequest::default()).await.map(|r| r.into_inner())
+                    ClusterServiceClient::new(ch).status(proto::StatusRequest::default()).await
                 })
                 .await
             }
@@ -379,7 +388,7 @@ impl Client {
         let req = proto::AddLearnerRequest { node_id, raft_addr: raft_addr.into(), api_addr: api_addr.into() };
         self.retry(true, |ch| {
             let req = req.clone();
-            async move { ClusterServiceClient::new(ch).add_learner(req).await.map(|r| r.into_inner()) }
+            async move { ClusterServiceClient::new(ch).add_learner(req).await }
         })
         .await
     }
@@ -387,17 +396,14 @@ impl Client {
     pub async fn change_membership(&self, voters: Vec<u64>) -> Result<proto::MembershipResponse, Error> {
         self.retry(true, |ch| {
             let req = proto::ChangeMembershipRequest { voters: voters.clone() };
-            async move { ClusterServiceClient::new(ch).change_membership(req).await.map(|r| r.into_inner()) }
+            async move { ClusterServiceClient::new(ch).change_membership(req).await }
         })
         .await
     }
 
     pub async fn remove_node(&self, node_id: u64) -> Result<proto::MembershipResponse, Error> {
         self.retry(true, |ch| async move {
-            ClusterServiceClient::new(ch)
-                .remove_node(proto::RemoveNodeRequest { node_id })
-                .await
-                .map(|r| r.into_inner())
+            ClusterServiceClient::new(ch).remove_node(proto::RemoveNodeRequest { node_id }).await
         })
         .await
     }
@@ -417,12 +423,10 @@ impl Client {
 
     pub async fn list_workers(&self) -> Result<Vec<proto::Worker>, Error> {
         self.retry(false, |ch| async move {
-            WorkerServiceClient::new(ch)
-                .list_workers(proto::ListWorkersRequest { consistency: 0 })
-                .await
-                .map(|r| r.into_inner().workers)
+            WorkerServiceClient::new(ch).list_workers(proto::ListWorkersRequest { consistency: 0 }).await
         })
         .await
+        .map(|r| r.workers)
     }
 }
 

@@ -8,6 +8,17 @@ use tonic::metadata::MetadataValue;
 pub const LEADER_ID_HEADER: &str = "baton-leader-id";
 pub const LEADER_ADDR_HEADER: &str = "baton-leader-addr";
 
+/// Name the leader in response or error metadata (the `.proto` documents
+/// both headers), so a client can go straight there next time.
+pub fn insert_leader_hint(md: &mut tonic::metadata::MetadataMap, leader: Option<(u64, String)>) {
+    if let Some((id, addr)) = leader {
+        md.insert(LEADER_ID_HEADER, MetadataValue::from(id));
+        if let Ok(v) = addr.parse() {
+            md.insert(LEADER_ADDR_HEADER, v);
+        }
+    }
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
     #[error("invalid {field}: {reason}")]
@@ -59,13 +70,7 @@ pub fn to_status(e: ApiError) -> tonic::Status {
         ApiError::Fenced(_) | ApiError::Precondition(_) => tonic::Status::failed_precondition(msg),
         ApiError::NotLeader { leader } => {
             let mut s = tonic::Status::unavailable(msg);
-            if let Some((id, addr)) = leader {
-                let md = s.metadata_mut();
-                md.insert(LEADER_ID_HEADER, MetadataValue::from(id));
-                if let Ok(v) = addr.parse() {
-                    md.insert(LEADER_ADDR_HEADER, v);
-                }
-            }
+            insert_leader_hint(s.metadata_mut(), leader);
             s
         }
         ApiError::Unavailable(_) => tonic::Status::unavailable(msg),

@@ -326,11 +326,17 @@ async fn followers_forward_or_return_the_leader_hint() {
         let leader = c.wait_leader(SECS(15)).await;
         let follower = c.live().into_iter().find(|id| *id != leader).unwrap();
         let mut client = c.jobs(follower).await;
-        let r = client
+        let resp = client
             .submit_job(proto::SubmitJobRequest { spec: Some(spec("fwd", 2, "via-follower")) })
             .await
-            .expect("follower forwards the submit")
-            .into_inner();
+            .expect("follower forwards the submit");
+        // A forwarded success names the leader, so clients go there next time.
+        assert_eq!(resp.metadata().get("baton-leader-id").unwrap().to_str().unwrap(), leader.to_string());
+        assert_eq!(
+            resp.metadata().get("baton-leader-addr").unwrap().to_str().unwrap(),
+            format!("127.0.0.1:{}", c.ports[&leader].api)
+        );
+        let r = resp.into_inner();
         let j = client.get_job(proto::GetJobRequest { job_id: r.job_id, consistency: 0 }).await.expect("read");
         assert_eq!(j.into_inner().shards, 2);
         // Bad input is refused with the field named, wherever it lands.

@@ -21,7 +21,11 @@ macro_rules! forward_if_not_here {
     ($ctx:expr, $route:expr, $req:ident, $client:ident :: $method:ident) => {
         if let $crate::api::Route::Forward(ch) = $route {
             let fwd = $ctx.forwarded($req.into_inner());
-            return $client::new(ch).$method(fwd).await.map_err(|s| $ctx.forward_failed(s));
+            return $client::new(ch)
+                .$method(fwd)
+                .await
+                .map(|r| $ctx.forward_done(r))
+                .map_err(|s| $ctx.forward_failed(s));
         }
     };
 }
@@ -116,6 +120,12 @@ impl Ctx {
         let mut r = tonic::Request::new(msg);
         r.set_timeout(FORWARD_TIMEOUT);
         r.metadata_mut().insert(FORWARDED_HEADER, tonic::metadata::MetadataValue::from_static("1"));
+        r
+    }
+
+    /// A forwarded call's answer, naming the leader that gave it.
+    pub fn forward_done<T>(&self, mut r: tonic::Response<T>) -> tonic::Response<T> {
+        crate::error::insert_leader_hint(r.metadata_mut(), self.leader_hint());
         r
     }
 
