@@ -196,7 +196,22 @@ async fn worker(
     let sem = Arc::new(Semaphore::new(capacity));
     let me = format!("w{index}");
     Ok(tokio::spawn(async move {
-        while let Ok(Some(resp)) = stream.message().await {
+        loop {
+            let resp = match stream.message().await {
+                Ok(Some(r)) => r,
+                Ok(None) => {
+                    crate::note(format!("etcd worker {index}: its watch stream ended"));
+                    break;
+                }
+                Err(e) => {
+                    crate::note(format!("etcd worker {index}: its watch failed: {e}"));
+                    break;
+                }
+            };
+            if resp.canceled() {
+                crate::note(format!("etcd worker {index}: watch cancelled: {}", resp.cancel_reason()));
+                break;
+            }
             for ev in resp.events() {
                 if ev.event_type() != EventType::Put {
                     continue;
