@@ -150,11 +150,20 @@ async fn lease(c: &mut Client) -> anyhow::Result<(i64, tokio::task::JoinHandle<(
     let (mut keeper, mut stream) = c.lease_keep_alive(id).await?;
     let h = tokio::spawn(async move {
         loop {
-            if keeper.keep_alive().await.is_err() {
+            if let Err(e) = keeper.keep_alive().await {
+                crate::note(format!("etcd lease {id}: keep-alive failed: {e}"));
                 return;
             }
-            if stream.message().await.is_err() {
-                return;
+            match stream.message().await {
+                Ok(Some(r)) if r.ttl() <= 0 => {
+                    crate::note(format!("etcd lease {id} expired under load (keep-alive answered TTL {})", r.ttl()));
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    crate::note(format!("etcd lease {id}: keep-alive failed: {e}"));
+                    return;
+                }
             }
             tokio::time::sleep(Duration::from_millis((LEASE_TTL_S as u64 * 1000) / 3)).await;
         }
@@ -170,14 +179,30 @@ async fn claim(c: &mut Client, tag: &str, id: u64, rev: i64, lease: i64, me: &st
             Compare::create_revision(ckey(tag, id), CompareOp::Equal, 0),
         ])
         .and_then([TxnOp::put(ckey(tag, id), me, Some(PutOptions::new().with_lease(lease)))]);
-    c.txn(txn).await.map(|r| r.succeeded()).unwrap_or(false)
+    ok_or_note(c.txn(txn).await.map(|r| r.succeeded()), "claim")
+}
+
+/// The first error of each kind becomes a note; an error counts as "not won".
+fn ok_or_note(r: Result<bool, etcd_client::Error>, what: &str) -> bool {
+    static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    match r {
+        Ok(b) => b,
+        Err(e) => {
+            let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+            if !seen.iter().any(|w| w == what) {
+                seen.push(what.to_string());
+                crate::note(format!("etcd {what} txn failed (first of its kind): {e}"));
+            }
+            false
+        }
+    }
 }
 
 async fn complete(c: &mut Client, tag: &str, id: u64, lease: i64) -> bool {
     let txn = Txn::new()
         .when([Compare::lease(ckey(tag, id), CompareOp::Equal, lease)])
         .and_then([TxnOp::delete(tkey(tag, id), None), TxnOp::delete(ckey(tag, id), None)]);
-    c.txn(txn).await.map(|r| r.succeeded()).unwrap_or(false)
+    ok_or_note(c.txn(txn).await.map(|r| r.succeeded()), "complete")
 }
 
 /// Worker `index` of `of`: claims new tasks with `id % of == index`.
