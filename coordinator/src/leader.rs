@@ -35,6 +35,12 @@ pub const TIMEOUTS_PER_ENTRY: usize = 1_000;
 /// Scheduling also runs on this period, for tasks whose backoff or not-before
 /// time has passed since the last event.
 pub const SCHEDULE_TICK_MS: u64 = 50;
+/// A leader that has not heard from a quorum for this many election
+/// timeouts (the maximum) lets its workers go. openraft keeps a cut-off
+/// leader in the leader state until it hears a higher term, while the
+/// majority side elects a new leader whose fresh leases start at takeover: a
+/// worker still heartbeating the old one would lose its session there.
+pub const QUORUM_SILENCE_ELECTION_TIMEOUTS: u64 = 4;
 
 /// What goes down a worker's stream.
 pub type Outbound = mpsc::Sender<Result<proto::CoordinatorMessage, Status>>;
@@ -169,6 +175,19 @@ pub fn spawn(cfg: Arc<Config>, raft: Raft, reader: StoreReader, proposer: Propos
     LeaderHandle { tx, kick, leading, conn_seq: Arc::new(AtomicU64::new(1)) }
 }
 
+type Metrics = openraft::RaftMetrics<baton_raft_store::NodeId, baton_raft_store::NodeInfo>;
+
+/// Whether node `id` leads in openraft and has been acknowledged by a quorum
+/// within `silence_ms` (see [`QUORUM_SILENCE_ELECTION_TIMEOUTS`]). A single
+/// voter is its own quorum; a leader not yet acknowledged at all has just won
+/// an election, which a quorum voted for.
+fn leads_with_quorum(id: u64, m: &Metrics, silence_ms: u64) -> bool {
+    m.current_leader == Some(id)
+        && m.state.is_leader()
+        && (m.membership_config.membership().voter_ids().nth(1).is_none()
+            || m.millis_since_quorum_ack.is_none_or(|ms| ms <= silence_ms))
+}
+
 async fn run(mut st: State, mut rx: mpsc::Receiver<LeaderMsg>, mut done_rx: mpsc::Receiver<Done>) {
     let mut metrics = st.raft.metrics();
     let mut check = tokio::time::interval(Duration::from_millis(st.cfg.workers.check_interval_ms));
@@ -182,11 +201,8 @@ async fn run(mut st: State, mut rx: mpsc::Receiver<LeaderMsg>, mut done_rx: mpsc
                 if changed.is_err() {
                     return;
                 }
-                // Wakes on every applied entry: read two fields, copy nothing.
-                let now_leader = {
-                    let m = metrics.borrow_and_update();
-                    m.current_leader == Some(st.id) && m.state.is_leader()
-                };
+                // Wakes on every applied entry: read a few fields, copy nothing.
+                let now_leader = st.leads_with_quorum(&metrics.borrow_and_update());
                 if now_leader != st.leading.load(Ordering::Acquire) {
                     if now_leader { st.on_gain() } else { st.on_loss() }
                 }
@@ -194,6 +210,10 @@ async fn run(mut st: State, mut rx: mpsc::Receiver<LeaderMsg>, mut done_rx: mpsc
             Some(msg) = rx.recv() => st.handle(msg),
             Some(done) = done_rx.recv() => st.on_done(done),
             _ = check.tick() => {
+                // Quorum silence grows without an applied entry: look again.
+                if st.is_leading() && !st.leads_with_quorum(&metrics.borrow()) {
+                    st.on_loss();
+                }
                 if st.is_leading() {
                     st.check_deadlines();
                     st.check_timeouts();
@@ -209,6 +229,10 @@ async fn run(mut st: State, mut rx: mpsc::Receiver<LeaderMsg>, mut done_rx: mpsc
 impl State {
     fn is_leading(&self) -> bool {
         self.leading.load(Ordering::Acquire)
+    }
+
+    fn leads_with_quorum(&self, m: &Metrics) -> bool {
+        leads_with_quorum(self.id, m, self.cfg.raft.election_timeout_max_ms * QUORUM_SILENCE_ELECTION_TIMEOUTS)
     }
 
     fn ttl(&self) -> Duration {
@@ -227,7 +251,8 @@ impl State {
 
     fn on_loss(&mut self) {
         self.leading.store(false, Ordering::Release);
-        let hint = crate::api::leader_hint(&self.raft);
+        // Cut off from the quorum, openraft still names this node: no hint then.
+        let hint = crate::api::leader_hint(&self.raft).filter(|h| h.0 != self.id);
         for (_, a) in std::mem::take(&mut self.attached) {
             let _ = a.tx.try_send(Err(to_status(ApiError::NotLeader { leader: hint.clone() })));
         }
@@ -524,4 +549,37 @@ impl State {
 
 pub fn task_ref(t: TaskKey) -> proto::TaskRef {
     proto::TaskRef { job_id: t.job, shard: t.shard }
+}
+
+#[cfg(test)]
+mod quorum_tests {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::Arc;
+
+    use openraft::{Membership, ServerState, StoredMembership};
+
+    use super::*;
+
+    fn metrics(voters: &[u64], state: ServerState, leader: Option<u64>, since_ack: Option<u64>) -> Metrics {
+        let mut m = Metrics::new_initial(1);
+        let nodes: BTreeMap<u64, baton_raft_store::NodeInfo> =
+            voters.iter().map(|id| (*id, Default::default())).collect();
+        let membership = Membership::new(vec![voters.iter().copied().collect::<BTreeSet<_>>()], nodes);
+        m.membership_config = Arc::new(StoredMembership::new(None, membership));
+        m.state = state;
+        m.current_leader = leader;
+        m.millis_since_quorum_ack = since_ack;
+        m
+    }
+
+    #[test]
+    fn a_leader_keeps_its_workers_only_while_a_quorum_answers() {
+        let l = ServerState::Leader;
+        assert!(leads_with_quorum(1, &metrics(&[1, 2, 3], l, Some(1), Some(30)), 480));
+        assert!(leads_with_quorum(1, &metrics(&[1, 2, 3], l, Some(1), None), 480), "just elected");
+        assert!(!leads_with_quorum(1, &metrics(&[1, 2, 3], l, Some(1), Some(481)), 480), "cut off");
+        assert!(leads_with_quorum(1, &metrics(&[1], l, Some(1), Some(60_000)), 480), "a single voter");
+        assert!(!leads_with_quorum(1, &metrics(&[1, 2, 3], ServerState::Follower, Some(2), Some(0)), 480));
+        assert!(!leads_with_quorum(1, &metrics(&[1, 2, 3], ServerState::Candidate, None, None), 480));
+    }
 }
