@@ -145,6 +145,7 @@ async fn main() -> Result<()> {
             tracing_subscriber::EnvFilter::try_from_env("BATON_LOG").unwrap_or_else(|_| "warn,baton_chaos=info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match Cli::parse().cmd {
         Cmd::Run { name, nodes, faults, duration_ms, seed, workers, submitters, out, liveness_bound_ms } => {
