@@ -129,6 +129,68 @@ impl<'a> FinalView<'a> {
     }
 }
 
+/// An invoked operation that a reply event can answer.
+trait Invoked {
+    type Outcome;
+    fn reply_mut(&mut self) -> &mut Option<(u64, Self::Outcome)>;
+    /// How a malformed-history message names the operation.
+    fn what(&self) -> String;
+}
+
+impl Invoked for SubmitOp<'_> {
+    type Outcome = SubmitOutcome;
+    fn reply_mut(&mut self) -> &mut Option<(u64, SubmitOutcome)> {
+        &mut self.reply
+    }
+    fn what(&self) -> String {
+        self.describe()
+    }
+}
+
+impl Invoked for ReadOp<'_> {
+    type Outcome = ReadOutcome;
+    fn reply_mut(&mut self) -> &mut Option<(u64, ReadOutcome)> {
+        &mut self.reply
+    }
+    fn what(&self) -> String {
+        self.describe()
+    }
+}
+
+impl Invoked for CompleteOp<'_> {
+    type Outcome = CompleteOutcome;
+    fn reply_mut(&mut self) -> &mut Option<(u64, CompleteOutcome)> {
+        &mut self.reply
+    }
+    fn what(&self) -> String {
+        format!("{} of {}", self.describe(), self.task)
+    }
+}
+
+/// Give the op that `open` maps (`process`, `op`) to its reply, or say why
+/// the history is malformed: no such invoke, or a second reply.
+fn attach<T: Invoked>(
+    ops: &mut [T],
+    open: &HashMap<(&str, u64), usize>,
+    kind: &str,
+    process: &str,
+    op: u64,
+    seq: u64,
+    outcome: T::Outcome,
+) -> Option<Malformed> {
+    let Some(&i) = open.get(&(process, op)) else {
+        let message = format!("{kind} reply at seq {seq} answers {process}#{op}, which was never invoked");
+        return Some(Malformed { message, seqs: vec![seq] });
+    };
+    let o = &mut ops[i];
+    if let Some((first, _)) = *o.reply_mut() {
+        let message = format!("{} has two replies (seqs {first} and {seq})", o.what());
+        return Some(Malformed { message, seqs: vec![first, seq] });
+    }
+    *o.reply_mut() = Some((seq, outcome));
+    None
+}
+
 /// A problem with the history's own shape, reported by `well_formed`.
 #[derive(Debug)]
 pub(crate) struct Malformed {
@@ -252,18 +314,8 @@ impl<'a> Facts<'a> {
         seq: u64,
         outcome: SubmitOutcome,
     ) {
-        let Some(&i) = open.get(&(client, op)) else {
-            return self
-                .malformed(format!("submit reply at seq {seq} answers {client}#{op}, which was never invoked"), [seq]);
-        };
-        let sub = &mut self.submits[i];
-        match sub.reply {
-            Some((first, _)) => {
-                let msg = format!("{} has two replies (seqs {first} and {seq})", sub.describe());
-                self.malformed(msg, [first, seq]);
-            }
-            None => sub.reply = Some((seq, outcome)),
-        }
+        let m = attach(&mut self.submits, open, "submit", client, op, seq, outcome);
+        self.malformed.extend(m);
     }
 
     fn read_reply(
@@ -274,18 +326,8 @@ impl<'a> Facts<'a> {
         seq: u64,
         outcome: ReadOutcome,
     ) {
-        let Some(&i) = open.get(&(client, op)) else {
-            return self
-                .malformed(format!("read reply at seq {seq} answers {client}#{op}, which was never invoked"), [seq]);
-        };
-        let r = &mut self.reads[i];
-        match r.reply {
-            Some((first, _)) => {
-                let msg = format!("{} has two replies (seqs {first} and {seq})", r.describe());
-                self.malformed(msg, [first, seq]);
-            }
-            None => r.reply = Some((seq, outcome)),
-        }
+        let m = attach(&mut self.reads, open, "read", client, op, seq, outcome);
+        self.malformed.extend(m);
     }
 
     fn complete_reply(
@@ -295,18 +337,8 @@ impl<'a> Facts<'a> {
         seq: u64,
         outcome: CompleteOutcome,
     ) {
-        let Some(&i) = open.get(&(r.worker.as_str(), r.op)) else {
-            let msg = format!("complete reply at seq {seq} answers {}#{}, which was never invoked", r.worker, r.op);
-            return self.malformed(msg, [seq]);
-        };
-        let c = &mut self.completes[i];
-        match c.reply {
-            Some((first, _)) => {
-                let msg = format!("{} of {} has two replies (seqs {first} and {seq})", c.describe(), c.task);
-                self.malformed(msg, [first, seq]);
-            }
-            None => c.reply = Some((seq, outcome)),
-        }
+        let m = attach(&mut self.completes, open, "complete", &r.worker, r.op, seq, outcome);
+        self.malformed.extend(m);
     }
 
     /// The final state the checks judge: the last one recorded.
