@@ -288,7 +288,7 @@ impl Worker {
             // Reconnecting can outlast the lease: fence here too, not only
             // on a live stream's heartbeat tick.
             if rt.session.is_some() && rt.last_ack.elapsed() > rt.fence_after() {
-                rt.self_fence();
+                rt.lease_lapsed();
             }
             rt.reap();
             let wait = Duration::from_millis(rand::random_range(0..=(20u64 << attempt.min(5))));
@@ -348,6 +348,21 @@ impl Runtime {
             r.cancel.cancel();
             r.stop_by.get_or_insert(Instant::now() + CANCEL_GRACE);
         }
+    }
+
+    /// No heartbeat was acknowledged for most of the lease: stop every
+    /// running handler, and if any was stopped, give up the session too.
+    /// Resuming it would leave the cluster believing this worker still runs
+    /// those attempts, which would then sit unreported until they time out;
+    /// a new session ends the old one and releases them at once. Returns
+    /// whether the session was given up.
+    fn lease_lapsed(&mut self) -> bool {
+        if self.running.is_empty() {
+            return false;
+        }
+        self.self_fence();
+        self.session = None;
+        true
     }
 
     /// Abort handlers past their stop time; they are abandoned unreported.
@@ -490,8 +505,8 @@ impl Runtime {
         loop {
             tokio::select! {
                 _ = hb.tick() => {
-                    if self.session.is_some() && self.last_ack.elapsed() > self.fence_after() {
-                        self.self_fence();
+                    if self.session.is_some() && self.last_ack.elapsed() > self.fence_after() && self.lease_lapsed() {
+                        return Err(Error::Unavailable("lease lapsed; registering a new session".into()));
                     }
                     if self.session.is_some() && self.last_ack.elapsed() > self.reconnect_after() {
                         return Err(Error::Unavailable(format!(

@@ -422,3 +422,64 @@ async fn a_worker_on_a_stalled_leader_reattaches_to_the_new_leader_and_keeps_its
     assert_eq!(r[0].attempts, 1, "the running attempt was kept across the failover, not redone: {r:?}");
     assert_eq!(r[0].result, b"done".to_vec());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_fenced_itself_starts_a_new_session_so_its_shards_are_released() {
+    // The worker loses its link long enough to fence itself (0.8 TTL), and
+    // gets it back before the cluster expires its session (1 TTL). Resuming
+    // that session would leave the cluster believing the worker still runs
+    // the attempt it abandoned; it must register anew instead, which ends the
+    // old session and releases the shard at once.
+    let _g = SERIAL.lock().await;
+    let c = Cluster::start(3, Opts { ttl_ms: 6_000, heartbeat_ms: 300, ..Opts::default() });
+    let leader = c.wait_leader(SECS(15)).await;
+    let proxy = Proxy::start(format!("127.0.0.1:{}", c.ports[&leader].api)).await;
+    let attempts = Arc::new(AtomicU64::new(0));
+    let fenced = Arc::new(AtomicBool::new(false));
+    let (a2, f2) = (attempts.clone(), fenced.clone());
+    let worker = Worker::builder()
+        .endpoints([proxy.addr.clone()])
+        .name("flaky-link")
+        .handler(move |ctx: baton_client::TaskContext| {
+            let (attempts, fenced) = (a2.clone(), f2.clone());
+            async move {
+                if attempts.fetch_add(1, Ordering::SeqCst) == 0 {
+                    ctx.cancellation().cancelled().await;
+                    fenced.store(true, Ordering::SeqCst);
+                    return Ok(b"abandoned".to_vec());
+                }
+                Ok(format!("token {}", ctx.token).into_bytes())
+            }
+        })
+        .build()
+        .unwrap();
+    let _w = tokio::spawn(worker.run(futures::future::pending()));
+    let cl = client(&c);
+    let job_id = cl.submit(job(1)).await.unwrap().job_id;
+    let deadline = Instant::now() + SECS(10);
+    while cl.get(job_id).await.unwrap().counts.unwrap().running == 0 {
+        assert!(Instant::now() < deadline, "the shard never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    proxy.cut.store(true, Ordering::SeqCst);
+    let deadline = Instant::now() + SECS(10);
+    while !fenced.load(Ordering::SeqCst) {
+        assert!(Instant::now() < deadline, "the worker never fenced itself");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Back before the cluster's 6 s lease runs out.
+    proxy.cut.store(false, Ordering::SeqCst);
+    let deadline = Instant::now() + SECS(15);
+    let done = loop {
+        let j = cl.get(job_id).await.unwrap();
+        if j.finished_ms != 0 {
+            break j;
+        }
+        assert!(Instant::now() < deadline, "the abandoned shard was never released: {j:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(done.status, proto::JobStatus::Succeeded as i32);
+    let r = cl.results(job_id).await.unwrap();
+    assert_eq!(r[0].attempts, 2, "{r:?}");
+    assert!(String::from_utf8_lossy(&r[0].result).starts_with("token "), "{r:?}");
+}
