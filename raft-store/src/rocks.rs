@@ -46,9 +46,9 @@ pub fn open(dir: &Path) -> Result<Arc<DB>, StoreError> {
     opts.set_bytes_per_sync(1 << 20);
     opts.set_db_write_buffer_size(MEMTABLE_BUDGET_BYTES);
     let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
-    let cf = |name: &str, memtable: usize| {
+    let cf = |name: &str, memtable: usize, compression: DBCompressionType| {
         let mut o = Options::default();
-        o.set_compression_type(DBCompressionType::Lz4);
+        o.set_compression_type(compression);
         o.set_write_buffer_size(memtable);
         let mut t = BlockBasedOptions::default();
         t.set_block_cache(&cache);
@@ -56,7 +56,11 @@ pub fn open(dir: &Path) -> Result<Arc<DB>, StoreError> {
         o.set_block_based_table_factory(&t);
         ColumnFamilyDescriptor::new(name, o)
     };
-    let db = DB::open_cf_descriptors(&opts, dir, [cf(CF_LOGS, 16 << 20), cf(CF_RAFT, 1 << 20), cf(CF_SM, 32 << 20)])?;
+    // Log entries are deleted once a snapshot covers them: compressing them
+    // on flush and compaction is CPU spent on data about to go.
+    let lz4 = DBCompressionType::Lz4;
+    let logs = cf(CF_LOGS, 16 << 20, DBCompressionType::None);
+    let db = DB::open_cf_descriptors(&opts, dir, [logs, cf(CF_RAFT, 1 << 20, lz4), cf(CF_SM, 32 << 20, lz4)])?;
     let raft = db.cf_handle(CF_RAFT).expect("cf raft created above");
     match db.get_cf(raft, LAYOUT_KEY)? {
         None => db.put_cf(raft, LAYOUT_KEY, LAYOUT)?,
