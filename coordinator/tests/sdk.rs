@@ -29,6 +29,15 @@ fn job(shards: u32) -> proto::JobSpec {
     }
 }
 
+/// Wait until a shard of `job_id` is running (10 s at most).
+async fn wait_running(cl: &Client, job_id: u64) {
+    let deadline = Instant::now() + SECS(10);
+    while cl.get(job_id).await.unwrap().counts.unwrap().running == 0 {
+        assert!(Instant::now() < deadline, "the shard never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A TCP proxy whose traffic can be cut (connections stay open, bytes stop).
 struct Proxy {
     addr: String,
@@ -190,11 +199,7 @@ async fn cut_off_worker_self_fences_and_its_shard_runs_elsewhere() {
     let _a = tokio::spawn(cut_off.run(futures::future::pending()));
     let cl = client(&c);
     let job_id = cl.submit(job(1)).await.unwrap().job_id;
-    let deadline = Instant::now() + SECS(10);
-    while cl.get(job_id).await.unwrap().counts.unwrap().running == 0 {
-        assert!(Instant::now() < deadline, "the shard never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_running(&cl, job_id).await;
     proxy.cut.store(true, Ordering::SeqCst);
     let cut_at = Instant::now();
     let healthy = Worker::builder()
@@ -398,11 +403,7 @@ async fn a_worker_on_a_stalled_leader_reattaches_to_the_new_leader_and_keeps_its
     cfg.rpc_timeout = SECS(2);
     let cl = Client::new(cfg).unwrap();
     let job_id = cl.submit(job(1)).await.unwrap().job_id;
-    let deadline = Instant::now() + SECS(10);
-    while cl.get(job_id).await.unwrap().counts.unwrap().running == 0 {
-        assert!(Instant::now() < deadline, "the shard never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_running(&cl, job_id).await;
     c.signal(leader, libc::SIGSTOP);
     let deadline = Instant::now() + SECS(20);
     let done = loop {
@@ -456,11 +457,7 @@ async fn a_worker_that_fenced_itself_starts_a_new_session_so_its_shards_are_rele
     let _w = tokio::spawn(worker.run(futures::future::pending()));
     let cl = client(&c);
     let job_id = cl.submit(job(1)).await.unwrap().job_id;
-    let deadline = Instant::now() + SECS(10);
-    while cl.get(job_id).await.unwrap().counts.unwrap().running == 0 {
-        assert!(Instant::now() < deadline, "the shard never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_running(&cl, job_id).await;
     proxy.cut.store(true, Ordering::SeqCst);
     let deadline = Instant::now() + SECS(10);
     while !fenced.load(Ordering::SeqCst) {

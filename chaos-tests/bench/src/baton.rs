@@ -312,22 +312,16 @@ pub async fn failover(c: &mut Cluster, kills: usize) -> anyhow::Result<Summary> 
         let t = Instant::now();
         c.nodes[leader].kill();
         let mut n = 0usize;
-        loop {
+        let took = crate::driver::first_commit("baton", k, t, async || {
             let live = c.live();
             let i = live[n % live.len()];
             n += 1;
             let mut jc = JobServiceClient::new(c.channel(i));
             let s = spec("failover", vec![format!("f{k}").into_bytes()]);
-            if jc.submit_job(proto::SubmitJobRequest { spec: Some(s) }).await.is_ok() {
-                out.push(t.elapsed());
-                break;
-            }
-            if t.elapsed() > Duration::from_secs(30) {
-                crate::note(format!("failover kill {}: no commit within 30 s (excluded from the percentiles)", k + 1));
-                break;
-            }
-        }
-        eprintln!("    baton failover {}: {:?}", k + 1, out.last());
+            jc.submit_job(proto::SubmitJobRequest { spec: Some(s) }).await.is_ok()
+        })
+        .await;
+        out.extend(took);
         c.nodes[leader].spawn()?;
     }
     Ok(Summary::of_samples(&out))

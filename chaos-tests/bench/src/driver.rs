@@ -235,3 +235,28 @@ mod tests {
         assert!(sh.slots.lock().unwrap().is_empty());
     }
 }
+
+/// Longest wait for the first commit after a leader kill.
+pub const FAILOVER_LIMIT: Duration = Duration::from_secs(30);
+
+/// Failover sample `k` of `system`: retry `commit` until it succeeds and
+/// return the time since `killed_at`. After [`FAILOVER_LIMIT`] the sample is
+/// noted and excluded from the percentiles.
+pub async fn first_commit(
+    system: &str,
+    k: usize,
+    killed_at: Instant,
+    mut commit: impl AsyncFnMut() -> bool,
+) -> Option<Duration> {
+    let took = loop {
+        if commit().await {
+            break Some(killed_at.elapsed());
+        }
+        if killed_at.elapsed() > FAILOVER_LIMIT {
+            crate::note(format!("failover kill {}: no commit within 30 s (excluded from the percentiles)", k + 1));
+            break None;
+        }
+    };
+    eprintln!("    {system} failover {}: {took:?}", k + 1);
+    took
+}

@@ -360,18 +360,12 @@ pub async fn failover(c: &mut Cluster, kills: usize) -> anyhow::Result<Summary> 
         let mut client = Client::connect(others, Some(opts())).await?;
         let t = Instant::now();
         c.nodes[leader].kill();
-        loop {
+        let took = crate::driver::first_commit("etcd", k, t, async || {
             let put = client.put(format!("/failover/{k}"), "x", None);
-            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(300), put).await {
-                out.push(t.elapsed());
-                break;
-            }
-            if t.elapsed() > Duration::from_secs(30) {
-                crate::note(format!("failover kill {}: no commit within 30 s (excluded from the percentiles)", k + 1));
-                break;
-            }
-        }
-        eprintln!("    etcd failover {}: {:?}", k + 1, out.last());
+            matches!(tokio::time::timeout(Duration::from_millis(300), put).await, Ok(Ok(_)))
+        })
+        .await;
+        out.extend(took);
         c.nodes[leader].spawn()?;
     }
     Ok(Summary::of_samples(&out))

@@ -268,18 +268,12 @@ pub async fn failover(c: &mut Cluster, kills: usize) -> anyhow::Result<Summary> 
         let js = js(others).await?;
         let t = Instant::now();
         c.nodes[idx].kill();
-        loop {
+        let took = crate::driver::first_commit("nats", k, t, async || {
             let attempt = async { js.publish(format!("q.{}.f{k}", sname("failover")), "x".into()).await?.await };
-            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(300), attempt).await {
-                out.push(t.elapsed());
-                break;
-            }
-            if t.elapsed() > Duration::from_secs(30) {
-                crate::note(format!("failover kill {}: no commit within 30 s (excluded from the percentiles)", k + 1));
-                break;
-            }
-        }
-        eprintln!("    nats failover {}: {:?}", k + 1, out.last());
+            matches!(tokio::time::timeout(Duration::from_millis(300), attempt).await, Ok(Ok(_)))
+        })
+        .await;
+        out.extend(took);
         c.nodes[idx].spawn()?;
         s = c.js().await?.get_stream(sname("failover")).await?;
     }
