@@ -164,10 +164,10 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_batch_commands: 1024,
-            max_batch_bytes: 8 * 1024 * 1024,
+            max_batch_bytes: 1024 * 1024,
             max_inflight_proposals: 4,
             proposal_queue: 16_384,
-            max_request_bytes: 48 * 1024 * 1024,
+            max_request_bytes: 4 * 1024 * 1024,
             max_jobs_per_batch_submit: 1000,
             max_assignments_per_round: 1000,
             max_scan_per_round: 50_000,
@@ -325,6 +325,15 @@ impl Config {
             return Err(invalid(
                 "limits.max_batch_commands",
                 format!("must be at most {}", baton_raft_store::limits::MAX_BATCH_COMMANDS),
+            ));
+        }
+        if l.max_batch_bytes > baton_raft_store::limits::MAX_ENTRY_BYTES {
+            return Err(invalid(
+                "limits.max_batch_bytes",
+                format!(
+                    "must be at most {} (one entry must replicate within a heartbeat interval)",
+                    baton_raft_store::limits::MAX_ENTRY_BYTES
+                ),
             ));
         }
         if l.max_assignments_per_round > baton_raft_store::limits::MAX_ITEMS_PER_COMMAND {

@@ -14,13 +14,21 @@ pub const MAX_RECORD_BYTES: usize = 64 * 1024 * 1024;
 /// to a bounded amount of work; bigger jobs are split by the client.
 pub const MAX_SHARDS_PER_JOB: usize = 100_000;
 
+/// Largest encoded command the edge lets into the log (1 MiB + 64 KiB of
+/// envelope). openraft 0.9 gives every AppendEntries one heartbeat interval
+/// (30 ms by default) to be encoded, sent, appended and fsynced by the
+/// follower; a single entry cannot be split across requests, so an entry
+/// larger than what moves in that time never commits and every write behind
+/// it stalls. 1 MiB takes about 9 ms on 1 GbE.
+pub const MAX_ENTRY_BYTES: usize = 1024 * 1024 + 64 * 1024;
+
 /// Largest payload of one shard (1 MiB). Payloads travel in log entries and
 /// down worker streams; big inputs belong in object storage, referenced here.
 pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
 
-/// Largest sum of shard payloads in one job (32 MiB), so a SubmitJob entry
-/// stays well under the Raft append size limit.
-pub const MAX_JOB_PAYLOAD_BYTES: usize = 32 * 1024 * 1024;
+/// Largest sum of shard payloads in one job (1 MiB), so that a SubmitJob
+/// fits in one entry of at most [`MAX_ENTRY_BYTES`].
+pub const MAX_JOB_PAYLOAD_BYTES: usize = 1024 * 1024;
 
 /// Largest result of one shard (1 MiB); results are kept in the task table.
 pub const MAX_RESULT_BYTES: usize = 1024 * 1024;
