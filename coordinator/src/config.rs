@@ -87,13 +87,16 @@ pub struct WorkerSettings {
 pub struct Limits {
     /// Most commands grouped into one Raft entry.
     pub max_batch_commands: usize,
-    /// Most bytes grouped into one Raft entry (a lone larger command still goes alone).
+    /// Most bytes grouped into one Raft entry. At most
+    /// `limits::MAX_ENTRY_BYTES`: an entry must replicate within one
+    /// heartbeat interval, and one entry cannot be split.
     pub max_batch_bytes: usize,
     /// Proposals in flight at once; more wait, and grow the next batch.
     pub max_inflight_proposals: usize,
     /// Requests waiting for the batcher; beyond this callers get RESOURCE_EXHAUSTED.
     pub proposal_queue: usize,
-    /// Largest gRPC message accepted by the public API.
+    /// Largest gRPC message accepted by the public API (a batch submit of
+    /// several jobs; each job alone is at most about 1 MiB).
     pub max_request_bytes: usize,
     /// Most jobs in one SubmitJobs call.
     pub max_jobs_per_batch_submit: usize,

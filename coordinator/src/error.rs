@@ -39,6 +39,15 @@ pub enum ApiError {
     Exhausted(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// A worker stream was replaced by a newer stream of its session.
+    #[error("{0}")]
+    Aborted(String),
+    /// The worker session is no longer live: register again.
+    #[error("{0}")]
+    SessionEnded(String),
+    /// A queue is full; retry later.
+    #[error("overloaded: {0}")]
+    Overloaded(String),
 }
 
 impl ApiError {
@@ -76,6 +85,9 @@ pub fn to_status(e: ApiError) -> tonic::Status {
         ApiError::Unavailable(_) => tonic::Status::unavailable(msg),
         ApiError::Exhausted(_) => tonic::Status::resource_exhausted(msg),
         ApiError::Internal(_) => tonic::Status::internal(msg),
+        ApiError::Aborted(_) => tonic::Status::aborted(msg),
+        ApiError::SessionEnded(_) => tonic::Status::failed_precondition(msg),
+        ApiError::Overloaded(_) => tonic::Status::resource_exhausted(msg),
     }
 }
 

@@ -3,9 +3,10 @@
 //! shards, detects dead workers and reassigns their tasks.
 //!
 //! Layout: [`node`] wires everything; [`network`] is the Raft transport;
-//! [`proposer`] batches commands into log entries; [`leader`] owns the
-//! leader-only loops; [`scheduler`] is the pure `plan()`; [`api`] holds the
-//! gRPC services; [`http`] the metrics and health endpoints.
+//! [`proposer`] batches commands into log entries, stamped in log time by
+//! [`clock`]; [`leader`] is the leader's pure core and the task that runs it;
+//! [`scheduler`] is the pure `plan()`; [`api`] holds the gRPC services;
+//! [`http`] the metrics and health endpoints.
 //!
 //! What this crate never does:
 //! - change the task table except by proposing a command through Raft;
@@ -15,6 +16,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod dev;
 pub mod error;

@@ -30,19 +30,19 @@ use pb::RaftMessage;
 use pb::raft_service_client::RaftServiceClient;
 use pb::raft_service_server::RaftService;
 
-/// Largest Raft message sent or accepted (64 MiB): twice the largest job
-/// (32 MiB of payloads), so any single entry fits.
+/// Largest Raft message sent or accepted (64 MiB): far above any legal entry
+/// (`limits::MAX_ENTRY_BYTES`) or snapshot chunk, so it only stops garbage.
 pub const MAX_RAFT_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// Connection establishment timeout for peers.
 pub const CONNECT_TIMEOUT_MS: u64 = 500;
 /// Largest AppendEntries sent in one RPC (1 MiB) when it holds more than one
-/// entry. openraft gives an AppendEntries the heartbeat interval (30 ms) to
-/// complete. A follower catching up would otherwise get up to
-/// `max_payload_entries` (300) `Batch` entries, tens of MiB, which it cannot
-/// decode and fsync in 30 ms: every attempt timed out, no heartbeat landed,
-/// and elections repeated for good (found by `baton-bench` at peak load).
-/// A larger request is refused locally as `PayloadTooLarge` with an entries
-/// hint that fits, and openraft retries at once with fewer entries.
+/// entry. openraft gives an AppendEntries one heartbeat interval (30 ms) to
+/// be sent, appended and fsynced; a follower catching up would otherwise get
+/// up to `max_payload_entries` (300) entries at once, time out every try,
+/// and miss every heartbeat. A larger request is refused locally as
+/// `PayloadTooLarge` with an entries hint that fits. A single entry cannot be
+/// split, which is why the edge keeps every entry within
+/// `limits::MAX_ENTRY_BYTES`.
 pub const APPEND_BYTES_BUDGET: usize = 1024 * 1024;
 
 type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>;

@@ -85,8 +85,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         .map_err(|e| NodeError::Raft(e.to_string()))?;
     initialize_once(&cfg, &raft).await?;
 
-    let proposer = Proposer::spawn(raft.clone(), &cfg.limits);
-    let leader = crate::leader::spawn(cfg.clone(), raft.clone(), reader.clone(), proposer.clone());
+    let clock = Arc::new(crate::clock::NodeClock::default());
+    let proposer = Proposer::spawn(raft.clone(), &cfg.limits, clock.clone());
+    let leader = crate::leader::spawn(cfg.clone(), raft.clone(), reader.clone(), proposer.clone(), clock);
     let ctx = Ctx::new(cfg.clone(), raft.clone(), reader.clone(), proposer, leader);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -1,18 +1,30 @@
-//! Proposal batching. One owner task takes commands from a bounded queue and
-//! groups whatever is waiting into one `Batch` entry, so concurrent requests
-//! share one log append and one fsync. A few proposals may be in flight at
-//! once; while they are, new commands pile up and form the next, larger batch.
+//! Proposal batching. One owner task takes commands from two bounded queues
+//! and groups whatever is waiting into one `Batch` entry, so concurrent
+//! requests share one log append and one fsync. A few proposals may be in
+//! flight at once; while they are, new commands pile up and form the next,
+//! larger batch.
+//!
+//! The leader's own proposals (expiries, attempt timeouts, assignments) come
+//! through a separate control queue that is always served first, so a flood
+//! of client writes can delay them by at most one batch, never starve them.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use baton_raft_store::{Command, NodeId, Proposal, Raft, Response};
 
+use crate::clock::NodeClock;
 use crate::config::Limits;
 use crate::error::ApiError;
+
+/// Leader proposals waiting for the batcher. The leader keeps at most one
+/// assignment and one timeout proposal in flight, plus expiries, which its
+/// rate limit bounds; a full queue fails the proposal, and the leader
+/// proposes again at its next check.
+pub const CONTROL_QUEUE: usize = 1024;
 
 struct Pending {
     cmd: Command,
@@ -24,11 +36,7 @@ struct Pending {
 #[derive(Clone)]
 pub struct Proposer {
     tx: mpsc::Sender<Pending>,
-}
-
-/// Leader wall clock in ms; only stamped into entries, never read by apply() otherwise.
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    control: mpsc::Sender<Pending>,
 }
 
 /// Rough encoded size, to bound batches without encoding twice.
@@ -43,56 +51,91 @@ fn approx_bytes(cmd: &Command) -> usize {
     }
 }
 
+fn enqueue(q: &mpsc::Sender<Pending>, p: Pending) -> Result<(), ApiError> {
+    q.try_send(p).map_err(|e| match e {
+        mpsc::error::TrySendError::Full(_) => ApiError::Overloaded("proposal queue is full; retry later".into()),
+        mpsc::error::TrySendError::Closed(_) => ApiError::Unavailable("node is shutting down".into()),
+    })
+}
+
 impl Proposer {
-    pub fn spawn(raft: Raft, limits: &Limits) -> Proposer {
+    pub fn spawn(raft: Raft, limits: &Limits, clock: Arc<NodeClock>) -> Proposer {
         let (tx, rx) = mpsc::channel(limits.proposal_queue);
-        tokio::spawn(run(raft, rx, limits.clone()));
-        Proposer { tx }
+        let (control, control_rx) = mpsc::channel(CONTROL_QUEUE);
+        tokio::spawn(run(raft, rx, control_rx, limits.clone(), clock));
+        Proposer { tx, control }
     }
 
-    /// Propose one command and wait for its reply. `Err` means the command was
-    /// not committed by this call (it may still commit later if the leader
-    /// lost leadership after appending it; retries must be idempotent).
+    /// Propose one client command and wait for its reply. `Err` means the
+    /// command was not committed by this call (it may still commit later if
+    /// the leader lost leadership after appending it; retries must be
+    /// idempotent). A full queue is `Overloaded`: nothing was proposed.
     pub async fn propose(&self, cmd: Command) -> Result<Response, ApiError> {
+        self.propose_on(&self.tx, cmd).await
+    }
+
+    /// Propose one of the leader's own commands, ahead of client traffic.
+    pub async fn propose_control(&self, cmd: Command) -> Result<Response, ApiError> {
+        self.propose_on(&self.control, cmd).await
+    }
+
+    async fn propose_on(&self, q: &mpsc::Sender<Pending>, cmd: Command) -> Result<Response, ApiError> {
         let (reply, rx) = oneshot::channel();
-        let p = Pending { bytes: approx_bytes(&cmd), cmd, reply };
-        self.tx.try_send(p).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => ApiError::Exhausted("proposal queue is full; retry later".into()),
-            mpsc::error::TrySendError::Closed(_) => ApiError::Unavailable("node is shutting down".into()),
-        })?;
+        enqueue(q, Pending { bytes: approx_bytes(&cmd), cmd, reply })?;
         rx.await.map_err(|_| ApiError::Unavailable("node is shutting down".into()))?
     }
 }
 
-async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, limits: Limits) {
+async fn run(
+    raft: Raft,
+    mut rx: mpsc::Receiver<Pending>,
+    mut control: mpsc::Receiver<Pending>,
+    limits: Limits,
+    clock: Arc<NodeClock>,
+) {
     let inflight = Arc::new(Semaphore::new(limits.max_inflight_proposals));
-    while let Some(first) = rx.recv().await {
+    // A command that did not fit the last batch's byte budget opens the next.
+    let mut carry: Option<Pending> = None;
+    loop {
+        let first = match carry.take() {
+            Some(p) => p,
+            None => tokio::select! {
+                biased;
+                Some(p) = control.recv() => p,
+                Some(p) = rx.recv() => p,
+                else => return,
+            },
+        };
         let permit = match inflight.clone().acquire_owned().await {
             Ok(p) => p,
             Err(_) => return,
         };
-        // Collect what queued while we waited for a slot.
+        // Collect what queued while we waited for a slot: the leader's own
+        // commands first, then clients', while the entry stays within its
+        // byte budget (one entry must replicate within a heartbeat interval).
         let mut bytes = first.bytes;
         let mut batch = vec![first];
-        while batch.len() < limits.max_batch_commands && bytes < limits.max_batch_bytes {
-            match rx.try_recv() {
-                Ok(p) => {
-                    bytes += p.bytes;
-                    batch.push(p);
+        'fill: for q in [&mut control, &mut rx] {
+            while batch.len() < limits.max_batch_commands {
+                let Ok(p) = q.try_recv() else { break };
+                if bytes + p.bytes > limits.max_batch_bytes {
+                    carry = Some(p);
+                    break 'fill;
                 }
-                Err(_) => break,
+                bytes += p.bytes;
+                batch.push(p);
             }
         }
         metrics::histogram!("baton_proposal_batch_size").record(batch.len() as f64);
-        let raft = raft.clone();
+        let (raft, clock) = (raft.clone(), clock.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            commit(&raft, batch).await;
+            commit(&raft, &clock, batch).await;
         });
     }
 }
 
-async fn commit(raft: &Raft, mut batch: Vec<Pending>) {
+async fn commit(raft: &Raft, clock: &NodeClock, mut batch: Vec<Pending>) {
     let (cmd, replies): (Command, Vec<_>) = if batch.len() == 1 {
         let p = batch.pop().expect("one element");
         (p.cmd, vec![p.reply])
@@ -101,7 +144,8 @@ async fn commit(raft: &Raft, mut batch: Vec<Pending>) {
         (Command::Batch(cmds), replies)
     };
     let started = Instant::now();
-    let result = raft.client_write(Proposal { proposed_at_ms: now_ms(), cmd }).await;
+    // Log time, not the wall clock: see `clock.rs`.
+    let result = raft.client_write(Proposal { proposed_at_ms: clock.now().log_ms, cmd }).await;
     metrics::histogram!("baton_commit_latency_seconds").record(started.elapsed().as_secs_f64());
     match result {
         Ok(resp) => match (resp.data, replies.len()) {

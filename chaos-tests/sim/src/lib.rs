@@ -50,8 +50,17 @@ pub struct SimConfig {
     pub ttl_ms: u64,
     /// How long an attempt runs, ms (inclusive range).
     pub exec_ms: (u64, u64),
+    /// Largest wall-clock skew of a node, either way, ms. Half the seeds
+    /// skew every node's clock by up to this much (and give it a rate error),
+    /// and clock-jump faults step a clock by up to this much. It is longer
+    /// than [`DRAIN_LIMIT`], so a leader that let skew delay work would fail
+    /// the liveness check instead of draining late.
+    pub max_skew_ms: u64,
     /// The deliberate bug: the log store acknowledges appends before fsync.
     pub ack_before_fsync: bool,
+    /// The deliberate bug: leaders use their wall clock as log time (plans,
+    /// timeouts, stamps), as Baton did before it had a log clock.
+    pub wall_clock_as_log_time: bool,
     /// Print every traced event to stderr (for debugging a replay; no effect on the run).
     pub print_trace: bool,
 }
@@ -66,7 +75,9 @@ impl Default for SimConfig {
             workers: 4,
             ttl_ms: 1_500,
             exec_ms: (30, 600),
+            max_skew_ms: 300_000,
             ack_before_fsync: false,
+            wall_clock_as_log_time: false,
             print_trace: false,
         }
     }
@@ -76,8 +87,14 @@ impl SimConfig {
     /// The command that replays `seed` with this config.
     pub fn replay_command(&self, seed: u64) -> String {
         let mut s = format!("cargo run -p baton-sim -- --seed {seed} --nodes {} --steps {}", self.nodes, self.steps);
+        if self.max_skew_ms != SimConfig::default().max_skew_ms {
+            s.push_str(&format!(" --max-skew-ms {}", self.max_skew_ms));
+        }
         if self.ack_before_fsync {
             s.push_str(" --ack-before-fsync");
+        }
+        if self.wall_clock_as_log_time {
+            s.push_str(" --wall-clock-as-log-time");
         }
         s
     }

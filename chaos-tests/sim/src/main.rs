@@ -23,9 +23,15 @@ struct Args {
     /// Nemesis steps (one fault each).
     #[arg(long, default_value_t = SimConfig::default().steps)]
     steps: usize,
+    /// Largest wall-clock skew of a node, either way (ms); 0 runs every node on true time.
+    #[arg(long, default_value_t = SimConfig::default().max_skew_ms)]
+    max_skew_ms: u64,
     /// Inject the known bug: acknowledge log appends before fsync.
     #[arg(long)]
     ack_before_fsync: bool,
+    /// Inject the old clock bug: leaders use their wall clock as log time.
+    #[arg(long)]
+    wall_clock_as_log_time: bool,
     /// With --seed: write the history (JSONL) here, for `baton-check`.
     #[arg(long)]
     history: Option<PathBuf>,
@@ -51,6 +57,8 @@ fn main() -> ExitCode {
         nodes: args.nodes,
         steps: args.steps,
         ack_before_fsync: args.ack_before_fsync,
+        max_skew_ms: args.max_skew_ms,
+        wall_clock_as_log_time: args.wall_clock_as_log_time,
         ..SimConfig::default()
     };
     match (args.seed, &args.seeds) {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use baton_chaos::history::{NemesisOutcome, NemesisPhase};
 use baton_raft_store::NodeId;
+use rand::Rng;
 
 use crate::node;
 use crate::world::{NetState, World};
@@ -17,6 +18,11 @@ enum Fault {
     Crash(Vec<NodeId>),
     Net,
     Pause,
+    /// A node's wall clock stepped; the heal steps it back.
+    Clock {
+        node: NodeId,
+        was_ms: i64,
+    },
 }
 
 fn record(w: &mut World, name: &str, phase: NemesisPhase, detail: &str) {
@@ -125,6 +131,22 @@ fn install(w: &mut World) -> Option<(&'static str, Fault, String)> {
             w.net.delay_ms = (1, hi);
             ("delay", Fault::Net, format!("1..={hi} ms"))
         }
+        83..=89 => {
+            // A wall clock steps (a bad NTP step, a VM resuming), often the
+            // leader's: forward, its stamps move log time ahead for good and
+            // later leaders trail the log; backward, it trails the log now.
+            let target = match leader {
+                Some(l) if w.chance(600) => l,
+                _ => w.range(1, n),
+            };
+            let m = w.cfg.max_skew_ms.max(1) as i64;
+            let step = w.rng.random_range(-m..=m);
+            let slot = w.nodes.get_mut(&target).expect("node exists");
+            let was_ms = slot.skew_ms;
+            slot.skew_ms = was_ms + step;
+            w.stats.clock_jumps += 1;
+            ("clock-jump", Fault::Clock { node: target, was_ms }, format!("n{target} {step:+} ms"))
+        }
         _ => {
             // A worker pauses (GC, SIGSTOP) while holding an attempt, past its lease.
             let now = w.now_ms();
@@ -161,6 +183,9 @@ async fn heal(world: &Arc<Mutex<World>>, name: &str, fault: Fault, detail: &str)
         }
         // The pause ends by itself; the heal event marks the end of the fault window.
         Fault::Pause => {}
+        Fault::Clock { node, was_ms } => {
+            world.lock().unwrap().nodes.get_mut(&node).expect("node exists").skew_ms = was_ms
+        }
     }
     record(&mut world.lock().unwrap(), name, NemesisPhase::Heal, detail);
 }

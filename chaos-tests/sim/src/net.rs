@@ -228,7 +228,8 @@ pub async fn client_write(world: &Arc<Mutex<World>>, to: NodeId, cmd: Command) -
     let what = cmd.kind();
     let w2 = world.clone();
     client_call(world, to, what, move |raft, _| async move {
-        let now = w2.lock().unwrap().now_ms();
+        // Stamped by the node's log clock, as the coordinator's proposer does.
+        let now = w2.lock().unwrap().node_now(to).map_or(0, |n| n.log_ms);
         match raft.client_write(Proposal { proposed_at_ms: now, cmd }).await {
             Ok(r) => ClientReply::Ok(r.data),
             Err(RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(f))) => {

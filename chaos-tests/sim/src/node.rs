@@ -1,27 +1,29 @@
 //! Node lifecycle (start, crash, restart) and the per-incarnation tasks: the
-//! log syncer, the page-cache writeback, and the leader driver that does what
-//! `coordinator/src/leader.rs` does (leases, expiry, attempt timeouts,
-//! scheduling with the real `scheduler::plan`).
+//! log syncer, the page-cache writeback, and the leader task, which runs the
+//! coordinator's own leader core (`baton_coordinator::leader::core`) exactly
+//! as `coordinator/src/leader/mod.rs` does, on the node's simulated clocks.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use baton_coordinator::scheduler::{PlanLimits, View, plan};
-use baton_raft_store::{
-    Command, NodeId, NodeInfo, Outcome, Proposal, Raft, Response, SessionId, TaskKey, TaskState, Token,
+use baton_coordinator::clock::LogClock;
+use baton_coordinator::error::ApiError;
+use baton_coordinator::leader::core::{
+    Action, CloseReason, CoreConfig, Event, LeaderCore, StateView, TIMEOUTS_PER_ENTRY,
 };
+use baton_coordinator::leader::{QUORUM_SILENCE_ELECTION_TIMEOUTS, leads_with_quorum, outcome_of};
+use baton_coordinator::scheduler::PlanLimits;
+use baton_raft_store::{Command, NodeId, NodeInfo, Proposal, Raft, SessionId};
 
 use crate::net::SimNetwork;
 use crate::store::{SimLogStore, SimSm, SmState};
-use crate::world::{Driver, Phase, Running, World};
+use crate::world::{LeaderSide, Phase, Pushed, Running, Stream, World};
 
 /// Raft heartbeat interval, ms.
 pub const HEARTBEAT_MS: u64 = 50;
 /// Leader driver period (the coordinator's check interval and schedule tick), ms.
 pub const DRIVER_TICK_MS: u64 = 50;
-/// Most attempt timeouts proposed per entry.
-const TIMEOUTS_PER_ENTRY: usize = 100;
 /// How long the driver waits for one of its own proposals.
 const PROPOSAL_TIMEOUT: Duration = Duration::from_millis(2_000);
 
@@ -83,8 +85,15 @@ pub async fn start(world: &Arc<Mutex<World>>, id: NodeId) -> Raft {
     let raft = Raft::new(id, Arc::new(raft_config(election_min)), net, store, sm).await.expect("raft starts");
     {
         let mut w = world.lock().unwrap();
+        let leader = LeaderSide {
+            core: LeaderCore::new(core_config(&w, id)),
+            clock: LogClock::default(),
+            streams: BTreeMap::new(),
+            next_conn: 0,
+            last_applied: None,
+        };
         let slot = w.nodes.get_mut(&id).expect("node exists");
-        slot.run = Some(Running { raft: raft.clone(), sm: sm_state, driver: Driver::default() });
+        slot.run = Some(Running { raft: raft.clone(), sm: sm_state, leader });
     }
     tokio::spawn(driver(world.clone(), id, epoch, raft.clone()));
     raft
@@ -146,117 +155,107 @@ async fn writeback(world: Arc<Mutex<World>>, store: SimLogStore) {
     }
 }
 
-/// What the driver decided to propose this tick.
-enum Action {
-    Expire { session: SessionId, epoch: u64 },
-    Timeout(Vec<(TaskKey, Token)>),
-    Assign(Vec<baton_raft_store::Assign>),
+/// The leader core's configuration in the sim: the coordinator's, with the
+/// sim's lease and smaller rounds.
+fn core_config(w: &World, id: NodeId) -> CoreConfig {
+    CoreConfig {
+        node: id,
+        ttl_ms: w.cfg.ttl_ms,
+        max_expirations_per_sec: 200,
+        plan: PlanLimits { max_assignments: 64, max_scan: 1_000 },
+        timeouts_per_entry: TIMEOUTS_PER_ENTRY,
+    }
 }
 
-/// The leader driver of one incarnation.
+/// The leader task of one incarnation: what `coordinator/src/leader/mod.rs`
+/// does, on the sim's clocks and streams, with the same core.
 async fn driver(world: Arc<Mutex<World>>, id: NodeId, epoch: u64, raft: Raft) {
     loop {
         tokio::time::sleep(Duration::from_millis(DRIVER_TICK_MS)).await;
-        let actions = {
-            let mut w = world.lock().unwrap();
-            if !w.is_current(id, epoch) {
-                return;
-            }
-            step(&mut w, id)
-        };
-        for a in actions {
-            tokio::spawn(propose(world.clone(), id, epoch, raft.clone(), a));
+        let mut w = world.lock().unwrap();
+        if !w.is_current(id, epoch) {
+            return;
         }
+        if w.phase == Phase::Stopped {
+            continue;
+        }
+        let m = raft.metrics().borrow().clone();
+        let silence = raft.config().election_timeout_max * QUORUM_SILENCE_ELECTION_TIMEOUTS;
+        let leading = leads_with_quorum(id, &m, silence);
+        let was = w.running(id).expect("current").leader.core.is_leading();
+        if leading != was {
+            if leading && w.leader_terms.insert(m.current_term) {
+                w.stats.elections += 1;
+            }
+            w.trace(format_args!("{} n{id} term={}", if leading { "leader" } else { "stepped-down" }, m.current_term));
+        }
+        step(&world, &mut w, id, epoch, Event::Leadership { leading, term: m.current_term });
+        let applied = m.last_applied.map(|l| l.index);
+        let run = w.running_mut(id).expect("current");
+        if applied != run.leader.last_applied {
+            run.leader.last_applied = applied;
+            step(&world, &mut w, id, epoch, Event::Applied { index: applied.unwrap_or(0) });
+        }
+        step(&world, &mut w, id, epoch, Event::Tick);
     }
 }
 
-fn step(w: &mut World, id: NodeId) -> Vec<Action> {
-    let now = w.now_ms();
-    let ttl = w.cfg.ttl_ms;
-    let phase = w.phase;
-    let run = w.running(id).expect("checked by caller");
-    let m = run.raft.metrics().borrow().clone();
-    let leading = m.current_leader == Some(id) && m.state.is_leader();
+/// Run one event through node `id`'s leader core and carry out its actions.
+pub fn step(world: &Arc<Mutex<World>>, w: &mut World, id: NodeId, epoch: u64, ev: Event) -> Vec<Action> {
+    let Some(now) = w.node_now(id) else { return Vec::new() };
+    let run = w.running_mut(id).expect("caller checked");
     let sm = run.sm.clone();
-    let sm = sm.lock().unwrap();
-    let was = run.driver.leading;
-    if leading && !was {
-        let fresh: BTreeMap<SessionId, u64> = sm.core.idx.sessions.keys().map(|s| (*s, now + ttl)).collect();
-        let n = fresh.len();
-        let run = w.running_mut(id).expect("running");
-        run.driver = Driver { leading: true, deadlines: fresh, ..Driver::default() };
-        if w.leader_terms.insert(m.current_term) {
-            w.stats.elections += 1;
-        }
-        w.trace(format_args!("leader n{id} term={} sessions={n}", m.current_term));
-    } else if !leading && was {
-        w.running_mut(id).expect("running").driver = Driver::default();
-        w.trace(format_args!("stepped-down n{id}"));
-    }
-    if !leading || phase == Phase::Stopped {
-        return Vec::new();
-    }
-    let mut actions = Vec::new();
-    let d = &mut w.running_mut(id).expect("running").driver;
-    let idx = &sm.core.idx;
-    // Sessions registered since takeover get one TTL from when we first see them.
-    for s in idx.sessions.keys() {
-        d.deadlines.entry(*s).or_insert(now + ttl);
-    }
-    d.deadlines.retain(|s, _| idx.sessions.contains_key(s));
-    d.attached.retain(|s| idx.sessions.contains_key(s));
-    let due: Vec<SessionId> =
-        d.deadlines.iter().filter(|(s, t)| **t <= now && !d.expiring.contains(s)).map(|(s, _)| *s).collect();
-    for session in due {
-        d.expiring.insert(session);
-        actions.push(Action::Expire { session, epoch: idx.sessions[&session].epoch });
-    }
-    if !d.timeouts_in_flight {
-        let attempts: Vec<(TaskKey, Token)> = idx
-            .deadlines
-            .iter()
-            .take_while(|(t, _, _)| *t <= now)
-            .take(TIMEOUTS_PER_ENTRY)
-            .map(|(_, k, t)| (*k, *t))
-            .collect();
-        if !attempts.is_empty() {
-            d.timeouts_in_flight = true;
-            actions.push(Action::Timeout(attempts));
-        }
-    }
-    if !d.assign_in_flight {
-        let eligible: BTreeSet<SessionId> = d
-            .attached
-            .iter()
-            .copied()
-            .filter(|s| d.deadlines.get(s).is_some_and(|t| *t > now) && !d.expiring.contains(s))
-            .collect();
-        if !eligible.is_empty() {
-            let limits = PlanLimits { max_assignments: 64, max_scan: 1_000 };
-            let assignments = plan(&View { idx, eligible: &eligible, limits }, now);
-            if !assignments.is_empty() {
-                d.assign_in_flight = true;
-                actions.push(Action::Assign(assignments));
+    let actions = {
+        let sm = sm.lock().unwrap();
+        run.leader.core.step(ev, now, &StateView { core: &sm.core, kv: &sm.kv })
+    };
+    for a in &actions {
+        let run = w.running_mut(id).expect("caller checked");
+        match a {
+            Action::SetLeading(_) => {}
+            Action::Propose(p) => {
+                let label = match &p.cmd {
+                    Command::ExpireWorker { session, .. } => format!("expire s{session}"),
+                    Command::TimeoutAttempts { attempts } => format!("timeout x{}", attempts.len()),
+                    Command::AssignTasks { assignments } => format!("assign x{}", assignments.len()),
+                    other => other.kind().to_string(),
+                };
+                let raft = run.raft.clone();
+                w.trace(format_args!("propose n{id} {label}"));
+                tokio::spawn(propose(world.clone(), id, epoch, raft, p.clone(), label, now.log_ms));
+            }
+            Action::Push { session, conn, grant, .. } => {
+                if let Some(s) = run.leader.streams.get_mut(session).filter(|s| s.conn == *conn) {
+                    s.inbox.push(Pushed::Grant(grant.task, grant.token));
+                }
+            }
+            Action::Cancel { session, conn, task, token, .. } => {
+                if let Some(s) = run.leader.streams.get_mut(session).filter(|s| s.conn == *conn) {
+                    s.inbox.push(Pushed::Cancel(*task, *token));
+                }
+            }
+            Action::AckHeartbeat { .. } => {}
+            Action::Close { session, conn, .. } => {
+                if run.leader.streams.get(session).is_some_and(|s| s.conn == *conn) {
+                    run.leader.streams.remove(session);
+                }
             }
         }
     }
     actions
 }
 
-async fn propose(world: Arc<Mutex<World>>, id: NodeId, epoch: u64, raft: Raft, action: Action) {
-    let (cmd, label) = match &action {
-        Action::Expire { session, epoch } => {
-            (Command::ExpireWorker { session: *session, epoch: *epoch }, format!("expire s{session}"))
-        }
-        Action::Timeout(a) => (Command::TimeoutAttempts { attempts: a.clone() }, format!("timeout x{}", a.len())),
-        Action::Assign(a) => (Command::AssignTasks { assignments: a.clone() }, format!("assign x{}", a.len())),
-    };
-    let now = {
-        let mut w = world.lock().unwrap();
-        w.trace(format_args!("propose n{id} {label}"));
-        w.now_ms()
-    };
-    let res = tokio::time::timeout(PROPOSAL_TIMEOUT, raft.client_write(Proposal { proposed_at_ms: now, cmd })).await;
+async fn propose(
+    world: Arc<Mutex<World>>,
+    id: NodeId,
+    epoch: u64,
+    raft: Raft,
+    p: baton_coordinator::leader::core::Proposal,
+    label: String,
+    stamp: u64,
+) {
+    let cmd = p.cmd.clone();
+    let res = tokio::time::timeout(PROPOSAL_TIMEOUT, raft.client_write(Proposal { proposed_at_ms: stamp, cmd })).await;
     let mut w = world.lock().unwrap();
     let summary = match &res {
         Ok(Ok(r)) => format!("committed at {}", r.log_id),
@@ -267,59 +266,71 @@ async fn propose(world: Arc<Mutex<World>>, id: NodeId, epoch: u64, raft: Raft, a
     if !w.is_current(id, epoch) {
         return;
     }
-    let d = &mut w.running_mut(id).expect("current").driver;
-    match action {
-        Action::Expire { session, .. } => {
-            d.expiring.remove(&session);
-            if let Ok(Ok(r)) = &res
-                && matches!(r.data, Response::Done(Outcome::SessionEnded { .. }) | Response::Rejected(_))
-            {
-                d.deadlines.remove(&session);
-            }
-        }
-        Action::Timeout(_) => d.timeouts_in_flight = false,
-        Action::Assign(_) => d.assign_in_flight = false,
-    }
+    let reply = match res {
+        Ok(Ok(r)) => Ok(r.data),
+        Ok(Err(e)) => Err(ApiError::Unavailable(e.to_string())),
+        Err(_) => Err(ApiError::Unavailable("timed out".into())),
+    };
+    let outcome = outcome_of(&p.kind, reply);
+    step(&world, &mut w, id, epoch, Event::Proposed { epoch: p.epoch, kind: p.kind, outcome });
 }
 
 /// A worker heartbeat, as the leader answers it.
 #[derive(Debug, Clone)]
 pub enum HbReply {
-    /// The attempts the session holds, by the leader's applied state.
-    Held(Vec<(TaskKey, Token)>),
+    /// The lease was renewed; what the leader pushed since the last reply.
+    Acked(Vec<Pushed>),
+    /// Not renewed (an expiry is in flight); what was pushed anyway.
+    NotAcked(Vec<Pushed>),
     /// The session is not live: register again.
     Ended,
     NotLeader(Option<NodeId>),
 }
 
-/// Handle a heartbeat on node `id` (called on arrival, under the world lock).
-pub fn heartbeat(w: &mut World, id: NodeId, session: SessionId) -> HbReply {
-    let now = w.now_ms();
-    let ttl = w.cfg.ttl_ms;
+/// Handle a heartbeat of `session` on node `id` (on arrival, under the
+/// world lock). The first heartbeat on a node opens a stream there (the
+/// session stream's attach); the reply carries what went down the stream.
+pub fn heartbeat(world: &Arc<Mutex<World>>, w: &mut World, id: NodeId, session: SessionId, seq: u64) -> HbReply {
     let Some(run) = w.running_mut(id) else { return HbReply::NotLeader(None) };
-    if !run.driver.leading {
-        return HbReply::NotLeader(run.raft.metrics().borrow().current_leader);
+    let attached = run.leader.streams.get(&session).map(|s| s.conn);
+    let epoch = w.nodes[&id].epoch;
+    let conn = match attached {
+        Some(conn) => conn,
+        None => {
+            let run = w.running_mut(id).expect("up");
+            run.leader.next_conn += 1;
+            let conn = run.leader.next_conn;
+            run.leader.streams.insert(session, Stream { conn, inbox: Vec::new() });
+            let actions = step(world, w, id, epoch, Event::Attach { session, conn });
+            if let Some(reason) = closed_reason(&actions, session) {
+                return closed_reply(w, id, reason);
+            }
+            conn
+        }
+    };
+    let actions = step(world, w, id, epoch, Event::Heartbeat { session, conn, seq });
+    if let Some(reason) = closed_reason(&actions, session) {
+        return closed_reply(w, id, reason);
     }
-    let sm = run.sm.lock().unwrap();
-    if !sm.core.idx.sessions.contains_key(&session) {
-        return HbReply::Ended;
+    let acked = actions.iter().any(|a| matches!(a, Action::AckHeartbeat { session: s, .. } if *s == session));
+    let stream = w.running_mut(id).expect("up").leader.streams.get_mut(&session);
+    let inbox = stream.map(|s| std::mem::take(&mut s.inbox)).unwrap_or_default();
+    if acked { HbReply::Acked(inbox) } else { HbReply::NotAcked(inbox) }
+}
+
+fn closed_reply(w: &World, id: NodeId, reason: CloseReason) -> HbReply {
+    match reason {
+        CloseReason::Ended => HbReply::Ended,
+        _ => {
+            let leader = w.running(id).and_then(|r| r.raft.metrics().borrow().current_leader).filter(|l| *l != id);
+            HbReply::NotLeader(leader)
+        }
     }
-    let d = &mut run.driver;
-    if !d.expiring.contains(&session) {
-        d.deadlines.insert(session, now + ttl);
-    }
-    d.attached.insert(session);
-    let keys: Vec<TaskKey> =
-        sm.core.idx.by_session.get(&session).map(|s| s.iter().copied().collect()).unwrap_or_default();
-    let held = keys
-        .into_iter()
-        .filter_map(|k| match sm.core.task(&sm.kv, k) {
-            Ok(Some(t)) => match t.state {
-                TaskState::Assigned { token, .. } => Some((k, token)),
-                _ => None,
-            },
-            _ => None,
-        })
-        .collect();
-    HbReply::Held(held)
+}
+
+fn closed_reason(actions: &[Action], session: SessionId) -> Option<CloseReason> {
+    actions.iter().find_map(|a| match a {
+        Action::Close { session: s, reason, .. } if *s == session => Some(*reason),
+        _ => None,
+    })
 }

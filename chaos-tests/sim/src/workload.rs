@@ -12,7 +12,7 @@ use baton_raft_store::{Backoff, Command, JobSpec, NodeId, Outcome, Response, Ses
 
 use crate::net::{ClientReply, client_call, client_write};
 use crate::node::{HbReply, heartbeat};
-use crate::world::{Attempt, Phase, WorkerState, World};
+use crate::world::{Attempt, Phase, Pushed, WorkerState, World};
 
 /// Worker loop period, ms.
 const WORKER_TICK_MS: u64 = 50;
@@ -192,10 +192,14 @@ async fn register(world: Arc<Mutex<World>>, i: usize) {
 }
 
 async fn send_heartbeat(world: Arc<Mutex<World>>, i: usize, session: SessionId) {
-    let target = world.lock().unwrap().workers[i].target;
+    let (target, seq) = {
+        let w = world.lock().unwrap();
+        (w.workers[i].target, w.now_ms())
+    };
     let w2 = world.clone();
     let reply = client_call(&world, target, "heartbeat", move |_, _| async move {
-        ClientReply::Ok(heartbeat(&mut w2.lock().unwrap(), target, session))
+        let mut w = w2.lock().unwrap();
+        ClientReply::Ok(heartbeat(&w2, &mut w, target, session, seq))
     })
     .await;
     let mut w = world.lock().unwrap();
@@ -206,9 +210,31 @@ async fn send_heartbeat(world: Arc<Mutex<World>>, i: usize, session: SessionId) 
         ClientReply::Ok(HbReply::NotLeader(None)) => w.other_node(target),
         _ => retarget(&mut w, target, &reply),
     };
-    if let ClientReply::Ok(HbReply::Held(held)) = &reply {
-        let current = w.workers[i].session.is_some_and(|(s, _)| s == session);
-        for (task, token) in held.iter().filter(|_| current) {
+    let pushed = match &reply {
+        ClientReply::Ok(HbReply::Acked(p) | HbReply::NotAcked(p)) => p.clone(),
+        _ => Vec::new(),
+    };
+    let current = w.workers[i].session.is_some_and(|(s, _)| s == session);
+    let mut grants = Vec::new();
+    for p in pushed.into_iter().filter(|_| current) {
+        match p {
+            Pushed::Grant(task, token) => grants.push((task, token)),
+            // Stop an attempt the leader took back (a cancelled job, a
+            // timeout) unless its report is already on its way.
+            Pushed::Cancel(task, token) => {
+                let ws = &mut w.workers[i];
+                if ws.attempts.get(&task).is_some_and(|a| a.token == token && !a.reporting) {
+                    ws.attempts.remove(&task);
+                    w.stats.cancels_applied += 1;
+                    let name = w.workers[i].name.clone();
+                    w.trace(format_args!("cancelled {name} {task} t{token}"));
+                }
+            }
+        }
+    }
+    {
+        let held = &grants;
+        for (task, token) in held.iter() {
             if w.workers[i].seen.contains(&(*task, *token)) {
                 continue;
             }

@@ -14,10 +14,15 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use baton_chaos::History;
+use baton_coordinator::clock::{LogClock, Now};
+use baton_coordinator::leader::core::LeaderCore;
 use baton_raft_store::{NodeId, Raft, SessionId, TaskKey, Token};
 
 use crate::SimConfig;
 use crate::store::{Disk, SmState};
+
+/// Wall clocks start here (2023-11-14), so skewed clocks stay positive.
+pub const WALL_BASE_MS: u64 = 1_700_000_000_000;
 
 /// Counts of what the run did, for the summary table and the fault-coverage test.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -41,6 +46,10 @@ pub struct Stats {
     pub zombie_fenced: u64,
     /// Grant deliveries dropped because a newer token for the task had already been delivered.
     pub stale_deliveries: u64,
+    /// Attempts a worker stopped because the leader cancelled them.
+    pub cancels_applied: u64,
+    /// Wall-clock steps of a node.
+    pub clock_jumps: u64,
 }
 
 /// Fault settings of the simulated network.
@@ -62,29 +71,47 @@ impl NetState {
     }
 }
 
-/// The leader-side state the coordinator's leader task keeps in memory.
+/// What a worker stream delivers, in order, with the next heartbeat reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pushed {
+    Grant(TaskKey, Token),
+    Cancel(TaskKey, Token),
+}
+
+/// A worker stream attached to a node: the connection and what the leader
+/// pushed down it since the worker last heard from it.
 #[derive(Debug, Default)]
-pub struct Driver {
-    pub leading: bool,
-    /// Heartbeat deadline per live session, sim ms.
-    pub deadlines: BTreeMap<SessionId, u64>,
-    /// Sessions that heartbeated this leader since it took over.
-    pub attached: BTreeSet<SessionId>,
-    pub expiring: BTreeSet<SessionId>,
-    pub assign_in_flight: bool,
-    pub timeouts_in_flight: bool,
+pub struct Stream {
+    pub conn: u64,
+    pub inbox: Vec<Pushed>,
+}
+
+/// The leader side of one incarnation: the coordinator's own leader core
+/// (`baton_coordinator::leader::core`), the node's log clock, and the
+/// streams the core's actions go down.
+pub struct LeaderSide {
+    pub core: LeaderCore,
+    pub clock: LogClock,
+    pub streams: BTreeMap<SessionId, Stream>,
+    pub next_conn: u64,
+    pub last_applied: Option<u64>,
 }
 
 /// A running incarnation of a node.
 pub struct Running {
     pub raft: Raft,
     pub sm: Arc<Mutex<SmState>>,
-    pub driver: Driver,
+    pub leader: LeaderSide,
 }
 
-/// One node: its disk (survives crashes) and the running incarnation, if up.
+/// One node: its disk and its clock (both survive crashes) and the running
+/// incarnation, if up.
 pub struct NodeSlot {
     pub disk: Arc<Mutex<Disk>>,
+    /// This machine's wall clock minus true time, ms.
+    pub skew_ms: i64,
+    /// Its clock's rate error, parts per million (drift).
+    pub drift_ppm: i64,
     /// Epoch of the running incarnation (equals the disk's while it runs).
     pub epoch: u64,
     pub run: Option<Running>,
@@ -154,12 +181,25 @@ pub struct World {
 
 impl World {
     pub fn new(seed: u64, cfg: SimConfig) -> Arc<Mutex<World>> {
+        let mut rng = StdRng::seed_from_u64(seed);
         let nodes = (1..=cfg.nodes as NodeId)
-            .map(|id| (id, NodeSlot { disk: Arc::new(Mutex::new(Disk::default())), epoch: 0, run: None }))
+            .map(|id| {
+                // Half the seeds run with skewed clocks: up to max_skew_ms either
+                // way, and a rate error of up to 200 ppm.
+                let skewed = cfg.max_skew_ms > 0 && rng.random_range(0..2) == 1;
+                let (skew_ms, drift_ppm) = if skewed {
+                    let m = cfg.max_skew_ms as i64;
+                    (rng.random_range(-m..=m), rng.random_range(-200..=200))
+                } else {
+                    (0, 0)
+                };
+                let disk = Arc::new(Mutex::new(Disk::default()));
+                (id, NodeSlot { disk, skew_ms, drift_ppm, epoch: 0, run: None })
+            })
             .collect();
         Arc::new(Mutex::new(World {
             cfg,
-            rng: StdRng::seed_from_u64(seed),
+            rng,
             trace: blake3::Hasher::new(),
             line: String::new(),
             trace_events: 0,
@@ -180,6 +220,26 @@ impl World {
     /// Simulated time since the start, ms.
     pub fn now_ms(&self) -> u64 {
         tokio::time::Instant::now().duration_since(self.start).as_millis() as u64
+    }
+
+    /// Node `id`'s wall clock: true time plus its skew and drift, from a
+    /// realistic epoch so that skew can be negative.
+    pub fn wall_ms(&self, id: NodeId) -> u64 {
+        let t = self.now_ms() as i64;
+        let slot = &self.nodes[&id];
+        (WALL_BASE_MS as i64 + t + slot.skew_ms + t * slot.drift_ppm / 1_000_000) as u64
+    }
+
+    /// Node `id`'s view of time for its leader core and its stamps: its
+    /// monotonic clock and its log clock, after observing its applied log.
+    pub fn node_now(&mut self, id: NodeId) -> Option<Now> {
+        let wall = self.wall_ms(id);
+        let mono = self.now_ms();
+        let run = self.running_mut(id)?;
+        let applied = run.sm.lock().unwrap().core.meta.clock_ms;
+        run.leader.clock.observe(applied, mono);
+        let log_ms = run.leader.clock.now_ms(wall, mono);
+        Some(Now { mono_ms: mono, log_ms: if self.cfg.wall_clock_as_log_time { wall } else { log_ms } })
     }
 
     /// Fold one event into the trace hash.

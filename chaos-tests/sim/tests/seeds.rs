@@ -63,11 +63,13 @@ fn the_sim_exercises_faults() {
     let infos = sum(&|o| o.summary.infos);
     let zombie_reports = sum(&|o| o.stats.zombie_reports);
     let zombie_fenced = sum(&|o| o.stats.zombie_fenced);
+    let clock_jumps = sum(&|o| o.stats.clock_jumps);
     println!(
         "{runs} runs: elections={elections} crashes={crashes} partitions={partitions} pauses={pauses} \
          dropped={dropped} lost_unsynced={lost_unsynced} fenced={fenced} duplicates={duplicates} infos={infos} \
-         zombie_fenced={zombie_fenced}/{zombie_reports}"
+         zombie_fenced={zombie_fenced}/{zombie_reports} clock_jumps={clock_jumps}"
     );
+    assert!(clock_jumps > 0, "no node's wall clock ever stepped");
     // More leaderships than runs: failovers happened, not just the first election.
     assert!(elections > runs, "elections {elections} over {runs} runs");
     assert!(crashes > 0 && partitions > 0 && pauses > 0 && dropped > 0);

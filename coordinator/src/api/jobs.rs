@@ -13,7 +13,6 @@ use baton_raft_store::{Command, CommandError, JobId, Outcome, Response as StoreR
 use super::convert;
 use super::{Ctx, Route};
 use crate::error::ApiError;
-use crate::leader::LeaderMsg;
 
 /// Default and largest page of ListJobs.
 pub const LIST_PAGE_DEFAULT: usize = 100;
@@ -48,9 +47,6 @@ impl Jobs {
         let spec = convert::job_spec(spec)?;
         match outcome(self.ctx.proposer.propose(Command::SubmitJob(spec)).await?)? {
             Outcome::Submitted { job, shards, duplicate } => {
-                if !duplicate {
-                    self.ctx.leader.kick();
-                }
                 Ok(proto::SubmitJobResponse { job_id: job, shards, duplicate })
             }
             other => Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
@@ -157,10 +153,8 @@ impl JobService for Jobs {
         forward_if_not_here!(self.ctx, self.ctx.route(&req)?, req, JobServiceClient::cancel_job);
         let r = req.into_inner();
         match outcome(self.ctx.proposer.propose(Command::CancelJob { job: r.job_id, reason: r.reason }).await?)? {
-            Outcome::Cancelled { revoked, tasks_cancelled, .. } => {
-                if !revoked.is_empty() {
-                    self.ctx.leader.send(LeaderMsg::Revoked(revoked)).await;
-                }
+            // The leader tells the workers of running attempts at its next check.
+            Outcome::Cancelled { tasks_cancelled, .. } => {
                 Ok(Response::new(proto::CancelJobResponse { tasks_cancelled }))
             }
             other => Err(ApiError::Internal(format!("unexpected reply {other:?}")).into()),

@@ -23,7 +23,7 @@ use serde_bytes::ByteBuf;
 
 use super::{Ctx, Route, convert};
 use crate::error::{ApiError, to_status};
-use crate::leader::{LeaderMsg, Outbound};
+use crate::leader::{LeaderMsg, Outbound, task_ref};
 
 /// How long a new stream may take to send its Register.
 pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -50,11 +50,15 @@ impl Workers {
     /// Register a new session or resume a live one. Returns (session, epoch, resumed).
     async fn open(&self, r: proto::Register) -> Result<(SessionId, u64, bool), ApiError> {
         if r.resume_session != 0 {
+            // A new leader may not have applied the session's registration
+            // yet: read it only after a barrier, or a live session would be
+            // answered "not found" and its worker would start over.
+            self.ctx.linearize().await?;
             return match self.ctx.reader.session(r.resume_session)? {
                 Some(s) if s.ended.is_none() && s.epoch == r.resume_epoch && s.name == r.name => {
                     Ok((s.id, s.epoch, true))
                 }
-                Some(_) => Err(ApiError::Precondition(format!(
+                Some(_) => Err(ApiError::SessionEnded(format!(
                     "session {} has ended or belongs to another incarnation; register again",
                     r.resume_session
                 ))),
@@ -65,15 +69,20 @@ impl Workers {
             Command::RegisterWorker { name: r.name, labels: r.labels.into_iter().collect(), capacity: r.capacity };
         cmd.validate()?;
         match self.ctx.proposer.propose(cmd).await?.into_result()? {
-            Outcome::Registered { session, epoch, replaced } => {
-                if replaced.is_some() {
-                    self.ctx.leader.kick();
-                }
-                Ok((session, epoch, false))
-            }
+            Outcome::Registered { session, epoch, .. } => Ok((session, epoch, false)),
             other => Err(ApiError::Internal(format!("unexpected reply {other:?}"))),
         }
     }
+}
+
+fn report_ack(task: TaskKey, token: u64, kind: proto::ReportKind, status: proto::ReportStatus, message: String) -> Out {
+    Out::ReportAck(proto::ReportAck {
+        task: Some(task_ref(task)),
+        token,
+        status: status as i32,
+        message,
+        kind: kind as i32,
+    })
 }
 
 /// Turn the reply to a report into the ack the worker gets. `Err` means the
@@ -83,25 +92,51 @@ fn ack(
     token: u64,
     kind: proto::ReportKind,
     reply: Result<StoreResponse, ApiError>,
-) -> Result<proto::ReportAck, ApiError> {
+) -> Result<Out, ApiError> {
     use proto::ReportStatus as S;
-    let (status, message) = match reply?.into_result() {
-        Ok(Outcome::Completed { duplicate: true, .. } | Outcome::Failed { duplicate: true, .. }) => {
-            (S::Duplicate, String::new())
-        }
-        Ok(_) => (S::Accepted, String::new()),
-        Err(e @ CommandError::Fenced { .. }) => {
-            metrics::counter!("baton_fenced_reports_total").increment(1);
-            (S::Fenced, e.to_string())
-        }
-        Err(e) => (S::Rejected, e.to_string()),
+    let (status, message) = match reply {
+        // Never proposed: the worker sends it again later on the same stream.
+        Err(ApiError::Overloaded(m)) => (S::RetryLater, m),
+        Err(e) => return Err(e),
+        Ok(r) => match r.into_result() {
+            Ok(Outcome::Completed { duplicate: true, .. } | Outcome::Failed { duplicate: true, .. }) => {
+                (S::Duplicate, String::new())
+            }
+            Ok(_) => (S::Accepted, String::new()),
+            Err(e @ CommandError::Fenced { .. }) => {
+                metrics::counter!("baton_fenced_reports_total").increment(1);
+                (S::Fenced, e.to_string())
+            }
+            Err(e) => (S::Rejected, e.to_string()),
+        },
     };
-    Ok(proto::ReportAck {
-        task: Some(crate::leader::task_ref(task)),
-        token,
-        status: status as i32,
-        message,
-        kind: kind as i32,
+    Ok(report_ack(task, token, kind, status, message))
+}
+
+/// A report as a command, with its kind, or why it is malformed.
+fn report(msg: In) -> Result<(TaskKey, u64, proto::ReportKind, Command), ApiError> {
+    use proto::ReportKind as K;
+    Ok(match msg {
+        In::Complete(c) => {
+            let t = task_key(c.task)?;
+            (
+                t,
+                c.token,
+                K::Complete,
+                Command::CompleteTask { task: t, token: c.token, result: ByteBuf::from(c.result) },
+            )
+        }
+        In::Fail(f) => {
+            let t = task_key(f.task)?;
+            (t, f.token, K::Fail, Command::FailTask { task: t, token: f.token, error: f.error, retryable: f.retryable })
+        }
+        In::Progress(p) => {
+            let t = task_key(p.task)?;
+            let cmd =
+                Command::ReportProgress { task: t, token: p.token, progress_bp: p.progress_bp, message: p.message };
+            (t, p.token, K::Progress, cmd)
+        }
+        other => return Err(ApiError::Internal(format!("not a report: {other:?}"))),
     })
 }
 
@@ -120,31 +155,16 @@ async fn inbound_loop(
             Ok(Some(m)) => m,
             Ok(None) | Err(_) => break,
         };
-        let report = match msg.msg {
+        let msg = match msg.msg {
+            // The leader task acknowledges it once the lease is renewed.
             Some(In::Heartbeat(h)) => {
-                if !ctx.leader.is_leading() {
-                    let _ = tx.send(Err(to_status(ApiError::NotLeader { leader: ctx.leader_hint() }))).await;
-                    break;
-                }
-                ctx.leader.send(LeaderMsg::Heartbeat { session }).await;
-                if tx.send(Ok(out(Out::HeartbeatAck(proto::HeartbeatAck { seq: h.seq })))).await.is_err() {
-                    break;
-                }
+                ctx.leader.send(LeaderMsg::Heartbeat { session, conn, seq: h.seq }).await;
                 continue;
             }
-            Some(In::Complete(c)) => task_key(c.task).map(|t| {
-                (t, c.token, Command::CompleteTask { task: t, token: c.token, result: ByteBuf::from(c.result) })
-            }),
-            Some(In::Fail(f)) => task_key(f.task).map(|t| {
-                (t, f.token, Command::FailTask { task: t, token: f.token, error: f.error, retryable: f.retryable })
-            }),
-            Some(In::Progress(p)) => task_key(p.task).map(|t| {
-                (
-                    t,
-                    p.token,
-                    Command::ReportProgress { task: t, token: p.token, progress_bp: p.progress_bp, message: p.message },
-                )
-            }),
+            Some(In::Drain(_)) => {
+                ctx.leader.send(LeaderMsg::Drain { session }).await;
+                continue;
+            }
             Some(In::Deregister(_)) => {
                 // On success the stream simply ends (Detach below drops the
                 // leader's sender); a failure is reported as the stream's status.
@@ -154,45 +174,43 @@ async fn inbound_loop(
                     Ok(Err(e)) => drop(tx.send(Err(to_status(e.into()))).await),
                     Err(e) => drop(tx.send(Err(to_status(e))).await),
                 }
-                ctx.leader.kick();
                 break;
             }
-            Some(In::Drain(_)) => {
-                ctx.leader.send(LeaderMsg::Drain { session }).await;
-                continue;
+            Some(In::Register(_)) => {
+                let _ = tx.send(Err(to_status(ApiError::invalid("register", "sent twice on one stream")))).await;
+                break;
             }
-            Some(In::Register(_)) => Err(ApiError::invalid("register", "sent twice on one stream")),
-            None => Err(ApiError::invalid("msg", "is empty")),
+            None => {
+                let _ = tx.send(Err(to_status(ApiError::invalid("msg", "is empty")))).await;
+                break;
+            }
+            Some(m) => m,
         };
-        let (task, token, cmd) = match report {
+        let (task, token, kind, cmd) = match report(msg) {
             Ok(r) => r,
             Err(e) => {
                 let _ = tx.send(Err(to_status(e))).await;
                 break;
             }
         };
+        // Refuse what apply() would refuse before it reaches the log (a
+        // result over the size limit, say): the worker gets a definite no.
+        if let Err(e) = cmd.validate() {
+            let ack = report_ack(task, token, kind, proto::ReportStatus::Rejected, e.to_string());
+            if tx.send(Ok(out(ack))).await.is_err() {
+                break;
+            }
+            continue;
+        }
         let Ok(permit) = reports.clone().acquire_owned().await else { break };
         let (ctx2, tx2) = (ctx.clone(), tx.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            let kind = match &cmd {
-                Command::CompleteTask { .. } => proto::ReportKind::Complete,
-                Command::FailTask { .. } => proto::ReportKind::Fail,
-                _ => proto::ReportKind::Progress,
-            };
-            let finishes = kind != proto::ReportKind::Progress;
             let reply = ctx2.proposer.propose(cmd).await;
-            match ack(task, token, kind, reply) {
-                Ok(a) => {
-                    if finishes {
-                        ctx2.leader.kick();
-                    }
-                    let _ = tx2.send(Ok(out(Out::ReportAck(a)))).await;
-                }
-                Err(e) => {
-                    let _ = tx2.send(Err(to_status(e))).await;
-                }
-            }
+            let _ = match ack(task, token, kind, reply) {
+                Ok(a) => tx2.send(Ok(out(a))).await,
+                Err(e) => tx2.send(Err(to_status(e))).await,
+            };
         });
     }
     ctx.leader.send(LeaderMsg::Detach { session, conn }).await;

@@ -33,11 +33,13 @@ pub struct Opts {
     pub forward: bool,
     /// Extra environment for every node (e.g. BATON_RAFT__… overrides).
     pub env: Vec<(String, String)>,
+    /// A command that runs `baton` for some nodes (e.g. `faketime -f -60s`).
+    pub wrap: BTreeMap<u64, Vec<String>>,
 }
 
 impl Default for Opts {
     fn default() -> Self {
-        Opts { ttl_ms: 1_500, heartbeat_ms: 300, check_ms: 100, forward: true, env: Vec::new() }
+        Opts { ttl_ms: 1_500, heartbeat_ms: 300, check_ms: 100, forward: true, env: Vec::new(), wrap: BTreeMap::new() }
     }
 }
 
@@ -94,7 +96,14 @@ impl Cluster {
             .append(true)
             .open(self.dir.path().join(format!("node{id}.log")))
             .unwrap();
-        let mut cmd = Command::new(BIN);
+        let mut cmd = match self.opts.wrap.get(&id) {
+            Some(w) => {
+                let mut c = Command::new(&w[0]);
+                c.args(&w[1..]).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
         cmd.args(["serve", "--node-id", &id.to_string()])
             .arg("--data-dir")
             .arg(self.data_dir(id))
@@ -344,6 +353,11 @@ impl TestWorker {
                 result: result.as_bytes().to_vec(),
             })),
         });
+    }
+
+    /// Send any message through the worker's current stream.
+    pub fn send(&self, msg: In) {
+        let _ = self.report_tx.send(proto::WorkerMessage { msg: Some(msg) });
     }
 
     pub fn assigned(&self) -> Vec<(u64, u32, u64, Instant)> {

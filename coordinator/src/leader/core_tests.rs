@@ -1,0 +1,455 @@
+//! The leader core on a virtual clock, over the real apply() on an in-memory
+//! store. A `Rig` plays the IO shell: it applies the core's proposals and
+//! feeds their outcomes back, as `leader/mod.rs` and the simulator do.
+
+use std::collections::BTreeMap;
+
+use baton_raft_store::{
+    Backoff, Command, Core, Entry, JobSpec, MemKv, Outcome as StoreOutcome, Proposal as Entry0, Response, SessionId,
+    TaskKey, TaskState,
+};
+use openraft::{CommittedLeaderId, EntryPayload, LogId};
+
+use super::*;
+use crate::clock::LogClock;
+
+const TTL: u64 = 2_000;
+
+fn cfg() -> CoreConfig {
+    CoreConfig {
+        node: 1,
+        ttl_ms: TTL,
+        max_expirations_per_sec: 200,
+        plan: PlanLimits { max_assignments: 1000, max_scan: 50_000 },
+        timeouts_per_entry: TIMEOUTS_PER_ENTRY,
+    }
+}
+
+/// The store, the core under test, and the clocks of the node it runs on.
+struct Rig {
+    state: Core,
+    kv: MemKv,
+    index: u64,
+    leader: LeaderCore,
+    clock: LogClock,
+    /// This node's wall clock minus true time.
+    skew_ms: i64,
+    /// True time, ms.
+    t: u64,
+    /// Every action the core produced, in order.
+    log: Vec<Action>,
+}
+
+impl Rig {
+    fn new() -> Self {
+        Rig {
+            state: Core::default(),
+            kv: MemKv::default(),
+            index: 0,
+            leader: LeaderCore::new(cfg()),
+            clock: LogClock::default(),
+            skew_ms: 0,
+            t: 1_000_000,
+            log: Vec::new(),
+        }
+    }
+
+    fn now(&mut self) -> Now {
+        self.clock.observe(self.state.meta.clock_ms, self.t);
+        let wall = (self.t as i64 + self.skew_ms) as u64;
+        Now { mono_ms: self.t, log_ms: self.clock.now_ms(wall, self.t) }
+    }
+
+    /// Apply `cmd` as an entry stamped `at` (log time).
+    fn apply_at(&mut self, cmd: Command, at: u64) -> Response {
+        self.index += 1;
+        let e = Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 0), self.index),
+            payload: EntryPayload::Normal(Entry0 { proposed_at_ms: at, cmd }),
+        };
+        let r = self.state.apply_entry(&self.kv, &e).unwrap();
+        let w = self.state.take_writes().unwrap();
+        self.kv.write(w);
+        r
+    }
+
+    /// Apply `cmd` stamped by this node's log clock.
+    fn apply(&mut self, cmd: Command) -> Response {
+        let at = self.now().log_ms;
+        self.apply_at(cmd, at)
+    }
+
+    fn step(&mut self, ev: Event) -> Vec<Action> {
+        let now = self.now();
+        let view = StateView { core: &self.state, kv: &self.kv };
+        let out = self.leader.step(ev, now, &view);
+        self.log.extend(out.iter().cloned());
+        out
+    }
+
+    /// Step, then commit every proposal the core made and feed back its
+    /// outcome, until the core proposes nothing more. Returns every action.
+    fn run(&mut self, ev: Event) -> Vec<Action> {
+        let mut all = Vec::new();
+        let mut queue = vec![ev];
+        while let Some(ev) = queue.pop() {
+            for a in self.step(ev) {
+                if let Action::Propose(p) = &a {
+                    let r = self.apply(p.cmd.clone());
+                    queue.push(Event::Proposed { epoch: p.epoch, kind: p.kind, outcome: outcome_of(&p.kind, r) });
+                }
+                all.push(a);
+            }
+        }
+        all
+    }
+
+    fn advance(&mut self, ms: u64) {
+        self.t += ms;
+    }
+
+    fn register(&mut self, name: &str, capacity: u32) -> SessionId {
+        match self.apply(Command::RegisterWorker { name: name.into(), labels: BTreeMap::new(), capacity }) {
+            Response::Done(StoreOutcome::Registered { session, .. }) => session,
+            r => panic!("{r:?}"),
+        }
+    }
+
+    fn submit(&mut self, shards: usize) -> u64 {
+        let mut spec = JobSpec::with_shards("ns", shards);
+        spec.backoff = Backoff { base_ms: 1_000, max_ms: 1_000 };
+        match self.apply(Command::SubmitJob(spec)) {
+            Response::Done(StoreOutcome::Submitted { job, .. }) => job,
+            r => panic!("{r:?}"),
+        }
+    }
+
+    fn lead(&mut self, term: u64) -> Vec<Action> {
+        self.run(Event::Leadership { leading: true, term })
+    }
+
+    fn task(&self, job: u64, shard: u32) -> TaskState {
+        self.state.task(&self.kv, TaskKey::new(job, shard)).unwrap().unwrap().state
+    }
+}
+
+/// What the shell reports for a committed proposal (see `leader/mod.rs`).
+fn outcome_of(kind: &ProposalKind, r: Response) -> Outcome {
+    super::super::outcome_of(kind, Ok(r))
+}
+
+fn pushes(actions: &[Action]) -> Vec<(SessionId, TaskKey)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Push { session, grant, .. } => Some((*session, grant.task)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn expiries(actions: &[Action]) -> Vec<SessionId> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Propose(Proposal { cmd: Command::ExpireWorker { session, .. }, .. }) => Some(*session),
+            _ => None,
+        })
+        .collect()
+}
+
+fn closes(actions: &[Action]) -> Vec<(SessionId, u64, CloseReason)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Close { session, conn, reason } => Some((*session, *conn, *reason)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_new_leader_pushes_submitted_work_to_an_attached_worker() {
+    let mut r = Rig::new();
+    let s = r.register("w", 4);
+    let job = r.submit(2);
+    assert_eq!(r.lead(1), vec![Action::SetLeading(true)], "nobody attached yet");
+    let a = r.run(Event::Attach { session: s, conn: 7 });
+    assert_eq!(pushes(&a), vec![(s, TaskKey::new(job, 0)), (s, TaskKey::new(job, 1))]);
+    assert!(matches!(r.task(job, 0), TaskState::Assigned { session, .. } if session == s));
+    // Nothing more to do: the next applied index plans nothing.
+    assert!(r.run(Event::Applied { index: r.index }).is_empty());
+}
+
+#[test]
+fn heartbeats_renew_the_lease_and_are_acknowledged_only_then() {
+    let mut r = Rig::new();
+    let s = r.register("w", 1);
+    r.lead(1);
+    r.run(Event::Attach { session: s, conn: 1 });
+    r.advance(1_500);
+    let a = r.run(Event::Heartbeat { session: s, conn: 1, seq: 9 });
+    assert_eq!(a, vec![Action::AckHeartbeat { session: s, conn: 1, seq: 9 }]);
+    assert_eq!(r.leader.deadline(s), Some(r.t + TTL));
+    // TTL after the last heartbeat, the session is expired once.
+    r.advance(TTL - 1);
+    assert!(expiries(&r.step(Event::Tick)).is_empty());
+    r.advance(1);
+    let a = r.step(Event::Tick);
+    assert_eq!(expiries(&a), vec![s]);
+    // While the expiry is in flight a heartbeat neither renews nor is acked.
+    assert!(r.step(Event::Heartbeat { session: s, conn: 1, seq: 10 }).is_empty());
+    assert!(expiries(&r.step(Event::Tick)).is_empty(), "one expiry in flight at a time");
+}
+
+#[test]
+fn a_dead_workers_task_is_reassigned_within_ttl_and_one_check() {
+    let mut r = Rig::new();
+    let dead = r.register("dead", 1);
+    let live = r.register("live", 1);
+    r.lead(1);
+    let job = r.submit(1);
+    r.run(Event::Attach { session: dead, conn: 1 });
+    assert!(matches!(r.task(job, 0), TaskState::Assigned { session, .. } if session == dead));
+    r.run(Event::Attach { session: live, conn: 2 });
+    let check = 100;
+    let mut reassigned_at = None;
+    for _ in 0..100 {
+        r.advance(check);
+        r.run(Event::Heartbeat { session: live, conn: 2, seq: 0 });
+        let a = r.run(Event::Tick);
+        if pushes(&a).contains(&(live, TaskKey::new(job, 0))) {
+            reassigned_at = Some(r.t);
+            break;
+        }
+    }
+    let took = reassigned_at.expect("reassigned") - 1_000_000;
+    assert!(took <= TTL + check, "took {took} ms");
+    assert!(closes(&r.log).contains(&(dead, 1, CloseReason::Ended)));
+}
+
+#[test]
+fn a_new_term_gives_every_session_one_fresh_ttl_and_no_more() {
+    let mut r = Rig::new();
+    let s = r.register("w", 1);
+    r.lead(1);
+    r.advance(1_900);
+    r.run(Event::Leadership { leading: false, term: 1 });
+    r.advance(50);
+    r.lead(2);
+    assert_eq!(r.leader.deadline(s), Some(r.t + TTL), "fresh from takeover, not expired");
+    r.advance(TTL);
+    assert_eq!(expiries(&r.step(Event::Tick)), vec![s]);
+}
+
+#[test]
+fn a_flapping_quorum_in_one_term_does_not_renew_leases() {
+    let mut r = Rig::new();
+    let s = r.register("w", 1);
+    r.lead(3);
+    let deadline = r.leader.deadline(s).unwrap();
+    // The quorum goes silent and comes back every 400 ms, in the same term.
+    let mut expired_at = None;
+    for _ in 0..20 {
+        r.advance(200);
+        r.run(Event::Leadership { leading: false, term: 3 });
+        r.advance(200);
+        r.run(Event::Leadership { leading: true, term: 3 });
+        assert!(r.leader.deadline(s).is_none_or(|d| d <= deadline), "lease extended by a flap");
+        if !expiries(&r.step(Event::Tick)).is_empty() {
+            expired_at = Some(r.t);
+            break;
+        }
+    }
+    assert!(expired_at.is_some_and(|t| t <= deadline + 400), "{expired_at:?} vs {deadline}");
+}
+
+#[test]
+fn losing_leadership_closes_every_stream_and_refuses_new_ones() {
+    let mut r = Rig::new();
+    let s = r.register("w", 1);
+    r.lead(1);
+    r.run(Event::Attach { session: s, conn: 1 });
+    let a = r.run(Event::Leadership { leading: false, term: 1 });
+    assert_eq!(a[0], Action::SetLeading(false));
+    assert_eq!(closes(&a), vec![(s, 1, CloseReason::NotLeader)]);
+    assert_eq!(closes(&r.run(Event::Attach { session: s, conn: 2 })), vec![(s, 2, CloseReason::NotLeader)]);
+    assert_eq!(closes(&r.run(Event::Heartbeat { session: s, conn: 2, seq: 1 })), vec![(s, 2, CloseReason::NotLeader)]);
+}
+
+#[test]
+fn a_second_stream_of_a_session_replaces_the_first_and_resyncs() {
+    let mut r = Rig::new();
+    let s = r.register("w", 2);
+    r.lead(1);
+    let job = r.submit(1);
+    r.run(Event::Attach { session: s, conn: 1 });
+    let a = r.run(Event::Attach { session: s, conn: 2 });
+    assert_eq!(closes(&a), vec![(s, 1, CloseReason::Replaced)]);
+    assert_eq!(pushes(&a), vec![(s, TaskKey::new(job, 0))], "resync of the held attempt");
+    // The old stream's detach does not detach the new one.
+    r.run(Event::Detach { session: s, conn: 1 });
+    assert_eq!(r.leader.attached_sessions().collect::<Vec<_>>(), vec![s]);
+}
+
+#[test]
+fn an_ended_session_cannot_attach_and_its_stream_is_closed_at_the_next_check() {
+    let mut r = Rig::new();
+    let s = r.register("w", 1);
+    r.lead(1);
+    r.run(Event::Attach { session: s, conn: 1 });
+    // The same name registers again: the old session ends.
+    let s2 = r.register("w", 1);
+    assert_ne!(s, s2);
+    assert_eq!(closes(&r.run(Event::Tick)), vec![(s, 1, CloseReason::Ended)]);
+    assert_eq!(closes(&r.run(Event::Attach { session: s, conn: 3 })), vec![(s, 3, CloseReason::Ended)]);
+}
+
+#[test]
+fn a_cancelled_jobs_running_attempts_are_cancelled_at_the_next_check() {
+    let mut r = Rig::new();
+    let s = r.register("w", 2);
+    r.lead(1);
+    let job = r.submit(2);
+    r.run(Event::Attach { session: s, conn: 1 });
+    r.apply(Command::CancelJob { job, reason: "no".into() });
+    let a = r.run(Event::Tick);
+    let cancels: Vec<_> = a
+        .iter()
+        .filter_map(|a| match a {
+            Action::Cancel { task, reason, .. } => Some((*task, *reason)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        cancels,
+        vec![(TaskKey::new(job, 0), CancelReason::Revoked), (TaskKey::new(job, 1), CancelReason::Revoked)]
+    );
+    assert!(r.run(Event::Tick).is_empty(), "cancelled once");
+}
+
+#[test]
+fn a_grant_whose_reply_was_lost_is_pushed_at_the_next_check() {
+    let mut r = Rig::new();
+    let s = r.register("w", 1);
+    r.lead(1);
+    r.run(Event::Attach { session: s, conn: 1 });
+    let job = r.submit(1);
+    // The assignment commits but its reply is lost.
+    let a = r.step(Event::Applied { index: r.index });
+    let Some(Action::Propose(p)) = a.first().cloned() else { panic!("{a:?}") };
+    r.apply(p.cmd.clone());
+    r.step(Event::Proposed { epoch: p.epoch, kind: p.kind, outcome: Outcome::NotCommitted });
+    let a = r.run(Event::Tick);
+    assert_eq!(pushes(&a), vec![(s, TaskKey::new(job, 0))]);
+    assert!(pushes(&r.run(Event::Tick)).is_empty(), "pushed once");
+}
+
+#[test]
+fn an_attempt_past_its_deadline_is_cancelled_and_timed_out() {
+    let mut r = Rig::new();
+    let s = r.register("w", 1);
+    r.lead(1);
+    let mut spec = JobSpec::with_shards("ns", 1);
+    spec.attempt_timeout_ms = 5_000;
+    let job = match r.apply(Command::SubmitJob(spec)) {
+        Response::Done(StoreOutcome::Submitted { job, .. }) => job,
+        x => panic!("{x:?}"),
+    };
+    let a = r.run(Event::Attach { session: s, conn: 1 });
+    let deadline_in = a.iter().find_map(|a| match a {
+        Action::Push { deadline_in_ms, .. } => Some(*deadline_in_ms),
+        _ => None,
+    });
+    assert_eq!(deadline_in, Some(5_000));
+    r.advance(4_000);
+    r.run(Event::Heartbeat { session: s, conn: 1, seq: 1 });
+    assert!(r.run(Event::Tick).iter().all(|a| !matches!(a, Action::Cancel { .. })));
+    r.advance(1_000);
+    r.run(Event::Heartbeat { session: s, conn: 1, seq: 2 });
+    let a = r.run(Event::Tick);
+    assert!(a.iter().any(|a| matches!(a, Action::Cancel { reason: CancelReason::TimedOut, .. })), "{a:?}");
+    assert!(matches!(r.task(job, 0), TaskState::Pending { .. }), "{:?}", r.task(job, 0));
+}
+
+#[test]
+fn a_leader_whose_clock_is_60s_behind_dispatches_new_and_requeued_work_at_once() {
+    let mut r = Rig::new();
+    let a_worker = r.register("a", 1);
+    let b_worker = r.register("b", 1);
+    // The previous leader stamped the log at true time; this node is 60 s behind.
+    r.skew_ms = -60_000;
+    r.clock = LogClock::default();
+    r.lead(2);
+    let job = r.submit(1);
+    let a = r.run(Event::Attach { session: a_worker, conn: 1 });
+    assert_eq!(pushes(&a), vec![(a_worker, TaskKey::new(job, 0))], "new work dispatched at once");
+    // The attempt fails and is retried after its 1 s backoff, measured in log time.
+    let TaskState::Assigned { token, .. } = r.task(job, 0) else { panic!() };
+    r.apply(Command::FailTask { task: TaskKey::new(job, 0), token, error: "x".into(), retryable: true });
+    r.run(Event::Attach { session: b_worker, conn: 2 });
+    let mut waited = 0;
+    while !matches!(r.task(job, 0), TaskState::Assigned { .. }) {
+        r.advance(50);
+        waited += 50;
+        r.run(Event::Heartbeat { session: a_worker, conn: 1, seq: waited });
+        r.run(Event::Heartbeat { session: b_worker, conn: 2, seq: waited });
+        r.run(Event::Tick);
+        assert!(waited <= 1_100, "requeued work still waiting after {waited} ms");
+    }
+}
+
+#[test]
+fn expiries_are_rate_limited() {
+    let mut r = Rig::new();
+    r.leader = LeaderCore::new(CoreConfig { max_expirations_per_sec: 2, ..cfg() });
+    let sessions: Vec<_> = (0..5).map(|i| r.register(&format!("w{i}"), 1)).collect();
+    r.lead(1);
+    r.advance(TTL);
+    // Proposals are not committed here, so they stay in flight.
+    assert_eq!(expiries(&r.step(Event::Tick)), sessions[..2].to_vec());
+    assert!(expiries(&r.step(Event::Tick)).is_empty());
+    r.advance(500);
+    assert_eq!(expiries(&r.step(Event::Tick)), vec![sessions[2]]);
+}
+
+#[test]
+fn a_draining_session_gets_no_new_work() {
+    let mut r = Rig::new();
+    let s = r.register("w", 2);
+    r.lead(1);
+    r.run(Event::Attach { session: s, conn: 1 });
+    r.run(Event::Drain { session: s });
+    r.submit(1);
+    assert!(pushes(&r.run(Event::Applied { index: r.index })).is_empty());
+    assert!(pushes(&r.run(Event::Tick)).is_empty());
+}
+
+#[test]
+fn a_full_stream_is_closed_and_detached() {
+    let mut r = Rig::new();
+    let s = r.register("w", 1);
+    r.lead(1);
+    r.run(Event::Attach { session: s, conn: 4 });
+    assert_eq!(closes(&r.run(Event::StreamFull { session: s, conn: 4 })), vec![(s, 4, CloseReason::FellBehind)]);
+    assert_eq!(r.leader.attached_sessions().count(), 0);
+    assert!(r.run(Event::StreamFull { session: s, conn: 4 }).is_empty(), "once");
+}
+
+#[test]
+fn outcomes_of_an_earlier_leadership_are_ignored() {
+    let mut r = Rig::new();
+    let s = r.register("w", 1);
+    r.lead(1);
+    r.run(Event::Attach { session: s, conn: 1 });
+    let job = r.submit(1);
+    let a = r.step(Event::Applied { index: r.index });
+    let Some(Action::Propose(p)) = a.first().cloned() else { panic!("{a:?}") };
+    let resp = r.apply(p.cmd.clone());
+    r.run(Event::Leadership { leading: false, term: 1 });
+    r.lead(2);
+    let a = r.run(Event::Proposed { epoch: p.epoch, kind: p.kind, outcome: outcome_of(&p.kind, resp) });
+    assert!(a.is_empty(), "{a:?}");
+    // The grant is still delivered, by the resync when the worker reattaches.
+    assert_eq!(pushes(&r.run(Event::Attach { session: s, conn: 2 })), vec![(s, TaskKey::new(job, 0))]);
+}
