@@ -75,6 +75,8 @@ fn phase_name(p: NemesisPhase) -> &'static str {
 /// When the tasks of a worker stopped at `start` must have been granted again.
 struct Deadline<'k> {
     t: u64,
+    /// The bound without any takeover.
+    plain_ms: u64,
     /// The last takeover that moved it, if any.
     moved_by: Option<&'k Takeover>,
 }
@@ -92,14 +94,14 @@ impl Deadline<'_> {
 }
 
 fn deadline(start: u64, bound: u64, takeovers: &[Takeover]) -> Deadline<'_> {
-    let mut d = Deadline { t: start + bound, moved_by: None };
+    let mut d = Deadline { t: start + bound, plain_ms: bound, moved_by: None };
     // Sorted by time and the deadline only grows: the first takeover past it ends the scan.
     for k in takeovers.iter().filter(|k| k.t >= start) {
         if k.t > d.t {
             break;
         }
         if k.t + bound > d.t {
-            d = Deadline { t: k.t + bound, moved_by: Some(k) };
+            d = Deadline { t: k.t + bound, plain_ms: bound, moved_by: Some(k) };
         }
     }
     d
@@ -136,6 +138,8 @@ struct Tally {
     faults: usize,
     held: usize,
     regranted: usize,
+    /// Of those, granted after the plain bound, within a deadline a takeover moved.
+    excused: usize,
     /// The longest time from a fault to a next grant within its deadline.
     longest_ms: Option<u64>,
     finished: usize,
@@ -192,11 +196,13 @@ pub(super) fn check(f: &Facts<'_>, config: &Config, out: &mut InvariantReport) {
     let longest = tally.longest_ms.map_or("none".to_string(), |ms| format!("{ms} ms"));
     out.note(format!(
         "{} worker faults, {} held tasks: {} granted again in time (longest {longest} after its fault; bound {bound} \
-         ms = {parts}, restarted by any of {} possible takeovers), {} finished or cancelled first, {} granted again \
-         unseen, {} missing from the final state, {} with the final state read before their deadline",
+         ms = {parts}; {} of them later than that, within a deadline restarted by one of {} possible leader \
+         takeovers), {} finished or cancelled first, {} granted again unseen, {} missing from the final state, {} \
+         with the final state read before their deadline",
         tally.faults,
         tally.held,
         tally.regranted,
+        tally.excused,
         takeovers.len(),
         tally.finished,
         tally.unseen,
@@ -236,6 +242,7 @@ fn judge(
 ) {
     let task = s.task;
     let token = s.grant.token;
+    let plain_bound = d.plain_ms;
     // Grants are in seq order; every grant before the fault has a token <= the held one.
     let next = f.grants.get(&task).into_iter().flatten().find(|g| g.token > token);
     if let Some(n) = next {
@@ -257,6 +264,9 @@ fn judge(
             .seqs([s.grant.seq, s.fault_seq, n.seq]);
         } else {
             tally.regranted += 1;
+            if took > plain_bound {
+                tally.excused += 1;
+            }
             tally.longest_ms = Some(tally.longest_ms.unwrap_or(0).max(took));
         }
         return;
