@@ -6,6 +6,13 @@
 //! milliseconds, and `type` selects the remaining fields (see [`Body`]).
 //! Operations that can fail or time out are recorded twice: an `*_invoke` when
 //! the request is sent, and one reply event, matched to it by (process, op).
+//!
+//! Timing bounds need the run's settings: the harness records them first, in
+//! one `config` event ([`RunConfig`]), and records every leader it observes
+//! (`leader`). Both were added after the first histories were written: an
+//! older history without them still reads, and the checks that need them say
+//! so in a note instead of judging. Nemesis events name what they hit in a
+//! structured `targets` field ([`Targets`]); older ones carry only `detail`.
 
 use std::fmt;
 use std::fs::File;
@@ -53,7 +60,8 @@ pub struct Event {
     /// Position in the history; strictly increasing. The checker's "before"
     /// always means a smaller `seq`, never a smaller `t`.
     pub seq: u64,
-    /// Recorder time in milliseconds. Only the liveness bound reads it.
+    /// Recorder time in milliseconds. Only the liveness and reassignment
+    /// bounds read it.
     pub t: u64,
     #[serde(flatten)]
     /// The event kind and its fields; `type` in JSON.
@@ -69,10 +77,10 @@ pub enum Body {
     /// The submit was acknowledged: the job exists and must never be lost.
     SubmitOk(SubmitOk),
     /// The submit was refused and definitely not applied.
-    SubmitFail(SubmitFailure),
+    SubmitFail(OpFailure),
     /// The submit's outcome is unknown (timeout, lost connection): it may or
     /// may not have been applied.
-    SubmitInfo(SubmitFailure),
+    SubmitInfo(OpFailure),
     /// A worker received an attempt: this is how the history observes grants.
     Assign(Assign),
     /// A worker sent `Complete{token, result}`.
@@ -94,9 +102,13 @@ pub enum Body {
     /// The read answered that no such job exists.
     ReadNotFound(ReadReply),
     /// The read failed; it says nothing about the job.
-    ReadFail(SubmitFailure),
+    ReadFail(OpFailure),
     /// A fault was injected or removed.
     Nemesis(Nemesis),
+    /// The settings that bound the run's timing; recorded once, first.
+    Config(RunConfig),
+    /// An observer saw a leader of a term newer than any it had seen.
+    Leader(LeaderSeen),
     /// The task table read after heal and drain.
     FinalState(FinalState),
     /// One replica's state hash at its applied index.
@@ -127,12 +139,13 @@ pub struct SubmitOk {
     pub job: JobId,
 }
 
-/// A submit that failed (`submit_fail`) or whose outcome is unknown (`submit_info`).
+/// A client operation (a submit or a read) that failed (`submit_fail`,
+/// `read_fail`) or whose outcome is unknown (`submit_info`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SubmitFailure {
-    /// The submitting process.
+pub struct OpFailure {
+    /// The client process.
     pub client: String,
-    /// The op id of the `submit_invoke` this answers.
+    /// The op id of the invoke this answers.
     pub op: u64,
     /// What the client saw, for humans.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -282,9 +295,75 @@ pub struct Nemesis {
     pub phase: NemesisPhase,
     /// Whether the nemesis knows it worked.
     pub outcome: NemesisOutcome,
-    /// Free-form: targets, the command run, the error seen.
+    /// What the fault hit; empty when unknown (older histories, or a fault
+    /// that could not be installed).
+    #[serde(default, skip_serializing_if = "Targets::is_empty")]
+    pub targets: Targets,
+    /// Free-form, for humans: the command run, the shape, the error seen.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub detail: String,
+}
+
+impl Nemesis {
+    /// Whether the fault can only have hit worker processes, never a node or
+    /// a link: then it cannot have changed the leader. A fault with no
+    /// targets may have hit anything.
+    pub fn workers_only(&self) -> bool {
+        !self.targets.workers.is_empty() && self.targets.nodes.is_empty()
+    }
+}
+
+/// What a nemesis event hit. JSON: `"targets":{"workers":["w2"]}` or
+/// `"targets":{"nodes":[1,3]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Targets {
+    /// Worker processes killed or paused, by name (the history's `worker`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workers: Vec<String>,
+    /// Raft node ids killed, paused, restarted, cut off or moved in or out of
+    /// the voters.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<u64>,
+}
+
+impl Targets {
+    /// Worker processes.
+    pub fn workers(names: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        Self { workers: names.into_iter().map(Into::into).collect(), nodes: Vec::new() }
+    }
+
+    /// Nodes.
+    pub fn nodes(ids: impl IntoIterator<Item = u64>) -> Self {
+        Self { workers: Vec::new(), nodes: ids.into_iter().collect() }
+    }
+
+    /// Whether nothing is named.
+    pub fn is_empty(&self) -> bool {
+        self.workers.is_empty() && self.nodes.is_empty()
+    }
+}
+
+/// The settings that bound a run's timing, as the cluster was started with
+/// them. The reassignment bound is computed from these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunConfig {
+    /// Worker lease (`workers.ttl_ms`), ms.
+    pub ttl_ms: u64,
+    /// Failure-detector period (`workers.check_interval_ms`), ms.
+    pub check_interval_ms: u64,
+    /// Raft's largest election timeout (`raft.election_timeout_max_ms`), ms.
+    pub election_timeout_max_ms: u64,
+}
+
+/// A leader observed by polling the nodes: the first time the observer saw
+/// `node` lead `term`, newer than every term it had seen lead before. The
+/// event's `t` is no earlier than the takeover itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderSeen {
+    /// The leading node.
+    pub node: u64,
+    /// Its Raft term.
+    pub term: u64,
 }
 
 /// Whether a nemesis event injects (`start`) or removes (`heal`) its fault.
@@ -457,6 +536,8 @@ into_body!(
     Assign => Assign,
     CompleteInvoke => CompleteInvoke,
     Nemesis => Nemesis,
+    RunConfig => Config,
+    LeaderSeen => Leader,
     FinalState => FinalState,
     Replica => Replica,
 );
@@ -542,12 +623,12 @@ impl History {
 
     /// Record a `submit_fail`; returns its seq.
     pub fn submit_fail(&mut self, t: u64, client: &str, op: u64, error: &str) -> u64 {
-        self.push(t, Body::SubmitFail(SubmitFailure { client: client.into(), op, error: error.into() }))
+        self.push(t, Body::SubmitFail(OpFailure { client: client.into(), op, error: error.into() }))
     }
 
     /// Record a `submit_info`; returns its seq.
     pub fn submit_info(&mut self, t: u64, client: &str, op: u64, error: &str) -> u64 {
-        self.push(t, Body::SubmitInfo(SubmitFailure { client: client.into(), op, error: error.into() }))
+        self.push(t, Body::SubmitInfo(OpFailure { client: client.into(), op, error: error.into() }))
     }
 
     /// Record an `assign`; returns its seq.
@@ -573,9 +654,32 @@ impl History {
         self.push(t, outcome.reply(worker, op, detail))
     }
 
-    /// Record a `nemesis` event; returns its seq.
+    /// Record a `nemesis` event without targets; returns its seq.
     pub fn nemesis(&mut self, t: u64, name: &str, phase: NemesisPhase, outcome: NemesisOutcome, detail: &str) -> u64 {
-        self.push(t, Nemesis { name: name.into(), phase, outcome, detail: detail.into() })
+        self.nemesis_on(t, name, phase, outcome, Targets::default(), detail)
+    }
+
+    /// Record a `nemesis` event that hit `targets`; returns its seq.
+    pub fn nemesis_on(
+        &mut self,
+        t: u64,
+        name: &str,
+        phase: NemesisPhase,
+        outcome: NemesisOutcome,
+        targets: Targets,
+        detail: &str,
+    ) -> u64 {
+        self.push(t, Nemesis { name: name.into(), phase, outcome, targets, detail: detail.into() })
+    }
+
+    /// Record the run's `config`; returns its seq.
+    pub fn config(&mut self, t: u64, config: RunConfig) -> u64 {
+        self.push(t, config)
+    }
+
+    /// Record a `leader` observation; returns its seq.
+    pub fn leader(&mut self, t: u64, node: u64, term: u64) -> u64 {
+        self.push(t, LeaderSeen { node, term })
     }
 
     /// Record the `final_state`; returns its seq.

@@ -24,11 +24,14 @@ pub enum Invariant {
     ReplicaConvergence,
     /// After heal, everything finishes within the bound.
     LivenessAfterHeal,
+    /// A dead worker's tasks are granted again within TTL + check interval
+    /// (+ slack, + failover).
+    ReassignmentBound,
 }
 
 impl Invariant {
     /// Every invariant, in report order.
-    pub const ALL: [Invariant; 7] = [
+    pub const ALL: [Invariant; 8] = [
         Invariant::WellFormed,
         Invariant::NoLostJobs,
         Invariant::NoPhantomJobs,
@@ -36,6 +39,7 @@ impl Invariant {
         Invariant::Fencing,
         Invariant::ReplicaConvergence,
         Invariant::LivenessAfterHeal,
+        Invariant::ReassignmentBound,
     ];
 
     /// The invariant's snake_case name, as in reports.
@@ -48,6 +52,7 @@ impl Invariant {
             Invariant::Fencing => "fencing",
             Invariant::ReplicaConvergence => "replica_convergence",
             Invariant::LivenessAfterHeal => "liveness_after_heal",
+            Invariant::ReassignmentBound => "reassignment_bound",
         }
     }
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use baton_chaos::history::{Body, CompleteReply};
-use common::{edited, position, valid_history};
+use common::{edited, position, reassign_history, valid_history};
 
 fn baton_check(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_baton-check")).args(args).output().expect("run baton-check")
@@ -34,7 +34,14 @@ fn a_valid_history_exits_0_with_a_table() {
     let out = baton_check(&[path.to_str().unwrap()]);
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
-    for name in ["no_lost_jobs", "no_phantom_jobs", "exactly_once_commit", "fencing", "replica_convergence"] {
+    for name in [
+        "no_lost_jobs",
+        "no_phantom_jobs",
+        "exactly_once_commit",
+        "fencing",
+        "replica_convergence",
+        "reassignment_bound",
+    ] {
         assert!(stdout.lines().any(|l| l.starts_with(name) && l.contains("pass")), "{name} row:\n{stdout}");
     }
     assert!(stdout.contains("all invariants hold"), "{stdout}");
@@ -61,7 +68,7 @@ fn json_output_is_the_report() {
     assert_eq!(out.status.code(), Some(1));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
     let invariants = report["invariants"].as_array().unwrap();
-    assert_eq!(invariants.len(), 7);
+    assert_eq!(invariants.len(), baton_chaos::Invariant::ALL.len());
     let fencing = invariants.iter().find(|r| r["invariant"] == "fencing").unwrap();
     assert_eq!(fencing["verdict"], "fail");
     assert_eq!(fencing["violations"][0]["job"], 1);
@@ -79,6 +86,27 @@ fn the_liveness_bound_flag_is_applied() {
     let out = baton_check(&[path.to_str().unwrap(), "--liveness-bound-ms", "2499"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stdout).contains("over the bound of 2499 ms"), "{}", text(&out.stdout));
+}
+
+#[test]
+fn the_reassign_slack_flag_is_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ok.jsonl");
+    // Without the leader kill, (1,1) is granted again 4500 ms after w1 died:
+    // 1500 ms over ttl 1500 + check 100 + the default slack of 1000.
+    let h = edited(&reassign_history(), |ev| {
+        ev.retain(|e| !matches!(&e.body, Body::Nemesis(n) if n.name == "kill-leader"))
+    });
+    h.write(&path).unwrap();
+    let out = baton_check(&[path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("[reassignment_bound] job 1 shard 1"), "{}", text(&out.stdout));
+    // The observed takeover at 2300 restarts the clock: due at 4900 with
+    // the default slack, at 5500 with 1600.
+    assert_eq!(baton_check(&[path.to_str().unwrap(), "--reassign-slack-ms", "1600"]).status.code(), Some(0));
+    let out = baton_check(&[path.to_str().unwrap(), "--reassign-slack-ms", "1599"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).contains("slack 1599"), "{}", text(&out.stdout));
 }
 
 #[test]

@@ -6,14 +6,17 @@
 mod common;
 
 use baton_chaos::history::{
-    Assign, Body, CompleteReply, FinalJob, FinalShard, JobStatus, NemesisPhase, ReadOk, ReadReply, SubmitFailure,
-    SubmitOk, TaskStatus,
+    Assign, Body, CompleteInvoke, CompleteReply, FinalJob, FinalShard, JobStatus, NemesisPhase, OpFailure, ReadOk,
+    ReadReply, SubmitOk, TaskStatus,
 };
 use baton_chaos::{Config, History, Invariant, Report, check};
-use common::{BOUND_MS, LAST_HEAL_T, edited, final_shard, final_state, position, valid_history};
+use common::{
+    BOUND_MS, FAILOVER_MS, LAST_HEAL_T, LEADER_KILL_T, REASSIGN_BOUND_MS, WORKER_KILL_T, edited, final_shard,
+    final_state, position, reassign_history, valid_history,
+};
 
 fn config() -> Config {
-    Config { liveness_bound_ms: BOUND_MS }
+    Config { liveness_bound_ms: BOUND_MS, ..Config::default() }
 }
 
 /// Assert that `h` fails exactly `expected`, that every expected invariant
@@ -154,7 +157,7 @@ fn two_jobs_with_one_idempotency_key_are_caught() {
 #[test]
 fn a_retry_acknowledged_as_another_job_is_caught() {
     let h = edited(&valid_history(), |ev| {
-        let i = position(ev, |b| matches!(b, Body::SubmitInfo(SubmitFailure { client, op: 1, .. }) if client == "c2"));
+        let i = position(ev, |b| matches!(b, Body::SubmitInfo(OpFailure { client, op: 1, .. }) if client == "c2"));
         ev[i].body = Body::SubmitOk(SubmitOk { client: "c2".into(), op: 1, job: 6 });
         final_state(ev).jobs.push(cancelled_job(6, "k-beta"));
     });
@@ -355,8 +358,13 @@ fn a_final_state_read_before_the_last_heal_is_caught() {
 #[test]
 fn a_history_without_a_final_state_fails_closed() {
     let h = edited(&valid_history(), |ev| ev.retain(|e| !matches!(e.body, Body::FinalState(_))));
-    let want =
-        [Invariant::NoLostJobs, Invariant::NoPhantomJobs, Invariant::ExactlyOnceCommit, Invariant::LivenessAfterHeal];
+    let want = [
+        Invariant::NoLostJobs,
+        Invariant::NoPhantomJobs,
+        Invariant::ExactlyOnceCommit,
+        Invariant::LivenessAfterHeal,
+        Invariant::ReassignmentBound,
+    ];
     assert_caught(&h, &want, &["no final_state event"], None, None);
 }
 
@@ -375,4 +383,194 @@ fn a_job_listed_twice_in_the_final_state_is_caught() {
         state.jobs.push(dup);
     });
     assert_caught(&h, &[Invariant::WellFormed], &["job 2 is listed 2 times"], Some(2), None);
+}
+
+// ---- reassignment_bound: a dead worker's tasks are granted again within
+// ttl + check + slack, counted from the last leader takeover that overlapped.
+
+/// `reassign_history` with the `t` of the first event matching `pred` set to `t`.
+fn retimed(h: &History, t: u64, pred: impl Fn(&Body) -> bool) -> History {
+    edited(h, |ev| {
+        let i = position(ev, pred);
+        ev[i].t = t;
+    })
+}
+
+fn is_regrant_of_shard_1(b: &Body) -> bool {
+    matches!(b, Body::Assign(a) if a.shard == 1 && a.token == 14)
+}
+
+#[test]
+fn the_valid_histories_measure_the_reassignment_bound() {
+    let report = check(&reassign_history(), &config());
+    assert!(report.passed(), "{}", report.render_text());
+    let notes = &report.get(Invariant::ReassignmentBound).notes;
+    // (1,0) in 1400 ms, (1,1) in 4500 ms thanks to the failover, (1,2) finished.
+    let want =
+        format!("3 held tasks: 2 granted again in time (longest 4500 ms after its fault; bound {REASSIGN_BOUND_MS}");
+    let excused = "1 of them later than that, within a deadline restarted by one of";
+    assert!(
+        notes.iter().any(|n| n.contains(&want) && n.contains(excused) && n.contains("1 finished or cancelled first")),
+        "{notes:?}"
+    );
+
+    let report = check(&valid_history(), &config());
+    let notes = &report.get(Invariant::ReassignmentBound).notes;
+    let want = "1 held tasks: 1 granted again in time (longest 1300 ms after its fault; bound 2600 ms = ttl 1500 + \
+                check 100 + slack 1000; 0 of them later than that";
+    assert!(notes.iter().any(|n| n.contains(want)), "{notes:?}");
+}
+
+#[test]
+fn a_regrant_later_than_ttl_plus_check_plus_slack_without_failover_is_caught() {
+    // The same run without the leader kill: nothing excuses (1,1)'s 4500 ms.
+    let h = edited(&reassign_history(), |ev| {
+        ev.retain(|e| match &e.body {
+            Body::Nemesis(n) => n.name != "kill-leader",
+            Body::Leader(l) => l.term == 1,
+            _ => true,
+        })
+    });
+    assert_caught(
+        &h,
+        &[Invariant::ReassignmentBound],
+        &[
+            "job 1 shard 1",
+            "w1 held token 11",
+            "kill-worker stopped it",
+            "token 14, to w3",
+            "4500 ms later",
+            &format!("allowed {REASSIGN_BOUND_MS} ms"),
+            "no leader change overlapped",
+        ],
+        Some(1),
+        Some(1),
+    );
+    // Exactly at the plain bound passes.
+    let in_time = retimed(&h, WORKER_KILL_T + REASSIGN_BOUND_MS, is_regrant_of_shard_1);
+    assert!(check(&in_time, &config()).passed(), "{}", check(&in_time, &config()).render_text());
+}
+
+#[test]
+fn a_regrant_later_than_the_failover_allows_is_caught() {
+    // The takeover by the leader kill restarts the clock at most FAILOVER_MS
+    // after the kill; past that plus the bound, the failover excuses nothing.
+    let deadline = LEADER_KILL_T + FAILOVER_MS + REASSIGN_BOUND_MS;
+    let h = retimed(&reassign_history(), deadline + 1, is_regrant_of_shard_1);
+    assert_caught(
+        &h,
+        &[Invariant::ReassignmentBound],
+        &[
+            "job 1 shard 1",
+            &format!("{} ms later", deadline + 1 - WORKER_KILL_T),
+            &format!("allowed {} ms", deadline - WORKER_KILL_T),
+            "counted from the takeover by kill-leader start",
+        ],
+        Some(1),
+        Some(1),
+    );
+    // Exactly at the deadline is fine.
+    let h = retimed(&reassign_history(), deadline, is_regrant_of_shard_1);
+    assert!(check(&h, &config()).passed(), "{}", check(&h, &config()).render_text());
+}
+
+#[test]
+fn a_task_never_granted_again_is_caught() {
+    // (1,1) is never granted again: its lease never ran out and it is still
+    // running when the final state is read. That is also a liveness failure.
+    let h = edited(&reassign_history(), |ev| {
+        ev.retain(|e| match &e.body {
+            Body::Assign(a) => a.token != 14,
+            Body::CompleteInvoke(c) => c.token != 14,
+            Body::CompleteOk(r) => r.worker != "w3",
+            _ => true,
+        });
+        let state = final_state(ev);
+        *final_shard(state, 1, 1) =
+            FinalShard { shard: 1, status: TaskStatus::Running, result: None, token: None, latest_token: Some(11) };
+        state.jobs[0].status = JobStatus::Running;
+    });
+    assert_caught(
+        &h,
+        &[Invariant::LivenessAfterHeal, Invariant::ReassignmentBound],
+        &["job 1 shard 1", "still running"],
+        Some(1),
+        Some(1),
+    );
+    let r = check(&h, &config());
+    let v = &r.get(Invariant::ReassignmentBound).violations;
+    assert_eq!(v.len(), 1, "{}", r.render_text());
+    assert!(v[0].message.contains("no later attempt was ever granted"), "{}", v[0].message);
+    assert!(v[0].message.contains("5500 ms after the fault"), "{}", v[0].message);
+    assert_eq!(v[0].token, Some(11));
+}
+
+#[test]
+fn a_zombie_whose_lease_never_ran_out_and_committed_late_is_caught() {
+    // w1 is paused instead of killed, its lease never runs out, nothing is
+    // granted again, and after it resumes its old attempt commits. Every
+    // other invariant holds: only the bound shows the lease was kept.
+    let late = LEADER_KILL_T + FAILOVER_MS + REASSIGN_BOUND_MS + 100;
+    let h = edited(&reassign_history(), |ev| {
+        for e in ev.iter_mut() {
+            if let Body::Nemesis(n) = &mut e.body
+                && n.name == "kill-worker"
+            {
+                n.name = "pause-worker".into();
+            }
+        }
+        let i = position(ev, is_regrant_of_shard_1);
+        ev[i].t = late - 10;
+        ev[i].body = Body::Assign(Assign { worker: "w1".into(), job: 1, shard: 1, token: 11 }); // redelivered on resume
+        let i = position(ev, |b| matches!(b, Body::CompleteInvoke(c) if c.token == 14));
+        ev[i].t = late;
+        ev[i].body = Body::CompleteInvoke(CompleteInvoke {
+            worker: "w1".into(),
+            op: 2,
+            job: 1,
+            shard: 1,
+            token: 11,
+            result: "r1".into(),
+        });
+        let i = position(ev, |b| matches!(b, Body::CompleteOk(r) if r.worker == "w3"));
+        ev[i].t = late + 10;
+        ev[i].body = Body::CompleteOk(CompleteReply { worker: "w1".into(), op: 2, detail: String::new() });
+        let sh = final_shard(final_state(ev), 1, 1);
+        sh.token = Some(11);
+        sh.latest_token = Some(11);
+    });
+    assert_caught(
+        &h,
+        &[Invariant::ReassignmentBound],
+        &[
+            "job 1 shard 1",
+            "pause-worker stopped it",
+            "no later attempt was ever granted",
+            "committed from complete by w1#2 with token 11",
+            "lease never ran out",
+        ],
+        Some(1),
+        Some(1),
+    );
+}
+
+#[test]
+fn without_a_run_config_the_bound_is_not_measured() {
+    // Older histories and the simulation tier record no config: the check
+    // says so and does not judge, even a late regrant.
+    let late = LEADER_KILL_T + FAILOVER_MS + REASSIGN_BOUND_MS + 1;
+    let h = edited(&retimed(&reassign_history(), late, is_regrant_of_shard_1), |ev| {
+        ev.retain(|e| !matches!(e.body, Body::Config(_)))
+    });
+    let r = check(&h, &config());
+    assert!(r.passed(), "{}", r.render_text());
+    let notes = &r.get(Invariant::ReassignmentBound).notes;
+    assert!(notes.iter().any(|n| n.contains("no run config") && n.contains("not measured")), "{notes:?}");
+}
+
+#[test]
+fn a_second_run_config_is_malformed() {
+    let mut h = reassign_history();
+    h.config(7_000, common::RUN_CONFIG);
+    assert_caught(&h, &[Invariant::WellFormed], &["run config is recorded twice"], None, None);
 }

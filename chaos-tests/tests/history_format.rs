@@ -4,7 +4,7 @@ mod common;
 
 use std::io::Cursor;
 
-use baton_chaos::history::{Body, Nemesis, NemesisOutcome, NemesisPhase};
+use baton_chaos::history::{Body, Nemesis, NemesisOutcome, NemesisPhase, RunConfig, Targets};
 use baton_chaos::{Error, History};
 use common::valid_history;
 
@@ -46,14 +46,42 @@ fn events_have_the_documented_shape() {
 }
 
 #[test]
+fn config_leader_and_nemesis_targets_have_the_documented_shape() {
+    use NemesisOutcome::Installed;
+    use NemesisPhase::Start;
+    let mut h = History::new();
+    h.config(0, RunConfig { ttl_ms: 1_500, check_interval_ms: 100, election_timeout_max_ms: 120 });
+    h.leader(40, 2, 7);
+    h.nemesis_on(100, "kill-worker", Start, Installed, Targets::workers(["w2"]), "SIGKILL w2");
+    h.nemesis_on(200, "kill-minority", Start, Installed, Targets::nodes([1, 3]), "");
+    let mut out = Vec::new();
+    h.write_to(&mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let expected = concat!(
+        r#"{"seq":1,"t":0,"type":"config","ttl_ms":1500,"check_interval_ms":100,"election_timeout_max_ms":120}"#,
+        "\n",
+        r#"{"seq":2,"t":40,"type":"leader","node":2,"term":7}"#,
+        "\n",
+        r#"{"seq":3,"t":100,"type":"nemesis","name":"kill-worker","phase":"start","outcome":"installed","targets":{"workers":["w2"]},"detail":"SIGKILL w2"}"#,
+        "\n",
+        r#"{"seq":4,"t":200,"type":"nemesis","name":"kill-minority","phase":"start","outcome":"installed","targets":{"nodes":[1,3]}}"#,
+        "\n",
+    );
+    assert_eq!(text, expected);
+    assert_eq!(History::parse(Cursor::new(text), "inline").unwrap(), h);
+}
+
+#[test]
 fn optional_fields_may_be_left_out_and_assigned_reads_as_running() {
     let text = r#"{"seq":1,"t":5,"type":"nemesis","name":"kill","phase":"heal","outcome":"indeterminate"}
 {"seq":2,"t":9,"type":"final_state","jobs":[{"id":1,"key":"k","status":"running","shards":[{"shard":0,"status":"assigned","latest_token":4}]}]}
 "#;
     let h = History::parse(Cursor::new(text), "inline").unwrap();
     assert_eq!(h.len(), 2);
-    let Body::Nemesis(Nemesis { detail, .. }) = &h.events()[0].body else { panic!("not a nemesis event") };
+    let Body::Nemesis(Nemesis { detail, targets, .. }) = &h.events()[0].body else { panic!("not a nemesis event") };
     assert!(detail.is_empty());
+    // Histories written before nemesis targets existed: no targets.
+    assert!(targets.is_empty());
     let Body::FinalState(state) = &h.events()[1].body else { panic!("not a final state") };
     assert_eq!(state.drained_at, None);
     let shard = &state.jobs[0].shards[0];

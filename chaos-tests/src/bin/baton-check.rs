@@ -20,6 +20,10 @@ struct Args {
     /// Longest allowed time from the last heal to the drained final state.
     #[arg(long, value_name = "MS", default_value_t = Config::DEFAULT_LIVENESS_BOUND_MS)]
     liveness_bound_ms: u64,
+    /// Added to the run's TTL + check interval when judging how soon a dead
+    /// worker's tasks were granted again.
+    #[arg(long, value_name = "MS", default_value_t = Config::DEFAULT_REASSIGN_SLACK_MS)]
+    reassign_slack_ms: u64,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -34,7 +38,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let report = check(&history, &Config { liveness_bound_ms: args.liveness_bound_ms });
+    let config = Config { liveness_bound_ms: args.liveness_bound_ms, reassign_slack_ms: args.reassign_slack_ms };
+    let report = check(&history, &config);
     if let Err(e) = print(&report, args.json) {
         eprintln!("baton-check: {e:#}");
         return ExitCode::from(2);

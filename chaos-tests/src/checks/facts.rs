@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::history::{
-    Body, CompleteOutcome, CompleteReply, FinalShard, FinalState, History, JobId, JobStatus, Nemesis, Replica,
-    SubmitFailure, TaskKey, Token,
+    Body, CompleteOutcome, CompleteReply, FinalShard, FinalState, History, JobId, JobStatus, LeaderSeen, Nemesis,
+    OpFailure, Replica, RunConfig, TaskKey, Token,
 };
 
 /// How a submit ended.
@@ -54,6 +54,8 @@ pub(crate) struct CompleteOp<'a> {
     pub token: Token,
     pub result: &'a str,
     pub invoke_seq: u64,
+    /// The invoke's `t`.
+    pub invoke_t: u64,
     pub reply: Option<(u64, CompleteOutcome)>,
 }
 
@@ -105,6 +107,8 @@ impl ReadOp<'_> {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Grant<'a> {
     pub seq: u64,
+    /// The `assign` event's `t`.
+    pub t: u64,
     pub worker: &'a str,
     pub token: Token,
 }
@@ -211,6 +215,10 @@ pub(crate) struct Facts<'a> {
     pub replicas: Vec<(u64, &'a Replica)>,
     /// (seq, t, nemesis), in seq order.
     pub nemeses: Vec<(u64, u64, &'a Nemesis)>,
+    /// The run's settings: the first `config` event (a second is malformed).
+    pub run_config: Option<(u64, &'a RunConfig)>,
+    /// (seq, t, leader observed), in seq order.
+    pub leaders: Vec<(u64, u64, &'a LeaderSeen)>,
     pub malformed: Vec<Malformed>,
 }
 
@@ -245,15 +253,18 @@ impl<'a> Facts<'a> {
                     });
                 }
                 Body::SubmitOk(r) => f.submit_reply(&open_submits, &r.client, r.op, seq, SubmitOutcome::Ok(r.job)),
-                Body::SubmitFail(SubmitFailure { client, op, .. }) => {
+                Body::SubmitFail(OpFailure { client, op, .. }) => {
                     f.submit_reply(&open_submits, client, *op, seq, SubmitOutcome::Fail)
                 }
-                Body::SubmitInfo(SubmitFailure { client, op, .. }) => {
+                Body::SubmitInfo(OpFailure { client, op, .. }) => {
                     f.submit_reply(&open_submits, client, *op, seq, SubmitOutcome::Info)
                 }
-                Body::Assign(a) => {
-                    f.grants.entry(a.task()).or_default().push(Grant { seq, worker: &a.worker, token: a.token })
-                }
+                Body::Assign(a) => f.grants.entry(a.task()).or_default().push(Grant {
+                    seq,
+                    t: ev.t,
+                    worker: &a.worker,
+                    token: a.token,
+                }),
                 Body::CompleteInvoke(c) => {
                     if let Some(&i) = open_completes.get(&(c.worker.as_str(), c.op)) {
                         let first = f.completes[i].invoke_seq;
@@ -271,6 +282,7 @@ impl<'a> Facts<'a> {
                         token: c.token,
                         result: &c.result,
                         invoke_seq: seq,
+                        invoke_t: ev.t,
                         reply: None,
                     });
                 }
@@ -295,6 +307,14 @@ impl<'a> Facts<'a> {
                 Body::ReadNotFound(r) => f.read_reply(&open_reads, &r.client, r.op, seq, ReadOutcome::NotFound),
                 Body::ReadFail(r) => f.read_reply(&open_reads, &r.client, r.op, seq, ReadOutcome::Fail),
                 Body::Nemesis(n) => f.nemeses.push((seq, ev.t, n)),
+                Body::Config(c) => match f.run_config {
+                    None => f.run_config = Some((seq, c)),
+                    Some((first, _)) => f.malformed(
+                        format!("the run config is recorded twice (seqs {first} and {seq}); a run has one"),
+                        [first, seq],
+                    ),
+                },
+                Body::Leader(l) => f.leaders.push((seq, ev.t, l)),
                 Body::FinalState(state) => f.finals.push(FinalView { seq, t: ev.t, state }),
                 Body::Replica(r) => f.replicas.push((seq, r)),
             }

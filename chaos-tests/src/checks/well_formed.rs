@@ -1,6 +1,7 @@
 //! **well_formed**: the history can be judged at all. Every reply answers
 //! exactly one earlier invoke by the same process, op ids are not reused, there
-//! is at most one final state, and it lists each job once.
+//! is at most one final state, and it lists each job once, and at most one run
+//! config.
 //!
 //! Without this, a reply that matches nothing would be silently dropped, and
 //! with it the evidence another invariant needed.

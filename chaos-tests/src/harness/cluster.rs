@@ -19,6 +19,12 @@ pub const WORKER_TTL_MS: u64 = 1_500;
 pub const WORKER_HEARTBEAT_MS: u64 = 300;
 /// How often the leader checks leases.
 pub const WORKER_CHECK_MS: u64 = 100;
+/// Raft election timeout range passed to every node (the coordinator's
+/// defaults, set explicitly so that the history's `config` event states
+/// what the nodes ran with).
+pub const RAFT_ELECTION_TIMEOUT_MIN_MS: u64 = 80;
+/// See [`RAFT_ELECTION_TIMEOUT_MIN_MS`].
+pub const RAFT_ELECTION_TIMEOUT_MAX_MS: u64 = 120;
 
 /// The `baton` binary: `$BATON_BIN`, or next to this executable (cargo puts
 /// every workspace binary in the same target dir).
@@ -50,6 +56,9 @@ pub enum NodeState {
     Down,
 }
 
+/// Builds the command that starts the worker of a given name.
+type WorkerCommand = Box<dyn Fn(&str) -> Command + Send>;
+
 /// The nodes, the workers and the network.
 pub struct LocalCluster {
     /// Data dirs and logs of every process.
@@ -60,7 +69,7 @@ pub struct LocalCluster {
     nodes: BTreeMap<u64, (Option<Child>, NodeState)>,
     initial: String,
     workers: BTreeMap<String, (Option<Child>, NodeState)>,
-    worker_cmd: Option<Box<dyn Fn(&str) -> Command + Send>>,
+    worker_cmd: Option<WorkerCommand>,
 }
 
 impl LocalCluster {
@@ -106,6 +115,8 @@ impl LocalCluster {
             .args(["--worker-ttl-ms", &WORKER_TTL_MS.to_string()])
             .args(["--worker-heartbeat-ms", &WORKER_HEARTBEAT_MS.to_string()])
             .args(["--worker-check-ms", &WORKER_CHECK_MS.to_string()])
+            .env("BATON_RAFT__ELECTION_TIMEOUT_MIN_MS", RAFT_ELECTION_TIMEOUT_MIN_MS.to_string())
+            .env("BATON_RAFT__ELECTION_TIMEOUT_MAX_MS", RAFT_ELECTION_TIMEOUT_MAX_MS.to_string())
             .env("BATON_LOG", "info,openraft=warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

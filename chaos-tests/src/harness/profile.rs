@@ -56,15 +56,15 @@ pub fn table(rows: &[RunSummary]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<18} {:>5} {:>20} {:>6} {:>6} {:>5} {:>5} {:>6} {:>9} {:>11}  {}",
-        "run", "nodes", "seed", "ops", "acked", "lost", "dups", "fenced", "failovers", "max reassign", "verdict"
+        "{:<18} {:>5} {:>20} {:>6} {:>6} {:>5} {:>5} {:>6} {:>9} {:>12} {:>4}  verdict",
+        "run", "nodes", "seed", "ops", "acked", "lost", "dups", "fenced", "failovers", "max reassign", "late",
     );
     for r in rows {
         let reassign = r.max_reassign_ms.map_or("-".to_string(), |ms| format!("{ms} ms"));
         let verdict = if r.passed { "pass".to_string() } else { format!("FAIL ({})", r.failed_invariants.join(", ")) };
         let _ = writeln!(
             s,
-            "{:<18} {:>5} {:>20} {:>6} {:>6} {:>5} {:>5} {:>6} {:>9} {:>11}  {}",
+            "{:<18} {:>5} {:>20} {:>6} {:>6} {:>5} {:>5} {:>6} {:>9} {:>12} {:>4}  {}",
             r.name,
             r.nodes,
             r.seed,
@@ -75,6 +75,7 @@ pub fn table(rows: &[RunSummary]) -> String {
             r.fenced,
             r.failovers,
             reassign,
+            r.late_reassigns,
             verdict
         );
     }

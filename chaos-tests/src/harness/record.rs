@@ -136,12 +136,12 @@ pub fn merge(files: &[PathBuf], start_us: u64) -> Result<(History, MergeStats)> 
     let moved_set: std::collections::BTreeSet<usize> = moved.values().flatten().copied().collect();
     // (position, time to use): a moved event takes its new neighbour's time.
     let mut order = Vec::with_capacity(raw.len());
-    for pos in 0..raw.len() {
+    for (pos, r) in raw.iter().enumerate() {
         if let Some(before) = moved.get(&pos) {
-            order.extend(before.iter().map(|&p| (p, raw[pos].0)));
+            order.extend(before.iter().map(|&p| (p, r.0)));
         }
         if !moved_set.contains(&pos) {
-            order.push((pos, raw[pos].0));
+            order.push((pos, r.0));
         }
     }
     let mut slots: Vec<Option<Body>> = raw.into_iter().map(|r| Some(r.3)).collect();
