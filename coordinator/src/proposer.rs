@@ -110,22 +110,8 @@ async fn run(
             Ok(p) => p,
             Err(_) => return,
         };
-        // Collect what queued while we waited for a slot: the leader's own
-        // commands first, then clients', while the entry stays within its
-        // byte budget (one entry must replicate within a heartbeat interval).
-        let mut bytes = first.bytes;
-        let mut batch = vec![first];
-        'fill: for q in [&mut control, &mut rx] {
-            while batch.len() < limits.max_batch_commands {
-                let Ok(p) = q.try_recv() else { break };
-                if bytes + p.bytes > limits.max_batch_bytes {
-                    carry = Some(p);
-                    break 'fill;
-                }
-                bytes += p.bytes;
-                batch.push(p);
-            }
-        }
+        let (batch, rest) = fill_batch(first, &mut control, &mut rx, &limits);
+        carry = rest;
         metrics::histogram!("baton_proposal_batch_size").record(batch.len() as f64);
         let (raft, clock) = (raft.clone(), clock.clone());
         tokio::spawn(async move {
@@ -133,6 +119,32 @@ async fn run(
             commit(&raft, &clock, batch).await;
         });
     }
+}
+
+/// Collect what queued while we waited for a slot into one batch: the
+/// leader's own commands first, then clients', while the entry stays within
+/// its byte budget (one entry must replicate within a heartbeat interval) and
+/// its command count. Returns the batch and the command that did not fit,
+/// which opens the next batch.
+fn fill_batch(
+    first: Pending,
+    control: &mut mpsc::Receiver<Pending>,
+    client: &mut mpsc::Receiver<Pending>,
+    limits: &Limits,
+) -> (Vec<Pending>, Option<Pending>) {
+    let mut bytes = first.bytes;
+    let mut batch = vec![first];
+    for q in [control, client] {
+        while batch.len() < limits.max_batch_commands {
+            let Ok(p) = q.try_recv() else { break };
+            if bytes + p.bytes > limits.max_batch_bytes {
+                return (batch, Some(p));
+            }
+            bytes += p.bytes;
+            batch.push(p);
+        }
+    }
+    (batch, None)
 }
 
 async fn commit(raft: &Raft, clock: &NodeClock, mut batch: Vec<Pending>) {
@@ -178,5 +190,71 @@ fn map_write_error(e: RaftError<NodeId, ClientWriteError<NodeId, baton_raft_stor
         }
         RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => ApiError::Precondition(e.to_string()),
         RaftError::Fatal(f) => ApiError::Unavailable(format!("raft stopped: {f}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(cmd: Command) -> Pending {
+        let (reply, _) = oneshot::channel();
+        Pending { bytes: approx_bytes(&cmd), cmd, reply }
+    }
+
+    fn submit(bytes: usize) -> Command {
+        let mut s = baton_raft_store::JobSpec::with_shards("ns", 1);
+        s.payloads = vec![serde_bytes::ByteBuf::from(vec![0; bytes])];
+        Command::SubmitJob(s)
+    }
+
+    fn expire(session: u64) -> Command {
+        Command::ExpireWorker { session, epoch: 1 }
+    }
+
+    #[test]
+    fn the_leaders_commands_go_first_and_entries_stay_within_their_byte_budget() {
+        let limits = Limits { max_batch_bytes: 1300, max_batch_commands: 4, ..Limits::default() };
+        let (ctl_tx, mut ctl) = mpsc::channel(16);
+        let (cli_tx, mut cli) = mpsc::channel(16);
+        for s in 1..=2 {
+            ctl_tx.try_send(pending(expire(s))).unwrap();
+        }
+        for b in [100, 600, 10] {
+            cli_tx.try_send(pending(submit(b))).unwrap();
+        }
+        let first = cli.try_recv().unwrap();
+        let (batch, carry) = fill_batch(first, &mut ctl, &mut cli, &limits);
+        let kinds: Vec<_> = batch.iter().map(|p| p.cmd.kind()).collect();
+        assert_eq!(kinds, ["submit_job", "expire_worker", "expire_worker"]);
+        assert!(batch.iter().map(|p| p.bytes).sum::<usize>() <= 1300);
+        // The 600-byte submit did not fit: it opens the next batch, in order.
+        let carry = carry.expect("carried over");
+        assert_eq!(carry.bytes, approx_bytes(&submit(600)));
+        let (batch, carry) = fill_batch(carry, &mut ctl, &mut cli, &limits);
+        assert_eq!(batch.len(), 2);
+        assert!(carry.is_none());
+    }
+
+    #[test]
+    fn a_batch_never_holds_more_than_the_command_limit() {
+        let limits = Limits { max_batch_commands: 3, ..Limits::default() };
+        let (ctl_tx, mut ctl) = mpsc::channel(16);
+        let (_cli_tx, mut cli) = mpsc::channel(16);
+        for s in 1..=5 {
+            ctl_tx.try_send(pending(expire(s))).unwrap();
+        }
+        let first = ctl.try_recv().unwrap();
+        let (batch, carry) = fill_batch(first, &mut ctl, &mut cli, &limits);
+        assert_eq!(batch.len(), 3);
+        assert!(carry.is_none());
+        assert_eq!(ctl.len(), 2, "the rest wait for the next batch");
+    }
+
+    #[test]
+    fn a_full_queue_is_overloaded_and_proposes_nothing() {
+        let (tx, _rx) = mpsc::channel(1);
+        enqueue(&tx, pending(expire(1))).unwrap();
+        assert!(matches!(enqueue(&tx, pending(expire(2))), Err(ApiError::Overloaded(_))));
     }
 }

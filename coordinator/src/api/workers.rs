@@ -289,3 +289,38 @@ impl WorkerService for Workers {
         Ok(Response::new(proto::ListWorkersResponse { workers }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::{ReportKind as K, ReportStatus as S};
+
+    fn status(r: Result<Out, ApiError>) -> S {
+        match r {
+            Ok(Out::ReportAck(a)) => S::try_from(a.status).unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_overloaded_node_asks_for_the_report_again_and_keeps_the_stream() {
+        let t = TaskKey::new(1, 0);
+        assert_eq!(status(ack(t, 5, K::Complete, Err(ApiError::Overloaded("full".into())))), S::RetryLater);
+        // Not knowing whether it committed ends the stream: the worker resends after reconnecting.
+        assert!(ack(t, 5, K::Complete, Err(ApiError::Unavailable("no leader".into()))).is_err());
+        let fenced = StoreResponse::Rejected(CommandError::Fenced { task: t, presented: 5, latest: 9 });
+        assert_eq!(status(ack(t, 5, K::Complete, Ok(fenced))), S::Fenced);
+    }
+
+    #[test]
+    fn an_oversized_result_is_refused_before_it_reaches_the_log() {
+        let big = proto::Complete {
+            task: Some(proto::TaskRef { job_id: 1, shard: 0 }),
+            token: 5,
+            result: vec![0; baton_raft_store::limits::MAX_RESULT_BYTES + 1],
+        };
+        let (_, _, kind, cmd) = report(In::Complete(big)).unwrap();
+        assert_eq!(kind, K::Complete);
+        assert!(cmd.validate().is_err());
+    }
+}
