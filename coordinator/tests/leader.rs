@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use baton_client::proto;
 use baton_client::proto::worker_message::Msg as In;
-use baton_raft_store::limits::{MAX_JOB_PAYLOAD_BYTES, MAX_RESULT_BYTES};
+use baton_raft_store::limits::{MAX_JOB_PAYLOAD_BYTES, MAX_PAYLOAD_BYTES, MAX_RESULT_BYTES};
 use common::*;
 
 /// One cluster at a time: the machine has two cores and the leases are short.
@@ -117,8 +117,10 @@ async fn jobs_and_results_at_the_size_limits_replicate_without_a_leader_change()
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = terms(&c).await;
 
+    // The documented maximum: MAX_JOB_PAYLOAD_BYTES in all, in at least 16
+    // shards of at most MAX_PAYLOAD_BYTES each.
+    let shards = (MAX_JOB_PAYLOAD_BYTES / MAX_PAYLOAD_BYTES).max(16) as u32;
     let max_job = |key: &str| {
-        let shards = 16;
         let mut s = spec("big", shards, key);
         s.payloads = (0..shards).map(|i| vec![i as u8; MAX_JOB_PAYLOAD_BYTES / shards as usize]).collect();
         s
