@@ -1,45 +1,78 @@
 //! The `Worker` runtime: runs a handler for every shard the cluster assigns.
 //!
-//! The runtime owns the session stream. It registers, heartbeats, follows the
-//! leader across failovers (resuming the same session), and delivers every
-//! finished result until the cluster acknowledges it, with the attempt's
-//! original token. A `FENCED` answer means another attempt owns the shard: it is
-//! logged and dropped.
+//! The worker owns one session stream at a time. It registers (or resumes its
+//! session after a failover), heartbeats, follows the leader, and delivers
+//! every finished result with the attempt's own token until the cluster
+//! acknowledges it. A `FENCED` answer means another attempt owns the shard: it
+//! is logged and dropped.
 //!
-//! **Self-fencing.** If no heartbeat has been acknowledged for the lease TTL
-//! minus a margin, the cluster may already have given this worker's shards to
-//! someone else. Every running handler is cancelled and its result is never
-//! reported. Safety does not depend on this (tokens fence), but it keeps a
-//! cut-off worker from doing work that will be thrown away.
+//! # Design: a pure session core, an IO runtime
+//!
+//! - `session`: the sans-IO core. `Session::step(event, now_ms)` takes one
+//!   event (a message, a stream failure, a handler's result, a tick) on a
+//!   monotonic millisecond clock that the caller supplies, and returns the
+//!   actions to perform (open a stream, send, start, cancel or abort a
+//!   handler). `Session::next_wakeup_ms()` names the instant of its next
+//!   timer. Every decision is made there and unit-tested on a virtual clock
+//!   (`session_tests.rs`).
+//! - `runtime`: the tokio loop. It performs actions and turns IO into events;
+//!   every await (connecting, opening a session, reading) is raced against the
+//!   core's next wakeup, so no timer is ever late because a node is silent.
+//!
+//! # Guarantees
+//!
+//! **Self-fencing before the cluster can reassign.** The cluster renews a
+//! session's lease when its leader processes a heartbeat, which is after the
+//! worker sent it; so the cluster cannot expire the session before
+//! `sent_at(last acknowledged heartbeat) + ttl`. At that instant minus a
+//! margin (timer lateness, clock-rate drift), every running handler's
+//! cancellation token fires and its result is never reported, even while the
+//! worker is still trying to reach a node. The worker then registers a new
+//! session rather than resuming the old one, so the cluster releases the
+//! abandoned attempts at once. Safety does not depend on this (tokens fence),
+//! but it keeps a cut-off worker from doing work that will be thrown away,
+//! and from touching external sinks after its shard moved.
+//!
+//! **Failover.** Without a heartbeat ack for `max(2 × heartbeat, ttl / 3)` the
+//! worker reattaches elsewhere (a stalled leader keeps its TCP connections
+//! open), and keeps its session on `UNAVAILABLE`; only `NOT_FOUND` or
+//! `SESSION_ENDED` end it.
+//!
+//! **Attempt deadlines** are measured on the worker's own monotonic clock from
+//! when the assignment arrived (`deadline_in_ms`); at the deadline the handler
+//! is cancelled, and aborted [`CANCEL_GRACE`] later.
 //!
 //! **Graceful shutdown.** Stop taking work (`Drain`), let running handlers
-//! finish up to a deadline, report their results, then `Deregister` so that
-//! anything left is reassigned at once rather than after the TTL.
+//! finish within the grace period, report their results, then `Deregister`,
+//! so anything left is reassigned at once rather than after the TTL.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+mod runtime;
+mod session;
+
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 use crate::client::normalize;
-use crate::error::{Error, leader_hint};
-use crate::proto;
-use crate::proto::coordinator_message::Msg as Out;
-use crate::proto::worker_message::Msg as In;
-use crate::proto::worker_service_client::WorkerServiceClient;
+use crate::error::Error;
 
-/// Messages queued towards the coordinator on one stream.
+pub use session::{MAX_RESULT_BYTES, PROGRESS_MESSAGE_MAX_BYTES, PROGRESS_MIN_INTERVAL_MS};
+
+/// Messages queued towards the coordinator on one stream, on top of room for
+/// one report and one progress update per attempt the worker may hold (see
+/// `runtime`): a full queue means the node stopped reading, and the worker
+/// reconnects rather than wait.
 pub const OUTBOUND_QUEUE: usize = 1024;
 /// Default time a graceful shutdown waits for running handlers.
 pub const SHUTDOWN_GRACE_DEFAULT: Duration = Duration::from_secs(30);
 /// How long a cancelled handler may take to stop before it is abandoned.
 pub const CANCEL_GRACE: Duration = Duration::from_secs(1);
-/// Longest error message sent (the cluster refuses longer ones).
+/// Longest error message sent (`Fail.error` in the proto; the cluster refuses
+/// longer ones). Longer messages are cut at a character boundary.
 pub const MAX_ERROR_BYTES: usize = 4096;
 
 /// One shard to work on.
@@ -52,15 +85,17 @@ pub struct TaskContext {
     /// The fencing token of this attempt. Pass it to external sinks and have
     /// them refuse writes carrying a lower token than one they have seen.
     pub token: u64,
-    /// The attempt's deadline (ms since the Unix epoch, leader clock).
+    /// The attempt's deadline (ms since the Unix epoch, leader clock). The
+    /// worker enforces it on its own monotonic clock; this is for display.
     pub deadline_ms: u64,
     cancel: CancellationToken,
-    progress: mpsc::Sender<proto::WorkerMessage>,
+    progress: runtime::ProgressSink,
 }
 
 impl TaskContext {
     /// Fires on job cancellation, lease loss (self-fencing), the attempt's
-    /// deadline, or shutdown past its grace period.
+    /// deadline, or shutdown past its grace period. Once it fired, the
+    /// attempt's result is never reported.
     pub fn cancellation(&self) -> CancellationToken {
         self.cancel.clone()
     }
@@ -69,18 +104,12 @@ impl TaskContext {
         self.cancel.is_cancelled()
     }
 
-    /// Report progress in basis points (0..=10000) with a short message.
-    /// Best effort: dropped if the stream is busy or reconnecting.
+    /// Report progress in basis points (0..=10000) with a short message (cut
+    /// to [`PROGRESS_MESSAGE_MAX_BYTES`]). Best effort and never blocks: only
+    /// the latest update of an attempt is kept, and at most one per
+    /// [`PROGRESS_MIN_INTERVAL_MS`] is sent.
     pub fn progress(&self, progress_bp: u32, message: &str) {
-        let msg = proto::WorkerMessage {
-            msg: Some(In::Progress(proto::Progress {
-                task: Some(proto::TaskRef { job_id: self.job_id, shard: self.shard }),
-                token: self.token,
-                progress_bp: progress_bp.min(10_000),
-                message: message.chars().take(256).collect(),
-            })),
-        };
-        let _ = self.progress.try_send(msg);
+        self.progress.publish(progress_bp.min(10_000), message);
     }
 }
 
@@ -125,7 +154,9 @@ pub struct WorkerStats {
     pub completed: u64,
     pub failed: u64,
     pub fenced: u64,
-    /// Attempts stopped without a report: cancelled, self-fenced, timed out or abandoned.
+    /// Attempts stopped without a report: cancelled, self-fenced, timed out or
+    /// abandoned (including finished results the cluster never acknowledged
+    /// before their session ended).
     pub abandoned: u64,
 }
 
@@ -198,30 +229,6 @@ pub struct Worker {
     handler: Arc<dyn Handler>,
 }
 
-type Key = (u64, u32, u64); // job, shard, token
-
-struct Running {
-    cancel: CancellationToken,
-    abort: tokio::task::AbortHandle,
-    /// When the handler must have stopped (deadline or cancel + grace).
-    stop_by: Option<Instant>,
-    /// Cancelled: its result must not be reported.
-    silenced: bool,
-}
-
-enum Outcome {
-    Done(Result<Vec<u8>, TaskError>),
-    Panicked(String),
-}
-
-fn wall_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
-fn task_ref(k: &Key) -> Option<proto::TaskRef> {
-    Some(proto::TaskRef { job_id: k.0, shard: k.1 })
-}
-
 impl Worker {
     pub fn builder() -> WorkerBuilder {
         WorkerBuilder {
@@ -240,416 +247,15 @@ impl Worker {
 
     /// Run until `shutdown` resolves, then shut down gracefully.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<WorkerStats, Error> {
-        let mut rt = Runtime {
-            w: self,
-            session: None,
-            ttl: Duration::from_secs(2),
-            hb_every: Duration::from_millis(500),
-            running: HashMap::new(),
-            seen: BTreeSet::new(),
-            unacked: BTreeMap::new(),
-            last_ack: Instant::now(),
-            stats: WorkerStats::default(),
-            draining_since: None,
-            next_url: 0,
-            leader: None,
+        let capacity = self.capacity;
+        let cfg = session::Config {
+            name: self.name,
+            labels: self.labels,
+            capacity: self.capacity,
+            urls: self.urls,
+            shutdown_grace_ms: u64::try_from(self.grace.as_millis()).unwrap_or(u64::MAX),
+            seed: rand::random(),
         };
-        let (done_tx, mut done_rx) = mpsc::channel::<(Key, Outcome)>(1024);
-        let (progress_tx, mut progress_rx) = mpsc::channel::<proto::WorkerMessage>(256);
-        tokio::pin!(shutdown);
-        let mut attempt = 0u32;
-        let mut silent: Option<String> = None;
-        loop {
-            if rt.draining_since.is_some() && rt.running.is_empty() && rt.unacked.is_empty() && rt.session.is_none() {
-                return Ok(rt.stats);
-            }
-            let url = rt.leader.take().unwrap_or_else(|| {
-                rt.next_url += 1;
-                let mut u = &rt.w.urls[rt.next_url % rt.w.urls.len()];
-                // Do not go straight back to the node that just went silent.
-                if Some(u) == silent.as_ref() && rt.w.urls.len() > 1 {
-                    rt.next_url += 1;
-                    u = &rt.w.urls[rt.next_url % rt.w.urls.len()];
-                }
-                u.clone()
-            });
-            silent = None;
-            match rt.session_once(&url, &mut shutdown, &done_tx, &mut done_rx, &progress_tx, &mut progress_rx).await {
-                Ok(true) => return Ok(rt.stats),
-                Ok(false) => attempt = 0,
-                Err(e) => {
-                    tracing::debug!(error = %e, url = %url, "worker session failed; reconnecting");
-                    if matches!(e, Error::Unavailable(_)) {
-                        silent = Some(url);
-                    }
-                    attempt += 1;
-                }
-            }
-            // Reconnecting can outlast the lease: fence here too, not only
-            // on a live stream's heartbeat tick.
-            if rt.session.is_some() && rt.last_ack.elapsed() > rt.fence_after() {
-                rt.lease_lapsed();
-            }
-            rt.reap();
-            let wait = Duration::from_millis(rand::random_range(0..=(20u64 << attempt.min(5))));
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = &mut shutdown, if rt.draining_since.is_none() => rt.start_drain(),
-            }
-        }
-    }
-}
-
-struct Runtime {
-    w: Worker,
-    session: Option<(u64, u64)>,
-    ttl: Duration,
-    hb_every: Duration,
-    running: HashMap<Key, Running>,
-    /// Attempts started and not yet acknowledged, so a resync does not rerun
-    /// them. Bounded by capacity plus unacknowledged reports.
-    seen: BTreeSet<Key>,
-    /// Finished reports waiting for the cluster's acknowledgement.
-    unacked: BTreeMap<Key, proto::WorkerMessage>,
-    last_ack: Instant,
-    stats: WorkerStats,
-    draining_since: Option<Instant>,
-    next_url: usize,
-    leader: Option<String>,
-}
-
-impl Runtime {
-    fn start_drain(&mut self) {
-        tracing::info!(worker = %self.w.name, running = self.running.len(), "draining before shutdown");
-        self.draining_since = Some(Instant::now());
-    }
-
-    /// How long the stream may go without a heartbeat ack before the worker
-    /// gives up on this node and reattaches elsewhere: a leader that is
-    /// stalled (not dead) keeps the TCP connection open, and a new leader
-    /// only keeps the session for one TTL after taking over.
-    fn reconnect_after(&self) -> Duration {
-        (self.hb_every * 2).max(self.ttl / 3)
-    }
-
-    /// The self-fencing deadline: TTL minus a fifth of it.
-    fn fence_after(&self) -> Duration {
-        self.ttl - self.ttl / 5
-    }
-
-    /// Cancel every running handler and forget their results.
-    fn self_fence(&mut self) {
-        if self.running.is_empty() {
-            return;
-        }
-        tracing::warn!(worker = %self.w.name, running = self.running.len(), "no heartbeat ack within the lease; self-fencing");
-        for r in self.running.values_mut() {
-            r.silenced = true;
-            r.cancel.cancel();
-            r.stop_by.get_or_insert(Instant::now() + CANCEL_GRACE);
-        }
-    }
-
-    /// No heartbeat was acknowledged for most of the lease: stop every
-    /// running handler, and if any was stopped, give up the session too.
-    /// Resuming it would leave the cluster believing this worker still runs
-    /// those attempts, which would then sit unreported until they time out;
-    /// a new session ends the old one and releases them at once. Returns
-    /// whether the session was given up.
-    fn lease_lapsed(&mut self) -> bool {
-        if self.running.is_empty() {
-            return false;
-        }
-        self.self_fence();
-        self.session = None;
-        true
-    }
-
-    /// Abort handlers past their stop time; they are abandoned unreported.
-    fn reap(&mut self) {
-        let now = Instant::now();
-        let late: Vec<Key> =
-            self.running.iter().filter(|(_, r)| r.stop_by.is_some_and(|t| t <= now)).map(|(k, _)| *k).collect();
-        for k in late {
-            if let Some(r) = self.running.remove(&k) {
-                r.abort.abort();
-                self.stats.abandoned += 1;
-                tracing::warn!(job = k.0, shard = k.1, token = k.2, "handler did not stop in time; abandoned");
-            }
-        }
-        if let Some(since) = self.draining_since
-            && since.elapsed() > self.w.grace
-        {
-            for r in self.running.values_mut() {
-                r.silenced = true;
-                r.cancel.cancel();
-                r.stop_by.get_or_insert(Instant::now() + CANCEL_GRACE);
-            }
-        }
-    }
-
-    fn start(
-        &mut self,
-        a: proto::Assignment,
-        done_tx: &mpsc::Sender<(Key, Outcome)>,
-        progress_tx: &mpsc::Sender<proto::WorkerMessage>,
-    ) {
-        let Some(t) = a.task else { return };
-        let key = (t.job_id, t.shard, a.token);
-        if !self.seen.insert(key) {
-            return; // a resync of an attempt we already have
-        }
-        let cancel = CancellationToken::new();
-        let ctx = TaskContext {
-            job_id: t.job_id,
-            shard: t.shard,
-            payload: a.payload,
-            attempt: a.attempt,
-            token: a.token,
-            deadline_ms: a.deadline_ms,
-            cancel: cancel.clone(),
-            progress: progress_tx.clone(),
-        };
-        let inner = tokio::spawn(self.w.handler.run(ctx));
-        let abort = inner.abort_handle();
-        let done = done_tx.clone();
-        tokio::spawn(async move {
-            let out = match inner.await {
-                Ok(r) => Outcome::Done(r),
-                Err(e) if e.is_panic() => {
-                    let p = e.into_panic();
-                    let msg = p
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| p.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "handler panicked".into());
-                    Outcome::Panicked(msg)
-                }
-                Err(_) => return, // aborted: abandoned, nothing to report
-            };
-            let _ = done.send((key, out)).await;
-        });
-        // The attempt's deadline, translated to this machine's clock.
-        let left = a.deadline_ms.saturating_sub(wall_ms());
-        let stop_by = (a.deadline_ms > 0).then(|| Instant::now() + Duration::from_millis(left) + CANCEL_GRACE);
-        self.running.insert(key, Running { cancel, abort, stop_by, silenced: false });
-    }
-
-    fn finished(&mut self, key: Key, out: Outcome) -> Option<proto::WorkerMessage> {
-        let r = self.running.remove(&key)?;
-        if r.silenced {
-            self.stats.abandoned += 1;
-            return None;
-        }
-        let task = task_ref(&key);
-        let msg = match out {
-            Outcome::Done(Ok(result)) => In::Complete(proto::Complete { task, token: key.2, result }),
-            Outcome::Done(Err(e)) => In::Fail(proto::Fail {
-                task,
-                token: key.2,
-                error: e.message.chars().take(MAX_ERROR_BYTES / 4).collect(),
-                retryable: e.retryable,
-            }),
-            Outcome::Panicked(m) => In::Fail(proto::Fail {
-                task,
-                token: key.2,
-                error: format!("handler panicked: {m}").chars().take(MAX_ERROR_BYTES / 4).collect(),
-                retryable: true,
-            }),
-        };
-        let msg = proto::WorkerMessage { msg: Some(msg) };
-        self.unacked.insert(key, msg.clone());
-        Some(msg)
-    }
-
-    /// One connection's life. `Ok(true)`: shut down cleanly; `Ok(false)`:
-    /// the stream ended and should be reopened; `Err`: it failed.
-    #[allow(clippy::too_many_arguments)]
-    async fn session_once(
-        &mut self,
-        url: &str,
-        shutdown: &mut Pin<&mut impl Future<Output = ()>>,
-        done_tx: &mpsc::Sender<(Key, Outcome)>,
-        done_rx: &mut mpsc::Receiver<(Key, Outcome)>,
-        progress_tx: &mpsc::Sender<proto::WorkerMessage>,
-        progress_rx: &mut mpsc::Receiver<proto::WorkerMessage>,
-    ) -> Result<bool, Error> {
-        let ch = Channel::from_shared(url.to_string())
-            .map_err(|e| Error::Config(e.to_string()))?
-            .connect_timeout(Duration::from_secs(1))
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .map_err(|e| Error::Unavailable(format!("{url}: {e}")))?;
-        let (tx, rx) = mpsc::channel::<proto::WorkerMessage>(OUTBOUND_QUEUE);
-        let (resume_session, resume_epoch) = self.session.unwrap_or((0, 0));
-        let register = proto::Register {
-            name: self.w.name.clone(),
-            labels: self.w.labels.clone().into_iter().collect(),
-            capacity: self.w.capacity,
-            resume_session,
-            resume_epoch,
-        };
-        let _ = tx.send(proto::WorkerMessage { msg: Some(In::Register(register)) }).await;
-        // A stalled node accepts the connection but never answers: bound the wait.
-        let mut svc = WorkerServiceClient::new(ch);
-        let open = svc.session(tokio_stream::wrappers::ReceiverStream::new(rx));
-        let mut inbound = match tokio::time::timeout(self.reconnect_after(), open).await {
-            Ok(Ok(r)) => r.into_inner(),
-            Ok(Err(s)) => return Err(self.stream_error(&s)),
-            Err(_) => return Err(Error::Unavailable(format!("{url} did not open a session in time"))),
-        };
-        let mut hb = tokio::time::interval(self.hb_every);
-        let mut seq = 0u64;
-        let mut deregistering = false;
-        loop {
-            tokio::select! {
-                _ = hb.tick() => {
-                    if self.session.is_some() && self.last_ack.elapsed() > self.fence_after() && self.lease_lapsed() {
-                        return Err(Error::Unavailable("lease lapsed; registering a new session".into()));
-                    }
-                    if self.session.is_some() && self.last_ack.elapsed() > self.reconnect_after() {
-                        return Err(Error::Unavailable(format!(
-                            "no heartbeat ack from {url} for {:?}; reattaching elsewhere",
-                            self.last_ack.elapsed()
-                        )));
-                    }
-                    self.reap();
-                    if let Some(since) = self.draining_since
-                        && !deregistering
-                        && self.session.is_some()
-                        && ((self.running.is_empty() && self.unacked.is_empty()) || since.elapsed() > self.w.grace + CANCEL_GRACE * 2)
-                    {
-                        // Everything reported (or abandoned): leave, so what is
-                        // left is reassigned now rather than after the TTL.
-                        deregistering = true;
-                        let _ = tx.send(proto::WorkerMessage { msg: Some(In::Deregister(proto::Deregister {})) }).await;
-                    }
-                    seq += 1;
-                    if tx.send(proto::WorkerMessage { msg: Some(In::Heartbeat(proto::Heartbeat { seq })) }).await.is_err() {
-                        return Ok(false);
-                    }
-                }
-                _ = &mut *shutdown, if self.draining_since.is_none() => {
-                    self.start_drain();
-                    let _ = tx.send(proto::WorkerMessage { msg: Some(In::Drain(proto::Drain {})) }).await;
-                }
-                Some((key, out)) = done_rx.recv() => {
-                    if let Some(msg) = self.finished(key, out) {
-                        let _ = tx.send(msg).await;
-                    }
-                }
-                Some(p) = progress_rx.recv() => {
-                    let _ = tx.try_send(p);
-                }
-                m = inbound.message() => {
-                    let m = match m {
-                        Ok(Some(m)) => m,
-                        Ok(None) => {
-                            if deregistering {
-                                self.session = None;
-                                return Ok(true);
-                            }
-                            return Ok(false);
-                        }
-                        Err(s) => {
-                            if deregistering {
-                                self.session = None;
-                                return Ok(true);
-                            }
-                            return Err(self.stream_error(&s));
-                        }
-                    };
-                    match m.msg {
-                        Some(Out::Registered(r)) => {
-                            if !r.resumed {
-                                // A new session: attempts of the old one are
-                                // fenced or reassigned; stop them quietly.
-                                self.self_fence();
-                                self.unacked.clear();
-                            }
-                            tracing::info!(worker = %self.w.name, session = r.session, resumed = r.resumed, "worker registered");
-                            self.session = Some((r.session, r.epoch));
-                            self.ttl = Duration::from_millis(r.ttl_ms.max(1));
-                            self.hb_every = Duration::from_millis(r.heartbeat_interval_ms.max(1));
-                            hb = tokio::time::interval(self.hb_every);
-                            self.last_ack = Instant::now();
-                            // Deliver what finished while we were away.
-                            for msg in self.unacked.values() {
-                                let _ = tx.send(msg.clone()).await;
-                            }
-                            if self.draining_since.is_some() {
-                                let _ = tx.send(proto::WorkerMessage { msg: Some(In::Drain(proto::Drain {})) }).await;
-                            }
-                        }
-                        Some(Out::HeartbeatAck(_)) => self.last_ack = Instant::now(),
-                        Some(Out::Assignment(a)) => {
-                            if let Some(t) = &a.task {
-                                let key = (t.job_id, t.shard, a.token);
-                                // A resync of something finished but unacknowledged: resend.
-                                if let Some(msg) = self.unacked.get(&key) {
-                                    let _ = tx.send(msg.clone()).await;
-                                    continue;
-                                }
-                            }
-                            self.start(a, done_tx, progress_tx);
-                        }
-                        Some(Out::Cancel(c)) => {
-                            if let Some(t) = c.task
-                                && let Some(r) = self.running.get_mut(&(t.job_id, t.shard, c.token))
-                            {
-                                tracing::info!(job = t.job_id, shard = t.shard, reason = %c.reason, "attempt cancelled");
-                                r.silenced = true;
-                                r.cancel.cancel();
-                                r.stop_by.get_or_insert(Instant::now() + CANCEL_GRACE);
-                            }
-                        }
-                        Some(Out::ReportAck(a)) => {
-                            let is_final = matches!(
-                                proto::ReportKind::try_from(a.kind),
-                                Ok(proto::ReportKind::Complete | proto::ReportKind::Fail)
-                            );
-                            if let Some(t) = a.task.filter(|_| is_final) {
-                                let key = (t.job_id, t.shard, a.token);
-                                // Progress acks are not tracked; final reports are.
-                                let was_complete = self.unacked.remove(&key).map(|m| matches!(m.msg, Some(In::Complete(_))));
-                                // Acknowledged: the cluster will never resync this
-                                // attempt again, so stop remembering it.
-                                self.seen.remove(&key);
-                                if let Some(was_complete) = was_complete {
-                                    match proto::ReportStatus::try_from(a.status) {
-                                        Ok(proto::ReportStatus::Accepted | proto::ReportStatus::Duplicate) => {
-                                            if was_complete { self.stats.completed += 1 } else { self.stats.failed += 1 }
-                                        }
-                                        Ok(proto::ReportStatus::Fenced) => {
-                                            self.stats.fenced += 1;
-                                            tracing::warn!(job = t.job_id, shard = t.shard, token = a.token, "result fenced: another attempt owns this shard; dropped");
-                                        }
-                                        _ => {
-                                            self.stats.failed += 1;
-                                            tracing::warn!(job = t.job_id, shard = t.shard, message = %a.message, "result refused");
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                        None => {}
-                    }
-                }
-            }
-        }
-    }
-
-    fn stream_error(&mut self, s: &tonic::Status) -> Error {
-        if let Some(addr) = leader_hint(s) {
-            self.leader = normalize(&addr).ok();
-        }
-        if matches!(s.code(), tonic::Code::FailedPrecondition | tonic::Code::NotFound) {
-            // Our session ended (expired while we were cut off): start a new
-            // one. Its running attempts belong to the old session.
-            tracing::warn!(worker = %self.w.name, reason = %s.message(), "session ended; registering again");
-            self.session = None;
-        }
-        Error::from_status(s, false)
+        Ok(runtime::Runtime::new(session::Session::new(cfg), self.handler, capacity).run(shutdown).await)
     }
 }
