@@ -76,7 +76,7 @@ type OpenFut = Pin<Box<dyn Future<Output = Result<Streaming<proto::CoordinatorMe
 enum Link {
     None,
     Opening { tx: mpsc::Sender<proto::WorkerMessage>, open: OpenFut },
-    Open { tx: mpsc::Sender<proto::WorkerMessage>, inbound: Streaming<proto::CoordinatorMessage> },
+    Open { tx: mpsc::Sender<proto::WorkerMessage>, inbound: Box<Streaming<proto::CoordinatorMessage>> },
 }
 
 /// What woke the loop.
@@ -179,7 +179,7 @@ impl Runtime {
                 }
                 Wake::Opened(inbound) => {
                     if let Link::Opening { tx, .. } = std::mem::replace(&mut self.link, Link::None) {
-                        self.link = Link::Open { tx, inbound };
+                        self.link = Link::Open { tx, inbound: Box::new(inbound) };
                     }
                 }
                 Wake::Progress(key) => {
@@ -221,7 +221,8 @@ impl Runtime {
                         .connect()
                         .await
                         .map_err(|e| tonic::Status::unavailable(format!("{url}: {e}")))?;
-                    let r = WorkerServiceClient::new(ch).session(tokio_stream::wrappers::ReceiverStream::new(rx)).await?;
+                    let r =
+                        WorkerServiceClient::new(ch).session(tokio_stream::wrappers::ReceiverStream::new(rx)).await?;
                     Ok(r.into_inner())
                 };
                 self.link = Link::Opening { tx, open: Box::pin(open) };

@@ -327,7 +327,12 @@ fn msg(m: In) -> proto::WorkerMessage {
 }
 
 fn fail(key: &AttemptKey, error: String, retryable: bool) -> In {
-    In::Fail(proto::Fail { task: key.task(), token: key.token, error: truncate_utf8(error, MAX_ERROR_BYTES), retryable })
+    In::Fail(proto::Fail {
+        task: key.task(),
+        token: key.token,
+        error: truncate_utf8(error, MAX_ERROR_BYTES),
+        retryable,
+    })
 }
 
 impl Session {
@@ -515,9 +520,8 @@ impl Session {
     /// Back off before the next open.
     fn down(&mut self, now: u64) {
         self.failures = self.failures.saturating_add(1);
-        let bound = RECONNECT_BACKOFF_BASE_MS
-            .saturating_mul(1u64 << self.failures.min(16))
-            .min(RECONNECT_BACKOFF_MAX_MS);
+        let bound =
+            RECONNECT_BACKOFF_BASE_MS.saturating_mul(1u64 << self.failures.min(16)).min(RECONNECT_BACKOFF_MAX_MS);
         let wait = self.rng.random_range(0..=bound);
         self.link = Link::Down { retry_at_ms: now + wait };
     }
@@ -629,7 +633,12 @@ impl Session {
             return;
         }
         if self.tracked() >= TRACKED_ATTEMPTS_MAX {
-            tracing::error!(job = key.job, shard = key.shard, tracked = self.tracked(), "too many attempts tracked; assignment refused");
+            tracing::error!(
+                job = key.job,
+                shard = key.shard,
+                tracked = self.tracked(),
+                "too many attempts tracked; assignment refused"
+            );
             return;
         }
         // Measured on this worker's clock from receipt; old servers send only
@@ -641,10 +650,8 @@ impl Session {
         } else {
             None
         };
-        self.running.insert(
-            key,
-            Attempt { deadline_at_ms, abort_at_ms: None, progress_sent_ms: None, progress_pending: None },
-        );
+        self.running
+            .insert(key, Attempt { deadline_at_ms, abort_at_ms: None, progress_sent_ms: None, progress_pending: None });
         out.push(Action::Start { key, attempt: a.attempt, payload: a.payload, deadline_ms: a.deadline_ms });
     }
 
@@ -663,7 +670,12 @@ impl Session {
             let bound =
                 REPORT_RETRY_BASE_MS.saturating_mul(1u64 << (rep.refusals - 1).min(16)).min(REPORT_RETRY_MAX_MS);
             rep.resend_at_ms = Some(now + self.rng.random_range(bound / 2..=bound));
-            tracing::debug!(job = key.job, shard = key.shard, refusals = rep.refusals, "node overloaded; report resent later");
+            tracing::debug!(
+                job = key.job,
+                shard = key.shard,
+                refusals = rep.refusals,
+                "node overloaded; report resent later"
+            );
             return;
         }
         let complete = rep.complete;
@@ -678,7 +690,12 @@ impl Session {
             }
             Ok(S::Fenced) => {
                 self.stats.fenced += 1;
-                tracing::warn!(job = key.job, shard = key.shard, token = key.token, "result fenced: another attempt owns this shard; dropped");
+                tracing::warn!(
+                    job = key.job,
+                    shard = key.shard,
+                    token = key.token,
+                    "result fenced: another attempt owns this shard; dropped"
+                );
             }
             _ => {
                 self.stats.failed += 1;
@@ -841,7 +858,12 @@ impl Session {
         for key in late {
             self.running.remove(&key);
             self.stats.abandoned += 1;
-            tracing::warn!(job = key.job, shard = key.shard, token = key.token, "handler did not stop in time; abandoned");
+            tracing::warn!(
+                job = key.job,
+                shard = key.shard,
+                token = key.token,
+                "handler did not stop in time; abandoned"
+            );
             out.push(Action::Abort(key));
         }
     }

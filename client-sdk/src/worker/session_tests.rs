@@ -216,7 +216,8 @@ fn the_first_open_registers_a_new_session_and_heartbeats_at_once() {
 fn the_fence_deadline_comes_from_the_send_time_of_the_newest_acknowledged_heartbeat() {
     // Registered at 10 (the open started at 0); heartbeats go out at 10, 310,
     // 610, 910…; the attempt starts at 20. Acks as listed, then none.
-    let cases: &[(&str, &[(u64, u64)], u64)] = &[
+    type Acks = &'static [(u64, u64)];
+    let cases: &[(&str, Acks, u64)] = &[
         ("no ack: the lease dates from the open", &[], 0),
         ("an ack renews from its heartbeat's send time", &[(12, 1)], 10),
         ("a slow ack renews from the send time, not the arrival", &[(900, 2)], 310),
@@ -341,10 +342,8 @@ fn reconnect_backoff_grows_with_full_jitter_and_stays_bounded() {
         h.step(Event::OpenFailed(Failure::transient("refused")));
         let failed_at = h.now;
         let log = h.advance(failed_at + RECONNECT_BACKOFF_MAX_MS);
-        let (t, _) = log
-            .iter()
-            .find(|(_, a)| matches!(a, Action::Open { .. }))
-            .expect("reopened within the largest backoff");
+        let (t, _) =
+            log.iter().find(|(_, a)| matches!(a, Action::Open { .. })).expect("reopened within the largest backoff");
         gaps.push(t - failed_at);
     }
     assert!(gaps[0] <= 2 * RECONNECT_BACKOFF_BASE_MS, "the first retry is quick: {gaps:?}");
@@ -667,7 +666,8 @@ fn report_outcomes_are_counted() {
 #[test]
 fn reports_respect_the_size_limits() {
     let big = vec![0u8; MAX_RESULT_BYTES + 1];
-    let cases: Vec<(&str, Outcome, Box<dyn Fn(&In) -> bool>)> = vec![
+    type Check = Box<dyn Fn(&In) -> bool>;
+    let cases: Vec<(&str, Outcome, Check)> = vec![
         (
             "a result at the limit",
             ok(&vec![1u8; MAX_RESULT_BYTES]),
