@@ -60,7 +60,7 @@ use tokio_util::sync::CancellationToken;
 use crate::client::normalize;
 use crate::error::Error;
 
-pub use session::{MAX_RESULT_BYTES, PROGRESS_MESSAGE_MAX_BYTES, PROGRESS_MIN_INTERVAL_MS};
+pub use session::{MAX_RESULT_BYTES, PROGRESS_BP_MAX, PROGRESS_MESSAGE_MAX_BYTES, PROGRESS_MIN_INTERVAL_MS};
 
 /// Messages queued towards the coordinator on one stream, on top of room for
 /// one report and one progress update per attempt the worker may hold (see
@@ -104,12 +104,12 @@ impl TaskContext {
         self.cancel.is_cancelled()
     }
 
-    /// Report progress in basis points (0..=10000) with a short message (cut
+    /// Report progress in basis points (0..=[`PROGRESS_BP_MAX`]) with a short message (cut
     /// to [`PROGRESS_MESSAGE_MAX_BYTES`]). Best effort and never blocks: only
     /// the latest update of an attempt is kept, and at most one per
     /// [`PROGRESS_MIN_INTERVAL_MS`] is sent.
     pub fn progress(&self, progress_bp: u32, message: &str) {
-        self.progress.publish(progress_bp.min(10_000), message);
+        self.progress.publish(progress_bp, message);
     }
 }
 

@@ -66,6 +66,8 @@ pub const REPORT_RETRY_MAX_MS: u64 = 2_000;
 /// updates replace the pending one. Progress is informational and each
 /// update is a Raft entry: a chatty handler must not load the cluster.
 pub const PROGRESS_MIN_INTERVAL_MS: u64 = 500;
+/// Largest progress value: basis points, 10,000 being done.
+pub const PROGRESS_BP_MAX: u32 = 10_000;
 /// Longest progress message sent (`Progress.message` in the proto); longer
 /// messages are cut at a character boundary.
 pub const PROGRESS_MESSAGE_MAX_BYTES: usize = 1024;
@@ -733,7 +735,7 @@ impl Session {
         a.progress_pending = Some(proto::Progress {
             task: key.task(),
             token: key.token,
-            progress_bp: progress_bp.min(10_000),
+            progress_bp: progress_bp.min(PROGRESS_BP_MAX),
             message: truncate_utf8(message, PROGRESS_MESSAGE_MAX_BYTES),
         });
     }

@@ -596,7 +596,7 @@ fn progress_is_coalesced_per_attempt_and_sent_at_most_once_per_interval() {
     h.advance(h.now + PROGRESS_MIN_INTERVAL_MS);
     let acts = h.step(Event::Progress { key: key(1), progress_bp: 20_000, message: "é".repeat(600) });
     let [In::Progress(p)] = &sent(&acts)[..] else { panic!("{acts:?}") };
-    assert_eq!(p.progress_bp, 10_000);
+    assert_eq!(p.progress_bp, PROGRESS_BP_MAX);
     assert_eq!(p.message.len(), PROGRESS_MESSAGE_MAX_BYTES);
     // Progress acks, even retry-later ones, are not tracked.
     let acts = h.msg(ack(key(1), proto::ReportKind::Progress, proto::ReportStatus::RetryLater));
