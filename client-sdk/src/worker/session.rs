@@ -139,8 +139,12 @@ pub struct Failure {
 
 /// Metadata key carrying the structured error code (see the `.proto`).
 const ERROR_CODE_HEADER: &str = "baton-error-code";
-/// Error code: the session ended or belongs to another incarnation.
-const SESSION_ENDED: &str = "SESSION_ENDED";
+/// Error codes of a `FAILED_PRECONDITION` that are about a task, not the
+/// session, so they do not end it. Any other (`SESSION_ENDED`, the generic
+/// `PRECONDITION`, or none from servers before the codes) does: resuming a
+/// session the node refuses for a reason the worker cannot name would only
+/// repeat the refusal.
+const TASK_PRECONDITIONS: [&str; 2] = ["FENCED", "JOB_FINISHED"];
 
 /// The `baton-error-code` of a status, if any.
 fn error_code(s: &tonic::Status) -> Option<&str> {
@@ -154,7 +158,7 @@ impl Failure {
     }
 
     /// Classify a stream's status. Only `NOT_FOUND`, or `FAILED_PRECONDITION`
-    /// with code `SESSION_ENDED` (or with no code: servers before the codes),
+    /// about the session (code `SESSION_ENDED`; see [`TASK_PRECONDITIONS`]),
     /// end the session; everything else (`UNAVAILABLE`, including `LAGGING`
     /// from a leader that has not applied the session yet) keeps it, so the
     /// worker resumes it elsewhere or later.
@@ -162,7 +166,7 @@ impl Failure {
         let code = error_code(s);
         let ends_session = match s.code() {
             tonic::Code::NotFound => true,
-            tonic::Code::FailedPrecondition => code.is_none_or(|c| c == SESSION_ENDED),
+            tonic::Code::FailedPrecondition => !code.is_some_and(|c| TASK_PRECONDITIONS.contains(&c)),
             _ => false,
         };
         let leader = crate::error::leader_hint(s).and_then(|a| normalize(&a).ok());

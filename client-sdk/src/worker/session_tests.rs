@@ -378,6 +378,8 @@ fn stream_failures_keep_the_session_unless_it_ended() {
         ("not found", tonic::Status::not_found("session 7"), false),
         ("session ended", with_code(tonic::Status::failed_precondition("ended"), "SESSION_ENDED"), false),
         ("session ended, server without codes", tonic::Status::failed_precondition("ended"), false),
+        ("generic precondition", with_code(tonic::Status::failed_precondition("no"), "PRECONDITION"), false),
+        ("a task's precondition", with_code(tonic::Status::failed_precondition("stale"), "FENCED"), true),
     ];
     for (name, status, keeps) in cases {
         for on_open in [false, true] {
