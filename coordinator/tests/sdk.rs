@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use baton_client::{Client, ClientConfig, TaskError, Worker, proto};
+use common::blackhole::Blackhole;
 use common::*;
 use futures::StreamExt;
 
@@ -35,53 +36,6 @@ async fn wait_running(cl: &Client, job_id: u64) {
     while cl.get(job_id).await.unwrap().counts.unwrap().running == 0 {
         assert!(Instant::now() < deadline, "the shard never started");
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// A TCP proxy whose traffic can be cut (connections stay open, bytes stop).
-struct Proxy {
-    addr: String,
-    cut: Arc<AtomicBool>,
-}
-
-impl Proxy {
-    async fn start(target: String) -> Proxy {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap().to_string();
-        let cut = Arc::new(AtomicBool::new(false));
-        let cut2 = cut.clone();
-        tokio::spawn(async move {
-            while let Ok((inbound, _)) = l.accept().await {
-                let Ok(outbound) = tokio::net::TcpStream::connect(&target).await else { continue };
-                let (ri, wi) = inbound.into_split();
-                let (ro, wo) = outbound.into_split();
-                tokio::spawn(pump(ri, wo, cut2.clone()));
-                tokio::spawn(pump(ro, wi, cut2.clone()));
-            }
-        });
-        Proxy { addr, cut }
-    }
-}
-
-async fn pump(mut r: tokio::net::tcp::OwnedReadHalf, mut w: tokio::net::tcp::OwnedWriteHalf, cut: Arc<AtomicBool>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        if cut.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            continue;
-        }
-        let n = match tokio::time::timeout(Duration::from_millis(20), r.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return,
-            Ok(Ok(n)) => n,
-            Err(_) => continue,
-        };
-        if cut.load(Ordering::SeqCst) || w.write_all(&buf[..n]).await.is_err() {
-            // Bytes read just as the link was cut are lost, like on a real network.
-            if !cut.load(Ordering::SeqCst) {
-                return;
-            }
-        }
     }
 }
 
@@ -180,7 +134,7 @@ async fn cut_off_worker_self_fences_and_its_shard_runs_elsewhere() {
     let _g = SERIAL.lock().await;
     let c = Cluster::start(3, Opts::default());
     let leader = c.wait_leader(SECS(15)).await;
-    let proxy = Proxy::start(format!("127.0.0.1:{}", c.ports[&leader].api)).await;
+    let proxy = Blackhole::start(format!("127.0.0.1:{}", c.ports[&leader].api)).await;
     let fenced = Arc::new(AtomicBool::new(false));
     let f2 = fenced.clone();
     let cut_off = Worker::builder()
@@ -200,7 +154,7 @@ async fn cut_off_worker_self_fences_and_its_shard_runs_elsewhere() {
     let cl = client(&c);
     let job_id = cl.submit(job(1)).await.unwrap().job_id;
     wait_running(&cl, job_id).await;
-    proxy.cut.store(true, Ordering::SeqCst);
+    proxy.black_hole();
     let cut_at = Instant::now();
     let healthy = Worker::builder()
         .endpoints(c.endpoints())
@@ -225,7 +179,7 @@ async fn cut_off_worker_self_fences_and_its_shard_runs_elsewhere() {
     }
     println!("self-fenced and rerun within {:?} of the cut", cut_at.elapsed());
     // Heal the link: the stale result must never be committed.
-    proxy.cut.store(false, Ordering::SeqCst);
+    proxy.heal();
     tokio::time::sleep(SECS(2)).await;
     let r = cl.results(job_id).await.unwrap();
     assert_eq!(r[0].result, b"fresh".to_vec());
@@ -434,7 +388,7 @@ async fn a_worker_that_fenced_itself_starts_a_new_session_so_its_shards_are_rele
     let _g = SERIAL.lock().await;
     let c = Cluster::start(3, Opts { ttl_ms: 6_000, heartbeat_ms: 300, ..Opts::default() });
     let leader = c.wait_leader(SECS(15)).await;
-    let proxy = Proxy::start(format!("127.0.0.1:{}", c.ports[&leader].api)).await;
+    let proxy = Blackhole::start(format!("127.0.0.1:{}", c.ports[&leader].api)).await;
     let attempts = Arc::new(AtomicU64::new(0));
     let fenced = Arc::new(AtomicBool::new(false));
     let (a2, f2) = (attempts.clone(), fenced.clone());
@@ -458,14 +412,14 @@ async fn a_worker_that_fenced_itself_starts_a_new_session_so_its_shards_are_rele
     let cl = client(&c);
     let job_id = cl.submit(job(1)).await.unwrap().job_id;
     wait_running(&cl, job_id).await;
-    proxy.cut.store(true, Ordering::SeqCst);
+    proxy.black_hole();
     let deadline = Instant::now() + SECS(10);
     while !fenced.load(Ordering::SeqCst) {
         assert!(Instant::now() < deadline, "the worker never fenced itself");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // Back before the cluster's 6 s lease runs out.
-    proxy.cut.store(false, Ordering::SeqCst);
+    proxy.heal();
     let deadline = Instant::now() + SECS(15);
     let done = loop {
         let j = cl.get(job_id).await.unwrap();
@@ -479,4 +433,64 @@ async fn a_worker_that_fenced_itself_starts_a_new_session_so_its_shards_are_rele
     let r = cl.results(job_id).await.unwrap();
     assert_eq!(r[0].attempts, 2, "{r:?}");
     assert!(String::from_utf8_lossy(&r[0].result).starts_with("token "), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_a_black_holed_connection_the_handler_is_cancelled_before_another_worker_receives_the_shard() {
+    // The cluster renews a lease when its leader processes a heartbeat, so it
+    // cannot reassign before `sent_at(last acknowledged heartbeat) + ttl`
+    // (plus a check and a commit). A worker whose link goes dark must stop its
+    // handler before then, even while its attempts to reconnect hang on the
+    // same dead link, so that two handlers never run the shard at once.
+    let _g = SERIAL.lock().await;
+    let c = Cluster::start(3, Opts { ttl_ms: 3_000, heartbeat_ms: 300, ..Opts::default() });
+    let leader = c.wait_leader(SECS(15)).await;
+    let hole = Blackhole::start(format!("127.0.0.1:{}", c.ports[&leader].api)).await;
+    let cancelled_at = Arc::new(std::sync::Mutex::new(None::<Instant>));
+    let c2 = cancelled_at.clone();
+    let cut_off = Worker::builder()
+        .endpoints([hole.addr.clone()])
+        .name("behind-the-hole")
+        .handler(move |ctx: baton_client::TaskContext| {
+            let cancelled_at = c2.clone();
+            async move {
+                ctx.cancellation().cancelled().await;
+                *cancelled_at.lock().unwrap() = Some(Instant::now());
+                Ok(b"stale".to_vec())
+            }
+        })
+        .build()
+        .unwrap();
+    let _a = tokio::spawn(cut_off.run(futures::future::pending()));
+    let cl = client(&c);
+    let job_id = cl.submit(job(1)).await.unwrap().job_id;
+    wait_running(&cl, job_id).await;
+    hole.black_hole();
+    let dark_at = Instant::now();
+    let direct = TestWorker::start(c.endpoints(), "direct", 1, Duration::from_millis(10));
+    let done = wait_job_done(&c, job_id, SECS(20)).await;
+    let received_at = direct
+        .assigned()
+        .into_iter()
+        .find(|(job, ..)| *job == job_id)
+        .map(|(.., at)| at)
+        .expect("the direct worker never received the shard");
+    let cancelled_at = cancelled_at
+        .lock()
+        .unwrap()
+        .expect("the cut-off worker's handler was still running after another worker finished its shard");
+    println!(
+        "cancelled {:?} and received elsewhere {:?} after the link went dark",
+        cancelled_at - dark_at,
+        received_at - dark_at
+    );
+    assert!(
+        cancelled_at < received_at,
+        "the handler was cancelled {:?} after another worker received its shard",
+        cancelled_at - received_at
+    );
+    assert_eq!(done.status, proto::JobStatus::Succeeded as i32);
+    let r = results(&c, job_id).await;
+    assert_eq!(r[0].result, format!("direct:{job_id}/0").into_bytes(), "{r:?}");
+    assert_eq!(r[0].attempts, 2, "{r:?}");
 }

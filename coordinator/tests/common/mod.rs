@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod blackhole;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
