@@ -12,7 +12,7 @@ use baton_coordinator::error::ApiError;
 use baton_coordinator::leader::core::{
     Action, CloseReason, CoreConfig, Event, LeaderCore, StateView, TIMEOUTS_PER_ENTRY,
 };
-use baton_coordinator::leader::{QUORUM_SILENCE_ELECTION_TIMEOUTS, leads_with_quorum, outcome_of};
+use baton_coordinator::leader::{QUORUM_SILENCE_ELECTION_TIMEOUTS, leads_with_quorum, outcome_of, quorum_fresh};
 use baton_coordinator::scheduler::PlanLimits;
 use baton_raft_store::{Command, NodeId, NodeInfo, Proposal, Raft, SessionId};
 
@@ -308,7 +308,11 @@ pub fn heartbeat(world: &Arc<Mutex<World>>, w: &mut World, id: NodeId, session: 
             conn
         }
     };
-    let actions = step(world, w, id, epoch, Event::Heartbeat { session, conn, seq });
+    let quorum_fresh = {
+        let raft = &w.running(id).expect("up").raft;
+        quorum_fresh(&raft.metrics().borrow(), raft.config().election_timeout_max)
+    };
+    let actions = step(world, w, id, epoch, Event::Heartbeat { session, conn, seq, quorum_fresh });
     if let Some(reason) = closed_reason(&actions, session) {
         return closed_reply(w, id, reason);
     }

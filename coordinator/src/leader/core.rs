@@ -116,10 +116,14 @@ pub enum Event {
         session: SessionId,
         conn: u64,
     },
+    /// `quorum_fresh`: this node heard from a quorum within one election
+    /// timeout, so no other leader can have taken over since (followers keep
+    /// a leader lease that long).
     Heartbeat {
         session: SessionId,
         conn: u64,
         seq: u64,
+        quorum_fresh: bool,
     },
     /// The worker is shutting down: give it nothing more.
     Drain {
@@ -320,7 +324,9 @@ impl LeaderCore {
                     out.push(Action::Close { session, conn, reason: CloseReason::FellBehind });
                 }
             }
-            Event::Heartbeat { session, conn, seq } => self.on_heartbeat(session, conn, seq, now, state, &mut out),
+            Event::Heartbeat { session, conn, seq, quorum_fresh } => {
+                self.on_heartbeat(session, conn, seq, quorum_fresh, now, state, &mut out)
+            }
             Event::Drain { session } => {
                 if state.core.idx.sessions.contains_key(&session) {
                     self.draining.insert(session);
@@ -410,11 +416,13 @@ impl LeaderCore {
         self.plan(now, state, out);
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn on_heartbeat(
         &mut self,
         session: SessionId,
         conn: u64,
         seq: u64,
+        quorum_fresh: bool,
         now: Now,
         state: &StateView<'_>,
         out: &mut Vec<Action>,
@@ -434,7 +442,13 @@ impl LeaderCore {
             return;
         }
         self.deadlines.insert(session, now.mono_ms + self.cfg.ttl_ms);
-        out.push(Action::AckHeartbeat { session, conn, seq });
+        // An ack tells the worker its lease runs TTL from when it sent the
+        // heartbeat. Without a fresh quorum another leader may already have
+        // taken over and started its own TTL earlier: no ack then, and the
+        // worker's fence deadline stays behind that leader's expiry.
+        if quorum_fresh {
+            out.push(Action::AckHeartbeat { session, conn, seq });
+        }
     }
 
     /// Follow the live sessions: ones registered since we took over get one

@@ -188,7 +188,7 @@ fn heartbeats_renew_the_lease_and_are_acknowledged_only_then() {
     r.lead(1);
     r.run(Event::Attach { session: s, conn: 1 });
     r.advance(1_500);
-    let a = r.run(Event::Heartbeat { session: s, conn: 1, seq: 9 });
+    let a = r.run(Event::Heartbeat { session: s, conn: 1, seq: 9, quorum_fresh: true });
     assert_eq!(a, vec![Action::AckHeartbeat { session: s, conn: 1, seq: 9 }]);
     assert_eq!(r.leader.deadline(s), Some(r.t + TTL));
     // TTL after the last heartbeat, the session is expired once.
@@ -198,7 +198,7 @@ fn heartbeats_renew_the_lease_and_are_acknowledged_only_then() {
     let a = r.step(Event::Tick);
     assert_eq!(expiries(&a), vec![s]);
     // While the expiry is in flight a heartbeat neither renews nor is acked.
-    assert!(r.step(Event::Heartbeat { session: s, conn: 1, seq: 10 }).is_empty());
+    assert!(r.step(Event::Heartbeat { session: s, conn: 1, seq: 10, quorum_fresh: true }).is_empty());
     assert!(expiries(&r.step(Event::Tick)).is_empty(), "one expiry in flight at a time");
 }
 
@@ -216,7 +216,7 @@ fn a_dead_workers_task_is_reassigned_within_ttl_and_one_check() {
     let mut reassigned_at = None;
     for _ in 0..100 {
         r.advance(check);
-        r.run(Event::Heartbeat { session: live, conn: 2, seq: 0 });
+        r.run(Event::Heartbeat { session: live, conn: 2, seq: 0, quorum_fresh: true });
         let a = r.run(Event::Tick);
         if pushes(&a).contains(&(live, TaskKey::new(job, 0))) {
             reassigned_at = Some(r.t);
@@ -274,7 +274,10 @@ fn losing_leadership_closes_every_stream_and_refuses_new_ones() {
     assert_eq!(a[0], Action::SetLeading(false));
     assert_eq!(closes(&a), vec![(s, 1, CloseReason::NotLeader)]);
     assert_eq!(closes(&r.run(Event::Attach { session: s, conn: 2 })), vec![(s, 2, CloseReason::NotLeader)]);
-    assert_eq!(closes(&r.run(Event::Heartbeat { session: s, conn: 2, seq: 1 })), vec![(s, 2, CloseReason::NotLeader)]);
+    assert_eq!(
+        closes(&r.run(Event::Heartbeat { session: s, conn: 2, seq: 1, quorum_fresh: true })),
+        vec![(s, 2, CloseReason::NotLeader)]
+    );
 }
 
 #[test]
@@ -363,10 +366,10 @@ fn an_attempt_past_its_deadline_is_cancelled_and_timed_out() {
     });
     assert_eq!(deadline_in, Some(5_000));
     r.advance(4_000);
-    r.run(Event::Heartbeat { session: s, conn: 1, seq: 1 });
+    r.run(Event::Heartbeat { session: s, conn: 1, seq: 1, quorum_fresh: true });
     assert!(r.run(Event::Tick).iter().all(|a| !matches!(a, Action::Cancel { .. })));
     r.advance(1_000);
-    r.run(Event::Heartbeat { session: s, conn: 1, seq: 2 });
+    r.run(Event::Heartbeat { session: s, conn: 1, seq: 2, quorum_fresh: true });
     let a = r.run(Event::Tick);
     assert!(a.iter().any(|a| matches!(a, Action::Cancel { reason: CancelReason::TimedOut, .. })), "{a:?}");
     assert!(matches!(r.task(job, 0), TaskState::Pending { .. }), "{:?}", r.task(job, 0));
@@ -392,8 +395,8 @@ fn a_leader_whose_clock_is_60s_behind_dispatches_new_and_requeued_work_at_once()
     while !matches!(r.task(job, 0), TaskState::Assigned { .. }) {
         r.advance(50);
         waited += 50;
-        r.run(Event::Heartbeat { session: a_worker, conn: 1, seq: waited });
-        r.run(Event::Heartbeat { session: b_worker, conn: 2, seq: waited });
+        r.run(Event::Heartbeat { session: a_worker, conn: 1, seq: waited, quorum_fresh: true });
+        r.run(Event::Heartbeat { session: b_worker, conn: 2, seq: waited, quorum_fresh: true });
         r.run(Event::Tick);
         assert!(waited <= 1_100, "requeued work still waiting after {waited} ms");
     }
@@ -452,4 +455,20 @@ fn outcomes_of_an_earlier_leadership_are_ignored() {
     assert!(a.is_empty(), "{a:?}");
     // The grant is still delivered, by the resync when the worker reattaches.
     assert_eq!(pushes(&r.run(Event::Attach { session: s, conn: 2 })), vec![(s, TaskKey::new(job, 0))]);
+}
+
+#[test]
+fn a_leader_without_a_fresh_quorum_renews_but_does_not_acknowledge() {
+    // Its quorum may already have elected another leader, whose fresh TTL
+    // starts at its takeover: an ack now would let the worker's fence
+    // deadline run past that leader's expiry.
+    let mut r = Rig::new();
+    let s = r.register("w", 1);
+    r.lead(1);
+    r.run(Event::Attach { session: s, conn: 1 });
+    r.advance(500);
+    assert!(r.run(Event::Heartbeat { session: s, conn: 1, seq: 1, quorum_fresh: false }).is_empty());
+    assert_eq!(r.leader.deadline(s), Some(r.t + TTL), "still renewed: the worker is alive");
+    let a = r.run(Event::Heartbeat { session: s, conn: 1, seq: 2, quorum_fresh: true });
+    assert_eq!(a, vec![Action::AckHeartbeat { session: s, conn: 1, seq: 2 }]);
 }

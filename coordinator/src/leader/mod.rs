@@ -116,6 +116,14 @@ pub fn leads_with_quorum(id: u64, m: &Metrics, silence_ms: u64) -> bool {
             || m.millis_since_quorum_ack.is_none_or(|ms| ms <= silence_ms))
 }
 
+/// Whether this leader heard from a quorum within `lease_ms` (one election
+/// timeout, the leader lease openraft's followers keep): then no other
+/// leader can have been elected since. A single voter is its own quorum.
+pub fn quorum_fresh(m: &Metrics, lease_ms: u64) -> bool {
+    m.membership_config.membership().voter_ids().nth(1).is_none()
+        || m.millis_since_quorum_ack.is_none_or(|ms| ms <= lease_ms)
+}
+
 /// What the core is told about a committed (or failed) proposal. Counts the
 /// metrics on the way.
 pub fn outcome_of(kind: &ProposalKind, r: Result<Response, ApiError>) -> Outcome {
@@ -241,7 +249,10 @@ async fn run(mut sh: Shell, mut rx: mpsc::Receiver<LeaderMsg>, mut done_rx: mpsc
                         sh.streams.remove(&(session, conn));
                         Event::Detach { session, conn }
                     }
-                    LeaderMsg::Heartbeat { session, conn, seq } => Event::Heartbeat { session, conn, seq },
+                    LeaderMsg::Heartbeat { session, conn, seq } => {
+                        let quorum_fresh = sh.quorum_fresh(&metrics.borrow());
+                        Event::Heartbeat { session, conn, seq, quorum_fresh }
+                    }
                     LeaderMsg::Drain { session } => Event::Drain { session },
                 };
                 sh.step(ev);
@@ -265,6 +276,12 @@ impl Shell {
     fn leadership(&self, m: &Metrics) -> Event {
         let silence = self.cfg.raft.election_timeout_max_ms * QUORUM_SILENCE_ELECTION_TIMEOUTS;
         Event::Leadership { leading: leads_with_quorum(self.id, m, silence), term: m.current_term }
+    }
+
+    /// Heard from a quorum within one election timeout (see
+    /// [`quorum_fresh`]).
+    fn quorum_fresh(&self, m: &Metrics) -> bool {
+        quorum_fresh(m, self.cfg.raft.election_timeout_max_ms)
     }
 
     /// Run one event through the core and carry out its actions; feedback
@@ -367,5 +384,14 @@ mod quorum_tests {
         assert!(leads_with_quorum(1, &metrics(&[1], l, Some(1), Some(60_000)), 480), "a single voter");
         assert!(!leads_with_quorum(1, &metrics(&[1, 2, 3], ServerState::Follower, Some(2), Some(0)), 480));
         assert!(!leads_with_quorum(1, &metrics(&[1, 2, 3], ServerState::Candidate, None, None), 480));
+    }
+
+    #[test]
+    fn heartbeats_are_acknowledged_only_within_the_leader_lease() {
+        let l = ServerState::Leader;
+        assert!(quorum_fresh(&metrics(&[1, 2, 3], l, Some(1), Some(120)), 120));
+        assert!(!quorum_fresh(&metrics(&[1, 2, 3], l, Some(1), Some(121)), 120));
+        assert!(quorum_fresh(&metrics(&[1, 2, 3], l, Some(1), None), 120), "just elected");
+        assert!(quorum_fresh(&metrics(&[1], l, Some(1), Some(60_000)), 120), "a single voter");
     }
 }
