@@ -349,28 +349,16 @@ impl Config {
     }
 }
 
-/// Top-level config keys, as they appear after `BATON_` (lowercased).
-const CONFIG_KEYS: &[&str] = &[
-    "node_id",
-    "raft_listen",
-    "raft_advertise",
-    "api_listen",
-    "api_advertise",
-    "http_listen",
-    "data_dir",
-    "initial_members",
-    "forward_to_leader",
-    "log_format",
-    "leave_on_shutdown",
-    "raft",
-    "workers",
-    "limits",
-];
-
 /// Whether an env key (after `BATON_`, in any case) names a config field.
+/// The field names come from the struct itself, so they cannot drift.
 pub fn is_config_env_key(key: &str) -> bool {
+    static KEYS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let keys = KEYS.get_or_init(|| match serde_json::to_value(Config::default()) {
+        Ok(serde_json::Value::Object(fields)) => fields.keys().cloned().collect(),
+        _ => Vec::new(),
+    });
     let top = key.split("__").next().unwrap_or(key);
-    CONFIG_KEYS.iter().any(|k| k.eq_ignore_ascii_case(top))
+    keys.iter().any(|k| k.eq_ignore_ascii_case(top))
 }
 
 fn valid_host_port(s: &str) -> bool {
@@ -441,6 +429,9 @@ mod tests {
         assert!(!is_config_env_key("ENDPOINTS"));
         assert!(!is_config_env_key("LOG"));
         assert!(!is_config_env_key("NODE_ID_EXTRA"));
+        for field in ["raft_listen", "api_advertise", "initial_members", "leave_on_shutdown", "limits"] {
+            assert!(is_config_env_key(&field.to_uppercase()), "{field}");
+        }
     }
 
     #[test]
