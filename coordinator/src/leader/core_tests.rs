@@ -124,6 +124,24 @@ impl Rig {
         }
     }
 
+    /// A leader at term 1 with one attached worker of `capacity`.
+    fn leading_with_worker(capacity: u32) -> (Rig, SessionId) {
+        let mut r = Rig::new();
+        let s = r.register("w", capacity);
+        r.lead(1);
+        r.run(Event::Attach { session: s, conn: 1 });
+        (r, s)
+    }
+
+    /// The assignment the core proposes when the applied index moves (not yet committed).
+    fn planned(&mut self) -> Proposal {
+        let a = self.step(Event::Applied { index: self.index });
+        match a.first() {
+            Some(Action::Propose(p)) => p.clone(),
+            _ => panic!("no proposal: {a:?}"),
+        }
+    }
+
     fn lead(&mut self, term: u64) -> Vec<Action> {
         self.run(Event::Leadership { leading: true, term })
     }
@@ -183,10 +201,7 @@ fn a_new_leader_pushes_submitted_work_to_an_attached_worker() {
 
 #[test]
 fn heartbeats_renew_the_lease_and_are_acknowledged_only_then() {
-    let mut r = Rig::new();
-    let s = r.register("w", 1);
-    r.lead(1);
-    r.run(Event::Attach { session: s, conn: 1 });
+    let (mut r, s) = Rig::leading_with_worker(1);
     r.advance(1_500);
     let a = r.run(Event::Heartbeat { session: s, conn: 1, seq: 9, quorum_fresh: true });
     assert_eq!(a, vec![Action::AckHeartbeat { session: s, conn: 1, seq: 9 }]);
@@ -266,10 +281,7 @@ fn a_flapping_quorum_in_one_term_does_not_renew_leases() {
 
 #[test]
 fn losing_leadership_closes_every_stream_and_refuses_new_ones() {
-    let mut r = Rig::new();
-    let s = r.register("w", 1);
-    r.lead(1);
-    r.run(Event::Attach { session: s, conn: 1 });
+    let (mut r, s) = Rig::leading_with_worker(1);
     let a = r.run(Event::Leadership { leading: false, term: 1 });
     assert_eq!(a[0], Action::SetLeading(false));
     assert_eq!(closes(&a), vec![(s, 1, CloseReason::NotLeader)]);
@@ -297,10 +309,7 @@ fn a_second_stream_of_a_session_replaces_the_first_and_resyncs() {
 
 #[test]
 fn an_ended_session_cannot_attach_and_its_stream_is_closed_at_the_next_check() {
-    let mut r = Rig::new();
-    let s = r.register("w", 1);
-    r.lead(1);
-    r.run(Event::Attach { session: s, conn: 1 });
+    let (mut r, s) = Rig::leading_with_worker(1);
     // The same name registers again: the old session ends.
     let s2 = r.register("w", 1);
     assert_ne!(s, s2);
@@ -333,14 +342,10 @@ fn a_cancelled_jobs_running_attempts_are_cancelled_at_the_next_check() {
 
 #[test]
 fn a_grant_whose_reply_was_lost_is_pushed_at_the_next_check() {
-    let mut r = Rig::new();
-    let s = r.register("w", 1);
-    r.lead(1);
-    r.run(Event::Attach { session: s, conn: 1 });
+    let (mut r, s) = Rig::leading_with_worker(1);
     let job = r.submit(1);
     // The assignment commits but its reply is lost.
-    let a = r.step(Event::Applied { index: r.index });
-    let Some(Action::Propose(p)) = a.first().cloned() else { panic!("{a:?}") };
+    let p = r.planned();
     r.apply(p.cmd.clone());
     r.step(Event::Proposed { epoch: p.epoch, kind: p.kind, outcome: Outcome::NotCommitted });
     let a = r.run(Event::Tick);
@@ -418,10 +423,7 @@ fn expiries_are_rate_limited() {
 
 #[test]
 fn a_draining_session_gets_no_new_work() {
-    let mut r = Rig::new();
-    let s = r.register("w", 2);
-    r.lead(1);
-    r.run(Event::Attach { session: s, conn: 1 });
+    let (mut r, s) = Rig::leading_with_worker(2);
     r.run(Event::Drain { session: s });
     r.submit(1);
     assert!(pushes(&r.run(Event::Applied { index: r.index })).is_empty());
@@ -441,13 +443,9 @@ fn a_full_stream_is_closed_and_detached() {
 
 #[test]
 fn outcomes_of_an_earlier_leadership_are_ignored() {
-    let mut r = Rig::new();
-    let s = r.register("w", 1);
-    r.lead(1);
-    r.run(Event::Attach { session: s, conn: 1 });
+    let (mut r, s) = Rig::leading_with_worker(1);
     let job = r.submit(1);
-    let a = r.step(Event::Applied { index: r.index });
-    let Some(Action::Propose(p)) = a.first().cloned() else { panic!("{a:?}") };
+    let p = r.planned();
     let resp = r.apply(p.cmd.clone());
     r.run(Event::Leadership { leading: false, term: 1 });
     r.lead(2);
@@ -462,10 +460,7 @@ fn a_leader_without_a_fresh_quorum_renews_but_does_not_acknowledge() {
     // Its quorum may already have elected another leader, whose fresh TTL
     // starts at its takeover: an ack now would let the worker's fence
     // deadline run past that leader's expiry.
-    let mut r = Rig::new();
-    let s = r.register("w", 1);
-    r.lead(1);
-    r.run(Event::Attach { session: s, conn: 1 });
+    let (mut r, s) = Rig::leading_with_worker(1);
     r.advance(500);
     assert!(r.run(Event::Heartbeat { session: s, conn: 1, seq: 1, quorum_fresh: false }).is_empty());
     assert_eq!(r.leader.deadline(s), Some(r.t + TTL), "still renewed: the worker is alive");
