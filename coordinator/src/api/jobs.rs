@@ -1,6 +1,7 @@
 //! `baton.v1.JobService`.
 
 use std::pin::Pin;
+use std::time::Duration;
 
 use futures::Stream;
 use tonic::{Request, Response, Status};
@@ -8,10 +9,13 @@ use tonic::{Request, Response, Status};
 use baton_client::proto;
 use baton_client::proto::job_service_client::JobServiceClient;
 use baton_client::proto::job_service_server::JobService;
-use baton_raft_store::{Command, CommandError, JobId, Outcome, Response as StoreResponse, TaskKey};
+use baton_raft_store::{
+    Command, CommandError, JobId, JobRecord, NodeId, NodeInfo, Outcome, Response as StoreResponse, StoreReader, TaskKey,
+};
+use tokio::sync::{mpsc, watch};
 
 use super::convert;
-use super::{Ctx, Route};
+use super::{Call, Ctx, Route};
 use crate::error::ApiError;
 use crate::leader::LeaderMsg;
 
@@ -25,6 +29,13 @@ pub const RESULTS_PAGE_DEFAULT: usize = 1000;
 pub const RESULTS_PAGE_MAX: usize = 10_000;
 /// Events buffered per watch stream before the watcher is considered stuck.
 pub const WATCH_QUEUE: usize = 64;
+/// How long a new watch on a node that has not yet applied a job the leader
+/// knows waits for its own apply, before answering LAGGING. A follower
+/// normally trails the leader by one heartbeat (30 ms); much longer means it
+/// is cut off or catching up, and the client does better elsewhere.
+pub const WATCH_CATCH_UP_MS: u64 = 2_000;
+
+type RaftMetricsRx = watch::Receiver<openraft::RaftMetrics<NodeId, NodeInfo>>;
 
 pub struct Jobs {
     pub ctx: Ctx,
@@ -57,21 +68,93 @@ impl Jobs {
         }
     }
 
-    /// Route a read: linearizable reads run on the leader after a read
-    /// barrier; stale reads run here.
-    async fn read_route<T>(&self, req: &Request<T>, stale: bool) -> Result<Route, Status> {
-        if stale {
-            return Ok(Route::Here);
+    /// Make sure a new watch's job is known here. A follower may not yet have
+    /// applied a job the leader has just acknowledged: ask the leader (a
+    /// linearizable GetJob, forwarded once like other reads) and, if it knows
+    /// the job, wait up to `WATCH_CATCH_UP_MS` for this node's apply to reach
+    /// it. NOT_FOUND only when the leader does not know the job either.
+    async fn await_job(&self, req: &Request<proto::WatchJobRequest>, id: JobId) -> Result<(), Status> {
+        if self.ctx.reader.job(id).map_err(ApiError::from)?.is_some() {
+            return Ok(());
         }
-        let route = self.ctx.route(req)?;
-        if let Route::Here = route {
-            self.ctx.linearize().await?;
+        match self.ctx.read_route(req, false).await? {
+            // The leader, after a read barrier: what it has not applied does not exist.
+            Route::Here => return self.job_or_404(id).map(drop).map_err(Status::from),
+            Route::Forward(ch) => {
+                let ask = self.ctx.forwarded(proto::GetJobRequest { job_id: id, consistency: 0 });
+                JobServiceClient::new(ch).get_job(ask).await.map_err(|s| self.ctx.forward_failed(s, Call::Read))?;
+            }
         }
-        Ok(route)
+        let catch_up = async {
+            let mut metrics = self.ctx.raft.metrics();
+            loop {
+                let (applied, job) = applied_and_job(&self.ctx.reader, id);
+                if job?.is_some() {
+                    return Ok::<(), ApiError>(());
+                }
+                applied_beyond(&mut metrics, applied).await?;
+            }
+        };
+        match tokio::time::timeout(Duration::from_millis(WATCH_CATCH_UP_MS), catch_up).await {
+            Ok(r) => r.map_err(Status::from),
+            Err(_) => Err(ApiError::Lagging(format!(
+                "job {id} is known to the leader but this node has not applied it within {WATCH_CATCH_UP_MS} ms"
+            ))
+            .into()),
+        }
     }
 
     fn job_or_404(&self, id: JobId) -> Result<baton_raft_store::JobRecord, ApiError> {
         self.ctx.reader.job(id)?.ok_or_else(|| ApiError::from(CommandError::JobNotFound(id)))
+    }
+}
+
+/// This node's applied index and the job as of that index, read together.
+fn applied_and_job(reader: &StoreReader, id: JobId) -> (u64, Result<Option<JobRecord>, ApiError>) {
+    reader.read(|core, kv| (core.meta.last_applied.map_or(0, |l| l.index), core.job(kv, id).map_err(ApiError::from)))
+}
+
+/// Wait until this node applies an entry past `index`. Raft republishes its
+/// metrics many times a second (heartbeats, replication progress); only a
+/// new applied index wakes the caller, so idle watches cost nothing.
+async fn applied_beyond(metrics: &mut RaftMetricsRx, index: u64) -> Result<(), ApiError> {
+    metrics
+        .wait_for(|m| m.last_applied.is_some_and(|l| l.index > index))
+        .await
+        .map(drop)
+        .map_err(|_| ApiError::Unavailable("node is shutting down".into()))
+}
+
+/// Send the job's view each time an applied entry changes it, until it
+/// finishes. Intermediate states between two wake-ups are coalesced.
+async fn watch_loop(
+    reader: &StoreReader,
+    mut metrics: RaftMetricsRx,
+    id: JobId,
+    tx: &mpsc::Sender<Result<proto::JobEvent, Status>>,
+) {
+    let mut last: Option<proto::Job> = None;
+    loop {
+        let (applied, job) = applied_and_job(reader, id);
+        let job = match job {
+            Ok(Some(j)) => j,
+            Ok(None) => return,
+            Err(e) => {
+                let _ = tx.send(Err(e.into())).await;
+                return;
+            }
+        };
+        let view = convert::job(&job);
+        if last.as_ref() != Some(&view) {
+            let done = job.finished_ms.is_some();
+            if tx.send(Ok(proto::JobEvent { job: Some(view.clone()), applied_index: applied })).await.is_err() || done {
+                return;
+            }
+            last = Some(view);
+        }
+        if applied_beyond(&mut metrics, applied).await.is_err() {
+            return;
+        }
     }
 }
 
@@ -83,7 +166,7 @@ impl JobService for Jobs {
         &self,
         req: Request<proto::SubmitJobRequest>,
     ) -> Result<Response<proto::SubmitJobResponse>, Status> {
-        forward_if_not_here!(self.ctx, self.ctx.route(&req)?, req, JobServiceClient::submit_job);
+        forward_if_not_here!(self.ctx, self.ctx.route(&req)?, req, JobServiceClient::submit_job, write);
         Ok(Response::new(self.submit_one(req.into_inner().spec).await?))
     }
 
@@ -99,7 +182,7 @@ impl JobService for Jobs {
             )
             .into());
         }
-        forward_if_not_here!(self.ctx, self.ctx.route(&req)?, req, JobServiceClient::submit_jobs);
+        forward_if_not_here!(self.ctx, self.ctx.route(&req)?, req, JobServiceClient::submit_jobs, write);
         // Proposed concurrently: the batcher puts them in as few entries as it can.
         let futs = req.into_inner().specs.into_iter().map(|s| self.submit_one(Some(s)));
         let results = futures::future::join_all(futs)
@@ -123,7 +206,7 @@ impl JobService for Jobs {
 
     async fn get_job(&self, req: Request<proto::GetJobRequest>) -> Result<Response<proto::Job>, Status> {
         let stale = convert::stale(req.get_ref().consistency)?;
-        forward_if_not_here!(self.ctx, self.read_route(&req, stale).await?, req, JobServiceClient::get_job);
+        forward_if_not_here!(self.ctx, self.ctx.read_route(&req, stale).await?, req, JobServiceClient::get_job, read);
         Ok(Response::new(convert::job(&self.job_or_404(req.get_ref().job_id)?)))
     }
 
@@ -135,7 +218,7 @@ impl JobService for Jobs {
         let stale = convert::stale(r.consistency)?;
         let status = convert::status_filter(r.status)?;
         let limit = page_size("page_size", r.page_size, LIST_PAGE_DEFAULT, LIST_PAGE_MAX)?;
-        forward_if_not_here!(self.ctx, self.read_route(&req, stale).await?, req, JobServiceClient::list_jobs);
+        forward_if_not_here!(self.ctx, self.ctx.read_route(&req, stale).await?, req, JobServiceClient::list_jobs, read);
         let r = req.into_inner();
         let (jobs, resume) = self
             .ctx
@@ -154,7 +237,7 @@ impl JobService for Jobs {
         &self,
         req: Request<proto::CancelJobRequest>,
     ) -> Result<Response<proto::CancelJobResponse>, Status> {
-        forward_if_not_here!(self.ctx, self.ctx.route(&req)?, req, JobServiceClient::cancel_job);
+        forward_if_not_here!(self.ctx, self.ctx.route(&req)?, req, JobServiceClient::cancel_job, write);
         let r = req.into_inner();
         match outcome(self.ctx.proposer.propose(Command::CancelJob { job: r.job_id, reason: r.reason }).await?)? {
             Outcome::Cancelled { revoked, tasks_cancelled, .. } => {
@@ -170,46 +253,26 @@ impl JobService for Jobs {
     type WatchJobStream = EventStream;
 
     async fn watch_job(&self, req: Request<proto::WatchJobRequest>) -> Result<Response<EventStream>, Status> {
-        let id = req.into_inner().job_id;
         let permit = self
             .ctx
             .watches
             .clone()
             .try_acquire_owned()
             .map_err(|_| ApiError::Exhausted("too many open watches on this node".into()))?;
+        let id = req.get_ref().job_id;
         // Served from this node's applied state, so it survives leader
         // changes; every event names the log index it reflects.
-        self.job_or_404(id)?;
+        self.await_job(&req, id).await?;
         let (tx, rx) = tokio::sync::mpsc::channel(WATCH_QUEUE);
         let reader = self.ctx.reader.clone();
-        let mut metrics = self.ctx.raft.metrics();
+        let metrics = self.ctx.raft.metrics();
         tokio::spawn(async move {
             let _permit = permit;
-            let mut last: Option<proto::Job> = None;
-            loop {
-                let applied = reader.last_applied().map_or(0, |l| l.index);
-                let job = match reader.job(id) {
-                    Ok(Some(j)) => j,
-                    Ok(None) => return,
-                    Err(e) => {
-                        let _ = tx.send(Err(Status::internal(e.to_string()))).await;
-                        return;
-                    }
-                };
-                let view = convert::job(&job);
-                if last.as_ref() != Some(&view) {
-                    let done = job.finished_ms.is_some();
-                    if tx.send(Ok(proto::JobEvent { job: Some(view.clone()), applied_index: applied })).await.is_err() {
-                        return;
-                    }
-                    if done {
-                        return;
-                    }
-                    last = Some(view);
-                }
-                if metrics.changed().await.is_err() {
-                    return;
-                }
+            // A client that goes away ends the watch at once, even if the
+            // job never changes again.
+            tokio::select! {
+                _ = tx.closed() => {}
+                _ = watch_loop(&reader, metrics, id, &tx) => {}
             }
         });
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
@@ -222,7 +285,13 @@ impl JobService for Jobs {
         let r = req.get_ref();
         let stale = convert::stale(r.consistency)?;
         let limit = page_size("limit", r.limit, RESULTS_PAGE_DEFAULT, RESULTS_PAGE_MAX)?;
-        forward_if_not_here!(self.ctx, self.read_route(&req, stale).await?, req, JobServiceClient::get_results);
+        forward_if_not_here!(
+            self.ctx,
+            self.ctx.read_route(&req, stale).await?,
+            req,
+            JobServiceClient::get_results,
+            read
+        );
         let r = req.into_inner();
         let job = self.job_or_404(r.job_id)?;
         if r.from_shard > job.shards {
