@@ -320,24 +320,19 @@ impl Client {
             match Self::jobs(ch).watch_job(proto::WatchJobRequest { job_id }).await {
                 Ok(resp) => {
                     let mut s = resp.into_inner();
-                    loop {
-                        match s.message().await {
-                            Ok(Some(ev)) => {
-                                attempt = 0;
-                                let finished = ev.job.as_ref().is_some_and(|j| j.finished_ms != 0);
-                                if ev.applied_index > last_index || finished {
-                                    last_index = ev.applied_index;
-                                    if tx.send(Ok(ev)).await.is_err() {
-                                        return;
-                                    }
-                                }
-                                if finished {
-                                    return;
-                                }
+                    // Until the node goes away, restarts or fails: the job
+                    // exists, so any node can go on from there.
+                    while let Ok(Some(ev)) = s.message().await {
+                        attempt = 0;
+                        let finished = ev.job.as_ref().is_some_and(|j| j.finished_ms != 0);
+                        if ev.applied_index > last_index || finished {
+                            last_index = ev.applied_index;
+                            if tx.send(Ok(ev)).await.is_err() {
+                                return;
                             }
-                            // The node went away, restarted or failed: the
-                            // job exists, so any node can go on from here.
-                            Ok(None) | Err(_) => break,
+                        }
+                        if finished {
+                            return;
                         }
                     }
                     self.set_leader(None);
