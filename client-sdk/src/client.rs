@@ -317,7 +317,18 @@ impl Client {
                     return;
                 }
             };
-            match Self::jobs(ch).watch_job(proto::WatchJobRequest { job_id }).await {
+            // A stalled node may never answer the open; once open, a quiet
+            // stream only means the job has not changed.
+            let mut svc = Self::jobs(ch);
+            let open = svc.watch_job(proto::WatchJobRequest { job_id });
+            let opened = match tokio::time::timeout(self.inner.cfg.rpc_timeout, open).await {
+                Ok(r) => r,
+                Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+                    "{url} did not open the watch within {:?}",
+                    self.inner.cfg.rpc_timeout
+                ))),
+            };
+            match opened {
                 Ok(resp) => {
                     let mut s = resp.into_inner();
                     // Until the node goes away, restarts or fails: the job
