@@ -1,7 +1,6 @@
 //! `baton.v1.JobService`.
 
 use std::pin::Pin;
-use std::time::Duration;
 
 use futures::Stream;
 use tonic::{Request, Response, Status};
@@ -9,13 +8,10 @@ use tonic::{Request, Response, Status};
 use baton_client::proto;
 use baton_client::proto::job_service_client::JobServiceClient;
 use baton_client::proto::job_service_server::JobService;
-use baton_raft_store::{
-    Command, CommandError, JobId, JobRecord, NodeId, NodeInfo, Outcome, Response as StoreResponse, StoreReader, TaskKey,
-};
-use tokio::sync::{mpsc, watch};
+use baton_raft_store::{Command, CommandError, JobId, Outcome, Response as StoreResponse, TaskKey};
 
-use super::convert;
-use super::{Call, Ctx, Route};
+use super::Ctx;
+use super::{convert, watch};
 use crate::error::ApiError;
 use crate::leader::LeaderMsg;
 
@@ -29,13 +25,6 @@ pub const RESULTS_PAGE_DEFAULT: usize = 1000;
 pub const RESULTS_PAGE_MAX: usize = 10_000;
 /// Events buffered per watch stream before the watcher is considered stuck.
 pub const WATCH_QUEUE: usize = 64;
-/// How long a new watch on a node that has not yet applied a job the leader
-/// knows waits for its own apply, before answering LAGGING. A follower
-/// normally trails the leader by one heartbeat (30 ms); much longer means it
-/// is cut off or catching up, and the client does better elsewhere.
-pub const WATCH_CATCH_UP_MS: u64 = 2_000;
-
-type RaftMetricsRx = watch::Receiver<openraft::RaftMetrics<NodeId, NodeInfo>>;
 
 pub struct Jobs {
     pub ctx: Ctx,
@@ -68,93 +57,8 @@ impl Jobs {
         }
     }
 
-    /// Make sure a new watch's job is known here. A follower may not yet have
-    /// applied a job the leader has just acknowledged: ask the leader (a
-    /// linearizable GetJob, forwarded once like other reads) and, if it knows
-    /// the job, wait up to `WATCH_CATCH_UP_MS` for this node's apply to reach
-    /// it. NOT_FOUND only when the leader does not know the job either.
-    async fn await_job(&self, req: &Request<proto::WatchJobRequest>, id: JobId) -> Result<(), Status> {
-        if self.ctx.reader.job(id).map_err(ApiError::from)?.is_some() {
-            return Ok(());
-        }
-        match self.ctx.read_route(req, false).await? {
-            // The leader, after a read barrier: what it has not applied does not exist.
-            Route::Here => return self.job_or_404(id).map(drop).map_err(Status::from),
-            Route::Forward(ch) => {
-                let ask = self.ctx.forwarded(proto::GetJobRequest { job_id: id, consistency: 0 });
-                JobServiceClient::new(ch).get_job(ask).await.map_err(|s| self.ctx.forward_failed(s, Call::Read))?;
-            }
-        }
-        let catch_up = async {
-            let mut metrics = self.ctx.raft.metrics();
-            loop {
-                let (applied, job) = applied_and_job(&self.ctx.reader, id);
-                if job?.is_some() {
-                    return Ok::<(), ApiError>(());
-                }
-                applied_beyond(&mut metrics, applied).await?;
-            }
-        };
-        match tokio::time::timeout(Duration::from_millis(WATCH_CATCH_UP_MS), catch_up).await {
-            Ok(r) => r.map_err(Status::from),
-            Err(_) => Err(ApiError::Lagging(format!(
-                "job {id} is known to the leader but this node has not applied it within {WATCH_CATCH_UP_MS} ms"
-            ))
-            .into()),
-        }
-    }
-
     fn job_or_404(&self, id: JobId) -> Result<baton_raft_store::JobRecord, ApiError> {
         self.ctx.reader.job(id)?.ok_or_else(|| ApiError::from(CommandError::JobNotFound(id)))
-    }
-}
-
-/// This node's applied index and the job as of that index, read together.
-fn applied_and_job(reader: &StoreReader, id: JobId) -> (u64, Result<Option<JobRecord>, ApiError>) {
-    reader.read(|core, kv| (core.meta.last_applied.map_or(0, |l| l.index), core.job(kv, id).map_err(ApiError::from)))
-}
-
-/// Wait until this node applies an entry past `index`. Raft republishes its
-/// metrics many times a second (heartbeats, replication progress); only a
-/// new applied index wakes the caller, so idle watches cost nothing.
-async fn applied_beyond(metrics: &mut RaftMetricsRx, index: u64) -> Result<(), ApiError> {
-    metrics
-        .wait_for(|m| m.last_applied.is_some_and(|l| l.index > index))
-        .await
-        .map(drop)
-        .map_err(|_| ApiError::Unavailable("node is shutting down".into()))
-}
-
-/// Send the job's view each time an applied entry changes it, until it
-/// finishes. Intermediate states between two wake-ups are coalesced.
-async fn watch_loop(
-    reader: &StoreReader,
-    mut metrics: RaftMetricsRx,
-    id: JobId,
-    tx: &mpsc::Sender<Result<proto::JobEvent, Status>>,
-) {
-    let mut last: Option<proto::Job> = None;
-    loop {
-        let (applied, job) = applied_and_job(reader, id);
-        let job = match job {
-            Ok(Some(j)) => j,
-            Ok(None) => return,
-            Err(e) => {
-                let _ = tx.send(Err(e.into())).await;
-                return;
-            }
-        };
-        let view = convert::job(&job);
-        if last.as_ref() != Some(&view) {
-            let done = job.finished_ms.is_some();
-            if tx.send(Ok(proto::JobEvent { job: Some(view.clone()), applied_index: applied })).await.is_err() || done {
-                return;
-            }
-            last = Some(view);
-        }
-        if applied_beyond(&mut metrics, applied).await.is_err() {
-            return;
-        }
     }
 }
 
@@ -262,7 +166,7 @@ impl JobService for Jobs {
         let id = req.get_ref().job_id;
         // Served from this node's applied state, so it survives leader
         // changes; every event names the log index it reflects.
-        self.await_job(&req, id).await?;
+        watch::await_job(&self.ctx, &req, id).await?;
         let (tx, rx) = tokio::sync::mpsc::channel(WATCH_QUEUE);
         let reader = self.ctx.reader.clone();
         let metrics = self.ctx.raft.metrics();
@@ -272,7 +176,7 @@ impl JobService for Jobs {
             // job never changes again.
             tokio::select! {
                 _ = tx.closed() => {}
-                _ = watch_loop(&reader, metrics, id, &tx) => {}
+                _ = watch::watch_loop(&reader, metrics, id, &tx) => {}
             }
         });
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))

@@ -47,6 +47,7 @@ macro_rules! forward_if_not_here {
 pub mod cluster;
 pub mod convert;
 pub mod jobs;
+pub mod watch;
 pub mod workers;
 
 /// Set on calls a follower forwards, so the receiver never forwards again.
