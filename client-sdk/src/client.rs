@@ -281,64 +281,90 @@ impl Client {
         }
     }
 
-    /// The job's state now and at every change until it finishes. The stream
-    /// survives leader changes and node restarts: it reconnects (to any node,
-    /// since every node applies the log) and skips states it already sent.
+    /// The job's state now, then its later states, until it finishes.
+    ///
+    /// A watch reports states, not transitions: states that follow each other
+    /// quickly are coalesced (the server reads the job when it wakes, and a
+    /// slow consumer sees only the newest), so intermediate states may be
+    /// skipped. The last event is always the finished job.
+    ///
+    /// The stream survives leader changes and node restarts: it starts at the
+    /// known leader, follows leader hints, reconnects to any node (every node
+    /// applies the log) and skips states it already sent. Errors that retrying
+    /// cannot fix (e.g. NOT_FOUND, which a node answers only once the leader
+    /// confirms it) end the stream. Dropping the stream ends the watch at once.
     pub fn watch(&self, job_id: u64) -> impl Stream<Item = Result<proto::JobEvent, Error>> + Send + 'static {
         let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
         let client = self.clone();
         tokio::spawn(async move {
-            let mut last_index = 0u64;
-            let mut attempt = 0u32;
-            let mut i = 0usize;
-            loop {
-                let url = client.inner.urls[i % client.inner.urls.len()].clone();
-                i += 1;
-                let ch = match client.channel(&url) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        let _ = tx.send(Err(e)).await;
-                        return;
-                    }
-                };
-                match Self::jobs(ch).watch_job(proto::WatchJobRequest { job_id }).await {
-                    Ok(resp) => {
-                        let mut s = resp.into_inner();
-                        loop {
-                            match s.message().await {
-                                Ok(Some(ev)) => {
-                                    attempt = 0;
-                                    let finished = ev.job.as_ref().is_some_and(|j| j.finished_ms != 0);
-                                    if ev.applied_index > last_index || finished {
-                                        last_index = ev.applied_index;
-                                        if tx.send(Ok(ev)).await.is_err() {
-                                            return;
-                                        }
-                                    }
-                                    if finished {
-                                        return;
-                                    }
-                                }
-                                Ok(None) | Err(_) => break,
-                            }
-                        }
-                    }
-                    Err(status) => {
-                        let e = Error::from_status(&status, false);
-                        if !e.is_retryable() {
-                            let _ = tx.send(Err(e)).await;
-                            return;
-                        }
-                    }
-                }
-                if tx.is_closed() {
-                    return;
-                }
-                tokio::time::sleep(client.backoff(attempt)).await;
-                attempt += 1;
+            tokio::select! {
+                _ = tx.closed() => {}
+                _ = client.watch_loop(job_id, &tx) => {}
             }
         });
         tokio_stream::wrappers::ReceiverStream::new(rx)
+    }
+
+    async fn watch_loop(&self, job_id: u64, tx: &tokio::sync::mpsc::Sender<Result<proto::JobEvent, Error>>) {
+        let mut last_index = 0u64;
+        let mut attempt = 0u32;
+        loop {
+            let url = self.target();
+            let ch = match self.channel(&url) {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            };
+            // A stalled node may never answer the open; once open, a quiet
+            // stream only means the job has not changed.
+            let mut svc = Self::jobs(ch);
+            let open = svc.watch_job(proto::WatchJobRequest { job_id });
+            let opened = match tokio::time::timeout(self.inner.cfg.rpc_timeout, open).await {
+                Ok(r) => r,
+                Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+                    "{url} did not open the watch within {:?}",
+                    self.inner.cfg.rpc_timeout
+                ))),
+            };
+            match opened {
+                Ok(resp) => {
+                    let mut s = resp.into_inner();
+                    // Until the node goes away, restarts or fails: the job
+                    // exists, so any node can go on from there.
+                    while let Ok(Some(ev)) = s.message().await {
+                        attempt = 0;
+                        let finished = ev.job.as_ref().is_some_and(|j| j.finished_ms != 0);
+                        if ev.applied_index > last_index || finished {
+                            last_index = ev.applied_index;
+                            if tx.send(Ok(ev)).await.is_err() {
+                                return;
+                            }
+                        }
+                        if finished {
+                            return;
+                        }
+                    }
+                    self.set_leader(None);
+                }
+                Err(status) => {
+                    let e = Error::from_status(&status, false);
+                    match leader_hint(&status) {
+                        Some(addr) => self.set_leader(normalize(&addr).ok()),
+                        None if e.is_retryable() => self.set_leader(None),
+                        None => {}
+                    }
+                    if !e.is_retryable() {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                    tracing::debug!(job_id, error = %e, url = %url, "watch refused; retrying");
+                }
+            }
+            tokio::time::sleep(self.backoff(attempt)).await;
+            attempt += 1;
+        }
     }
 
     /// Status of the node at `endpoint` (no retry, no leader routing), or of
@@ -461,5 +487,14 @@ mod tests {
         let e = c.get(1).await.unwrap_err();
         assert!(matches!(e, Error::DeadlineExceeded { .. }), "{e}");
         assert!(e.is_indeterminate() || matches!(&e, Error::DeadlineExceeded { last, .. } if last.is_retryable()));
+    }
+
+    #[tokio::test]
+    async fn a_write_to_nodes_that_refuse_connections_was_never_sent() {
+        let mut cfg = ClientConfig::new(["127.0.0.1:1"]);
+        cfg.deadline = Duration::from_millis(300);
+        let c = Client::new(cfg).unwrap();
+        let e = c.cancel(1, "nobody is there").await.unwrap_err();
+        assert!(matches!(&e, Error::DeadlineExceeded { last, .. } if matches!(**last, Error::Unavailable(_))), "{e}");
     }
 }

@@ -1,10 +1,39 @@
 //! The SDK's one error type, classified so callers know what to do next.
+//!
+//! Servers name the cause of every error in the `baton-error-code` metadata
+//! (see the `.proto`); the SDK classifies by that code and the gRPC code,
+//! never by the message, which is for people.
 
 use std::time::Duration;
 
 /// Metadata keys of the leader hint (see the `.proto`).
 pub const LEADER_ID_HEADER: &str = "baton-leader-id";
 pub const LEADER_ADDR_HEADER: &str = "baton-leader-addr";
+/// Metadata key naming the cause of an error, one of the `codes` below.
+pub const ERROR_CODE_HEADER: &str = "baton-error-code";
+
+/// The values of [`ERROR_CODE_HEADER`], as the `.proto` lists them.
+pub mod codes {
+    pub const INVALID: &str = "INVALID";
+    pub const NOT_FOUND: &str = "NOT_FOUND";
+    pub const FENCED: &str = "FENCED";
+    pub const JOB_FINISHED: &str = "JOB_FINISHED";
+    pub const SESSION_ENDED: &str = "SESSION_ENDED";
+    pub const PRECONDITION: &str = "PRECONDITION";
+    pub const NOT_LEADER: &str = "NOT_LEADER";
+    pub const LAGGING: &str = "LAGGING";
+    pub const UNAVAILABLE: &str = "UNAVAILABLE";
+    pub const LIMIT_REACHED: &str = "LIMIT_REACHED";
+    pub const OVERLOADED: &str = "OVERLOADED";
+    pub const ABORTED: &str = "ABORTED";
+    pub const INDETERMINATE: &str = "INDETERMINATE";
+    pub const INTERNAL: &str = "INTERNAL";
+}
+
+/// The `baton-error-code` a status carries, if any.
+pub fn status_code(s: &tonic::Status) -> Option<&str> {
+    s.metadata().get(ERROR_CODE_HEADER).and_then(|v| v.to_str().ok())
+}
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
@@ -16,15 +45,34 @@ pub enum Error {
     /// The fencing token is stale: another attempt owns the task. Nothing changed.
     #[error("fenced: {0}")]
     Fenced(String),
-    /// Refused in the current state (job finished, session ended…). Nothing changed.
+    /// Refused in the current state. Nothing changed.
     #[error("failed precondition: {0}")]
     FailedPrecondition(String),
+    /// The job has already finished. Nothing changed.
+    #[error("failed precondition: {0}")]
+    JobFinished(String),
+    /// The worker session has ended (expired or replaced); register again.
+    #[error("failed precondition: {0}")]
+    SessionEnded(String),
+    /// A worker session stream was replaced by a newer stream of the same session.
+    #[error("aborted: {0}")]
+    Aborted(String),
+    /// The node answering is not the leader and did not apply the call; retry,
+    /// at the leader if the error named one.
+    #[error("unavailable: {0}")]
+    NotLeader(String),
+    /// The node answering has not yet applied what the leader committed; retry.
+    #[error("unavailable: {0}")]
+    Lagging(String),
     /// No leader, or no node reachable; safe to retry.
     #[error("unavailable: {0}")]
     Unavailable(String),
-    /// A limit was hit; retry later.
+    /// A configured limit was hit; retry later.
     #[error("resource exhausted: {0}")]
     ResourceExhausted(String),
+    /// A queue on the node is full; nothing was done. Retry later.
+    #[error("resource exhausted: {0}")]
+    Overloaded(String),
     /// A write whose outcome is unknown (it may or may not have been applied).
     /// Retrying with the same idempotency key is safe.
     #[error("outcome unknown: {0}")]
@@ -41,7 +89,15 @@ pub enum Error {
 impl Error {
     /// Worth retrying the same call (after a backoff).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Unavailable(_) | Error::ResourceExhausted(_) | Error::Indeterminate(_))
+        matches!(
+            self,
+            Error::NotLeader(_)
+                | Error::Lagging(_)
+                | Error::Unavailable(_)
+                | Error::ResourceExhausted(_)
+                | Error::Overloaded(_)
+                | Error::Indeterminate(_)
+        )
     }
 
     /// The report was refused because its token is stale.
@@ -58,25 +114,79 @@ impl Error {
         }
     }
 
+    /// The cause in the contract's vocabulary (a [`codes`] value): the
+    /// server's `baton-error-code`, or the code of the same meaning for
+    /// errors found by the SDK itself. `None` for configuration errors.
+    pub fn code(&self) -> Option<&'static str> {
+        Some(match self {
+            Error::InvalidArgument(_) => codes::INVALID,
+            Error::NotFound(_) => codes::NOT_FOUND,
+            Error::Fenced(_) => codes::FENCED,
+            Error::FailedPrecondition(_) => codes::PRECONDITION,
+            Error::JobFinished(_) => codes::JOB_FINISHED,
+            Error::SessionEnded(_) => codes::SESSION_ENDED,
+            Error::Aborted(_) => codes::ABORTED,
+            Error::NotLeader(_) => codes::NOT_LEADER,
+            Error::Lagging(_) => codes::LAGGING,
+            Error::Unavailable(_) => codes::UNAVAILABLE,
+            Error::ResourceExhausted(_) => codes::LIMIT_REACHED,
+            Error::Overloaded(_) => codes::OVERLOADED,
+            Error::Indeterminate(_) => codes::INDETERMINATE,
+            Error::Internal(_) => codes::INTERNAL,
+            Error::DeadlineExceeded { last, .. } => return last.code(),
+            Error::Config(_) => return None,
+        })
+    }
+
     /// Classify a gRPC status. `write` marks calls that change state: for them
     /// a timeout or a broken connection leaves the outcome unknown.
     pub fn from_status(s: &tonic::Status, write: bool) -> Error {
-        use tonic::Code::*;
         let m = s.message().to_string();
-        match s.code() {
+        match status_code(s) {
+            Some(code) => Error::from_code(code, s.code(), m, write),
+            None => Error::from_grpc_code(s.code(), m, write, is_connect_failure(s)),
+        }
+    }
+
+    fn from_code(code: &str, grpc: tonic::Code, m: String, write: bool) -> Error {
+        match code {
+            codes::INVALID => Error::InvalidArgument(m),
+            codes::NOT_FOUND => Error::NotFound(m),
+            codes::FENCED => Error::Fenced(m),
+            codes::JOB_FINISHED => Error::JobFinished(m),
+            codes::SESSION_ENDED => Error::SessionEnded(m),
+            codes::PRECONDITION => Error::FailedPrecondition(m),
+            codes::ABORTED => Error::Aborted(m),
+            // Refused before anything was proposed: definitely not applied.
+            codes::NOT_LEADER => Error::NotLeader(m),
+            codes::LAGGING => Error::Lagging(m),
+            codes::OVERLOADED => Error::Overloaded(m),
+            codes::LIMIT_REACHED => Error::ResourceExhausted(m),
+            // The server could not finish the call (Raft stopped, shutting
+            // down): a write may have been appended before that.
+            codes::UNAVAILABLE | codes::INDETERMINATE if write => Error::Indeterminate(m),
+            codes::UNAVAILABLE | codes::INDETERMINATE => Error::Unavailable(m),
+            codes::INTERNAL => Error::Internal(m),
+            // A code newer than this SDK: fall back to the gRPC code.
+            _ => Error::from_grpc_code(grpc, m, write, false),
+        }
+    }
+
+    /// For servers without `baton-error-code`, and for failures found by the
+    /// client's own transport: by gRPC code only.
+    fn from_grpc_code(grpc: tonic::Code, m: String, write: bool, nothing_sent: bool) -> Error {
+        use tonic::Code::*;
+        match grpc {
             InvalidArgument | OutOfRange => Error::InvalidArgument(m),
             NotFound => Error::NotFound(m),
-            FailedPrecondition if m.starts_with("fenced:") => Error::Fenced(m),
-            FailedPrecondition | AlreadyExists | Aborted => Error::FailedPrecondition(m),
+            FailedPrecondition | AlreadyExists => Error::FailedPrecondition(m),
+            Aborted => Error::Aborted(m),
             ResourceExhausted => Error::ResourceExhausted(m),
-            // A write refused by a node that is not the leader was not applied
-            // by that node, but a leader that lost leadership mid-commit
-            // answers the same way: treat writes as indeterminate.
-            Unavailable if write && !m.starts_with("not the leader") => Error::Indeterminate(m),
-            Unavailable => Error::Unavailable(m),
-            DeadlineExceeded | Cancelled | Unknown if write => Error::Indeterminate(m),
-            DeadlineExceeded | Cancelled | Unknown => Error::Unavailable(m),
-            _ => Error::Internal(format!("{:?}: {m}", s.code())),
+            // A connection that was never made carried nothing.
+            Unavailable if nothing_sent => Error::Unavailable(m),
+            Unavailable | DeadlineExceeded | Cancelled | Unknown if write => Error::Indeterminate(m),
+            Unavailable | DeadlineExceeded | Cancelled | Unknown => Error::Unavailable(m),
+            _ => Error::Internal(format!("{grpc:?}: {m}")),
         }
     }
 }
@@ -86,22 +196,91 @@ pub fn leader_hint(s: &tonic::Status) -> Option<String> {
     s.metadata().get(LEADER_ADDR_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string)
 }
 
+/// The status is the client's failure to connect at all, so the request was
+/// never sent (tonic keeps the connect error in the status's source chain).
+pub fn is_connect_failure(s: &tonic::Status) -> bool {
+    let mut cause = std::error::Error::source(s);
+    while let Some(e) = cause {
+        if e.is::<tonic::ConnectError>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn coded(grpc: tonic::Code, code: &'static str, msg: &str) -> tonic::Status {
+        let mut s = tonic::Status::new(grpc, msg);
+        s.metadata_mut().insert(ERROR_CODE_HEADER, tonic::metadata::MetadataValue::from_static(code));
+        s
+    }
+
     #[test]
-    fn classification() {
-        let fenced = Error::from_status(&tonic::Status::failed_precondition("fenced: task 1/0 …"), true);
-        assert!(fenced.is_fenced() && !fenced.is_retryable());
+    fn classified_by_code_not_by_message() {
+        use tonic::Code::*;
+        // Messages say nothing here: only the codes classify.
+        let e = Error::from_status(&coded(FailedPrecondition, codes::FENCED, "x"), true);
+        assert!(e.is_fenced() && !e.is_retryable() && e.code() == Some(codes::FENCED));
+        let e = Error::from_status(&coded(FailedPrecondition, codes::PRECONDITION, "fenced: x"), true);
+        assert!(!e.is_fenced() && !e.is_retryable());
+        let e = Error::from_status(&coded(Unavailable, codes::NOT_LEADER, "x"), true);
+        assert!(e.is_retryable() && !e.is_indeterminate() && e.code() == Some(codes::NOT_LEADER));
+        let e = Error::from_status(&coded(Unavailable, codes::INDETERMINATE, "not the leader"), true);
+        assert!(e.is_retryable() && e.is_indeterminate());
+        for code in [codes::LAGGING, codes::OVERLOADED, codes::LIMIT_REACHED] {
+            let e = Error::from_status(&coded(Unavailable, code, "x"), true);
+            assert!(e.is_retryable() && !e.is_indeterminate() && e.code() == Some(code), "{code}");
+        }
+        // A server that could not finish a write cannot say whether it applied.
+        let e = Error::from_status(&coded(Unavailable, codes::UNAVAILABLE, "raft stopped"), true);
+        assert!(e.is_indeterminate());
+        let e = Error::from_status(&coded(Unavailable, codes::UNAVAILABLE, "raft stopped"), false);
+        assert!(e.is_retryable() && !e.is_indeterminate());
+        for code in [codes::JOB_FINISHED, codes::SESSION_ENDED, codes::ABORTED, codes::INVALID, codes::NOT_FOUND] {
+            let e = Error::from_status(&coded(FailedPrecondition, code, "x"), true);
+            assert!(!e.is_retryable() && !e.is_fenced() && e.code() == Some(code), "{code}");
+        }
+        // A code newer than this SDK falls back to the gRPC code.
+        let e = Error::from_status(&coded(NotFound, "SOMETHING_NEW", "x"), false);
+        assert!(matches!(e, Error::NotFound(_)));
+    }
+
+    #[test]
+    fn without_a_code_only_the_grpc_code_counts() {
+        let old_fenced = Error::from_status(&tonic::Status::failed_precondition("fenced: task 1/0"), true);
+        assert!(!old_fenced.is_fenced() && !old_fenced.is_retryable());
+        // An old server's "not the leader" on a write: treated as unknown, the safe side.
         let e = Error::from_status(&tonic::Status::unavailable("not the leader; no leader is known yet"), true);
+        assert!(e.is_indeterminate());
+        let e = Error::from_status(&tonic::Status::unavailable("not the leader"), false);
         assert!(e.is_retryable() && !e.is_indeterminate());
         let e = Error::from_status(&tonic::Status::deadline_exceeded("slow"), true);
         assert!(e.is_indeterminate() && e.is_retryable());
         let e = Error::from_status(&tonic::Status::deadline_exceeded("slow"), false);
         assert!(!e.is_indeterminate() && e.is_retryable());
         let e = Error::from_status(&tonic::Status::invalid_argument("invalid namespace"), true);
-        assert!(!e.is_retryable());
+        assert!(!e.is_retryable() && e.code() == Some(codes::INVALID));
+    }
+
+    #[test]
+    fn a_write_that_never_connected_was_not_sent() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let s = tonic::Status::from_error(Box::new(tonic::ConnectError(Box::new(refused))));
+        assert_eq!(s.code(), tonic::Code::Unavailable);
+        assert!(is_connect_failure(&s));
+        let e = Error::from_status(&s, true);
+        assert!(e.is_retryable() && !e.is_indeterminate(), "{e}");
+        // The same code from a broken connection may follow a sent request.
+        let reset = tonic::Status::from_error(Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset)));
+        assert!(!is_connect_failure(&reset));
+    }
+
+    #[test]
+    fn leader_hint_is_read_from_metadata() {
         let mut s = tonic::Status::unavailable("not the leader");
         s.metadata_mut().insert(LEADER_ADDR_HEADER, "10.0.0.1:7201".parse().unwrap());
         assert_eq!(leader_hint(&s).as_deref(), Some("10.0.0.1:7201"));

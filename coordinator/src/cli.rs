@@ -465,7 +465,7 @@ pub async fn watch(client: &Client, id: u64, bar: bool) -> Result<proto::Job, Er
         }
     }
     if let Some(pb) = pb {
-        pb.finish_with_message(format!("{}", status_name(last.status)));
+        pb.finish_with_message(status_name(last.status).to_string());
     }
     Ok(last)
 }

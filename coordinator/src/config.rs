@@ -361,7 +361,8 @@ pub fn is_config_env_key(key: &str) -> bool {
     keys.iter().any(|k| k.eq_ignore_ascii_case(top))
 }
 
-fn valid_host_port(s: &str) -> bool {
+/// `host:port` with a non-empty host and a port in 1..=65535.
+pub(crate) fn valid_host_port(s: &str) -> bool {
     match s.trim().rsplit_once(':') {
         Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
         None => false,

@@ -1,21 +1,33 @@
 //! The API error boundary: one enum for everything a client call can fail
 //! with, and the one function that turns it into a `tonic::Status`.
+//!
+//! Every status carries the cause in `baton-error-code` (the SDK's
+//! [`codes`]), so clients never read messages to decide what to do. The
+//! metadata keys are the SDK's: one definition for both ends of the wire.
 
-use baton_raft_store::{CommandError, NodeId};
+use baton_client::error::{ERROR_CODE_HEADER, LEADER_ADDR_HEADER, LEADER_ID_HEADER, codes};
+use baton_raft_store::{CommandError, NodeId, NodeInfo};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
 use tonic::metadata::MetadataValue;
 
-/// Metadata keys carrying the leader hint on UNAVAILABLE.
-pub const LEADER_ID_HEADER: &str = "baton-leader-id";
-pub const LEADER_ADDR_HEADER: &str = "baton-leader-addr";
+/// A leader's id and API address, as the hint headers carry them.
+pub type LeaderHint = Option<(NodeId, String)>;
 
 /// Name the leader in response or error metadata (the `.proto` documents
 /// both headers), so a client can go straight there next time.
-pub fn insert_leader_hint(md: &mut tonic::metadata::MetadataMap, leader: Option<(u64, String)>) {
+pub fn insert_leader_hint(md: &mut tonic::metadata::MetadataMap, leader: LeaderHint) {
     if let Some((id, addr)) = leader {
         md.insert(LEADER_ID_HEADER, MetadataValue::from(id));
         if let Ok(v) = addr.parse() {
             md.insert(LEADER_ADDR_HEADER, v);
         }
+    }
+}
+
+fn hint_text(leader: &LeaderHint) -> String {
+    match leader {
+        Some((id, addr)) => format!("; leader is node {id} at {addr}"),
+        None => "; no leader is known yet".into(),
     }
 }
 
@@ -26,74 +38,114 @@ pub enum ApiError {
     #[error("{0}")]
     NotFound(String),
     /// A stale fencing token. Nothing changed.
-    #[error("fenced: {0}")]
+    #[error("{0}")]
     Fenced(String),
+    /// The job has already finished. Nothing changed.
     #[error("{0}")]
-    Precondition(String),
-    /// This node cannot serve the call; the leader, if known, can.
-    #[error("not the leader{}", .leader.as_ref().map(|(id, a)| format!("; leader is node {id} at {a}")).unwrap_or_else(|| "; no leader is known yet".into()))]
-    NotLeader { leader: Option<(NodeId, String)> },
-    #[error("unavailable: {0}")]
-    Unavailable(String),
-    #[error("limit reached: {0}")]
-    Exhausted(String),
-    #[error("internal error: {0}")]
-    Internal(String),
-    /// A worker stream was replaced by a newer stream of its session.
-    #[error("{0}")]
-    Aborted(String),
-    /// The worker session is no longer live: register again.
+    JobFinished(String),
+    /// The worker session expired, was replaced, or is at another epoch.
     #[error("{0}")]
     SessionEnded(String),
-    /// A queue is full; retry later.
+    /// Refused in the current state for another reason. Nothing changed.
+    #[error("{0}")]
+    Precondition(String),
+    /// This node cannot serve the call; the leader, if known, can. Nothing
+    /// was proposed.
+    #[error("not the leader{}", hint_text(.leader))]
+    NotLeader { leader: LeaderHint },
+    /// This node has not yet applied what the leader committed; retry.
+    #[error("lagging: {0}")]
+    Lagging(String),
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// A configured limit was reached.
+    #[error("limit reached: {0}")]
+    Exhausted(String),
+    /// A queue is full; nothing was done. Retry later.
     #[error("overloaded: {0}")]
     Overloaded(String),
+    /// A worker session stream was replaced by a newer stream.
+    #[error("aborted: {0}")]
+    Aborted(String),
+    /// The client did not send what the protocol expects in time (e.g. no
+    /// register message on a new session stream). Nothing changed; retry.
+    #[error("deadline exceeded: {0}")]
+    Deadline(String),
+    /// A write that may or may not have been applied, e.g. forwarded to a
+    /// leader that went away before answering.
+    #[error("outcome unknown: {reason}{}", hint_text(.leader))]
+    Indeterminate { reason: String, leader: LeaderHint },
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl ApiError {
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
         ApiError::Invalid { field: field.into(), reason: reason.into() }
     }
+
+    /// The `baton-error-code` of this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Invalid { .. } => codes::INVALID,
+            ApiError::NotFound(_) => codes::NOT_FOUND,
+            ApiError::Fenced(_) => codes::FENCED,
+            ApiError::JobFinished(_) => codes::JOB_FINISHED,
+            ApiError::SessionEnded(_) => codes::SESSION_ENDED,
+            ApiError::Precondition(_) => codes::PRECONDITION,
+            ApiError::NotLeader { .. } => codes::NOT_LEADER,
+            ApiError::Lagging(_) => codes::LAGGING,
+            // Nothing was done and the client should come back: the same
+            // advice as a node that cannot serve yet.
+            ApiError::Unavailable(_) | ApiError::Deadline(_) => codes::UNAVAILABLE,
+            ApiError::Exhausted(_) => codes::LIMIT_REACHED,
+            ApiError::Overloaded(_) => codes::OVERLOADED,
+            ApiError::Aborted(_) => codes::ABORTED,
+            ApiError::Indeterminate { .. } => codes::INDETERMINATE,
+            ApiError::Internal(_) => codes::INTERNAL,
+        }
+    }
+
+    fn grpc_code(&self) -> tonic::Code {
+        use tonic::Code;
+        match self {
+            ApiError::Invalid { .. } => Code::InvalidArgument,
+            ApiError::NotFound(_) => Code::NotFound,
+            ApiError::Fenced(_) | ApiError::JobFinished(_) | ApiError::SessionEnded(_) | ApiError::Precondition(_) => {
+                Code::FailedPrecondition
+            }
+            ApiError::NotLeader { .. }
+            | ApiError::Lagging(_)
+            | ApiError::Unavailable(_)
+            | ApiError::Indeterminate { .. } => Code::Unavailable,
+            ApiError::Exhausted(_) | ApiError::Overloaded(_) => Code::ResourceExhausted,
+            ApiError::Aborted(_) => Code::Aborted,
+            ApiError::Deadline(_) => Code::DeadlineExceeded,
+            ApiError::Internal(_) => Code::Internal,
+        }
+    }
 }
 
 impl From<CommandError> for ApiError {
     fn from(e: CommandError) -> Self {
-        match &e {
-            CommandError::Invalid { field, reason } => ApiError::invalid(field.clone(), reason.clone()),
+        let msg = e.to_string();
+        match e {
+            CommandError::Invalid { field, reason } => ApiError::Invalid { field, reason },
             CommandError::JobNotFound(_) | CommandError::TaskNotFound(_) | CommandError::SessionNotFound(_) => {
-                ApiError::NotFound(e.to_string())
+                ApiError::NotFound(msg)
             }
-            CommandError::Fenced { .. } => ApiError::Fenced(e.to_string().trim_start_matches("fenced: ").to_string()),
-            CommandError::LimitReached { .. } => ApiError::Exhausted(e.to_string()),
-            _ => ApiError::Precondition(e.to_string()),
+            CommandError::SessionEnded { .. } | CommandError::StaleEpoch { .. } => ApiError::SessionEnded(msg),
+            CommandError::Fenced { .. } => ApiError::Fenced(msg),
+            CommandError::JobFinished { .. } => ApiError::JobFinished(msg),
+            CommandError::LimitReached { .. } => ApiError::Exhausted(msg),
+            CommandError::NotPending { .. }
+            | CommandError::NotReady { .. }
+            | CommandError::AtCapacity { .. }
+            | CommandError::ConstraintMismatch { .. }
+            | CommandError::AlreadyGrantedInEntry { .. }
+            | CommandError::NotExpired { .. }
+            | CommandError::IdempotencyConflict { .. } => ApiError::Precondition(msg),
         }
-    }
-}
-
-/// The one mapping from errors to gRPC statuses.
-pub fn to_status(e: ApiError) -> tonic::Status {
-    let msg = e.to_string();
-    match e {
-        ApiError::Invalid { .. } => tonic::Status::invalid_argument(msg),
-        ApiError::NotFound(_) => tonic::Status::not_found(msg),
-        ApiError::Fenced(_) | ApiError::Precondition(_) => tonic::Status::failed_precondition(msg),
-        ApiError::NotLeader { leader } => {
-            let mut s = tonic::Status::unavailable(msg);
-            insert_leader_hint(s.metadata_mut(), leader);
-            s
-        }
-        ApiError::Unavailable(_) => tonic::Status::unavailable(msg),
-        ApiError::Exhausted(_) => tonic::Status::resource_exhausted(msg),
-        ApiError::Internal(_) => tonic::Status::internal(msg),
-        ApiError::Aborted(_) => tonic::Status::aborted(msg),
-        ApiError::SessionEnded(_) => tonic::Status::failed_precondition(msg),
-        ApiError::Overloaded(_) => tonic::Status::resource_exhausted(msg),
-    }
-}
-
-impl From<ApiError> for tonic::Status {
-    fn from(e: ApiError) -> Self {
-        to_status(e)
     }
 }
 
@@ -103,25 +155,49 @@ impl From<baton_raft_store::StoreError> for ApiError {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use baton_raft_store::TaskKey;
+fn not_leader(f: ForwardToLeader<NodeId, NodeInfo>) -> ApiError {
+    ApiError::NotLeader { leader: f.leader_id.zip(f.leader_node.map(|n| n.api_addr)) }
+}
 
-    #[test]
-    fn codes_and_leader_hint() {
-        let s = to_status(CommandError::Fenced { task: TaskKey::new(1, 2), presented: 3, latest: 9 }.into());
-        assert_eq!(s.code(), tonic::Code::FailedPrecondition);
-        assert!(s.message().starts_with("fenced:"), "{}", s.message());
-        let s = to_status(CommandError::Invalid { field: "payloads".into(), reason: "empty".into() }.into());
-        assert_eq!(s.code(), tonic::Code::InvalidArgument);
-        assert!(s.message().contains("payloads"));
-        assert_eq!(to_status(CommandError::JobNotFound(4).into()).code(), tonic::Code::NotFound);
-        let s = to_status(ApiError::NotLeader { leader: Some((2, "10.0.0.2:7201".into())) });
-        assert_eq!(s.code(), tonic::Code::Unavailable);
-        assert_eq!(s.metadata().get(LEADER_ID_HEADER).unwrap(), "2");
-        assert_eq!(s.metadata().get(LEADER_ADDR_HEADER).unwrap(), "10.0.0.2:7201");
-        let s = to_status(CommandError::LimitReached { what: "x".into(), limit: 1 }.into());
-        assert_eq!(s.code(), tonic::Code::ResourceExhausted);
+/// A refused or failed `client_write` / membership change. openraft answers
+/// `ForwardToLeader` only for entries it did not commit, so that is NOT_LEADER.
+impl From<RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>> for ApiError {
+    fn from(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> Self {
+        match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => not_leader(f),
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => ApiError::Precondition(e.to_string()),
+            RaftError::Fatal(f) => ApiError::Unavailable(format!("raft: {f}")),
+        }
     }
 }
+
+/// A failed read barrier.
+impl From<RaftError<NodeId, CheckIsLeaderError<NodeId, NodeInfo>>> for ApiError {
+    fn from(e: RaftError<NodeId, CheckIsLeaderError<NodeId, NodeInfo>>) -> Self {
+        match e {
+            RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => not_leader(f),
+            RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q)) => ApiError::Unavailable(q.to_string()),
+            RaftError::Fatal(f) => ApiError::Unavailable(format!("raft: {f}")),
+        }
+    }
+}
+
+/// The one mapping from errors to gRPC statuses: code, message,
+/// `baton-error-code`, and the leader hint where there is one.
+pub fn to_status(e: ApiError) -> tonic::Status {
+    let mut s = tonic::Status::new(e.grpc_code(), e.to_string());
+    s.metadata_mut().insert(ERROR_CODE_HEADER, MetadataValue::from_static(e.code()));
+    if let ApiError::NotLeader { leader } | ApiError::Indeterminate { leader, .. } = e {
+        insert_leader_hint(s.metadata_mut(), leader);
+    }
+    s
+}
+
+impl From<ApiError> for tonic::Status {
+    fn from(e: ApiError) -> Self {
+        to_status(e)
+    }
+}
+
+#[cfg(test)]
+mod tests;

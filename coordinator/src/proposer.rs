@@ -11,10 +11,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use baton_raft_store::{Command, NodeId, Proposal, Raft, Response};
+use baton_raft_store::{Command, Proposal, Raft, Response};
 
 use crate::clock::NodeClock;
 use crate::config::Limits;
@@ -175,21 +174,11 @@ async fn commit(raft: &Raft, clock: &NodeClock, mut batch: Vec<Pending>) {
             }
         },
         Err(e) => {
-            let e = map_write_error(e);
+            let e = ApiError::from(e);
             for reply in replies {
                 let _ = reply.send(Err(e.clone()));
             }
         }
-    }
-}
-
-fn map_write_error(e: RaftError<NodeId, ClientWriteError<NodeId, baton_raft_store::NodeInfo>>) -> ApiError {
-    match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
-            ApiError::NotLeader { leader: f.leader_id.zip(f.leader_node.map(|n| n.api_addr)) }
-        }
-        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => ApiError::Precondition(e.to_string()),
-        RaftError::Fatal(f) => ApiError::Unavailable(format!("raft stopped: {f}")),
     }
 }
 

@@ -54,6 +54,10 @@ async fn raw_call(c: &Cluster, id: u64, path: &'static str, body: Vec<u8>) -> Re
         .map(|r| r.into_inner())
 }
 
+fn error_code(s: &tonic::Status) -> &str {
+    s.metadata().get("baton-error-code").map_or("<none>", |v| v.to_str().unwrap())
+}
+
 async fn still_serving(c: &Cluster, key: &str) {
     let t = Instant::now();
     let r = submit(c, spec("alive", 1, key), Duration::from_secs(10)).await;
@@ -135,6 +139,7 @@ async fn hostile_clients_never_crash_or_wedge_a_node() {
     let too_many = proto::JobSpec { namespace: "ns".into(), shards: 100_001, ..Default::default() };
     let e = jobs.submit_job(proto::SubmitJobRequest { spec: Some(too_many) }).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert_eq!(error_code(&e), "INVALID");
     assert!(e.message().contains("shards"), "{e:?}");
     let big = proto::JobSpec { namespace: "ns".into(), payloads: vec![vec![0; 2 * 1024 * 1024]], ..Default::default() };
     let e = jobs.submit_job(proto::SubmitJobRequest { spec: Some(big) }).await.unwrap_err();
@@ -144,6 +149,11 @@ async fn hostile_clients_never_crash_or_wedge_a_node() {
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     let e = jobs.cancel_job(proto::CancelJobRequest { job_id: 424_242, reason: String::new() }).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound);
+    assert_eq!(error_code(&e), "NOT_FOUND");
+    // The job above finished: cancelling it is refused as JOB_FINISHED.
+    let e = jobs.cancel_job(proto::CancelJobRequest { job_id: job, reason: String::new() }).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(error_code(&e), "JOB_FINISHED");
     let e = jobs.list_jobs(proto::ListJobsRequest { page_size: 5_000, ..Default::default() }).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     let e = jobs.get_job(proto::GetJobRequest { job_id: job, consistency: 9 }).await.unwrap_err();
@@ -167,6 +177,12 @@ async fn hostile_clients_never_crash_or_wedge_a_node() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert_eq!(error_code(&e), "INVALID");
+    let e = cl
+        .add_learner(proto::AddLearnerRequest { node_id: 9, raft_addr: "h:0".into(), api_addr: "h:1".into() })
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("raft_addr"), "port 0 is not a port: {e:?}");
     let e = cl.change_membership(proto::ChangeMembershipRequest { voters: vec![] }).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
 

@@ -29,6 +29,7 @@ use rand::{Rng, SeedableRng};
 
 use super::{CANCEL_GRACE, MAX_ERROR_BYTES, TaskError, WorkerStats};
 use crate::client::normalize;
+use crate::error::{codes, status_code};
 use crate::proto;
 use crate::proto::coordinator_message::Msg as Out;
 use crate::proto::worker_message::Msg as In;
@@ -137,19 +138,12 @@ pub struct Failure {
     pub reason: String,
 }
 
-/// Metadata key carrying the structured error code (see the `.proto`).
-const ERROR_CODE_HEADER: &str = "baton-error-code";
 /// Error codes of a `FAILED_PRECONDITION` that are about a task, not the
 /// session, so they do not end it. Any other (`SESSION_ENDED`, the generic
 /// `PRECONDITION`, or none from servers before the codes) does: resuming a
 /// session the node refuses for a reason the worker cannot name would only
 /// repeat the refusal.
-const TASK_PRECONDITIONS: [&str; 2] = ["FENCED", "JOB_FINISHED"];
-
-/// The `baton-error-code` of a status, if any.
-fn error_code(s: &tonic::Status) -> Option<&str> {
-    s.metadata().get(ERROR_CODE_HEADER).and_then(|v| v.to_str().ok())
-}
+const TASK_PRECONDITIONS: [&str; 2] = [codes::FENCED, codes::JOB_FINISHED];
 
 impl Failure {
     /// A failure that keeps the session (transport, timeout, overload).
@@ -163,7 +157,7 @@ impl Failure {
     /// from a leader that has not applied the session yet) keeps it, so the
     /// worker resumes it elsewhere or later.
     pub fn from_status(s: &tonic::Status) -> Failure {
-        let code = error_code(s);
+        let code = status_code(s);
         let ends_session = match s.code() {
             tonic::Code::NotFound => true,
             tonic::Code::FailedPrecondition => !code.is_some_and(|c| TASK_PRECONDITIONS.contains(&c)),

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use super::*;
+use crate::error::ERROR_CODE_HEADER;
 
 const A: &str = "http://a:1";
 const B: &str = "http://b:1";

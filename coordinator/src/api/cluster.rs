@@ -3,7 +3,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use openraft::ChangeMembers;
-use openraft::error::{ClientWriteError, RaftError};
 use tonic::{Request, Response, Status};
 
 use baton_client::proto;
@@ -12,20 +11,11 @@ use baton_client::proto::cluster_service_server::ClusterService;
 use baton_raft_store::{NodeId, NodeInfo};
 
 use super::Ctx;
+use crate::config::valid_host_port;
 use crate::error::ApiError;
 
 pub struct Cluster {
     pub ctx: Ctx,
-}
-
-fn write_err(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> ApiError {
-    match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
-            ApiError::NotLeader { leader: f.leader_id.zip(f.leader_node.map(|n| n.api_addr)) }
-        }
-        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => ApiError::Precondition(e.to_string()),
-        RaftError::Fatal(f) => ApiError::Unavailable(f.to_string()),
-    }
 }
 
 impl Cluster {
@@ -60,8 +50,8 @@ impl ClusterService for Cluster {
                     .read(|core, kv| (core.meta.last_applied.map_or(0, |l| l.index), baton_raft_store::state_hash(kv)))
             })
             .await
-            .map_err(|e| Status::internal(format!("state hash task failed: {e}")))?;
-            let hash = hash.map_err(|e| Status::internal(format!("state hash: {e}")))?;
+            .map_err(|e| ApiError::Internal(format!("state hash task failed: {e}")))?;
+            let hash = hash.map_err(ApiError::from)?;
             (hash.to_vec(), index)
         } else {
             (Vec::new(), 0)
@@ -117,19 +107,19 @@ impl ClusterService for Cluster {
         &self,
         req: Request<proto::AddLearnerRequest>,
     ) -> Result<Response<proto::MembershipResponse>, Status> {
-        forward_if_not_here!(self.ctx, self.ctx.route(&req)?, req, ClusterServiceClient::add_learner);
+        forward_if_not_here!(self.ctx, self.ctx.route(&req)?, req, ClusterServiceClient::add_learner, write);
         let r = req.into_inner();
         if r.node_id == 0 {
             return Err(ApiError::invalid("node_id", "must be greater than 0").into());
         }
         for (field, a) in [("raft_addr", &r.raft_addr), ("api_addr", &r.api_addr)] {
-            if a.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err()) {
+            if !valid_host_port(a) {
                 return Err(ApiError::invalid(field, format!("{a:?} is not host:port")).into());
             }
         }
         let node = NodeInfo { raft_addr: r.raft_addr, api_addr: r.api_addr };
         // Blocking: returns once the learner has caught up with the leader.
-        let resp = self.ctx.raft.add_learner(r.node_id, node, true).await.map_err(write_err)?;
+        let resp = self.ctx.raft.add_learner(r.node_id, node, true).await.map_err(ApiError::from)?;
         tracing::info!(node = r.node_id, "learner added");
         Ok(self.membership_response(resp.log_id.index))
     }
@@ -138,13 +128,13 @@ impl ClusterService for Cluster {
         &self,
         req: Request<proto::ChangeMembershipRequest>,
     ) -> Result<Response<proto::MembershipResponse>, Status> {
-        forward_if_not_here!(self.ctx, self.ctx.route(&req)?, req, ClusterServiceClient::change_membership);
+        forward_if_not_here!(self.ctx, self.ctx.route(&req)?, req, ClusterServiceClient::change_membership, write);
         let voters: BTreeSet<NodeId> = req.into_inner().voters.into_iter().collect();
         if voters.is_empty() {
             return Err(ApiError::invalid("voters", "must not be empty").into());
         }
         // Removed voters stay as learners; RemoveNode drops them entirely.
-        let resp = self.ctx.raft.change_membership(voters.clone(), true).await.map_err(write_err)?;
+        let resp = self.ctx.raft.change_membership(voters.clone(), true).await.map_err(ApiError::from)?;
         tracing::info!(?voters, "membership changed");
         Ok(self.membership_response(resp.log_id.index))
     }
@@ -153,7 +143,7 @@ impl ClusterService for Cluster {
         &self,
         req: Request<proto::RemoveNodeRequest>,
     ) -> Result<Response<proto::MembershipResponse>, Status> {
-        forward_if_not_here!(self.ctx, self.ctx.route(&req)?, req, ClusterServiceClient::remove_node);
+        forward_if_not_here!(self.ctx, self.ctx.route(&req)?, req, ClusterServiceClient::remove_node, write);
         let id = req.into_inner().node_id;
         let members: BTreeMap<u64, bool> = self.members().into_iter().map(|m| (m.id, m.voter)).collect();
         let change = match members.get(&id) {
@@ -161,7 +151,7 @@ impl ClusterService for Cluster {
             Some(true) => ChangeMembers::RemoveVoters(BTreeSet::from([id])),
             Some(false) => ChangeMembers::RemoveNodes(BTreeSet::from([id])),
         };
-        let resp = self.ctx.raft.change_membership(change, false).await.map_err(write_err)?;
+        let resp = self.ctx.raft.change_membership(change, false).await.map_err(ApiError::from)?;
         tracing::info!(node = id, "node removed");
         Ok(self.membership_response(resp.log_id.index))
     }

@@ -10,8 +10,8 @@ use baton_client::proto::job_service_client::JobServiceClient;
 use baton_client::proto::job_service_server::JobService;
 use baton_raft_store::{Command, CommandError, JobId, Outcome, Response as StoreResponse, TaskKey};
 
-use super::convert;
-use super::{Ctx, Route};
+use super::Ctx;
+use super::{convert, watch};
 use crate::error::ApiError;
 
 /// Default and largest page of ListJobs.
@@ -53,19 +53,6 @@ impl Jobs {
         }
     }
 
-    /// Route a read: linearizable reads run on the leader after a read
-    /// barrier; stale reads run here.
-    async fn read_route<T>(&self, req: &Request<T>, stale: bool) -> Result<Route, Status> {
-        if stale {
-            return Ok(Route::Here);
-        }
-        let route = self.ctx.route(req)?;
-        if let Route::Here = route {
-            self.ctx.linearize().await?;
-        }
-        Ok(route)
-    }
-
     fn job_or_404(&self, id: JobId) -> Result<baton_raft_store::JobRecord, ApiError> {
         self.ctx.reader.job(id)?.ok_or_else(|| ApiError::from(CommandError::JobNotFound(id)))
     }
@@ -79,7 +66,7 @@ impl JobService for Jobs {
         &self,
         req: Request<proto::SubmitJobRequest>,
     ) -> Result<Response<proto::SubmitJobResponse>, Status> {
-        forward_if_not_here!(self.ctx, self.ctx.route(&req)?, req, JobServiceClient::submit_job);
+        forward_if_not_here!(self.ctx, self.ctx.route(&req)?, req, JobServiceClient::submit_job, write);
         Ok(Response::new(self.submit_one(req.into_inner().spec).await?))
     }
 
@@ -95,7 +82,7 @@ impl JobService for Jobs {
             )
             .into());
         }
-        forward_if_not_here!(self.ctx, self.ctx.route(&req)?, req, JobServiceClient::submit_jobs);
+        forward_if_not_here!(self.ctx, self.ctx.route(&req)?, req, JobServiceClient::submit_jobs, write);
         // Proposed concurrently: the batcher puts them in as few entries as it can.
         let futs = req.into_inner().specs.into_iter().map(|s| self.submit_one(Some(s)));
         let results = futures::future::join_all(futs)
@@ -119,7 +106,7 @@ impl JobService for Jobs {
 
     async fn get_job(&self, req: Request<proto::GetJobRequest>) -> Result<Response<proto::Job>, Status> {
         let stale = convert::stale(req.get_ref().consistency)?;
-        forward_if_not_here!(self.ctx, self.read_route(&req, stale).await?, req, JobServiceClient::get_job);
+        forward_if_not_here!(self.ctx, self.ctx.read_route(&req, stale).await?, req, JobServiceClient::get_job, read);
         Ok(Response::new(convert::job(&self.job_or_404(req.get_ref().job_id)?)))
     }
 
@@ -131,7 +118,7 @@ impl JobService for Jobs {
         let stale = convert::stale(r.consistency)?;
         let status = convert::status_filter(r.status)?;
         let limit = page_size("page_size", r.page_size, LIST_PAGE_DEFAULT, LIST_PAGE_MAX)?;
-        forward_if_not_here!(self.ctx, self.read_route(&req, stale).await?, req, JobServiceClient::list_jobs);
+        forward_if_not_here!(self.ctx, self.ctx.read_route(&req, stale).await?, req, JobServiceClient::list_jobs, read);
         let r = req.into_inner();
         let (jobs, resume) = self
             .ctx
@@ -150,7 +137,7 @@ impl JobService for Jobs {
         &self,
         req: Request<proto::CancelJobRequest>,
     ) -> Result<Response<proto::CancelJobResponse>, Status> {
-        forward_if_not_here!(self.ctx, self.ctx.route(&req)?, req, JobServiceClient::cancel_job);
+        forward_if_not_here!(self.ctx, self.ctx.route(&req)?, req, JobServiceClient::cancel_job, write);
         let r = req.into_inner();
         match outcome(self.ctx.proposer.propose(Command::CancelJob { job: r.job_id, reason: r.reason }).await?)? {
             // The leader tells the workers of running attempts at its next check.
@@ -164,46 +151,26 @@ impl JobService for Jobs {
     type WatchJobStream = EventStream;
 
     async fn watch_job(&self, req: Request<proto::WatchJobRequest>) -> Result<Response<EventStream>, Status> {
-        let id = req.into_inner().job_id;
         let permit = self
             .ctx
             .watches
             .clone()
             .try_acquire_owned()
             .map_err(|_| ApiError::Exhausted("too many open watches on this node".into()))?;
+        let id = req.get_ref().job_id;
         // Served from this node's applied state, so it survives leader
         // changes; every event names the log index it reflects.
-        self.job_or_404(id)?;
+        watch::await_job(&self.ctx, &req, id).await?;
         let (tx, rx) = tokio::sync::mpsc::channel(WATCH_QUEUE);
         let reader = self.ctx.reader.clone();
-        let mut metrics = self.ctx.raft.metrics();
+        let metrics = self.ctx.raft.metrics();
         tokio::spawn(async move {
             let _permit = permit;
-            let mut last: Option<proto::Job> = None;
-            loop {
-                let applied = reader.last_applied().map_or(0, |l| l.index);
-                let job = match reader.job(id) {
-                    Ok(Some(j)) => j,
-                    Ok(None) => return,
-                    Err(e) => {
-                        let _ = tx.send(Err(Status::internal(e.to_string()))).await;
-                        return;
-                    }
-                };
-                let view = convert::job(&job);
-                if last.as_ref() != Some(&view) {
-                    let done = job.finished_ms.is_some();
-                    if tx.send(Ok(proto::JobEvent { job: Some(view.clone()), applied_index: applied })).await.is_err() {
-                        return;
-                    }
-                    if done {
-                        return;
-                    }
-                    last = Some(view);
-                }
-                if metrics.changed().await.is_err() {
-                    return;
-                }
+            // A client that goes away ends the watch at once, even if the
+            // job never changes again.
+            tokio::select! {
+                _ = tx.closed() => {}
+                _ = watch::watch_loop(&reader, metrics, id, &tx) => {}
             }
         });
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
@@ -216,7 +183,13 @@ impl JobService for Jobs {
         let r = req.get_ref();
         let stale = convert::stale(r.consistency)?;
         let limit = page_size("limit", r.limit, RESULTS_PAGE_DEFAULT, RESULTS_PAGE_MAX)?;
-        forward_if_not_here!(self.ctx, self.read_route(&req, stale).await?, req, JobServiceClient::get_results);
+        forward_if_not_here!(
+            self.ctx,
+            self.ctx.read_route(&req, stale).await?,
+            req,
+            JobServiceClient::get_results,
+            read
+        );
         let r = req.into_inner();
         let job = self.job_or_404(r.job_id)?;
         if r.from_shard > job.shards {

@@ -11,21 +11,35 @@ use tonic::transport::{Channel, Endpoint};
 use baton_raft_store::{NodeId, Raft, StoreReader};
 
 use crate::config::Config;
-use crate::error::ApiError;
+use baton_client::error::{ERROR_CODE_HEADER, is_connect_failure};
+
+use crate::error::{ApiError, LeaderHint, to_status};
 use crate::leader::LeaderHandle;
 use crate::proposer::Proposer;
 
-/// Return the leader's answer when `route` says to forward the call.
-/// `route` is `ctx.route(&req)` (writes) or a read route; both yield `Route`.
+/// Return the leader's answer when `route` says to forward the call. The
+/// last argument says whether the call changes state (`write`, the default)
+/// or not (`read`): a write cut off after it was sent has an unknown outcome.
+/// `route` is `ctx.route(&req)` (writes) or `ctx.read_route(..)`.
 macro_rules! forward_if_not_here {
     ($ctx:expr, $route:expr, $req:ident, $client:ident :: $method:ident) => {
+        forward_if_not_here!($ctx, $route, $req, $client::$method, write)
+    };
+    ($ctx:expr, $route:expr, $req:ident, $client:ident :: $method:ident, write) => {
+        forward_if_not_here!(@go $ctx, $route, $req, $client::$method, $crate::api::Call::Write)
+    };
+    ($ctx:expr, $route:expr, $req:ident, $client:ident :: $method:ident, read) => {
+        forward_if_not_here!(@go $ctx, $route, $req, $client::$method, $crate::api::Call::Read)
+    };
+    (@go $ctx:expr, $route:expr, $req:ident, $client:ident :: $method:ident, $call:expr) => {
         if let $crate::api::Route::Forward(ch) = $route {
             let fwd = $ctx.forwarded($req.into_inner());
             return $client::new(ch)
+                .max_decoding_message_size($crate::api::FORWARD_MAX_RESPONSE_BYTES)
                 .$method(fwd)
                 .await
                 .map(|r| $ctx.forward_done(r))
-                .map_err(|s| $ctx.forward_failed(s));
+                .map_err(|s| $ctx.forward_failed(s, $call));
         }
     };
 }
@@ -33,22 +47,20 @@ macro_rules! forward_if_not_here {
 pub mod cluster;
 pub mod convert;
 pub mod jobs;
+pub mod watch;
 pub mod workers;
 
 /// Set on calls a follower forwards, so the receiver never forwards again.
 pub const FORWARDED_HEADER: &str = "baton-forwarded";
-/// Deadline of a forwarded call.
+/// Deadline of a forwarded call, enforced here as well as sent to the
+/// leader, so a stalled leader cannot hold a follower's handler forever.
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The current leader's id and API address, read from Raft's metrics without
-/// copying them.
-pub fn leader_hint(raft: &Raft) -> Option<(NodeId, String)> {
-    let metrics = raft.metrics();
-    let m = metrics.borrow();
-    let id = m.current_leader?;
-    let node = m.membership_config.membership().get_node(&id)?;
-    Some((id, node.api_addr.clone()))
-}
+/// Largest answer a forwarded call accepts: the SDK's own limit, so whatever
+/// a client can read from the leader it can also read through a follower.
+pub const FORWARD_MAX_RESPONSE_BYTES: usize = baton_client::client::MAX_RESPONSE_BYTES;
+/// Connect timeout towards the leader's API: the same peer-to-peer budget as
+/// Raft's own connections.
+pub const FORWARD_CONNECT_TIMEOUT_MS: u64 = crate::network::CONNECT_TIMEOUT_MS;
 
 /// What every service needs.
 #[derive(Clone)]
@@ -61,6 +73,14 @@ pub struct Ctx {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     pub watches: Arc<Semaphore>,
     pub sessions: Arc<Semaphore>,
+}
+
+/// Whether a forwarded call changes state, which decides what a transport
+/// failure means for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Call {
+    Read,
+    Write,
 }
 
 /// Where a call that needs the leader goes.
@@ -80,7 +100,7 @@ impl Ctx {
 
     /// The current leader's id and API address, if known.
     pub fn leader_hint(&self) -> Option<(NodeId, String)> {
-        leader_hint(&self.raft)
+        crate::leader::leader_hint(&self.raft)
     }
 
     pub fn is_leader(&self) -> bool {
@@ -108,7 +128,8 @@ impl Ctx {
         }
         let ch = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| ApiError::Internal(format!("bad leader address {addr}: {e}")))?
-            .connect_timeout(Duration::from_millis(500))
+            .connect_timeout(Duration::from_millis(FORWARD_CONNECT_TIMEOUT_MS))
+            .timeout(FORWARD_TIMEOUT)
             .tcp_nodelay(true)
             .connect_lazy();
         map.insert(addr.to_string(), ch.clone());
@@ -129,24 +150,50 @@ impl Ctx {
         r
     }
 
-    /// A forwarded call that could not reach the leader becomes UNAVAILABLE
-    /// with the hint, so the client can go there itself.
-    pub fn forward_failed(&self, s: tonic::Status) -> tonic::Status {
-        if s.code() == tonic::Code::Unavailable && s.metadata().get(crate::error::LEADER_ID_HEADER).is_none() {
-            let hinted = crate::error::to_status(ApiError::NotLeader { leader: self.leader_hint() });
-            let msg = format!("{}; forwarding failed: {}", hinted.message(), s.message());
-            return tonic::Status::with_metadata(hinted.code(), msg, hinted.metadata().clone());
+    /// A forwarded call that failed. The leader's own refusals (they carry
+    /// `baton-error-code`) pass through. Otherwise the call did not complete:
+    /// if it never left this node it is NOT_LEADER with the hint, so the
+    /// client goes there itself; a write that may have reached the leader is
+    /// INDETERMINATE, since the leader may have committed it.
+    pub fn forward_failed(&self, s: tonic::Status, call: Call) -> tonic::Status {
+        forward_failure(s, call, self.leader_hint())
+    }
+
+    /// Route a read: linearizable reads run on the leader after a read
+    /// barrier (forwarded there from a follower); stale reads run here.
+    pub async fn read_route<T>(&self, req: &tonic::Request<T>, stale: bool) -> Result<Route, ApiError> {
+        if stale {
+            return Ok(Route::Here);
         }
-        s
+        let route = self.route(req)?;
+        if let Route::Here = route {
+            self.linearize().await?;
+        }
+        Ok(route)
     }
 
     /// Wait until this node (the leader) may serve a linearizable read.
     pub async fn linearize(&self) -> Result<(), ApiError> {
-        self.raft.ensure_linearizable().await.map(|_| ()).map_err(|e| match e {
-            openraft::error::RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f)) => {
-                ApiError::NotLeader { leader: f.leader_id.zip(f.leader_node.map(|n| n.api_addr)) }
-            }
-            other => ApiError::Unavailable(other.to_string()),
-        })
+        self.raft.ensure_linearizable().await?;
+        Ok(())
     }
 }
+
+/// See [`Ctx::forward_failed`].
+fn forward_failure(s: tonic::Status, call: Call, leader: LeaderHint) -> tonic::Status {
+    if s.metadata().contains_key(ERROR_CODE_HEADER) {
+        return s;
+    }
+    let nothing_sent = is_connect_failure(&s);
+    tracing::debug!(status = ?s, nothing_sent, ?call, "forwarding to the leader failed");
+    to_status(match call {
+        Call::Write if !nothing_sent => ApiError::Indeterminate {
+            reason: format!("the leader did not answer a forwarded write: {}", s.message()),
+            leader,
+        },
+        _ => ApiError::NotLeader { leader },
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -21,7 +21,7 @@ use baton_client::proto::worker_service_server::WorkerService;
 use baton_raft_store::{Command, CommandError, Outcome, Response as StoreResponse, SessionId, TaskKey};
 use serde_bytes::ByteBuf;
 
-use super::{Ctx, Route, convert};
+use super::{Ctx, convert};
 use crate::error::{ApiError, to_status};
 use crate::leader::{LeaderMsg, Outbound, task_ref};
 
@@ -234,7 +234,7 @@ impl WorkerService for Workers {
         let mut inbound = req.into_inner();
         let first = tokio::time::timeout(REGISTER_TIMEOUT, inbound.message())
             .await
-            .map_err(|_| Status::deadline_exceeded("no register message"))??;
+            .map_err(|_| ApiError::Deadline("no register message".into()))??;
         let Some(proto::WorkerMessage { msg: Some(In::Register(reg)) }) = first else {
             return Err(ApiError::invalid("register", "the first message must be register").into());
         };
@@ -247,7 +247,9 @@ impl WorkerService for Workers {
             heartbeat_interval_ms: self.ctx.cfg.workers.heartbeat_interval_ms,
             resumed,
         };
-        tx.send(Ok(out(Out::Registered(registered)))).await.map_err(|_| Status::cancelled("worker went away"))?;
+        tx.send(Ok(out(Out::Registered(registered))))
+            .await
+            .map_err(|_| ApiError::Unavailable("the worker went away before its session opened".into()))?;
         let conn = self.ctx.leader.next_conn();
         self.ctx.leader.send(LeaderMsg::Attach { session, conn, tx: tx.clone() }).await;
         tracing::info!(session, epoch, resumed, "worker session attached");
@@ -264,13 +266,8 @@ impl WorkerService for Workers {
         req: Request<proto::ListWorkersRequest>,
     ) -> Result<Response<proto::ListWorkersResponse>, Status> {
         let stale = convert::stale(req.get_ref().consistency)?;
-        if !stale {
-            let route = self.ctx.route(&req)?;
-            if let Route::Here = route {
-                self.ctx.linearize().await?;
-            }
-            forward_if_not_here!(self.ctx, route, req, WorkerServiceClient::list_workers);
-        }
+        let route = self.ctx.read_route(&req, stale).await?;
+        forward_if_not_here!(self.ctx, route, req, WorkerServiceClient::list_workers, read);
         let workers = self.ctx.reader.read(|c, _| {
             c.idx
                 .sessions
