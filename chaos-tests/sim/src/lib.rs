@@ -30,7 +30,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use baton_chaos::history::{FinalJob, FinalShard, FinalState, JobStatus, TaskStatus};
+use baton_chaos::history::{FinalJob, FinalShard, FinalState, JobStatus, RunConfig, TaskStatus};
 use baton_chaos::{History, Invariant, Report};
 use baton_raft_store::{Core, Kv, TaskKey, TaskState, state_hash};
 
@@ -133,6 +133,9 @@ pub struct Summary {
     pub duplicates: u64,
     pub fenced: u64,
     pub infos: u64,
+    /// Jobs that ended failed (a dead shard) and cancelled, in the final state.
+    pub failed_jobs: u64,
+    pub cancelled_jobs: u64,
 }
 
 impl Outcome {
@@ -159,7 +162,9 @@ impl fmt::Display for Outcome {
         write!(
             f,
             "seed {} nodes {}: ops={} acked={} lost={} dup={} fenced={} elections={} crashes={} partitions={} \
-             pauses={} zombie_fenced={}/{} lost_unsynced={} stale_deliveries={} dropped={} sim={}ms trace={} verdict={}",
+             pauses={} zombie_fenced={}/{} lost_unsynced={} stale_deliveries={} dropped={} cancels={} \
+             fail_reports={} progress={} large_jobs={} failed_jobs={} cancelled_jobs={} snapshots={}/{} sim={}ms \
+             trace={} verdict={}",
             self.seed,
             self.config.nodes,
             s.ops,
@@ -176,6 +181,14 @@ impl fmt::Display for Outcome {
             st.lost_unsynced_entries,
             st.stale_deliveries,
             st.dropped,
+            st.cancels,
+            st.fail_reports,
+            st.progress_reports,
+            st.large_jobs,
+            s.failed_jobs,
+            s.cancelled_jobs,
+            st.snapshot_builds,
+            st.snapshot_installs,
             self.sim_ms,
             self.trace_hash,
             self.verdict()
@@ -195,6 +208,16 @@ pub fn run(seed: u64, config: &SimConfig) -> Outcome {
 
 async fn simulate(seed: u64, config: SimConfig) -> Outcome {
     let world = World::new(seed, config.clone());
+    // First in the history: the timing the reassignment bound is computed
+    // from. The sim's failure detector is the leader driver's tick.
+    world.lock().unwrap().history.config(
+        0,
+        RunConfig {
+            ttl_ms: config.ttl_ms,
+            check_interval_ms: node::DRIVER_TICK_MS,
+            election_timeout_max_ms: node::ELECTION_TIMEOUT_MAX_MS,
+        },
+    );
     let n = config.nodes;
     let mut rafts = Vec::new();
     for id in 1..=n as u64 {
@@ -329,6 +352,10 @@ fn summarize(h: &History, report: &Report) -> Summary {
             Body::CompleteDuplicate(_) => s.duplicates += 1,
             Body::CompleteFenced(_) => s.fenced += 1,
             Body::SubmitInfo(_) | Body::CompleteInfo(_) => s.infos += 1,
+            Body::FinalState(fs) => {
+                s.failed_jobs = fs.jobs.iter().filter(|j| j.status == JobStatus::Failed).count() as u64;
+                s.cancelled_jobs = fs.jobs.iter().filter(|j| j.status == JobStatus::Cancelled).count() as u64;
+            }
             _ => {}
         }
     }

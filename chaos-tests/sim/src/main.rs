@@ -59,6 +59,7 @@ fn main() -> ExitCode {
         ack_before_fsync: args.ack_before_fsync,
         max_skew_ms: args.max_skew_ms,
         wall_clock_as_log_time: args.wall_clock_as_log_time,
+        print_trace: args.trace,
         ..SimConfig::default()
     };
     match (args.seed, &args.seeds) {
