@@ -25,7 +25,7 @@ use openraft::raft::{
 use openraft::OptionalSend;
 
 use baton_coordinator::network::APPEND_BYTES_BUDGET;
-use baton_raft_store::{Command, NodeId, NodeInfo, Proposal, Raft, Response, Snapshot, TypeConfig, Vote, codec};
+use baton_raft_store::{Command, NodeId, NodeInfo, Proposal, Raft, Response, Snapshot, TypeConfig, Vote};
 
 use crate::store::placeholder_file;
 use crate::world::World;
@@ -37,6 +37,19 @@ use crate::world::World;
 /// slow links time out as they do for real. Links do not share bandwidth:
 /// concurrent messages do not slow each other.
 pub const SIM_BANDWIDTH_BYTES_PER_MS: u64 = 125_000;
+
+/// The size of `value` as the coordinator's codec sends it (a version byte,
+/// then bincode with fixed-width integers), counted without building the
+/// bytes: a 1 MiB entry is resent often, and copying it each time would
+/// dominate the sim's run time.
+pub fn encoded_len<T: serde::Serialize>(value: &T) -> u64 {
+    let config = bincode::config::standard().with_little_endian().with_fixed_int_encoding();
+    let mut size = bincode::enc::write::SizeWriter::default();
+    match bincode::serde::encode_into_writer(value, &mut size, config) {
+        Ok(()) => 1 + size.bytes_written as u64,
+        Err(_) => 0,
+    }
+}
 
 /// How long `bytes` take on a simulated link, ms (rounded up).
 pub fn transfer_ms(bytes: u64) -> u64 {
@@ -152,7 +165,7 @@ impl RaftNetwork<TypeConfig> for SimConn {
         rpc: AppendEntriesRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
-        let bytes = codec::encode(&rpc).map_or(0, |b| b.len());
+        let bytes = encoded_len(&rpc) as usize;
         // What the coordinator's network does: a request over the byte
         // budget that holds more than one entry is refused locally with a
         // hint, and openraft retries with fewer entries.
@@ -221,7 +234,7 @@ impl RaftNetwork<TypeConfig> for SimConn {
 
     async fn vote(&mut self, rpc: VoteRequest<NodeId>, _option: RPCOption) -> Result<VoteResponse<NodeId>, RpcErr> {
         let what = format!("vote {} last={:?}", rpc.vote, rpc.last_log_id.map(|l| l.index));
-        let bytes = codec::encode(&rpc).map_or(0, |b| b.len()) as u64;
+        let bytes = encoded_len(&rpc);
         self.call(
             what,
             bytes,
