@@ -16,8 +16,10 @@
 //!
 //! Storage model: the log loses unsynced writes on a crash and acknowledges
 //! appends only after a simulated fsync; the vote is written synchronously.
-//! The state machine is volatile, with no snapshots and no log purge: a
-//! restarted node re-applies its durable log from index 1.
+//! The state machine is volatile but snapshots every few dozen entries to
+//! the disk (durable at once); the log is purged behind snapshots, lagging
+//! followers get InstallSnapshot, and a restarted node starts from its last
+//! snapshot and re-applies its durable log after it.
 
 pub mod nemesis;
 pub mod net;
@@ -61,6 +63,11 @@ pub struct SimConfig {
     /// The deliberate bug: leaders use their wall clock as log time (plans,
     /// timeouts, stamps), as Baton did before it had a log clock.
     pub wall_clock_as_log_time: bool,
+    /// The deliberate bug: the first job of the first submitter carries this
+    /// many payload bytes, past `limits::MAX_JOB_PAYLOAD_BYTES`. The sim's
+    /// clients propose directly, without the coordinator's edge validation,
+    /// so such an entry reaches the log and shows why the limit exists.
+    pub oversized_job_bytes: Option<usize>,
     /// Print every traced event to stderr (for debugging a replay; no effect on the run).
     pub print_trace: bool,
 }
@@ -78,6 +85,7 @@ impl Default for SimConfig {
             max_skew_ms: 300_000,
             ack_before_fsync: false,
             wall_clock_as_log_time: false,
+            oversized_job_bytes: None,
             print_trace: false,
         }
     }
@@ -95,6 +103,9 @@ impl SimConfig {
         }
         if self.wall_clock_as_log_time {
             s.push_str(" --wall-clock-as-log-time");
+        }
+        if let Some(b) = self.oversized_job_bytes {
+            s.push_str(&format!(" --oversized-job-bytes {b}"));
         }
         s
     }

@@ -32,10 +32,10 @@ pub const ELECTION_TIMEOUT_MAX_MS: u64 = ELECTION_MIN_RANGE_MS.1 + 1;
 /// A node snapshots its state machine after this many applied entries, so
 /// that snapshots (and the log purges after them) happen during faults: a
 /// run applies several hundred entries.
-pub const SNAPSHOT_EVERY_ENTRIES: u64 = 40;
+pub const SNAPSHOT_EVERY_ENTRIES: u64 = 25;
 /// Log entries kept behind a snapshot: a follower further behind than this
 /// catches up by InstallSnapshot.
-pub const LOG_KEPT_BEHIND_SNAPSHOT: u64 = 20;
+pub const LOG_KEPT_BEHIND_SNAPSHOT: u64 = 5;
 /// How long the driver waits for one of its own proposals.
 const PROPOSAL_TIMEOUT: Duration = Duration::from_millis(2_000);
 
@@ -90,7 +90,8 @@ pub async fn start(world: &Arc<Mutex<World>>, id: NodeId) -> Raft {
         };
         // The volatile state starts from the durable snapshot, if any;
         // openraft then re-applies the durable log after it.
-        let state = slot.disk.lock().unwrap().snapshot.as_ref().map_or_else(SmState::default, |s| s.restore());
+        let snap = slot.disk.lock().unwrap().snapshot.clone();
+        let state = snap.as_ref().map_or_else(SmState::default, |s| s.restore());
         let sm = SimSm {
             node: id,
             epoch,
@@ -99,7 +100,9 @@ pub async fn start(world: &Arc<Mutex<World>>, id: NodeId) -> Raft {
             world: world.clone(),
         };
         let net = SimNetwork { from: id, epoch, world: world.clone() };
-        w.trace(format_args!("start n{id} epoch={epoch} election={election_min}"));
+        w.stats.snapshot_restores += u64::from(snap.is_some());
+        let from = snap.map(|s| s.meta.snapshot_id);
+        w.trace(format_args!("start n{id} epoch={epoch} election={election_min} snapshot={from:?}"));
         (store, sm, net, election_min)
     };
     let sm_state = sm.state.clone();

@@ -75,9 +75,12 @@ pub async fn submitter(world: Arc<Mutex<World>>, client: usize, jobs: usize) {
         spec.backoff = Backoff { base_ms: 50, max_ms: 400 };
         spec.attempt_timeout_ms = 4_000;
         spec.idempotency_key = Some(key.clone());
+        let oversized = if client == 1 && k == 0 { world.lock().unwrap().cfg.oversized_job_bytes } else { None };
         for (i, p) in spec.payloads.iter_mut().enumerate() {
             let mut bytes = format!("{key}/{i}").into_bytes();
-            if large {
+            if let Some(total) = oversized {
+                bytes.resize(total / shards, b'!');
+            } else if large {
                 // The documented maximum, summed over the shards.
                 bytes.resize(MAX_JOB_PAYLOAD_BYTES / shards, b'.');
             }
@@ -398,6 +401,47 @@ enum Answer {
     Unknown,
 }
 
+/// What was known to be committed when a report was sent.
+struct Sent<'a> {
+    worker: &'a str,
+    /// `report`, `retryable failure report`, ...
+    what: &'a str,
+    task: TaskKey,
+    token: Token,
+    op: u64,
+    /// The attempt's session, if its end was already applied somewhere, and where.
+    ended: Option<(SessionId, NodeId)>,
+    /// Why the job was known cancelled, if it was.
+    cancelled: Option<&'a str>,
+}
+
+impl Sent<'_> {
+    /// The sim's fencing verdict: a report sent after its attempt's end was
+    /// committed (session expired, job cancelled) must not change the task.
+    /// Duplicate, fenced and refused answers change nothing.
+    fn breaches(&self, answer: Answer) -> Vec<String> {
+        if answer != Answer::Accepted {
+            return Vec::new();
+        }
+        let Sent { worker, what, task, token, op, .. } = self;
+        let mut out = Vec::new();
+        if let Some((session, node)) = self.ended {
+            out.push(format!(
+                "{worker}'s {what} of task {task} token {token} (op {op}) was accepted although its session {session} \
+                 had already ended (applied on node {node}) when the report was sent; it must be fenced"
+            ));
+        }
+        if let Some(why) = self.cancelled {
+            out.push(format!(
+                "{worker}'s {what} of task {task} token {token} (op {op}) was accepted although job {} was already \
+                 cancelled when the report was sent ({why}); it must be fenced",
+                task.job
+            ));
+        }
+        out
+    }
+}
+
 /// Report an attempt's end (`ending`) with its token, retrying until the
 /// answer is definite. Completes go into the history (the checker judges
 /// them); failure reports do not: the checker has no invariant over them
@@ -473,21 +517,9 @@ async fn report(world: Arc<Mutex<World>>, i: usize, task: TaskKey, token: Token,
         Ending::Fail { retryable: false } => "fatal failure report",
     };
     w.trace(format_args!("reported {name} {task} t{token} {ending:?} {answer:?}"));
-    if answer == Answer::Accepted {
-        if let Some((session, node)) = ended {
-            w.violations.push(format!(
-                "{name}'s {what} of task {task} token {token} (op {op}) was accepted although its session {session} \
-                 had already ended (applied on node {node}) when the report was sent; it must be fenced"
-            ));
-        }
-        if let Some(why) = cancelled {
-            w.violations.push(format!(
-                "{name}'s {what} of task {task} token {token} (op {op}) was accepted although job {} was already \
-                 cancelled when the report was sent ({why}); it must be fenced",
-                task.job
-            ));
-        }
-    }
+    let sent = Sent { worker: &name, what, task, token, op, ended, cancelled: cancelled.as_deref() };
+    let breaches = sent.breaches(answer);
+    w.violations.extend(breaches);
     if done && w.workers[i].zombie.remove(&(task, token)) {
         w.stats.zombie_reports += 1;
         w.stats.zombie_fenced += u64::from(answer == Answer::Fenced);
@@ -503,5 +535,35 @@ async fn report(world: Arc<Mutex<World>>, i: usize, task: TaskKey, token: Token,
         } else {
             a.reporting = false;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sent(ended: Option<(SessionId, NodeId)>, cancelled: Option<&str>) -> Sent<'_> {
+        Sent { worker: "w1", what: "report", task: TaskKey::new(3, 1), token: 17, op: 4, ended, cancelled }
+    }
+
+    #[test]
+    fn a_report_accepted_after_its_end_was_committed_is_a_breach() {
+        let expired = sent(Some((2, 1)), None);
+        let b = expired.breaches(Answer::Accepted);
+        assert_eq!(b.len(), 1, "{b:?}");
+        assert!(b[0].contains("session 2 had already ended"), "{}", b[0]);
+        let cancelled = sent(None, Some("its cancel was acknowledged at t=900"));
+        let b = cancelled.breaches(Answer::Accepted);
+        assert_eq!(b.len(), 1, "{b:?}");
+        assert!(b[0].contains("job 3 was already cancelled"), "{}", b[0]);
+        assert_eq!(sent(Some((2, 1)), Some("node 1 had applied its cancel")).breaches(Answer::Accepted).len(), 2);
+    }
+
+    #[test]
+    fn answers_that_change_nothing_are_never_breaches() {
+        for answer in [Answer::Duplicate, Answer::Fenced, Answer::Refused, Answer::Retry, Answer::Unknown] {
+            assert!(sent(Some((2, 1)), Some("x")).breaches(answer).is_empty(), "{answer:?}");
+        }
+        assert!(sent(None, None).breaches(Answer::Accepted).is_empty());
     }
 }

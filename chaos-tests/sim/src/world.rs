@@ -62,6 +62,8 @@ pub struct Stats {
     /// Snapshots built by a node, and installed from a leader.
     pub snapshot_builds: u64,
     pub snapshot_installs: u64,
+    /// Node starts that began from a durable snapshot.
+    pub snapshot_restores: u64,
 }
 
 /// Fault settings of the simulated network.

@@ -72,6 +72,7 @@ fn the_sim_exercises_faults() {
     let large_jobs = sum(&|o| o.stats.large_jobs);
     let snapshot_builds = sum(&|o| o.stats.snapshot_builds);
     let snapshot_installs = sum(&|o| o.stats.snapshot_installs);
+    let snapshot_restores = sum(&|o| o.stats.snapshot_restores);
     let failed_jobs = sum(&|o| o.summary.failed_jobs);
     let cancelled_jobs = sum(&|o| o.summary.cancelled_jobs);
     println!(
@@ -80,7 +81,7 @@ fn the_sim_exercises_faults() {
          zombie_fenced={zombie_fenced}/{zombie_reports} clock_jumps={clock_jumps} cancels={cancels} \
          cancels_applied={cancels_applied} cancelled_jobs={cancelled_jobs} fail_reports={fail_reports} \
          fatal={fatal_fail_reports} failed_jobs={failed_jobs} progress={progress_reports} large_jobs={large_jobs} \
-         snapshot_builds={snapshot_builds} snapshot_installs={snapshot_installs}"
+         snapshot_builds={snapshot_builds} snapshot_installs={snapshot_installs} snapshot_restores={snapshot_restores}"
     );
     assert!(clock_jumps > 0, "no node's wall clock ever stepped");
     assert!(cancels > 0 && cancelled_jobs > 0, "no job was ever cancelled ({cancels} cancels committed)");
@@ -90,6 +91,7 @@ fn the_sim_exercises_faults() {
     assert!(large_jobs > 0, "no job ever carried the largest payload");
     assert!(snapshot_builds > 0, "no node ever built a snapshot");
     assert!(snapshot_installs > 0, "no follower ever caught up by InstallSnapshot");
+    assert!(snapshot_restores > 0, "no crashed node ever restarted from its snapshot");
     // More leaderships than runs: failovers happened, not just the first election.
     assert!(elections > runs, "elections {elections} over {runs} runs");
     assert!(crashes > 0 && partitions > 0 && pauses > 0 && dropped > 0);
