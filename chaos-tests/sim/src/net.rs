@@ -13,16 +13,15 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use openraft::OptionalSend;
 use openraft::error::{
-    Fatal, InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, ReplicationClosed,
-    StreamingError,
+    Fatal, InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, ReplicationClosed, StreamingError,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, SnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::OptionalSend;
 
 use baton_coordinator::network::APPEND_BYTES_BUDGET;
 use baton_raft_store::{Command, NodeId, NodeInfo, Proposal, Raft, Response, Snapshot, TypeConfig, Vote};
@@ -172,7 +171,10 @@ impl RaftNetwork<TypeConfig> for SimConn {
         let n = rpc.entries.len() as u64;
         if n > 1 && bytes > APPEND_BYTES_BUDGET {
             let fit = (n as u128 * APPEND_BYTES_BUDGET as u128 / bytes as u128) as u64;
-            self.world.lock().unwrap().trace(format_args!("too-large n{}->n{} n={n} bytes={bytes}", self.from, self.to));
+            self.world
+                .lock()
+                .unwrap()
+                .trace(format_args!("too-large n{}->n{} n={n} bytes={bytes}", self.from, self.to));
             return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(fit.clamp(1, n - 1))));
         }
         let what = format!(
@@ -214,9 +216,10 @@ impl RaftNetwork<TypeConfig> for SimConn {
             world.lock().unwrap().inflight_snapshots.remove(&(to, id));
             r.map_err(RaftError::Fatal)
         };
-        let sent = self.call::<_, _, openraft::error::Infallible>(what, bytes, install, |r: &SnapshotResponse<NodeId>| {
-            format!("snapshot-reply {}", r.vote)
-        });
+        let sent =
+            self.call::<_, _, openraft::error::Infallible>(what, bytes, install, |r: &SnapshotResponse<NodeId>| {
+                format!("snapshot-reply {}", r.vote)
+            });
         match tokio::time::timeout(option.hard_ttl(), sent).await {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(e)) => Err(fail(e.to_string())),

@@ -204,7 +204,9 @@ enum Act {
 pub enum Ending {
     Complete,
     /// `FailTask`; retryable (the job allows 50 attempts) or fatal (the task goes dead).
-    Fail { retryable: bool },
+    Fail {
+        retryable: bool,
+    },
 }
 
 /// One worker process.
@@ -483,17 +485,15 @@ async fn report(world: Arc<Mutex<World>>, i: usize, task: TaskKey, token: Token,
         Ending::Complete => {
             Command::CompleteTask { task, token, result: serde_bytes::ByteBuf::from(result.clone().into_bytes()) }
         }
-        Ending::Fail { retryable } => {
-            Command::FailTask { task, token, error: format!("{result} failed"), retryable }
-        }
+        Ending::Fail { retryable } => Command::FailTask { task, token, error: format!("{result} failed"), retryable },
     };
     let reply = client_write(&world, target, cmd).await;
     let mut w = world.lock().unwrap();
     let t = w.now_ms();
     let (answer, detail) = match &reply {
-        ClientReply::Ok(Response::Done(
-            Outcome::Completed { duplicate, .. } | Outcome::Failed { duplicate, .. },
-        )) => (if *duplicate { Answer::Duplicate } else { Answer::Accepted }, String::new()),
+        ClientReply::Ok(Response::Done(Outcome::Completed { duplicate, .. } | Outcome::Failed { duplicate, .. })) => {
+            (if *duplicate { Answer::Duplicate } else { Answer::Accepted }, String::new())
+        }
         ClientReply::Ok(Response::Rejected(e)) if e.is_fenced() => (Answer::Fenced, e.to_string()),
         ClientReply::Ok(other) => (Answer::Refused, format!("{other:?}")),
         ClientReply::NotLeader(_) => (Answer::Retry, "not the leader".into()),

@@ -85,7 +85,10 @@ fn the_sim_exercises_faults() {
     );
     assert!(clock_jumps > 0, "no node's wall clock ever stepped");
     assert!(cancels > 0 && cancelled_jobs > 0, "no job was ever cancelled ({cancels} cancels committed)");
-    assert!(fail_reports > fatal_fail_reports && fatal_fail_reports > 0, "failure reports {fail_reports}, fatal {fatal_fail_reports}");
+    assert!(
+        fail_reports > fatal_fail_reports && fatal_fail_reports > 0,
+        "failure reports {fail_reports}, fatal {fatal_fail_reports}"
+    );
     assert!(failed_jobs > 0, "no job ever ended failed");
     assert!(progress_reports > 0, "no progress was ever reported");
     assert!(large_jobs > 0, "no job ever carried the largest payload");
