@@ -516,7 +516,8 @@ async fn report(world: Arc<Mutex<World>>, i: usize, task: TaskKey, token: Token,
         Ending::Fail { retryable: true } => "retryable failure report",
         Ending::Fail { retryable: false } => "fatal failure report",
     };
-    w.trace(format_args!("reported {name} {task} t{token} {ending:?} {answer:?}"));
+    let ended_s = ended.map(|(s, _)| s);
+    w.trace(format_args!("reported {name} {task} t{token} {ending:?} {answer:?} ended={ended_s:?}"));
     let sent = Sent { worker: &name, what, task, token, op, ended, cancelled: cancelled.as_deref() };
     let breaches = sent.breaches(answer);
     w.violations.extend(breaches);
