@@ -16,8 +16,10 @@
 //!
 //! Storage model: the log loses unsynced writes on a crash and acknowledges
 //! appends only after a simulated fsync; the vote is written synchronously.
-//! The state machine is volatile, with no snapshots and no log purge: a
-//! restarted node re-applies its durable log from index 1.
+//! The state machine is volatile but snapshots every few dozen entries to
+//! the disk (durable at once); the log is purged behind snapshots, lagging
+//! followers get InstallSnapshot, and a restarted node starts from its last
+//! snapshot and re-applies its durable log after it.
 
 pub mod nemesis;
 pub mod net;
@@ -30,7 +32,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use baton_chaos::history::{FinalJob, FinalShard, FinalState, JobStatus, TaskStatus};
+use baton_chaos::history::{FinalJob, FinalShard, FinalState, JobStatus, RunConfig, TaskStatus};
 use baton_chaos::{History, Invariant, Report};
 use baton_raft_store::{Core, Kv, TaskKey, TaskState, state_hash};
 
@@ -61,6 +63,11 @@ pub struct SimConfig {
     /// The deliberate bug: leaders use their wall clock as log time (plans,
     /// timeouts, stamps), as Baton did before it had a log clock.
     pub wall_clock_as_log_time: bool,
+    /// The deliberate bug: the first job of the first submitter carries this
+    /// many payload bytes, past `limits::MAX_JOB_PAYLOAD_BYTES`. The sim's
+    /// clients propose directly, without the coordinator's edge validation,
+    /// so such an entry reaches the log and shows why the limit exists.
+    pub oversized_job_bytes: Option<usize>,
     /// Print every traced event to stderr (for debugging a replay; no effect on the run).
     pub print_trace: bool,
 }
@@ -78,6 +85,7 @@ impl Default for SimConfig {
             max_skew_ms: 300_000,
             ack_before_fsync: false,
             wall_clock_as_log_time: false,
+            oversized_job_bytes: None,
             print_trace: false,
         }
     }
@@ -95,6 +103,9 @@ impl SimConfig {
         }
         if self.wall_clock_as_log_time {
             s.push_str(" --wall-clock-as-log-time");
+        }
+        if let Some(b) = self.oversized_job_bytes {
+            s.push_str(&format!(" --oversized-job-bytes {b}"));
         }
         s
     }
@@ -133,6 +144,9 @@ pub struct Summary {
     pub duplicates: u64,
     pub fenced: u64,
     pub infos: u64,
+    /// Jobs that ended failed (a dead shard) and cancelled, in the final state.
+    pub failed_jobs: u64,
+    pub cancelled_jobs: u64,
 }
 
 impl Outcome {
@@ -159,7 +173,9 @@ impl fmt::Display for Outcome {
         write!(
             f,
             "seed {} nodes {}: ops={} acked={} lost={} dup={} fenced={} elections={} crashes={} partitions={} \
-             pauses={} zombie_fenced={}/{} lost_unsynced={} stale_deliveries={} dropped={} sim={}ms trace={} verdict={}",
+             pauses={} zombie_fenced={}/{} lost_unsynced={} stale_deliveries={} dropped={} cancels={} \
+             fail_reports={} progress={} large_jobs={} failed_jobs={} cancelled_jobs={} snapshots={}/{} sim={}ms \
+             trace={} verdict={}",
             self.seed,
             self.config.nodes,
             s.ops,
@@ -176,6 +192,14 @@ impl fmt::Display for Outcome {
             st.lost_unsynced_entries,
             st.stale_deliveries,
             st.dropped,
+            st.cancels,
+            st.fail_reports,
+            st.progress_reports,
+            st.large_jobs,
+            s.failed_jobs,
+            s.cancelled_jobs,
+            st.snapshot_builds,
+            st.snapshot_installs,
             self.sim_ms,
             self.trace_hash,
             self.verdict()
@@ -195,6 +219,16 @@ pub fn run(seed: u64, config: &SimConfig) -> Outcome {
 
 async fn simulate(seed: u64, config: SimConfig) -> Outcome {
     let world = World::new(seed, config.clone());
+    // First in the history: the timing the reassignment bound is computed
+    // from. The sim's failure detector is the leader driver's tick.
+    world.lock().unwrap().history.config(
+        0,
+        RunConfig {
+            ttl_ms: config.ttl_ms,
+            check_interval_ms: node::DRIVER_TICK_MS,
+            election_timeout_max_ms: node::ELECTION_TIMEOUT_MAX_MS,
+        },
+    );
     let n = config.nodes;
     let mut rafts = Vec::new();
     for id in 1..=n as u64 {
@@ -329,6 +363,10 @@ fn summarize(h: &History, report: &Report) -> Summary {
             Body::CompleteDuplicate(_) => s.duplicates += 1,
             Body::CompleteFenced(_) => s.fenced += 1,
             Body::SubmitInfo(_) | Body::CompleteInfo(_) => s.infos += 1,
+            Body::FinalState(fs) => {
+                s.failed_jobs = fs.jobs.iter().filter(|j| j.status == JobStatus::Failed).count() as u64;
+                s.cancelled_jobs = fs.jobs.iter().filter(|j| j.status == JobStatus::Cancelled).count() as u64;
+            }
             _ => {}
         }
     }

@@ -32,6 +32,9 @@ struct Args {
     /// Inject the old clock bug: leaders use their wall clock as log time.
     #[arg(long)]
     wall_clock_as_log_time: bool,
+    /// Inject an entry past the size limit: the first job carries this many payload bytes.
+    #[arg(long)]
+    oversized_job_bytes: Option<usize>,
     /// With --seed: write the history (JSONL) here, for `baton-check`.
     #[arg(long)]
     history: Option<PathBuf>,
@@ -59,6 +62,8 @@ fn main() -> ExitCode {
         ack_before_fsync: args.ack_before_fsync,
         max_skew_ms: args.max_skew_ms,
         wall_clock_as_log_time: args.wall_clock_as_log_time,
+        print_trace: args.trace,
+        oversized_job_bytes: args.oversized_job_bytes,
         ..SimConfig::default()
     };
     match (args.seed, &args.seeds) {

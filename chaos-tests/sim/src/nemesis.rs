@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use baton_chaos::history::{NemesisOutcome, NemesisPhase};
+use baton_chaos::history::{NemesisOutcome, NemesisPhase, Targets};
 use baton_raft_store::NodeId;
 use rand::Rng;
 
@@ -25,13 +25,15 @@ enum Fault {
     },
 }
 
-fn record(w: &mut World, name: &str, phase: NemesisPhase, detail: &str) {
+/// Record a nemesis event naming what it hit, so the checker can tell a
+/// worker-only fault (which cannot move the leader) from one on nodes.
+fn record(w: &mut World, name: &str, phase: NemesisPhase, targets: &Targets, detail: &str) {
     let t = w.now_ms();
     let outcome = match phase {
         NemesisPhase::Start => NemesisOutcome::Installed,
         NemesisPhase::Heal => NemesisOutcome::Healed,
     };
-    w.history.nemesis(t, name, phase, outcome, detail);
+    w.history.nemesis_on(t, name, phase, outcome, targets.clone(), detail);
     w.trace(format_args!("nemesis {name} {phase:?} {detail}"));
 }
 
@@ -44,8 +46,8 @@ fn block_between(w: &mut World, a: &BTreeSet<NodeId>, b: &BTreeSet<NodeId>) {
     }
 }
 
-/// Install one random fault; returns its name and what heals it.
-fn install(w: &mut World) -> Option<(&'static str, Fault, String)> {
+/// Install one random fault; returns its name, what heals it, what it hit and a description.
+fn install(w: &mut World) -> Option<(&'static str, Fault, Targets, String)> {
     let n = w.cfg.nodes as NodeId;
     let all: BTreeSet<NodeId> = (1..=n).collect();
     let leader = w.leader();
@@ -61,32 +63,33 @@ fn install(w: &mut World) -> Option<(&'static str, Fault, String)> {
             let majority: BTreeSet<NodeId> = all.difference(&minority).copied().collect();
             block_between(w, &minority, &majority);
             w.stats.partitions += 1;
-            ("partition-halves", Fault::Partition, format!("{minority:?} | {majority:?}"))
+            let detail = format!("{minority:?} | {majority:?}");
+            ("partition-halves", Fault::Partition, Targets::nodes(all.iter().copied()), detail)
         }
         13..=25 => {
             let l = leader.unwrap_or(1);
             let rest: BTreeSet<NodeId> = all.iter().copied().filter(|x| *x != l).collect();
             block_between(w, &BTreeSet::from([l]), &rest);
             w.stats.partitions += 1;
-            ("isolate-leader", Fault::Partition, format!("n{l} alone"))
+            ("isolate-leader", Fault::Partition, Targets::nodes(all.iter().copied()), format!("n{l} alone"))
         }
         26..=35 => {
             // One-way: the leader's outbound links are cut (it hears everyone,
             // nobody hears it), or one node stops receiving from another.
-            let detail = if w.chance(500) {
+            let (hit, detail) = if w.chance(500) {
                 let l = leader.unwrap_or(1);
                 for x in all.iter().filter(|x| **x != l) {
                     w.net.blocked.insert((l, *x));
                 }
-                format!("n{l} -> * blocked")
+                (Targets::nodes(all.iter().copied()), format!("n{l} -> * blocked"))
             } else {
                 let a = w.range(1, n);
                 let b = w.other_node(a);
                 w.net.blocked.insert((a, b));
-                format!("n{a} -> n{b} blocked")
+                (Targets::nodes([a.min(b), a.max(b)]), format!("n{a} -> n{b} blocked"))
             };
             w.stats.partitions += 1;
-            ("partition-one-way", Fault::Partition, detail)
+            ("partition-one-way", Fault::Partition, hit, detail)
         }
         36..=55 => {
             let down = w.nodes.values().filter(|s| s.run.is_none()).count();
@@ -108,7 +111,7 @@ fn install(w: &mut World) -> Option<(&'static str, Fault, String)> {
             if !node::crash(w, target) {
                 return None;
             }
-            ("crash", Fault::Crash(vec![target]), format!("n{target}"))
+            ("crash", Fault::Crash(vec![target]), Targets::nodes([target]), format!("n{target}"))
         }
         56..=62 => {
             // Power loss: every node at once.
@@ -118,18 +121,20 @@ fn install(w: &mut World) -> Option<(&'static str, Fault, String)> {
                     crashed.push(id);
                 }
             }
-            ("power-loss", Fault::Crash(crashed), "all nodes".into())
+            let hit = Targets::nodes(crashed.iter().copied());
+            ("power-loss", Fault::Crash(crashed), hit, "all nodes".into())
         }
         63..=72 => {
             w.net.drop_per_mille = w.range(50, 300) as u32;
-            ("drop", Fault::Net, format!("{} per mille", w.net.drop_per_mille))
+            let detail = format!("{} per mille", w.net.drop_per_mille);
+            ("drop", Fault::Net, Targets::nodes(all.iter().copied()), detail)
         }
         73..=82 => {
             // Up to 45 ms one way: replies overtake each other, and some
             // round trips exceed openraft's heartbeat-interval RPC timeout.
             let hi = w.range(15, 45);
             w.net.delay_ms = (1, hi);
-            ("delay", Fault::Net, format!("1..={hi} ms"))
+            ("delay", Fault::Net, Targets::nodes(all.iter().copied()), format!("1..={hi} ms"))
         }
         83..=89 => {
             // A wall clock steps (a bad NTP step, a VM resuming), often the
@@ -145,7 +150,8 @@ fn install(w: &mut World) -> Option<(&'static str, Fault, String)> {
             let was_ms = slot.skew_ms;
             slot.skew_ms = was_ms + step;
             w.stats.clock_jumps += 1;
-            ("clock-jump", Fault::Clock { node: target, was_ms }, format!("n{target} {step:+} ms"))
+            let detail = format!("n{target} {step:+} ms");
+            ("clock-jump", Fault::Clock { node: target, was_ms }, Targets::nodes([target]), detail)
         }
         _ => {
             // A worker pauses (GC, SIGSTOP) while holding an attempt, past its lease.
@@ -163,12 +169,13 @@ fn install(w: &mut World) -> Option<(&'static str, Fault, String)> {
                 w.workers[i].attempts.iter().filter(|(_, a)| !a.reporting).map(|(k, a)| (*k, a.token)).collect();
             w.stats.pauses += 1;
             let name = w.workers[i].name.clone();
-            ("pause-worker", Fault::Pause, format!("{name} for {pause} ms"))
+            let detail = format!("{name} for {pause} ms");
+            ("pause-worker", Fault::Pause, Targets::workers([name]), detail)
         }
     })
 }
 
-async fn heal(world: &Arc<Mutex<World>>, name: &str, fault: Fault, detail: &str) {
+async fn heal(world: &Arc<Mutex<World>>, name: &str, fault: Fault, targets: &Targets, detail: &str) {
     match fault {
         Fault::Partition => world.lock().unwrap().net.blocked.clear(),
         Fault::Net => {
@@ -187,7 +194,7 @@ async fn heal(world: &Arc<Mutex<World>>, name: &str, fault: Fault, detail: &str)
             world.lock().unwrap().nodes.get_mut(&node).expect("node exists").skew_ms = was_ms
         }
     }
-    record(&mut world.lock().unwrap(), name, NemesisPhase::Heal, detail);
+    record(&mut world.lock().unwrap(), name, NemesisPhase::Heal, targets, detail);
 }
 
 /// Run `steps` faults, one after another.
@@ -217,13 +224,13 @@ pub async fn run(world: Arc<Mutex<World>>, steps: usize) {
         let installed = {
             let mut w = world.lock().unwrap();
             let f = install(&mut w);
-            if let Some((name, _, detail)) = &f {
-                let detail = detail.clone();
-                record(&mut w, name, NemesisPhase::Start, &detail);
+            if let Some((name, _, targets, detail)) = &f {
+                let (targets, detail) = (targets.clone(), detail.clone());
+                record(&mut w, name, NemesisPhase::Start, &targets, &detail);
             }
             f
         };
-        let Some((name, fault, detail)) = installed else { continue };
+        let Some((name, fault, targets, detail)) = installed else { continue };
         let hold = {
             let mut w = world.lock().unwrap();
             match fault {
@@ -233,7 +240,7 @@ pub async fn run(world: Arc<Mutex<World>>, steps: usize) {
             }
         };
         tokio::time::sleep(Duration::from_millis(hold)).await;
-        heal(&world, name, fault, &detail).await;
+        heal(&world, name, fault, &targets, &detail).await;
     }
 }
 
@@ -251,5 +258,6 @@ pub async fn heal_all(world: &Arc<Mutex<World>>) {
     for id in down {
         node::start(world, id).await;
     }
-    record(&mut world.lock().unwrap(), "heal-all", NemesisPhase::Heal, "every fault removed");
+    let all = Targets::nodes(1..=world.lock().unwrap().cfg.nodes as NodeId);
+    record(&mut world.lock().unwrap(), "heal-all", NemesisPhase::Heal, &all, "every fault removed");
 }

@@ -13,16 +13,47 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError};
+use openraft::OptionalSend;
+use openraft::error::{
+    Fatal, InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, ReplicationClosed, StreamingError,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, SnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 
-use baton_raft_store::{Command, NodeId, NodeInfo, Proposal, Raft, Response, TypeConfig};
+use baton_coordinator::network::APPEND_BYTES_BUDGET;
+use baton_raft_store::{Command, NodeId, NodeInfo, Proposal, Raft, Response, Snapshot, TypeConfig, Vote};
 
+use crate::store::placeholder_file;
 use crate::world::World;
+
+/// The simulated links' bandwidth, bytes per ms: 1 GbE (125 MB/s). A Raft
+/// message's leg takes its seeded latency plus its encoded size over this,
+/// so a 1 MiB entry spends about 8 ms on the wire; with openraft's
+/// per-AppendEntries timeout of one heartbeat interval, big entries and
+/// slow links time out as they do for real. Links do not share bandwidth:
+/// concurrent messages do not slow each other.
+pub const SIM_BANDWIDTH_BYTES_PER_MS: u64 = 125_000;
+
+/// The size of `value` as the coordinator's codec sends it (a version byte,
+/// then bincode with fixed-width integers), counted without building the
+/// bytes: a 1 MiB entry is resent often, and copying it each time would
+/// dominate the sim's run time.
+pub fn encoded_len<T: serde::Serialize>(value: &T) -> u64 {
+    let config = bincode::config::standard().with_little_endian().with_fixed_int_encoding();
+    let mut size = bincode::enc::write::SizeWriter::default();
+    match bincode::serde::encode_into_writer(value, &mut size, config) {
+        Ok(()) => 1 + size.bytes_written as u64,
+        Err(_) => 0,
+    }
+}
+
+/// How long `bytes` take on a simulated link, ms (rounded up).
+pub fn transfer_ms(bytes: u64) -> u64 {
+    bytes.div_ceil(SIM_BANDWIDTH_BYTES_PER_MS)
+}
 
 type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>;
 
@@ -53,9 +84,11 @@ pub struct SimConn {
 }
 
 impl SimConn {
+    /// One RPC: a request leg of `bytes` (encoded), the call on the target, a reply leg.
     async fn call<Resp, Fut, E>(
         &self,
         what: String,
+        bytes: u64,
         f: impl FnOnce(Raft) -> Fut,
         describe: impl Fn(&Resp) -> String,
     ) -> Result<Resp, RpcErr<E>>
@@ -69,7 +102,7 @@ impl SimConn {
             if !w.is_current(from, self.epoch) {
                 return Err(net_err("sender has crashed"));
             }
-            let d = w.transmit(Some(from), Some(to));
+            let d = w.transmit(Some(from), Some(to)).map(|d| d + Duration::from_millis(transfer_ms(bytes)));
             w.trace(format_args!("{} n{from}->n{to} {what}", if d.is_some() { "send" } else { "drop" }));
             d
         };
@@ -131,14 +164,67 @@ impl RaftNetwork<TypeConfig> for SimConn {
         rpc: AppendEntriesRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
+        let bytes = encoded_len(&rpc) as usize;
+        // What the coordinator's network does: a request over the byte
+        // budget that holds more than one entry is refused locally with a
+        // hint, and openraft retries with fewer entries.
+        let n = rpc.entries.len() as u64;
+        if n > 1 && bytes > APPEND_BYTES_BUDGET {
+            let fit = (n as u128 * APPEND_BYTES_BUDGET as u128 / bytes as u128) as u64;
+            self.world
+                .lock()
+                .unwrap()
+                .trace(format_args!("too-large n{}->n{} n={n} bytes={bytes}", self.from, self.to));
+            return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(fit.clamp(1, n - 1))));
+        }
         let what = format!(
-            "append {} prev={:?} n={} commit={:?}",
+            "append {} prev={:?} n={} commit={:?} bytes={bytes}",
             rpc.vote,
             rpc.prev_log_id.map(|l| l.index),
             rpc.entries.len(),
             rpc.leader_commit.map(|l| l.index)
         );
-        self.call(what, |raft| async move { raft.append_entries(rpc).await }, |r| format!("{r}")).await
+        self.call(what, bytes as u64, |raft| async move { raft.append_entries(rpc).await }, |r| format!("{r}")).await
+    }
+
+    /// A whole snapshot in one request leg: the sender's durable snapshot is
+    /// handed to the receiver's state machine (see `store.rs`), after a delay
+    /// that grows with its size. openraft's snapshot timeout bounds it.
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        _cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
+        let meta = snapshot.meta.clone();
+        let id = meta.snapshot_id.clone();
+        let data = {
+            let w = self.world.lock().unwrap();
+            w.nodes.get(&self.from).and_then(|s| s.disk.lock().unwrap().snapshot.clone())
+        };
+        let fail = |msg: String| StreamingError::Network(NetworkError::new(&std::io::Error::other(msg)));
+        let Some(data) = data.filter(|d| d.meta.snapshot_id == id) else {
+            return Err(fail(format!("snapshot {id} is no longer on the sender's disk")));
+        };
+        let (to, world) = (self.to, self.world.clone());
+        let what = format!("snapshot {id} last={:?} bytes={}", meta.last_log_id.map(|l| l.index), data.bytes);
+        let bytes = data.bytes;
+        let install = move |raft: Raft| async move {
+            world.lock().unwrap().inflight_snapshots.insert((to, id.clone()), data);
+            let r = raft.install_full_snapshot(vote, Snapshot { meta, snapshot: placeholder_file() }).await;
+            world.lock().unwrap().inflight_snapshots.remove(&(to, id));
+            r.map_err(RaftError::Fatal)
+        };
+        let sent =
+            self.call::<_, _, openraft::error::Infallible>(what, bytes, install, |r: &SnapshotResponse<NodeId>| {
+                format!("snapshot-reply {}", r.vote)
+            });
+        match tokio::time::timeout(option.hard_ttl(), sent).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => Err(fail(e.to_string())),
+            Err(_) => Err(fail("snapshot timed out".into())),
+        }
     }
 
     async fn install_snapshot(
@@ -146,13 +232,15 @@ impl RaftNetwork<TypeConfig> for SimConn {
         _rpc: InstallSnapshotRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<InstallSnapshotError>> {
-        Err(net_err("the simulation does not model snapshots"))
+        Err(net_err("the simulation sends whole snapshots (full_snapshot), never chunks"))
     }
 
     async fn vote(&mut self, rpc: VoteRequest<NodeId>, _option: RPCOption) -> Result<VoteResponse<NodeId>, RpcErr> {
         let what = format!("vote {} last={:?}", rpc.vote, rpc.last_log_id.map(|l| l.index));
+        let bytes = encoded_len(&rpc);
         self.call(
             what,
+            bytes,
             |raft| async move { raft.vote(rpc).await },
             |r| format!("{} granted={}", r.vote, r.vote_granted),
         )

@@ -24,6 +24,18 @@ use crate::world::{LeaderSide, Phase, Pushed, Running, Stream, World};
 pub const HEARTBEAT_MS: u64 = 50;
 /// Leader driver period (the coordinator's check interval and schedule tick), ms.
 pub const DRIVER_TICK_MS: u64 = 50;
+/// Election timeouts are drawn from this range (ms, inclusive), one per
+/// node and start; openraft's own range is then pinned to one ms above.
+pub const ELECTION_MIN_RANGE_MS: (u64, u64) = (150, 450);
+/// The largest election timeout any node can have, ms (for the history's `config`).
+pub const ELECTION_TIMEOUT_MAX_MS: u64 = ELECTION_MIN_RANGE_MS.1 + 1;
+/// A node snapshots its state machine after this many applied entries, so
+/// that snapshots (and the log purges after them) happen during faults: a
+/// run applies several hundred entries.
+pub const SNAPSHOT_EVERY_ENTRIES: u64 = 25;
+/// Log entries kept behind a snapshot: a follower further behind than this
+/// catches up by InstallSnapshot.
+pub const LOG_KEPT_BEHIND_SNAPSHOT: u64 = 5;
 /// How long the driver waits for one of its own proposals.
 const PROPOSAL_TIMEOUT: Duration = Duration::from_millis(2_000);
 
@@ -35,7 +47,9 @@ fn raft_config(election_min: u64) -> openraft::Config {
         // `election_min`, so the timeout comes from the sim's seeded RNG only.
         election_timeout_min: election_min,
         election_timeout_max: election_min + 1,
-        snapshot_policy: openraft::SnapshotPolicy::Never,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY_ENTRIES),
+        max_in_snapshot_log_to_keep: LOG_KEPT_BEHIND_SNAPSHOT,
+        purge_batch_size: 1,
         max_payload_entries: 64,
         ..Default::default()
     }
@@ -57,11 +71,12 @@ pub async fn start(world: &Arc<Mutex<World>>, id: NodeId) -> Raft {
         let taken: BTreeSet<u64> =
             w.nodes.values().filter_map(|s| s.run.as_ref().map(|r| r.raft.config().election_timeout_min)).collect();
         let election_min = loop {
-            let t = w.range(150, 450);
+            let t = w.range(ELECTION_MIN_RANGE_MS.0, ELECTION_MIN_RANGE_MS.1);
             if !taken.contains(&t) {
                 break t;
             }
         };
+        let ack_before_fsync = w.cfg.ack_before_fsync;
         let slot = w.nodes.get_mut(&id).expect("node exists");
         let epoch = slot.disk.lock().unwrap().epoch;
         slot.epoch = epoch;
@@ -71,11 +86,23 @@ pub async fn start(world: &Arc<Mutex<World>>, id: NodeId) -> Raft {
             disk: slot.disk.clone(),
             world: world.clone(),
             sync_kick: Arc::new(tokio::sync::Notify::new()),
-            ack_before_fsync: w.cfg.ack_before_fsync,
+            ack_before_fsync,
         };
-        let sm = SimSm { node: id, state: Arc::new(Mutex::new(SmState::default())), world: world.clone() };
+        // The volatile state starts from the durable snapshot, if any;
+        // openraft then re-applies the durable log after it.
+        let snap = slot.disk.lock().unwrap().snapshot.clone();
+        let state = snap.as_ref().map_or_else(SmState::default, |s| s.restore());
+        let sm = SimSm {
+            node: id,
+            epoch,
+            state: Arc::new(Mutex::new(state)),
+            disk: slot.disk.clone(),
+            world: world.clone(),
+        };
         let net = SimNetwork { from: id, epoch, world: world.clone() };
-        w.trace(format_args!("start n{id} epoch={epoch} election={election_min}"));
+        w.stats.snapshot_restores += u64::from(snap.is_some());
+        let from = snap.map(|s| s.meta.snapshot_id);
+        w.trace(format_args!("start n{id} epoch={epoch} election={election_min} snapshot={from:?}"));
         (store, sm, net, election_min)
     };
     let sm_state = sm.state.clone();
@@ -186,6 +213,12 @@ async fn driver(world: Arc<Mutex<World>>, id: NodeId, epoch: u64, raft: Raft) {
         if leading != was {
             if leading && w.leader_terms.insert(m.current_term) {
                 w.stats.elections += 1;
+                // The checker restarts its reassignment clock at a takeover:
+                // the core renews every live session's lease now.
+                if w.leader_terms.last() == Some(&m.current_term) {
+                    let t = w.now_ms();
+                    w.history.leader(t, id, m.current_term);
+                }
             }
             w.trace(format_args!("{} n{id} term={}", if leading { "leader" } else { "stepped-down" }, m.current_term));
         }

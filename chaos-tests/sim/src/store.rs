@@ -8,9 +8,15 @@
 //! the deliberate `ack_before_fsync` bug). The vote is written through
 //! synchronously, as Raft requires.
 //!
-//! The state machine is volatile: no snapshots, no log purge. A restarted
-//! node starts with an empty [`Core`], `applied_state()` returns `None`, and
-//! openraft re-applies the durable log from index 1.
+//! The state machine is volatile, but its snapshots are durable: a snapshot
+//! is a copy of the whole key space (the `Core`'s meta lives in it) taken
+//! under the state lock, and it is written to the disk at once, as the real
+//! store fsyncs its snapshot file before using it. Log purges follow
+//! snapshots and are queued like every other log write. A restarted node
+//! starts from its last snapshot (or empty) and openraft re-applies the
+//! durable log after it. Snapshot data never goes through a real file: the
+//! sim's network hands the sender's snapshot to the receiver's state machine
+//! (see `net.rs`), and openraft only ever sees a placeholder handle.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -33,6 +39,34 @@ pub enum Op {
     /// Delete every entry at or after this index.
     Truncate(u64),
     Committed(Option<LogId>),
+    /// Delete every entry at or before this log id.
+    Purge(LogId),
+}
+
+/// A snapshot: the state machine's whole key space at `meta.last_log_id`.
+#[derive(Clone)]
+pub struct SimSnapshot {
+    pub meta: SnapshotMeta,
+    pub kv: Arc<MemKv>,
+    /// Its size as it would be sent: every key and value.
+    pub bytes: u64,
+}
+
+impl SimSnapshot {
+    /// The state machine it holds.
+    pub fn restore(&self) -> SmState {
+        let kv = (*self.kv).clone();
+        let core = Core::open(&kv).expect("a snapshot of a MemKv opens");
+        SmState { core, kv }
+    }
+}
+
+/// A handle for openraft's `SnapshotData` (a file) that is never read or
+/// written: the sim moves snapshot contents itself. Opening it is synchronous,
+/// so no blocking-pool task can reorder the simulation.
+pub fn placeholder_file() -> Box<tokio::fs::File> {
+    let f = std::fs::File::open("/dev/null").expect("open /dev/null");
+    Box::new(tokio::fs::File::from_std(f))
 }
 
 /// A node's disk, shared by all its incarnations.
@@ -43,14 +77,22 @@ pub struct Disk {
     pub vote: Option<Vote>,
     durable_log: BTreeMap<u64, Entry>,
     durable_committed: Option<LogId>,
+    durable_purged: Option<LogId>,
     log: BTreeMap<u64, Entry>,
     committed: Option<LogId>,
+    purged: Option<LogId>,
+    /// The last snapshot built or installed; durable as soon as it is set.
+    pub snapshot: Option<SimSnapshot>,
     pending: Vec<Op>,
     waiting: Vec<LogFlushed<TypeConfig>>,
 }
 
-fn apply_op(log: &mut BTreeMap<u64, Entry>, committed: &mut Option<LogId>, op: Op) {
+fn apply_op(log: &mut BTreeMap<u64, Entry>, committed: &mut Option<LogId>, purged: &mut Option<LogId>, op: Op) {
     match op {
+        Op::Purge(id) => {
+            *log = log.split_off(&(id.index + 1));
+            *purged = Some(id);
+        }
         Op::Append(entries) => {
             for e in entries {
                 log.insert(e.log_id.index, e);
@@ -74,7 +116,7 @@ impl Disk {
         let ops = std::mem::take(&mut self.pending);
         let n = ops.len();
         for op in ops {
-            apply_op(&mut self.durable_log, &mut self.durable_committed, op);
+            apply_op(&mut self.durable_log, &mut self.durable_committed, &mut self.durable_purged, op);
         }
         for cb in self.waiting.drain(..) {
             cb.log_io_completed(Ok(()));
@@ -90,11 +132,12 @@ impl Disk {
         let mut ops = std::mem::take(&mut self.pending);
         let lost_ops = ops.split_off(survive.min(ops.len()));
         for op in ops {
-            apply_op(&mut self.durable_log, &mut self.durable_committed, op);
+            apply_op(&mut self.durable_log, &mut self.durable_committed, &mut self.durable_purged, op);
         }
         self.waiting.clear();
         self.log = self.durable_log.clone();
         self.committed = self.durable_committed;
+        self.purged = self.durable_purged;
         lost_ops
             .iter()
             .map(|op| match op {
@@ -108,9 +151,9 @@ impl Disk {
         self.pending.len()
     }
 
-    /// Last index in the live view.
+    /// Last index in the live view (the purge point when every entry is purged).
     pub fn last_index(&self) -> Option<u64> {
-        self.log.keys().next_back().copied()
+        self.log.keys().next_back().copied().or(self.purged.map(|p| p.index))
     }
 }
 
@@ -166,8 +209,8 @@ impl RaftLogStorage<TypeConfig> for SimLogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let d = self.disk(ErrorSubject::Logs, ErrorVerb::Read)?;
-        let last = d.log.values().next_back().map(|e| e.log_id);
-        Ok(LogState { last_purged_log_id: None, last_log_id: last })
+        let last = d.log.values().next_back().map(|e| e.log_id).or(d.purged);
+        Ok(LogState { last_purged_log_id: d.purged, last_log_id: last })
     }
 
     async fn get_log_reader(&mut self) -> SimLogStore {
@@ -230,12 +273,15 @@ impl RaftLogStorage<TypeConfig> for SimLogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        // Purging follows snapshots, and the sim never builds one.
-        Err(StorageError::from(StorageIOError::new(
-            ErrorSubject::Logs,
-            ErrorVerb::Delete,
-            AnyError::error(format!("the simulation does not purge logs (asked up to {log_id})")),
-        )))
+        // Like any other log write: live at once, durable at the next sync.
+        // openraft purges only what a durable snapshot covers.
+        let mut d = self.disk(ErrorSubject::Logs, ErrorVerb::Delete)?;
+        d.log = d.log.split_off(&(log_id.index + 1));
+        d.purged = Some(log_id);
+        d.pending.push(Op::Purge(log_id));
+        drop(d);
+        self.world.lock().unwrap().trace(format_args!("purge n{} ..={}", self.node, log_id.index));
+        Ok(())
     }
 }
 
@@ -255,28 +301,52 @@ impl SmState {
 /// The state machine of one incarnation.
 pub struct SimSm {
     pub node: u64,
+    pub epoch: u64,
     pub state: Arc<Mutex<SmState>>,
+    pub disk: Arc<Mutex<Disk>>,
     pub world: Arc<Mutex<World>>,
 }
 
-fn no_snapshots() -> StorageError {
-    StorageError::from(StorageIOError::new(
-        ErrorSubject::Snapshot(None),
-        ErrorVerb::Write,
-        AnyError::error("the simulation does not model snapshots"),
-    ))
+fn snapshot_err(verb: ErrorVerb, msg: String) -> StorageError {
+    StorageError::from(StorageIOError::new(ErrorSubject::Snapshot(None), verb, AnyError::error(msg)))
 }
 
-pub struct NoSnapshots;
+/// Builds a snapshot of one incarnation's state machine.
+pub struct SimSnapshotBuilder {
+    node: u64,
+    epoch: u64,
+    state: Arc<Mutex<SmState>>,
+    disk: Arc<Mutex<Disk>>,
+    world: Arc<Mutex<World>>,
+}
 
-impl RaftSnapshotBuilder<TypeConfig> for NoSnapshots {
+impl RaftSnapshotBuilder<TypeConfig> for SimSnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
-        Err(no_snapshots())
+        // A consistent copy: apply holds the same lock for a whole batch.
+        let (kv, last, membership) = {
+            let s = self.state.lock().unwrap();
+            (Arc::new(s.kv.clone()), s.core.meta.last_applied, s.core.meta.membership.clone())
+        };
+        let bytes = kv.0.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
+        let mut w = self.world.lock().unwrap();
+        w.stats.snapshot_builds += 1;
+        let id = format!("n{}-{}-{}", self.node, last.map_or(0, |l| l.index), w.stats.snapshot_builds);
+        let meta = SnapshotMeta { last_log_id: last, last_membership: membership, snapshot_id: id };
+        {
+            let mut d = self.disk.lock().unwrap();
+            if d.epoch != self.epoch {
+                return Err(snapshot_err(ErrorVerb::Write, "this incarnation has crashed".into()));
+            }
+            // Written and synced before openraft hears of it.
+            d.snapshot = Some(SimSnapshot { meta: meta.clone(), kv, bytes });
+        }
+        w.trace(format_args!("snapshot-built n{} {} bytes={bytes}", self.node, meta.snapshot_id));
+        Ok(Snapshot { meta, snapshot: placeholder_file() })
     }
 }
 
 impl RaftStateMachine<TypeConfig> for SimSm {
-    type SnapshotBuilder = NoSnapshots;
+    type SnapshotBuilder = SimSnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
         let s = self.state.lock().unwrap();
@@ -309,19 +379,47 @@ impl RaftStateMachine<TypeConfig> for SimSm {
         Ok(out)
     }
 
-    async fn get_snapshot_builder(&mut self) -> NoSnapshots {
-        NoSnapshots
+    async fn get_snapshot_builder(&mut self) -> SimSnapshotBuilder {
+        SimSnapshotBuilder {
+            node: self.node,
+            epoch: self.epoch,
+            state: self.state.clone(),
+            disk: self.disk.clone(),
+            world: self.world.clone(),
+        }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
-        Err(no_snapshots())
+        // Only the chunked InstallSnapshot RPC asks for this; the sim's
+        // network sends whole snapshots (`full_snapshot`).
+        Err(snapshot_err(ErrorVerb::Write, "the simulation sends whole snapshots, not chunks".into()))
     }
 
-    async fn install_snapshot(&mut self, _: &SnapshotMeta, _: Box<tokio::fs::File>) -> Result<(), StorageError> {
-        Err(no_snapshots())
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, _: Box<tokio::fs::File>) -> Result<(), StorageError> {
+        let mut w = self.world.lock().unwrap();
+        let Some(snap) = w.inflight_snapshots.remove(&(self.node, meta.snapshot_id.clone())) else {
+            return Err(snapshot_err(ErrorVerb::Read, format!("snapshot {} was never received", meta.snapshot_id)));
+        };
+        {
+            let mut d = self.disk.lock().unwrap();
+            if d.epoch != self.epoch {
+                return Err(snapshot_err(ErrorVerb::Write, "this incarnation has crashed".into()));
+            }
+            // Kept (durably) before the state switches, as the real store does.
+            d.snapshot = Some(snap.clone());
+        }
+        // The switch is atomic: one assignment under the state lock.
+        *self.state.lock().unwrap() = snap.restore();
+        w.stats.snapshot_installs += 1;
+        w.trace(format_args!("snapshot-installed n{} {} last={:?}", self.node, meta.snapshot_id, meta.last_log_id));
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        Ok(None)
+        let d = self.disk.lock().unwrap();
+        if d.epoch != self.epoch {
+            return Err(snapshot_err(ErrorVerb::Read, "this incarnation has crashed".into()));
+        }
+        Ok(d.snapshot.as_ref().map(|s| Snapshot { meta: s.meta.clone(), snapshot: placeholder_file() }))
     }
 }

@@ -1,14 +1,20 @@
 //! The workload: submitters that send `SubmitJob` with idempotency keys and
-//! retry until acknowledged, and workers that register, heartbeat the leader,
-//! run the attempts it grants and report them with their token. Everything a
-//! client sees goes into the history.
+//! retry until acknowledged (now and then at the largest allowed payload),
+//! and sometimes cancel a job they submitted; workers that register,
+//! heartbeat the leader, run the attempts it grants, report progress, and
+//! report each attempt with its token: mostly a completion, sometimes a
+//! retryable or a fatal failure. Submits and completes go into the history;
+//! cancels and failure reports are judged by the sim itself (see
+//! [`report`]) and show in the final state (cancelled tasks, dead tasks,
+//! failed jobs), which the checker accepts as finished.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use baton_chaos::history::CompleteOutcome;
-use baton_raft_store::{Backoff, Command, JobSpec, NodeId, Outcome, Response, SessionId, TaskKey, Token};
+use baton_raft_store::limits::MAX_JOB_PAYLOAD_BYTES;
+use baton_raft_store::{Backoff, Command, JobId, JobSpec, NodeId, Outcome, Response, SessionId, TaskKey, Token};
 
 use crate::net::{ClientReply, client_call, client_write};
 use crate::node::{HbReply, heartbeat};
@@ -18,6 +24,20 @@ use crate::world::{Attempt, Phase, Pushed, WorkerState, World};
 const WORKER_TICK_MS: u64 = 50;
 /// Worker heartbeat period, ms.
 pub const WORKER_HEARTBEAT_MS: u64 = 250;
+/// Slots per worker (inclusive range).
+pub const WORKER_CAPACITY: (u64, u64) = (3, 4);
+/// Chance that a job carries the largest allowed payload
+/// (`MAX_JOB_PAYLOAD_BYTES`, split over its shards), per mille. Small: such a
+/// job is copied into every replica's log, state and snapshots.
+pub const LARGE_JOB_PER_MILLE: u32 = 25;
+/// Chance that a submitter cancels a job it just submitted, per mille.
+pub const CANCEL_PER_MILLE: u32 = 150;
+/// Chance that an attempt ends in a retryable failure report, and in a
+/// fatal (non-retryable) one, per mille; the rest complete.
+pub const RETRYABLE_FAIL_PER_MILLE: u32 = 120;
+pub const FATAL_FAIL_PER_MILLE: u32 = 15;
+/// Chance that a worker reports progress halfway through an attempt, per mille.
+pub const PROGRESS_PER_MILLE: u32 = 400;
 
 fn retarget<T>(w: &mut World, current: NodeId, reply: &ClientReply<T>) -> NodeId {
     match reply {
@@ -37,9 +57,14 @@ pub async fn submitter(world: Arc<Mutex<World>>, client: usize, jobs: usize) {
     };
     let mut op = 0u64;
     for k in 0..jobs {
-        let (gap, shards, priority, ns) = {
+        let (gap, shards, priority, ns, large, cancel) = {
             let mut w = world.lock().unwrap();
-            (w.range(100, 2_000), w.range(1, 4) as usize, w.range(0, 2) as i32, w.range(0, 1))
+            let (gap, shards, priority, ns) =
+                (w.range(100, 2_000), w.range(1, 4) as usize, w.range(0, 2) as i32, w.range(0, 1));
+            let large = w.chance(LARGE_JOB_PER_MILLE);
+            let cancel = w.chance(CANCEL_PER_MILLE).then(|| w.range(0, 1_500));
+            w.stats.large_jobs += u64::from(large);
+            (gap, shards, priority, ns, large, cancel)
         };
         tokio::time::sleep(Duration::from_millis(gap)).await;
         let key = format!("{name}-k{k}");
@@ -50,9 +75,18 @@ pub async fn submitter(world: Arc<Mutex<World>>, client: usize, jobs: usize) {
         spec.backoff = Backoff { base_ms: 50, max_ms: 400 };
         spec.attempt_timeout_ms = 4_000;
         spec.idempotency_key = Some(key.clone());
+        let oversized = if client == 1 && k == 0 { world.lock().unwrap().cfg.oversized_job_bytes } else { None };
         for (i, p) in spec.payloads.iter_mut().enumerate() {
-            *p = serde_bytes::ByteBuf::from(format!("{key}/{i}").into_bytes());
+            let mut bytes = format!("{key}/{i}").into_bytes();
+            if let Some(total) = oversized {
+                bytes.resize(total / shards, b'!');
+            } else if large {
+                // The documented maximum, summed over the shards.
+                bytes.resize(MAX_JOB_PAYLOAD_BYTES / shards, b'.');
+            }
+            *p = serde_bytes::ByteBuf::from(bytes);
         }
+        let mut acked = None;
         loop {
             op += 1;
             {
@@ -67,6 +101,7 @@ pub async fn submitter(world: Arc<Mutex<World>>, client: usize, jobs: usize) {
                 let retry_ms = match &reply {
                     ClientReply::Ok(Response::Done(Outcome::Submitted { job, .. })) => {
                         w.history.submit_ok(t, &name, op, *job);
+                        acked = Some(*job);
                         None
                     }
                     ClientReply::Ok(other) => {
@@ -94,12 +129,52 @@ pub async fn submitter(world: Arc<Mutex<World>>, client: usize, jobs: usize) {
             let Some(retry_ms) = retry_ms else { break };
             tokio::time::sleep(Duration::from_millis(retry_ms)).await;
         }
+        if let (Some(job), Some(after_ms)) = (acked, cancel) {
+            tokio::time::sleep(Duration::from_millis(after_ms)).await;
+            target = cancel_job(&world, &name, target, job).await;
+        }
     }
     world.lock().unwrap().clients_done += 1;
 }
 
+/// Cancel `job` until the answer is definite: committed, or refused (it
+/// finished first, or an earlier try whose answer was lost cancelled it).
+/// Returns the node to talk to next.
+async fn cancel_job(world: &Arc<Mutex<World>>, name: &str, mut target: NodeId, job: JobId) -> NodeId {
+    loop {
+        let cmd = Command::CancelJob { job, reason: format!("{name} changed its mind") };
+        let reply = client_write(world, target, cmd).await;
+        let retry_ms = {
+            let mut w = world.lock().unwrap();
+            let retry_ms = match &reply {
+                ClientReply::Ok(Response::Done(Outcome::Cancelled { tasks_cancelled, .. })) => {
+                    let t = w.now_ms();
+                    w.cancelled_jobs.insert(job, t);
+                    w.stats.cancels += 1;
+                    w.trace(format_args!("cancel-committed {name} job {job} tasks={tasks_cancelled}"));
+                    None
+                }
+                ClientReply::Ok(other) => {
+                    w.trace(format_args!("cancel-refused {name} job {job} {other:?}"));
+                    None
+                }
+                ClientReply::NotLeader(_) => Some(20),
+                ClientReply::Refused(_) => Some(100),
+                ClientReply::Unknown(_) => Some(w.range(50, 400)),
+            };
+            target = retarget(&mut w, target, &reply);
+            retry_ms.filter(|_| w.phase != Phase::Stopped)
+        };
+        let Some(retry_ms) = retry_ms else { return target };
+        tokio::time::sleep(Duration::from_millis(retry_ms)).await;
+    }
+}
+
 pub fn new_worker(w: &mut World, i: usize) -> WorkerState {
-    let capacity = w.range(1, 2) as u32;
+    // Near the chaos harness's 4 slots per worker: the reassignment bound
+    // promises a regrant when some live worker has room, so the sim keeps
+    // room for a paused worker's tasks except after long leaderless spells.
+    let capacity = w.range(WORKER_CAPACITY.0, WORKER_CAPACITY.1) as u32;
     let target = w.range(1, w.cfg.nodes as u64);
     WorkerState {
         name: format!("w{i}"),
@@ -120,7 +195,18 @@ pub fn new_worker(w: &mut World, i: usize) -> WorkerState {
 enum Act {
     Register,
     Heartbeat(SessionId),
-    Report(TaskKey, Token),
+    Report(TaskKey, Token, Ending),
+    Progress(TaskKey, Token),
+}
+
+/// How an attempt ends, drawn when it is granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    Complete,
+    /// `FailTask`; retryable (the job allows 50 attempts) or fatal (the task goes dead).
+    Fail {
+        retryable: bool,
+    },
 }
 
 /// One worker process.
@@ -143,7 +229,10 @@ pub async fn worker(world: Arc<Mutex<World>>, i: usize) {
             for (task, a) in ws.attempts.iter_mut() {
                 if !a.reporting && a.finish_at <= now {
                     a.reporting = true;
-                    acts.push(Act::Report(*task, a.token));
+                    acts.push(Act::Report(*task, a.token, a.ending));
+                } else if !a.reporting && a.progress_at.is_some_and(|p| p <= now) {
+                    a.progress_at = None;
+                    acts.push(Act::Progress(*task, a.token));
                 }
             }
             match ws.session {
@@ -163,7 +252,8 @@ pub async fn worker(world: Arc<Mutex<World>>, i: usize) {
             match a {
                 Act::Register => tokio::spawn(register(world.clone(), i)),
                 Act::Heartbeat(s) => tokio::spawn(send_heartbeat(world.clone(), i, s)),
-                Act::Report(task, token) => tokio::spawn(report(world.clone(), i, task, token)),
+                Act::Report(task, token, ending) => tokio::spawn(report(world.clone(), i, task, token, ending)),
+                Act::Progress(task, token) => tokio::spawn(progress(world.clone(), i, task, token)),
             };
         }
     }
@@ -250,9 +340,16 @@ async fn send_heartbeat(world: Arc<Mutex<World>>, i: usize, session: SessionId) 
             let name = w.workers[i].name.clone();
             w.history.assign(now, &name, baton_chaos::history::TaskKey::new(task.job, task.shard), *token);
             let run_ms = w.range(exec.0, exec.1);
-            w.workers[i]
-                .attempts
-                .insert(*task, Attempt { token: *token, session, finish_at: now + run_ms, reporting: false });
+            let progress_at = w.chance(PROGRESS_PER_MILLE).then_some(now + run_ms / 2);
+            let ending = if w.chance(FATAL_FAIL_PER_MILLE) {
+                Ending::Fail { retryable: false }
+            } else if w.chance(RETRYABLE_FAIL_PER_MILLE) {
+                Ending::Fail { retryable: true }
+            } else {
+                Ending::Complete
+            };
+            let a = Attempt { token: *token, session, finish_at: now + run_ms, progress_at, ending, reporting: false };
+            w.workers[i].attempts.insert(*task, a);
         }
     }
     let ws = &mut w.workers[i];
@@ -271,51 +368,162 @@ async fn send_heartbeat(world: Arc<Mutex<World>>, i: usize, session: SessionId) 
     w.workers[i].target = next;
 }
 
-async fn report(world: Arc<Mutex<World>>, i: usize, task: TaskKey, token: Token) {
-    let (target, name, op, result, ended) = {
+/// A progress report: fire and forget (a lost one is harmless).
+async fn progress(world: Arc<Mutex<World>>, i: usize, task: TaskKey, token: Token) {
+    let target = {
+        let mut w = world.lock().unwrap();
+        w.stats.progress_reports += 1;
+        w.workers[i].target
+    };
+    let cmd = Command::ReportProgress { task, token, progress_bp: 5_000, message: "halfway".into() };
+    let reply = client_write(&world, target, cmd).await;
+    let mut w = world.lock().unwrap();
+    let name = w.workers[i].name.clone();
+    let answer = match &reply {
+        ClientReply::Ok(Response::Done(Outcome::Progressed { .. })) => "ok".to_string(),
+        ClientReply::Ok(Response::Rejected(e)) if e.is_fenced() => "fenced".to_string(),
+        other => format!("{other:?}"),
+    };
+    w.trace(format_args!("progress {name} {task} t{token} {answer}"));
+}
+
+/// How the cluster answered a report, as far as the worker can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// The report changed the task.
+    Accepted,
+    /// It repeated one already applied; nothing changed.
+    Duplicate,
+    Fenced,
+    /// Refused for another reason; not applied.
+    Refused,
+    /// Not applied, try again (not the leader, connection refused).
+    Retry,
+    /// Maybe applied; try again.
+    Unknown,
+}
+
+/// What was known to be committed when a report was sent.
+struct Sent<'a> {
+    worker: &'a str,
+    /// `report`, `retryable failure report`, ...
+    what: &'a str,
+    task: TaskKey,
+    token: Token,
+    op: u64,
+    /// The attempt's session, if its end was already applied somewhere, and where.
+    ended: Option<(SessionId, NodeId)>,
+    /// Why the job was known cancelled, if it was.
+    cancelled: Option<&'a str>,
+}
+
+impl Sent<'_> {
+    /// The sim's fencing verdict: a report sent after its attempt's end was
+    /// committed (session expired, job cancelled) must not change the task.
+    /// Duplicate, fenced and refused answers change nothing.
+    fn breaches(&self, answer: Answer) -> Vec<String> {
+        if answer != Answer::Accepted {
+            return Vec::new();
+        }
+        let Sent { worker, what, task, token, op, .. } = self;
+        let mut out = Vec::new();
+        if let Some((session, node)) = self.ended {
+            out.push(format!(
+                "{worker}'s {what} of task {task} token {token} (op {op}) was accepted although its session {session} \
+                 had already ended (applied on node {node}) when the report was sent; it must be fenced"
+            ));
+        }
+        if let Some(why) = self.cancelled {
+            out.push(format!(
+                "{worker}'s {what} of task {task} token {token} (op {op}) was accepted although job {} was already \
+                 cancelled when the report was sent ({why}); it must be fenced",
+                task.job
+            ));
+        }
+        out
+    }
+}
+
+/// Report an attempt's end (`ending`) with its token, retrying until the
+/// answer is definite. Completes go into the history (the checker judges
+/// them); failure reports do not: the checker has no invariant over them
+/// that the final state does not already show (a dead task, a failed job),
+/// and whether a stale one was fenced is judged here. The sim judges both
+/// kinds: a report sent after its attempt's end was committed (the session
+/// expired, or the job was cancelled) must not change the task.
+async fn report(world: Arc<Mutex<World>>, i: usize, task: TaskKey, token: Token, ending: Ending) {
+    let (target, name, op, result, ended, cancelled) = {
         let mut w = world.lock().unwrap();
         let t = w.now_ms();
         // If the attempt's session has already ended on some replica, that end is
         // committed before this report can be, so the report must not commit.
         let session = w.workers[i].attempts.get(&task).map(|a| a.session);
         let ended = session.and_then(|s| Some((s, w.session_ended_on(s)?)));
+        // Likewise a cancel of the job: known committed once its reply came
+        // back, or once some replica applied it.
+        let cancelled = match w.cancelled_jobs.get(&task.job) {
+            Some(at) => Some(format!("its cancel was acknowledged at t={at}")),
+            None => w.task_cancelled_on(task).map(|n| format!("node {n} had applied its cancel")),
+        };
         let ws = &mut w.workers[i];
         ws.next_op += 1;
         let (name, op, target) = (ws.name.clone(), ws.next_op, ws.target);
         let result = format!("{name}:{}/{}@{token}", task.job, task.shard);
-        let hk = baton_chaos::history::TaskKey::new(task.job, task.shard);
-        w.history.complete_invoke(t, &name, op, hk, token, &result);
-        (target, name, op, result, ended)
+        match ending {
+            Ending::Complete => {
+                let hk = baton_chaos::history::TaskKey::new(task.job, task.shard);
+                w.history.complete_invoke(t, &name, op, hk, token, &result);
+            }
+            Ending::Fail { retryable } => {
+                w.stats.fail_reports += 1;
+                w.stats.fatal_fail_reports += u64::from(!retryable);
+            }
+        }
+        (target, name, op, result, ended, cancelled)
     };
-    let cmd = Command::CompleteTask { task, token, result: serde_bytes::ByteBuf::from(result.into_bytes()) };
+    let cmd = match ending {
+        Ending::Complete => {
+            Command::CompleteTask { task, token, result: serde_bytes::ByteBuf::from(result.clone().into_bytes()) }
+        }
+        Ending::Fail { retryable } => Command::FailTask { task, token, error: format!("{result} failed"), retryable },
+    };
     let reply = client_write(&world, target, cmd).await;
     let mut w = world.lock().unwrap();
     let t = w.now_ms();
-    let (outcome, detail, done) = match &reply {
-        ClientReply::Ok(Response::Done(Outcome::Completed { duplicate: false, .. })) => {
-            (CompleteOutcome::Ok, String::new(), true)
+    let (answer, detail) = match &reply {
+        ClientReply::Ok(Response::Done(Outcome::Completed { duplicate, .. } | Outcome::Failed { duplicate, .. })) => {
+            (if *duplicate { Answer::Duplicate } else { Answer::Accepted }, String::new())
         }
-        ClientReply::Ok(Response::Done(Outcome::Completed { duplicate: true, .. })) => {
-            (CompleteOutcome::Duplicate, String::new(), true)
-        }
-        ClientReply::Ok(Response::Rejected(e)) if e.is_fenced() => (CompleteOutcome::Fenced, e.to_string(), true),
-        ClientReply::Ok(other) => (CompleteOutcome::Fail, format!("{other:?}"), true),
-        ClientReply::NotLeader(_) => (CompleteOutcome::Fail, "not the leader".into(), false),
-        ClientReply::Refused(e) => (CompleteOutcome::Fail, e.clone(), false),
-        ClientReply::Unknown(e) => (CompleteOutcome::Info, e.clone(), false),
+        ClientReply::Ok(Response::Rejected(e)) if e.is_fenced() => (Answer::Fenced, e.to_string()),
+        ClientReply::Ok(other) => (Answer::Refused, format!("{other:?}")),
+        ClientReply::NotLeader(_) => (Answer::Retry, "not the leader".into()),
+        ClientReply::Refused(e) => (Answer::Retry, e.clone()),
+        ClientReply::Unknown(e) => (Answer::Unknown, e.clone()),
     };
-    w.history.complete_reply(t, &name, op, outcome, &detail);
-    if let Some((session, node)) = ended
-        && outcome == CompleteOutcome::Ok
-    {
-        w.violations.push(format!(
-            "{name}'s report of task {task} token {token} (op {op}) was accepted although its session {session} had \
-             already ended (applied on node {node}) when the report was sent; it must be fenced"
-        ));
-    }
+    let done = !matches!(answer, Answer::Retry | Answer::Unknown);
+    let what = match ending {
+        Ending::Complete => {
+            let outcome = match answer {
+                Answer::Accepted => CompleteOutcome::Ok,
+                Answer::Duplicate => CompleteOutcome::Duplicate,
+                Answer::Fenced => CompleteOutcome::Fenced,
+                Answer::Refused | Answer::Retry => CompleteOutcome::Fail,
+                Answer::Unknown => CompleteOutcome::Info,
+            };
+            w.history.complete_reply(t, &name, op, outcome, &detail);
+            "report"
+        }
+        Ending::Fail { retryable: true } => "retryable failure report",
+        Ending::Fail { retryable: false } => "fatal failure report",
+    };
+    let ended_s = ended.map(|(s, _)| s);
+    w.trace(format_args!("reported {name} {task} t{token} {ending:?} {answer:?} ended={ended_s:?}"));
+    let sent = Sent { worker: &name, what, task, token, op, ended, cancelled: cancelled.as_deref() };
+    let breaches = sent.breaches(answer);
+    w.violations.extend(breaches);
     if done && w.workers[i].zombie.remove(&(task, token)) {
         w.stats.zombie_reports += 1;
-        w.stats.zombie_fenced += u64::from(outcome == CompleteOutcome::Fenced);
+        w.stats.zombie_fenced += u64::from(answer == Answer::Fenced);
     }
     let next = retarget(&mut w, target, &reply);
     let ws = &mut w.workers[i];
@@ -328,5 +536,35 @@ async fn report(world: Arc<Mutex<World>>, i: usize, task: TaskKey, token: Token)
         } else {
             a.reporting = false;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sent(ended: Option<(SessionId, NodeId)>, cancelled: Option<&str>) -> Sent<'_> {
+        Sent { worker: "w1", what: "report", task: TaskKey::new(3, 1), token: 17, op: 4, ended, cancelled }
+    }
+
+    #[test]
+    fn a_report_accepted_after_its_end_was_committed_is_a_breach() {
+        let expired = sent(Some((2, 1)), None);
+        let b = expired.breaches(Answer::Accepted);
+        assert_eq!(b.len(), 1, "{b:?}");
+        assert!(b[0].contains("session 2 had already ended"), "{}", b[0]);
+        let cancelled = sent(None, Some("its cancel was acknowledged at t=900"));
+        let b = cancelled.breaches(Answer::Accepted);
+        assert_eq!(b.len(), 1, "{b:?}");
+        assert!(b[0].contains("job 3 was already cancelled"), "{}", b[0]);
+        assert_eq!(sent(Some((2, 1)), Some("node 1 had applied its cancel")).breaches(Answer::Accepted).len(), 2);
+    }
+
+    #[test]
+    fn answers_that_change_nothing_are_never_breaches() {
+        for answer in [Answer::Duplicate, Answer::Fenced, Answer::Refused, Answer::Retry, Answer::Unknown] {
+            assert!(sent(Some((2, 1)), Some("x")).breaches(answer).is_empty(), "{answer:?}");
+        }
+        assert!(sent(None, None).breaches(Answer::Accepted).is_empty());
     }
 }

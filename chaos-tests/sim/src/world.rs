@@ -16,10 +16,10 @@ use rand::{Rng, SeedableRng};
 use baton_chaos::History;
 use baton_coordinator::clock::{LogClock, Now};
 use baton_coordinator::leader::core::LeaderCore;
-use baton_raft_store::{NodeId, Raft, SessionId, TaskKey, Token};
+use baton_raft_store::{JobId, NodeId, Raft, SessionId, TaskKey, TaskState, Token};
 
 use crate::SimConfig;
-use crate::store::{Disk, SmState};
+use crate::store::{Disk, SimSnapshot, SmState};
 
 /// Wall clocks start here (2023-11-14), so skewed clocks stay positive.
 pub const WALL_BASE_MS: u64 = 1_700_000_000_000;
@@ -50,6 +50,20 @@ pub struct Stats {
     pub cancels_applied: u64,
     /// Wall-clock steps of a node.
     pub clock_jumps: u64,
+    /// Cancels of a job that a submitter saw committed.
+    pub cancels: u64,
+    /// Failure reports sent (retryable and not), and of those the
+    /// non-retryable ones; progress reports sent.
+    pub fail_reports: u64,
+    pub fatal_fail_reports: u64,
+    pub progress_reports: u64,
+    /// Jobs submitted at the largest allowed payload.
+    pub large_jobs: u64,
+    /// Snapshots built by a node, and installed from a leader.
+    pub snapshot_builds: u64,
+    pub snapshot_installs: u64,
+    /// Node starts that began from a durable snapshot.
+    pub snapshot_restores: u64,
 }
 
 /// Fault settings of the simulated network.
@@ -124,6 +138,10 @@ pub struct Attempt {
     /// The session the attempt was granted to.
     pub session: SessionId,
     pub finish_at: u64,
+    /// When it reports progress, if it does.
+    pub progress_at: Option<u64>,
+    /// How it ends: a completion or a failure report.
+    pub ending: crate::workload::Ending,
     pub reporting: bool,
 }
 
@@ -177,6 +195,11 @@ pub struct World {
     pub clients_done: usize,
     /// Breaches the sim itself saw, beyond what the history shows the checker.
     pub violations: Vec<String>,
+    /// Snapshots on the wire: (receiving node, snapshot id) to what the
+    /// sender's disk held, taken by the receiver's state machine on install.
+    pub inflight_snapshots: BTreeMap<(NodeId, String), SimSnapshot>,
+    /// Jobs whose cancel a submitter saw committed, with the time of the reply.
+    pub cancelled_jobs: BTreeMap<JobId, u64>,
 }
 
 impl World {
@@ -214,6 +237,8 @@ impl World {
             phase: Phase::Workload,
             clients_done: 0,
             violations: Vec::new(),
+            inflight_snapshots: BTreeMap::new(),
+            cancelled_jobs: BTreeMap::new(),
         }))
     }
 
@@ -317,6 +342,15 @@ impl World {
             let sm = s.run.as_ref()?.sm.lock().unwrap();
             let ended = session < sm.core.meta.next_session && !sm.core.idx.sessions.contains_key(&session);
             ended.then_some(*id)
+        })
+    }
+
+    /// A running node whose applied state shows `task` cancelled (so the cancel is committed).
+    pub fn task_cancelled_on(&self, task: TaskKey) -> Option<NodeId> {
+        self.nodes.iter().find_map(|(id, s)| {
+            let sm = s.run.as_ref()?.sm.lock().unwrap();
+            let rec = sm.core.task(&sm.kv, task).ok().flatten()?;
+            matches!(rec.state, TaskState::Cancelled).then_some(*id)
         })
     }
 

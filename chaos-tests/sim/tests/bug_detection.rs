@@ -4,7 +4,10 @@
 //!   acknowledged job;
 //! - a leader that compares log times (ready times, deadlines) with its own
 //!   wall clock stalls for as long as its clock trails the log, and the
-//!   checker must see work that never finishes after the heal.
+//!   checker must see work that never finishes after the heal;
+//! - an entry past the size limit cannot reach a follower within openraft's
+//!   per-AppendEntries timeout at the simulated bandwidth, so it never
+//!   commits and every write behind it stalls.
 
 mod common;
 
@@ -43,4 +46,31 @@ fn a_leader_that_plans_with_its_wall_clock_stalls_under_skew() {
         println!("seed {} caught: {:?}; replay: {}", o.seed, o.failed_invariants(), o.replay_command());
     }
     assert!(!caught.is_empty(), "no seed of 0..40 detected a leader planning with its skewed wall clock");
+}
+
+#[test]
+fn an_entry_past_the_size_limit_stalls_the_cluster() {
+    use baton_raft_store::limits::MAX_JOB_PAYLOAD_BYTES;
+    // Fault-free runs of one seed that differ only in the first job's size:
+    // at the limit it replicates in about 8 ms; at six times the limit it
+    // needs about 50 ms on the wire alone, the whole heartbeat-interval
+    // timeout, and is resent forever.
+    let calm = SimConfig { steps: 0, ..SimConfig::default() };
+    let at_limit = SimConfig { oversized_job_bytes: Some(MAX_JOB_PAYLOAD_BYTES), ..calm.clone() };
+    let over = SimConfig { oversized_job_bytes: Some(6 * MAX_JOB_PAYLOAD_BYTES), ..calm };
+    let outcomes = common::run_all(vec![(at_limit, 1), (over, 1)]);
+    let (ok, stalled) = (&outcomes[0], &outcomes[1]);
+    assert!(
+        ok.passed(),
+        "a job at the limit failed {:?} {:?}; replay: {}",
+        ok.failed_invariants(),
+        ok.sim_violations,
+        ok.replay_command()
+    );
+    println!("over the limit: {:?}; replay: {}", stalled.failed_invariants(), stalled.replay_command());
+    assert!(
+        stalled.failed_invariants().contains(&Invariant::LivenessAfterHeal),
+        "an entry six times the limit did not stall the cluster; replay: {}",
+        stalled.replay_command()
+    );
 }

@@ -64,12 +64,37 @@ fn the_sim_exercises_faults() {
     let zombie_reports = sum(&|o| o.stats.zombie_reports);
     let zombie_fenced = sum(&|o| o.stats.zombie_fenced);
     let clock_jumps = sum(&|o| o.stats.clock_jumps);
+    let cancels = sum(&|o| o.stats.cancels);
+    let cancels_applied = sum(&|o| o.stats.cancels_applied);
+    let fail_reports = sum(&|o| o.stats.fail_reports);
+    let fatal_fail_reports = sum(&|o| o.stats.fatal_fail_reports);
+    let progress_reports = sum(&|o| o.stats.progress_reports);
+    let large_jobs = sum(&|o| o.stats.large_jobs);
+    let snapshot_builds = sum(&|o| o.stats.snapshot_builds);
+    let snapshot_installs = sum(&|o| o.stats.snapshot_installs);
+    let snapshot_restores = sum(&|o| o.stats.snapshot_restores);
+    let failed_jobs = sum(&|o| o.summary.failed_jobs);
+    let cancelled_jobs = sum(&|o| o.summary.cancelled_jobs);
     println!(
         "{runs} runs: elections={elections} crashes={crashes} partitions={partitions} pauses={pauses} \
          dropped={dropped} lost_unsynced={lost_unsynced} fenced={fenced} duplicates={duplicates} infos={infos} \
-         zombie_fenced={zombie_fenced}/{zombie_reports} clock_jumps={clock_jumps}"
+         zombie_fenced={zombie_fenced}/{zombie_reports} clock_jumps={clock_jumps} cancels={cancels} \
+         cancels_applied={cancels_applied} cancelled_jobs={cancelled_jobs} fail_reports={fail_reports} \
+         fatal={fatal_fail_reports} failed_jobs={failed_jobs} progress={progress_reports} large_jobs={large_jobs} \
+         snapshot_builds={snapshot_builds} snapshot_installs={snapshot_installs} snapshot_restores={snapshot_restores}"
     );
     assert!(clock_jumps > 0, "no node's wall clock ever stepped");
+    assert!(cancels > 0 && cancelled_jobs > 0, "no job was ever cancelled ({cancels} cancels committed)");
+    assert!(
+        fail_reports > fatal_fail_reports && fatal_fail_reports > 0,
+        "failure reports {fail_reports}, fatal {fatal_fail_reports}"
+    );
+    assert!(failed_jobs > 0, "no job ever ended failed");
+    assert!(progress_reports > 0, "no progress was ever reported");
+    assert!(large_jobs > 0, "no job ever carried the largest payload");
+    assert!(snapshot_builds > 0, "no node ever built a snapshot");
+    assert!(snapshot_installs > 0, "no follower ever caught up by InstallSnapshot");
+    assert!(snapshot_restores > 0, "no crashed node ever restarted from its snapshot");
     // More leaderships than runs: failovers happened, not just the first election.
     assert!(elections > runs, "elections {elections} over {runs} runs");
     assert!(crashes > 0 && partitions > 0 && pauses > 0 && dropped > 0);
