@@ -21,6 +21,7 @@
 //! followers get InstallSnapshot, and a restarted node starts from its last
 //! snapshot and re-applies its durable log after it.
 
+pub mod disk;
 pub mod nemesis;
 pub mod net;
 pub mod node;

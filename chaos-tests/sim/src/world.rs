@@ -19,7 +19,7 @@ use baton_coordinator::leader::core::LeaderCore;
 use baton_raft_store::{JobId, NodeId, Raft, SessionId, TaskKey, TaskState, Token};
 
 use crate::SimConfig;
-use crate::store::{Disk, SimSnapshot, SmState};
+use crate::disk::{Disk, SimSnapshot, SmState};
 
 /// Wall clocks start here (2023-11-14), so skewed clocks stay positive.
 pub const WALL_BASE_MS: u64 = 1_700_000_000_000;
