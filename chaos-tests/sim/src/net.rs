@@ -26,7 +26,7 @@ use openraft::raft::{
 use baton_coordinator::network::APPEND_BYTES_BUDGET;
 use baton_raft_store::{Command, NodeId, NodeInfo, Proposal, Raft, Response, Snapshot, TypeConfig, Vote};
 
-use crate::store::placeholder_file;
+use crate::disk::placeholder_file;
 use crate::world::World;
 
 /// The simulated links' bandwidth, bytes per ms: 1 GbE (125 MB/s). A Raft

@@ -18,7 +18,7 @@ use baton_raft_store::{Backoff, Command, JobId, JobSpec, NodeId, Outcome, Respon
 
 use crate::net::{ClientReply, client_call, client_write};
 use crate::node::{HbReply, heartbeat};
-use crate::world::{Attempt, Phase, Pushed, WorkerState, World};
+use crate::world::{Attempt, Ending, Phase, Pushed, WorkerState, World};
 
 /// Worker loop period, ms.
 const WORKER_TICK_MS: u64 = 50;
@@ -197,16 +197,6 @@ enum Act {
     Heartbeat(SessionId),
     Report(TaskKey, Token, Ending),
     Progress(TaskKey, Token),
-}
-
-/// How an attempt ends, drawn when it is granted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ending {
-    Complete,
-    /// `FailTask`; retryable (the job allows 50 attempts) or fatal (the task goes dead).
-    Fail {
-        retryable: bool,
-    },
 }
 
 /// One worker process.

@@ -141,8 +141,18 @@ pub struct Attempt {
     /// When it reports progress, if it does.
     pub progress_at: Option<u64>,
     /// How it ends: a completion or a failure report.
-    pub ending: crate::workload::Ending,
+    pub ending: Ending,
     pub reporting: bool,
+}
+
+/// How an attempt ends, drawn when it is granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    Complete,
+    /// `FailTask`; retryable (the job allows 50 attempts) or fatal (the task goes dead).
+    Fail {
+        retryable: bool,
+    },
 }
 
 /// A simulated worker process.

@@ -4,9 +4,10 @@
 use anyhow::Result;
 use baton_client::{Client, proto};
 
-use super::workload::NAMESPACE;
 use crate::history::{FinalJob, FinalShard, JobStatus, TaskStatus};
 
+/// Namespace every chaos job is submitted under, and the final read lists.
+pub const NAMESPACE: &str = "chaos";
 /// Page size for the final listing.
 const LIST_PAGE: u32 = 1000;
 

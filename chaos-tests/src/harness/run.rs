@@ -29,8 +29,8 @@ use super::workload::{Acked, reader, submitter, watch_leader};
 use crate::history::{FinalState, NemesisOutcome, NemesisPhase, Replica, RunConfig, Targets};
 use crate::{Config, check};
 
+pub use super::final_read::NAMESPACE;
 pub use super::summary::{RunSummary, max_reassign_ms};
-pub use super::workload::NAMESPACE;
 
 /// What one run does.
 #[derive(Debug, Clone, Serialize)]

@@ -9,12 +9,10 @@ use baton_client::{Client, ClientConfig, proto};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::final_read::job_status;
+use super::final_read::{NAMESPACE, job_status};
 use super::record::Recorder;
 use crate::history::{Body, LeaderSeen, OpFailure, ReadInvoke, ReadOk, ReadReply, SubmitInvoke, SubmitOk};
 
-/// Namespace every chaos job is submitted under.
-pub const NAMESPACE: &str = "chaos";
 /// Most submits a submitter retries one idempotency key after `info`.
 const SUBMIT_RETRIES: u32 = 10;
 /// How often the watcher polls every node for its role and term.
