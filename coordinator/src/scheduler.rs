@@ -92,7 +92,7 @@ fn contract_breach(view: &View<'_>, assigns: &[Assign], now_ms: u64) -> Option<S
             return Some(format!("{} given to session {}, not eligible and live", a.task, a.session));
         };
         let ready = view.idx.pending.get(&a.task.job).and_then(|m| m.get(&a.task.shard)).map(|p| p.ready_at_ms);
-        if !ready.is_some_and(|r| r <= now_ms) {
+        if ready.is_none_or(|r| r > now_ms) {
             return Some(format!("{} is not a ready pending task (ready at {ready:?}, now {now_ms})", a.task));
         }
         if !view.idx.jobs.get(&a.task.job).is_some_and(|j| session.satisfies(&j.constraints)) {
