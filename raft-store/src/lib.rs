@@ -15,8 +15,12 @@
 
 pub mod codec;
 pub mod command;
+pub mod core;
 pub mod error;
+pub mod ids;
+pub mod indexes;
 pub mod keys;
+pub mod kv;
 pub mod limits;
 pub mod log_store;
 pub mod rocks;
@@ -31,7 +35,9 @@ pub use command::{
 };
 pub use error::StoreError;
 pub use log_store::{LogReader, LogStore};
-pub use state::{Core, Indexes, Kv, MemKv, Meta, PendingTask, state_hash};
+pub use crate::core::{Core, Meta};
+pub use indexes::{Indexes, Interner, NameId, PendingTask};
+pub use kv::{Kv, MemKv, state_hash};
 pub use state_machine::{SnapshotBuilder, StateMachine, StoreReader, open_store};
 pub use task::{Counts, EndReason, JobRecord, JobStatus, SessionRecord, TaskRecord, TaskState};
 pub use types::*;
