@@ -258,10 +258,10 @@ impl StoreReader {
     }
 
     /// Task records of one job in shard order, from `from_shard`: at most
-    /// `limit` records, and the page ends once their encoded size (results,
-    /// mostly) reaches `max_bytes`. Never empty while a record is left, so a
-    /// single record above `max_bytes` is still returned. Runs on a pinned
-    /// snapshot, not under the lock.
+    /// `limit` records of at most `max_bytes` encoded bytes in all (results,
+    /// mostly). Never empty while a record is left: a first record above
+    /// `max_bytes` is returned alone. Runs on a pinned snapshot, not under
+    /// the lock.
     pub fn tasks_of(
         &self,
         job: JobId,
@@ -274,10 +274,13 @@ impl StoreReader {
         let mut bytes = 0usize;
         let start = keys::task(TaskKey::new(job, from_shard));
         pinned.kv().scan_from(&keys::tasks_of(job), &start, &mut |k, v| {
+            if !out.is_empty() && bytes + v.len() > max_bytes {
+                return Ok(false);
+            }
             let key = parse_task(k).ok_or_else(|| StoreError::Invariant(format!("bad key {}", keys::describe(k))))?;
             out.push((key.shard, decode_at(k, v)?));
             bytes += v.len();
-            Ok(out.len() < limit && bytes < max_bytes)
+            Ok(out.len() < limit)
         })?;
         Ok(out)
     }

@@ -4,7 +4,7 @@
 
 use baton_client::proto;
 use baton_raft_store::limits::*;
-use baton_raft_store::{Backoff, Command, JobRecord, JobSpec, JobStatus, TaskRecord, TaskState};
+use baton_raft_store::{Backoff, JobRecord, JobSpec, JobStatus, TaskRecord, TaskState};
 use serde_bytes::ByteBuf;
 
 use crate::error::ApiError;

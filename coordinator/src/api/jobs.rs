@@ -23,10 +23,12 @@ pub const LIST_SCAN_MAX: usize = 100_000;
 /// Default and largest page of GetResults.
 pub const RESULTS_PAGE_DEFAULT: usize = 1000;
 pub const RESULTS_PAGE_MAX: usize = 10_000;
-/// Bytes of shard records (results, mostly) after which a GetResults page
-/// ends (4 MiB), whatever its `limit`: 10,000 results of up to 1 MiB would
-/// otherwise be gathered and encoded in one response. A page always holds at
-/// least one shard, and clients continue from `next_shard`.
+/// Most bytes of shard records (results, mostly) in one GetResults page
+/// (4 MiB), whatever its `limit`: 10,000 results of up to 1 MiB would
+/// otherwise be gathered and encoded in one response. The proto encoding is
+/// smaller than the stored records, so a page also decodes under gRPC's
+/// default 4 MiB message limit. A page always holds at least one shard, and
+/// clients continue from `next_shard`.
 pub const RESULTS_PAGE_MAX_BYTES: usize = 4 * 1024 * 1024;
 /// Events buffered per watch stream before the watcher is considered stuck.
 pub const WATCH_QUEUE: usize = 64;
