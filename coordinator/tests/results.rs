@@ -51,7 +51,11 @@ async fn results_larger_than_a_page_are_read_whole_through_the_sdk() {
     assert_eq!(results.iter().map(|r| r.shard).collect::<Vec<_>>(), (0..SHARDS).collect::<Vec<_>>());
     for r in &results {
         assert_eq!(r.status, proto::TaskStatus::Succeeded as i32);
-        assert!(r.result.len() == MAX_RESULT_BYTES && r.result.iter().all(|b| *b == r.shard as u8), "shard {}", r.shard);
+        assert!(
+            r.result.len() == MAX_RESULT_BYTES && r.result.iter().all(|b| *b == r.shard as u8),
+            "shard {}",
+            r.shard
+        );
     }
     stop_tx.send(()).unwrap();
     w.await.unwrap().unwrap();

@@ -7,8 +7,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::codec;
-use crate::limits::*;
 use crate::ids::{JobId, SessionId, TaskKey, Token};
+use crate::limits::*;
 
 /// The payload of every normal log entry: a command stamped by the leader.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

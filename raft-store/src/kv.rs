@@ -85,11 +85,7 @@ pub fn load<T: DeserializeOwned>(kv: &dyn Kv, key: &[u8]) -> Result<Option<T>, S
 }
 
 pub(crate) fn decode_at<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
-    codec::decode(bytes).map_err(|source| StoreError::Corrupt {
-        cf: keys::CF_SM,
-        key: keys::describe(key),
-        source,
-    })
+    codec::decode(bytes).map_err(|source| StoreError::Corrupt { cf: keys::CF_SM, key: keys::describe(key), source })
 }
 
 /// blake3 over every (key, value) pair of a [`Kv`], in key order. Two replicas

@@ -30,14 +30,14 @@ pub mod state_machine;
 pub mod task;
 pub mod types;
 
+pub use crate::core::{Core, Meta};
 pub use command::{
     Assign, Backoff, Command, CommandError, Grant, JobSpec, Outcome, Proposal, Released, Response, Revoked,
 };
 pub use error::StoreError;
-pub use log_store::{LogReader, LogStore};
-pub use crate::core::{Core, Meta};
 pub use indexes::{Indexes, Interner, NameId, PendingTask};
 pub use kv::{Kv, MemKv, state_hash};
+pub use log_store::{LogReader, LogStore};
 pub use state_machine::{SnapshotBuilder, StateMachine, StoreReader, open_store};
 pub use task::{Counts, EndReason, JobRecord, JobStatus, SessionRecord, TaskRecord, TaskState};
 pub use types::*;

@@ -19,14 +19,14 @@ use openraft::{ErrorSubject, ErrorVerb, RaftSnapshotBuilder};
 use rocksdb::{DB, ReadOptions, WriteBatch, WriteOptions};
 
 use crate::command::Response;
+use crate::core::{Core, Meta};
 use crate::error::{StoreError, raft_err};
 use crate::keys::parse_task;
 use crate::keys::{self, Table};
+use crate::kv::{Kv, decode_at, load, state_hash};
 use crate::log_store::LogStore;
 use crate::rocks::{self, CF_SM, GenKv, cf};
 use crate::snapshot;
-use crate::core::{Core, Meta};
-use crate::kv::{Kv, decode_at, load, state_hash};
 use crate::task::{JobRecord, SessionRecord, TaskRecord};
 use crate::types::*;
 
@@ -181,7 +181,12 @@ impl StoreReader {
     /// exactly the state at `last_applied`.
     fn pin(&self) -> Pinned<'_> {
         let g = self.read_lock();
-        let pinned = Pinned { db: &self.db, generation: g.generation, last_applied: g.core.meta.last_applied, snap: self.db.snapshot() };
+        let pinned = Pinned {
+            db: &self.db,
+            generation: g.generation,
+            last_applied: g.core.meta.last_applied,
+            snap: self.db.snapshot(),
+        };
         drop(g);
         debug_assert_eq!(
             load::<Meta>(&pinned.kv(), &keys::meta()).ok().flatten().and_then(|m| m.last_applied),
@@ -375,7 +380,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
         let path = self.snap_dir.join(CURRENT_SNAPSHOT);
-        let current = open_current(&path, &mut || {}).map_err(raft_err(ErrorSubject::Snapshot(None), ErrorVerb::Read))?;
+        let current =
+            open_current(&path, &mut || {}).map_err(raft_err(ErrorSubject::Snapshot(None), ErrorVerb::Read))?;
         Ok(current.map(|(meta, f)| Snapshot { meta, snapshot: Box::new(tokio::fs::File::from_std(f)) }))
     }
 }
@@ -518,7 +524,7 @@ impl SnapshotBuilder {
         let tmp = self.snap_dir.join(format!("build-{}.tmp", meta.snapshot_id));
         let f = std::fs::File::create(&tmp).map_err(|e| StoreError::io(tmp.display(), e))?;
         let mut w = snapshot::Writer::new(f, &meta)?;
-                kv.scan(&[], &mut |k, v| w.record(k, v).map(|_| true))?;
+        kv.scan(&[], &mut |k, v| w.record(k, v).map(|_| true))?;
         let f = w.finish()?;
         f.sync_all().map_err(|e| StoreError::io(tmp.display(), e))?;
         drop(f);

@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use baton_raft_store::*;
 use baton_raft_store::keys;
+use baton_raft_store::*;
 use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, EntryPayload};
 use rand::rngs::StdRng;

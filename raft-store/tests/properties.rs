@@ -680,7 +680,9 @@ fn graceful_releases_do_not_use_up_the_attempt_budget() {
         let (session, epoch) = register(&mut h, "w");
         assert_eq!(assign(&mut h, k, session).attempt, 1);
         let r = run(&mut h, Command::DeregisterWorker { session, epoch });
-        assert!(matches!(r, Response::Done(Outcome::SessionEnded { ref released, .. }) if released.requeued == vec![k]));
+        assert!(
+            matches!(r, Response::Done(Outcome::SessionEnded { ref released, .. }) if released.requeued == vec![k])
+        );
     }
     let (session, _) = register(&mut h, "w");
     let g = assign(&mut h, k, session);

@@ -93,18 +93,22 @@ async fn result_pages_are_bounded_by_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let (_log, mut sm) = open_store(dir.path()).unwrap();
     let reg = Command::RegisterWorker { name: "w".into(), labels: BTreeMap::new(), capacity: 10 };
-    let assign = Command::AssignTasks {
-        assignments: (0..5).map(|s| Assign { task: TaskKey::new(1, s), session: 1 }).collect(),
-    };
+    let assign =
+        Command::AssignTasks { assignments: (0..5).map(|s| Assign { task: TaskKey::new(1, s), session: 1 }).collect() };
     let r = sm.apply([entry(1, reg), entry(2, submit(5)), entry(3, assign)]).await.unwrap();
     assert!(matches!(&r[2], Response::Done(Outcome::Assigned(g)) if g.iter().all(|g| g.is_ok())), "{r:?}");
     let done = (0..5u32)
-        .map(|s| Command::CompleteTask { task: TaskKey::new(1, s), token: 3, result: ByteBuf::from(vec![s as u8; 100]) })
+        .map(|s| Command::CompleteTask {
+            task: TaskKey::new(1, s),
+            token: 3,
+            result: ByteBuf::from(vec![s as u8; 100]),
+        })
         .collect();
     sm.apply([entry(4, Command::Batch(done))]).await.unwrap();
     let reader = sm.reader();
 
-    let size = |page: &[(u32, TaskRecord)]| page.iter().map(|(_, t)| crate::codec::encode(t).unwrap().len()).sum::<usize>();
+    let size =
+        |page: &[(u32, TaskRecord)]| page.iter().map(|(_, t)| crate::codec::encode(t).unwrap().len()).sum::<usize>();
     let page = reader.tasks_of(1, 0, 10, 500).unwrap();
     assert!(page.len() >= 2 && page.len() < 5, "{} records", page.len());
     assert!(size(&page) <= 500, "a page stays within its bytes");
@@ -119,5 +123,8 @@ async fn result_pages_are_bounded_by_bytes() {
         all.extend(page);
     }
     assert_eq!(all.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [0, 1, 2, 3, 4]);
-    assert!(all.iter().all(|(s, t)| matches!(&t.state, TaskState::Succeeded { result, .. } if result[..] == [*s as u8; 100])));
+    assert!(
+        all.iter()
+            .all(|(s, t)| matches!(&t.state, TaskState::Succeeded { result, .. } if result[..] == [*s as u8; 100]))
+    );
 }
