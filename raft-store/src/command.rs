@@ -248,12 +248,13 @@ impl Command {
         codec::encoded_len(self)
     }
 
-    /// Stateless checks: sizes, ranges and shapes. Only a SubmitJob can exceed
-    /// [`MAX_ENTRY_BYTES`] within its field limits, so only it measures its
-    /// encoded size (a test checks every other kind at its limits fits).
-    /// apply() calls this first, so
-    /// a malformed command is rejected before it can touch state; the
+    /// Stateless checks: sizes, ranges and shapes. apply() calls this first,
+    /// so a malformed command is rejected before it can touch state; the
     /// coordinator calls it at the API edge to answer early.
+    ///
+    /// Only a SubmitJob can exceed [`MAX_ENTRY_BYTES`] within its field
+    /// limits, so only it measures its encoded size (a test checks that every
+    /// other kind fits at its limits). A Batch is bounded by its builder.
     pub fn validate(&self) -> Result<(), CommandError> {
         match self {
             Command::RegisterWorker { name, labels, capacity } => {
