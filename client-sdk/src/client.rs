@@ -259,11 +259,14 @@ impl Client {
         .map(|r| r.tasks_cancelled)
     }
 
-    /// Every shard's result and state, in shard order.
+    /// Every shard's result and state, in shard order. Pages end early when
+    /// their results are large (the server bounds a page's bytes), so this
+    /// follows `next_shard` up to the job's shard count.
     pub async fn results(&self, job_id: u64) -> Result<Vec<proto::ShardResult>, Error> {
-        let mut out = Vec::new();
+        let shards = self.get(job_id).await?.shards;
+        let mut out = Vec::with_capacity(shards as usize);
         let mut from = 0u32;
-        loop {
+        while from < shards {
             let page = self
                 .retry(false, |ch| async move {
                     let req =
@@ -271,14 +274,17 @@ impl Client {
                     Self::jobs(ch).get_results(req).await
                 })
                 .await?;
-            // A short page is the last one.
-            let last = page.results.len() < RESULTS_PAGE as usize || page.next_shard <= from;
+            // The server always advances; fail rather than spin or return part.
+            if page.next_shard <= from {
+                return Err(Error::Internal(format!(
+                    "results of job {job_id}: page from shard {from} did not advance (next_shard {})",
+                    page.next_shard
+                )));
+            }
             from = page.next_shard;
             out.extend(page.results);
-            if last {
-                return Ok(out);
-            }
         }
+        Ok(out)
     }
 
     /// The job's state now, then its later states, until it finishes.

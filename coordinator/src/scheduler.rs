@@ -29,7 +29,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, VecDeque, btree_map};
 
-use baton_raft_store::state::NameId;
+use baton_raft_store::NameId;
 use baton_raft_store::{Assign, Indexes, JobId, JobRecord, PendingTask, SessionId, SessionRecord, TaskKey};
 
 /// Bounds of one planning round.

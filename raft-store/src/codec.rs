@@ -7,8 +7,9 @@
 
 use serde::{Serialize, de::DeserializeOwned};
 
-/// Version byte written in front of every encoded record.
-pub const FORMAT_VERSION: u8 = 1;
+/// Version byte written in front of every encoded record. 2: task records
+/// say how their last attempt ended (`TaskRecord::last_end`).
+pub const FORMAT_VERSION: u8 = 2;
 
 /// Fixed-int, little-endian bincode configuration. Fixed-width integers make the
 /// encoding of a value independent of its magnitude, so byte-identical state is
@@ -42,6 +43,23 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
     Ok(out)
 }
 
+/// Length of `encode(value)`, computed without building the bytes.
+pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> Result<usize, CodecError> {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut n = Count(1);
+    bincode::serde::encode_into_std_write(value, &mut n, config()).map_err(|e| CodecError::Encode(e.to_string()))?;
+    Ok(n.0)
+}
+
 /// Decode a record written by [`encode`]. Trailing bytes are an error: a record
 /// is exactly one value.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
@@ -68,6 +86,12 @@ mod tests {
         assert_eq!(bytes[0], FORMAT_VERSION);
         let back: (u64, String, Vec<u8>) = decode(&bytes).unwrap();
         assert_eq!(back, v);
+    }
+
+    #[test]
+    fn encoded_len_matches_encode() {
+        let v = (7u64, String::from("xyz"), vec![serde_bytes::ByteBuf::from(vec![1u8; 300])]);
+        assert_eq!(encoded_len(&v).unwrap(), encode(&v).unwrap().len());
     }
 
     #[test]

@@ -6,8 +6,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::codec;
+use crate::ids::{JobId, SessionId, TaskKey, Token};
 use crate::limits::*;
-use crate::types::{JobId, SessionId, TaskKey, Token};
 
 /// The payload of every normal log entry: a command stamped by the leader.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +88,75 @@ impl JobSpec {
             idempotency_key: None,
         }
     }
+
+    /// Stateless checks of a submission: sizes, ranges and shapes, and that
+    /// the whole command fits in one log entry ([`MAX_ENTRY_BYTES`]; the
+    /// per-shard length prefixes count too, so many small shards can exceed
+    /// it while the payload bytes stay under [`MAX_JOB_PAYLOAD_BYTES`]).
+    /// apply() runs it through [`Command::validate`]; the API edge calls it
+    /// directly, without building a command.
+    pub fn validate(&self) -> Result<(), CommandError> {
+        let spec = self;
+        check_name("namespace", &spec.namespace, false)?;
+        check_name("name", &spec.name, true)?;
+        check_count("payloads", spec.payloads.len(), 1, MAX_SHARDS_PER_JOB)?;
+        let mut total = 0usize;
+        for (i, p) in spec.payloads.iter().enumerate() {
+            if p.len() > MAX_PAYLOAD_BYTES {
+                return Err(invalid(
+                    &format!("payloads[{i}]"),
+                    format!("{} bytes exceeds the {MAX_PAYLOAD_BYTES}-byte shard limit", p.len()),
+                ));
+            }
+            total += p.len();
+        }
+        check_bytes("payloads", total, MAX_JOB_PAYLOAD_BYTES)?;
+        if spec.max_attempts == 0 || spec.max_attempts > MAX_ATTEMPTS_LIMIT {
+            return Err(invalid("max_attempts", format!("must be 1..={MAX_ATTEMPTS_LIMIT}")));
+        }
+        if spec.attempt_timeout_ms == 0 || spec.attempt_timeout_ms > MAX_DURATION_MS {
+            return Err(invalid("attempt_timeout_ms", format!("must be 1..={MAX_DURATION_MS}")));
+        }
+        if spec.backoff.base_ms > MAX_DURATION_MS || spec.backoff.max_ms > MAX_DURATION_MS {
+            return Err(invalid("backoff", format!("must be at most {MAX_DURATION_MS} ms")));
+        }
+        if spec.backoff.base_ms > spec.backoff.max_ms {
+            return Err(invalid("backoff", "base_ms must not exceed max_ms".into()));
+        }
+        check_labels("labels", &spec.labels)?;
+        check_labels("constraints", &spec.constraints)?;
+        if let Some(key) = &spec.idempotency_key {
+            if key.is_empty() {
+                return Err(invalid("idempotency_key", "must not be empty when given".into()));
+            }
+            check_bytes("idempotency_key", key.len(), MAX_IDEMPOTENCY_KEY_BYTES)?;
+        }
+        // Walks the spec without copying it. + the SubmitJob variant tag.
+        let encoded = codec::encoded_len(spec).map_err(|e| invalid("spec", e.to_string()))? + COMMAND_TAG_BYTES;
+        if encoded > MAX_ENTRY_BYTES {
+            return Err(invalid(
+                "payloads",
+                format!(
+                    "the job encodes to {encoded} bytes ({} shards), over the {MAX_ENTRY_BYTES}-byte entry limit",
+                    spec.payloads.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether `not_before_ms` lies at most [`MAX_NOT_BEFORE_AHEAD_MS`] after
+    /// `now_ms`. apply() checks it against the entry's time, so every replica
+    /// agrees; the edge may check it earlier against the leader's clock.
+    pub fn check_not_before(&self, now_ms: u64) -> Result<(), CommandError> {
+        match self.not_before_ms {
+            Some(t) if t > now_ms.saturating_add(MAX_NOT_BEFORE_AHEAD_MS) => Err(invalid(
+                "not_before_ms",
+                format!("{t} is more than {MAX_NOT_BEFORE_AHEAD_MS} ms after now ({now_ms})"),
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// One assignment proposed by the scheduler.
@@ -95,6 +165,9 @@ pub struct Assign {
     pub task: TaskKey,
     pub session: SessionId,
 }
+
+/// Bytes the codec spends on a [`Command`]'s variant tag (fixed-int u32).
+const COMMAND_TAG_BYTES: usize = 4;
 
 /// A command to the replicated task table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -169,9 +242,19 @@ impl Command {
         }
     }
 
-    /// Stateless checks: sizes, ranges and shapes. apply() calls this first, so
-    /// a malformed command is rejected before it can touch state; the
+    /// Size of the command as stored in a log entry (without the proposal's
+    /// timestamp), computed without copying it.
+    pub fn encoded_len(&self) -> Result<usize, codec::CodecError> {
+        codec::encoded_len(self)
+    }
+
+    /// Stateless checks: sizes, ranges and shapes. apply() calls this first,
+    /// so a malformed command is rejected before it can touch state; the
     /// coordinator calls it at the API edge to answer early.
+    ///
+    /// Only a SubmitJob can exceed [`MAX_ENTRY_BYTES`] within its field
+    /// limits, so only it measures its encoded size (a test checks that every
+    /// other kind fits at its limits). A Batch is bounded by its builder.
     pub fn validate(&self) -> Result<(), CommandError> {
         match self {
             Command::RegisterWorker { name, labels, capacity } => {
@@ -183,7 +266,7 @@ impl Command {
                 Ok(())
             }
             Command::DeregisterWorker { .. } | Command::ExpireWorker { .. } => Ok(()),
-            Command::SubmitJob(spec) => validate_spec(spec),
+            Command::SubmitJob(spec) => spec.validate(),
             Command::AssignTasks { assignments } => {
                 check_count("assignments", assignments.len(), 1, MAX_ITEMS_PER_COMMAND)
             }
@@ -208,44 +291,6 @@ impl Command {
             }
         }
     }
-}
-
-fn validate_spec(spec: &JobSpec) -> Result<(), CommandError> {
-    check_name("namespace", &spec.namespace, false)?;
-    check_name("name", &spec.name, true)?;
-    check_count("payloads", spec.payloads.len(), 1, MAX_SHARDS_PER_JOB)?;
-    let mut total = 0usize;
-    for (i, p) in spec.payloads.iter().enumerate() {
-        if p.len() > MAX_PAYLOAD_BYTES {
-            return Err(invalid(
-                &format!("payloads[{i}]"),
-                format!("{} bytes exceeds the {MAX_PAYLOAD_BYTES}-byte shard limit", p.len()),
-            ));
-        }
-        total += p.len();
-    }
-    check_bytes("payloads", total, MAX_JOB_PAYLOAD_BYTES)?;
-    if spec.max_attempts == 0 || spec.max_attempts > MAX_ATTEMPTS_LIMIT {
-        return Err(invalid("max_attempts", format!("must be 1..={MAX_ATTEMPTS_LIMIT}")));
-    }
-    if spec.attempt_timeout_ms == 0 || spec.attempt_timeout_ms > MAX_DURATION_MS {
-        return Err(invalid("attempt_timeout_ms", format!("must be 1..={MAX_DURATION_MS}")));
-    }
-    if spec.backoff.base_ms > MAX_DURATION_MS || spec.backoff.max_ms > MAX_DURATION_MS {
-        return Err(invalid("backoff", format!("must be at most {MAX_DURATION_MS} ms")));
-    }
-    if spec.backoff.base_ms > spec.backoff.max_ms {
-        return Err(invalid("backoff", "base_ms must not exceed max_ms".into()));
-    }
-    check_labels("labels", &spec.labels)?;
-    check_labels("constraints", &spec.constraints)?;
-    if let Some(key) = &spec.idempotency_key {
-        if key.is_empty() {
-            return Err(invalid("idempotency_key", "must not be empty when given".into()));
-        }
-        check_bytes("idempotency_key", key.len(), MAX_IDEMPOTENCY_KEY_BYTES)?;
-    }
-    Ok(())
 }
 
 fn invalid(field: &str, reason: String) -> CommandError {
@@ -446,6 +491,53 @@ mod tests {
         assert_eq!(b.delay_ms(4), 800);
         assert_eq!(b.delay_ms(5), 1000);
         assert_eq!(b.delay_ms(u32::MAX), 1000);
+    }
+
+    fn labels_at_limit(tag: char) -> BTreeMap<String, String> {
+        (0..MAX_LABELS).map(|i| (format!("{tag}{i:0>127}"), "v".repeat(MAX_NAME_BYTES))).collect()
+    }
+
+    #[test]
+    fn every_command_but_submit_fits_one_entry_at_its_field_limits() {
+        let task = TaskKey::new(u64::MAX, u32::MAX);
+        let biggest = [
+            Command::RegisterWorker { name: "w".repeat(MAX_NAME_BYTES), labels: labels_at_limit('k'), capacity: 1 },
+            Command::DeregisterWorker { session: 1, epoch: 1 },
+            Command::AssignTasks { assignments: vec![Assign { task, session: 1 }; MAX_ITEMS_PER_COMMAND] },
+            Command::CompleteTask { task, token: 1, result: serde_bytes::ByteBuf::from(vec![7u8; MAX_RESULT_BYTES]) },
+            Command::FailTask { task, token: 1, error: "e".repeat(MAX_ERROR_BYTES), retryable: true },
+            Command::ReportProgress { task, token: 1, progress_bp: 1, message: "m".repeat(MAX_PROGRESS_MESSAGE_BYTES) },
+            Command::TimeoutAttempts { attempts: vec![(task, 1); MAX_ITEMS_PER_COMMAND] },
+            Command::CancelJob { job: 1, reason: "r".repeat(MAX_ERROR_BYTES) },
+        ];
+        for cmd in biggest {
+            cmd.validate().unwrap_or_else(|e| panic!("{}: {e}", cmd.kind()));
+            let p = Proposal { proposed_at_ms: u64::MAX, cmd };
+            let n = codec::encoded_len(&p).unwrap();
+            assert!(n <= MAX_ENTRY_BYTES, "{}: {n} bytes", p.cmd.kind());
+        }
+    }
+
+    #[test]
+    fn a_job_is_measured_as_the_entry_it_becomes() {
+        let mut spec = JobSpec::with_shards("ns", 3);
+        spec.labels = labels_at_limit('l');
+        let direct = codec::encoded_len(&spec).unwrap() + COMMAND_TAG_BYTES;
+        assert_eq!(Command::SubmitJob(spec).encoded_len().unwrap(), direct);
+
+        // The most shards, and one shard of the largest payload, each fit.
+        JobSpec::with_shards("ns", MAX_SHARDS_PER_JOB).validate().unwrap();
+        let mut one = JobSpec::with_shards("ns", 1);
+        one.payloads[0] = serde_bytes::ByteBuf::from(vec![0u8; MAX_JOB_PAYLOAD_BYTES]);
+        one.labels = labels_at_limit('l');
+        one.constraints = labels_at_limit('c');
+        one.validate().unwrap();
+        // Payload bytes under their limit, but with 100k length prefixes the
+        // entry would not fit.
+        let mut many = JobSpec::with_shards("ns", MAX_SHARDS_PER_JOB);
+        many.payloads.iter_mut().for_each(|p| *p = serde_bytes::ByteBuf::from(vec![1u8; 10]));
+        let err = Command::SubmitJob(many).validate().unwrap_err();
+        assert!(matches!(err, CommandError::Invalid { ref field, .. } if field == "payloads"), "{err}");
     }
 
     #[test]

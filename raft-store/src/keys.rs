@@ -1,4 +1,5 @@
-//! Key layout of the state-machine column family.
+//! Key layout: the column family names, and the tables of the state-machine
+//! column family.
 //!
 //! Table keys (below) are what the apply core reads and writes. The RocksDB
 //! store prefixes each with `[GEN_PREFIX, generation(8 BE)]`, so a snapshot
@@ -6,7 +7,14 @@
 //! with one key write. Big-endian integers keep RocksDB order equal to numeric
 //! order, so scans come out sorted by job and shard.
 
-use crate::types::{JobId, SessionId, TaskKey};
+use crate::ids::{JobId, SessionId, TaskKey};
+
+/// Raft log entries, keyed by index (8 bytes BE).
+pub const CF_LOGS: &str = "logs";
+/// Vote, committed and last-purged log ids.
+pub const CF_RAFT: &str = "raft";
+/// The state machine: generation pointer plus generation-scoped tables.
+pub const CF_SM: &str = "sm";
 
 /// Prefix of keys that belong to no generation (only the generation pointer).
 pub const GLOBAL_PREFIX: u8 = 0x00;

@@ -15,23 +15,28 @@
 
 pub mod codec;
 pub mod command;
+pub mod core;
 pub mod error;
+pub mod ids;
+pub mod indexes;
 pub mod keys;
+pub mod kv;
 pub mod limits;
 pub mod log_store;
 pub mod rocks;
 pub mod snapshot;
-pub mod state;
 pub mod state_machine;
 pub mod task;
 pub mod types;
 
+pub use crate::core::{Core, Meta};
 pub use command::{
     Assign, Backoff, Command, CommandError, Grant, JobSpec, Outcome, Proposal, Released, Response, Revoked,
 };
 pub use error::StoreError;
+pub use indexes::{Indexes, Interner, NameId, PendingTask};
+pub use kv::{Kv, MemKv, state_hash};
 pub use log_store::{LogReader, LogStore};
-pub use state::{Core, Indexes, Kv, MemKv, Meta, PendingTask, state_hash};
 pub use state_machine::{SnapshotBuilder, StateMachine, StoreReader, open_store};
 pub use task::{Counts, EndReason, JobRecord, JobStatus, SessionRecord, TaskRecord, TaskState};
 pub use types::*;

@@ -10,18 +10,15 @@ use rocksdb::{
 
 use crate::error::StoreError;
 use crate::keys;
-use crate::state::Kv;
+use crate::kv::Kv;
 
-/// Raft log entries, keyed by index (8 bytes BE).
-pub const CF_LOGS: &str = "logs";
-/// Vote, committed and last-purged log ids.
-pub const CF_RAFT: &str = "raft";
-/// The state machine: generation pointer plus generation-scoped tables.
-pub const CF_SM: &str = "sm";
+pub use crate::keys::{CF_LOGS, CF_RAFT, CF_SM};
 
 /// Marks a data dir as Baton's, and its on-disk layout version.
 const LAYOUT_KEY: &[u8] = b"layout";
-const LAYOUT: &str = "baton-store-v1";
+/// v2: record format 2 (see `codec::FORMAT_VERSION`); a v1 directory is
+/// refused at open rather than failing on its first old record.
+const LAYOUT: &str = "baton-store-v2";
 
 /// Total memtable memory across column families (64 MiB). RocksDB's default
 /// (64 MiB per memtable, two per family) would let three families use 384 MiB.
@@ -125,14 +122,24 @@ impl Kv for GenKv<'_> {
         prefix: &[u8],
         visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
     ) -> Result<(), StoreError> {
+        self.scan_from(prefix, prefix, visit)
+    }
+
+    fn scan_from(
+        &self,
+        prefix: &[u8],
+        start: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
         let sm = cf(self.db, CF_SM)?;
-        let start = keys::in_gen(self.generation, prefix);
+        let prefix = keys::in_gen(self.generation, prefix);
+        let start = keys::in_gen(self.generation, start).max(prefix.clone());
         let mut opts = self.read_opts();
         opts.fill_cache(false);
         let it = self.db.iterator_cf_opt(sm, opts, IteratorMode::From(&start, Direction::Forward));
         for item in it {
             let (k, v) = item?;
-            if !k.starts_with(&start) {
+            if !k.starts_with(&prefix) {
                 break;
             }
             if !visit(&k[9..], &v)? {

@@ -19,13 +19,14 @@ use openraft::{ErrorSubject, ErrorVerb, RaftSnapshotBuilder};
 use rocksdb::{DB, ReadOptions, WriteBatch, WriteOptions};
 
 use crate::command::Response;
+use crate::core::{Core, Meta};
 use crate::error::{StoreError, raft_err};
 use crate::keys::parse_task;
 use crate::keys::{self, Table};
+use crate::kv::{Kv, decode_at, load, state_hash};
 use crate::log_store::LogStore;
 use crate::rocks::{self, CF_SM, GenKv, cf};
 use crate::snapshot;
-use crate::state::{Core, Kv, Meta, load, state_hash};
 use crate::task::{JobRecord, SessionRecord, TaskRecord};
 use crate::types::*;
 
@@ -109,8 +110,9 @@ impl StateMachine {
         self.reader().read(f)
     }
 
-    /// blake3 over the live generation; equal on replicas at equal applied index.
-    pub fn state_hash(&self) -> Result<[u8; 32], StoreError> {
+    /// blake3 over the live generation, with the applied log id it covers;
+    /// equal on replicas at equal applied log id.
+    pub fn state_hash(&self) -> Result<(Option<LogId>, [u8; 32]), StoreError> {
         self.reader().state_hash()
     }
 
@@ -135,11 +137,30 @@ fn write_changes(db: &DB, live: &mut Live) -> Result<(), StoreError> {
 }
 
 /// Read access to the state machine from outside openraft: consistent with
-/// whole applied entries, never blocking apply() for longer than one read.
+/// whole applied entries, never blocking apply() for longer than one short
+/// read. Long scans (`state_hash`, `list_jobs`, `tasks_of`) hold the lock only
+/// to pin a RocksDB snapshot and run on that snapshot without it: Rust's
+/// `RwLock` stops new readers once apply() waits, so a scan under the lock
+/// would stall apply and, through it, every reader on the leader.
 #[derive(Clone)]
 pub struct StoreReader {
     db: Arc<DB>,
     live: Arc<RwLock<Live>>,
+}
+
+/// A state pinned for a long read: the live generation and the applied log id
+/// at the moment the RocksDB snapshot was taken.
+struct Pinned<'a> {
+    db: &'a DB,
+    generation: u64,
+    last_applied: Option<LogId>,
+    snap: rocksdb::Snapshot<'a>,
+}
+
+impl Pinned<'_> {
+    fn kv(&self) -> GenKv<'_> {
+        GenKv { db: self.db, generation: self.generation, snapshot: Some(&self.snap) }
+    }
 }
 
 impl StoreReader {
@@ -147,19 +168,43 @@ impl StoreReader {
         self.live.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Run `f` over the core (meta and indexes) and the live records.
+    /// Run `f` over the core (meta and indexes) and the live records, under
+    /// the read lock: keep `f` short, apply() waits for it.
     pub fn read<R>(&self, f: impl FnOnce(&Core, &dyn Kv) -> R) -> R {
         let g = self.read_lock();
         let kv = GenKv { db: &self.db, generation: g.generation, snapshot: None };
         f(&g.core, &kv)
     }
 
+    /// Pin the applied state for a long read. apply() writes all its changes
+    /// under the write lock, so a snapshot taken under the read lock holds
+    /// exactly the state at `last_applied`.
+    fn pin(&self) -> Pinned<'_> {
+        let g = self.read_lock();
+        let pinned = Pinned {
+            db: &self.db,
+            generation: g.generation,
+            last_applied: g.core.meta.last_applied,
+            snap: self.db.snapshot(),
+        };
+        drop(g);
+        debug_assert_eq!(
+            load::<Meta>(&pinned.kv(), &keys::meta()).ok().flatten().and_then(|m| m.last_applied),
+            pinned.last_applied,
+            "snapshot and core disagree on last_applied"
+        );
+        pinned
+    }
+
     pub fn last_applied(&self) -> Option<LogId> {
         self.read_lock().core.meta.last_applied
     }
 
-    pub fn state_hash(&self) -> Result<[u8; 32], StoreError> {
-        self.read(|_, kv| state_hash(kv))
+    /// blake3 over the live generation, with the applied log id it covers.
+    /// Replicas at the same log id have equal hashes.
+    pub fn state_hash(&self) -> Result<(Option<LogId>, [u8; 32]), StoreError> {
+        let p = self.pin();
+        Ok((p.last_applied, state_hash(&p.kv())?))
     }
 
     pub fn job(&self, id: JobId) -> Result<Option<JobRecord>, StoreError> {
@@ -186,6 +231,7 @@ impl StoreReader {
 
     /// Up to `limit` jobs with id greater than `after`, in id order, that pass `keep`.
     /// Scans at most `max_scan` records so a selective filter stays bounded.
+    /// Runs on a pinned snapshot, not under the lock.
     pub fn list_jobs(
         &self,
         after: JobId,
@@ -193,48 +239,55 @@ impl StoreReader {
         max_scan: usize,
         keep: impl Fn(&JobRecord) -> bool,
     ) -> Result<(Vec<JobRecord>, Option<JobId>), StoreError> {
-        self.read(|_, kv| {
-            let mut out = Vec::new();
-            let mut scanned = 0usize;
-            let mut resume = None;
-            let start = keys::job(after.saturating_add(1));
-            kv.scan(&[Table::Job as u8], &mut |k, v| {
-                if k < start.as_slice() {
-                    return Ok(true);
-                }
-                let job: JobRecord = crate::state::decode_at(k, v)?;
-                scanned += 1;
-                if keep(&job) {
-                    if out.len() == limit {
-                        resume = Some(out.last().map_or(job.id, |j: &JobRecord| j.id));
-                        return Ok(false);
-                    }
-                    out.push(job);
-                } else if scanned >= max_scan {
-                    resume = Some(job.id);
+        let pinned = self.pin();
+        let mut out = Vec::new();
+        let mut scanned = 0usize;
+        let mut resume = None;
+        let start = keys::job(after.saturating_add(1));
+        pinned.kv().scan_from(&[Table::Job as u8], &start, &mut |k, v| {
+            let job: JobRecord = decode_at(k, v)?;
+            scanned += 1;
+            if keep(&job) {
+                if out.len() == limit {
+                    resume = Some(out.last().map_or(job.id, |j: &JobRecord| j.id));
                     return Ok(false);
                 }
-                Ok(true)
-            })?;
-            Ok((out, resume))
-        })
+                out.push(job);
+            } else if scanned >= max_scan {
+                resume = Some(job.id);
+                return Ok(false);
+            }
+            Ok(true)
+        })?;
+        Ok((out, resume))
     }
 
-    /// Task records of one job in shard order, from `from_shard`, at most `limit`.
-    pub fn tasks_of(&self, job: JobId, from_shard: u32, limit: usize) -> Result<Vec<(u32, TaskRecord)>, StoreError> {
-        self.read(|_, kv| {
-            let mut out = Vec::new();
-            kv.scan(&keys::tasks_of(job), &mut |k, v| {
-                let key =
-                    parse_task(k).ok_or_else(|| StoreError::Invariant(format!("bad key {}", keys::describe(k))))?;
-                if key.shard < from_shard {
-                    return Ok(true);
-                }
-                out.push((key.shard, crate::state::decode_at(k, v)?));
-                Ok(out.len() < limit)
-            })?;
-            Ok(out)
-        })
+    /// Task records of one job in shard order, from `from_shard`: at most
+    /// `limit` records of at most `max_bytes` encoded bytes in all (results,
+    /// mostly). Never empty while a record is left: a first record above
+    /// `max_bytes` is returned alone. Runs on a pinned snapshot, not under
+    /// the lock.
+    pub fn tasks_of(
+        &self,
+        job: JobId,
+        from_shard: u32,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(u32, TaskRecord)>, StoreError> {
+        let pinned = self.pin();
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        let start = keys::task(TaskKey::new(job, from_shard));
+        pinned.kv().scan_from(&keys::tasks_of(job), &start, &mut |k, v| {
+            if !out.is_empty() && bytes + v.len() > max_bytes {
+                return Ok(false);
+            }
+            let key = parse_task(k).ok_or_else(|| StoreError::Invariant(format!("bad key {}", keys::describe(k))))?;
+            out.push((key.shard, decode_at(k, v)?));
+            bytes += v.len();
+            Ok(out.len() < limit)
+        })?;
+        Ok(out)
     }
 }
 
@@ -327,17 +380,28 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
         let path = self.snap_dir.join(CURRENT_SNAPSHOT);
-        if !path.exists() {
-            return Ok(None);
-        }
-        let err = raft_err(ErrorSubject::Snapshot(None), ErrorVerb::Read);
-        let meta = snapshot::read_meta(&path).map_err(err)?;
-        let f = tokio::fs::File::open(&path)
-            .await
-            .map_err(|e| StoreError::io(path.display(), e))
-            .map_err(raft_err(ErrorSubject::Snapshot(None), ErrorVerb::Read))?;
-        Ok(Some(Snapshot { meta, snapshot: Box::new(f) }))
+        let current =
+            open_current(&path, &mut || {}).map_err(raft_err(ErrorSubject::Snapshot(None), ErrorVerb::Read))?;
+        Ok(current.map(|(meta, f)| Snapshot { meta, snapshot: Box::new(tokio::fs::File::from_std(f)) }))
     }
+}
+
+/// The current snapshot file and its meta, if there is one. The file is
+/// opened once and its meta read from that handle: a concurrent build may
+/// rename a newer snapshot over the path at any moment, and a meta read from
+/// the path could then describe another file than the one served (the
+/// follower would refuse the install). `between` runs after the open; tests
+/// publish a newer snapshot there.
+fn open_current(path: &Path, between: &mut dyn FnMut()) -> Result<Option<(SnapshotMeta, std::fs::File)>, StoreError> {
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StoreError::io(path.display(), e)),
+    };
+    between();
+    let (_, meta) = snapshot::Reader::new(&mut f)?;
+    f.seek(SeekFrom::Start(0)).map_err(|e| StoreError::io(path.display(), e))?;
+    Ok(Some((meta, f)))
 }
 
 /// Load the snapshot in `file` into a new generation, beside the live one,
@@ -460,7 +524,6 @@ impl SnapshotBuilder {
         let tmp = self.snap_dir.join(format!("build-{}.tmp", meta.snapshot_id));
         let f = std::fs::File::create(&tmp).map_err(|e| StoreError::io(tmp.display(), e))?;
         let mut w = snapshot::Writer::new(f, &meta)?;
-        use crate::state::Kv as _;
         kv.scan(&[], &mut |k, v| w.record(k, v).map(|_| true))?;
         let f = w.finish()?;
         f.sync_all().map_err(|e| StoreError::io(tmp.display(), e))?;
@@ -489,3 +552,6 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         Ok(Snapshot { meta, snapshot: Box::new(tokio::fs::File::from_std(file)) })
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
-use crate::command::{Backoff, CommandError};
-use crate::types::{JobId, SessionId, TaskKey, Token};
+use crate::command::{Backoff, CommandError, JobSpec};
+use crate::ids::{JobId, SessionId, TaskKey, Token};
 
 /// Where a task is in its life. `Succeeded`, `Dead` and `Cancelled` are final.
 ///
@@ -68,14 +68,35 @@ pub enum StateKind {
     Cancelled,
 }
 
+/// How the latest attempt ended. A late report for an ended attempt is a
+/// duplicate only if that attempt ended by the same kind of report; one that
+/// ended by a timeout, expiry or cancellation fences it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AttemptEnd {
+    /// The worker reported a failure.
+    Failed,
+    /// The attempt's deadline passed.
+    TimedOut,
+    /// The worker's lease expired, or the same worker name registered again.
+    Expired,
+    /// The worker deregistered; the attempt did not count.
+    Left,
+    /// The job was cancelled.
+    Cancelled,
+}
+
 /// One task's durable record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskRecord {
     pub state: TaskState,
-    /// Attempts granted so far.
+    /// Attempts that count against `max_attempts`: grants, minus the ones
+    /// given back by a graceful release. Also the attempt number handlers see.
     pub attempts: u32,
     /// Token of the latest granted attempt; 0 before the first grant.
     pub last_token: Token,
+    /// How the attempt of `last_token` ended; `None` while it runs (or before
+    /// the first grant, or when it succeeded).
+    pub last_end: Option<AttemptEnd>,
     /// Name of the worker that held the latest attempt (for stickiness).
     pub last_worker: Option<String>,
     pub last_error: Option<String>,
@@ -91,6 +112,7 @@ impl TaskRecord {
             state: TaskState::Pending { ready_at_ms },
             attempts: 0,
             last_token: 0,
+            last_end: None,
             last_worker: None,
             last_error: None,
             progress_bp: 0,
@@ -135,7 +157,8 @@ pub enum Event<'a> {
         token: Token,
     },
     /// The session holding the attempt ended. `graceful` releases (the worker
-    /// deregistered) do not count against the attempt budget.
+    /// deregistered) give the attempt back: it counts neither against the
+    /// budget nor in the attempt number of the next grant.
     Release {
         session: SessionId,
         graceful: bool,
@@ -183,6 +206,8 @@ pub fn transition(
             if *token <= rec.last_token {
                 return Err(CommandError::AlreadyGrantedInEntry { task: key });
             }
+            // Every way into Pending leaves an attempt to spend.
+            debug_assert!(rec.attempts < policy.max_attempts, "{key} pending with {} attempts used", rec.attempts);
             next.state = TaskState::Assigned {
                 session: *session,
                 token: *token,
@@ -190,6 +215,7 @@ pub fn transition(
             };
             next.attempts = rec.attempts.saturating_add(1);
             next.last_token = *token;
+            next.last_end = None;
             next.last_worker = Some(worker.to_string());
             next.progress_bp = 0;
             next.progress_message.clear();
@@ -207,6 +233,7 @@ pub fn transition(
 
         (Event::Fail { token, error, retryable }, TaskState::Assigned { token: cur, .. }) if token == cur => {
             next.last_error = Some(error.to_string());
+            next.last_end = Some(AttemptEnd::Failed);
             next.state = if *retryable && rec.attempts < policy.max_attempts {
                 TaskState::Pending { ready_at_ms: now_ms.saturating_add(policy.backoff.delay_ms(rec.attempts)) }
             } else {
@@ -214,9 +241,10 @@ pub fn transition(
             };
             changed(next)
         }
-        // A repeated failure report for an attempt that already failed.
+        // A repeated failure report for an attempt that ended by a failure
+        // report. One that timed out or expired is fenced instead.
         (Event::Fail { token, .. }, TaskState::Pending { .. } | TaskState::Dead)
-            if *token == rec.last_token && *token != 0 =>
+            if *token == rec.last_token && *token != 0 && rec.last_end == Some(AttemptEnd::Failed) =>
         {
             duplicate()
         }
@@ -234,6 +262,7 @@ pub fn transition(
                 return Err(CommandError::NotExpired { task: key, token: *token, deadline_ms: *deadline_ms });
             }
             next.last_error = Some("attempt timed out".to_string());
+            next.last_end = Some(AttemptEnd::TimedOut);
             next.state = requeue_or_dead(rec, policy, now_ms, true);
             changed(next)
         }
@@ -241,12 +270,17 @@ pub fn transition(
 
         (Event::Release { session, graceful }, TaskState::Assigned { session: held, .. }) if session == held => {
             next.last_error = Some(if *graceful { "worker left" } else { "worker lease expired" }.to_string());
-            // A lost worker retries at once: the task did nothing wrong.
-            next.state = if *graceful {
-                TaskState::Pending { ready_at_ms: now_ms }
+            // Either way the task retries at once: it did nothing wrong.
+            if *graceful {
+                // The worker left on its own: give the attempt back.
+                debug_assert!(rec.attempts > 0, "{key} assigned with no attempt counted");
+                next.attempts = rec.attempts.saturating_sub(1);
+                next.last_end = Some(AttemptEnd::Left);
+                next.state = TaskState::Pending { ready_at_ms: now_ms };
             } else {
-                requeue_or_dead(rec, policy, now_ms, false)
-            };
+                next.last_end = Some(AttemptEnd::Expired);
+                next.state = requeue_or_dead(rec, policy, now_ms, false);
+            }
             changed(next)
         }
         (Event::Release { session, .. }, state) => Err(CommandError::Invalid {
@@ -255,6 +289,9 @@ pub fn transition(
         }),
 
         (Event::Cancel, state) if !state.is_terminal() => {
+            if matches!(state, TaskState::Assigned { .. }) {
+                next.last_end = Some(AttemptEnd::Cancelled);
+            }
             next.state = TaskState::Cancelled;
             changed(next)
         }
@@ -298,6 +335,8 @@ impl Counts {
         let (f, t) = (from.kind(), to.kind());
         if f != t {
             let s = self.slot(f);
+            // Counts mirror the task records: a task leaves a state it is in.
+            debug_assert!(*s > 0, "count of {f:?} underflows moving to {t:?}");
             *s = s.saturating_sub(1);
             *self.slot(t) += 1;
         }
@@ -362,6 +401,31 @@ pub struct JobRecord {
 }
 
 impl JobRecord {
+    /// The record of a job just submitted from `spec`: nothing started yet.
+    pub fn new(id: JobId, spec: &JobSpec, spec_hash: [u8; 32], created_ms: u64) -> Self {
+        let shards = spec.payloads.len() as u32;
+        JobRecord {
+            id,
+            namespace: spec.namespace.clone(),
+            name: spec.name.clone(),
+            shards,
+            priority: spec.priority,
+            max_attempts: spec.max_attempts,
+            backoff: spec.backoff,
+            attempt_timeout_ms: spec.attempt_timeout_ms,
+            labels: spec.labels.clone(),
+            constraints: spec.constraints.clone(),
+            not_before_ms: spec.not_before_ms,
+            idempotency_key: spec.idempotency_key.clone(),
+            spec_hash,
+            created_ms,
+            counts: Counts { pending: shards, ..Counts::default() },
+            started: false,
+            cancel_reason: None,
+            finished_ms: None,
+        }
+    }
+
     pub fn status(&self) -> JobStatus {
         if self.cancel_reason.is_some() {
             JobStatus::Cancelled
@@ -479,6 +543,43 @@ mod tests {
         assert!(transition(K, &done, &Event::Cancel, &P, 7).is_err());
         assert!(transition(K, &done, &Event::Grant { session: 1, worker: "w", token: 20 }, &P, 7).is_err());
         assert!(transition(K, &done, &Event::Release { session: 7, graceful: false }, &P, 7).is_err());
+    }
+
+    #[test]
+    fn graceful_releases_do_not_use_up_attempts() {
+        let p3 = Policy { max_attempts: 3, ..P };
+        let mut rec = TaskRecord::new(0, 0);
+        for token in [10, 11] {
+            rec = transition(K, &rec, &Event::Grant { session: 7, worker: "w", token }, &p3, token).unwrap().next;
+            assert_eq!(rec.attempts, 1, "the attempt number does not grow with graceful releases");
+            rec = transition(K, &rec, &Event::Release { session: 7, graceful: true }, &p3, token).unwrap().next;
+            assert_eq!(rec.state, TaskState::Pending { ready_at_ms: token });
+        }
+        rec = transition(K, &rec, &Event::Grant { session: 7, worker: "w", token: 12 }, &p3, 12).unwrap().next;
+        assert_eq!(rec.attempts, 1);
+        let s = transition(K, &rec, &Event::Fail { token: 12, error: "e", retryable: true }, &p3, 13).unwrap();
+        assert!(matches!(s.next.state, TaskState::Pending { .. }), "{:?}", s.next.state);
+    }
+
+    #[test]
+    fn failure_report_after_timeout_or_expiry_is_fenced() {
+        let fail = Event::Fail { token: 10, error: "late", retryable: true };
+        let timed_out = transition(K, &granted(10, 5), &Event::Timeout { token: 10 }, &P, 55).unwrap().next;
+        assert!(transition(K, &timed_out, &fail, &P, 56).unwrap_err().is_fenced());
+        let expired =
+            transition(K, &granted(10, 5), &Event::Release { session: 7, graceful: false }, &P, 6).unwrap().next;
+        assert!(transition(K, &expired, &fail, &P, 7).unwrap_err().is_fenced());
+        let left = transition(K, &granted(10, 5), &Event::Release { session: 7, graceful: true }, &P, 6).unwrap().next;
+        assert!(transition(K, &left, &fail, &P, 7).unwrap_err().is_fenced());
+        // Out of attempts: Dead by timeout, still fenced.
+        let mut last = granted(10, 5);
+        last.attempts = P.max_attempts;
+        let dead = transition(K, &last, &Event::Timeout { token: 10 }, &P, 55).unwrap().next;
+        assert_eq!(dead.state, TaskState::Dead);
+        assert!(transition(K, &dead, &fail, &P, 56).unwrap_err().is_fenced());
+        // Ended by a failure report: the repeat is a duplicate.
+        let failed = transition(K, &granted(10, 5), &fail, &P, 6).unwrap().next;
+        assert_eq!(transition(K, &failed, &fail, &P, 7).unwrap().effect, Effect::Duplicate);
     }
 
     #[test]

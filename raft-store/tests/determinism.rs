@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use baton_raft_store::keys;
 use baton_raft_store::*;
 use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, EntryPayload};
@@ -111,12 +112,12 @@ async fn rocksdb_and_memory_cores_agree_for_any_chunking() {
             for c in entries.chunks(chunk) {
                 sm.apply(c.to_vec()).await.unwrap();
             }
-            assert_eq!(sm.state_hash().unwrap(), want, "seed {seed}, chunk {chunk}: RocksDB state differs");
+            assert_eq!(sm.state_hash().unwrap().1, want, "seed {seed}, chunk {chunk}: RocksDB state differs");
             assert_eq!(sm.read(|c, _| c.idx.canonical()), core.idx.canonical(), "seed {seed}, chunk {chunk}");
             drop(sm);
             drop(_log);
             let (_log, sm) = open_store(dir.path()).unwrap();
-            assert_eq!(sm.state_hash().unwrap(), want, "seed {seed}, chunk {chunk}: after reopen");
+            assert_eq!(sm.state_hash().unwrap().1, want, "seed {seed}, chunk {chunk}: after reopen");
             assert_eq!(
                 sm.read(|c, _| c.idx.canonical()),
                 core.idx.canonical(),
@@ -124,4 +125,145 @@ async fn rocksdb_and_memory_cores_agree_for_any_chunking() {
             );
         }
     }
+}
+
+const DAY_MS: u64 = 24 * 3600 * 1000;
+
+fn at(index: u64, proposed_at_ms: u64, cmd: Command) -> Entry {
+    Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(Proposal { proposed_at_ms, cmd }),
+    }
+}
+
+fn keyed(key: String) -> Command {
+    let mut spec = JobSpec::with_shards("ns", 1);
+    spec.idempotency_key = Some(key);
+    Command::SubmitJob(spec)
+}
+
+/// Many idempotency keys expire while entries keep coming: some keys are
+/// reused after expiry (while their old index entries still wait to be
+/// pruned), then the reused ones expire in turn.
+fn expiring_keys_workload() -> Vec<Entry> {
+    let t0 = 1_700_000_000_000u64;
+    let mut cmds = Vec::new();
+    for i in 0..1_500u64 {
+        cmds.push((t0 + i, keyed(format!("k{i}"))));
+    }
+    let t1 = t0 + DAY_MS + 3_600_000;
+    for i in 0..200u64 {
+        let cmd = match i % 4 {
+            0 => keyed(format!("k{}", i * 7)),
+            1 => keyed(format!("new{i}")),
+            _ => Command::CancelJob { job: 1_000_000 + i, reason: String::new() },
+        };
+        cmds.push((t1 + i * 50, cmd));
+    }
+    let t2 = t1 + DAY_MS + 60_000;
+    for i in 0..100u64 {
+        cmds.push((t2 + i, Command::CancelJob { job: 2_000_000 + i, reason: String::new() }));
+    }
+    cmds.into_iter().enumerate().map(|(i, (t, c))| at(i as u64 + 1, t, c)).collect()
+}
+
+#[tokio::test]
+async fn idempotency_pruning_is_the_same_for_any_chunking() {
+    let entries = expiring_keys_workload();
+    // Reference: one entry per apply, written after each.
+    let mut kv = MemKv::default();
+    let mut core = Core::open(&kv).unwrap();
+    for e in &entries {
+        core.apply_entry(&kv, e).unwrap();
+        let w = core.take_writes().unwrap();
+        kv.write(w);
+    }
+    let want = state_hash(&kv).unwrap();
+    let idem_left = kv.0.keys().filter(|k| k[0] == keys::Table::IdemByTime as u8).count();
+    assert!(idem_left < 100, "pruning kept up: {idem_left} index keys left");
+
+    for chunk in [7usize, 64, 500, entries.len()] {
+        // In memory, writing only between chunks.
+        let mut mkv = MemKv::default();
+        let mut mcore = Core::open(&mkv).unwrap();
+        for c in entries.chunks(chunk) {
+            for e in c {
+                mcore.apply_entry(&mkv, e).unwrap();
+            }
+            let w = mcore.take_writes().unwrap();
+            mkv.write(w);
+        }
+        assert_eq!(state_hash(&mkv).unwrap(), want, "chunk {chunk}: memory state differs");
+        // On RocksDB.
+        let dir = tempfile::tempdir().unwrap();
+        let (_log, mut sm) = open_store(dir.path()).unwrap();
+        for c in entries.chunks(chunk) {
+            sm.apply(c.to_vec()).await.unwrap();
+        }
+        assert_eq!(sm.state_hash().unwrap().1, want, "chunk {chunk}: RocksDB state differs");
+    }
+}
+
+/// A [`Kv`] that counts the records it hands out.
+struct Counting<'a> {
+    kv: &'a MemKv,
+    reads: std::cell::Cell<usize>,
+}
+
+impl Kv for Counting<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.reads.set(self.reads.get() + 1);
+        self.kv.get(key)
+    }
+
+    fn scan(
+        &self,
+        prefix: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        self.scan_from(prefix, prefix, visit)
+    }
+
+    fn scan_from(
+        &self,
+        prefix: &[u8],
+        start: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        self.kv.scan_from(prefix, start, &mut |k, v| {
+            self.reads.set(self.reads.get() + 1);
+            visit(k, v)
+        })
+    }
+}
+
+/// Inside one apply() call nothing is written yet, so keys pruned by earlier
+/// entries are still on disk: each entry must still read only about the 64
+/// keys it prunes, not every key pruned before it in the call.
+#[test]
+fn idempotency_pruning_reads_a_bounded_number_of_records_per_entry() {
+    let t0 = 1_700_000_000_000u64;
+    let mut kv = MemKv::default();
+    let mut core = Core::open(&kv).unwrap();
+    let mut index = 0;
+    for i in 0..3_000u64 {
+        index += 1;
+        core.apply_entry(&kv, &at(index, t0 + i, keyed(format!("k{i}")))).unwrap();
+    }
+    let w = core.take_writes().unwrap();
+    kv.write(w);
+    // A day later, 40 entries in one apply() call.
+    let counting = Counting { kv: &kv, reads: std::cell::Cell::new(0) };
+    let per_entry_limit = 4 * limits::IDEMPOTENCY_PRUNE_PER_ENTRY;
+    for i in 0..40u64 {
+        index += 1;
+        counting.reads.set(0);
+        let e = at(index, t0 + DAY_MS + 10_000 + i, Command::CancelJob { job: 999_999, reason: String::new() });
+        core.apply_entry(&counting, &e).unwrap();
+        let reads = counting.reads.get();
+        assert!(reads <= per_entry_limit, "entry {i} of the call read {reads} records");
+    }
+    let w = core.take_writes().unwrap();
+    let pruned = w.iter().filter(|(k, v)| k[0] == keys::Table::IdemByTime as u8 && v.is_none()).count();
+    assert_eq!(pruned, 40 * limits::IDEMPOTENCY_PRUNE_PER_ENTRY);
 }

@@ -3,6 +3,8 @@
 //! Checked after every step:
 //! - at most one live attempt per task, and indexes agree with records;
 //! - tokens strictly increase per task;
+//! - attempts count grants minus graceful releases, and never pass max_attempts;
+//! - interned worker names are exactly the sticky names of pending tasks;
 //! - terminal states are final;
 //! - a rejected command (stale tokens included) changes nothing;
 //! - re-applying the same entries to a fresh core, split into apply() calls
@@ -91,6 +93,8 @@ struct Harness {
     entries: Vec<Entry>,
     /// Every token granted per task, in grant order.
     grants: BTreeMap<TaskKey, Vec<Token>>,
+    /// Attempts given back per task by graceful releases (deregistrations).
+    given_back: BTreeMap<TaskKey, u32>,
     terminal: BTreeMap<TaskKey, TaskRecord>,
     stats: Stats,
 }
@@ -136,6 +140,7 @@ impl Harness {
             index: 0,
             entries: vec![],
             grants: BTreeMap::new(),
+            given_back: BTreeMap::new(),
             terminal: BTreeMap::new(),
             stats: Stats::default(),
         }
@@ -326,7 +331,22 @@ impl Harness {
             }
         }
         self.record_grants(&resp);
+        self.record_given_back(&cmd, &resp);
         self.check_invariants()
+    }
+
+    fn record_given_back(&mut self, cmd: &Command, resp: &Response) {
+        match (cmd, resp) {
+            (Command::DeregisterWorker { .. }, Response::Done(Outcome::SessionEnded { released, .. })) => {
+                for t in &released.requeued {
+                    *self.given_back.entry(*t).or_default() += 1;
+                }
+            }
+            (Command::Batch(cmds), Response::Batch(rs)) => {
+                cmds.iter().zip(rs).for_each(|(c, r)| self.record_given_back(c, r));
+            }
+            _ => {}
+        }
     }
 
     fn record_grants(&mut self, resp: &Response) {
@@ -377,6 +397,7 @@ impl Harness {
             }
         }
         let jobs: Vec<JobId> = (1..self.core.meta.next_job).collect();
+        let mut sticky = BTreeSet::new();
         for job in jobs {
             let rec = self.core.job(&self.kv, job).unwrap().expect("job record");
             let mut counts = Counts::default();
@@ -413,11 +434,20 @@ impl Harness {
                 let g = self.grants.get(&key).cloned().unwrap_or_default();
                 prop_assert!(g.windows(2).all(|w| w[0] < w[1]), "tokens of {} not increasing: {:?}", key, g);
                 prop_assert_eq!(g.last().copied().unwrap_or(0), t.last_token);
-                prop_assert_eq!(g.len() as u32, t.attempts);
+                let back = self.given_back.get(&key).copied().unwrap_or(0);
+                prop_assert_eq!(g.len() as u32 - back, t.attempts, "attempts of {}", key);
+                prop_assert!(t.attempts <= rec.max_attempts, "{} granted past max_attempts", key);
             }
             prop_assert_eq!(counts, rec.counts, "counts of job {}", job);
+            if let Some(p) = idx.pending.get(&job) {
+                for pt in p.values().filter_map(|p| p.sticky) {
+                    sticky.insert(idx.names.name(pt).to_string());
+                }
+            }
             prop_assert_eq!(rec.finished_ms.is_none(), counts.live() > 0);
         }
+        // Names live exactly as long as a pending task needs them.
+        prop_assert_eq!(idx.names.len(), sticky.len(), "interned names {:?}", sticky);
         Ok(())
     }
 }
@@ -606,4 +636,110 @@ fn time_comes_from_entries_and_never_goes_back() {
     assert_eq!(core.meta.clock_ms, 10_000);
     let r = apply(&mut core, &mut kv, 5, 11_000, Command::TimeoutAttempts { attempts: vec![(k, 3)] });
     assert!(matches!(r, Response::Done(Outcome::TimedOut(ref v)) if v[0].is_ok()), "{r:?}");
+}
+
+/// Apply one command at the harness's next index, 10 ms after the last one.
+fn run(h: &mut Harness, cmd: Command) -> Response {
+    h.index += 1;
+    h.clock += 10;
+    let e = Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 0), h.index),
+        payload: EntryPayload::Normal(Proposal { proposed_at_ms: h.clock, cmd }),
+    };
+    let r = h.core.apply_entry(&h.kv, &e).unwrap();
+    let w = h.core.take_writes().unwrap();
+    h.kv.write(w);
+    r
+}
+
+fn register(h: &mut Harness, name: &str) -> (SessionId, u64) {
+    match run(h, Command::RegisterWorker { name: name.into(), labels: BTreeMap::new(), capacity: 1 }) {
+        Response::Done(Outcome::Registered { session, epoch, .. }) => (session, epoch),
+        r => panic!("{r:?}"),
+    }
+}
+
+fn assign(h: &mut Harness, task: TaskKey, session: SessionId) -> Grant {
+    match run(h, Command::AssignTasks { assignments: vec![Assign { task, session }] }) {
+        Response::Done(Outcome::Assigned(mut g)) => g.remove(0).unwrap(),
+        r => panic!("{r:?}"),
+    }
+}
+
+/// Rolling restarts that deregister a worker give its attempt back: with
+/// max_attempts 3, two graceful releases and a failure still leave retries,
+/// and handlers see attempt 1 each time.
+#[test]
+fn graceful_releases_do_not_use_up_the_attempt_budget() {
+    let mut h = Harness::new();
+    let mut spec = JobSpec::with_shards("ns", 1);
+    spec.max_attempts = 3;
+    run(&mut h, Command::SubmitJob(spec));
+    let k = TaskKey::new(1, 0);
+    for _ in 0..2 {
+        let (session, epoch) = register(&mut h, "w");
+        assert_eq!(assign(&mut h, k, session).attempt, 1);
+        let r = run(&mut h, Command::DeregisterWorker { session, epoch });
+        assert!(
+            matches!(r, Response::Done(Outcome::SessionEnded { ref released, .. }) if released.requeued == vec![k])
+        );
+    }
+    let (session, _) = register(&mut h, "w");
+    let g = assign(&mut h, k, session);
+    assert_eq!(g.attempt, 1);
+    let r = run(&mut h, Command::FailTask { task: k, token: g.token, error: "boom".into(), retryable: true });
+    assert!(matches!(r, Response::Done(Outcome::Failed { retry_at_ms: Some(_), .. })), "{r:?}");
+    assert_eq!(h.task(1, 0).unwrap().attempts, 1);
+}
+
+/// A not-before further ahead than MAX_NOT_BEFORE_AHEAD_MS of the entry's
+/// time is refused; one exactly at the limit is accepted.
+#[test]
+fn not_before_too_far_ahead_is_refused() {
+    let mut h = Harness::new();
+    let at = |h: &Harness, t: u64| {
+        let mut spec = JobSpec::with_shards("ns", 1);
+        spec.not_before_ms = Some(t);
+        spec.name = format!("{}", h.index);
+        Command::SubmitJob(spec)
+    };
+    // Each entry is applied at `h.clock + 10`.
+    for far in [false, true] {
+        let t = if far { h.clock + 10 + limits::MAX_NOT_BEFORE_AHEAD_MS + 1 } else { u64::MAX };
+        let cmd = at(&h, t);
+        let r = run(&mut h, cmd);
+        assert!(
+            matches!(r, Response::Rejected(CommandError::Invalid { ref field, .. }) if field == "not_before_ms"),
+            "{t}: {r:?}"
+        );
+    }
+    let cmd = at(&h, h.clock + 10 + limits::MAX_NOT_BEFORE_AHEAD_MS);
+    assert!(matches!(run(&mut h, cmd), Response::Done(Outcome::Submitted { .. })));
+    let spec = JobSpec { not_before_ms: Some(u64::MAX), ..JobSpec::with_shards("ns", 1) };
+    assert!(spec.check_not_before(0).is_err() && spec.validate().is_ok(), "the edge helper refuses it too");
+}
+
+/// Workers that restart under fresh names (the SDK default is `<host>-<pid>`)
+/// leave nothing behind in the name interner once no pending task is sticky
+/// to them.
+#[test]
+fn worker_names_are_forgotten_when_no_pending_task_needs_them() {
+    let mut h = Harness::new();
+    let mut spec = JobSpec::with_shards("ns", 1);
+    spec.max_attempts = limits::MAX_ATTEMPTS_LIMIT;
+    run(&mut h, Command::SubmitJob(spec));
+    let k = TaskKey::new(1, 0);
+    for i in 0..50 {
+        let (session, epoch) = register(&mut h, &format!("host-{i}"));
+        assign(&mut h, k, session);
+        run(&mut h, Command::ExpireWorker { session, epoch });
+        // Pending again, sticky to the last worker only.
+        assert_eq!(h.core.idx.names.len(), 1, "after worker {i}");
+    }
+    let (session, _) = register(&mut h, "last");
+    let g = assign(&mut h, k, session);
+    assert!(h.core.idx.names.is_empty(), "an assigned task holds no name");
+    run(&mut h, Command::CompleteTask { task: k, token: g.token, result: ByteBuf::new() });
+    assert!(h.core.idx.names.is_empty());
+    assert!(Core::open(&h.kv).unwrap().idx.names.is_empty());
 }

@@ -11,6 +11,9 @@ use openraft::{CommittedLeaderId, EntryPayload, RaftSnapshotBuilder};
 use serde_bytes::ByteBuf;
 
 const TASKS: usize = 1_000_000;
+/// Shards per job: with their payloads, a job stays under the entry limit
+/// (each shard also costs an 8-byte length prefix).
+const SHARDS_PER_JOB: usize = 50_000;
 
 fn entry(index: u64, cmd: Command) -> Entry {
     Entry {
@@ -41,7 +44,7 @@ async fn million_task_snapshot_round_trip() {
     let dir_b = tempfile::tempdir().unwrap();
     let (_log_a, mut sm_a) = open_store(dir_a.path()).unwrap();
 
-    // Fill: 10 jobs x 100k shards with small payloads, then give the table
+    // Fill: 20 jobs x 50k shards with small payloads, then give the table
     // some variety: sessions, assignments, results, a failure and a cancel.
     let t0 = Instant::now();
     let mut index = 0u64;
@@ -53,9 +56,9 @@ async fn million_task_snapshot_round_trip() {
         next(Command::RegisterWorker { name: "w1".into(), labels: BTreeMap::new(), capacity: 10_000 }),
         next(Command::RegisterWorker { name: "w2".into(), labels: BTreeMap::new(), capacity: 10_000 }),
     ];
-    let jobs = TASKS / limits::MAX_SHARDS_PER_JOB;
+    let jobs = TASKS / SHARDS_PER_JOB;
     for j in 0..jobs {
-        let mut spec = JobSpec::with_shards("bulk", limits::MAX_SHARDS_PER_JOB);
+        let mut spec = JobSpec::with_shards("bulk", SHARDS_PER_JOB);
         for (i, p) in spec.payloads.iter_mut().enumerate() {
             *p = ByteBuf::from(format!("{j}:{i}").into_bytes());
         }
@@ -83,7 +86,7 @@ async fn million_task_snapshot_round_trip() {
     let cancel = next(Command::CancelJob { job: 3, reason: "test".into() });
     sm_a.apply([batch, cancel]).await.unwrap();
     println!("filled {TASKS} tasks in {:?}", t0.elapsed());
-    assert_eq!(sm_a.read(|c, _| c.idx.live_tasks), (TASKS - limits::MAX_SHARDS_PER_JOB - 2_000) as u64);
+    assert_eq!(sm_a.read(|c, _| c.idx.live_tasks), (TASKS - SHARDS_PER_JOB - 2_000) as u64);
 
     // Build.
     reset_peak_rss();
@@ -105,8 +108,8 @@ async fn million_task_snapshot_round_trip() {
     let install_time = t0.elapsed();
     let install_peak = peak_rss_mib();
 
-    let hash_a = sm_a.state_hash().unwrap();
-    assert_eq!(hash_a, sm_b.state_hash().unwrap(), "installed state differs");
+    let hash_a = sm_a.state_hash().unwrap().1;
+    assert_eq!(hash_a, sm_b.state_hash().unwrap().1, "installed state differs");
     assert_eq!(sm_a.applied_state().await.unwrap(), sm_b.applied_state().await.unwrap());
     let canon_a = sm_a.read(|c, _| c.idx.canonical());
     assert_eq!(canon_a, sm_b.read(|c, _| c.idx.canonical()), "installed indexes differ");
@@ -119,7 +122,7 @@ async fn million_task_snapshot_round_trip() {
     let t0 = Instant::now();
     let (_log_b, sm_b) = open_store(dir_b.path()).unwrap();
     let reopen_time = t0.elapsed();
-    assert_eq!(hash_a, sm_b.state_hash().unwrap(), "state after reopen differs");
+    assert_eq!(hash_a, sm_b.state_hash().unwrap().1, "state after reopen differs");
     assert_eq!(canon_a, sm_b.read(|c, _| c.idx.canonical()));
 
     println!(
@@ -141,7 +144,7 @@ async fn corrupt_snapshot_is_refused_and_changes_nothing() {
     let (_lb, mut sm_b) = open_store(dir_b.path()).unwrap();
     sm_a.apply([entry(1, Command::SubmitJob(JobSpec::with_shards("ns", 50)))]).await.unwrap();
     sm_b.apply([entry(1, Command::SubmitJob(JobSpec::with_shards("other", 3)))]).await.unwrap();
-    let before = sm_b.state_hash().unwrap();
+    let before = sm_b.state_hash().unwrap().1;
     let mut snap = sm_a.get_snapshot_builder().await.build_snapshot().await.unwrap();
     let mut bytes = Vec::new();
     tokio::io::AsyncReadExt::read_to_end(&mut snap.snapshot, &mut bytes).await.unwrap();
@@ -151,9 +154,9 @@ async fn corrupt_snapshot_is_refused_and_changes_nothing() {
     tokio::io::AsyncWriteExt::write_all(&mut *recv, &bytes).await.unwrap();
     let err = sm_b.install_snapshot(&snap.meta, recv).await.unwrap_err();
     println!("refused: {err}");
-    assert_eq!(sm_b.state_hash().unwrap(), before);
+    assert_eq!(sm_b.state_hash().unwrap().1, before);
     drop(sm_b);
     drop(_lb);
     let (_lb, sm_b) = open_store(dir_b.path()).unwrap();
-    assert_eq!(sm_b.state_hash().unwrap(), before, "a failed install leaked into the reopened state");
+    assert_eq!(sm_b.state_hash().unwrap().1, before, "a failed install leaked into the reopened state");
 }

@@ -43,16 +43,14 @@ impl Cluster {
 impl ClusterService for Cluster {
     async fn status(&self, req: Request<proto::StatusRequest>) -> Result<Response<proto::StatusResponse>, Status> {
         let (state_hash, state_hash_index) = if req.into_inner().include_state_hash {
-            // One read lock covers both, so the hash is exactly the state at that index.
+            // The hash comes with the applied index it covers, read off one
+            // pinned snapshot (apply is not held up while it is computed).
             let reader = self.ctx.reader.clone();
-            let (index, hash) = tokio::task::spawn_blocking(move || {
-                reader
-                    .read(|core, kv| (core.meta.last_applied.map_or(0, |l| l.index), baton_raft_store::state_hash(kv)))
-            })
-            .await
-            .map_err(|e| ApiError::Internal(format!("state hash task failed: {e}")))?;
-            let hash = hash.map_err(ApiError::from)?;
-            (hash.to_vec(), index)
+            let hashed = tokio::task::spawn_blocking(move || reader.state_hash())
+                .await
+                .map_err(|e| ApiError::Internal(format!("state hash task failed: {e}")))?;
+            let (applied, hash) = hashed.map_err(ApiError::from)?;
+            (hash.to_vec(), applied.map_or(0, |l| l.index))
         } else {
             (Vec::new(), 0)
         };

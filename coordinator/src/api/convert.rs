@@ -4,7 +4,7 @@
 
 use baton_client::proto;
 use baton_raft_store::limits::*;
-use baton_raft_store::{Backoff, Command, JobRecord, JobSpec, JobStatus, TaskRecord, TaskState};
+use baton_raft_store::{Backoff, JobRecord, JobSpec, JobStatus, TaskRecord, TaskState};
 use serde_bytes::ByteBuf;
 
 use crate::error::ApiError;
@@ -46,7 +46,7 @@ pub fn job_spec(spec: Option<proto::JobSpec>) -> Result<JobSpec, ApiError> {
         not_before_ms: (s.not_before_ms != 0).then_some(s.not_before_ms),
         idempotency_key: (!s.idempotency_key.is_empty()).then_some(s.idempotency_key),
     };
-    Command::SubmitJob(spec.clone()).validate()?;
+    spec.validate()?;
     Ok(spec)
 }
 

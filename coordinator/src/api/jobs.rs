@@ -22,6 +22,13 @@ pub const LIST_SCAN_MAX: usize = 100_000;
 /// Default and largest page of GetResults.
 pub const RESULTS_PAGE_DEFAULT: usize = 1000;
 pub const RESULTS_PAGE_MAX: usize = 10_000;
+/// Most bytes of shard records (results, mostly) in one GetResults page
+/// (4 MiB), whatever its `limit`: 10,000 results of up to 1 MiB would
+/// otherwise be gathered and encoded in one response. The proto encoding is
+/// smaller than the stored records, so a page also decodes under gRPC's
+/// default 4 MiB message limit. A page always holds at least one shard, and
+/// clients continue from `next_shard`.
+pub const RESULTS_PAGE_MAX_BYTES: usize = 4 * 1024 * 1024;
 /// Events buffered per watch stream before the watcher is considered stuck.
 pub const WATCH_QUEUE: usize = 64;
 
@@ -195,7 +202,8 @@ impl JobService for Jobs {
         if r.from_shard > job.shards {
             return Err(ApiError::from(CommandError::TaskNotFound(TaskKey::new(r.job_id, r.from_shard))).into());
         }
-        let tasks = self.ctx.reader.tasks_of(r.job_id, r.from_shard, limit).map_err(ApiError::from)?;
+        let tasks =
+            self.ctx.reader.tasks_of(r.job_id, r.from_shard, limit, RESULTS_PAGE_MAX_BYTES).map_err(ApiError::from)?;
         let next_shard = tasks.last().map_or(job.shards, |(s, _)| s + 1);
         Ok(Response::new(proto::GetResultsResponse {
             results: tasks.into_iter().map(|(s, t)| convert::shard_result(s, t)).collect(),

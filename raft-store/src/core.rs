@@ -1,0 +1,680 @@
+//! The deterministic core of the state machine.
+//!
+//! [`Core::apply_entry`] is the only code that changes the task table. It reads
+//! durable records through a [`Kv`] (RocksDB in production, [`MemKv`](crate::kv::MemKv) in tests
+//! and simulation), keeps every change in an in-memory overlay until the caller
+//! takes them with [`Core::take_writes`], and maintains the in-memory
+//! [`Indexes`] the scheduler reads.
+//!
+//! Determinism rules: no clock (time comes from the entry), no randomness, no
+//! iteration over hash maps, and a command either succeeds or changes nothing
+//! (every handler validates fully before its first mutation).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
+
+use openraft::EntryPayload;
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+use crate::codec;
+use crate::command::*;
+use crate::error::StoreError;
+use crate::indexes::{Indexes, PendingTask, index_insert, index_remove};
+use crate::keys::{self, Table};
+use crate::kv::{Kv, decode_at, load};
+use crate::limits::*;
+use crate::task::*;
+use crate::types::*;
+
+/// Replicated counters and Raft bookkeeping, stored under the meta key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+    pub next_job: JobId,
+    pub next_session: SessionId,
+    /// Logical time: the max `proposed_at_ms` applied so far. Never goes back,
+    /// even if a new leader's clock is behind the old one's.
+    pub clock_ms: u64,
+}
+
+impl Default for Meta {
+    fn default() -> Self {
+        Self { last_applied: None, membership: StoredMembership::default(), next_job: 1, next_session: 1, clock_ms: 0 }
+    }
+}
+
+/// The latest incarnation of a worker name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameRecord {
+    pub epoch: u64,
+    pub session: SessionId,
+}
+
+/// An idempotency key's job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdemRecord {
+    pub job: JobId,
+    pub created_ms: u64,
+    pub spec_hash: [u8; 32],
+}
+
+/// Changes made since the last [`Core::take_writes`].
+#[derive(Debug, Default)]
+struct Dirty {
+    /// Meta changed (set by every applied entry).
+    meta: bool,
+    tasks: BTreeMap<TaskKey, TaskRecord>,
+    /// Jobs whose record changed; the value is in `Indexes::jobs` or `finished`.
+    jobs: BTreeSet<JobId>,
+    finished: BTreeMap<JobId, JobRecord>,
+    payloads: BTreeMap<TaskKey, ByteBuf>,
+    sessions: BTreeMap<SessionId, SessionRecord>,
+    names: BTreeMap<String, NameRecord>,
+    idem: BTreeMap<String, Option<IdemRecord>>,
+    /// true: put, false: delete.
+    idem_time: BTreeMap<(u64, String), bool>,
+}
+
+/// An internal failure: a refused command, or a storage error that stops the node.
+enum Fail {
+    Reject(CommandError),
+    Store(StoreError),
+}
+
+impl From<CommandError> for Fail {
+    fn from(e: CommandError) -> Self {
+        Fail::Reject(e)
+    }
+}
+
+impl From<StoreError> for Fail {
+    fn from(e: StoreError) -> Self {
+        Fail::Store(e)
+    }
+}
+
+type Res<T> = Result<T, Fail>;
+
+#[derive(Clone, Copy)]
+struct Ctx {
+    /// Log index of the entry being applied (the token of any grant it makes).
+    index: u64,
+    /// The entry's logical time (see [`Meta::clock_ms`]).
+    now_ms: u64,
+}
+
+/// The state machine core.
+#[derive(Debug, Default)]
+pub struct Core {
+    pub meta: Meta,
+    pub idx: Indexes,
+    dirty: Dirty,
+    /// The last idempotency key pruned (time, key). Every key up to it is
+    /// deleted, in `dirty` or already on disk, so pruning resumes after it.
+    /// In memory only: after open, pruning restarts from the first key.
+    idem_pruned_to: Option<(u64, String)>,
+}
+
+fn invariant(msg: String) -> Fail {
+    Fail::Store(StoreError::Invariant(msg))
+}
+
+impl Core {
+    /// Load meta and rebuild the indexes from durable records.
+    pub fn open(kv: &dyn Kv) -> Result<Core, StoreError> {
+        let meta: Meta = load(kv, &keys::meta())?.unwrap_or_default();
+        let mut idx = Indexes::default();
+        kv.scan(&[Table::Job as u8], &mut |k, v| {
+            let job: JobRecord = decode_at(k, v)?;
+            if job.finished_ms.is_none() {
+                idx.jobs.insert(job.id, job);
+            }
+            Ok(true)
+        })?;
+        kv.scan(&[Table::Session as u8], &mut |k, v| {
+            let s: SessionRecord = decode_at(k, v)?;
+            if s.ended.is_none() {
+                idx.live_by_name.insert(s.name.clone(), s.id);
+                idx.sessions.insert(s.id, s);
+            }
+            Ok(true)
+        })?;
+        let live_jobs: Vec<JobId> = idx.jobs.keys().copied().collect();
+        for job in live_jobs {
+            kv.scan(&keys::tasks_of(job), &mut |k, v| {
+                let key = keys::parse_task(k)
+                    .ok_or_else(|| StoreError::Invariant(format!("bad task key {}", keys::describe(k))))?;
+                let rec: TaskRecord = decode_at(k, v)?;
+                index_insert(&mut idx, key, &rec);
+                Ok(true)
+            })?;
+        }
+        Ok(Core { meta, idx, dirty: Dirty::default(), idem_pruned_to: None })
+    }
+
+    /// Apply one log entry. `Err` only for storage failures; a refused command
+    /// is `Ok(Response::Rejected)` with state unchanged.
+    pub fn apply_entry(&mut self, kv: &dyn Kv, entry: &Entry) -> Result<Response, StoreError> {
+        self.meta.last_applied = Some(entry.log_id);
+        self.dirty.meta = true;
+        match &entry.payload {
+            EntryPayload::Blank => Ok(Response::Done(Outcome::Noop)),
+            EntryPayload::Membership(m) => {
+                self.meta.membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                Ok(Response::Done(Outcome::Noop))
+            }
+            EntryPayload::Normal(p) => {
+                let now_ms = self.meta.clock_ms.max(p.proposed_at_ms);
+                self.meta.clock_ms = now_ms;
+                self.prune_idempotency(kv, now_ms)?;
+                self.apply_command(kv, Ctx { index: entry.log_id.index, now_ms }, &p.cmd)
+            }
+        }
+    }
+
+    fn apply_command(&mut self, kv: &dyn Kv, ctx: Ctx, cmd: &Command) -> Result<Response, StoreError> {
+        if let Err(e) = cmd.validate() {
+            return Ok(Response::Rejected(e));
+        }
+        let r = match cmd {
+            Command::Batch(cmds) => {
+                let mut out = Vec::with_capacity(cmds.len());
+                for c in cmds {
+                    out.push(self.apply_command(kv, ctx, c)?);
+                }
+                return Ok(Response::Batch(out));
+            }
+            Command::RegisterWorker { name, labels, capacity } => {
+                self.register_worker(kv, ctx, name, labels, *capacity)
+            }
+            Command::DeregisterWorker { session, epoch } => {
+                self.end_session(kv, ctx, *session, *epoch, EndReason::Deregistered)
+            }
+            Command::ExpireWorker { session, epoch } => self.end_session(kv, ctx, *session, *epoch, EndReason::Expired),
+            Command::SubmitJob(spec) => self.submit_job(kv, ctx, spec),
+            Command::AssignTasks { assignments } => {
+                let mut results = Vec::with_capacity(assignments.len());
+                for a in assignments {
+                    results.push(match self.assign_one(kv, ctx, a) {
+                        Ok(g) => Ok(g),
+                        Err(Fail::Reject(e)) => Err(e),
+                        Err(Fail::Store(e)) => return Err(e),
+                    });
+                }
+                Ok(Outcome::Assigned(results))
+            }
+            Command::CompleteTask { task, token, result } => {
+                let ev = Event::Complete { token: *token, result };
+                self.task_event(kv, ctx, *task, &ev).map(|(step, finished)| Outcome::Completed {
+                    task: *task,
+                    job_finished: finished,
+                    duplicate: step.effect == Effect::Duplicate,
+                })
+            }
+            Command::FailTask { task, token, error, retryable } => {
+                let ev = Event::Fail { token: *token, error, retryable: *retryable };
+                self.task_event(kv, ctx, *task, &ev).map(|(step, finished)| Outcome::Failed {
+                    task: *task,
+                    retry_at_ms: match step.next.state {
+                        TaskState::Pending { ready_at_ms } => Some(ready_at_ms),
+                        _ => None,
+                    },
+                    job_finished: finished,
+                    duplicate: step.effect == Effect::Duplicate,
+                })
+            }
+            Command::ReportProgress { task, token, progress_bp, message } => {
+                let ev = Event::Progress { token: *token, progress_bp: *progress_bp, message };
+                self.task_event(kv, ctx, *task, &ev).map(|_| Outcome::Progressed { task: *task })
+            }
+            Command::TimeoutAttempts { attempts } => {
+                let mut results = Vec::with_capacity(attempts.len());
+                for (task, token) in attempts {
+                    results.push(match self.task_event(kv, ctx, *task, &Event::Timeout { token: *token }) {
+                        Ok((step, _)) => Ok(released_one(*task, &step.next.state)),
+                        Err(Fail::Reject(e)) => Err(e),
+                        Err(Fail::Store(e)) => return Err(e),
+                    });
+                }
+                Ok(Outcome::TimedOut(results))
+            }
+            Command::CancelJob { job, reason } => self.cancel_job(kv, ctx, *job, reason),
+        };
+        match r {
+            Ok(o) => Ok(Response::Done(o)),
+            Err(Fail::Reject(e)) => Ok(Response::Rejected(e)),
+            Err(Fail::Store(e)) => Err(e),
+        }
+    }
+
+    // ---- reads through the overlay -------------------------------------------------
+
+    pub fn task(&self, kv: &dyn Kv, key: TaskKey) -> Result<Option<TaskRecord>, StoreError> {
+        match self.dirty.tasks.get(&key) {
+            Some(t) => Ok(Some(t.clone())),
+            None => load(kv, &keys::task(key)),
+        }
+    }
+
+    /// A job's record, live or finished.
+    pub fn job(&self, kv: &dyn Kv, id: JobId) -> Result<Option<JobRecord>, StoreError> {
+        if let Some(j) = self.idx.jobs.get(&id).or_else(|| self.dirty.finished.get(&id)) {
+            return Ok(Some(j.clone()));
+        }
+        load(kv, &keys::job(id))
+    }
+
+    fn session_rec(&self, kv: &dyn Kv, id: SessionId) -> Result<Option<SessionRecord>, StoreError> {
+        if let Some(s) = self.idx.sessions.get(&id).or_else(|| self.dirty.sessions.get(&id)) {
+            return Ok(Some(s.clone()));
+        }
+        load(kv, &keys::session(id))
+    }
+
+    fn name_rec(&self, kv: &dyn Kv, name: &str) -> Result<Option<NameRecord>, StoreError> {
+        match self.dirty.names.get(name) {
+            Some(n) => Ok(Some(n.clone())),
+            None => load(kv, &keys::worker_name(name)),
+        }
+    }
+
+    fn idem_rec(&self, kv: &dyn Kv, key: &str) -> Result<Option<IdemRecord>, StoreError> {
+        match self.dirty.idem.get(key) {
+            Some(r) => Ok(r.clone()),
+            None => load(kv, &keys::idem(key)),
+        }
+    }
+
+    /// Why a session is not live: it ended, or never existed.
+    fn dead_session(&self, kv: &dyn Kv, id: SessionId) -> Fail {
+        match self.session_rec(kv, id) {
+            Ok(Some(_)) => CommandError::SessionEnded { session: id }.into(),
+            Ok(None) => CommandError::SessionNotFound(id).into(),
+            Err(e) => e.into(),
+        }
+    }
+
+    // ---- the one place indexes and counts change -----------------------------------
+
+    fn set_task(&mut self, key: TaskKey, old: &TaskState, new: TaskRecord) {
+        index_remove(&mut self.idx, key, old);
+        index_insert(&mut self.idx, key, &new);
+        if let Some(job) = self.idx.jobs.get_mut(&key.job) {
+            job.counts.moved(old, &new.state);
+            if matches!(new.state, TaskState::Assigned { .. }) {
+                job.started = true;
+            }
+        }
+        self.dirty.jobs.insert(key.job);
+        self.dirty.tasks.insert(key, new);
+    }
+
+    /// Move a job out of the live set once no shard is pending or assigned.
+    fn finish_if_done(&mut self, job: JobId, now_ms: u64) -> bool {
+        let done = self.idx.jobs.get(&job).is_some_and(|j| j.counts.live() == 0);
+        if done && let Some(mut rec) = self.idx.jobs.remove(&job) {
+            rec.finished_ms = Some(now_ms);
+            // No shard is live, so `set_task` already emptied (and dropped) its
+            // pending map; should one be left, drop it with its name references.
+            if let Some(left) = self.idx.pending.remove(&job) {
+                debug_assert!(left.is_empty(), "finished job {job} still has pending shards");
+                for name in left.values().filter_map(|p| p.sticky) {
+                    self.idx.names.release(name);
+                }
+            }
+            self.dirty.jobs.insert(job);
+            self.dirty.finished.insert(job, rec);
+        }
+        done
+    }
+
+    // ---- handlers ------------------------------------------------------------------
+
+    fn register_worker(
+        &mut self,
+        kv: &dyn Kv,
+        ctx: Ctx,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+        capacity: u32,
+    ) -> Res<Outcome> {
+        let prior = self.name_rec(kv, name)?;
+        let old_live = self.idx.live_by_name.get(name).copied();
+        if old_live.is_none() && self.idx.sessions.len() >= MAX_LIVE_SESSIONS {
+            return Err(CommandError::LimitReached {
+                what: "live worker sessions".into(),
+                limit: MAX_LIVE_SESSIONS as u64,
+            }
+            .into());
+        }
+        // Validated; mutations start here.
+        let replaced = match old_live {
+            Some(old) => Some((old, self.end_session_unchecked(kv, ctx, old, EndReason::Replaced)?)),
+            None => None,
+        };
+        let id = self.meta.next_session;
+        self.meta.next_session += 1;
+        let epoch = prior.map_or(1, |r| r.epoch + 1);
+        let rec = SessionRecord {
+            id,
+            name: name.to_string(),
+            epoch,
+            labels: labels.clone(),
+            capacity,
+            registered_ms: ctx.now_ms,
+            ended: None,
+        };
+        self.idx.sessions.insert(id, rec.clone());
+        self.idx.live_by_name.insert(name.to_string(), id);
+        self.dirty.sessions.insert(id, rec);
+        self.dirty.names.insert(name.to_string(), NameRecord { epoch, session: id });
+        Ok(Outcome::Registered { session: id, epoch, replaced })
+    }
+
+    fn end_session(
+        &mut self,
+        kv: &dyn Kv,
+        ctx: Ctx,
+        session: SessionId,
+        epoch: u64,
+        reason: EndReason,
+    ) -> Res<Outcome> {
+        let Some(rec) = self.idx.sessions.get(&session) else {
+            return Err(self.dead_session(kv, session));
+        };
+        if rec.epoch != epoch {
+            return Err(CommandError::StaleEpoch { session, presented: epoch, current: rec.epoch }.into());
+        }
+        let released = self.end_session_unchecked(kv, ctx, session, reason)?;
+        Ok(Outcome::SessionEnded { session, released })
+    }
+
+    fn end_session_unchecked(&mut self, kv: &dyn Kv, ctx: Ctx, session: SessionId, reason: EndReason) -> Res<Released> {
+        let held: Vec<TaskKey> =
+            self.idx.by_session.get(&session).map(|s| s.iter().copied().collect()).unwrap_or_default();
+        let mut released = Released::default();
+        let ev = Event::Release { session, graceful: reason == EndReason::Deregistered };
+        for key in held {
+            let (rec, policy) = self.live_task(kv, key)?;
+            let step = transition(key, &rec, &ev, &policy, ctx.now_ms)
+                .map_err(|e| invariant(format!("index says {key} is held by {session}: {e}")))?;
+            match step.next.state {
+                TaskState::Dead => released.dead.push(key),
+                _ => released.requeued.push(key),
+            }
+            self.set_task(key, &rec.state, step.next);
+            self.finish_if_done(key.job, ctx.now_ms);
+        }
+        self.idx.by_session.remove(&session);
+        if let Some(mut rec) = self.idx.sessions.remove(&session) {
+            if self.idx.live_by_name.get(&rec.name) == Some(&session) {
+                self.idx.live_by_name.remove(&rec.name);
+            }
+            rec.ended = Some((ctx.now_ms, reason));
+            self.dirty.sessions.insert(session, rec);
+        }
+        Ok(released)
+    }
+
+    fn submit_job(&mut self, kv: &dyn Kv, ctx: Ctx, spec: &JobSpec) -> Res<Outcome> {
+        // Against the entry's time, so every replica reaches the same verdict.
+        spec.check_not_before(ctx.now_ms)?;
+        let encoded = codec::encode(spec).map_err(|source| StoreError::Encode { what: "job spec", source })?;
+        let spec_hash = *blake3::hash(&encoded).as_bytes();
+        let shards = spec.payloads.len() as u32;
+        if let Some(key) = &spec.idempotency_key
+            && let Some(prior) = self.idem_rec(kv, key)?
+            && prior.created_ms.saturating_add(IDEMPOTENCY_WINDOW_MS) > ctx.now_ms
+        {
+            return if prior.spec_hash == spec_hash {
+                Ok(Outcome::Submitted { job: prior.job, shards, duplicate: true })
+            } else {
+                Err(CommandError::IdempotencyConflict { key: key.clone(), job: prior.job }.into())
+            };
+        }
+        if self.idx.live_tasks + shards as u64 > MAX_LIVE_TASKS {
+            return Err(CommandError::LimitReached { what: "live tasks".into(), limit: MAX_LIVE_TASKS }.into());
+        }
+        // Validated; mutations start here.
+        let id = self.meta.next_job;
+        self.meta.next_job += 1;
+        let ready_at_ms = ctx.now_ms.max(spec.not_before_ms.unwrap_or(0));
+        let mut pending = BTreeMap::new();
+        for (shard, payload) in spec.payloads.iter().enumerate() {
+            let key = TaskKey::new(id, shard as u32);
+            self.dirty.tasks.insert(key, TaskRecord::new(ready_at_ms, ctx.now_ms));
+            if !payload.is_empty() {
+                self.dirty.payloads.insert(key, payload.clone());
+            }
+            pending.insert(shard as u32, PendingTask { ready_at_ms, sticky: None });
+        }
+        self.idx.pending.insert(id, pending);
+        self.idx.live_tasks += shards as u64;
+        self.idx.jobs.insert(id, JobRecord::new(id, spec, spec_hash, ctx.now_ms));
+        self.dirty.jobs.insert(id);
+        if let Some(key) = &spec.idempotency_key {
+            self.dirty.idem.insert(key.clone(), Some(IdemRecord { job: id, created_ms: ctx.now_ms, spec_hash }));
+            self.dirty.idem_time.insert((ctx.now_ms, key.clone()), true);
+        }
+        Ok(Outcome::Submitted { job: id, shards, duplicate: false })
+    }
+
+    fn assign_one(&mut self, kv: &dyn Kv, ctx: Ctx, a: &Assign) -> Res<Grant> {
+        let Some(sess) = self.idx.sessions.get(&a.session) else {
+            return Err(self.dead_session(kv, a.session));
+        };
+        let held = self.idx.by_session.get(&a.session).map_or(0, |s| s.len());
+        if held >= sess.capacity as usize {
+            return Err(CommandError::AtCapacity { session: a.session, capacity: sess.capacity }.into());
+        }
+        let (rec, policy) = self.live_task(kv, a.task)?;
+        let job = &self.idx.jobs[&a.task.job];
+        if !sess.satisfies(&job.constraints) {
+            return Err(CommandError::ConstraintMismatch { session: a.session, job: a.task.job }.into());
+        }
+        let worker = sess.name.clone();
+        let ev = Event::Grant { session: a.session, worker: &worker, token: ctx.index };
+        let step = transition(a.task, &rec, &ev, &policy, ctx.now_ms)?;
+        let TaskState::Assigned { deadline_ms, .. } = step.next.state else {
+            return Err(invariant(format!("grant of {} did not assign", a.task)));
+        };
+        let grant =
+            Grant { task: a.task, session: a.session, token: ctx.index, attempt: step.next.attempts, deadline_ms };
+        self.set_task(a.task, &rec.state, step.next);
+        Ok(grant)
+    }
+
+    /// A task of a live job with its policy; typed errors for unknown or
+    /// finished jobs and out-of-range shards.
+    fn live_task(&self, kv: &dyn Kv, key: TaskKey) -> Res<(TaskRecord, Policy)> {
+        let Some(job) = self.idx.jobs.get(&key.job) else {
+            return Err(match self.job(kv, key.job)? {
+                Some(_) => CommandError::JobFinished { job: key.job }.into(),
+                None => CommandError::JobNotFound(key.job).into(),
+            });
+        };
+        if key.shard >= job.shards {
+            return Err(CommandError::TaskNotFound(key).into());
+        }
+        let rec =
+            self.task(kv, key)?.ok_or_else(|| invariant(format!("live job {} has no record for {key}", key.job)))?;
+        Ok((rec, job.policy()))
+    }
+
+    /// Apply a token-carrying event (complete, fail, progress, timeout). Works
+    /// on finished jobs too, so a retried report of a result that finished the
+    /// job is answered as a duplicate rather than "not found".
+    fn task_event(&mut self, kv: &dyn Kv, ctx: Ctx, key: TaskKey, ev: &Event<'_>) -> Res<(Step, bool)> {
+        let (rec, policy) = match self.live_task(kv, key) {
+            Ok(x) => x,
+            Err(Fail::Reject(CommandError::JobFinished { .. })) => {
+                let job = self.job(kv, key.job)?.ok_or(CommandError::JobNotFound(key.job))?;
+                if key.shard >= job.shards {
+                    return Err(CommandError::TaskNotFound(key).into());
+                }
+                let rec = self.task(kv, key)?.ok_or(CommandError::TaskNotFound(key))?;
+                let step = transition(key, &rec, ev, &job.policy(), ctx.now_ms)?;
+                if step.effect == Effect::Changed {
+                    return Err(invariant(format!("{ev:?} changed {key} of finished job")));
+                }
+                return Ok((step, false));
+            }
+            Err(e) => return Err(e),
+        };
+        let step = transition(key, &rec, ev, &policy, ctx.now_ms)?;
+        let mut finished = false;
+        if step.effect == Effect::Changed {
+            self.set_task(key, &rec.state, step.next.clone());
+            finished = self.finish_if_done(key.job, ctx.now_ms);
+        }
+        Ok((step, finished))
+    }
+
+    fn cancel_job(&mut self, kv: &dyn Kv, ctx: Ctx, job: JobId, reason: &str) -> Res<Outcome> {
+        let Some(rec) = self.idx.jobs.get(&job) else {
+            return Err(match self.job(kv, job)? {
+                Some(_) => CommandError::JobFinished { job }.into(),
+                None => CommandError::JobNotFound(job).into(),
+            });
+        };
+        let shards = rec.shards;
+        let policy = rec.policy();
+        // Read everything first so a storage error cannot leave a half-cancelled job.
+        let mut live = Vec::new();
+        for shard in 0..shards {
+            let key = TaskKey::new(job, shard);
+            let t = self.task(kv, key)?.ok_or_else(|| invariant(format!("missing {key}")))?;
+            if !t.state.is_terminal() {
+                live.push((key, t));
+            }
+        }
+        let mut revoked = Vec::new();
+        let tasks_cancelled = live.len() as u32;
+        for (key, t) in live {
+            let step = transition(key, &t, &Event::Cancel, &policy, ctx.now_ms)
+                .map_err(|e| invariant(format!("cancel of live {key}: {e}")))?;
+            if let TaskState::Assigned { session, token, .. } = t.state {
+                revoked.push(Revoked { task: key, session, token });
+            }
+            self.set_task(key, &t.state, step.next);
+        }
+        let reason = if reason.is_empty() { "cancelled" } else { reason };
+        if let Some(j) = self.idx.jobs.get_mut(&job) {
+            j.cancel_reason = Some(reason.to_string());
+        }
+        self.dirty.jobs.insert(job);
+        self.finish_if_done(job, ctx.now_ms);
+        Ok(Outcome::Cancelled { job, revoked, tasks_cancelled })
+    }
+
+    /// Drop idempotency keys older than the dedup window, a bounded number per
+    /// entry: the first [`IDEMPOTENCY_PRUNE_PER_ENTRY`] expired keys of the
+    /// table as this entry sees it (records plus overlay), in (time, key)
+    /// order. That set depends only on the applied entries, never on how
+    /// apply() calls were chunked.
+    ///
+    /// Cost O(64 + log n) per entry: pruning always takes the oldest keys, so
+    /// everything up to `idem_pruned_to` is deleted (in the overlay or on
+    /// disk), and new keys are stamped `now_ms`, after any cutoff. Both
+    /// sources are read from just after that cursor.
+    fn prune_idempotency(&mut self, kv: &dyn Kv, now_ms: u64) -> Result<(), StoreError> {
+        let Some(cutoff) = now_ms.checked_sub(IDEMPOTENCY_WINDOW_MS) else {
+            return Ok(());
+        };
+        let want = IDEMPOTENCY_PRUNE_PER_ENTRY;
+        let mut candidates = BTreeSet::new();
+        let prefix = [Table::IdemByTime as u8];
+        let start = match &self.idem_pruned_to {
+            // The smallest key after the cursor's.
+            Some((t, key)) => [keys::idem_by_time(*t, key), vec![0]].concat(),
+            None => prefix.to_vec(),
+        };
+        kv.scan_from(&prefix, &start, &mut |k, _| {
+            let (t, key) = keys::parse_idem_by_time(k)
+                .ok_or_else(|| StoreError::Invariant(format!("bad key {}", keys::describe(k))))?;
+            if t > cutoff || candidates.len() >= want {
+                return Ok(false);
+            }
+            candidates.insert((t, key));
+            Ok(true)
+        })?;
+        let after = match &self.idem_pruned_to {
+            Some(c) => Bound::Excluded(c.clone()),
+            None => Bound::Unbounded,
+        };
+        for ((t, key), put) in self.dirty.idem_time.range((after, Bound::Unbounded)).take(want) {
+            debug_assert!(*put, "idempotency key {key} deleted after the prune cursor");
+            if *t > cutoff {
+                break;
+            }
+            candidates.insert((*t, key.clone()));
+        }
+        for (t, key) in candidates.into_iter().take(want) {
+            // A key reused after expiry has a newer record; keep that one.
+            if self.idem_rec(kv, &key)?.is_some_and(|r| r.created_ms == t) {
+                self.dirty.idem.insert(key.clone(), None);
+            }
+            self.dirty.idem_time.insert((t, key.clone()), false);
+            self.idem_pruned_to = Some((t, key));
+        }
+        Ok(())
+    }
+
+    /// Number of records changed since the last [`Core::take_writes`].
+    pub fn dirty_len(&self) -> usize {
+        let d = &self.dirty;
+        d.tasks.len() + d.jobs.len() + d.payloads.len() + d.sessions.len() + d.names.len() + d.idem.len()
+    }
+
+    /// Encode every change since the last call, as (table key, value or delete),
+    /// in a deterministic order. The caller writes them atomically.
+    pub fn take_writes(&mut self) -> Result<Vec<(Vec<u8>, Option<Vec<u8>>)>, StoreError> {
+        let d = std::mem::take(&mut self.dirty);
+        let enc = |what: &'static str, r: Result<Vec<u8>, codec::CodecError>| {
+            r.map_err(|source| StoreError::Encode { what, source })
+        };
+        let mut w = Vec::with_capacity(1 + d.tasks.len() + d.jobs.len());
+        if d.meta {
+            w.push((keys::meta(), Some(enc("meta", codec::encode(&self.meta))?)));
+        }
+        for id in d.jobs {
+            let rec = self.idx.jobs.get(&id).or_else(|| d.finished.get(&id));
+            let rec = rec.ok_or_else(|| StoreError::Invariant(format!("dirty job {id} has no record")))?;
+            w.push((keys::job(id), Some(enc("job", codec::encode(rec))?)));
+        }
+        for (k, t) in d.tasks {
+            w.push((keys::task(k), Some(enc("task", codec::encode(&t))?)));
+        }
+        for (k, p) in d.payloads {
+            w.push((keys::payload(k), Some(enc("payload", codec::encode(&p))?)));
+        }
+        for (id, s) in d.sessions {
+            w.push((keys::session(id), Some(enc("session", codec::encode(&s))?)));
+        }
+        for (name, n) in d.names {
+            w.push((keys::worker_name(&name), Some(enc("worker name", codec::encode(&n))?)));
+        }
+        for (key, r) in d.idem {
+            let v = match r {
+                Some(r) => Some(enc("idempotency", codec::encode(&r))?),
+                None => None,
+            };
+            w.push((keys::idem(&key), v));
+        }
+        for ((t, key), put) in d.idem_time {
+            w.push((keys::idem_by_time(t, &key), put.then(Vec::new)));
+        }
+        Ok(w)
+    }
+}
+
+fn released_one(task: TaskKey, state: &TaskState) -> Released {
+    let mut r = Released::default();
+    match state {
+        TaskState::Dead => r.dead.push(task),
+        _ => r.requeued.push(task),
+    }
+    r
+}

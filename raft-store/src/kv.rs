@@ -1,0 +1,103 @@
+//! Storage access for the apply core: the [`Kv`] read interface (RocksDB in
+//! production, [`MemKv`] in tests and simulation), record decoding that names
+//! the key of a corrupt record, and the state hash replicas compare.
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+
+use crate::codec;
+use crate::error::StoreError;
+use crate::keys;
+
+/// Read access to durable table records (keys are table keys, see [`keys`]).
+pub trait Kv {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Visit all pairs whose key starts with `prefix`, in key order, until the
+    /// visitor returns `false`.
+    fn scan(
+        &self,
+        prefix: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError>;
+
+    /// Like [`Kv::scan`], but starting at the first key `>= start`. Stores
+    /// seek there; this default walks the prefix from its beginning.
+    fn scan_from(
+        &self,
+        prefix: &[u8],
+        start: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        self.scan(prefix, &mut |k, v| if k < start { Ok(true) } else { visit(k, v) })
+    }
+}
+
+/// An in-memory [`Kv`], for tests and the deterministic simulation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemKv(pub BTreeMap<Vec<u8>, Vec<u8>>);
+
+impl MemKv {
+    pub fn write(&mut self, writes: Vec<(Vec<u8>, Option<Vec<u8>>)>) {
+        for (k, v) in writes {
+            match v {
+                Some(v) => self.0.insert(k, v),
+                None => self.0.remove(&k),
+            };
+        }
+    }
+}
+
+impl Kv for MemKv {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.0.get(key).cloned())
+    }
+
+    fn scan(
+        &self,
+        prefix: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        self.scan_from(prefix, prefix, visit)
+    }
+
+    fn scan_from(
+        &self,
+        prefix: &[u8],
+        start: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        for (k, v) in self.0.range(start.max(prefix).to_vec()..) {
+            if !k.starts_with(prefix) || !visit(k, v)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Decode a stored record, naming its key if it is corrupt.
+pub fn load<T: DeserializeOwned>(kv: &dyn Kv, key: &[u8]) -> Result<Option<T>, StoreError> {
+    match kv.get(key)? {
+        None => Ok(None),
+        Some(bytes) => decode_at(key, &bytes).map(Some),
+    }
+}
+
+pub(crate) fn decode_at<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    codec::decode(bytes).map_err(|source| StoreError::Corrupt { cf: keys::CF_SM, key: keys::describe(key), source })
+}
+
+/// blake3 over every (key, value) pair of a [`Kv`], in key order. Two replicas
+/// at the same applied index must have equal hashes.
+pub fn state_hash(kv: &dyn Kv) -> Result<[u8; 32], StoreError> {
+    let mut h = blake3::Hasher::new();
+    kv.scan(&[], &mut |k, v| {
+        h.update(&(k.len() as u64).to_le_bytes());
+        h.update(k);
+        h.update(&(v.len() as u64).to_le_bytes());
+        h.update(v);
+        Ok(true)
+    })?;
+    Ok(*h.finalize().as_bytes())
+}
