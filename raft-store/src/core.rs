@@ -69,7 +69,8 @@ struct Dirty {
     /// Jobs whose record changed; the value is in `Indexes::jobs` or `finished`.
     jobs: BTreeSet<JobId>,
     finished: BTreeMap<JobId, JobRecord>,
-    payloads: BTreeMap<TaskKey, ByteBuf>,
+    /// `None`: delete (the shard finished; see `set_task`).
+    payloads: BTreeMap<TaskKey, Option<ByteBuf>>,
     sessions: BTreeMap<SessionId, SessionRecord>,
     names: BTreeMap<String, NameRecord>,
     idem: BTreeMap<String, Option<IdemRecord>>,
@@ -307,6 +308,12 @@ impl Core {
                 job.started = true;
             }
         }
+        // A payload is only read to push an attempt: a finished shard never
+        // runs again, so its input goes (deleting a shard that had none
+        // writes a tombstone, cheaper than reading to find out).
+        if new.state.is_terminal() && !old.is_terminal() {
+            self.dirty.payloads.insert(key, None);
+        }
         self.dirty.jobs.insert(key.job);
         self.dirty.tasks.insert(key, new);
     }
@@ -446,7 +453,7 @@ impl Core {
             let key = TaskKey::new(id, shard as u32);
             self.dirty.tasks.insert(key, TaskRecord::new(ready_at_ms, ctx.now_ms));
             if !payload.is_empty() {
-                self.dirty.payloads.insert(key, payload.clone());
+                self.dirty.payloads.insert(key, Some(payload.clone()));
             }
             pending.insert(shard as u32, PendingTask { ready_at_ms, sticky: None });
         }
@@ -648,7 +655,11 @@ impl Core {
             w.push((keys::task(k), Some(enc("task", codec::encode(&t))?)));
         }
         for (k, p) in d.payloads {
-            w.push((keys::payload(k), Some(enc("payload", codec::encode(&p))?)));
+            let v = match p {
+                Some(p) => Some(enc("payload", codec::encode(&p))?),
+                None => None,
+            };
+            w.push((keys::payload(k), v));
         }
         for (id, s) in d.sessions {
             w.push((keys::session(id), Some(enc("session", codec::encode(&s))?)));

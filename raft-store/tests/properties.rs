@@ -743,3 +743,28 @@ fn worker_names_are_forgotten_when_no_pending_task_needs_them() {
     assert!(h.core.idx.names.is_empty());
     assert!(Core::open(&h.kv).unwrap().idx.names.is_empty());
 }
+
+/// A payload is read only to push an attempt: once its shard is finished
+/// (succeeded, dead or cancelled) it is deleted, so finished work does not
+/// keep its inputs (up to 1 MiB a job) on every replica for good.
+#[test]
+fn payloads_are_dropped_when_their_shard_finishes() {
+    let mut h = Harness::new();
+    let mut spec = JobSpec::with_shards("ns", 3);
+    spec.max_attempts = 1;
+    spec.payloads = (0..3).map(|i| serde_bytes::ByteBuf::from(vec![i as u8; 100])).collect();
+    run(&mut h, Command::SubmitJob(spec));
+    let has_payload = |h: &Harness, shard: u32| h.kv.0.contains_key(&keys::payload(TaskKey::new(1, shard)));
+    assert!((0..3).all(|s| has_payload(&h, s)));
+    let (session, _) = register(&mut h, "w");
+    let g = assign(&mut h, TaskKey::new(1, 0), session);
+    run(&mut h, Command::CompleteTask { task: g.task, token: g.token, result: serde_bytes::ByteBuf::new() });
+    assert!(!has_payload(&h, 0), "succeeded");
+    let (session, _) = register(&mut h, "v");
+    let g = assign(&mut h, TaskKey::new(1, 1), session);
+    assert!(has_payload(&h, 1), "running: the payload is still needed for a resync");
+    run(&mut h, Command::FailTask { task: g.task, token: g.token, error: "x".into(), retryable: false });
+    assert!(!has_payload(&h, 1), "dead");
+    run(&mut h, Command::CancelJob { job: 1, reason: String::new() });
+    assert!(!has_payload(&h, 2), "cancelled");
+}
