@@ -13,23 +13,23 @@ use crate::keys;
 /// Read access to durable table records (keys are table keys, see [`keys`]).
 pub trait Kv {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Visit the pairs whose key starts with `prefix` and is `>= start`, in
+    /// key order, until the visitor returns `false`. Stores seek to `start`.
+    fn scan_from(
+        &self,
+        prefix: &[u8],
+        start: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError>;
+
     /// Visit all pairs whose key starts with `prefix`, in key order, until the
     /// visitor returns `false`.
     fn scan(
         &self,
         prefix: &[u8],
         visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
-    ) -> Result<(), StoreError>;
-
-    /// Like [`Kv::scan`], but starting at the first key `>= start`. Stores
-    /// seek there; this default walks the prefix from its beginning.
-    fn scan_from(
-        &self,
-        prefix: &[u8],
-        start: &[u8],
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
     ) -> Result<(), StoreError> {
-        self.scan(prefix, &mut |k, v| if k < start { Ok(true) } else { visit(k, v) })
+        self.scan_from(prefix, prefix, visit)
     }
 }
 
@@ -51,14 +51,6 @@ impl MemKv {
 impl Kv for MemKv {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.0.get(key).cloned())
-    }
-
-    fn scan(
-        &self,
-        prefix: &[u8],
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
-    ) -> Result<(), StoreError> {
-        self.scan_from(prefix, prefix, visit)
     }
 
     fn scan_from(

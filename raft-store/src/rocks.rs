@@ -117,14 +117,6 @@ impl Kv for GenKv<'_> {
         Ok(self.db.get_cf_opt(sm, keys::in_gen(self.generation, key), &self.read_opts())?)
     }
 
-    fn scan(
-        &self,
-        prefix: &[u8],
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
-    ) -> Result<(), StoreError> {
-        self.scan_from(prefix, prefix, visit)
-    }
-
     fn scan_from(
         &self,
         prefix: &[u8],

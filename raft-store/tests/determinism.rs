@@ -216,14 +216,6 @@ impl Kv for Counting<'_> {
         self.kv.get(key)
     }
 
-    fn scan(
-        &self,
-        prefix: &[u8],
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
-    ) -> Result<(), StoreError> {
-        self.scan_from(prefix, prefix, visit)
-    }
-
     fn scan_from(
         &self,
         prefix: &[u8],
