@@ -508,7 +508,7 @@ impl LeaderCore {
         }
         // Tell the workers now; the commit may take a while.
         for (task, token) in &due {
-            if let Some((session, conn)) = self.holder(*task, *token) {
+            if let Some((session, conn)) = self.holder(state, *task, *token) {
                 if let Some(s) = self.attached.get_mut(&session) {
                     s.pushed.remove(task);
                 }
@@ -519,9 +519,12 @@ impl LeaderCore {
         out.push(self.propose(ProposalKind::Timeout, Command::TimeoutAttempts { attempts: due }));
     }
 
-    /// The attached stream that was pushed attempt (task, token).
-    fn holder(&self, task: TaskKey, token: Token) -> Option<(SessionId, u64)> {
-        self.attached.iter().find(|(_, s)| s.pushed.get(&task) == Some(&token)).map(|(id, s)| (*id, s.conn))
+    /// The attached stream that was pushed attempt (task, token): the one of
+    /// the session the task record names.
+    fn holder(&self, state: &StateView<'_>, task: TaskKey, token: Token) -> Option<(SessionId, u64)> {
+        let (session, ..) = state.assigned(task)?;
+        let stream = self.attached.get(&session).filter(|s| s.pushed.get(&task) == Some(&token))?;
+        Some((session, stream.conn))
     }
 
     /// Compare what each attached worker was told with what the applied
