@@ -131,9 +131,11 @@ impl From<CommandError> for ApiError {
         let msg = e.to_string();
         match e {
             CommandError::Invalid { field, reason } => ApiError::Invalid { field, reason },
-            CommandError::JobNotFound(_) | CommandError::TaskNotFound(_) | CommandError::SessionNotFound(_) => {
-                ApiError::NotFound(msg)
-            }
+            CommandError::JobNotFound(_)
+            | CommandError::TaskNotFound(_)
+            | CommandError::SessionNotFound(_)
+            | CommandError::WorkflowNotFound(_)
+            | CommandError::StepNotFound { .. } => ApiError::NotFound(msg),
             CommandError::SessionEnded { .. } | CommandError::StaleEpoch { .. } => ApiError::SessionEnded(msg),
             CommandError::Fenced { .. } => ApiError::Fenced(msg),
             CommandError::JobFinished { .. } => ApiError::JobFinished(msg),
@@ -144,7 +146,9 @@ impl From<CommandError> for ApiError {
             | CommandError::ConstraintMismatch { .. }
             | CommandError::AlreadyGrantedInEntry { .. }
             | CommandError::NotExpired { .. }
-            | CommandError::IdempotencyConflict { .. } => ApiError::Precondition(msg),
+            | CommandError::IdempotencyConflict { .. }
+            | CommandError::WorkflowFinished { .. }
+            | CommandError::GateNotWaiting { .. } => ApiError::Precondition(msg),
         }
     }
 }

@@ -7,7 +7,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::codec;
-use crate::ids::{JobId, SessionId, TaskKey, Token};
+use crate::ids::{JobId, SessionId, TaskKey, Token, WorkflowId};
+use crate::workflow::WorkflowSpec;
 use crate::limits::*;
 
 /// The payload of every normal log entry: a command stamped by the leader.
@@ -126,10 +127,7 @@ impl JobSpec {
         check_labels("labels", &spec.labels)?;
         check_labels("constraints", &spec.constraints)?;
         if let Some(key) = &spec.idempotency_key {
-            if key.is_empty() {
-                return Err(invalid("idempotency_key", "must not be empty when given".into()));
-            }
-            check_bytes("idempotency_key", key.len(), MAX_IDEMPOTENCY_KEY_BYTES)?;
+            check_idempotency_key(key)?;
         }
         // Walks the spec without copying it. + the SubmitJob variant tag.
         let encoded = codec::encoded_len(spec).map_err(|e| invalid("spec", e.to_string()))? + COMMAND_TAG_BYTES;
@@ -167,7 +165,7 @@ pub struct Assign {
 }
 
 /// Bytes the codec spends on a [`Command`]'s variant tag (fixed-int u32).
-const COMMAND_TAG_BYTES: usize = 4;
+pub(crate) const COMMAND_TAG_BYTES: usize = 4;
 
 /// A command to the replicated task table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -220,6 +218,27 @@ pub enum Command {
         job: JobId,
         reason: String,
     },
+    /// Start a workflow: its steps without predecessors start in this entry.
+    SubmitWorkflow(WorkflowSpec),
+    /// Cancel every running and waiting step (running jobs through the job
+    /// cancel path).
+    CancelWorkflow {
+        workflow: WorkflowId,
+        reason: String,
+    },
+    /// Decide a gate awaiting approval. `by` is who decided, kept as the
+    /// step's reason.
+    ResolveGate {
+        workflow: WorkflowId,
+        step: String,
+        approve: bool,
+        by: String,
+    },
+    /// Gates whose timeout has passed, by (workflow, step index); proposed
+    /// by the leader, checked against the entry's time.
+    ExpireGates {
+        gates: Vec<(WorkflowId, u32)>,
+    },
     /// Independent commands grouped into one entry to amortize the fsync.
     /// Each succeeds or fails on its own; there is no cross-command atomicity.
     Batch(Vec<Command>),
@@ -238,6 +257,10 @@ impl Command {
             Command::ReportProgress { .. } => "report_progress",
             Command::TimeoutAttempts { .. } => "timeout_attempts",
             Command::CancelJob { .. } => "cancel_job",
+            Command::SubmitWorkflow(_) => "submit_workflow",
+            Command::CancelWorkflow { .. } => "cancel_workflow",
+            Command::ResolveGate { .. } => "resolve_gate",
+            Command::ExpireGates { .. } => "expire_gates",
             Command::Batch(_) => "batch",
         }
     }
@@ -280,6 +303,13 @@ impl Command {
             }
             Command::TimeoutAttempts { attempts } => check_count("attempts", attempts.len(), 1, MAX_ITEMS_PER_COMMAND),
             Command::CancelJob { reason, .. } => check_bytes("reason", reason.len(), MAX_ERROR_BYTES),
+            Command::SubmitWorkflow(spec) => spec.validate().map(|_| ()),
+            Command::CancelWorkflow { reason, .. } => check_bytes("reason", reason.len(), MAX_ERROR_BYTES),
+            Command::ResolveGate { step, by, .. } => {
+                check_name("step", step, false)?;
+                check_bytes("by", by.len(), MAX_ERROR_BYTES)
+            }
+            Command::ExpireGates { gates } => check_count("gates", gates.len(), 1, MAX_ITEMS_PER_COMMAND),
             Command::Batch(cmds) => {
                 check_count("batch", cmds.len(), 1, MAX_BATCH_COMMANDS)?;
                 if cmds.iter().any(|c| matches!(c, Command::Batch(_))) {
@@ -293,25 +323,25 @@ impl Command {
     }
 }
 
-fn invalid(field: &str, reason: String) -> CommandError {
+pub(crate) fn invalid(field: &str, reason: String) -> CommandError {
     CommandError::Invalid { field: field.to_string(), reason }
 }
 
-fn check_count(field: &str, n: usize, min: usize, max: usize) -> Result<(), CommandError> {
+pub(crate) fn check_count(field: &str, n: usize, min: usize, max: usize) -> Result<(), CommandError> {
     if n < min || n > max {
         return Err(invalid(field, format!("has {n} items; must be {min}..={max}")));
     }
     Ok(())
 }
 
-fn check_bytes(field: &str, n: usize, max: usize) -> Result<(), CommandError> {
+pub(crate) fn check_bytes(field: &str, n: usize, max: usize) -> Result<(), CommandError> {
     if n > max {
         return Err(invalid(field, format!("{n} bytes exceeds the {max}-byte limit")));
     }
     Ok(())
 }
 
-fn check_name(field: &str, s: &str, allow_empty: bool) -> Result<(), CommandError> {
+pub(crate) fn check_name(field: &str, s: &str, allow_empty: bool) -> Result<(), CommandError> {
     if !allow_empty && s.is_empty() {
         return Err(invalid(field, "must not be empty".into()));
     }
@@ -322,7 +352,20 @@ fn check_name(field: &str, s: &str, allow_empty: bool) -> Result<(), CommandErro
     Ok(())
 }
 
-fn check_labels(field: &str, labels: &BTreeMap<String, String>) -> Result<(), CommandError> {
+/// Idempotency keys share one table between jobs and workflows; workflow keys
+/// are stored behind a control character no user key may contain.
+pub(crate) fn check_idempotency_key(key: &str) -> Result<(), CommandError> {
+    if key.is_empty() {
+        return Err(invalid("idempotency_key", "must not be empty when given".into()));
+    }
+    check_bytes("idempotency_key", key.len(), MAX_IDEMPOTENCY_KEY_BYTES)?;
+    if key.chars().any(|c| c.is_control()) {
+        return Err(invalid("idempotency_key", "must not contain control characters".into()));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_labels(field: &str, labels: &BTreeMap<String, String>) -> Result<(), CommandError> {
     check_count(field, labels.len(), 0, MAX_LABELS)?;
     for (k, v) in labels {
         check_name(&format!("{field}.key"), k, false)?;
@@ -404,6 +447,24 @@ pub enum Outcome {
         revoked: Vec<Revoked>,
         tasks_cancelled: u32,
     },
+    WorkflowSubmitted {
+        workflow: WorkflowId,
+        steps: u32,
+        duplicate: bool,
+    },
+    WorkflowCancelled {
+        workflow: WorkflowId,
+        /// Steps that were waiting, running or awaiting approval.
+        steps_cancelled: u32,
+        tasks_cancelled: u32,
+    },
+    GateResolved {
+        workflow: WorkflowId,
+        step: u32,
+        approved: bool,
+    },
+    /// One result per requested gate, in order; `Ok(approved)`.
+    GatesExpired(Vec<Result<bool, CommandError>>),
 }
 
 /// The reply to one log entry.
@@ -471,6 +532,16 @@ pub enum CommandError {
     IdempotencyConflict { key: String, job: JobId },
     #[error("limit reached: {what} (at most {limit})")]
     LimitReached { what: String, limit: u64 },
+    #[error("workflow {0} not found")]
+    WorkflowNotFound(WorkflowId),
+    #[error("workflow {workflow} has already finished")]
+    WorkflowFinished { workflow: WorkflowId },
+    #[error("workflow {workflow} has no step {step:?}")]
+    StepNotFound { workflow: WorkflowId, step: String },
+    /// ResolveGate on a step that is not a gate awaiting approval, or
+    /// ExpireGates before the gate's deadline.
+    #[error("step {step:?} of workflow {workflow} is {state}, not a gate awaiting approval")]
+    GateNotWaiting { workflow: WorkflowId, step: String, state: String },
 }
 
 impl CommandError {

@@ -26,6 +26,7 @@ use crate::kv::{Kv, decode_at, load};
 use crate::limits::*;
 use crate::task::*;
 use crate::types::*;
+use crate::workflow::*;
 
 /// Replicated counters and Raft bookkeeping, stored under the meta key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +35,7 @@ pub struct Meta {
     pub membership: StoredMembership,
     pub next_job: JobId,
     pub next_session: SessionId,
+    pub next_workflow: WorkflowId,
     /// Logical time: the max `proposed_at_ms` applied so far. Never goes back,
     /// even if a new leader's clock is behind the old one's.
     pub clock_ms: u64,
@@ -41,7 +43,7 @@ pub struct Meta {
 
 impl Default for Meta {
     fn default() -> Self {
-        Self { last_applied: None, membership: StoredMembership::default(), next_job: 1, next_session: 1, clock_ms: 0 }
+        Self { last_applied: None, membership: StoredMembership::default(), next_job: 1, next_session: 1, next_workflow: 1, clock_ms: 0 }
     }
 }
 
@@ -76,6 +78,12 @@ struct Dirty {
     idem: BTreeMap<String, Option<IdemRecord>>,
     /// true: put, false: delete.
     idem_time: BTreeMap<(u64, String), bool>,
+    /// Workflows whose record changed; the value is in `Indexes::workflows`
+    /// or `finished_workflows`.
+    workflows: BTreeSet<WorkflowId>,
+    finished_workflows: BTreeMap<WorkflowId, WorkflowRecord>,
+    /// `None`: delete (the step started, or never will).
+    step_specs: BTreeMap<(WorkflowId, u32), Option<StepTemplate>>,
 }
 
 /// An internal failure: a refused command, or a storage error that stops the node.
@@ -118,6 +126,9 @@ pub struct Core {
     idem_pruned_to: Option<(u64, String)>,
 }
 
+#[path = "core_workflow.rs"]
+mod workflow_steps;
+
 fn invariant(msg: String) -> Fail {
     Fail::Store(StoreError::Invariant(msg))
 }
@@ -139,6 +150,18 @@ impl Core {
             if s.ended.is_none() {
                 idx.live_by_name.insert(s.name.clone(), s.id);
                 idx.sessions.insert(s.id, s);
+            }
+            Ok(true)
+        })?;
+        kv.scan(&[Table::Workflow as u8], &mut |k, v| {
+            let wf: WorkflowRecord = decode_at(k, v)?;
+            if wf.status == WorkflowStatus::Running {
+                for (i, s) in wf.steps.iter().enumerate() {
+                    if let StepState::AwaitingApproval { deadline_ms: Some(d) } = s.state {
+                        idx.gate_deadlines.insert((d, wf.id, i as u32));
+                    }
+                }
+                idx.workflows.insert(wf.id, wf);
             }
             Ok(true)
         })?;
@@ -242,6 +265,22 @@ impl Core {
                 Ok(Outcome::TimedOut(results))
             }
             Command::CancelJob { job, reason } => self.cancel_job(kv, ctx, *job, reason),
+            Command::SubmitWorkflow(spec) => self.submit_workflow(kv, ctx, spec),
+            Command::CancelWorkflow { workflow, reason } => self.cancel_workflow(kv, ctx, *workflow, reason),
+            Command::ResolveGate { workflow, step, approve, by } => {
+                self.resolve_gate(kv, ctx, *workflow, step, *approve, by)
+            }
+            Command::ExpireGates { gates } => {
+                let mut results = Vec::with_capacity(gates.len());
+                for (wf, step) in gates {
+                    results.push(match self.expire_gate(kv, ctx, *wf, *step) {
+                        Ok(approved) => Ok(approved),
+                        Err(Fail::Reject(e)) => Err(e),
+                        Err(Fail::Store(e)) => return Err(e),
+                    });
+                }
+                Ok(Outcome::GatesExpired(results))
+            }
         };
         match r {
             Ok(o) => Ok(Response::Done(o)),
@@ -257,6 +296,14 @@ impl Core {
             Some(t) => Ok(Some(t.clone())),
             None => load(kv, &keys::task(key)),
         }
+    }
+
+    /// A workflow's record, live or finished.
+    pub fn workflow(&self, kv: &dyn Kv, id: WorkflowId) -> Result<Option<WorkflowRecord>, StoreError> {
+        if let Some(w) = self.idx.workflows.get(&id).or_else(|| self.dirty.finished_workflows.get(&id)) {
+            return Ok(Some(w.clone()));
+        }
+        load(kv, &keys::workflow(id))
     }
 
     /// A job's record, live or finished.
@@ -319,10 +366,11 @@ impl Core {
     }
 
     /// Move a job out of the live set once no shard is pending or assigned.
-    fn finish_if_done(&mut self, job: JobId, now_ms: u64) -> bool {
+    /// A workflow job that finishes moves its step along (see `core_workflow.rs`).
+    fn finish_if_done(&mut self, kv: &dyn Kv, ctx: Ctx, job: JobId) -> Res<bool> {
         let done = self.idx.jobs.get(&job).is_some_and(|j| j.counts.live() == 0);
         if done && let Some(mut rec) = self.idx.jobs.remove(&job) {
-            rec.finished_ms = Some(now_ms);
+            rec.finished_ms = Some(ctx.now_ms);
             // No shard is live, so `set_task` already emptied (and dropped) its
             // pending map; should one be left, drop it with its name references.
             if let Some(left) = self.idx.pending.remove(&job) {
@@ -331,10 +379,14 @@ impl Core {
                     self.idx.names.release(name);
                 }
             }
+            let origin = rec.origin.clone().map(|o| (o, rec.status(), rec.cancel_reason.clone(), rec.counts));
             self.dirty.jobs.insert(job);
             self.dirty.finished.insert(job, rec);
+            if let Some((origin, status, cancel_reason, counts)) = origin {
+                self.step_job_finished(kv, ctx, job, &origin, status, cancel_reason, counts)?;
+            }
         }
-        done
+        Ok(done)
     }
 
     // ---- handlers ------------------------------------------------------------------
@@ -412,7 +464,7 @@ impl Core {
                 _ => released.requeued.push(key),
             }
             self.set_task(key, &rec.state, step.next);
-            self.finish_if_done(key.job, ctx.now_ms);
+            self.finish_if_done(kv, ctx, key.job)?;
         }
         self.idx.by_session.remove(&session);
         if let Some(mut rec) = self.idx.sessions.remove(&session) {
@@ -445,11 +497,31 @@ impl Core {
             return Err(CommandError::LimitReached { what: "live tasks".into(), limit: MAX_LIVE_TASKS }.into());
         }
         // Validated; mutations start here.
+        let id = self.create_job(ctx, spec, &spec.payloads, spec_hash, None);
+        if let Some(key) = &spec.idempotency_key {
+            self.dirty.idem.insert(key.clone(), Some(IdemRecord { job: id, created_ms: ctx.now_ms, spec_hash }));
+            self.dirty.idem_time.insert((ctx.now_ms, key.clone()), true);
+        }
+        Ok(Outcome::Submitted { job: id, shards, duplicate: false })
+    }
+
+    /// Create a job with `payloads` as its shards (at least one) and the
+    /// rest of `spec`; the caller has checked the spec and the limits.
+    fn create_job(
+        &mut self,
+        ctx: Ctx,
+        spec: &JobSpec,
+        payloads: &[ByteBuf],
+        spec_hash: [u8; 32],
+        origin: Option<JobOrigin>,
+    ) -> JobId {
+        debug_assert!(!payloads.is_empty(), "a job needs at least one shard");
         let id = self.meta.next_job;
         self.meta.next_job += 1;
+        let shards = payloads.len() as u32;
         let ready_at_ms = ctx.now_ms.max(spec.not_before_ms.unwrap_or(0));
         let mut pending = BTreeMap::new();
-        for (shard, payload) in spec.payloads.iter().enumerate() {
+        for (shard, payload) in payloads.iter().enumerate() {
             let key = TaskKey::new(id, shard as u32);
             self.dirty.tasks.insert(key, TaskRecord::new(ready_at_ms, ctx.now_ms));
             if !payload.is_empty() {
@@ -459,13 +531,13 @@ impl Core {
         }
         self.idx.pending.insert(id, pending);
         self.idx.live_tasks += shards as u64;
-        self.idx.jobs.insert(id, JobRecord::new(id, spec, spec_hash, ctx.now_ms));
+        let mut rec = JobRecord::new(id, spec, spec_hash, ctx.now_ms);
+        rec.shards = shards;
+        rec.counts = Counts { pending: shards, ..Counts::default() };
+        rec.origin = origin;
+        self.idx.jobs.insert(id, rec);
         self.dirty.jobs.insert(id);
-        if let Some(key) = &spec.idempotency_key {
-            self.dirty.idem.insert(key.clone(), Some(IdemRecord { job: id, created_ms: ctx.now_ms, spec_hash }));
-            self.dirty.idem_time.insert((ctx.now_ms, key.clone()), true);
-        }
-        Ok(Outcome::Submitted { job: id, shards, duplicate: false })
+        id
     }
 
     fn assign_one(&mut self, kv: &dyn Kv, ctx: Ctx, a: &Assign) -> Res<Grant> {
@@ -534,7 +606,7 @@ impl Core {
         let mut finished = false;
         if step.effect == Effect::Changed {
             self.set_task(key, &rec.state, step.next.clone());
-            finished = self.finish_if_done(key.job, ctx.now_ms);
+            finished = self.finish_if_done(kv, ctx, key.job)?;
         }
         Ok((step, finished))
     }
@@ -572,7 +644,7 @@ impl Core {
             j.cancel_reason = Some(reason.to_string());
         }
         self.dirty.jobs.insert(job);
-        self.finish_if_done(job, ctx.now_ms);
+        self.finish_if_done(kv, ctx, job)?;
         Ok(Outcome::Cancelled { job, revoked, tasks_cancelled })
     }
 
@@ -632,7 +704,14 @@ impl Core {
     /// Number of records changed since the last [`Core::take_writes`].
     pub fn dirty_len(&self) -> usize {
         let d = &self.dirty;
-        d.tasks.len() + d.jobs.len() + d.payloads.len() + d.sessions.len() + d.names.len() + d.idem.len()
+        d.tasks.len()
+            + d.jobs.len()
+            + d.payloads.len()
+            + d.sessions.len()
+            + d.names.len()
+            + d.idem.len()
+            + d.workflows.len()
+            + d.step_specs.len()
     }
 
     /// Encode every change since the last call, as (table key, value or delete),
@@ -676,6 +755,18 @@ impl Core {
         }
         for ((t, key), put) in d.idem_time {
             w.push((keys::idem_by_time(t, &key), put.then(Vec::new)));
+        }
+        for id in d.workflows {
+            let rec = self.idx.workflows.get(&id).or_else(|| d.finished_workflows.get(&id));
+            let rec = rec.ok_or_else(|| StoreError::Invariant(format!("dirty workflow {id} has no record")))?;
+            w.push((keys::workflow(id), Some(enc("workflow", codec::encode(rec))?)));
+        }
+        for ((wf, step), t) in d.step_specs {
+            let v = match t {
+                Some(t) => Some(enc("step spec", codec::encode(&t))?),
+                None => None,
+            };
+            w.push((keys::step_spec(wf, step), v));
         }
         Ok(w)
     }

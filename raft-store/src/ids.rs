@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 pub type NodeId = u64;
 /// A job id, assigned by apply() from a replicated counter (starts at 1).
 pub type JobId = u64;
+/// A workflow id, assigned by apply() from its own replicated counter (starts at 1).
+pub type WorkflowId = u64;
 /// A worker session id, assigned by apply() from a replicated counter (starts at 1).
 pub type SessionId = u64;
 /// A fencing token: the Raft log index of the entry that granted an attempt.

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::ids::*;
 use crate::task::*;
+use crate::workflow::WorkflowRecord;
 
 /// A pending shard, as the scheduler sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +103,11 @@ pub struct Indexes {
     pub deadlines: BTreeSet<(u64, TaskKey, Token)>,
     /// Pending + assigned tasks across all jobs.
     pub live_tasks: u64,
+    /// Unfinished workflows.
+    pub workflows: BTreeMap<WorkflowId, WorkflowRecord>,
+    /// (deadline, workflow, step) of every gate awaiting approval with a
+    /// timeout: the leader proposes ExpireGates from it.
+    pub gate_deadlines: BTreeSet<(u64, WorkflowId, u32)>,
     pub names: Interner,
 }
 
@@ -118,8 +124,16 @@ impl Indexes {
             })
             .collect();
         format!(
-            "jobs={:?}\npending={:?}\nsessions={:?}\nby_name={:?}\nby_session={:?}\ndeadlines={:?}\nlive={}",
-            self.jobs, pending, self.sessions, self.live_by_name, self.by_session, self.deadlines, self.live_tasks
+            "jobs={:?}\npending={:?}\nsessions={:?}\nby_name={:?}\nby_session={:?}\ndeadlines={:?}\nlive={}\nworkflows={:?}\ngates={:?}",
+            self.jobs,
+            pending,
+            self.sessions,
+            self.live_by_name,
+            self.by_session,
+            self.deadlines,
+            self.live_tasks,
+            self.workflows,
+            self.gate_deadlines
         )
     }
 }

@@ -7,7 +7,7 @@
 //! with one key write. Big-endian integers keep RocksDB order equal to numeric
 //! order, so scans come out sorted by job and shard.
 
-use crate::ids::{JobId, SessionId, TaskKey};
+use crate::ids::{JobId, SessionId, TaskKey, WorkflowId};
 
 /// Raft log entries, keyed by index (8 bytes BE).
 pub const CF_LOGS: &str = "logs";
@@ -35,10 +35,15 @@ pub enum Table {
     WorkerName = 6,
     Idem = 7,
     IdemByTime = 8,
+    /// Workflow records (graph and step states), by workflow id.
+    Workflow = 9,
+    /// The job spec of a workflow step not yet started, by (workflow, step);
+    /// deleted when the step starts or can no longer start.
+    StepSpec = 10,
 }
 
 impl Table {
-    pub const ALL: [Table; 8] = [
+    pub const ALL: [Table; 10] = [
         Table::Meta,
         Table::Job,
         Table::Task,
@@ -47,6 +52,8 @@ impl Table {
         Table::WorkerName,
         Table::Idem,
         Table::IdemByTime,
+        Table::Workflow,
+        Table::StepSpec,
     ];
 
     pub fn from_tag(tag: u8) -> Option<Table> {
@@ -63,6 +70,8 @@ impl Table {
             Table::WorkerName => "worker_name",
             Table::Idem => "idempotency",
             Table::IdemByTime => "idempotency_by_time",
+            Table::Workflow => "workflow",
+            Table::StepSpec => "step_spec",
         }
     }
 }
@@ -123,6 +132,20 @@ pub fn idem_by_time(created_ms: u64, key: &str) -> Vec<u8> {
     k
 }
 
+pub fn workflow(id: WorkflowId) -> Vec<u8> {
+    let mut k = vec![Table::Workflow as u8];
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+pub fn step_spec(workflow: WorkflowId, step: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(13);
+    k.push(Table::StepSpec as u8);
+    k.extend_from_slice(&workflow.to_be_bytes());
+    k.extend_from_slice(&step.to_be_bytes());
+    k
+}
+
 /// Decode a task key; `None` if malformed.
 pub fn parse_task(k: &[u8]) -> Option<TaskKey> {
     if k.len() != 13 || (k[0] != Table::Task as u8 && k[0] != Table::Payload as u8) {
@@ -166,7 +189,7 @@ pub fn describe(table_key: &[u8]) -> String {
     let rest = &table_key[1..];
     let detail = match table {
         Table::Task | Table::Payload => parse_task(table_key).map(|t| t.to_string()),
-        Table::Job | Table::Session if rest.len() == 8 => {
+        Table::Job | Table::Session | Table::Workflow if rest.len() == 8 => {
             Some(u64::from_be_bytes(rest.try_into().unwrap_or_default()).to_string())
         }
         Table::WorkerName | Table::Idem => Some(String::from_utf8_lossy(rest).into_owned()),

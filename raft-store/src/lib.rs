@@ -28,6 +28,7 @@ pub mod snapshot;
 pub mod state_machine;
 pub mod task;
 pub mod types;
+pub mod workflow;
 
 pub use crate::core::{Core, Meta};
 pub use command::{
@@ -40,3 +41,7 @@ pub use log_store::{LogReader, LogStore};
 pub use state_machine::{SnapshotBuilder, StateMachine, StoreReader, open_store};
 pub use task::{Counts, EndReason, JobRecord, JobStatus, SessionRecord, TaskRecord, TaskState};
 pub use types::*;
+pub use workflow::{
+    JobOrigin, StepInput, StepKind, StepRecord, StepRole, StepShape, StepSpec, StepState, TriggerRule, WorkflowRecord,
+    WorkflowSpec, WorkflowStatus,
+};

@@ -93,3 +93,30 @@ pub const MAX_LIVE_SESSIONS: usize = 100_000;
 /// indexes hold every live task in memory; this caps that memory
 /// (about 50 bytes each) and turns overload into RESOURCE_EXHAUSTED.
 pub const MAX_LIVE_TASKS: u64 = 10_000_000;
+
+/// Steps in one workflow. The workflow's record holds every step's state and
+/// is rewritten by each entry that moves a step, so it is kept to tens of KiB.
+pub const MAX_STEPS_PER_WORKFLOW: usize = 1000;
+
+/// Dependency edges in one workflow: each is evaluated when its source step
+/// finishes, so this bounds the work one entry can cause.
+pub const MAX_EDGES_PER_WORKFLOW: usize = 10_000;
+
+/// Steps on the longest dependency chain. Each link costs at least one
+/// commit round trip, so a deeper chain is better split into workflows.
+pub const MAX_WORKFLOW_DEPTH: usize = 500;
+
+/// Shards a dynamic map's generator may emit. Its result carries them, so
+/// they also fit [`MAX_RESULT_BYTES`].
+pub const MAX_DYNAMIC_CHILDREN: usize = 10_000;
+
+/// Longest gate timeout, like every other duration.
+pub const MAX_GATE_TIMEOUT_MS: u64 = MAX_DURATION_MS;
+
+/// Live (unfinished) workflows: each keeps its record in memory.
+pub const MAX_LIVE_WORKFLOWS: usize = 100_000;
+
+/// Shard results a reduce reads per page through the SDK. The map has at
+/// most [`MAX_SHARDS_PER_JOB`] shards, so a reduce reads at most 100 pages
+/// (more only if pages end early at the response byte limit).
+pub const REDUCE_INPUT_PAGE_SHARDS: u32 = 1000;

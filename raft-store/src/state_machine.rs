@@ -29,6 +29,7 @@ use crate::rocks::{self, CF_SM, GenKv, cf};
 use crate::snapshot;
 use crate::task::{JobRecord, SessionRecord, TaskRecord};
 use crate::types::*;
+use crate::workflow::WorkflowRecord;
 
 const CURRENT_SNAPSHOT: &str = "current.snap";
 /// Bytes buffered per WriteBatch while installing a snapshot. Bounds install
@@ -255,6 +256,43 @@ impl StoreReader {
                 out.push(job);
             } else if scanned >= max_scan {
                 resume = Some(job.id);
+                return Ok(false);
+            }
+            Ok(true)
+        })?;
+        Ok((out, resume))
+    }
+
+    /// A workflow's record, live or finished.
+    pub fn workflow(&self, id: WorkflowId) -> Result<Option<WorkflowRecord>, StoreError> {
+        self.read(|core, kv| core.workflow(kv, id))
+    }
+
+    /// Up to `limit` workflows with id greater than `after`, in id order,
+    /// that pass `keep`; like [`StoreReader::list_jobs`].
+    pub fn list_workflows(
+        &self,
+        after: WorkflowId,
+        limit: usize,
+        max_scan: usize,
+        keep: impl Fn(&WorkflowRecord) -> bool,
+    ) -> Result<(Vec<WorkflowRecord>, Option<WorkflowId>), StoreError> {
+        let pinned = self.pin();
+        let mut out = Vec::new();
+        let mut scanned = 0usize;
+        let mut resume = None;
+        let start = keys::workflow(after.saturating_add(1));
+        pinned.kv().scan_from(&[Table::Workflow as u8], &start, &mut |k, v| {
+            let wf: WorkflowRecord = decode_at(k, v)?;
+            scanned += 1;
+            if keep(&wf) {
+                if out.len() == limit {
+                    resume = Some(out.last().map_or(wf.id, |w: &WorkflowRecord| w.id));
+                    return Ok(false);
+                }
+                out.push(wf);
+            } else if scanned >= max_scan {
+                resume = Some(wf.id);
                 return Ok(false);
             }
             Ok(true)

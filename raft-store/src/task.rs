@@ -8,6 +8,7 @@ use serde_bytes::ByteBuf;
 
 use crate::command::{Backoff, CommandError, JobSpec};
 use crate::ids::{JobId, SessionId, TaskKey, Token};
+use crate::workflow::JobOrigin;
 
 /// Where a task is in its life. `Succeeded`, `Dead` and `Cancelled` are final.
 ///
@@ -398,6 +399,8 @@ pub struct JobRecord {
     pub started: bool,
     pub cancel_reason: Option<String>,
     pub finished_ms: Option<u64>,
+    /// The workflow step that started this job, if any.
+    pub origin: Option<JobOrigin>,
 }
 
 impl JobRecord {
@@ -423,6 +426,7 @@ impl JobRecord {
             started: false,
             cancel_reason: None,
             finished_ms: None,
+            origin: None,
         }
     }
 
