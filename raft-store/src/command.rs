@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec;
 use crate::ids::{JobId, SessionId, TaskKey, Token, WorkflowId};
-use crate::workflow::WorkflowSpec;
 use crate::limits::*;
+use crate::workflow::WorkflowSpec;
 
 /// The payload of every normal log entry: a command stamped by the leader.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -43,7 +43,14 @@ pub struct Meta {
 
 impl Default for Meta {
     fn default() -> Self {
-        Self { last_applied: None, membership: StoredMembership::default(), next_job: 1, next_session: 1, next_workflow: 1, clock_ms: 0 }
+        Self {
+            last_applied: None,
+            membership: StoredMembership::default(),
+            next_job: 1,
+            next_session: 1,
+            next_workflow: 1,
+            clock_ms: 0,
+        }
     }
 }
 

@@ -60,8 +60,11 @@ impl Core {
             return if prior.spec_hash == spec_hash {
                 Ok(Outcome::WorkflowSubmitted { workflow: prior.job, steps, duplicate: true })
             } else {
-                Err(CommandError::IdempotencyConflict { key: spec.idempotency_key.clone().unwrap_or_default(), job: prior.job }
-                    .into())
+                Err(CommandError::IdempotencyConflict {
+                    key: spec.idempotency_key.clone().unwrap_or_default(),
+                    job: prior.job,
+                }
+                .into())
             };
         }
         if self.idx.workflows.len() >= MAX_LIVE_WORKFLOWS {
@@ -169,7 +172,7 @@ impl Core {
                 let mut template = self
                     .step_template(kv, wf, step)?
                     .ok_or_else(|| invariant(format!("step {step} of workflow {wf} has no template")))?;
-                let inputs = self.step_inputs(wf, step)?;
+                let inputs = self.step_inputs(kv, wf, step)?;
                 let role = if dynamic { StepRole::Generate } else { StepRole::Map };
                 let payloads = std::mem::take(&mut template.job.payloads);
                 let job = self.start_job(ctx, wf, step, role, &template, &payloads, inputs, None)?;
@@ -190,7 +193,7 @@ impl Core {
     }
 
     /// The outputs of a step's succeeded predecessors, in step order.
-    fn step_inputs(&self, wf: WorkflowId, step: u32) -> Res<Vec<StepInput>> {
+    fn step_inputs(&self, kv: &dyn Kv, wf: WorkflowId, step: u32) -> Res<Vec<StepInput>> {
         let rec = self.idx.workflows.get(&wf).ok_or_else(|| invariant(format!("workflow {wf} is not live")))?;
         let mut inputs = Vec::new();
         for &p in &rec.steps[step as usize].preds {
@@ -199,15 +202,11 @@ impl Core {
                 continue;
             }
             if let Some(job) = ps.output_job() {
-                let shards = self.job_shards(job);
-                inputs.push(StepInput { step: ps.name.clone(), job, shards });
+                let rec = self.job(kv, job)?.ok_or_else(|| invariant(format!("step output job {job} is missing")))?;
+                inputs.push(StepInput { step: ps.name.clone(), job, shards: rec.shards });
             }
         }
         Ok(inputs)
-    }
-
-    fn job_shards(&self, job: JobId) -> u32 {
-        self.idx.jobs.get(&job).or_else(|| self.dirty.finished.get(&job)).map_or(0, |j| j.shards)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -289,7 +288,7 @@ impl Core {
         let template = self
             .step_template(kv, wf, step)?
             .ok_or_else(|| invariant(format!("running step {step} of workflow {wf} has no template")))?;
-        let inputs = || self.step_inputs(wf, step);
+        let inputs = || self.step_inputs(kv, wf, step);
         match role {
             StepRole::Generate => {
                 let result = self.shard_result(kv, job)?;
@@ -508,7 +507,9 @@ impl Core {
         let s = &rec.steps[i];
         if !matches!(s.state, StepState::AwaitingApproval { .. }) {
             let state = if matches!(s.shape, StepShape::Gate { .. }) { s.state.name() } else { "not a gate" };
-            return Err(CommandError::GateNotWaiting { workflow: wf, step: step.to_string(), state: state.into() }.into());
+            return Err(
+                CommandError::GateNotWaiting { workflow: wf, step: step.to_string(), state: state.into() }.into()
+            );
         }
         Ok(i as u32)
     }
@@ -541,9 +542,12 @@ impl Core {
         let (StepState::AwaitingApproval { deadline_ms: Some(deadline) }, StepShape::Gate { on_timeout, .. }) =
             (&s.state, &s.shape)
         else {
-            return Err(
-                CommandError::GateNotWaiting { workflow: wf, step: s.name.clone(), state: s.state.name().into() }.into()
-            );
+            return Err(CommandError::GateNotWaiting {
+                workflow: wf,
+                step: s.name.clone(),
+                state: s.state.name().into(),
+            }
+            .into());
         };
         if *deadline > ctx.now_ms {
             return Err(CommandError::GateNotWaiting {

@@ -12,8 +12,8 @@ use serde_bytes::ByteBuf;
 
 use crate::codec;
 use crate::command::{
-    COMMAND_TAG_BYTES, CommandError, JobSpec, check_bytes, check_count, check_idempotency_key, check_labels, check_name,
-    invalid,
+    COMMAND_TAG_BYTES, CommandError, JobSpec, check_bytes, check_count, check_idempotency_key, check_labels,
+    check_name, invalid,
 };
 use crate::ids::{JobId, WorkflowId};
 use crate::limits::*;
@@ -184,7 +184,10 @@ impl WorkflowSpec {
             if let StepKind::Job { choice: true, .. } = s.kind
                 && graph.succs[i].is_empty()
             {
-                return Err(invalid(&format!("steps[{i}].choice"), format!("choice step {:?} has no successors", s.name)));
+                return Err(invalid(
+                    &format!("steps[{i}].choice"),
+                    format!("choice step {:?} has no successors", s.name),
+                ));
             }
         }
         if let Some(r) = &self.result_step {
@@ -197,7 +200,9 @@ impl WorkflowSpec {
                 _ => {
                     return Err(invalid(
                         "result_step",
-                        format!("step {r:?} must have a reduce or exactly one shard (and not be a dynamic map or gate)"),
+                        format!(
+                            "step {r:?} must have a reduce or exactly one shard (and not be a dynamic map or gate)"
+                        ),
                     ));
                 }
             }
@@ -262,10 +267,9 @@ impl WorkflowSpec {
                 Ok(())
             }
             StepKind::Gate { timeout_ms, .. } => match timeout_ms {
-                Some(t) if *t == 0 || *t > MAX_GATE_TIMEOUT_MS => Err(invalid(
-                    &format!("{field}.timeout_ms"),
-                    format!("must be 1..={MAX_GATE_TIMEOUT_MS}"),
-                )),
+                Some(t) if *t == 0 || *t > MAX_GATE_TIMEOUT_MS => {
+                    Err(invalid(&format!("{field}.timeout_ms"), format!("must be 1..={MAX_GATE_TIMEOUT_MS}")))
+                }
                 _ => Ok(()),
             },
         }
@@ -351,7 +355,9 @@ pub enum StepState {
     /// Its generator, map or reduce job runs (see [`StepRecord::phase`]).
     Running,
     /// A gate waiting for a decision; `deadline_ms` is the log time of its timeout.
-    AwaitingApproval { deadline_ms: Option<u64> },
+    AwaitingApproval {
+        deadline_ms: Option<u64>,
+    },
     Succeeded,
     Failed,
     /// Its trigger rule can no longer be met, or a choice did not take it.

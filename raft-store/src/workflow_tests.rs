@@ -35,7 +35,8 @@ fn invalid_field(r: Result<Graph, CommandError>) -> (String, String) {
 
 #[test]
 fn a_diamond_validates_with_its_edges_by_index() {
-    let g = flow(vec![step("a", &[]), step("b", &["a"]), step("c", &["a"]), step("d", &["b", "c"])]).validate().unwrap();
+    let g =
+        flow(vec![step("a", &[]), step("b", &["a"]), step("c", &["a"]), step("d", &["b", "c"])]).validate().unwrap();
     assert_eq!(g.preds, vec![vec![], vec![0], vec![0], vec![1, 2]]);
     assert_eq!(g.succs, vec![vec![1, 2], vec![3], vec![3], vec![]]);
     assert_eq!(g.depth(), Ok(3));
@@ -141,10 +142,8 @@ fn choice_dynamic_result_and_gate_shapes_are_checked() {
     f.result_step = Some("nope".into());
     assert_eq!(invalid_field(f.validate()).0, "result_step");
     // Gate timeouts are bounded; a rule other than the default needs predecessors.
-    let gate = StepSpec {
-        kind: StepKind::Gate { timeout_ms: Some(0), on_timeout: GateTimeout::Reject },
-        ..step("g", &[])
-    };
+    let gate =
+        StepSpec { kind: StepKind::Gate { timeout_ms: Some(0), on_timeout: GateTimeout::Reject }, ..step("g", &[]) };
     assert_eq!(invalid_field(flow(vec![gate]).validate()).0, "steps[0].timeout_ms");
     let cleanup = StepSpec { trigger: TriggerRule::AllDone, ..step("c", &[]) };
     assert_eq!(invalid_field(flow(vec![cleanup]).validate()).0, "steps[0].trigger");

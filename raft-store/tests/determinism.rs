@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use baton_raft_store::keys;
+use baton_raft_store::workflow::{self, GateTimeout, ReduceSpec, StepShape};
 use baton_raft_store::*;
 use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, EntryPayload};
@@ -55,7 +56,8 @@ fn workload(seed: u64, n: usize) -> Vec<Entry> {
                     .map(|_| {
                         let (task, token) = held[rng.random_range(0..held.len())];
                         if rng.random_bool(0.8) {
-                            Command::CompleteTask { task, token, result: ByteBuf::from(vec![1, 2, 3]) }
+                            let result = workflow_result(&core, task, &mut rng);
+                            Command::CompleteTask { task, token, result: ByteBuf::from(result) }
                         } else {
                             Command::FailTask { task, token, error: "e".into(), retryable: rng.random() }
                         }
@@ -78,6 +80,22 @@ fn workload(seed: u64, n: usize) -> Vec<Entry> {
                 let jobs: Vec<JobId> = idx.jobs.keys().copied().collect();
                 Command::CancelJob { job: jobs[rng.random_range(0..jobs.len())], reason: String::new() }
             }
+            95..98 => Command::SubmitWorkflow(random_workflow(&mut rng)),
+            98..100 if !idx.workflows.is_empty() => {
+                let wfs: Vec<&WorkflowRecord> = idx.workflows.values().collect();
+                let wf = wfs[rng.random_range(0..wfs.len())];
+                let step = rng.random_range(0..wf.steps.len());
+                match rng.random_range(0..4) {
+                    0 => Command::CancelWorkflow { workflow: wf.id, reason: "r".into() },
+                    1 => Command::ExpireGates { gates: vec![(wf.id, step as u32)] },
+                    _ => Command::ResolveGate {
+                        workflow: wf.id,
+                        step: wf.steps[step].name.clone(),
+                        approve: rng.random(),
+                        by: "op".into(),
+                    },
+                }
+            }
             _ => Command::ReportProgress { task: TaskKey::new(1, 0), token: 1, progress_bp: 1, message: String::new() },
         };
         let e = Entry {
@@ -90,6 +108,89 @@ fn workload(seed: u64, n: usize) -> Vec<Entry> {
         entries.push(e);
     }
     entries
+}
+
+/// A random DAG (edges only to earlier steps) of jobs, reduces, choices,
+/// dynamic maps and gates, with random trigger rules.
+fn random_workflow(rng: &mut StdRng) -> WorkflowSpec {
+    let n = rng.random_range(1..8);
+    let mut steps = Vec::new();
+    for i in 0..n {
+        let depends_on: Vec<String> = (0..i).filter(|_| rng.random_bool(0.4)).map(|p| format!("s{p}")).collect();
+        let trigger = if depends_on.is_empty() {
+            TriggerRule::AllSucceeded
+        } else {
+            [
+                TriggerRule::AllSucceeded,
+                TriggerRule::AnySucceeded,
+                TriggerRule::AllDone,
+                TriggerRule::AnyFailed,
+                TriggerRule::NoneFailed,
+            ][rng.random_range(0..5)]
+        };
+        let kind = if rng.random_bool(0.15) {
+            StepKind::Gate {
+                timeout_ms: rng.random_bool(0.5).then(|| rng.random_range(1..5_000)),
+                on_timeout: if rng.random() { GateTimeout::Approve } else { GateTimeout::Reject },
+            }
+        } else {
+            let dynamic = rng.random_bool(0.2);
+            let mut job = JobSpec::with_shards("", if dynamic { 1 } else { rng.random_range(1..4) });
+            job.attempt_timeout_ms = 5_000;
+            job.max_attempts = rng.random_range(1..3);
+            let reduce = rng.random_bool(0.3).then(ReduceSpec::default);
+            StepKind::Job { job, reduce, choice: false, dynamic }
+        };
+        steps.push(StepSpec { name: format!("s{i}"), depends_on, trigger, kind });
+    }
+    // A choice needs successors and a single result.
+    for i in 0..n {
+        let has_succ = steps.iter().any(|s| s.depends_on.contains(&format!("s{i}")));
+        if let StepKind::Job { job, reduce, choice, dynamic } = &mut steps[i].kind
+            && has_succ
+            && !*dynamic
+            && (job.payloads.len() == 1 || reduce.is_some())
+        {
+            *choice = rng.random_bool(0.3);
+        }
+    }
+    WorkflowSpec {
+        namespace: "ns".into(),
+        name: "wf".into(),
+        labels: BTreeMap::new(),
+        idempotency_key: rng.random_bool(0.2).then(|| format!("wk{}", rng.random_range(0..4))),
+        steps,
+        result_step: None,
+    }
+}
+
+/// A result that fits the task's role: children for a generator, a choice
+/// of successors (sometimes a bad one) for a choice step, bytes otherwise.
+fn workflow_result(core: &Core, task: TaskKey, rng: &mut StdRng) -> Vec<u8> {
+    let Some(origin) = core.idx.jobs.get(&task.job).and_then(|j| j.origin.as_ref()) else {
+        return vec![1, 2, 3];
+    };
+    let Some(wf) = core.idx.workflows.get(&origin.workflow) else { return vec![1, 2, 3] };
+    let step = &wf.steps[origin.step as usize];
+    match (&step.shape, origin.role) {
+        (_, StepRole::Generate) => {
+            let kids: Vec<Vec<u8>> = (0..rng.random_range(0..4)).map(|i| vec![i]).collect();
+            workflow::encode_children(&kids)
+        }
+        (StepShape::Job { choice: true, reduce, .. }, role) if *reduce == (role == StepRole::Reduce) => {
+            let mut names: Vec<&str> = step
+                .succs
+                .iter()
+                .filter(|_| rng.random_bool(0.6))
+                .map(|&s| wf.steps[s as usize].name.as_str())
+                .collect();
+            if rng.random_bool(0.1) {
+                names.push("nope");
+            }
+            serde_json::to_vec(&names).unwrap()
+        }
+        _ => vec![1, 2, 3],
+    }
 }
 
 #[tokio::test]
@@ -105,6 +206,7 @@ async fn rocksdb_and_memory_cores_agree_for_any_chunking() {
         kv.write(w);
         let want = state_hash(&kv).unwrap();
         assert!(core.idx.live_tasks > 0 || core.meta.next_job > 10, "seed {seed}: workload did nothing");
+        assert!(core.meta.next_workflow > 3, "seed {seed}: workload submitted no workflows");
 
         for chunk in [1usize, 7, 64, 600] {
             let dir = tempfile::tempdir().unwrap();

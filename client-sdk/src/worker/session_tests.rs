@@ -48,6 +48,7 @@ fn assignment(k: AttemptKey, deadline_in_ms: u64, deadline_ms: u64) -> Out {
         payload: b"p".to_vec(),
         deadline_ms,
         deadline_in_ms,
+        workflow: None,
     })
 }
 

@@ -83,6 +83,7 @@ pub fn job(j: &JobRecord) -> proto::Job {
         finished_ms: j.finished_ms.unwrap_or(0),
         cancel_reason: j.cancel_reason.clone().unwrap_or_default(),
         idempotency_key: j.idempotency_key.clone().unwrap_or_default(),
+        origin: None,
     }
 }
 

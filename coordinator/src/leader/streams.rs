@@ -30,6 +30,7 @@ pub fn assignment(g: &Grant, payload: Vec<u8>, deadline_in_ms: u64) -> proto::Co
         payload,
         deadline_ms: g.deadline_ms,
         deadline_in_ms,
+        workflow: None,
     }))
 }
 
