@@ -137,10 +137,11 @@ fn shards_done(s: &proto::Step) -> u32 {
     c.succeeded + c.dead + c.cancelled
 }
 
-/// `done/total` of the step's current job; `-` for a gate or a step whose
-/// job has not started.
+/// `done/total` of the step's current job; `-` for a gate or a step that
+/// started no job (waiting, skipped, cancelled before it ran).
 fn shards_cell(s: &proto::Step) -> String {
-    if s.kind == "gate" || s.shards == 0 { "-".into() } else { format!("{}/{}", shards_done(s), s.shards) }
+    let started = s.generate_job_id != 0 || s.map_job_id != 0 || s.reduce_job_id != 0;
+    if s.kind == "gate" || !started { "-".into() } else { format!("{}/{}", shards_done(s), s.shards) }
 }
 
 fn nonzero(v: u64) -> Option<u64> {
@@ -222,7 +223,14 @@ fn step_reason(s: &proto::Step) -> String {
         parts.push(format!("chose {}", s.chosen.join(", ")));
     }
     if s.gate_deadline_ms != 0 && s.status == proto::StepStatus::AwaitingApproval as i32 {
-        parts.push(format!("times out at {} ms (log time)", s.gate_deadline_ms));
+        // Log time, shown against this machine's clock: close enough to read.
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        match s.gate_deadline_ms.checked_sub(now_ms) {
+            Some(left) => parts.push(format!("times out in {} s", left.div_ceil(1000))),
+            None => parts.push("timeout due".into()),
+        }
     }
     parts.join("; ")
 }
@@ -410,7 +418,7 @@ impl Bars {
         );
         head.enable_steady_tick(Duration::from_millis(120));
         let width = step_name_width(w);
-        let template = format!("  {{prefix:<{width}}} [{{bar:30}}] {{msg}}");
+        let template = format!("  {{prefix:<{width}}} [{{bar:20}}] {{msg}}");
         let style = indicatif::ProgressStyle::with_template(&template)
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
             .progress_chars("=> ");
@@ -447,11 +455,13 @@ impl Bars {
         }
     }
 
+    /// Stop redrawing, leaving every bar as last drawn (`finish` would fill
+    /// the bars of skipped and failed steps).
     fn finish(self) {
         for pb in &self.steps {
-            pb.finish();
+            pb.abandon();
         }
-        self.head.finish();
+        self.head.abandon();
     }
 }
 

@@ -58,6 +58,7 @@ fn sample() -> proto::Workflow {
                 depends_on: vec!["check".into()],
                 kind: "job".into(),
                 reason: "not chosen by check".into(),
+                shards: 1,
                 ..Default::default()
             },
         ],
@@ -76,7 +77,13 @@ fn the_get_table_has_a_row_per_step_with_phase_shards_and_reason() {
     assert_eq!(cols(lines[3]), ["check", "succeeded", "map", "1/1", "chose", "fast"]);
     let release = cols(lines[4]);
     assert_eq!(release[..4], ["release", "awaiting_approval", "gate", "-"]);
-    assert!(lines[4].contains("times out at 61000 ms"), "{}", lines[4]);
+    assert!(lines[4].ends_with("timeout due"), "a deadline in the past: {}", lines[4]);
+    let mut w = sample();
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    w.steps[2].gate_deadline_ms = now_ms + 90_000;
+    let t = workflow_table(&w);
+    let release = t.lines().nth(4).unwrap();
+    assert!(release.ends_with("times out in 90 s") || release.ends_with("times out in 89 s"), "{release}");
     assert_eq!(cols(lines[5])[..4], ["full", "skipped", "-", "-"]);
     assert!(lines[5].ends_with("not chosen by check"));
     assert_eq!(lines.len(), 6);
