@@ -304,7 +304,7 @@ async fn workflow_commands_submit_decide_watch_cancel_and_print_results() {
         assert_eq!(l["workflows"].as_array().unwrap().len(), 3, "{l}");
         let l = json(&["workflow", "list", "--namespace", "cli", "--status", "failed"], &eps);
         let ids: Vec<String> = l["workflows"].as_array().unwrap().iter().map(|w| w["id"].to_string()).collect();
-        assert_eq!(ids, [id2.clone()]);
+        assert_eq!(ids, [id2]);
         let (ok, table, _) = baton(&["workflow", "list", "--namespace", "cli"], &eps);
         assert!(ok && table.lines().count() == 4 && table.contains("gated"), "{table}");
         let (ok, _, err) = baton(&["workflow", "list", "--status", "done"], &eps);
