@@ -1,5 +1,5 @@
 # Baton's day-one commands. See README.md.
-#   make dev    - a local 3-node cluster with demo workers running a sharded job
+#   make dev    - a local 3-node cluster with demo workers running a word-count workflow
 #   make test   - install missing system packages, then run the whole test suite
 #                 and the chaos smoke profile (real processes, seeded faults)
 #   make chaos  - one chaos run against a local cluster: make chaos ARGS="--nodes 5 --faults partition"

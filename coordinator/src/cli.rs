@@ -1,5 +1,6 @@
 //! The `baton` operator CLI: `cluster`, `job` and `worker` commands over the
-//! public API, human tables by default and `--json` for scripts.
+//! public API, human tables by default and `--json` for scripts. The
+//! `workflow` commands are in [`crate::cli_workflow`].
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -187,7 +188,7 @@ pub fn job_json(j: &proto::Job) -> Value {
     })
 }
 
-fn print_json(v: &Value) {
+pub fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 

@@ -1,16 +1,28 @@
 //! `baton dev`: a local cluster doing real work, for a first look.
 //!
 //! Starts three `baton serve` processes on loopback (data under `.baton-dev/`),
-//! a few demo workers (SDK `Worker`s counting words), submits a sharded
-//! word-count job, shows its progress, and prints the aggregated result. It
-//! keeps running until Ctrl-C unless `--exit-after-demo` is given.
+//! a few demo workers (SDK `Worker`s), submits the word-count workflow of
+//! `docs/workflows/wordcount.toml` over this repository's docs (a dynamic map
+//! with a reduce, a choice, a join), shows its steps progressing, and checks
+//! its result against one computed here. It keeps running until Ctrl-C
+//! unless `--exit-after-demo` is given.
+//!
+//! The demo workers understand a small payload language (documented in
+//! docs/workflows.md), so workflows written as files do real work on them.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use baton_client::workflow::{Step, WorkflowBuilder, choose, emit_children};
 use baton_client::{Client, ClientConfig, TaskContext, TaskError, Worker, proto};
 use clap::Args;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::cli_workflow::{self, WatchView};
 
 #[derive(Args)]
 pub struct DevArgs {
@@ -20,7 +32,8 @@ pub struct DevArgs {
     /// Demo workers to start.
     #[arg(long, default_value_t = 3)]
     pub workers: u32,
-    /// Shards of the demo job.
+    /// Files (map shards) of the generated corpus the demo counts when none
+    /// of README.md, ARCHITECTURE.md and docs/ is here (outside the repository).
     #[arg(long, default_value_t = 24)]
     pub shards: u32,
     /// Node i uses ports base+i (Raft), base+100+i (API), base+200+i (HTTP).
@@ -29,12 +42,19 @@ pub struct DevArgs {
     /// Where node data and logs go; wiped at start.
     #[arg(long, default_value = ".baton-dev")]
     pub dir: PathBuf,
-    /// Stop everything and exit once the demo job is done (for CI).
+    /// Stop everything and exit once the demo workflow is done (for CI).
     #[arg(long)]
     pub exit_after_demo: bool,
 }
 
-/// Deterministic demo text: shard `i` gets a paragraph of words.
+/// What the demo counts when run from the repository root.
+pub const DEMO_CORPUS: [&str; 3] = ["README.md", "ARCHITECTURE.md", "docs"];
+/// Words the demo's reduce keeps.
+pub const DEMO_TOP: usize = 10;
+/// Over this many words, the demo's choice takes the full report.
+pub const DEMO_FULL_OVER: u64 = 10_000;
+
+/// Deterministic demo text: file `i` of the generated corpus.
 fn paragraph(i: u32) -> String {
     const WORDS: [&str; 16] = [
         "raft", "shard", "lease", "token", "fence", "leader", "worker", "commit", "apply", "log", "vote", "term",
@@ -52,27 +72,217 @@ fn paragraph(i: u32) -> String {
         .join(" ")
 }
 
-/// The demo handler: count words, with a little simulated work time so the
-/// progress is visible.
-async fn count_words(ctx: TaskContext) -> Result<Vec<u8>, TaskError> {
-    let text = String::from_utf8(ctx.payload.clone()).map_err(TaskError::fatal)?;
-    let work = Duration::from_millis(150 + (ctx.shard as u64 * 37) % 250);
-    let cancel = ctx.cancellation();
-    tokio::select! {
-        _ = tokio::time::sleep(work) => {}
-        _ = cancel.cancelled() => return Err(TaskError::retryable("cancelled")),
-    }
-    Ok(text.split_whitespace().count().to_string().into_bytes())
+/// The demo workflow (the same as `docs/workflows/wordcount.toml` for the
+/// default corpus): count the words of the files under `corpus` (paths,
+/// space-separated) with a dynamic map and a reduce, choose a full or a
+/// quick report by the total, and publish the one that ran.
+pub fn demo_workflow(corpus: &str) -> proto::WorkflowSpec {
+    let one = |payload: &str| proto::JobSpec { payloads: vec![payload.as_bytes().to_vec()], ..Default::default() };
+    let count = proto::JobSpec { max_attempts: 5, attempt_timeout_ms: 60_000, ..one(corpus) };
+    WorkflowBuilder::new("demo", "docs-wordcount")
+        .label("source", "docs")
+        .step(Step::job("count", count).dynamic().reduce(DEMO_TOP.to_string()))
+        .step(
+            Step::job("check", one(&format!("choose-by-words:{DEMO_FULL_OVER}:full:quick")))
+                .depends_on(["count"])
+                .choice(),
+        )
+        .step(Step::job("full", one(&format!("report:{DEMO_TOP}"))).depends_on(["check", "count"]))
+        .step(Step::job("quick", one("report:3")).depends_on(["check", "count"]))
+        .step(Step::job("publish", one("pass")).depends_on(["full", "quick"]).trigger(proto::TriggerRule::NoneFailed))
+        .result_step("publish")
+        .build()
 }
 
-/// A standalone demo worker: counts words until `shutdown`, then leaves gracefully.
+/// Word counts of one text, or of many merged.
+pub type Counts = BTreeMap<String, u64>;
+
+/// Add the words of `text` (maximal runs of letters and digits, lowercased).
+pub fn count_words_into(text: &str, counts: &mut Counts) {
+    for w in text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
+        *counts.entry(w.to_lowercase()).or_default() += 1;
+    }
+}
+
+/// What the demo's reduce returns: the merged counts, summarized.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub total: u64,
+    pub distinct: u64,
+    /// Shard results merged: one per file.
+    pub files: u64,
+    /// The most frequent words, most frequent first (ties by word).
+    pub top: Vec<(String, u64)>,
+}
+
+impl Summary {
+    pub fn of(counts: &Counts, files: u64, top: usize) -> Summary {
+        let mut all: Vec<(String, u64)> = counts.iter().map(|(w, c)| (w.clone(), *c)).collect();
+        all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        all.truncate(top);
+        Summary { total: counts.values().sum(), distinct: counts.len() as u64, files, top: all }
+    }
+
+    /// The text a `report:N` step returns.
+    pub fn report(&self, n: usize) -> String {
+        let top: Vec<String> = self.top.iter().take(n).map(|(w, c)| format!("{w} {c}")).collect();
+        format!(
+            "{} words ({} distinct) in {} files; top {}: {}",
+            self.total,
+            self.distinct,
+            self.files,
+            top.len(),
+            top.join(", ")
+        )
+    }
+}
+
+/// The files a generator's payload names (paths separated by whitespace):
+/// each file as given, and the regular files of each directory; sorted.
+pub fn list_files(paths: &str) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for p in paths.split_whitespace().map(Path::new) {
+        if p.is_dir() {
+            for e in std::fs::read_dir(p)? {
+                let path = e?.path();
+                if path.is_file() {
+                    files.push(path);
+                }
+            }
+        } else {
+            std::fs::metadata(p).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", p.display())))?;
+            files.push(p.to_path_buf());
+        }
+    }
+    files.sort();
+    files.dedup();
+    Ok(files)
+}
+
+/// The published result the demo workflow must produce for `corpus`,
+/// computed here without the cluster.
+pub fn reference_result(corpus: &str) -> std::io::Result<String> {
+    let files = list_files(corpus)?;
+    let mut counts = Counts::new();
+    for f in &files {
+        count_words_into(&std::fs::read_to_string(f)?, &mut counts);
+    }
+    let s = Summary::of(&counts, files.len() as u64, DEMO_TOP);
+    Ok(if s.total > DEMO_FULL_OVER { s.report(DEMO_TOP) } else { s.report(3) })
+}
+
+/// A client error inside a handler: retry what may pass, fail the rest.
+fn task_error(e: baton_client::Error) -> TaskError {
+    if e.is_retryable() { TaskError::retryable(e) } else { TaskError::fatal(e) }
+}
+
+/// The result of this step's first input (in step order).
+async fn first_input(ctx: &TaskContext) -> Result<Vec<u8>, TaskError> {
+    let step = ctx
+        .workflow()
+        .and_then(|w| w.inputs.first())
+        .map(|i| i.step.clone())
+        .ok_or_else(|| TaskError::fatal("this step has no input: it needs a succeeded predecessor"))?;
+    ctx.input(&step).await.map_err(task_error)
+}
+
+async fn first_input_summary(ctx: &TaskContext) -> Result<Summary, TaskError> {
+    let raw = first_input(ctx).await?;
+    serde_json::from_slice(&raw)
+        .map_err(|e| TaskError::fatal(format!("the first input is not a word-count summary: {e}")))
+}
+
+fn to_json<T: Serialize>(v: &T) -> Result<Vec<u8>, TaskError> {
+    serde_json::to_vec(v).map_err(TaskError::fatal)
+}
+
+/// The demo workers' handler: plain job shards count words; workflow shards
+/// follow the payload language of docs/workflows.md.
+pub async fn demo_handler(ctx: TaskContext) -> Result<Vec<u8>, TaskError> {
+    let text = std::str::from_utf8(&ctx.payload).map_err(TaskError::fatal)?.to_string();
+    let role = ctx.workflow().map(|w| proto::StepRole::try_from(w.role).unwrap_or(proto::StepRole::Map));
+    let counting = role.is_none() || (role == Some(proto::StepRole::Map) && text.starts_with("file:"));
+    if counting {
+        // A little simulated work, so the progress is visible.
+        let work = Duration::from_millis(150 + (ctx.shard as u64 * 37) % 250);
+        let cancel = ctx.cancellation();
+        tokio::select! {
+            _ = tokio::time::sleep(work) => {}
+            _ = cancel.cancelled() => return Err(TaskError::retryable("cancelled")),
+        }
+    }
+    match role {
+        None => Ok(text.split_whitespace().count().to_string().into_bytes()),
+        Some(proto::StepRole::Generate) => {
+            let files = list_files(&text).map_err(TaskError::fatal)?;
+            let children: Vec<Vec<u8>> = files.iter().map(|f| format!("file:{}", f.display()).into_bytes()).collect();
+            Ok(emit_children(&children))
+        }
+        Some(proto::StepRole::Reduce) => {
+            let top = match text.trim() {
+                "" => DEMO_TOP,
+                n => n
+                    .parse()
+                    .map_err(|_| TaskError::fatal(format!("a reduce payload is a number of words; got {n:?}")))?,
+            };
+            let mut counts = Counts::new();
+            let mut files = 0;
+            let mut input = Box::pin(ctx.reduce_input());
+            while let Some(r) = input.next().await {
+                let r = r.map_err(task_error)?;
+                let c: Counts = serde_json::from_slice(&r.result)
+                    .map_err(|e| TaskError::fatal(format!("shard {} is not word counts: {e}", r.shard)))?;
+                for (w, n) in c {
+                    *counts.entry(w).or_default() += n;
+                }
+                files += 1;
+            }
+            to_json(&Summary::of(&counts, files, top))
+        }
+        Some(_) => map_verb(&ctx, &text).await,
+    }
+}
+
+/// A workflow map shard: run its payload's verb.
+async fn map_verb(ctx: &TaskContext, text: &str) -> Result<Vec<u8>, TaskError> {
+    let mut counts = Counts::new();
+    if let Some(path) = text.strip_prefix("file:") {
+        let body = std::fs::read_to_string(path).map_err(|e| TaskError::fatal(format!("{path}: {e}")))?;
+        count_words_into(&body, &mut counts);
+        to_json(&counts)
+    } else if let Some(rule) = text.strip_prefix("choose-by-words:") {
+        let parts: Vec<&str> = rule.split(':').collect();
+        let &[limit, over, under] = &parts[..] else {
+            return Err(TaskError::fatal(format!("choose-by-words:N:OVER:UNDER expected; got {text:?}")));
+        };
+        let limit: u64 = limit.parse().map_err(|_| TaskError::fatal(format!("{limit:?} is not a number")))?;
+        let s = first_input_summary(ctx).await?;
+        Ok(choose(&[if s.total > limit { over } else { under }]))
+    } else if let Some(names) = text.strip_prefix("choose:") {
+        let names: Vec<&str> = names.split(',').map(str::trim).filter(|n| !n.is_empty()).collect();
+        Ok(choose(&names))
+    } else if let Some(n) = text.strip_prefix("report:") {
+        let n: usize = n.trim().parse().map_err(|_| TaskError::fatal(format!("report:N expected; got {text:?}")))?;
+        Ok(first_input_summary(ctx).await?.report(n).into_bytes())
+    } else if text == "pass" {
+        first_input(ctx).await
+    } else if let Some(why) = text.strip_prefix("fail:") {
+        Err(TaskError::fatal(why))
+    } else {
+        count_words_into(text, &mut counts);
+        to_json(&counts)
+    }
+}
+
+/// A standalone demo worker (`baton demo-worker`): runs the demo handler
+/// until `shutdown`, then leaves gracefully.
 pub async fn demo_worker(
     endpoints: Vec<String>,
     name: &str,
     capacity: u32,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let w = Worker::builder().endpoints(endpoints).name(name).capacity(capacity).handler(count_words).build()?;
+    let w = Worker::builder().endpoints(endpoints).name(name).capacity(capacity).handler(demo_handler).build()?;
     let stats = w.run(shutdown).await?;
     tracing::info!(?stats, "demo worker stopped");
     Ok(())
@@ -103,6 +313,23 @@ impl Drop for Nodes {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The paths the demo counts: the repository's docs when run from its root,
+/// else a generated corpus of `--shards` files under `--dir`.
+fn demo_corpus(a: &DevArgs) -> anyhow::Result<String> {
+    let here: Vec<&str> = DEMO_CORPUS.iter().copied().filter(|p| Path::new(p).exists()).collect();
+    if !here.is_empty() {
+        return Ok(here.join(" "));
+    }
+    let dir = a.dir.join("corpus");
+    std::fs::create_dir_all(&dir)?;
+    for i in 0..a.shards {
+        std::fs::write(dir.join(format!("part-{i:04}.txt")), paragraph(i))?;
+    }
+    let shown = dir.display().to_string();
+    anyhow::ensure!(!shown.contains(char::is_whitespace), "--dir must not contain whitespace: {shown}");
+    Ok(shown)
 }
 
 pub async fn run(a: DevArgs) -> anyhow::Result<()> {
@@ -167,7 +394,7 @@ pub async fn run(a: DevArgs) -> anyhow::Result<()> {
             .name(format!("dev-worker-{w}"))
             .capacity(2)
             .shutdown_grace(Duration::from_secs(5))
-            .handler(count_words)
+            .handler(demo_handler)
             .build()?;
         let mut rx = stop_rx.clone();
         workers.push(tokio::spawn(worker.run(async move {
@@ -176,31 +403,37 @@ pub async fn run(a: DevArgs) -> anyhow::Result<()> {
     }
     println!("{} demo workers started", a.workers);
 
-    let spec = proto::JobSpec {
-        namespace: "demo".into(),
-        name: "word-count".into(),
-        payloads: (0..a.shards).map(|i| paragraph(i).into_bytes()).collect(),
-        ..Default::default()
-    };
-    let job = client.submit(spec).await?;
-    println!("submitted word-count job {} with {} shards", job.job_id, job.shards);
-    let done = crate::cli::watch(&client, job.job_id, true).await?;
-    let results = client.results(job.job_id).await?;
-    let total: u64 = results.iter().filter_map(|r| String::from_utf8_lossy(&r.result).parse::<u64>().ok()).sum();
-    let expected: u64 = (0..a.shards).map(|i| paragraph(i).split_whitespace().count() as u64).sum();
+    let corpus = demo_corpus(&a)?;
+    let spec = demo_workflow(&corpus);
+    let wf = client.submit_workflow(spec).await?;
     println!(
-        "job {} {}: {} words counted across {} shards (expected {expected})",
-        job.job_id,
-        if done.status == proto::JobStatus::Succeeded as i32 { "succeeded" } else { "did not succeed" },
-        total,
-        results.len()
+        "submitted workflow {} \"docs-wordcount\" ({} steps): a dynamic map over {corpus} with a reduce, a choice and a join",
+        wf.workflow_id, wf.steps
     );
+    let view = if std::io::stdout().is_terminal() { WatchView::Bars } else { WatchView::Lines };
+    let done = cli_workflow::watch(&client, wf.workflow_id, view).await?;
+    let expected = reference_result(&corpus)?;
+    let ok = if done.status == proto::WorkflowStatus::Succeeded as i32 {
+        let r = client.workflow_result(wf.workflow_id).await?;
+        let got = String::from_utf8_lossy(&r.result).into_owned();
+        println!("result (step {}, job {}, token {}):\n  {got}", r.step, r.job_id, r.token);
+        if got == expected {
+            println!("this equals the reference computed here without the cluster");
+        } else {
+            println!("this differs from the reference computed here:\n  {expected}");
+        }
+        got == expected
+    } else {
+        print!("{}", cli_workflow::workflow_table(&done));
+        false
+    };
     println!("metrics:  http://{}/metrics   status: baton cluster status --endpoints {}", http(1), endpoints.join(","));
-    let ok = done.status == proto::JobStatus::Succeeded as i32 && total == expected;
+    println!("try:      baton workflow get {0}   baton workflow result {0}   (docs/workflows.md)", wf.workflow_id);
 
     if !a.exit_after_demo {
         println!(
-            "the cluster keeps running; submit more with `baton job submit --shards 10`. Ctrl-C stops everything."
+            "the cluster keeps running; submit more with `baton workflow submit -f docs/workflows/release.json` \
+             or `baton job submit --shards 10`. Ctrl-C stops everything."
         );
         let _ = tokio::signal::ctrl_c().await;
     }
@@ -210,7 +443,11 @@ pub async fn run(a: DevArgs) -> anyhow::Result<()> {
         let _ = tokio::time::timeout(Duration::from_secs(10), w).await;
     }
     nodes.stop();
-    anyhow::ensure!(ok, "the demo job did not produce the expected result");
+    anyhow::ensure!(ok, "the demo workflow did not produce the expected result");
     println!("done");
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "dev_tests.rs"]
+mod tests;

@@ -16,6 +16,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod cli_workflow;
 pub mod clock;
 pub mod config;
 pub mod dev;
@@ -26,3 +27,4 @@ pub mod network;
 pub mod node;
 pub mod proposer;
 pub mod scheduler;
+pub mod workflow_file;

@@ -1,5 +1,6 @@
 //! The `baton` binary: `baton serve` runs a coordinator node; `baton dev`
-//! runs a local demo cluster; `baton cluster|job|worker` operate a cluster.
+//! runs a local demo cluster; `baton cluster|job|workflow|worker` operate a
+//! cluster.
 
 use std::path::PathBuf;
 
@@ -8,6 +9,7 @@ use clap::{Parser, Subcommand};
 use serde::Serialize;
 
 use baton_coordinator::cli::{self, ClusterCmd, Global, JobCmd, WorkerCmd};
+use baton_coordinator::cli_workflow::{self, WorkflowCmd};
 use baton_coordinator::config::Config;
 
 #[derive(Parser)]
@@ -23,7 +25,7 @@ struct Cli {
 enum Cmd {
     /// Run a coordinator node.
     Serve(ServeArgs),
-    /// Run a local 3-node cluster with demo workers and a demo job.
+    /// Run a local 3-node cluster with demo workers and a demo workflow.
     Dev(baton_coordinator::dev::DevArgs),
     /// Cluster status and membership.
     #[command(subcommand)]
@@ -31,6 +33,9 @@ enum Cmd {
     /// Submit, inspect, cancel and watch jobs.
     #[command(subcommand)]
     Job(JobCmd),
+    /// Submit, inspect, watch and cancel workflows; approve or reject gates.
+    #[command(subcommand)]
+    Workflow(WorkflowCmd),
     /// Worker sessions.
     #[command(subcommand)]
     Worker(WorkerCmd),
@@ -216,6 +221,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::Cluster(c) => operator(&cli.global, cli::cluster(&cli.global, c).await),
         Cmd::Job(c) => operator(&cli.global, cli::job(&cli.global, c).await),
+        Cmd::Workflow(c) => operator(&cli.global, cli_workflow::workflow(&cli.global, c).await),
         Cmd::Worker(c) => operator(&cli.global, cli::worker(&cli.global, c).await),
     }
     Ok(())

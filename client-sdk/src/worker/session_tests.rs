@@ -456,6 +456,25 @@ fn the_lease_is_renewed_by_the_first_heartbeat_of_a_resumed_session_not_by_the_r
 }
 
 #[test]
+fn a_workflow_steps_context_reaches_the_handler() {
+    let mut h = H::up(&[A]);
+    let wf = proto::WorkflowContext {
+        workflow_id: 3,
+        step: "sum".into(),
+        role: proto::StepRole::Reduce as i32,
+        inputs: vec![proto::StepOutput { step: "load".into(), job_id: 8, shards: 1 }],
+        reduce_of_job_id: 9,
+        reduce_of_shards: 200,
+    };
+    let Out::Assignment(mut a) = assignment(key(1), 5_000, 0) else { unreachable!() };
+    a.workflow = Some(wf.clone());
+    let acts = h.msg(Out::Assignment(a));
+    assert!(acts.iter().any(|a| matches!(a, Action::Start { workflow: Some(w), .. } if **w == wf)), "{acts:?}");
+    let acts = h.msg(assignment(key(2), 5_000, 0));
+    assert!(acts.iter().any(|a| matches!(a, Action::Start { workflow: None, .. })), "{acts:?}");
+}
+
+#[test]
 fn the_attempt_deadline_is_measured_on_the_worker_clock_from_receipt() {
     // Received at t=100; wall clock at t is WALL0 + t.
     let cases: &[(&str, u64, u64, Option<u64>)] = &[
