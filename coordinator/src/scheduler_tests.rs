@@ -32,6 +32,7 @@ fn job_record(id: JobId, namespace: &str, priority: i32, constraints: Labels) ->
         started: false,
         cancel_reason: None,
         finished_ms: None,
+        origin: None,
     }
 }
 
