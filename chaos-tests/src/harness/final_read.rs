@@ -63,7 +63,13 @@ pub(super) async fn read_final(client: &Client) -> Result<Vec<FinalJob>> {
                     }
                 })
                 .collect();
-            jobs.push(FinalJob { id: j.id, key: j.idempotency_key, status: job_status(j.status), shards });
+            jobs.push(FinalJob {
+                id: j.id,
+                key: j.idempotency_key,
+                status: job_status(j.status),
+                shards,
+                origin: None,
+            });
         }
         if page.next_page_token == 0 {
             return Ok(jobs);

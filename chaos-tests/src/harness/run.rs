@@ -262,7 +262,7 @@ async fn heal_and_drain(live: Live, opts: &RunOpts) -> Result<(u64, Vec<String>,
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    h.rec.record(FinalState { drained_at, jobs });
+    h.rec.record(FinalState { drained_at, jobs, workflows: Vec::new() });
 
     // Replica hashes: wait for every node to reach the same applied index.
     for attempt in 0..REPLICA_POLLS {

@@ -218,7 +218,7 @@ impl State {
     fn on_assignment(&mut self, a: proto::Assignment) {
         let Some(t) = a.task else { return };
         let key = (t.job_id, t.shard, a.token);
-        self.rec.record(Assign { worker: self.opts.name.clone(), job: key.0, shard: key.1, token: key.2 });
+        self.rec.record(Assign { worker: self.opts.name.clone(), job: key.0, shard: key.1, token: key.2, step: None });
         // A resync after reattaching re-sends attempts already held.
         if self.running.contains_key(&key) || self.unacked.contains_key(&key) {
             return;
