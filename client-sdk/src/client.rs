@@ -137,7 +137,7 @@ impl Client {
     }
 
     /// Run `call` with retries. `write` marks calls that change state.
-    async fn retry<T, F, Fut>(&self, write: bool, mut call: F) -> Result<T, Error>
+    pub(crate) async fn retry<T, F, Fut>(&self, write: bool, mut call: F) -> Result<T, Error>
     where
         F: FnMut(Channel) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
@@ -267,13 +267,7 @@ impl Client {
         let mut out = Vec::with_capacity(shards as usize);
         let mut from = 0u32;
         while from < shards {
-            let page = self
-                .retry(false, |ch| async move {
-                    let req =
-                        proto::GetResultsRequest { job_id, from_shard: from, limit: RESULTS_PAGE, consistency: 0 };
-                    Self::jobs(ch).get_results(req).await
-                })
-                .await?;
+            let page = self.results_page(job_id, from, RESULTS_PAGE).await?;
             // The server always advances; fail rather than spin or return part.
             if page.next_shard <= from {
                 return Err(Error::Internal(format!(
@@ -285,6 +279,22 @@ impl Client {
             out.extend(page.results);
         }
         Ok(out)
+    }
+
+    /// One page of a job's shard results, from `from_shard`: at most `limit`
+    /// shards (0 means the server's default), fewer when their results are
+    /// large. Continue from the page's `next_shard`.
+    pub async fn results_page(
+        &self,
+        job_id: u64,
+        from_shard: u32,
+        limit: u32,
+    ) -> Result<proto::GetResultsResponse, Error> {
+        self.retry(false, |ch| async move {
+            let req = proto::GetResultsRequest { job_id, from_shard, limit, consistency: 0 };
+            Self::jobs(ch).get_results(req).await
+        })
+        .await
     }
 
     /// The job's state now, then its later states, until it finishes.
@@ -300,18 +310,45 @@ impl Client {
     /// cannot fix (e.g. NOT_FOUND, which a node answers only once the leader
     /// confirms it) end the stream. Dropping the stream ends the watch at once.
     pub fn watch(&self, job_id: u64) -> impl Stream<Item = Result<proto::JobEvent, Error>> + Send + 'static {
+        self.watch_events(
+            move |ch| async move { Self::jobs(ch).watch_job(proto::WatchJobRequest { job_id }).await },
+            |ev: &proto::JobEvent| (ev.applied_index, ev.job.as_ref().is_some_and(|j| j.finished_ms != 0)),
+        )
+    }
+
+    /// The watch loop shared by jobs and workflows: `open` starts a server
+    /// stream on a channel; `progress` reads an event's applied index and
+    /// whether it is the last one (the watched thing finished).
+    pub(crate) fn watch_events<E, O, Fut>(
+        &self,
+        open: O,
+        progress: fn(&E) -> (u64, bool),
+    ) -> impl Stream<Item = Result<E, Error>> + Send + 'static
+    where
+        E: Send + 'static,
+        O: Fn(Channel) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<tonic::Response<tonic::Streaming<E>>, tonic::Status>> + Send,
+    {
         let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
         let client = self.clone();
         tokio::spawn(async move {
             tokio::select! {
                 _ = tx.closed() => {}
-                _ = client.watch_loop(job_id, &tx) => {}
+                _ = client.watch_loop(open, progress, &tx) => {}
             }
         });
         tokio_stream::wrappers::ReceiverStream::new(rx)
     }
 
-    async fn watch_loop(&self, job_id: u64, tx: &tokio::sync::mpsc::Sender<Result<proto::JobEvent, Error>>) {
+    async fn watch_loop<E, O, Fut>(
+        &self,
+        open: O,
+        progress: fn(&E) -> (u64, bool),
+        tx: &tokio::sync::mpsc::Sender<Result<E, Error>>,
+    ) where
+        O: Fn(Channel) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<tonic::Streaming<E>>, tonic::Status>>,
+    {
         let mut last_index = 0u64;
         let mut attempt = 0u32;
         loop {
@@ -324,10 +361,8 @@ impl Client {
                 }
             };
             // A stalled node may never answer the open; once open, a quiet
-            // stream only means the job has not changed.
-            let mut svc = Self::jobs(ch);
-            let open = svc.watch_job(proto::WatchJobRequest { job_id });
-            let opened = match tokio::time::timeout(self.inner.cfg.rpc_timeout, open).await {
+            // stream only means nothing has changed.
+            let opened = match tokio::time::timeout(self.inner.cfg.rpc_timeout, open(ch)).await {
                 Ok(r) => r,
                 Err(_) => Err(tonic::Status::deadline_exceeded(format!(
                     "{url} did not open the watch within {:?}",
@@ -337,13 +372,13 @@ impl Client {
             match opened {
                 Ok(resp) => {
                     let mut s = resp.into_inner();
-                    // Until the node goes away, restarts or fails: the job
-                    // exists, so any node can go on from there.
+                    // Until the node goes away, restarts or fails: the
+                    // watched record exists, so any node can go on from there.
                     while let Ok(Some(ev)) = s.message().await {
                         attempt = 0;
-                        let finished = ev.job.as_ref().is_some_and(|j| j.finished_ms != 0);
-                        if ev.applied_index > last_index || finished {
-                            last_index = ev.applied_index;
+                        let (index, finished) = progress(&ev);
+                        if index > last_index || finished {
+                            last_index = index;
                             if tx.send(Ok(ev)).await.is_err() {
                                 return;
                             }
@@ -365,7 +400,7 @@ impl Client {
                         let _ = tx.send(Err(e)).await;
                         return;
                     }
-                    tracing::debug!(job_id, error = %e, url = %url, "watch refused; retrying");
+                    tracing::debug!(error = %e, url = %url, "watch refused; retrying");
                 }
             }
             tokio::time::sleep(self.backoff(attempt)).await;

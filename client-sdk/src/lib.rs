@@ -6,6 +6,9 @@
 //! - [`Worker`]: runs a handler for every assigned shard, with the fencing
 //!   token in its context; owns heartbeats, reconnects, result delivery,
 //!   self-fencing and graceful shutdown.
+//! - [`workflow`]: build workflow specs (DAGs of jobs and gates) for
+//!   [`Client::submit_workflow`], and the results a choice step or a dynamic
+//!   map's generator returns.
 //! - [`proto`]: the generated gRPC contract (`baton.v1`), the source of truth
 //!   for every client language.
 //!
@@ -15,10 +18,13 @@
 pub mod client;
 pub mod error;
 pub mod worker;
+pub mod workflow;
+mod workflows;
 
 pub use client::{Client, ClientConfig};
 pub use error::Error;
 pub use worker::{Handler, TaskContext, TaskError, Worker, WorkerBuilder, WorkerStats};
+pub use workflow::{Step, WorkflowBuilder};
 
 /// Generated from `proto/baton/v1/baton.proto`.
 #[allow(clippy::all, missing_docs)]

@@ -13,7 +13,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use baton_client::proto;
 use baton_raft_store::{Raft, StoreError, open_store};
 
-use crate::api::{Ctx, cluster::Cluster, jobs::Jobs, workers::Workers};
+use crate::api::{Ctx, cluster::Cluster, jobs::Jobs, workers::Workers, workflows::Workflows};
 use crate::config::{Config, ConfigError};
 use crate::network::{MAX_RAFT_MESSAGE_BYTES, Network, RaftServer, pb::raft_service_server::RaftServiceServer};
 use crate::proposer::Proposer;
@@ -107,6 +107,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     health.set_serving::<proto::job_service_server::JobServiceServer<Jobs>>().await;
     health.set_serving::<proto::worker_service_server::WorkerServiceServer<Workers>>().await;
     health.set_serving::<proto::cluster_service_server::ClusterServiceServer<Cluster>>().await;
+    health.set_serving::<proto::workflow_service_server::WorkflowServiceServer<Workflows>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -117,6 +118,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         .add_service(reflection)
         .add_service(
             proto::job_service_server::JobServiceServer::new(Jobs { ctx: ctx.clone() }).max_decoding_message_size(max),
+        )
+        .add_service(
+            proto::workflow_service_server::WorkflowServiceServer::new(Workflows { ctx: ctx.clone() })
+                .max_decoding_message_size(max),
         )
         .add_service(
             proto::worker_service_server::WorkerServiceServer::new(Workers { ctx: ctx.clone() })

@@ -46,6 +46,7 @@
 //! finish within the grace period, report their results, then `Deregister`,
 //! so anything left is reassigned at once rather than after the TTL.
 
+mod inputs;
 mod runtime;
 mod session;
 
@@ -57,9 +58,10 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::client::normalize;
+use crate::client::{Client, ClientConfig, normalize};
 use crate::error::Error;
 
+pub use inputs::REDUCE_INPUT_PAGE_SHARDS;
 pub use session::{MAX_RESULT_BYTES, PROGRESS_BP_MAX, PROGRESS_MESSAGE_MAX_BYTES, PROGRESS_MIN_INTERVAL_MS};
 
 /// Messages queued towards the coordinator on one stream, on top of room for
@@ -90,6 +92,8 @@ pub struct TaskContext {
     pub deadline_ms: u64,
     cancel: CancellationToken,
     progress: runtime::ProgressSink,
+    workflow: Option<Box<crate::proto::WorkflowContext>>,
+    client: Client,
 }
 
 impl TaskContext {
@@ -256,6 +260,8 @@ impl Worker {
             shutdown_grace_ms: u64::try_from(self.grace.as_millis()).unwrap_or(u64::MAX),
             seed: rand::random(),
         };
-        Ok(runtime::Runtime::new(session::Session::new(cfg), self.handler, capacity).run(shutdown).await)
+        // One client per worker, shared by every task that reads its inputs.
+        let client = Client::new(ClientConfig::new(cfg.urls.clone()))?;
+        Ok(runtime::Runtime::new(session::Session::new(cfg), self.handler, client, capacity).run(shutdown).await)
     }
 }

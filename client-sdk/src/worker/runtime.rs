@@ -16,6 +16,7 @@ use tonic::transport::Endpoint;
 
 use super::session::{Action, AttemptKey, Event, Failure, Outcome, Session};
 use super::{Handler, OUTBOUND_QUEUE, TaskContext, WorkerStats};
+use crate::client::Client;
 use crate::proto;
 use crate::proto::worker_service_client::WorkerServiceClient;
 
@@ -90,6 +91,8 @@ enum Wake {
 pub(crate) struct Runtime {
     core: Session,
     handler: Arc<dyn Handler>,
+    /// Shared by every task's context (predecessor results, reduce input).
+    client: Client,
     /// Zero of the core's clock.
     origin: Instant,
     link: Link,
@@ -124,12 +127,13 @@ async fn link_wake(link: &mut Link) -> Wake {
 }
 
 impl Runtime {
-    pub(crate) fn new(core: Session, handler: Arc<dyn Handler>, capacity: u32) -> Runtime {
+    pub(crate) fn new(core: Session, handler: Arc<dyn Handler>, client: Client, capacity: u32) -> Runtime {
         let (done_tx, done_rx) = mpsc::channel(HANDLER_DONE_QUEUE);
         let (progress_tx, progress_rx) = mpsc::channel(progress_queue_len(capacity).max(1));
         Runtime {
             core,
             handler,
+            client,
             origin: Instant::now(),
             link: Link::None,
             handles: HashMap::new(),
@@ -240,8 +244,8 @@ impl Runtime {
                 }
                 None
             }
-            Action::Start { key, attempt, payload, deadline_ms } => {
-                self.start(key, attempt, payload, deadline_ms);
+            Action::Start { key, attempt, payload, deadline_ms, workflow } => {
+                self.start(key, attempt, payload, deadline_ms, workflow);
                 None
             }
             Action::Cancel(key) => {
@@ -260,7 +264,14 @@ impl Runtime {
         }
     }
 
-    fn start(&mut self, key: AttemptKey, attempt: u32, payload: Vec<u8>, deadline_ms: u64) {
+    fn start(
+        &mut self,
+        key: AttemptKey,
+        attempt: u32,
+        payload: Vec<u8>,
+        deadline_ms: u64,
+        workflow: Option<Box<proto::WorkflowContext>>,
+    ) {
         let cancel = CancellationToken::new();
         let latest = Arc::new(Mutex::new(None));
         let ctx = TaskContext {
@@ -272,6 +283,8 @@ impl Runtime {
             deadline_ms,
             cancel: cancel.clone(),
             progress: ProgressSink { key, latest: latest.clone(), wake: self.progress_tx.clone() },
+            workflow,
+            client: self.client.clone(),
         };
         let inner = tokio::spawn(self.handler.run(ctx));
         let abort = inner.abort_handle();

@@ -202,8 +202,15 @@ pub enum Action {
     Close,
     /// Send on the current stream.
     Send(proto::WorkerMessage),
-    /// Run the handler for a new attempt.
-    Start { key: AttemptKey, attempt: u32, payload: Vec<u8>, deadline_ms: u64 },
+    /// Run the handler for a new attempt. `workflow`: what a workflow
+    /// step's handler may read (`Assignment.workflow`).
+    Start {
+        key: AttemptKey,
+        attempt: u32,
+        payload: Vec<u8>,
+        deadline_ms: u64,
+        workflow: Option<Box<proto::WorkflowContext>>,
+    },
     /// Trip the attempt's cancellation token.
     Cancel(AttemptKey),
     /// Abort the attempt's handler task.
@@ -652,7 +659,13 @@ impl Session {
         };
         self.running
             .insert(key, Attempt { deadline_at_ms, abort_at_ms: None, progress_sent_ms: None, progress_pending: None });
-        out.push(Action::Start { key, attempt: a.attempt, payload: a.payload, deadline_ms: a.deadline_ms });
+        out.push(Action::Start {
+            key,
+            attempt: a.attempt,
+            payload: a.payload,
+            deadline_ms: a.deadline_ms,
+            workflow: a.workflow.map(Box::new),
+        });
     }
 
     fn on_report_ack(&mut self, a: proto::ReportAck, now: u64) {

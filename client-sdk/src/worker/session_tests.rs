@@ -48,6 +48,7 @@ fn assignment(k: AttemptKey, deadline_in_ms: u64, deadline_ms: u64) -> Out {
         payload: b"p".to_vec(),
         deadline_ms,
         deadline_in_ms,
+        workflow: None,
     })
 }
 
@@ -452,6 +453,25 @@ fn the_lease_is_renewed_by_the_first_heartbeat_of_a_resumed_session_not_by_the_r
     assert!(matches!(sent(&acts)[..], [In::Heartbeat(_)]), "{acts:?}");
     h.advance(renewed_from + TTL - MARGIN);
     assert_eq!(h.cancelled_at(key(1)), Some(renewed_from + TTL - MARGIN));
+}
+
+#[test]
+fn a_workflow_steps_context_reaches_the_handler() {
+    let mut h = H::up(&[A]);
+    let wf = proto::WorkflowContext {
+        workflow_id: 3,
+        step: "sum".into(),
+        role: proto::StepRole::Reduce as i32,
+        inputs: vec![proto::StepOutput { step: "load".into(), job_id: 8, shards: 1 }],
+        reduce_of_job_id: 9,
+        reduce_of_shards: 200,
+    };
+    let Out::Assignment(mut a) = assignment(key(1), 5_000, 0) else { unreachable!() };
+    a.workflow = Some(wf.clone());
+    let acts = h.msg(Out::Assignment(a));
+    assert!(acts.iter().any(|a| matches!(a, Action::Start { workflow: Some(w), .. } if **w == wf)), "{acts:?}");
+    let acts = h.msg(assignment(key(2), 5_000, 0));
+    assert!(acts.iter().any(|a| matches!(a, Action::Start { workflow: None, .. })), "{acts:?}");
 }
 
 #[test]

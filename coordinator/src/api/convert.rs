@@ -4,7 +4,11 @@
 
 use baton_client::proto;
 use baton_raft_store::limits::*;
-use baton_raft_store::{Backoff, JobRecord, JobSpec, JobStatus, TaskRecord, TaskState};
+use baton_raft_store::workflow::{GateTimeout, ReduceSpec};
+use baton_raft_store::{
+    Backoff, Counts, JobId, JobOrigin, JobRecord, JobSpec, JobStatus, StepKind, StepRecord, StepRole, StepShape,
+    StepSpec, StepState, TaskRecord, TaskState, TriggerRule, WorkflowRecord, WorkflowSpec, WorkflowStatus,
+};
 use serde_bytes::ByteBuf;
 
 use crate::error::ApiError;
@@ -12,25 +16,37 @@ use crate::error::ApiError;
 /// Proto spec → store spec, filling defaults for zero values.
 pub fn job_spec(spec: Option<proto::JobSpec>) -> Result<JobSpec, ApiError> {
     let s = spec.ok_or_else(|| ApiError::invalid("spec", "is required"))?;
+    let spec = job_spec_fields("", s)?;
+    spec.validate()?;
+    Ok(spec)
+}
+
+/// The conversion of [`job_spec`] without the store's validation (a
+/// workflow validates its steps' jobs itself); field names in errors start
+/// with `prefix`.
+fn job_spec_fields(prefix: &str, s: proto::JobSpec) -> Result<JobSpec, ApiError> {
     let payloads: Vec<ByteBuf> = if s.payloads.is_empty() {
         if s.shards == 0 {
-            return Err(ApiError::invalid("shards", "give payloads, or shards > 0"));
+            return Err(ApiError::invalid(format!("{prefix}shards"), "give payloads, or shards > 0"));
         }
         if s.shards as usize > MAX_SHARDS_PER_JOB {
-            return Err(ApiError::invalid("shards", format!("{} exceeds the limit of {MAX_SHARDS_PER_JOB}", s.shards)));
+            return Err(ApiError::invalid(
+                format!("{prefix}shards"),
+                format!("{} exceeds the limit of {MAX_SHARDS_PER_JOB}", s.shards),
+            ));
         }
         vec![ByteBuf::new(); s.shards as usize]
     } else {
         if s.shards != 0 && s.shards as usize != s.payloads.len() {
             return Err(ApiError::invalid(
-                "shards",
+                format!("{prefix}shards"),
                 format!("is {} but {} payloads were given; set one or make them agree", s.shards, s.payloads.len()),
             ));
         }
         s.payloads.into_iter().map(ByteBuf::from).collect()
     };
     let or = |v: u64, d: u64| if v == 0 { d } else { v };
-    let spec = JobSpec {
+    Ok(JobSpec {
         namespace: s.namespace,
         name: s.name,
         payloads,
@@ -45,9 +61,71 @@ pub fn job_spec(spec: Option<proto::JobSpec>) -> Result<JobSpec, ApiError> {
         constraints: s.constraints.into_iter().collect(),
         not_before_ms: (s.not_before_ms != 0).then_some(s.not_before_ms),
         idempotency_key: (!s.idempotency_key.is_empty()).then_some(s.idempotency_key),
+    })
+}
+
+/// Proto workflow spec → store spec, validated with the store's own
+/// [`WorkflowSpec::validate`], so a bad spec is refused here, naming the
+/// field (e.g. `invalid steps: cycle: a -> b -> a`), before it costs an entry.
+pub fn workflow_spec(spec: Option<proto::WorkflowSpec>) -> Result<WorkflowSpec, ApiError> {
+    let w = spec.ok_or_else(|| ApiError::invalid("spec", "is required"))?;
+    // Counted before converting, so a huge spec is refused without work.
+    if w.steps.len() > MAX_STEPS_PER_WORKFLOW {
+        return Err(ApiError::invalid(
+            "steps",
+            format!("has {} steps; at most {MAX_STEPS_PER_WORKFLOW}", w.steps.len()),
+        ));
+    }
+    let steps = w.steps.into_iter().enumerate().map(|(i, s)| step_spec(i, s)).collect::<Result<Vec<_>, _>>()?;
+    let spec = WorkflowSpec {
+        namespace: w.namespace,
+        name: w.name,
+        labels: w.labels.into_iter().collect(),
+        idempotency_key: (!w.idempotency_key.is_empty()).then_some(w.idempotency_key),
+        steps,
+        result_step: (!w.result_step.is_empty()).then_some(w.result_step),
     };
     spec.validate()?;
     Ok(spec)
+}
+
+fn step_spec(i: usize, s: proto::StepSpec) -> Result<StepSpec, ApiError> {
+    let field = |f: &str| format!("steps[{i}].{f}");
+    let trigger = match proto::TriggerRule::try_from(s.trigger) {
+        Ok(proto::TriggerRule::AllSucceeded) => TriggerRule::AllSucceeded,
+        Ok(proto::TriggerRule::AnySucceeded) => TriggerRule::AnySucceeded,
+        Ok(proto::TriggerRule::AllDone) => TriggerRule::AllDone,
+        Ok(proto::TriggerRule::AnyFailed) => TriggerRule::AnyFailed,
+        Ok(proto::TriggerRule::NoneFailed) => TriggerRule::NoneFailed,
+        Err(_) => return Err(ApiError::invalid(field("trigger"), format!("unknown value {}", s.trigger))),
+    };
+    let kind = match s.kind {
+        Some(proto::step_spec::Kind::Job(job)) => StepKind::Job {
+            job: job_spec_fields(&field(""), job)?,
+            reduce: s.reduce.map(|r| ReduceSpec { payload: ByteBuf::from(r.payload) }),
+            choice: s.choice,
+            dynamic: s.dynamic,
+        },
+        Some(proto::step_spec::Kind::Gate(g)) => {
+            for (set, f) in [(s.reduce.is_some(), "reduce"), (s.choice, "choice"), (s.dynamic, "dynamic")] {
+                if set {
+                    return Err(ApiError::invalid(field(f), "a gate runs no job; only job steps take it"));
+                }
+            }
+            if g.approve_on_timeout && g.timeout_ms == 0 {
+                return Err(ApiError::invalid(
+                    field("gate.approve_on_timeout"),
+                    "needs a timeout_ms; a gate without one waits for a decision",
+                ));
+            }
+            StepKind::Gate {
+                timeout_ms: (g.timeout_ms != 0).then_some(g.timeout_ms),
+                on_timeout: if g.approve_on_timeout { GateTimeout::Approve } else { GateTimeout::Reject },
+            }
+        }
+        None => return Err(ApiError::invalid(field("kind"), "give a job or a gate")),
+    };
+    Ok(StepSpec { name: s.name, depends_on: s.depends_on, trigger, kind })
 }
 
 pub fn job_status(s: JobStatus) -> proto::JobStatus {
@@ -68,13 +146,7 @@ pub fn job(j: &JobRecord) -> proto::Job {
         status: job_status(j.status()) as i32,
         shards: j.shards,
         priority: j.priority,
-        counts: Some(proto::TaskCounts {
-            pending: j.counts.pending,
-            running: j.counts.assigned,
-            succeeded: j.counts.succeeded,
-            dead: j.counts.dead,
-            cancelled: j.counts.cancelled,
-        }),
+        counts: Some(task_counts(&j.counts)),
         labels: j.labels.clone().into_iter().collect(),
         constraints: j.constraints.clone().into_iter().collect(),
         max_attempts: j.max_attempts,
@@ -83,6 +155,153 @@ pub fn job(j: &JobRecord) -> proto::Job {
         finished_ms: j.finished_ms.unwrap_or(0),
         cancel_reason: j.cancel_reason.clone().unwrap_or_default(),
         idempotency_key: j.idempotency_key.clone().unwrap_or_default(),
+        origin: j.origin.as_ref().map(job_origin),
+    }
+}
+
+pub fn task_counts(c: &Counts) -> proto::TaskCounts {
+    proto::TaskCounts {
+        pending: c.pending,
+        running: c.assigned,
+        succeeded: c.succeeded,
+        dead: c.dead,
+        cancelled: c.cancelled,
+    }
+}
+
+pub fn job_origin(o: &JobOrigin) -> proto::JobOrigin {
+    proto::JobOrigin { workflow_id: o.workflow, step: o.step_name.clone(), role: step_role(o.role) as i32 }
+}
+
+pub fn step_role(r: StepRole) -> proto::StepRole {
+    match r {
+        StepRole::Generate => proto::StepRole::Generate,
+        StepRole::Map => proto::StepRole::Map,
+        StepRole::Reduce => proto::StepRole::Reduce,
+    }
+}
+
+/// What a task of a workflow's job may read (`Assignment.workflow`).
+/// `reduce_of_shards` is the shard count of `origin.reduce_of`.
+pub fn workflow_context(o: &JobOrigin, reduce_of_shards: u32) -> proto::WorkflowContext {
+    proto::WorkflowContext {
+        workflow_id: o.workflow,
+        step: o.step_name.clone(),
+        role: step_role(o.role) as i32,
+        inputs: o
+            .inputs
+            .iter()
+            .map(|i| proto::StepOutput { step: i.step.clone(), job_id: i.job, shards: i.shards })
+            .collect(),
+        reduce_of_job_id: o.reduce_of.unwrap_or(0),
+        reduce_of_shards,
+    }
+}
+
+fn trigger_rule(t: TriggerRule) -> proto::TriggerRule {
+    match t {
+        TriggerRule::AllSucceeded => proto::TriggerRule::AllSucceeded,
+        TriggerRule::AnySucceeded => proto::TriggerRule::AnySucceeded,
+        TriggerRule::AllDone => proto::TriggerRule::AllDone,
+        TriggerRule::AnyFailed => proto::TriggerRule::AnyFailed,
+        TriggerRule::NoneFailed => proto::TriggerRule::NoneFailed,
+    }
+}
+
+pub fn workflow_status(s: WorkflowStatus) -> proto::WorkflowStatus {
+    match s {
+        WorkflowStatus::Running => proto::WorkflowStatus::Running,
+        WorkflowStatus::Succeeded => proto::WorkflowStatus::Succeeded,
+        WorkflowStatus::Failed => proto::WorkflowStatus::Failed,
+        WorkflowStatus::Cancelled => proto::WorkflowStatus::Cancelled,
+    }
+}
+
+/// Proto workflow-status filter → store status (None: any).
+pub fn workflow_status_filter(v: i32) -> Result<Option<WorkflowStatus>, ApiError> {
+    let s =
+        proto::WorkflowStatus::try_from(v).map_err(|_| ApiError::invalid("status", format!("unknown value {v}")))?;
+    Ok(match s {
+        proto::WorkflowStatus::Unspecified => None,
+        proto::WorkflowStatus::Running => Some(WorkflowStatus::Running),
+        proto::WorkflowStatus::Succeeded => Some(WorkflowStatus::Succeeded),
+        proto::WorkflowStatus::Failed => Some(WorkflowStatus::Failed),
+        proto::WorkflowStatus::Cancelled => Some(WorkflowStatus::Cancelled),
+    })
+}
+
+fn step_status(s: &StepState) -> proto::StepStatus {
+    match s {
+        StepState::Waiting => proto::StepStatus::Waiting,
+        StepState::Running => proto::StepStatus::Running,
+        StepState::AwaitingApproval { .. } => proto::StepStatus::AwaitingApproval,
+        StepState::Succeeded => proto::StepStatus::Succeeded,
+        StepState::Failed => proto::StepStatus::Failed,
+        StepState::Skipped => proto::StepStatus::Skipped,
+        StepState::Cancelled => proto::StepStatus::Cancelled,
+    }
+}
+
+/// The job a step runs now, or ran last.
+pub fn current_job(s: &StepRecord) -> Option<JobId> {
+    match s.phase? {
+        StepRole::Generate => s.generate_job,
+        StepRole::Map => s.map_job,
+        StepRole::Reduce => s.reduce_job,
+    }
+}
+
+/// A workflow's view. `job` gives the record of a step's current job, for
+/// its shard counts; `None` leaves them out (ListWorkflows).
+pub fn workflow(w: &WorkflowRecord, job: &dyn Fn(JobId) -> Option<(Counts, u32)>) -> proto::Workflow {
+    let steps = w
+        .steps
+        .iter()
+        .map(|s| {
+            let depends_on = s.preds.iter().map(|&p| w.steps[p as usize].name.clone()).collect();
+            let (kind, reduce, choice, dynamic, static_shards) = match &s.shape {
+                StepShape::Job { shards, reduce, choice, dynamic } => ("job", *reduce, *choice, *dynamic, *shards),
+                StepShape::Gate { .. } => ("gate", false, false, false, 0),
+            };
+            let current = current_job(s).and_then(job);
+            proto::Step {
+                name: s.name.clone(),
+                status: step_status(&s.state) as i32,
+                depends_on,
+                trigger: trigger_rule(s.trigger) as i32,
+                kind: kind.into(),
+                reduce,
+                choice,
+                dynamic,
+                phase: s.phase.map_or(proto::StepRole::Unspecified, step_role) as i32,
+                generate_job_id: s.generate_job.unwrap_or(0),
+                map_job_id: s.map_job.unwrap_or(0),
+                reduce_job_id: s.reduce_job.unwrap_or(0),
+                chosen: s.chosen.iter().flatten().map(|&c| w.steps[c as usize].name.clone()).collect(),
+                reason: s.reason.clone().unwrap_or_default(),
+                started_ms: s.started_ms.unwrap_or(0),
+                finished_ms: s.finished_ms.unwrap_or(0),
+                gate_deadline_ms: match s.state {
+                    StepState::AwaitingApproval { deadline_ms } => deadline_ms.unwrap_or(0),
+                    _ => 0,
+                },
+                counts: current.as_ref().map(|(c, _)| task_counts(c)),
+                shards: current.map_or(static_shards, |(_, n)| n),
+            }
+        })
+        .collect();
+    proto::Workflow {
+        id: w.id,
+        namespace: w.namespace.clone(),
+        name: w.name.clone(),
+        status: workflow_status(w.status) as i32,
+        labels: w.labels.clone().into_iter().collect(),
+        steps,
+        result_step: w.result_step.map(|i| w.steps[i as usize].name.clone()).unwrap_or_default(),
+        created_ms: w.created_ms,
+        finished_ms: w.finished_ms.unwrap_or(0),
+        cancel_reason: w.cancel_reason.clone().unwrap_or_default(),
+        idempotency_key: w.idempotency_key.clone().unwrap_or_default(),
     }
 }
 

@@ -37,7 +37,7 @@ pub struct Jobs {
 }
 
 /// A requested page size: 0 means the default; above `max` is refused.
-fn page_size(field: &str, requested: u32, default: usize, max: usize) -> Result<usize, ApiError> {
+pub(super) fn page_size(field: &str, requested: u32, default: usize, max: usize) -> Result<usize, ApiError> {
     match requested as usize {
         0 => Ok(default),
         n if n > max => Err(ApiError::invalid(field, format!("must be at most {max}"))),

@@ -49,6 +49,7 @@ pub mod convert;
 pub mod jobs;
 pub mod watch;
 pub mod workers;
+pub mod workflows;
 
 /// Set on calls a follower forwards, so the receiver never forwards again.
 pub const FORWARDED_HEADER: &str = "baton-forwarded";

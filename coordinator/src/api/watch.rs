@@ -21,7 +21,7 @@ use crate::error::ApiError;
 /// is cut off or catching up, and the client does better elsewhere.
 pub const WATCH_CATCH_UP_MS: u64 = 2_000;
 
-type RaftMetricsRx = watch::Receiver<openraft::RaftMetrics<NodeId, NodeInfo>>;
+pub(super) type RaftMetricsRx = watch::Receiver<openraft::RaftMetrics<NodeId, NodeInfo>>;
 
 /// Make sure a new watch's job is known here. A follower may not yet have
 /// applied a job the leader has just acknowledged: ask the leader (a
@@ -29,27 +29,54 @@ type RaftMetricsRx = watch::Receiver<openraft::RaftMetrics<NodeId, NodeInfo>>;
 /// the job, wait up to `WATCH_CATCH_UP_MS` for this node's apply to reach
 /// it. NOT_FOUND only when the leader does not know the job either.
 pub(super) async fn await_job(ctx: &Ctx, req: &Request<proto::WatchJobRequest>, id: JobId) -> Result<(), Status> {
-    if ctx.reader.job(id).map_err(ApiError::from)?.is_some() {
+    await_known(
+        ctx,
+        req,
+        &format!("job {id}"),
+        |reader| {
+            let (applied, job) = applied_and_job(reader, id);
+            (applied, job.map(|j| j.is_some()))
+        },
+        |ch| async move {
+            let ask = ctx.forwarded(proto::GetJobRequest { job_id: id, consistency: 0 });
+            JobServiceClient::new(ch).get_job(ask).await.map(drop)
+        },
+        || CommandError::JobNotFound(id).into(),
+    )
+    .await
+}
+
+/// The catch-up of [`await_job`] for any record: `known` reads this node's
+/// applied index and whether it holds the record; `ask_leader` reads the
+/// record at the leader (a linearizable read, forwarded once); `not_found`
+/// is the answer when the leader does not know it either.
+pub(super) async fn await_known<T, Ask, AskFut>(
+    ctx: &Ctx,
+    req: &Request<T>,
+    what: &str,
+    known: impl Fn(&StoreReader) -> (u64, Result<bool, ApiError>),
+    ask_leader: Ask,
+    not_found: impl FnOnce() -> ApiError,
+) -> Result<(), Status>
+where
+    Ask: FnOnce(tonic::transport::Channel) -> AskFut,
+    AskFut: std::future::Future<Output = Result<(), Status>>,
+{
+    if known(&ctx.reader).1? {
         return Ok(());
     }
     match ctx.read_route(req, false).await? {
         // The leader, after a read barrier: what it has not applied does not exist.
         Route::Here => {
-            return match ctx.reader.job(id).map_err(ApiError::from)? {
-                Some(_) => Ok(()),
-                None => Err(ApiError::from(CommandError::JobNotFound(id)).into()),
-            };
+            return if known(&ctx.reader).1? { Ok(()) } else { Err(not_found().into()) };
         }
-        Route::Forward(ch) => {
-            let ask = ctx.forwarded(proto::GetJobRequest { job_id: id, consistency: 0 });
-            JobServiceClient::new(ch).get_job(ask).await.map_err(|s| ctx.forward_failed(s, Call::Read))?;
-        }
+        Route::Forward(ch) => ask_leader(ch).await.map_err(|s| ctx.forward_failed(s, Call::Read))?,
     }
     let catch_up = async {
         let mut metrics = ctx.raft.metrics();
         loop {
-            let (applied, job) = applied_and_job(&ctx.reader, id);
-            if job?.is_some() {
+            let (applied, found) = known(&ctx.reader);
+            if found? {
                 return Ok::<(), ApiError>(());
             }
             applied_beyond(&mut metrics, applied).await?;
@@ -58,7 +85,7 @@ pub(super) async fn await_job(ctx: &Ctx, req: &Request<proto::WatchJobRequest>, 
     match tokio::time::timeout(Duration::from_millis(WATCH_CATCH_UP_MS), catch_up).await {
         Ok(r) => r.map_err(Status::from),
         Err(_) => Err(ApiError::Lagging(format!(
-            "job {id} is known to the leader but this node has not applied it within {WATCH_CATCH_UP_MS} ms"
+            "{what} is known to the leader but this node has not applied it within {WATCH_CATCH_UP_MS} ms"
         ))
         .into()),
     }

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use baton_raft_store::{NodeId, Outcome as StoreOutcome, Raft, Response, SessionId, StoreReader};
+use baton_raft_store::{JobId, NodeId, Outcome as StoreOutcome, Raft, Response, SessionId, StoreReader};
 
 use self::core::{Action, CoreConfig, Event, LeaderCore, Outcome, ProposalKind, StateView};
 use crate::clock::NodeClock;
@@ -332,7 +332,8 @@ impl Shell {
                         return None;
                     }
                 };
-                return self.send(session, conn, streams::assignment(&grant, payload, deadline_in_ms));
+                let workflow = self.workflow_context(grant.task.job);
+                return self.send(session, conn, streams::assignment(&grant, payload, deadline_in_ms, workflow));
             }
             Action::Cancel { session, conn, task, token, reason } => {
                 return self.send(session, conn, streams::cancel(task, token, reason));
@@ -348,6 +349,23 @@ impl Shell {
             }
         }
         None
+    }
+
+    /// `Assignment.workflow` for a shard of `job`: from the job's origin,
+    /// read from the live job (in memory). A reduce also needs its map's
+    /// shard count, one record read per reduce attempt.
+    fn workflow_context(&self, job: JobId) -> Option<baton_client::proto::WorkflowContext> {
+        let origin = self.reader.read(|core, _| core.idx.jobs.get(&job).and_then(|j| j.origin.clone()))?;
+        let reduce_of_shards = match origin.reduce_of.map(|m| self.reader.job(m)) {
+            None => 0,
+            Some(Ok(Some(map))) => map.shards,
+            Some(Ok(None)) => 0,
+            Some(Err(e)) => {
+                tracing::error!(job, error = %e, "cannot read the map job of a reduce");
+                0
+            }
+        };
+        Some(crate::api::convert::workflow_context(&origin, reduce_of_shards))
     }
 
     /// Queue a message on an attached stream; a full queue is reported back.

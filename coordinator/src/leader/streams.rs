@@ -22,7 +22,12 @@ fn msg(m: Msg) -> proto::CoordinatorMessage {
     proto::CoordinatorMessage { msg: Some(m) }
 }
 
-pub fn assignment(g: &Grant, payload: Vec<u8>, deadline_in_ms: u64) -> proto::CoordinatorMessage {
+pub fn assignment(
+    g: &Grant,
+    payload: Vec<u8>,
+    deadline_in_ms: u64,
+    workflow: Option<proto::WorkflowContext>,
+) -> proto::CoordinatorMessage {
     msg(Msg::Assignment(proto::Assignment {
         task: Some(task_ref(g.task)),
         token: g.token,
@@ -30,6 +35,7 @@ pub fn assignment(g: &Grant, payload: Vec<u8>, deadline_in_ms: u64) -> proto::Co
         payload,
         deadline_ms: g.deadline_ms,
         deadline_in_ms,
+        workflow,
     }))
 }
 
