@@ -473,10 +473,33 @@ pub fn result(
             // token, so a result read from the wrong attempt shows.
             let mut from_inputs = 0;
             for input in &o.inputs {
-                from_inputs += committed_results(w, node, input.job)?.iter().map(|r| value(r)).sum::<u64>();
+                let results = committed_results(w, node, input.job)?;
+                check_input(w, task, o, input, results.len());
+                from_inputs += results.iter().map(|r| value(r)).sum::<u64>();
             }
             let v = token % 100 + from_inputs % 1_000;
             Ok(format!("{v} {tag}:{}/{}@{token}", task.job, task.shard).into_bytes())
+        }
+    }
+}
+
+/// The SDK reads a predecessor's output as `input.shards` shards: that
+/// must be the output job's shard count, or the handler reads too little.
+fn check_input(w: &mut World, task: TaskKey, o: &JobOrigin, input: &baton_raft_store::StepInput, shards: usize) {
+    if input.shards as usize != shards {
+        let v = format!(
+            "job {} (step {:?} of workflow {}, {}) names its input {:?} as job {} with {} shards, but that job has \
+             {shards} committed shards: a handler reading its predecessor's results would read the wrong count",
+            task.job,
+            o.step_name,
+            o.workflow,
+            o.role.name(),
+            input.step,
+            input.job,
+            input.shards
+        );
+        if !w.violations.contains(&v) {
+            w.violations.push(v);
         }
     }
 }
