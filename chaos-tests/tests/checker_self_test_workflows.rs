@@ -298,6 +298,27 @@ fn a_reduce_that_reads_another_job_is_caught() {
     );
 }
 
+#[test]
+fn a_reduce_worker_told_to_read_another_job_is_caught() {
+    // The job says it reduces map job 1; the assignment told the worker job 3.
+    let h = edited(&workflow_history(), |ev| {
+        for e in ev.iter_mut() {
+            if let Body::Assign(a) = &mut e.body
+                && let Some(s) = a.step.as_mut().filter(|s| s.role == StepRole::Reduce && s.workflow == 1)
+            {
+                s.reduce_of = Some(3);
+            }
+        }
+    });
+    assert_caught(
+        &h,
+        &[Invariant::ReduceAtMostOnce],
+        &["step \"map\" of workflow 1", "w1 was told", "token 20", "to reduce job 3", "reduce job 2 reads job 1"],
+        Some(2),
+        Some(0),
+    );
+}
+
 // ---- workflow_result -------------------------------------------------------
 
 #[test]

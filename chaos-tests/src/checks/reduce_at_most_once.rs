@@ -4,11 +4,12 @@
 //! Per step: at most one reduce job, and only for a step that declared a
 //! reduce; at most one committed reduce result; the reduce reads the step's
 //! map job (`reduce_of`), which succeeded in every shard before it started
-//! (a dynamic map that emitted no shard has no map job and no `reduce_of`).
+//! (a dynamic map that emitted no shard has no map job and no `reduce_of`);
+//! and every worker granted the reduce was told to read that same job.
 
 use super::facts::Facts;
 use super::flows::Flows;
-use crate::history::{JobStatus, StepRole, TaskStatus};
+use crate::history::{JobStatus, StepRole, TaskKey, TaskStatus};
 use crate::report::InvariantReport;
 
 pub(super) fn check(f: &Facts<'_>, out: &mut InvariantReport) {
@@ -52,6 +53,27 @@ pub(super) fn check(f: &Facts<'_>, out: &mut InvariantReport) {
                 continue;
             }
             let reduce_of = first.origin.as_ref().and_then(|o| o.reduce_of);
+            let told = f
+                .grants
+                .get(&TaskKey::new(first.id, 0))
+                .into_iter()
+                .flatten()
+                .find(|g| g.step.is_some_and(|s| s.reduce_of != reduce_of));
+            if let Some(g) = told {
+                let said = g.step.and_then(|s| s.reduce_of);
+                out.flag(format!(
+                    "{name}: {} was told at seq {} (token {}) to reduce {}, but reduce job {} reads {}",
+                    g.worker,
+                    g.seq,
+                    g.token,
+                    said.map_or("nothing".to_string(), |j| format!("job {j}")),
+                    first.id,
+                    reduce_of.map_or("nothing".to_string(), |j| format!("job {j}")),
+                ))
+                .on_task(TaskKey::new(first.id, 0))
+                .token(g.token)
+                .seqs([g.seq, fin_seq]);
+            }
             match (flow.job(&step.name, StepRole::Map), reduce_of) {
                 (Some(map), Some(of)) if map.id == of => {
                     let unfinished: Vec<String> = map
