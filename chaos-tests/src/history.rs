@@ -13,6 +13,13 @@
 //! older history without them still reads, and the checks that need them say
 //! so in a note instead of judging. Nemesis events name what they hit in a
 //! structured `targets` field ([`Targets`]); older ones carry only `detail`.
+//!
+//! Workflows add their own events: `workflow_submit_invoke` (carrying the
+//! shape of the steps as sent: dependencies, trigger rules, reduces, choices)
+//! and its replies, `workflow_cancel` requests, a `step` on every `assign` of
+//! a job a workflow started, an `origin` on such jobs and a `workflows` list
+//! in the final state. All are optional, so histories without workflows read
+//! and write as before.
 
 use std::fmt;
 use std::fs::File;
@@ -29,6 +36,8 @@ use crate::Error;
 
 /// A job id as assigned by the cluster.
 pub type JobId = u64;
+/// A workflow id as assigned by the cluster.
+pub type WorkflowId = u64;
 /// A fencing token: strictly increasing per task.
 pub type Token = u64;
 
@@ -113,6 +122,16 @@ pub enum Body {
     FinalState(FinalState),
     /// One replica's state hash at its applied index.
     Replica(Replica),
+    /// A submitter sent `SubmitWorkflow`; the spec's shape, as sent.
+    WorkflowSubmitInvoke(WorkflowSubmitInvoke),
+    /// The workflow submit was acknowledged: the workflow exists.
+    WorkflowSubmitOk(WorkflowSubmitOk),
+    /// The workflow submit was refused and definitely not applied.
+    WorkflowSubmitFail(OpFailure),
+    /// The workflow submit's outcome is unknown.
+    WorkflowSubmitInfo(OpFailure),
+    /// A client asked to cancel a workflow (whatever the answer).
+    WorkflowCancel(WorkflowCancel),
 }
 
 /// A submitter's `SubmitJob` request.
@@ -163,6 +182,10 @@ pub struct Assign {
     pub shard: u32,
     /// The attempt's fencing token.
     pub token: Token,
+    /// The workflow step the job belongs to, as the worker was told; absent
+    /// for plain jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<StepRef>,
 }
 
 impl Assign {
@@ -170,6 +193,150 @@ impl Assign {
     pub fn task(&self) -> TaskKey {
         TaskKey::new(self.job, self.shard)
     }
+}
+
+/// Which workflow step a job belongs to, and which of the step's jobs it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepRef {
+    /// The workflow.
+    pub workflow: WorkflowId,
+    /// The step's name.
+    pub step: String,
+    /// Which of the step's jobs.
+    pub role: StepRole,
+    /// For a reduce: the map job whose shard results are its input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reduce_of: Option<JobId>,
+}
+
+/// The jobs a workflow step runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepRole {
+    /// A dynamic map's one-shard generator, whose result lists the map's shards.
+    Generate,
+    /// The step's sharded job.
+    Map,
+    /// The one-shard reduce after every map shard succeeded.
+    Reduce,
+}
+
+impl StepRole {
+    /// The role as written in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            StepRole::Generate => "generate",
+            StepRole::Map => "map",
+            StepRole::Reduce => "reduce",
+        }
+    }
+}
+
+/// A `SubmitWorkflow` request: the workflow's shape as the submitter sent it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkflowSubmitInvoke {
+    /// The submitting process.
+    pub client: String,
+    /// Operation id, unique per client (shared with its job submits).
+    pub op: u64,
+    /// Idempotency key. A retry reuses the key under a new op id.
+    pub key: String,
+    /// The steps, as submitted.
+    pub steps: Vec<WorkflowStepSpec>,
+    /// The step whose result is the workflow's result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_step: Option<String>,
+}
+
+impl WorkflowSubmitInvoke {
+    /// The step named `name`.
+    pub fn step(&self, name: &str) -> Option<&WorkflowStepSpec> {
+        self.steps.iter().find(|s| s.name == name)
+    }
+
+    /// The steps that depend on `name`, in submission order.
+    pub fn successors<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a WorkflowStepSpec> + 'a {
+        self.steps.iter().filter(move |s| s.depends_on.iter().any(|d| d == name))
+    }
+}
+
+/// One step of a submitted workflow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkflowStepSpec {
+    /// Unique within the workflow.
+    pub name: String,
+    /// The steps it waits for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+    /// When it runs, judged on its predecessors' outcomes.
+    pub trigger: TriggerRule,
+    /// A gate runs no job: it waits for a decision or its timeout.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gate: bool,
+    /// Shards of its map as submitted (a dynamic map's generator has one;
+    /// a gate none).
+    #[serde(default)]
+    pub shards: u32,
+    /// The reduce that follows the map, by the name of the function the
+    /// workload's reduce computes (`sum`: see the `workflow_result` check).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reduce: Option<String>,
+    /// Its result names the successors to run.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub choice: bool,
+    /// A dynamic map: a generator emits the map's shards.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dynamic: bool,
+}
+
+/// When a step may run. Every rule waits for all predecessors to finish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TriggerRule {
+    /// Every predecessor succeeded.
+    AllSucceeded,
+    /// At least one predecessor succeeded.
+    AnySucceeded,
+    /// Whatever the outcomes.
+    AllDone,
+    /// At least one predecessor failed.
+    AnyFailed,
+    /// None failed and at least one succeeded (the join after a choice).
+    NoneFailed,
+}
+
+impl TriggerRule {
+    /// The rule as written in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            TriggerRule::AllSucceeded => "all_succeeded",
+            TriggerRule::AnySucceeded => "any_succeeded",
+            TriggerRule::AllDone => "all_done",
+            TriggerRule::AnyFailed => "any_failed",
+            TriggerRule::NoneFailed => "none_failed",
+        }
+    }
+}
+
+/// An acknowledged workflow submit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkflowSubmitOk {
+    /// The submitting process.
+    pub client: String,
+    /// The op id of the `workflow_submit_invoke` this answers.
+    pub op: u64,
+    /// The workflow id the cluster returned.
+    pub workflow: WorkflowId,
+}
+
+/// A request to cancel a workflow. Only its existence matters: a workflow
+/// may end cancelled only if someone asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkflowCancel {
+    /// The cancelling process.
+    pub client: String,
+    /// The workflow.
+    pub workflow: WorkflowId,
 }
 
 /// A worker's `Complete` report.
@@ -398,12 +565,20 @@ pub struct FinalState {
     pub drained_at: Option<u64>,
     /// Every job the cluster holds.
     pub jobs: Vec<FinalJob>,
+    /// Every workflow the cluster holds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workflows: Vec<FinalWorkflow>,
 }
 
 impl FinalState {
     /// The job with id `id`, if listed.
     pub fn job(&self, id: JobId) -> Option<&FinalJob> {
         self.jobs.iter().find(|j| j.id == id)
+    }
+
+    /// The workflow with id `id`, if listed.
+    pub fn workflow(&self, id: WorkflowId) -> Option<&FinalWorkflow> {
+        self.workflows.iter().find(|w| w.id == id)
     }
 }
 
@@ -418,6 +593,124 @@ pub struct FinalJob {
     pub status: JobStatus,
     /// One record per shard.
     pub shards: Vec<FinalShard>,
+    /// The workflow step that started the job; absent for plain jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<StepRef>,
+}
+
+/// One workflow in the final state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinalWorkflow {
+    /// The workflow id.
+    pub id: WorkflowId,
+    /// The idempotency key it was submitted with.
+    pub key: String,
+    /// Its status.
+    pub status: WorkflowStatus,
+    /// Every step, in submission order.
+    pub steps: Vec<FinalStep>,
+    /// The result step's result (its output job's shard 0), once it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+}
+
+impl FinalWorkflow {
+    /// The step named `name`.
+    pub fn step(&self, name: &str) -> Option<&FinalStep> {
+        self.steps.iter().find(|s| s.name == name)
+    }
+}
+
+/// One step of a workflow in the final state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinalStep {
+    /// The step's name.
+    pub name: String,
+    /// Where it is.
+    pub state: StepState,
+    /// For a choice step that succeeded: the successors it chose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chosen: Option<Vec<String>>,
+    /// A dynamic map's generator job, once started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generate_job: Option<JobId>,
+    /// The map job, once started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map_job: Option<JobId>,
+    /// The reduce job, once started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reduce_job: Option<JobId>,
+}
+
+/// A workflow's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkflowStatus {
+    /// Some step has not finished.
+    Running,
+    /// Every step finished and none failed.
+    Succeeded,
+    /// Every step finished and at least one failed.
+    Failed,
+    /// Cancelled by a user.
+    Cancelled,
+}
+
+impl WorkflowStatus {
+    /// Whether the workflow can no longer change.
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, WorkflowStatus::Running)
+    }
+
+    /// The status as written in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            WorkflowStatus::Running => "running",
+            WorkflowStatus::Succeeded => "succeeded",
+            WorkflowStatus::Failed => "failed",
+            WorkflowStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// A step's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepState {
+    /// Some predecessor has not finished.
+    Waiting,
+    /// Its jobs run.
+    Running,
+    /// A gate waiting for a decision.
+    AwaitingApproval,
+    /// Finished well.
+    Succeeded,
+    /// Its job failed, its choice was malformed, or its gate was rejected.
+    Failed,
+    /// Its trigger rule could not be met, or a choice did not take it.
+    Skipped,
+    /// Cancelled with its workflow.
+    Cancelled,
+}
+
+impl StepState {
+    /// Whether the step can no longer change.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, StepState::Succeeded | StepState::Failed | StepState::Skipped | StepState::Cancelled)
+    }
+
+    /// The state as written in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            StepState::Waiting => "waiting",
+            StepState::Running => "running",
+            StepState::AwaitingApproval => "awaiting_approval",
+            StepState::Succeeded => "succeeded",
+            StepState::Failed => "failed",
+            StepState::Skipped => "skipped",
+            StepState::Cancelled => "cancelled",
+        }
+    }
 }
 
 /// One task in the final state.
@@ -540,6 +833,9 @@ into_body!(
     LeaderSeen => Leader,
     FinalState => FinalState,
     Replica => Replica,
+    WorkflowSubmitInvoke => WorkflowSubmitInvoke,
+    WorkflowSubmitOk => WorkflowSubmitOk,
+    WorkflowCancel => WorkflowCancel,
 );
 
 /// A whole history, in `seq` order.
@@ -633,7 +929,45 @@ impl History {
 
     /// Record an `assign`; returns its seq.
     pub fn assign(&mut self, t: u64, worker: &str, task: TaskKey, token: Token) -> u64 {
-        self.push(t, Assign { worker: worker.into(), job: task.job, shard: task.shard, token })
+        self.assign_step(t, worker, task, token, None)
+    }
+
+    /// Record an `assign` of a job a workflow step started; returns its seq.
+    pub fn assign_step(&mut self, t: u64, worker: &str, task: TaskKey, token: Token, step: Option<StepRef>) -> u64 {
+        self.push(t, Assign { worker: worker.into(), job: task.job, shard: task.shard, token, step })
+    }
+
+    /// Record a `workflow_submit_invoke`; returns its seq.
+    pub fn workflow_submit_invoke(
+        &mut self,
+        t: u64,
+        client: &str,
+        op: u64,
+        key: &str,
+        steps: Vec<WorkflowStepSpec>,
+        result_step: Option<String>,
+    ) -> u64 {
+        self.push(t, WorkflowSubmitInvoke { client: client.into(), op, key: key.into(), steps, result_step })
+    }
+
+    /// Record a `workflow_submit_ok`; returns its seq.
+    pub fn workflow_submit_ok(&mut self, t: u64, client: &str, op: u64, workflow: WorkflowId) -> u64 {
+        self.push(t, WorkflowSubmitOk { client: client.into(), op, workflow })
+    }
+
+    /// Record a `workflow_submit_fail`; returns its seq.
+    pub fn workflow_submit_fail(&mut self, t: u64, client: &str, op: u64, error: &str) -> u64 {
+        self.push(t, Body::WorkflowSubmitFail(OpFailure { client: client.into(), op, error: error.into() }))
+    }
+
+    /// Record a `workflow_submit_info`; returns its seq.
+    pub fn workflow_submit_info(&mut self, t: u64, client: &str, op: u64, error: &str) -> u64 {
+        self.push(t, Body::WorkflowSubmitInfo(OpFailure { client: client.into(), op, error: error.into() }))
+    }
+
+    /// Record a `workflow_cancel` request; returns its seq.
+    pub fn workflow_cancel(&mut self, t: u64, client: &str, workflow: WorkflowId) -> u64 {
+        self.push(t, WorkflowCancel { client: client.into(), workflow })
     }
 
     /// Record a `complete_invoke`; returns its seq.

@@ -27,11 +27,22 @@ pub enum Invariant {
     /// A dead worker's tasks are granted again within TTL + check interval
     /// (+ slack, + failover).
     ReassignmentBound,
+    /// No workflow step starts before its trigger rule is satisfied.
+    StepTriggerOrder,
+    /// A skipped step never runs; skips follow the trigger rules.
+    SkippedNeverRuns,
+    /// Every workflow reaches a terminal state after heal.
+    WorkflowsFinish,
+    /// A reduce commits at most once per successful map.
+    ReduceAtMostOnce,
+    /// Reduces, workflow results and choices equal what the committed shard
+    /// results give.
+    WorkflowResult,
 }
 
 impl Invariant {
     /// Every invariant, in report order.
-    pub const ALL: [Invariant; 8] = [
+    pub const ALL: [Invariant; 13] = [
         Invariant::WellFormed,
         Invariant::NoLostJobs,
         Invariant::NoPhantomJobs,
@@ -40,6 +51,11 @@ impl Invariant {
         Invariant::ReplicaConvergence,
         Invariant::LivenessAfterHeal,
         Invariant::ReassignmentBound,
+        Invariant::StepTriggerOrder,
+        Invariant::SkippedNeverRuns,
+        Invariant::WorkflowsFinish,
+        Invariant::ReduceAtMostOnce,
+        Invariant::WorkflowResult,
     ];
 
     /// The invariant's snake_case name, as in reports.
@@ -53,6 +69,11 @@ impl Invariant {
             Invariant::ReplicaConvergence => "replica_convergence",
             Invariant::LivenessAfterHeal => "liveness_after_heal",
             Invariant::ReassignmentBound => "reassignment_bound",
+            Invariant::StepTriggerOrder => "step_trigger_order",
+            Invariant::SkippedNeverRuns => "skipped_never_runs",
+            Invariant::WorkflowsFinish => "workflows_finish",
+            Invariant::ReduceAtMostOnce => "reduce_at_most_once",
+            Invariant::WorkflowResult => "workflow_result",
         }
     }
 }

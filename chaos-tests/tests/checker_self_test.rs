@@ -9,48 +9,11 @@ use baton_chaos::history::{
     Assign, Body, CompleteInvoke, CompleteReply, FinalJob, FinalShard, JobStatus, NemesisPhase, OpFailure, ReadOk,
     ReadReply, SubmitOk, TaskStatus,
 };
-use baton_chaos::{Config, History, Invariant, Report, check};
+use baton_chaos::{Config, History, Invariant, check};
 use common::{
-    BOUND_MS, FAILOVER_MS, LAST_HEAL_T, LEADER_KILL_T, REASSIGN_BOUND_MS, WORKER_KILL_T, edited, final_shard,
-    final_state, position, reassign_history, valid_history,
+    BOUND_MS, FAILOVER_MS, LAST_HEAL_T, LEADER_KILL_T, REASSIGN_BOUND_MS, WORKER_KILL_T, assert_caught, config, edited,
+    final_shard, final_state, position, reassign_history, valid_history,
 };
-
-fn config() -> Config {
-    Config { liveness_bound_ms: BOUND_MS, ..Config::default() }
-}
-
-/// Assert that `h` fails exactly `expected`, that every expected invariant
-/// has a violation whose message contains all of `mentions`, and that every
-/// violation concerns `job` (and `shard`, when given).
-fn assert_caught(
-    h: &History,
-    expected: &[Invariant],
-    mentions: &[&str],
-    job: Option<u64>,
-    shard: Option<u32>,
-) -> Report {
-    let report = check(h, &config());
-    let text = report.render_text();
-    let mut want = expected.to_vec();
-    want.sort();
-    assert_eq!(report.failed(), want, "wrong invariants flagged:\n{text}");
-    for inv in expected {
-        let vs = &report.get(*inv).violations;
-        assert!(
-            vs.iter().any(|v| mentions.iter().all(|m| v.message.contains(m))),
-            "no {inv} violation mentions all of {mentions:?}:\n{text}"
-        );
-    }
-    for v in report.violations() {
-        if job.is_some() {
-            assert_eq!(v.job, job, "violation about another job: {}\n{text}", v.message);
-        }
-        if shard.is_some() {
-            assert_eq!(v.shard, shard, "violation about another task: {}\n{text}", v.message);
-        }
-    }
-    report
-}
 
 fn cancelled_job(id: u64, key: &str) -> FinalJob {
     FinalJob {
@@ -64,6 +27,7 @@ fn cancelled_job(id: u64, key: &str) -> FinalJob {
             token: None,
             latest_token: None,
         }],
+        origin: None,
     }
 }
 
@@ -265,7 +229,7 @@ fn an_accepted_stale_token_is_caught() {
 fn a_decreasing_token_is_caught() {
     let h = edited(&valid_history(), |ev| {
         let i = position(ev, |b| matches!(b, Body::Assign(a) if a.token == 15));
-        let late = Assign { worker: "w3".into(), job: 1, shard: 1, token: 9 };
+        let late = Assign { worker: "w3".into(), job: 1, shard: 1, token: 9, step: None };
         ev.insert(i + 1, ev[i].clone());
         ev[i + 1].body = Body::Assign(late);
     });
@@ -283,7 +247,7 @@ fn one_token_granted_to_two_workers_is_caught() {
     let h = edited(&valid_history(), |ev| {
         let i = position(ev, |b| matches!(b, Body::Assign(a) if a.token == 10));
         ev.insert(i + 1, ev[i].clone());
-        ev[i + 1].body = Body::Assign(Assign { worker: "w2".into(), job: 1, shard: 0, token: 10 });
+        ev[i + 1].body = Body::Assign(Assign { worker: "w2".into(), job: 1, shard: 0, token: 10, step: None });
     });
     assert_caught(&h, &[Invariant::Fencing], &["job 1 shard 0", "token 10", "both w1", "w2"], Some(1), Some(0));
 }
@@ -521,7 +485,7 @@ fn a_zombie_whose_lease_never_ran_out_and_committed_late_is_caught() {
         }
         let i = position(ev, is_regrant_of_shard_1);
         ev[i].t = late - 10;
-        ev[i].body = Body::Assign(Assign { worker: "w1".into(), job: 1, shard: 1, token: 11 }); // redelivered on resume
+        ev[i].body = Body::Assign(Assign { worker: "w1".into(), job: 1, shard: 1, token: 11, step: None }); // redelivered on resume
         let i = position(ev, |b| matches!(b, Body::CompleteInvoke(c) if c.token == 14));
         ev[i].t = late;
         ev[i].body = Body::CompleteInvoke(CompleteInvoke {

@@ -46,6 +46,7 @@ fn approx_bytes(cmd: &Command) -> usize {
         Command::FailTask { error, .. } => error.len(),
         Command::AssignTasks { assignments } => assignments.len() * 24,
         Command::TimeoutAttempts { attempts } => attempts.len() * 24,
+        Command::ExpireGates { gates } => gates.len() * 16,
         _ => 64,
     }
 }

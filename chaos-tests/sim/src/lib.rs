@@ -22,6 +22,7 @@
 //! snapshot and re-applies its durable log after it.
 
 pub mod disk;
+pub mod flows;
 pub mod nemesis;
 pub mod net;
 pub mod node;
@@ -33,9 +34,11 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use baton_chaos::history::{FinalJob, FinalShard, FinalState, JobStatus, RunConfig, TaskStatus};
+use baton_chaos::history::{
+    FinalJob, FinalShard, FinalState, FinalStep, FinalWorkflow, JobStatus, RunConfig, TaskStatus,
+};
 use baton_chaos::{History, Invariant, Report};
-use baton_raft_store::{Core, Kv, TaskKey, TaskState, state_hash};
+use baton_raft_store::{Core, Kv, StepState, TaskKey, TaskState, WorkflowRecord, WorkflowStatus, state_hash};
 
 use crate::world::{Phase, Stats, World};
 
@@ -48,6 +51,9 @@ pub struct SimConfig {
     pub steps: usize,
     pub clients: usize,
     pub jobs_per_client: usize,
+    /// Submitters of workflows ([`flows`]), and workflows each submits.
+    pub workflow_clients: usize,
+    pub workflows_per_client: usize,
     pub workers: usize,
     /// Worker lease, ms.
     pub ttl_ms: u64,
@@ -80,6 +86,8 @@ impl Default for SimConfig {
             steps: 20,
             clients: 3,
             jobs_per_client: 6,
+            workflow_clients: 2,
+            workflows_per_client: 2,
             workers: 4,
             ttl_ms: 1_500,
             exec_ms: (30, 600),
@@ -148,6 +156,13 @@ pub struct Summary {
     /// Jobs that ended failed (a dead shard) and cancelled, in the final state.
     pub failed_jobs: u64,
     pub cancelled_jobs: u64,
+    /// Workflows in the final state, and of those the failed and cancelled
+    /// ones; steps that ended skipped and failed.
+    pub workflows: u64,
+    pub failed_workflows: u64,
+    pub cancelled_workflows: u64,
+    pub skipped_steps: u64,
+    pub failed_steps: u64,
 }
 
 impl Outcome {
@@ -175,8 +190,9 @@ impl fmt::Display for Outcome {
             f,
             "seed {} nodes {}: ops={} acked={} lost={} dup={} fenced={} elections={} crashes={} partitions={} \
              pauses={} zombie_fenced={}/{} lost_unsynced={} stale_deliveries={} dropped={} cancels={} \
-             fail_reports={} progress={} large_jobs={} failed_jobs={} cancelled_jobs={} snapshots={}/{} sim={}ms \
-             trace={} verdict={}",
+             fail_reports={} progress={} large_jobs={} failed_jobs={} cancelled_jobs={} snapshots={}/{} \
+             workflows={} failed_workflows={} cancelled_workflows={} skipped_steps={} failed_steps={} \
+             gates_expired={} gates_decided={} reduces={} choices={} children={} sim={}ms trace={} verdict={}",
             self.seed,
             self.config.nodes,
             s.ops,
@@ -201,6 +217,16 @@ impl fmt::Display for Outcome {
             s.cancelled_jobs,
             st.snapshot_builds,
             st.snapshot_installs,
+            s.workflows,
+            s.failed_workflows,
+            s.cancelled_workflows,
+            s.skipped_steps,
+            s.failed_steps,
+            st.gates_expired,
+            st.gates_decided,
+            st.reduces,
+            st.choices,
+            st.children,
             self.sim_ms,
             self.trace_hash,
             self.verdict()
@@ -250,6 +276,9 @@ async fn simulate(seed: u64, config: SimConfig) -> Outcome {
     for c in 0..config.clients {
         tokio::spawn(workload::submitter(world.clone(), c + 1, config.jobs_per_client));
     }
+    for c in 0..config.workflow_clients {
+        tokio::spawn(flows::submitter(world.clone(), c + 1, config.workflows_per_client));
+    }
     nemesis::run(world.clone(), config.steps).await;
 
     // Heal and drain.
@@ -260,12 +289,16 @@ async fn simulate(seed: u64, config: SimConfig) -> Outcome {
     while heal_at.elapsed() < DRAIN_LIMIT {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let w = world.lock().unwrap();
-        if w.clients_done < config.clients {
+        if w.clients_done < config.clients + config.workflow_clients {
             continue;
         }
         let Some(l) = w.leader() else { continue };
         let sm = w.running(l).expect("leader runs").sm.clone();
-        let live = sm.lock().unwrap().core.idx.live_tasks;
+        // A gate awaiting its timeout holds no task but keeps its workflow live.
+        let live = {
+            let sm = sm.lock().unwrap();
+            sm.core.idx.live_tasks + sm.core.idx.workflows.len() as u64
+        };
         if live == 0 {
             drained_at = Some(w.now_ms());
             break;
@@ -311,7 +344,7 @@ async fn simulate(seed: u64, config: SimConfig) -> Outcome {
             let sm = sm.lock().unwrap();
             read_final_state(&sm.core, &sm.kv, drained_at)
         }
-        None => FinalState { drained_at, jobs: Vec::new() },
+        None => FinalState { drained_at, jobs: Vec::new(), workflows: Vec::new() },
     };
     w.history.final_state(t, final_state);
     let replicas: Vec<(u64, u64, String)> = w
@@ -365,8 +398,16 @@ fn summarize(h: &History, report: &Report) -> Summary {
             Body::CompleteFenced(_) => s.fenced += 1,
             Body::SubmitInfo(_) | Body::CompleteInfo(_) => s.infos += 1,
             Body::FinalState(fs) => {
+                use baton_chaos::history::{StepState, WorkflowStatus};
                 s.failed_jobs = fs.jobs.iter().filter(|j| j.status == JobStatus::Failed).count() as u64;
                 s.cancelled_jobs = fs.jobs.iter().filter(|j| j.status == JobStatus::Cancelled).count() as u64;
+                let wfs = &fs.workflows;
+                s.workflows = wfs.len() as u64;
+                s.failed_workflows = wfs.iter().filter(|w| w.status == WorkflowStatus::Failed).count() as u64;
+                s.cancelled_workflows = wfs.iter().filter(|w| w.status == WorkflowStatus::Cancelled).count() as u64;
+                let steps = || wfs.iter().flat_map(|w| &w.steps);
+                s.skipped_steps = steps().filter(|st| st.state == StepState::Skipped).count() as u64;
+                s.failed_steps = steps().filter(|st| st.state == StepState::Failed).count() as u64;
             }
             _ => {}
         }
@@ -403,9 +444,52 @@ pub fn read_final_state(core: &Core, kv: &dyn Kv, drained_at: Option<u64>) -> Fi
             };
             shards.push(FinalShard { shard, status, result, token, latest_token });
         }
-        jobs.push(FinalJob { id, key: job.idempotency_key.clone().unwrap_or_default(), status, shards });
+        let key = job.idempotency_key.clone().unwrap_or_default();
+        let origin = job.origin.as_ref().map(flows::step_ref);
+        jobs.push(FinalJob { id, key, status, shards, origin });
     }
-    FinalState { drained_at, jobs }
+    let mut workflows = Vec::new();
+    for id in 1..core.meta.next_workflow {
+        let Ok(Some(rec)) = core.workflow(kv, id) else { continue };
+        workflows.push(final_workflow(core, kv, &rec, &jobs));
+    }
+    FinalState { drained_at, jobs, workflows }
+}
+
+fn final_workflow(_core: &Core, _kv: &dyn Kv, rec: &WorkflowRecord, jobs: &[FinalJob]) -> FinalWorkflow {
+    use baton_chaos::history::{StepState as H, WorkflowStatus as W};
+    let status = match rec.status {
+        WorkflowStatus::Running => W::Running,
+        WorkflowStatus::Succeeded => W::Succeeded,
+        WorkflowStatus::Failed => W::Failed,
+        WorkflowStatus::Cancelled => W::Cancelled,
+    };
+    let steps: Vec<FinalStep> = rec
+        .steps
+        .iter()
+        .map(|s| FinalStep {
+            name: s.name.clone(),
+            state: match s.state {
+                StepState::Waiting => H::Waiting,
+                StepState::Running => H::Running,
+                StepState::AwaitingApproval { .. } => H::AwaitingApproval,
+                StepState::Succeeded => H::Succeeded,
+                StepState::Failed => H::Failed,
+                StepState::Skipped => H::Skipped,
+                StepState::Cancelled => H::Cancelled,
+            },
+            chosen: s.chosen.as_ref().map(|c| c.iter().map(|&i| rec.steps[i as usize].name.clone()).collect()),
+            generate_job: s.generate_job,
+            map_job: s.map_job,
+            reduce_job: s.reduce_job,
+        })
+        .collect();
+    // The workflow's result: shard 0 of its result step's output job, as GetWorkflowResult reads it.
+    let result = rec.result_step.and_then(|i| rec.steps[i as usize].output_job()).and_then(|job| {
+        let j = jobs.iter().find(|j| j.id == job)?;
+        j.shards.iter().find(|s| s.shard == 0)?.result.clone()
+    });
+    FinalWorkflow { id: rec.id, key: rec.idempotency_key.clone().unwrap_or_default(), status, steps, result }
 }
 
 /// Parse `A..B` (half-open) or a single seed.

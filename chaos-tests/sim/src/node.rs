@@ -10,7 +10,8 @@ use std::time::Duration;
 use baton_coordinator::clock::LogClock;
 use baton_coordinator::error::ApiError;
 use baton_coordinator::leader::core::{
-    Action, CloseReason, CoreConfig, Event, LeaderCore, StateView, TIMEOUTS_PER_ENTRY,
+    Action, CloseReason, CoreConfig, Event, GATES_PER_ENTRY, LeaderCore, Outcome as CoreOutcome, StateView,
+    TIMEOUTS_PER_ENTRY,
 };
 use baton_coordinator::leader::{QUORUM_SILENCE_ELECTION_TIMEOUTS, leads_with_quorum, outcome_of, quorum_fresh};
 use baton_coordinator::scheduler::PlanLimits;
@@ -191,6 +192,7 @@ fn core_config(w: &World, id: NodeId) -> CoreConfig {
         max_expirations_per_sec: 200,
         plan: PlanLimits { max_assignments: 64, max_scan: 1_000 },
         timeouts_per_entry: TIMEOUTS_PER_ENTRY,
+        gates_per_entry: GATES_PER_ENTRY,
     }
 }
 
@@ -251,6 +253,7 @@ pub fn step(world: &Arc<Mutex<World>>, w: &mut World, id: NodeId, epoch: u64, ev
                     Command::ExpireWorker { session, .. } => format!("expire s{session}"),
                     Command::TimeoutAttempts { attempts } => format!("timeout x{}", attempts.len()),
                     Command::AssignTasks { assignments } => format!("assign x{}", assignments.len()),
+                    Command::ExpireGates { gates } => format!("expire-gates x{}", gates.len()),
                     other => other.kind().to_string(),
                 };
                 let raft = run.raft.clone();
@@ -305,6 +308,9 @@ async fn propose(
         Err(_) => Err(ApiError::Unavailable("timed out".into())),
     };
     let outcome = outcome_of(&p.kind, reply);
+    if let CoreOutcome::GatesExpired(n) = outcome {
+        w.stats.gates_expired += n as u64;
+    }
     step(&world, &mut w, id, epoch, Event::Proposed { epoch: p.epoch, kind: p.kind, outcome });
 }
 

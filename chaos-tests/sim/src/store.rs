@@ -8,7 +8,9 @@
 //! the deliberate `ack_before_fsync` bug). The vote is written through
 //! synchronously, as Raft requires.
 //!
-//! The state machine is volatile, but its snapshots are durable: a snapshot
+//! The state machine applies a batch of entries and then writes their
+//! changes together, as the real one does. It is volatile, but its
+//! snapshots are durable: a snapshot
 //! is a copy of the whole key space (the `Core`'s meta lives in it) taken
 //! under the state lock, and it is written to the disk at once, as the real
 //! store fsyncs its snapshot file before using it. Log purges follow
@@ -25,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine};
 use openraft::{AnyError, ErrorSubject, ErrorVerb, RaftLogReader, RaftSnapshotBuilder, StorageIOError};
 
+use baton_raft_store::state_machine::APPLY_FLUSH_RECORDS;
 use baton_raft_store::{
     Entry, LogId, Response, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig, Vote,
 };
@@ -224,16 +227,26 @@ impl RaftStateMachine<TypeConfig> for SimSm {
         let mut s = self.state.lock().unwrap();
         let s = &mut *s;
         let mut applied = Vec::new();
+        // Like the real state machine: the batch's writes go down together
+        // (or when the overlay grows large), so later entries of a batch
+        // read earlier ones through the core's overlay, and where openraft
+        // cuts batches differs between nodes.
+        let flush = |s: &mut SmState| {
+            let writes = s.core.take_writes().map_err(|e| e.into_raft(ErrorSubject::StateMachine, ErrorVerb::Write));
+            writes.map(|w| s.kv.write(w)).map_err(Box::new)
+        };
         for entry in entries {
             let r = s
                 .core
                 .apply_entry(&s.kv, &entry)
                 .map_err(|e| e.into_raft(ErrorSubject::Apply(entry.log_id), ErrorVerb::Write))?;
-            let writes = s.core.take_writes().map_err(|e| e.into_raft(ErrorSubject::StateMachine, ErrorVerb::Write))?;
-            s.kv.write(writes);
+            if s.core.dirty_len() >= APPLY_FLUSH_RECORDS {
+                flush(s).map_err(|e| *e)?;
+            }
             applied.push(entry.log_id);
             out.push(r);
         }
+        flush(s).map_err(|e| *e)?;
         let mut w = self.world.lock().unwrap();
         for l in applied {
             w.trace(format_args!("apply n{} {l}", self.node));

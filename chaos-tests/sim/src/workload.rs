@@ -16,6 +16,7 @@ use baton_chaos::history::CompleteOutcome;
 use baton_raft_store::limits::MAX_JOB_PAYLOAD_BYTES;
 use baton_raft_store::{Backoff, Command, JobId, JobSpec, NodeId, Outcome, Response, SessionId, TaskKey, Token};
 
+use crate::flows::{self, NotReady};
 use crate::net::{ClientReply, client_call, client_write};
 use crate::node::{HbReply, heartbeat};
 use crate::world::{Attempt, Ending, Phase, Pushed, WorkerState, World};
@@ -39,7 +40,7 @@ pub const FATAL_FAIL_PER_MILLE: u32 = 15;
 /// Chance that a worker reports progress halfway through an attempt, per mille.
 pub const PROGRESS_PER_MILLE: u32 = 400;
 
-fn retarget<T>(w: &mut World, current: NodeId, reply: &ClientReply<T>) -> NodeId {
+pub(crate) fn retarget<T>(w: &mut World, current: NodeId, reply: &ClientReply<T>) -> NodeId {
     match reply {
         ClientReply::NotLeader(Some(l)) => *l,
         ClientReply::Ok(_) => current,
@@ -195,7 +196,7 @@ pub fn new_worker(w: &mut World, i: usize) -> WorkerState {
 enum Act {
     Register,
     Heartbeat(SessionId),
-    Report(TaskKey, Token, Ending),
+    Report(TaskKey, Token, Ending, Vec<u8>),
     Progress(TaskKey, Token),
 }
 
@@ -209,22 +210,59 @@ pub async fn worker(world: Arc<Mutex<World>>, i: usize) {
                 return;
             }
             let now = w.now_ms();
-            let ws = &mut w.workers[i];
-            if ws.paused_until > now {
+            if w.workers[i].paused_until > now {
                 continue;
             }
             let mut acts = Vec::new();
             // Reports first: a zombie waking up sends its stale result before it
             // learns that its session is gone.
-            for (task, a) in ws.attempts.iter_mut() {
-                if !a.reporting && a.finish_at <= now {
-                    a.reporting = true;
-                    acts.push(Act::Report(*task, a.token, a.ending));
-                } else if !a.reporting && a.progress_at.is_some_and(|p| p <= now) {
-                    a.progress_at = None;
-                    acts.push(Act::Progress(*task, a.token));
+            let due: Vec<TaskKey> = w.workers[i]
+                .attempts
+                .iter()
+                .filter(|(_, a)| !a.reporting && (a.finish_at <= now || a.progress_at.is_some_and(|p| p <= now)))
+                .map(|(t, _)| *t)
+                .collect();
+            for task in due {
+                let a = w.workers[i].attempts[&task].clone();
+                if a.finish_at > now {
+                    w.workers[i].attempts.get_mut(&task).expect("due").progress_at = None;
+                    acts.push(Act::Progress(task, a.token));
+                    continue;
                 }
+                // The grant's job record may not have been readable when it
+                // arrived (its node crashed, the others lagged): read it now.
+                let origin = match &a.origin {
+                    Some(o) => Some(o.clone()),
+                    None => flows::origin_of(&w, task.job),
+                };
+                let result = match (&origin, a.ending) {
+                    _ if a.result.is_some() => a.result.clone().expect("just checked"),
+                    (None, Ending::Complete) => {
+                        w.stats.inputs_not_ready += 1;
+                        w.workers[i].attempts.get_mut(&task).expect("due").finish_at = now + 100;
+                        continue;
+                    }
+                    (Some(Some(o)), Ending::Complete) => {
+                        let (node, tag) = (w.workers[i].target, w.workers[i].name.clone());
+                        match flows::result(&mut w, node, &tag, task, a.token, o) {
+                            Ok(r) => r,
+                            Err(NotReady(why)) => {
+                                // Its input is committed, but no node we can read has applied it yet.
+                                w.stats.inputs_not_ready += 1;
+                                w.trace(format_args!("not-ready {tag} {task} t{}: {why}", a.token));
+                                w.workers[i].attempts.get_mut(&task).expect("due").finish_at = now + 100;
+                                continue;
+                            }
+                        }
+                    }
+                    _ => format!("{}:{}/{}@{}", w.workers[i].name, task.job, task.shard, a.token).into_bytes(),
+                };
+                let att = w.workers[i].attempts.get_mut(&task).expect("due");
+                att.reporting = true;
+                att.result = Some(result.clone());
+                acts.push(Act::Report(task, a.token, a.ending, result));
             }
+            let ws = &mut w.workers[i];
             match ws.session {
                 None if !ws.registering => {
                     ws.registering = true;
@@ -242,7 +280,9 @@ pub async fn worker(world: Arc<Mutex<World>>, i: usize) {
             match a {
                 Act::Register => tokio::spawn(register(world.clone(), i)),
                 Act::Heartbeat(s) => tokio::spawn(send_heartbeat(world.clone(), i, s)),
-                Act::Report(task, token, ending) => tokio::spawn(report(world.clone(), i, task, token, ending)),
+                Act::Report(task, token, ending, result) => {
+                    tokio::spawn(report(world.clone(), i, task, token, ending, result))
+                }
                 Act::Progress(task, token) => tokio::spawn(progress(world.clone(), i, task, token)),
             };
         }
@@ -328,17 +368,30 @@ async fn send_heartbeat(world: Arc<Mutex<World>>, i: usize, session: SessionId) 
             }
             w.max_token.insert(*task, *token);
             let name = w.workers[i].name.clone();
-            w.history.assign(now, &name, baton_chaos::history::TaskKey::new(task.job, task.shard), *token);
+            let origin = flows::origin_of(&w, task.job);
+            let step = origin.as_ref().and_then(|o| o.as_ref().map(flows::step_ref));
+            w.history.assign_step(now, &name, baton_chaos::history::TaskKey::new(task.job, task.shard), *token, step);
             let run_ms = w.range(exec.0, exec.1);
             let progress_at = w.chance(PROGRESS_PER_MILLE).then_some(now + run_ms / 2);
-            let ending = if w.chance(FATAL_FAIL_PER_MILLE) {
+            let in_workflow = matches!(origin, Some(Some(_)));
+            let fatal = if in_workflow { flows::WORKFLOW_FATAL_FAIL_PER_MILLE } else { FATAL_FAIL_PER_MILLE };
+            let ending = if w.chance(fatal) {
                 Ending::Fail { retryable: false }
             } else if w.chance(RETRYABLE_FAIL_PER_MILLE) {
                 Ending::Fail { retryable: true }
             } else {
                 Ending::Complete
             };
-            let a = Attempt { token: *token, session, finish_at: now + run_ms, progress_at, ending, reporting: false };
+            let a = Attempt {
+                token: *token,
+                session,
+                finish_at: now + run_ms,
+                progress_at,
+                ending,
+                reporting: false,
+                origin,
+                result: None,
+            };
             w.workers[i].attempts.insert(*task, a);
         }
     }
@@ -441,8 +494,8 @@ impl Sent<'_> {
 /// and whether a stale one was fenced is judged here. The sim judges both
 /// kinds: a report sent after its attempt's end was committed (the session
 /// expired, or the job was cancelled) must not change the task.
-async fn report(world: Arc<Mutex<World>>, i: usize, task: TaskKey, token: Token, ending: Ending) {
-    let (target, name, op, result, ended, cancelled) = {
+async fn report(world: Arc<Mutex<World>>, i: usize, task: TaskKey, token: Token, ending: Ending, result: Vec<u8>) {
+    let (target, name, op, ended, cancelled) = {
         let mut w = world.lock().unwrap();
         let t = w.now_ms();
         // If the attempt's session has already ended on some replica, that end is
@@ -458,24 +511,24 @@ async fn report(world: Arc<Mutex<World>>, i: usize, task: TaskKey, token: Token,
         let ws = &mut w.workers[i];
         ws.next_op += 1;
         let (name, op, target) = (ws.name.clone(), ws.next_op, ws.target);
-        let result = format!("{name}:{}/{}@{token}", task.job, task.shard);
         match ending {
             Ending::Complete => {
                 let hk = baton_chaos::history::TaskKey::new(task.job, task.shard);
-                w.history.complete_invoke(t, &name, op, hk, token, &result);
+                w.history.complete_invoke(t, &name, op, hk, token, &String::from_utf8_lossy(&result));
             }
             Ending::Fail { retryable } => {
                 w.stats.fail_reports += 1;
                 w.stats.fatal_fail_reports += u64::from(!retryable);
             }
         }
-        (target, name, op, result, ended, cancelled)
+        (target, name, op, ended, cancelled)
     };
     let cmd = match ending {
-        Ending::Complete => {
-            Command::CompleteTask { task, token, result: serde_bytes::ByteBuf::from(result.clone().into_bytes()) }
+        Ending::Complete => Command::CompleteTask { task, token, result: serde_bytes::ByteBuf::from(result) },
+        Ending::Fail { retryable } => {
+            let error = format!("{} failed", String::from_utf8_lossy(&result));
+            Command::FailTask { task, token, error, retryable }
         }
-        Ending::Fail { retryable } => Command::FailTask { task, token, error: format!("{result} failed"), retryable },
     };
     let reply = client_write(&world, target, cmd).await;
     let mut w = world.lock().unwrap();

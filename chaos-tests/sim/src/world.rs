@@ -16,7 +16,7 @@ use rand::{Rng, SeedableRng};
 use baton_chaos::History;
 use baton_coordinator::clock::{LogClock, Now};
 use baton_coordinator::leader::core::LeaderCore;
-use baton_raft_store::{JobId, NodeId, Raft, SessionId, TaskKey, TaskState, Token};
+use baton_raft_store::{JobId, JobOrigin, NodeId, Raft, SessionId, TaskKey, TaskState, Token};
 
 use crate::SimConfig;
 use crate::disk::{Disk, SimSnapshot, SmState};
@@ -64,6 +64,20 @@ pub struct Stats {
     pub snapshot_installs: u64,
     /// Node starts that began from a durable snapshot.
     pub snapshot_restores: u64,
+    /// Workflows acknowledged; cancels of them committed; gates decided by a
+    /// client; gates expired by a leader's ExpireGates.
+    pub workflows: u64,
+    pub workflows_cancelled: u64,
+    pub gates_decided: u64,
+    pub gates_expired: u64,
+    /// Workflow results computed by workers: reduces, choices, dynamic
+    /// children emitted, and generators that emitted none.
+    pub reduces: u64,
+    pub choices: u64,
+    pub children: u64,
+    pub empty_generators: u64,
+    /// Workflow results that waited for a node to apply their input.
+    pub inputs_not_ready: u64,
 }
 
 /// Fault settings of the simulated network.
@@ -143,6 +157,11 @@ pub struct Attempt {
     /// How it ends: a completion or a failure report.
     pub ending: Ending,
     pub reporting: bool,
+    /// The workflow step its job belongs to, as the job record says
+    /// (`Some(None)`: a plain job); `None` until some node's record was read.
+    pub origin: Option<Option<JobOrigin>>,
+    /// Its result, once computed: a retried report resends the same bytes.
+    pub result: Option<Vec<u8>>,
 }
 
 /// How an attempt ends, drawn when it is granted.

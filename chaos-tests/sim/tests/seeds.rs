@@ -75,13 +75,26 @@ fn the_sim_exercises_faults() {
     let snapshot_restores = sum(&|o| o.stats.snapshot_restores);
     let failed_jobs = sum(&|o| o.summary.failed_jobs);
     let cancelled_jobs = sum(&|o| o.summary.cancelled_jobs);
+    let workflows = sum(&|o| o.summary.workflows);
+    let failed_workflows = sum(&|o| o.summary.failed_workflows);
+    let cancelled_workflows = sum(&|o| o.summary.cancelled_workflows);
+    let skipped_steps = sum(&|o| o.summary.skipped_steps);
+    let gates_expired = sum(&|o| o.stats.gates_expired);
+    let gates_decided = sum(&|o| o.stats.gates_decided);
+    let reduces = sum(&|o| o.stats.reduces);
+    let choices = sum(&|o| o.stats.choices);
+    let children = sum(&|o| o.stats.children);
+    let empty_generators = sum(&|o| o.stats.empty_generators);
     println!(
         "{runs} runs: elections={elections} crashes={crashes} partitions={partitions} pauses={pauses} \
          dropped={dropped} lost_unsynced={lost_unsynced} fenced={fenced} duplicates={duplicates} infos={infos} \
          zombie_fenced={zombie_fenced}/{zombie_reports} clock_jumps={clock_jumps} cancels={cancels} \
          cancels_applied={cancels_applied} cancelled_jobs={cancelled_jobs} fail_reports={fail_reports} \
          fatal={fatal_fail_reports} failed_jobs={failed_jobs} progress={progress_reports} large_jobs={large_jobs} \
-         snapshot_builds={snapshot_builds} snapshot_installs={snapshot_installs} snapshot_restores={snapshot_restores}"
+         snapshot_builds={snapshot_builds} snapshot_installs={snapshot_installs} snapshot_restores={snapshot_restores} \
+         workflows={workflows} failed_workflows={failed_workflows} cancelled_workflows={cancelled_workflows} \
+         skipped_steps={skipped_steps} gates_expired={gates_expired} gates_decided={gates_decided} reduces={reduces} \
+         choices={choices} children={children} empty_generators={empty_generators}"
     );
     assert!(clock_jumps > 0, "no node's wall clock ever stepped");
     assert!(cancels > 0 && cancelled_jobs > 0, "no job was ever cancelled ({cancels} cancels committed)");
@@ -103,6 +116,16 @@ fn the_sim_exercises_faults() {
     assert!(zombie_fenced > 0, "no paused worker's stale report was fenced ({zombie_reports} zombie reports)");
     assert!(duplicates > 0, "no retried report was ever answered duplicate");
     assert!(infos > 0, "no client ever saw an unknown outcome");
+    // Workflows: failure and skip propagation, cancels, gate timeouts (the
+    // leader core's ExpireGates), reduces, choices and dynamic maps.
+    assert!(workflows >= runs, "{workflows} workflows over {runs} runs");
+    assert!(
+        failed_workflows > 0 && cancelled_workflows > 0,
+        "failed {failed_workflows}, cancelled {cancelled_workflows}"
+    );
+    assert!(skipped_steps > 0, "no step was ever skipped");
+    assert!(gates_expired > 0, "no gate ever timed out");
+    assert!(reduces > 0 && choices > 0 && children > 0, "reduces {reduces}, choices {choices}, children {children}");
     for o in &outcomes {
         assert!(
             o.passed(),

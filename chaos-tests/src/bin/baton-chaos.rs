@@ -41,6 +41,9 @@ enum Cmd {
         workers: usize,
         #[arg(long, default_value_t = 2)]
         submitters: usize,
+        /// Tasks submitting workflows (chains, fan-outs, choices, map-reduces, gates).
+        #[arg(long, default_value_t = 1)]
+        workflow_submitters: usize,
         /// Output directory (cleared first).
         #[arg(long, default_value = "target/chaos/run")]
         out: PathBuf,
@@ -148,7 +151,18 @@ async fn main() -> Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match Cli::parse().cmd {
-        Cmd::Run { name, nodes, faults, duration_ms, seed, workers, submitters, out, liveness_bound_ms } => {
+        Cmd::Run {
+            name,
+            nodes,
+            faults,
+            duration_ms,
+            seed,
+            workers,
+            submitters,
+            workflow_submitters,
+            out,
+            liveness_bound_ms,
+        } => {
             if !(nodes == 3 || nodes == 5) {
                 bail!("--nodes must be 3 or 5, not {nodes}");
             }
@@ -161,6 +175,7 @@ async fn main() -> Result<()> {
                 seed: seed_or_random(seed),
                 workers: workers.max(1),
                 submitters: submitters.max(1),
+                workflow_submitters,
                 out: out.clone(),
                 liveness_bound_ms,
             };

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::history::{
     Body, CompleteOutcome, CompleteReply, FinalShard, FinalState, History, JobId, JobStatus, LeaderSeen, Nemesis,
-    OpFailure, Replica, RunConfig, TaskKey, Token,
+    OpFailure, Replica, RunConfig, StepRef, TaskKey, Token, WorkflowCancel, WorkflowId, WorkflowSubmitInvoke,
 };
 
 /// How a submit ended.
@@ -42,6 +42,42 @@ impl SubmitOp<'_> {
     /// `submit c1#3 (key "k", invoked at seq 5)`
     pub fn describe(&self) -> String {
         format!("submit {}#{} (key {:?}, invoked at seq {})", self.client, self.op, self.key, self.invoke_seq)
+    }
+}
+
+/// A workflow submit invoke and its reply, if one was recorded.
+#[derive(Debug)]
+pub(crate) struct WorkflowSubmitOp<'a> {
+    pub spec: &'a WorkflowSubmitInvoke,
+    pub invoke_seq: u64,
+    /// (reply seq, the workflow if acknowledged; `None` for fail and info).
+    pub reply: Option<(u64, SubmitOutcome)>,
+}
+
+impl WorkflowSubmitOp<'_> {
+    pub fn acked(&self) -> Option<WorkflowId> {
+        match self.reply {
+            Some((_, SubmitOutcome::Ok(w))) => Some(w),
+            _ => None,
+        }
+    }
+
+    /// `workflow submit c1#3 (key "k", invoked at seq 5)`
+    pub fn describe(&self) -> String {
+        format!(
+            "workflow submit {}#{} (key {:?}, invoked at seq {})",
+            self.spec.client, self.spec.op, self.spec.key, self.invoke_seq
+        )
+    }
+}
+
+impl Invoked for WorkflowSubmitOp<'_> {
+    type Outcome = SubmitOutcome;
+    fn reply_mut(&mut self) -> &mut Option<(u64, SubmitOutcome)> {
+        &mut self.reply
+    }
+    fn what(&self) -> String {
+        self.describe()
     }
 }
 
@@ -111,6 +147,8 @@ pub(crate) struct Grant<'a> {
     pub t: u64,
     pub worker: &'a str,
     pub token: Token,
+    /// The workflow step the worker was told the job belongs to.
+    pub step: Option<&'a StepRef>,
 }
 
 /// The final state event the checks judge (the last one in the history).
@@ -219,6 +257,9 @@ pub(crate) struct Facts<'a> {
     pub run_config: Option<(u64, &'a RunConfig)>,
     /// (seq, t, leader observed), in seq order.
     pub leaders: Vec<(u64, u64, &'a LeaderSeen)>,
+    pub workflow_submits: Vec<WorkflowSubmitOp<'a>>,
+    /// (seq, request), in seq order.
+    pub workflow_cancels: Vec<(u64, &'a WorkflowCancel)>,
     pub malformed: Vec<Malformed>,
 }
 
@@ -228,6 +269,7 @@ impl<'a> Facts<'a> {
         let mut open_submits: HashMap<(&str, u64), usize> = HashMap::new();
         let mut open_completes: HashMap<(&str, u64), usize> = HashMap::new();
         let mut open_reads: HashMap<(&str, u64), usize> = HashMap::new();
+        let mut open_workflows: HashMap<(&str, u64), usize> = HashMap::new();
         for ev in history.events() {
             let seq = ev.seq;
             match &ev.body {
@@ -264,6 +306,7 @@ impl<'a> Facts<'a> {
                     t: ev.t,
                     worker: &a.worker,
                     token: a.token,
+                    step: a.step.as_ref(),
                 }),
                 Body::CompleteInvoke(c) => {
                     if let Some(&i) = open_completes.get(&(c.worker.as_str(), c.op)) {
@@ -317,6 +360,59 @@ impl<'a> Facts<'a> {
                 Body::Leader(l) => f.leaders.push((seq, ev.t, l)),
                 Body::FinalState(state) => f.finals.push(FinalView { seq, t: ev.t, state }),
                 Body::Replica(r) => f.replicas.push((seq, r)),
+                Body::WorkflowSubmitInvoke(w) => {
+                    if let Some(&i) = open_workflows.get(&(w.client.as_str(), w.op)) {
+                        let first = f.workflow_submits[i].invoke_seq;
+                        f.malformed(
+                            format!(
+                                "client {} reused workflow op id {} (first invoked at seq {first})",
+                                w.client, w.op
+                            ),
+                            [first, seq],
+                        );
+                        continue;
+                    }
+                    open_workflows.insert((&w.client, w.op), f.workflow_submits.len());
+                    f.workflow_submits.push(WorkflowSubmitOp { spec: w, invoke_seq: seq, reply: None });
+                }
+                Body::WorkflowSubmitOk(r) => {
+                    let outcome = SubmitOutcome::Ok(r.workflow);
+                    let m = attach(
+                        &mut f.workflow_submits,
+                        &open_workflows,
+                        "workflow submit",
+                        &r.client,
+                        r.op,
+                        seq,
+                        outcome,
+                    );
+                    f.malformed.extend(m);
+                }
+                Body::WorkflowSubmitFail(OpFailure { client, op, .. }) => {
+                    let m = attach(
+                        &mut f.workflow_submits,
+                        &open_workflows,
+                        "workflow submit",
+                        client,
+                        *op,
+                        seq,
+                        SubmitOutcome::Fail,
+                    );
+                    f.malformed.extend(m);
+                }
+                Body::WorkflowSubmitInfo(OpFailure { client, op, .. }) => {
+                    let m = attach(
+                        &mut f.workflow_submits,
+                        &open_workflows,
+                        "workflow submit",
+                        client,
+                        *op,
+                        seq,
+                        SubmitOutcome::Info,
+                    );
+                    f.malformed.extend(m);
+                }
+                Body::WorkflowCancel(c) => f.workflow_cancels.push((seq, c)),
             }
         }
         f

@@ -10,12 +10,18 @@
 mod exactly_once_commit;
 mod facts;
 mod fencing;
+mod flows;
 mod liveness_after_heal;
 mod no_lost_jobs;
 mod no_phantom_jobs;
 mod reassignment_bound;
+mod reduce_at_most_once;
 mod replica_convergence;
+mod skipped_never_runs;
+mod step_trigger_order;
 mod well_formed;
+mod workflow_result;
+mod workflows_finish;
 
 use crate::history::History;
 use crate::report::{Invariant, InvariantReport, Report};
@@ -84,6 +90,11 @@ pub fn check(history: &History, config: &Config) -> Report {
                 Invariant::ReplicaConvergence => replica_convergence::check(&facts, &mut out),
                 Invariant::LivenessAfterHeal => liveness_after_heal::check(&facts, config, &mut out),
                 Invariant::ReassignmentBound => reassignment_bound::check(&facts, config, &mut out),
+                Invariant::StepTriggerOrder => step_trigger_order::check(&facts, &mut out),
+                Invariant::SkippedNeverRuns => skipped_never_runs::check(&facts, &mut out),
+                Invariant::WorkflowsFinish => workflows_finish::check(&facts, &mut out),
+                Invariant::ReduceAtMostOnce => reduce_at_most_once::check(&facts, &mut out),
+                Invariant::WorkflowResult => workflow_result::check(&facts, &mut out),
             }
             out
         })

@@ -159,7 +159,7 @@ mod tests {
     use crate::history::Assign;
 
     fn assign(worker: &str, token: Token) -> Body {
-        Body::Assign(Assign { worker: worker.into(), job: 1, shard: 0, token })
+        Body::Assign(Assign { worker: worker.into(), job: 1, shard: 0, token, step: None })
     }
 
     #[test]

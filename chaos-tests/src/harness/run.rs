@@ -25,7 +25,7 @@ use super::nemesis::Fault;
 use super::net::{Net, namespaces_unavailable};
 use super::record::{Recorder, merge, mono_us};
 use super::summary::{RunFacts, summarize};
-use super::workload::{Acked, reader, submitter, watch_leader};
+use super::workload::{Acked, reader, submitter, watch_leader, workflow_submitter};
 use crate::history::{FinalState, NemesisOutcome, NemesisPhase, Replica, RunConfig, Targets};
 use crate::{Config, check};
 
@@ -49,6 +49,8 @@ pub struct RunOpts {
     pub workers: usize,
     /// Submitting tasks (plus one reader).
     pub submitters: usize,
+    /// Tasks submitting workflows.
+    pub workflow_submitters: usize,
     /// Where the cluster's data, logs, raw files, history and report go.
     pub out: PathBuf,
     /// After the last heal, everything must be terminal within this, in ms.
@@ -176,6 +178,10 @@ async fn setup(opts: &RunOpts, worker_exe: PathBuf) -> Result<Live> {
         })
         .collect();
     load.push(tokio::spawn(reader(client.clone(), rec.clone(), rng.random(), stop.clone(), acked)));
+    for i in 1..=opts.workflow_submitters {
+        let name = format!("f{i}");
+        load.push(tokio::spawn(workflow_submitter(client.clone(), rec.clone(), name, rng.random(), stop.clone())));
+    }
 
     let h = Harness { cluster, client, rec, rng, founders, start_us };
     Ok(Live { h, faults, skipped, stop, failovers, watcher, load })
@@ -251,18 +257,19 @@ async fn heal_and_drain(live: Live, opts: &RunOpts) -> Result<(u64, Vec<String>,
     h.cluster.wait_leader(&h.client, &h.founders, LEADER_WAIT).await?;
 
     let drain_until = h.now_ms() + opts.liveness_bound_ms;
-    let (jobs, drained_at) = loop {
-        let jobs = read_final(&h.client).await?;
-        let done = jobs.iter().all(|j| j.status.is_terminal() && j.shards.iter().all(|s| s.status.is_terminal()));
+    let (jobs, workflows, drained_at) = loop {
+        let (jobs, workflows) = read_final(&h.client).await?;
+        let done = jobs.iter().all(|j| j.status.is_terminal() && j.shards.iter().all(|s| s.status.is_terminal()))
+            && workflows.iter().all(|w| w.status.is_terminal());
         if done {
-            break (jobs, Some(h.now_ms()));
+            break (jobs, workflows, Some(h.now_ms()));
         }
         if h.now_ms() > drain_until {
-            break (jobs, None);
+            break (jobs, workflows, None);
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    h.rec.record(FinalState { drained_at, jobs });
+    h.rec.record(FinalState { drained_at, jobs, workflows });
 
     // Replica hashes: wait for every node to reach the same applied index.
     for attempt in 0..REPLICA_POLLS {

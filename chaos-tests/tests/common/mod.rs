@@ -3,11 +3,12 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
-use baton_chaos::History;
 use baton_chaos::history::{
-    Body, CompleteOutcome, Event, FinalJob, FinalShard, FinalState, JobStatus, NemesisOutcome, NemesisPhase,
-    ReadInvoke, ReadOk, ReadReply, RunConfig, Targets, TaskKey, TaskStatus,
+    Body, CompleteOutcome, Event, FinalJob, FinalShard, FinalState, FinalStep, FinalWorkflow, JobStatus,
+    NemesisOutcome, NemesisPhase, ReadInvoke, ReadOk, ReadReply, RunConfig, StepRef, StepRole, StepState, Targets,
+    TaskKey, TaskStatus, TriggerRule, WorkflowStatus, WorkflowStepSpec,
 };
+use baton_chaos::{Config, History, Invariant, Report, check};
 
 /// The liveness bound the tests check with.
 pub const BOUND_MS: u64 = 10_000;
@@ -122,6 +123,7 @@ pub fn valid_history() -> History {
     h.complete_invoke(6_200, "w1", 3, task(3, 1), 20, "c1");
     h.complete_reply(6_250, "w1", 3, C::Ok, "");
     let state = FinalState {
+        workflows: Vec::new(),
         drained_at: Some(8_500),
         jobs: vec![
             FinalJob {
@@ -129,18 +131,21 @@ pub fn valid_history() -> History {
                 key: "k-alpha".into(),
                 status: JobStatus::Succeeded,
                 shards: vec![succeeded(0, 10, "a0"), succeeded(1, 15, "a1")],
+                origin: None,
             },
             FinalJob {
                 id: 2,
                 key: "k-beta".into(),
                 status: JobStatus::Succeeded,
                 shards: vec![succeeded(0, 12, "b0")],
+                origin: None,
             },
             FinalJob {
                 id: 3,
                 key: "k-gamma".into(),
                 status: JobStatus::Succeeded,
                 shards: vec![succeeded(0, 13, "c0"), succeeded(1, 20, "c1")],
+                origin: None,
             },
             FinalJob {
                 id: 4,
@@ -153,6 +158,7 @@ pub fn valid_history() -> History {
                     token: None,
                     latest_token: Some(18),
                 }],
+                origin: None,
             },
             FinalJob {
                 id: 5,
@@ -165,6 +171,7 @@ pub fn valid_history() -> History {
                     token: None,
                     latest_token: None,
                 }],
+                origin: None,
             },
         ],
     };
@@ -216,12 +223,14 @@ pub fn reassign_history() -> History {
     h.complete_reply(5_950, "w3", 1, C::Ok, "");
     h.nemesis_on(6_000, "kill-leader", Heal, Healed, Targets::nodes([1]), "restarted n1");
     let state = FinalState {
+        workflows: Vec::new(),
         drained_at: Some(6_400),
         jobs: vec![FinalJob {
             id: 1,
             key: "k-r".into(),
             status: JobStatus::Succeeded,
             shards: vec![succeeded(0, 13, "r0"), succeeded(1, 14, "r1"), succeeded(2, 12, "r2")],
+            origin: None,
         }],
     };
     h.final_state(6_500, state);
@@ -229,6 +238,43 @@ pub fn reassign_history() -> History {
         h.replica(6_600, node, 20, "5eed");
     }
     h
+}
+
+pub fn config() -> Config {
+    Config { liveness_bound_ms: BOUND_MS, ..Config::default() }
+}
+
+/// Assert that `h` fails exactly `expected`, that every expected invariant
+/// has a violation whose message contains all of `mentions`, and that every
+/// violation concerns `job` (and `shard`, when given).
+pub fn assert_caught(
+    h: &History,
+    expected: &[Invariant],
+    mentions: &[&str],
+    job: Option<u64>,
+    shard: Option<u32>,
+) -> Report {
+    let report = check(h, &config());
+    let text = report.render_text();
+    let mut want = expected.to_vec();
+    want.sort();
+    assert_eq!(report.failed(), want, "wrong invariants flagged:\n{text}");
+    for inv in expected {
+        let vs = &report.get(*inv).violations;
+        assert!(
+            vs.iter().any(|v| mentions.iter().all(|m| v.message.contains(m))),
+            "no {inv} violation mentions all of {mentions:?}:\n{text}"
+        );
+    }
+    for v in report.violations() {
+        if job.is_some() {
+            assert_eq!(v.job, job, "violation about another job: {}\n{text}", v.message);
+        }
+        if shard.is_some() {
+            assert_eq!(v.shard, shard, "violation about another task: {}\n{text}", v.message);
+        }
+    }
+    report
 }
 
 /// Apply `edit` to the events of `h` and rebuild it, renumbering seqs so
@@ -263,4 +309,238 @@ pub fn final_shard(state: &mut FinalState, job: u64, shard: u32) -> &mut FinalSh
 /// Index of the first event matching `pred`.
 pub fn position(events: &[Event], pred: impl Fn(&Body) -> bool) -> usize {
     events.iter().position(|e| pred(&e.body)).expect("event present")
+}
+
+// ---- workflows ------------------------------------------------------------
+
+/// A step of a submitted workflow's shape.
+pub fn wf_step(name: &str, deps: &[&str], trigger: TriggerRule, shards: u32) -> WorkflowStepSpec {
+    WorkflowStepSpec {
+        name: name.into(),
+        depends_on: deps.iter().map(|d| d.to_string()).collect(),
+        trigger,
+        gate: false,
+        shards,
+        reduce: None,
+        choice: false,
+        dynamic: false,
+    }
+}
+
+fn origin(workflow: u64, step: &str, role: StepRole, reduce_of: Option<u64>) -> Option<StepRef> {
+    Some(StepRef { workflow, step: step.into(), role, reduce_of })
+}
+
+fn step_rec(name: &str, state: StepState) -> FinalStep {
+    FinalStep { name: name.into(), state, chosen: None, generate_job: None, map_job: None, reduce_job: None }
+}
+
+/// A healthy run of five workflows, each job granted once and committed:
+///
+/// - workflow 1 (`k-mr`): `map` (2 shards, reduce `sum`: 5 + 7 = 12, job 2
+///   reading job 1) then `after`; its result is `map`'s reduce;
+/// - workflow 2 (`k-choice`): `decide` chooses `["left"]`, so `right` is
+///   skipped and `join` (none_failed) runs;
+/// - workflow 3 (`k-fail`): `a`'s shard dies, so `b` (all_succeeded) is
+///   skipped and `comp` (any_failed) runs; the workflow fails;
+/// - workflow 4 (`k-cancel`): a gate, cancelled by its submitter while
+///   awaiting approval, with `ship` after it;
+/// - workflow 5 (`k-dyn`): a dynamic map whose generator emitted no shard,
+///   so its reduce (job 10) reads nothing and sums to 0.
+pub fn workflow_history() -> History {
+    use CompleteOutcome as C;
+    use StepRole::{Generate, Map, Reduce};
+    use TriggerRule::*;
+
+    let mut h = History::new();
+    h.config(0, RUN_CONFIG);
+    h.leader(10, 1, 1);
+    let mut mr_map = wf_step("map", &[], AllSucceeded, 2);
+    mr_map.reduce = Some("sum".into());
+    let mr = vec![mr_map, wf_step("after", &["map"], AllSucceeded, 1)];
+    let mut decide = wf_step("decide", &[], AllSucceeded, 1);
+    decide.choice = true;
+    let choice = vec![
+        decide,
+        wf_step("left", &["decide"], AllSucceeded, 1),
+        wf_step("right", &["decide"], AllSucceeded, 1),
+        wf_step("join", &["left", "right"], NoneFailed, 1),
+    ];
+    let fail = vec![
+        wf_step("a", &[], AllSucceeded, 1),
+        wf_step("b", &["a"], AllSucceeded, 1),
+        wf_step("comp", &["a"], AnyFailed, 1),
+    ];
+    let mut gate = wf_step("approve", &[], AllSucceeded, 0);
+    gate.gate = true;
+    let cancel = vec![gate, wf_step("ship", &["approve"], AllSucceeded, 1)];
+    let mut gen_step = wf_step("gen", &[], AllSucceeded, 1);
+    gen_step.dynamic = true;
+    gen_step.reduce = Some("sum".into());
+    let dynamic = vec![gen_step];
+
+    h.workflow_submit_invoke(100, "f1", 1, "k-mr", mr, Some("map".into()));
+    h.workflow_submit_ok(110, "f1", 1, 1);
+    h.workflow_submit_invoke(120, "f1", 2, "k-choice", choice, None);
+    h.workflow_submit_info(400, "f1", 2, "deadline exceeded");
+    h.workflow_submit_invoke(410, "f1", 3, "k-choice", h_clone_choice(), None);
+    h.workflow_submit_ok(420, "f1", 3, 2);
+    h.workflow_submit_invoke(430, "f2", 1, "k-fail", fail, None);
+    h.workflow_submit_ok(440, "f2", 1, 3);
+    h.workflow_submit_invoke(450, "f2", 2, "k-cancel", cancel, None);
+    h.workflow_submit_ok(460, "f2", 2, 4);
+    h.workflow_submit_invoke(470, "f2", 3, "k-dyn", dynamic, Some("gen".into()));
+    h.workflow_submit_ok(480, "f2", 3, 5);
+
+    // (job, shard, token, worker, result, origin) in grant order.
+    type Run<'a> = (u64, u32, u64, &'a str, &'a str, Option<StepRef>);
+    let runs: Vec<Run<'_>> = vec![
+        (1, 0, 10, "w1", "5 w1:1/0@10", origin(1, "map", Map, None)),
+        (1, 1, 11, "w2", "7 w2:1/1@11", origin(1, "map", Map, None)),
+        (2, 0, 20, "w1", "12 w1:2/0@20", origin(1, "map", Reduce, Some(1))),
+        (3, 0, 25, "w2", "3 w2:3/0@25", origin(1, "after", Map, None)),
+        (4, 0, 30, "w1", "[\"left\"]", origin(2, "decide", Map, None)),
+        (5, 0, 35, "w2", "9 w2:5/0@35", origin(2, "left", Map, None)),
+        (6, 0, 40, "w1", "4 w1:6/0@40", origin(2, "join", Map, None)),
+        (8, 0, 50, "w1", "8 w1:8/0@50", origin(3, "comp", Map, None)),
+        (9, 0, 55, "w2", "BTNC\0\0\0\0", origin(5, "gen", Generate, None)),
+        (10, 0, 60, "w2", "0 w2:10/0@60", origin(5, "gen", Reduce, None)),
+    ];
+    let mut t = 500;
+    let mut ops: std::collections::BTreeMap<&str, u64> = Default::default();
+    for (job, shard, token, worker, result, step) in &runs {
+        t += 100;
+        h.assign_step(t, worker, task(*job, *shard), *token, step.clone());
+        if *job == 6 {
+            // Job 7 (step `a` of workflow 3) is granted meanwhile; its shard dies.
+            h.assign_step(t + 10, "w3", task(7, 0), 45, origin(3, "a", Map, None));
+        }
+        let op = ops.entry(worker).or_insert(0);
+        *op += 1;
+        h.complete_invoke(t + 50, worker, *op, task(*job, *shard), *token, result);
+        h.complete_reply(t + 60, worker, *op, C::Ok, "");
+    }
+    h.workflow_cancel(t + 100, "f2", 4);
+
+    let job = |id: u64, status: JobStatus, shards: Vec<FinalShard>, origin: Option<StepRef>| FinalJob {
+        id,
+        key: String::new(),
+        status,
+        shards,
+        origin,
+    };
+    let ok = JobStatus::Succeeded;
+    let mut jobs = Vec::new();
+    for (id, shard, token, _, result, step) in &runs {
+        if *shard == 0 {
+            jobs.push(job(*id, ok, Vec::new(), step.clone()));
+        }
+        jobs.last_mut().unwrap().shards.push(succeeded(*shard, *token, result));
+    }
+    let dead = FinalShard { shard: 0, status: TaskStatus::Dead, result: None, token: None, latest_token: Some(45) };
+    jobs.insert(6, job(7, JobStatus::Failed, vec![dead], origin(3, "a", Map, None)));
+
+    let with_jobs = |mut s: FinalStep, map: Option<u64>, reduce: Option<u64>| {
+        s.map_job = map;
+        s.reduce_job = reduce;
+        s
+    };
+    use StepState::{Cancelled, Failed, Skipped, Succeeded};
+    let mut decide_rec = with_jobs(step_rec("decide", Succeeded), Some(4), None);
+    decide_rec.chosen = Some(vec!["left".into()]);
+    let mut gen_rec = with_jobs(step_rec("gen", Succeeded), None, Some(10));
+    gen_rec.generate_job = Some(9);
+    let workflows = vec![
+        FinalWorkflow {
+            id: 1,
+            key: "k-mr".into(),
+            status: WorkflowStatus::Succeeded,
+            steps: vec![
+                with_jobs(step_rec("map", Succeeded), Some(1), Some(2)),
+                with_jobs(step_rec("after", Succeeded), Some(3), None),
+            ],
+            result: Some("12 w1:2/0@20".into()),
+        },
+        FinalWorkflow {
+            id: 2,
+            key: "k-choice".into(),
+            status: WorkflowStatus::Succeeded,
+            steps: vec![
+                decide_rec,
+                with_jobs(step_rec("left", Succeeded), Some(5), None),
+                step_rec("right", Skipped),
+                with_jobs(step_rec("join", Succeeded), Some(6), None),
+            ],
+            result: None,
+        },
+        FinalWorkflow {
+            id: 3,
+            key: "k-fail".into(),
+            status: WorkflowStatus::Failed,
+            steps: vec![
+                with_jobs(step_rec("a", Failed), Some(7), None),
+                step_rec("b", Skipped),
+                with_jobs(step_rec("comp", Succeeded), Some(8), None),
+            ],
+            result: None,
+        },
+        FinalWorkflow {
+            id: 4,
+            key: "k-cancel".into(),
+            status: WorkflowStatus::Cancelled,
+            steps: vec![step_rec("approve", Cancelled), step_rec("ship", Cancelled)],
+            result: None,
+        },
+        FinalWorkflow {
+            id: 5,
+            key: "k-dyn".into(),
+            status: WorkflowStatus::Succeeded,
+            steps: vec![gen_rec],
+            result: Some("0 w2:10/0@60".into()),
+        },
+    ];
+    h.final_state(t + 500, FinalState { drained_at: Some(t + 400), jobs, workflows });
+    for node in 1..=3 {
+        h.replica(t + 600, node, 90, "c0ffee");
+    }
+    h
+}
+
+/// The shape of `k-choice`, again, for its retried submit.
+fn h_clone_choice() -> Vec<WorkflowStepSpec> {
+    use TriggerRule::*;
+    let mut decide = wf_step("decide", &[], AllSucceeded, 1);
+    decide.choice = true;
+    vec![
+        decide,
+        wf_step("left", &["decide"], AllSucceeded, 1),
+        wf_step("right", &["decide"], AllSucceeded, 1),
+        wf_step("join", &["left", "right"], NoneFailed, 1),
+    ]
+}
+
+/// Move every trace of attempt `from` of (job, shard) to token `to`: its
+/// grants, completes and final record.
+pub fn retoken(events: &mut [Event], job: u64, shard: u32, from: u64, to: u64) {
+    for e in events.iter_mut() {
+        match &mut e.body {
+            Body::Assign(a) if a.job == job && a.shard == shard && a.token == from => a.token = to,
+            Body::CompleteInvoke(c) if c.job == job && c.shard == shard && c.token == from => c.token = to,
+            Body::FinalState(s) => {
+                let sh = final_shard(s, job, shard);
+                if sh.token == Some(from) {
+                    sh.token = Some(to);
+                }
+                if sh.latest_token == Some(from) {
+                    sh.latest_token = Some(to);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The workflow `id` of a final state.
+pub fn final_workflow(state: &mut FinalState, id: u64) -> &mut FinalWorkflow {
+    state.workflows.iter_mut().find(|w| w.id == id).expect("workflow in final state")
 }

@@ -20,13 +20,18 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use baton_raft_store::{Assign, Command, Core, Grant, Kv, NodeId, SessionId, TaskKey, TaskState, Token};
+use baton_raft_store::limits::MAX_ITEMS_PER_COMMAND;
+use baton_raft_store::{Assign, Command, Core, Grant, Kv, NodeId, SessionId, TaskKey, TaskState, Token, WorkflowId};
 
 use crate::clock::Now;
 use crate::scheduler::{PlanLimits, View, plan};
 
 /// Most attempt timeouts proposed in one entry.
 pub const TIMEOUTS_PER_ENTRY: usize = 1_000;
+/// Most gate timeouts proposed in one entry: as many as a command may carry.
+/// Expiring a gate readies or skips its successors in the same entry, but
+/// that work is bounded per workflow by its step and edge limits.
+pub const GATES_PER_ENTRY: usize = MAX_ITEMS_PER_COMMAND;
 
 /// What the core needs from the configuration.
 #[derive(Debug, Clone)]
@@ -39,6 +44,8 @@ pub struct CoreConfig {
     pub max_expirations_per_sec: u32,
     pub plan: PlanLimits,
     pub timeouts_per_entry: usize,
+    /// Most gates expired by one ExpireGates ([`GATES_PER_ENTRY`]).
+    pub gates_per_entry: usize,
 }
 
 /// A proposal the core asked for; its outcome comes back as [`Event::Proposed`].
@@ -55,6 +62,7 @@ pub enum ProposalKind {
     Assign,
     Expire { session: SessionId },
     Timeout,
+    ExpireGates,
 }
 
 /// How a proposal of the core ended.
@@ -67,6 +75,9 @@ pub enum Outcome {
     Expired(bool),
     /// Committed TimeoutAttempts.
     TimedOut,
+    /// Committed ExpireGates: how many gates it expired (the rest had been
+    /// decided first).
+    GatesExpired(usize),
     /// Not committed (no longer leader, overloaded, storage error): the
     /// next check tries again if it still applies.
     NotCommitted,
@@ -237,6 +248,10 @@ pub struct LeaderCore {
     /// Something changed while an assignment was in flight: plan again after it.
     plan_again: bool,
     timeouts_in_flight: bool,
+    /// An ExpireGates is in flight: the gates it names stay in the applied
+    /// state's `gate_deadlines` until it commits, so proposing again before
+    /// its outcome would only repeat them.
+    gates_in_flight: bool,
     bucket: TokenBucket,
 }
 
@@ -288,6 +303,7 @@ impl LeaderCore {
             assign_in_flight: false,
             plan_again: false,
             timeouts_in_flight: false,
+            gates_in_flight: false,
             bucket,
         }
     }
@@ -310,7 +326,10 @@ impl LeaderCore {
         let mut out = Vec::new();
         match ev {
             Event::Leadership { leading, term } => self.on_leadership(leading, term, now, state, &mut out),
-            Event::Applied { .. } => self.plan(now, state, &mut out),
+            Event::Applied { .. } => {
+                self.expire_gates_due(now, state, &mut out);
+                self.plan(now, state, &mut out);
+            }
             Event::Attach { session, conn } => self.on_attach(session, conn, now, state, &mut out),
             Event::Detach { session, conn } => {
                 if self.attached.get(&session).is_some_and(|s| s.conn == conn) {
@@ -337,6 +356,7 @@ impl LeaderCore {
                     self.track_sessions(now, state, &mut out);
                     self.expire_due(now, state, &mut out);
                     self.time_out_due(now, state, &mut out);
+                    self.expire_gates_due(now, state, &mut out);
                     self.reconcile(now, state, &mut out);
                     self.plan(now, state, &mut out);
                 }
@@ -359,6 +379,7 @@ impl LeaderCore {
             self.epoch += 1;
             self.assign_in_flight = false;
             self.timeouts_in_flight = false;
+            self.gates_in_flight = false;
             self.plan_again = false;
             let live: Vec<SessionId> = state.core.idx.sessions.keys().copied().collect();
             self.deadlines = match self.saved.take() {
@@ -374,6 +395,7 @@ impl LeaderCore {
             self.term = term;
             tracing::info!(node = self.cfg.node, term, sessions = live.len(), "leading; leases tracked");
             out.push(Action::SetLeading(true));
+            self.expire_gates_due(now, state, out);
             self.plan(now, state, out);
         } else {
             self.leading = false;
@@ -517,6 +539,32 @@ impl LeaderCore {
         }
         self.timeouts_in_flight = true;
         out.push(self.propose(ProposalKind::Timeout, Command::TimeoutAttempts { attempts: due }));
+    }
+
+    /// Gates whose timeout has passed in log time: propose their expiry, a
+    /// bounded batch at a time, one proposal in flight. Nothing about gates
+    /// is kept in memory: a new leader reads the same `gate_deadlines` and
+    /// proposes whatever is still due. apply() checks each deadline against
+    /// the entry's time and refuses a gate decided in the meantime.
+    fn expire_gates_due(&mut self, now: Now, state: &StateView<'_>, out: &mut Vec<Action>) {
+        if !self.leading || self.gates_in_flight {
+            return;
+        }
+        let due: Vec<(WorkflowId, u32)> = state
+            .core
+            .idx
+            .gate_deadlines
+            .iter()
+            .take_while(|(d, _, _)| *d <= now.log_ms)
+            .take(self.cfg.gates_per_entry)
+            .map(|(_, wf, step)| (*wf, *step))
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        tracing::info!(gates = due.len(), "gate timeouts due");
+        self.gates_in_flight = true;
+        out.push(self.propose(ProposalKind::ExpireGates, Command::ExpireGates { gates: due }));
     }
 
     /// The attached stream that was pushed attempt (task, token): the one of
@@ -664,6 +712,15 @@ impl LeaderCore {
             (ProposalKind::Timeout, outcome) => {
                 self.timeouts_in_flight = false;
                 if outcome == Outcome::TimedOut {
+                    self.plan(now, state, out);
+                }
+            }
+            (ProposalKind::ExpireGates, outcome) => {
+                self.gates_in_flight = false;
+                // Committed: more may be due than one entry held. Not
+                // committed: the next check proposes what is still due.
+                if let Outcome::GatesExpired(_) = outcome {
+                    self.expire_gates_due(now, state, out);
                     self.plan(now, state, out);
                 }
             }

@@ -4,9 +4,10 @@
 
 use std::collections::BTreeMap;
 
+use baton_raft_store::workflow::GateTimeout;
 use baton_raft_store::{
     Backoff, Command, Core, Entry, JobSpec, MemKv, Outcome as StoreOutcome, Proposal as Entry0, Response, SessionId,
-    TaskKey, TaskState,
+    StepKind, StepSpec, StepState, TaskKey, TaskState, TriggerRule, WorkflowId, WorkflowSpec, WorkflowStatus,
 };
 use openraft::{CommittedLeaderId, EntryPayload, LogId};
 
@@ -22,6 +23,7 @@ fn cfg() -> CoreConfig {
         max_expirations_per_sec: 200,
         plan: PlanLimits { max_assignments: 1000, max_scan: 50_000 },
         timeouts_per_entry: TIMEOUTS_PER_ENTRY,
+        gates_per_entry: GATES_PER_ENTRY,
     }
 }
 
@@ -146,6 +148,44 @@ impl Rig {
         self.run(Event::Leadership { leading: true, term })
     }
 
+    /// Submit a workflow: gate "approve" (timeout `timeout_ms`), then job step "after".
+    fn submit_gate_flow(&mut self, name: &str, timeout_ms: u64, on_timeout: GateTimeout) -> WorkflowId {
+        let spec = WorkflowSpec {
+            namespace: "ns".into(),
+            name: name.into(),
+            labels: BTreeMap::new(),
+            idempotency_key: None,
+            steps: vec![
+                StepSpec {
+                    name: "approve".into(),
+                    depends_on: vec![],
+                    trigger: TriggerRule::AllSucceeded,
+                    kind: StepKind::Gate { timeout_ms: Some(timeout_ms), on_timeout },
+                },
+                StepSpec {
+                    name: "after".into(),
+                    depends_on: vec!["approve".into()],
+                    trigger: TriggerRule::AllSucceeded,
+                    kind: StepKind::Job {
+                        job: JobSpec::with_shards("ns", 1),
+                        reduce: None,
+                        choice: false,
+                        dynamic: false,
+                    },
+                },
+            ],
+            result_step: None,
+        };
+        match self.apply(Command::SubmitWorkflow(spec)) {
+            Response::Done(StoreOutcome::WorkflowSubmitted { workflow, .. }) => workflow,
+            r => panic!("{r:?}"),
+        }
+    }
+
+    fn step_state(&self, wf: WorkflowId, step: usize) -> StepState {
+        self.state.workflow(&self.kv, wf).unwrap().unwrap().steps[step].state.clone()
+    }
+
     fn task(&self, job: u64, shard: u32) -> TaskState {
         self.state.task(&self.kv, TaskKey::new(job, shard)).unwrap().unwrap().state
     }
@@ -171,6 +211,16 @@ fn expiries(actions: &[Action]) -> Vec<SessionId> {
         .iter()
         .filter_map(|a| match a {
             Action::Propose(Proposal { cmd: Command::ExpireWorker { session, .. }, .. }) => Some(*session),
+            _ => None,
+        })
+        .collect()
+}
+
+fn gate_expiries(actions: &[Action]) -> Vec<Vec<(WorkflowId, u32)>> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Propose(Proposal { cmd: Command::ExpireGates { gates }, .. }) => Some(gates.clone()),
             _ => None,
         })
         .collect()
@@ -466,4 +516,131 @@ fn a_leader_without_a_fresh_quorum_renews_but_does_not_acknowledge() {
     assert_eq!(r.leader.deadline(s), Some(r.t + TTL), "still renewed: the worker is alive");
     let a = r.run(Event::Heartbeat { session: s, conn: 1, seq: 2, quorum_fresh: true });
     assert_eq!(a, vec![Action::AckHeartbeat { session: s, conn: 1, seq: 2 }]);
+}
+
+#[test]
+fn a_gate_is_expired_once_after_its_deadline_in_log_time_and_not_before() {
+    let (mut r, s) = Rig::leading_with_worker(1);
+    let wf = r.submit_gate_flow("flow", 5_000, GateTimeout::Approve);
+    assert!(matches!(r.step_state(wf, 0), StepState::AwaitingApproval { deadline_ms: Some(_) }));
+    r.advance(4_999);
+    r.run(Event::Heartbeat { session: s, conn: 1, seq: 1, quorum_fresh: true });
+    assert!(gate_expiries(&r.run(Event::Tick)).is_empty(), "not before the deadline");
+    assert!(gate_expiries(&r.run(Event::Applied { index: r.index })).is_empty());
+    r.advance(1);
+    r.run(Event::Heartbeat { session: s, conn: 1, seq: 2, quorum_fresh: true });
+    // Proposed, not committed yet: later checks do not propose it again.
+    assert_eq!(gate_expiries(&r.step(Event::Tick)), vec![vec![(wf, 0)]]);
+    assert!(gate_expiries(&r.step(Event::Tick)).is_empty(), "one expiry in flight");
+    assert!(gate_expiries(&r.step(Event::Applied { index: r.index })).is_empty());
+    let p = match r
+        .log
+        .iter()
+        .rev()
+        .find(|a| matches!(a, Action::Propose(Proposal { cmd: Command::ExpireGates { .. }, .. })))
+    {
+        Some(Action::Propose(p)) => p.clone(),
+        _ => unreachable!(),
+    };
+    let resp = r.apply(p.cmd.clone());
+    let a = r.run(Event::Proposed { epoch: p.epoch, kind: p.kind, outcome: outcome_of(&p.kind, resp) });
+    assert_eq!(r.step_state(wf, 0), StepState::Succeeded, "approved on timeout");
+    assert_eq!(r.step_state(wf, 1), StepState::Running);
+    // The successor's job went to the worker right after the commit.
+    let job = r.state.workflow(&r.kv, wf).unwrap().unwrap().steps[1].map_job.unwrap();
+    assert_eq!(pushes(&a), vec![(s, TaskKey::new(job, 0))]);
+    r.advance(10_000);
+    r.run(Event::Heartbeat { session: s, conn: 1, seq: 3, quorum_fresh: true });
+    assert!(gate_expiries(&r.run(Event::Tick)).is_empty(), "expired once");
+    assert_eq!(gate_expiries(&r.log).len(), 1);
+}
+
+#[test]
+fn a_gate_rejected_on_timeout_fails_its_workflow() {
+    let mut r = Rig::new();
+    r.lead(1);
+    let wf = r.submit_gate_flow("flow", 1_000, GateTimeout::Reject);
+    r.advance(1_000);
+    assert_eq!(gate_expiries(&r.run(Event::Tick)), vec![vec![(wf, 0)]]);
+    let rec = r.state.workflow(&r.kv, wf).unwrap().unwrap();
+    assert_eq!(rec.steps[0].state, StepState::Failed);
+    assert_eq!(rec.steps[1].state, StepState::Skipped);
+    assert_eq!(rec.status, WorkflowStatus::Failed);
+    assert!(r.state.idx.gate_deadlines.is_empty());
+}
+
+#[test]
+fn a_resolved_gate_is_not_expired() {
+    let mut r = Rig::new();
+    r.lead(1);
+    let wf = r.submit_gate_flow("flow", 1_000, GateTimeout::Reject);
+    r.advance(500);
+    let resp = r.apply(Command::ResolveGate { workflow: wf, step: "approve".into(), approve: true, by: "ops".into() });
+    assert!(matches!(resp, Response::Done(StoreOutcome::GateResolved { approved: true, .. })), "{resp:?}");
+    r.advance(5_000);
+    assert!(gate_expiries(&r.run(Event::Tick)).is_empty());
+    assert!(gate_expiries(&r.run(Event::Applied { index: r.index })).is_empty());
+    assert_eq!(r.step_state(wf, 0), StepState::Succeeded);
+}
+
+#[test]
+fn a_gate_decided_while_its_expiry_is_in_flight_stays_decided() {
+    let mut r = Rig::new();
+    r.lead(1);
+    let wf = r.submit_gate_flow("flow", 1_000, GateTimeout::Approve);
+    r.advance(1_000);
+    let a = r.step(Event::Tick);
+    let Some(Action::Propose(p)) = a.iter().find(|a| matches!(a, Action::Propose(_))).cloned() else { panic!("{a:?}") };
+    // An operator rejects it before the expiry commits; the expiry then finds no waiting gate.
+    r.apply(Command::ResolveGate { workflow: wf, step: "approve".into(), approve: false, by: "ops".into() });
+    let resp = r.apply(p.cmd.clone());
+    let outcome = outcome_of(&p.kind, resp);
+    assert_eq!(outcome, Outcome::GatesExpired(0));
+    assert!(gate_expiries(&r.run(Event::Proposed { epoch: p.epoch, kind: p.kind, outcome })).is_empty());
+    assert_eq!(r.step_state(wf, 0), StepState::Failed, "the operator's rejection stands");
+}
+
+#[test]
+fn gate_expiries_are_bounded_per_entry_and_continue_after_each_commit() {
+    let mut r = Rig::new();
+    r.leader = LeaderCore::new(CoreConfig { gates_per_entry: 2, ..cfg() });
+    r.lead(1);
+    let flows: Vec<WorkflowId> =
+        (0..5).map(|i| r.submit_gate_flow(&format!("f{i}"), 1_000, GateTimeout::Reject)).collect();
+    r.advance(1_000);
+    let batches = gate_expiries(&r.run(Event::Tick));
+    assert_eq!(
+        batches,
+        vec![vec![(flows[0], 0), (flows[1], 0)], vec![(flows[2], 0), (flows[3], 0)], vec![(flows[4], 0)]]
+    );
+    assert!(flows.iter().all(|wf| r.step_state(*wf, 0) == StepState::Failed));
+}
+
+#[test]
+fn a_new_leader_expires_gates_from_the_applied_state() {
+    let mut r = Rig::new();
+    r.lead(1);
+    let wf = r.submit_gate_flow("flow", 1_000, GateTimeout::Reject);
+    r.advance(1_000);
+    // The old leader proposes, and loses leadership before the outcome.
+    let a = r.step(Event::Tick);
+    let Some(Action::Propose(old)) = a.iter().find(|a| matches!(a, Action::Propose(_))).cloned() else {
+        panic!("{a:?}")
+    };
+    r.run(Event::Leadership { leading: false, term: 1 });
+    assert!(gate_expiries(&r.step(Event::Tick)).is_empty(), "a follower proposes nothing");
+    // A new leadership re-derives the due gates from the state, not from the lost proposal.
+    let a = r.step(Event::Leadership { leading: true, term: 2 });
+    assert_eq!(gate_expiries(&a), vec![vec![(wf, 0)]], "{a:?}");
+    let Some(Action::Propose(new)) =
+        a.iter().find(|a| matches!(a, Action::Propose(Proposal { cmd: Command::ExpireGates { .. }, .. }))).cloned()
+    else {
+        unreachable!()
+    };
+    // The old proposal's outcome (another epoch) is ignored; the new one commits once.
+    assert!(r.run(Event::Proposed { epoch: old.epoch, kind: old.kind, outcome: Outcome::NotCommitted }).is_empty());
+    let resp = r.apply(new.cmd.clone());
+    r.run(Event::Proposed { epoch: new.epoch, kind: new.kind, outcome: outcome_of(&new.kind, resp) });
+    assert_eq!(r.step_state(wf, 0), StepState::Failed);
+    assert!(gate_expiries(&r.run(Event::Tick)).is_empty());
 }

@@ -151,6 +151,11 @@ pub fn outcome_of(kind: &ProposalKind, r: Result<Response, ApiError>) -> Outcome
             metrics::counter!("baton_attempt_timeouts_total").increment(n as u64);
             Outcome::TimedOut
         }
+        (ProposalKind::ExpireGates, Ok(Response::Done(StoreOutcome::GatesExpired(items)))) => {
+            let n = items.iter().filter(|r| r.is_ok()).count();
+            metrics::counter!("baton_gate_timeouts_total").increment(n as u64);
+            Outcome::GatesExpired(n)
+        }
         (kind, Ok(other)) => {
             tracing::warn!(?kind, reply = ?other, "unexpected reply to a leader proposal");
             Outcome::NotCommitted
@@ -198,6 +203,7 @@ pub fn spawn(
             max_scan: cfg.limits.max_scan_per_round,
         },
         timeouts_per_entry: core::TIMEOUTS_PER_ENTRY,
+        gates_per_entry: core::GATES_PER_ENTRY,
     });
     let shell = Shell {
         id: cfg.node_id,
