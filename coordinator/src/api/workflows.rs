@@ -5,6 +5,7 @@
 //! this service only converts, validates at the edge, and reads.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::pin::Pin;
 
 use futures::Stream;
@@ -73,16 +74,15 @@ fn view(
         if jobs.contains_key(&j) {
             continue;
         }
-        if !finished.contains_key(&j) {
-            match reader.job(j) {
-                Ok(Some(rec)) => {
-                    finished.insert(j, (rec.counts, rec.shards));
-                }
+        let counts = match finished.entry(j) {
+            Entry::Occupied(o) => *o.get(),
+            Entry::Vacant(v) => match reader.job(j) {
+                Ok(Some(rec)) => *v.insert((rec.counts, rec.shards)),
                 Ok(None) => continue,
                 Err(e) => return (applied, Err(e.into())),
-            }
-        }
-        jobs.insert(j, finished[&j]);
+            },
+        };
+        jobs.insert(j, counts);
     }
     (applied, Ok(Some(convert::workflow(&wf, &|j| jobs.get(&j).copied()))))
 }
