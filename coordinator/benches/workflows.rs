@@ -21,7 +21,7 @@ mod common;
 
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use baton_client::workflow::{Step, WorkflowBuilder};
 use baton_client::{Client, Error, TaskContext, TaskError, Worker, WorkerStats, proto};
@@ -58,8 +58,9 @@ fn reduce_result(count: u32, sum: u64) -> Vec<u8> {
 /// What the handlers saw, for the figures the cluster does not record.
 #[derive(Default)]
 struct Seen {
-    /// Chain steps: (workflow, step, when its handler started).
-    chain: Vec<(u64, String, Instant)>,
+    /// Chain steps: (workflow, step, when its handler started, and the same
+    /// on the wall clock in µs, to compare with the log's ms stamps).
+    chain: Vec<(u64, String, Instant, u64)>,
     /// The reduce's last attempt: when it started and how long it read.
     reduce: Option<(Instant, Duration)>,
 }
@@ -75,7 +76,8 @@ async fn handle(ctx: TaskContext, seen: Shared) -> Result<Vec<u8>, TaskError> {
     match proto::StepRole::try_from(w.role) {
         Ok(proto::StepRole::Map) if w.step == MAP_STEP => Ok(shard_value(ctx.shard).to_string().into_bytes()),
         Ok(proto::StepRole::Map) => {
-            seen.lock().unwrap().chain.push((w.workflow_id, w.step.clone(), Instant::now()));
+            let wall_us = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as u64;
+            seen.lock().unwrap().chain.push((w.workflow_id, w.step.clone(), Instant::now(), wall_us));
             Ok(Vec::new())
         }
         Ok(proto::StepRole::Reduce) => reduce(&ctx, &seen).await,
@@ -296,11 +298,27 @@ async fn chain(c: &Cluster, client: &Client, seen: &Shared, n: usize) {
         prev = s.finished_ms;
     }
     // Worker side: one handler start to the next, microsecond clock.
-    let mut starts: Vec<(String, Instant)> =
-        seen.lock().unwrap().chain.iter().filter(|(wf, _, _)| *wf == id).map(|(_, s, t)| (s.clone(), *t)).collect();
+    let mut starts: Vec<(String, Instant, u64)> = seen
+        .lock()
+        .unwrap()
+        .chain
+        .iter()
+        .filter(|(wf, ..)| *wf == id)
+        .map(|(_, s, t, wall)| (s.clone(), *t, *wall))
+        .collect();
     starts.sort();
     assert_eq!(starts.len(), n, "workflow {id}: {} chain handlers ran, {n} steps", starts.len());
     let mut gaps: Vec<Duration> = starts.windows(2).map(|p| p[1].1 - p[0].1).collect();
+    // The step's span split at its handler's start. The log's stamps are the
+    // leader's wall clock in whole ms when the entry was proposed (this
+    // machine's clock too): the first part is over by up to 1 ms, the second
+    // under by as much.
+    let (mut to_handler, mut to_report) = (Vec::new(), Vec::new());
+    for (s, (_, _, wall_us)) in w.steps.iter().zip(&starts) {
+        to_handler.push(*wall_us as i64 - s.started_ms as i64 * 1000);
+        to_report.push(s.finished_ms as i64 * 1000 - *wall_us as i64);
+    }
+    let us = |v: i64| v as f64 / 1e3;
 
     println!("chain: {n} sequential one-shard steps, trivial handler");
     println!("  submit acknowledged                    {:>8.1} ms (client)", ms(acked));
@@ -319,6 +337,16 @@ async fn chain(c: &Cluster, client: &Client, seen: &Shared, n: usize) {
         "    step start -> step finish            p50 {:>4} ms  p99 {:>4} ms  (log)",
         pct(&mut run, 0.5),
         pct(&mut run, 0.99)
+    );
+    println!(
+        "      step start -> handler starts       p50 {:>6.2} ms  p99 {:>6.2} ms  (log start vs worker wall clock)",
+        us(pct(&mut to_handler, 0.5)),
+        us(pct(&mut to_handler, 0.99))
+    );
+    println!(
+        "      handler starts -> step finish      p50 {:>6.2} ms  p99 {:>6.2} ms  (worker wall clock vs log finish)",
+        us(pct(&mut to_report, 0.5)),
+        us(pct(&mut to_report, 0.99))
     );
     if !gaps.is_empty() {
         println!(
