@@ -297,6 +297,34 @@ pub async fn results(c: &Cluster, id: u64) -> Vec<proto::ShardResult> {
     panic!("no node answered GetResults")
 }
 
+/// The machine's load average over 1, 5 and 15 minutes, as /proc/loadavg
+/// prints it: benchmarks print it first, since the nodes, the load generator
+/// and anything else running share the cores.
+pub fn load_average() -> String {
+    let s = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
+/// The disk's fsync latency under `dir`, sorted: `n` times a 4 KiB write and
+/// the timed fdatasync after it, the probe raft-store's store bench prints
+/// (that one lives in another crate's bench binary). Every commit waits for
+/// one such fsync on a majority, so benchmarks print it as context.
+pub fn fsync_probe(dir: &std::path::Path, n: usize) -> Vec<Duration> {
+    use std::io::Write;
+    let path = dir.join("fsync-probe");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        f.write_all(&[7u8; 4096]).unwrap();
+        let t = Instant::now();
+        f.sync_data().unwrap();
+        samples.push(t.elapsed());
+    }
+    let _ = std::fs::remove_file(&path);
+    samples.sort();
+    samples
+}
+
 /// What a test worker saw.
 #[derive(Debug, Clone)]
 pub enum Seen {
