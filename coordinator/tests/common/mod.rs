@@ -23,8 +23,30 @@ use tonic::transport::Channel;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_baton");
 
+/// Lowest and one past the highest port the harness hands out: below
+/// Linux's ephemeral range (32768..61000 by default). A port taken by binding
+/// port 0 is itself ephemeral, so between its release and the node's bind an
+/// outgoing connection of another node could take it as its source port (a
+/// node then failed to start with "address in use" and the cluster never
+/// agreed on a leader). Ports below the range are never chosen that way.
+const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A port that is free now and that no other cluster of this process was
+/// given: the next candidate from a per-process offset, checked by binding.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::AtomicU32;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let span = u32::from(TEST_PORTS.end - TEST_PORTS.start);
+    // Spread processes (test binaries, benches) over the range.
+    let offset = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = TEST_PORTS.start + ((offset + n) % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {TEST_PORTS:?}");
 }
 
 #[derive(Clone, Debug)]
