@@ -9,8 +9,9 @@ use serde::{Serialize, de::DeserializeOwned};
 
 /// Version byte written in front of every encoded record. 2: task records
 /// say how their last attempt ended (`TaskRecord::last_end`). 3: workflows
-/// (job records name their workflow step, `JobRecord::origin`).
-pub const FORMAT_VERSION: u8 = 3;
+/// (job records name their workflow step, `JobRecord::origin`). 4: lifecycle
+/// (retention, pause, deletion and log bytes on job records; the collector in `Meta`).
+pub const FORMAT_VERSION: u8 = 4;
 
 /// Fixed-int, little-endian bincode configuration. Fixed-width integers make the
 /// encoding of a value independent of its magnitude, so byte-identical state is

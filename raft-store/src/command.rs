@@ -70,6 +70,10 @@ pub struct JobSpec {
     pub not_before_ms: Option<u64>,
     /// Resubmitting with the same key within the dedup window returns the same job.
     pub idempotency_key: Option<String>,
+    /// How long the job is kept once finished, then deleted with its tasks,
+    /// results and logs. `None`: the namespace's retention, else
+    /// [`RETENTION_MS_DEFAULT`]. A workflow's jobs follow the workflow's.
+    pub retention_ms: Option<u64>,
 }
 
 impl JobSpec {
@@ -87,6 +91,7 @@ impl JobSpec {
             constraints: BTreeMap::new(),
             not_before_ms: None,
             idempotency_key: None,
+            retention_ms: None,
         }
     }
 
@@ -129,6 +134,7 @@ impl JobSpec {
         if let Some(key) = &spec.idempotency_key {
             check_idempotency_key(key)?;
         }
+        check_retention(spec.retention_ms)?;
         // Walks the spec without copying it. + the SubmitJob variant tag.
         let encoded = codec::encoded_len(spec).map_err(|e| invalid("spec", e.to_string()))? + COMMAND_TAG_BYTES;
         if encoded > MAX_ENTRY_BYTES {
@@ -239,6 +245,58 @@ pub enum Command {
     ExpireGates {
         gates: Vec<(WorkflowId, u32)>,
     },
+    /// Delete a finished job now instead of at the end of its retention. It
+    /// disappears from reads at once; its records go through the collector,
+    /// a bounded number per entry. A workflow's job goes with its workflow.
+    DeleteJob {
+        job: JobId,
+    },
+    /// Run the dead and cancelled shards of a job again, each with a fresh
+    /// attempt budget; a finished job becomes live again. Tokens keep
+    /// growing, so a late report from an old attempt is still fenced.
+    RetryJob {
+        job: JobId,
+    },
+    /// Cancel one unfinished shard; its running attempt is told to stop. A
+    /// job that finishes with a cancelled shard is Failed (not every shard
+    /// succeeded), unless the whole job was cancelled.
+    CancelTask {
+        task: TaskKey,
+        reason: String,
+    },
+    /// Pause (no new attempt is granted; running attempts continue) or resume a job.
+    PauseJob {
+        job: JobId,
+        paused: bool,
+    },
+    /// Pause or resume every job of a namespace, present and future.
+    PauseNamespace {
+        namespace: String,
+        paused: bool,
+    },
+    /// Retention of the namespace's jobs and workflows that finish from now
+    /// on; `None` goes back to [`RETENTION_MS_DEFAULT`].
+    SetNamespaceRetention {
+        namespace: String,
+        retention_ms: Option<u64>,
+    },
+    /// Change the priority of a live job's shards not yet granted.
+    SetPriority {
+        job: JobId,
+        priority: i32,
+    },
+    /// Lines a handler logged during the attempt of `token`. Accepted from
+    /// the task's latest attempt only (running or ended, so a flush after the
+    /// report is kept); an older attempt's lines are fenced.
+    AppendLogs {
+        task: TaskKey,
+        token: Token,
+        lines: Vec<crate::lifecycle::LogLine>,
+    },
+    /// Proposed by the leader when retention has work due and no other entry
+    /// is carrying it: every entry runs the collector's budget, this one
+    /// exists for idle clusters.
+    CollectGarbage,
     /// Independent commands grouped into one entry to amortize the fsync.
     /// Each succeeds or fails on its own; there is no cross-command atomicity.
     Batch(Vec<Command>),
@@ -261,6 +319,15 @@ impl Command {
             Command::CancelWorkflow { .. } => "cancel_workflow",
             Command::ResolveGate { .. } => "resolve_gate",
             Command::ExpireGates { .. } => "expire_gates",
+            Command::DeleteJob { .. } => "delete_job",
+            Command::RetryJob { .. } => "retry_job",
+            Command::CancelTask { .. } => "cancel_task",
+            Command::PauseJob { .. } => "pause_job",
+            Command::PauseNamespace { .. } => "pause_namespace",
+            Command::SetNamespaceRetention { .. } => "set_namespace_retention",
+            Command::SetPriority { .. } => "set_priority",
+            Command::AppendLogs { .. } => "append_logs",
+            Command::CollectGarbage => "collect_garbage",
             Command::Batch(_) => "batch",
         }
     }
@@ -310,6 +377,24 @@ impl Command {
                 check_bytes("by", by.len(), MAX_ERROR_BYTES)
             }
             Command::ExpireGates { gates } => check_count("gates", gates.len(), 1, MAX_ITEMS_PER_COMMAND),
+            Command::DeleteJob { .. }
+            | Command::RetryJob { .. }
+            | Command::PauseJob { .. }
+            | Command::SetPriority { .. }
+            | Command::CollectGarbage => Ok(()),
+            Command::CancelTask { reason, .. } => check_bytes("reason", reason.len(), MAX_ERROR_BYTES),
+            Command::PauseNamespace { namespace, .. } => check_name("namespace", namespace, false),
+            Command::SetNamespaceRetention { namespace, retention_ms } => {
+                check_name("namespace", namespace, false)?;
+                check_retention(*retention_ms)
+            }
+            Command::AppendLogs { lines, .. } => {
+                check_count("lines", lines.len(), 1, MAX_LOG_LINES_PER_COMMAND)?;
+                for (i, l) in lines.iter().enumerate() {
+                    check_bytes(&format!("lines[{i}]"), l.message.len(), MAX_LOG_LINE_BYTES)?;
+                }
+                Ok(())
+            }
             Command::Batch(cmds) => {
                 check_count("batch", cmds.len(), 1, MAX_BATCH_COMMANDS)?;
                 if cmds.iter().any(|c| matches!(c, Command::Batch(_))) {
@@ -363,6 +448,15 @@ pub(crate) fn check_idempotency_key(key: &str) -> Result<(), CommandError> {
         return Err(invalid("idempotency_key", "must not contain control characters".into()));
     }
     Ok(())
+}
+
+pub(crate) fn check_retention(retention_ms: Option<u64>) -> Result<(), CommandError> {
+    match retention_ms {
+        Some(ms) if ms > MAX_RETENTION_MS => {
+            Err(invalid("retention_ms", format!("{ms} ms exceeds the {MAX_RETENTION_MS}-ms limit")))
+        }
+        _ => Ok(()),
+    }
 }
 
 pub(crate) fn check_labels(field: &str, labels: &BTreeMap<String, String>) -> Result<(), CommandError> {
@@ -465,6 +559,43 @@ pub enum Outcome {
     },
     /// One result per requested gate, in order; `Ok(approved)`.
     GatesExpired(Vec<Result<bool, CommandError>>),
+    /// The job is gone from reads; the collector deletes its records.
+    JobDeleted {
+        job: JobId,
+    },
+    /// `requeued` shards went back to Pending with a fresh attempt budget.
+    JobRetried {
+        job: JobId,
+        requeued: u32,
+    },
+    TaskCancelled {
+        task: TaskKey,
+        /// The running attempt taken away, to push a cancellation to its worker.
+        revoked: Option<Revoked>,
+        job_finished: bool,
+    },
+    JobPaused {
+        job: JobId,
+        paused: bool,
+    },
+    NamespaceUpdated {
+        namespace: String,
+    },
+    PrioritySet {
+        job: JobId,
+        priority: i32,
+    },
+    /// Lines kept, and lines refused by the job's bound (older lines pushed
+    /// out of the attempt's ring are counted in its record, not here).
+    LogsAppended {
+        task: TaskKey,
+        accepted: u32,
+        refused: u32,
+    },
+    /// Keys deleted by this entry's collector run.
+    Collected {
+        keys_deleted: u32,
+    },
 }
 
 /// The reply to one log entry.
@@ -542,6 +673,19 @@ pub enum CommandError {
     /// ExpireGates before the gate's deadline.
     #[error("step {step:?} of workflow {workflow} is {state}, not a gate awaiting approval")]
     GateNotWaiting { workflow: WorkflowId, step: String, state: String },
+    /// DeleteJob on a job that still has pending or running shards.
+    #[error("job {job} has not finished; cancel it first")]
+    JobNotFinished { job: JobId },
+    /// RetryJob on a job with no dead or cancelled shard.
+    #[error("job {job} has no dead or cancelled shard to retry")]
+    NothingToRetry { job: JobId },
+    /// A job operation that belongs to the job's workflow (delete, retry).
+    #[error("job {job} is step {step:?} of workflow {workflow}; act on the workflow")]
+    JobInWorkflow { job: JobId, workflow: WorkflowId, step: String },
+    /// AssignTasks to a paused job, or to a job of a paused namespace
+    /// (`namespace` is then set): the scheduler's plan raced the pause.
+    #[error("job {job} is paused{}", namespace.as_ref().map(|n| format!(" (namespace {n:?} is paused)")).unwrap_or_default())]
+    JobPaused { job: JobId, namespace: Option<String> },
 }
 
 impl CommandError {

@@ -39,6 +39,8 @@ pub struct Meta {
     /// Logical time: the max `proposed_at_ms` applied so far. Never goes back,
     /// even if a new leader's clock is behind the old one's.
     pub clock_ms: u64,
+    /// The collector's place inside a target that spans entries.
+    pub gc: Option<crate::lifecycle::GcProgress>,
 }
 
 impl Default for Meta {
@@ -50,6 +52,7 @@ impl Default for Meta {
             next_session: 1,
             next_workflow: 1,
             clock_ms: 0,
+            gc: None,
         }
     }
 }
@@ -288,6 +291,19 @@ impl Core {
                 }
                 Ok(Outcome::GatesExpired(results))
             }
+            Command::DeleteJob { .. }
+            | Command::RetryJob { .. }
+            | Command::CancelTask { .. }
+            | Command::PauseJob { .. }
+            | Command::PauseNamespace { .. }
+            | Command::SetNamespaceRetention { .. }
+            | Command::SetPriority { .. }
+            | Command::AppendLogs { .. }
+            | Command::CollectGarbage => Err(CommandError::Invalid {
+                field: "command".into(),
+                reason: format!("{} is not implemented yet (issue 13 contract)", cmd.kind()),
+            }
+            .into()),
         };
         match r {
             Ok(o) => Ok(Response::Done(o)),

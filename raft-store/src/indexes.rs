@@ -109,6 +109,12 @@ pub struct Indexes {
     /// timeout: the leader proposes ExpireGates from it.
     pub gate_deadlines: BTreeSet<(u64, WorkflowId, u32)>,
     pub names: Interner,
+    /// (time, target) of everything the collector will delete: finished
+    /// jobs and workflows past their retention, ended sessions. Rebuilt at
+    /// open from the records' `expires_ms`/`finished_ms`/`ended`.
+    pub expiry: BTreeSet<(u64, crate::lifecycle::GcTarget)>,
+    /// Namespaces with stored settings.
+    pub namespaces: BTreeMap<String, crate::lifecycle::NamespaceRecord>,
 }
 
 impl Indexes {
@@ -124,7 +130,7 @@ impl Indexes {
             })
             .collect();
         format!(
-            "jobs={:?}\npending={:?}\nsessions={:?}\nby_name={:?}\nby_session={:?}\ndeadlines={:?}\nlive={}\nworkflows={:?}\ngates={:?}",
+            "jobs={:?}\npending={:?}\nsessions={:?}\nby_name={:?}\nby_session={:?}\ndeadlines={:?}\nlive={}\nworkflows={:?}\ngates={:?}\nexpiry={:?}\nnamespaces={:?}",
             self.jobs,
             pending,
             self.sessions,
@@ -133,7 +139,9 @@ impl Indexes {
             self.deadlines,
             self.live_tasks,
             self.workflows,
-            self.gate_deadlines
+            self.gate_deadlines,
+            self.expiry,
+            self.namespaces
         )
     }
 }

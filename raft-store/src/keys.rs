@@ -40,10 +40,16 @@ pub enum Table {
     /// The job spec of a workflow step not yet started, by (workflow, step);
     /// deleted when the step starts or can no longer start.
     StepSpec = 10,
+    /// Namespace settings (pause, retention), by namespace name.
+    Namespace = 11,
+    /// Task execution logs, one record per attempt, by (job, shard, attempt).
+    TaskLog = 12,
+    /// Secondary indexes of jobs for paged listing (see [`job_index`]).
+    JobIndex = 13,
 }
 
 impl Table {
-    pub const ALL: [Table; 10] = [
+    pub const ALL: [Table; 13] = [
         Table::Meta,
         Table::Job,
         Table::Task,
@@ -54,6 +60,9 @@ impl Table {
         Table::IdemByTime,
         Table::Workflow,
         Table::StepSpec,
+        Table::Namespace,
+        Table::TaskLog,
+        Table::JobIndex,
     ];
 
     pub fn from_tag(tag: u8) -> Option<Table> {
@@ -72,6 +81,9 @@ impl Table {
             Table::IdemByTime => "idempotency_by_time",
             Table::Workflow => "workflow",
             Table::StepSpec => "step_spec",
+            Table::Namespace => "namespace",
+            Table::TaskLog => "task_log",
+            Table::JobIndex => "job_index",
         }
     }
 }
@@ -146,6 +158,96 @@ pub fn step_spec(workflow: WorkflowId, step: u32) -> Vec<u8> {
     k
 }
 
+pub fn namespace(ns: &str) -> Vec<u8> {
+    let mut k = vec![Table::Namespace as u8];
+    k.extend_from_slice(ns.as_bytes());
+    k
+}
+
+/// The log record of one attempt of a task.
+pub fn task_log(t: TaskKey, attempt: u32) -> Vec<u8> {
+    let mut k = task(t);
+    k[0] = Table::TaskLog as u8;
+    k.extend_from_slice(&attempt.to_be_bytes());
+    k
+}
+
+/// Prefix of the log records of every attempt of one task.
+pub fn task_logs_of(t: TaskKey) -> Vec<u8> {
+    let mut k = task(t);
+    k[0] = Table::TaskLog as u8;
+    k
+}
+
+/// Prefix of the log records of every task of one job.
+pub fn job_logs_of(job: JobId) -> Vec<u8> {
+    let mut k = vec![Table::TaskLog as u8];
+    k.extend_from_slice(&job.to_be_bytes());
+    k
+}
+
+/// Decode a log key into (task, attempt); `None` if malformed.
+pub fn parse_task_log(k: &[u8]) -> Option<(TaskKey, u32)> {
+    if k.len() != 17 || k[0] != Table::TaskLog as u8 {
+        return None;
+    }
+    let job = u64::from_be_bytes(k[1..9].try_into().ok()?);
+    let shard = u32::from_be_bytes(k[9..13].try_into().ok()?);
+    let attempt = u32::from_be_bytes(k[13..17].try_into().ok()?);
+    Some((TaskKey { job, shard }, attempt))
+}
+
+/// Which job index a [`job_index`] key belongs to. Listing all jobs needs no
+/// index: the job table is already in id (= creation) order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum JobIndexKind {
+    /// By namespace, then id.
+    Namespace = 1,
+    /// By status, then id.
+    Status = 2,
+    /// By namespace, then status, then id.
+    NamespaceStatus = 3,
+}
+
+/// The prefix a listing scans: every job of `namespace` and/or `status`
+/// (`status` is [`crate::JobStatus::tag`]). At least one must be given.
+pub fn job_index_prefix(namespace: Option<&str>, status: Option<u8>) -> Vec<u8> {
+    debug_assert!(namespace.is_some() || status.is_some(), "the job table itself lists all jobs");
+    let kind = match (namespace, status) {
+        (Some(_), None) => JobIndexKind::Namespace,
+        (None, Some(_)) => JobIndexKind::Status,
+        _ => JobIndexKind::NamespaceStatus,
+    };
+    let mut k = vec![Table::JobIndex as u8, kind as u8];
+    if let Some(ns) = namespace {
+        // Namespaces are at most MAX_NAME_BYTES (128) long: one length byte
+        // keeps "a" and "ab" from sharing a prefix.
+        debug_assert!(ns.len() <= u8::MAX as usize);
+        k.push(ns.len() as u8);
+        k.extend_from_slice(ns.as_bytes());
+    }
+    if let Some(s) = status {
+        k.push(s);
+    }
+    k
+}
+
+/// The key of one job in one index.
+pub fn job_index(namespace: Option<&str>, status: Option<u8>, job: JobId) -> Vec<u8> {
+    let mut k = job_index_prefix(namespace, status);
+    k.extend_from_slice(&job.to_be_bytes());
+    k
+}
+
+/// The job id at the end of an index key.
+pub fn parse_job_index(k: &[u8]) -> Option<JobId> {
+    if k.len() < 10 || k[0] != Table::JobIndex as u8 {
+        return None;
+    }
+    Some(u64::from_be_bytes(k[k.len() - 8..].try_into().ok()?))
+}
+
 /// Decode a task key; `None` if malformed.
 pub fn parse_task(k: &[u8]) -> Option<TaskKey> {
     if k.len() != 13 || (k[0] != Table::Task as u8 && k[0] != Table::Payload as u8) {
@@ -181,6 +283,29 @@ pub fn in_gen(generation: u64, table_key: &[u8]) -> Vec<u8> {
     k
 }
 
+/// The smallest key above every key that starts with `prefix`; `None` when
+/// the prefix is all 0xff (then nothing sorts above it).
+pub fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut s = prefix.to_vec();
+    while let Some(last) = s.pop() {
+        if last < 0xff {
+            s.push(last + 1);
+            return Some(s);
+        }
+    }
+    None
+}
+
+/// The exclusive upper bound of a backward scan over `prefix` below
+/// `before`: the smaller of the two; `None` when nothing bounds it.
+pub fn scan_back_upper(prefix: &[u8], before: Option<&[u8]>) -> Option<Vec<u8>> {
+    match (before, prefix_successor(prefix)) {
+        (Some(b), Some(s)) => Some(b.to_vec().min(s)),
+        (Some(b), None) => Some(b.to_vec()),
+        (None, s) => s,
+    }
+}
+
 /// Human-readable rendering of a table key, for error messages.
 pub fn describe(table_key: &[u8]) -> String {
     let Some(table) = table_key.first().and_then(|t| Table::from_tag(*t)) else {
@@ -192,7 +317,8 @@ pub fn describe(table_key: &[u8]) -> String {
         Table::Job | Table::Session | Table::Workflow if rest.len() == 8 => {
             Some(u64::from_be_bytes(rest.try_into().unwrap_or_default()).to_string())
         }
-        Table::WorkerName | Table::Idem => Some(String::from_utf8_lossy(rest).into_owned()),
+        Table::TaskLog => parse_task_log(table_key).map(|(t, a)| format!("{t}/{a}")),
+        Table::WorkerName | Table::Idem | Table::Namespace => Some(String::from_utf8_lossy(rest).into_owned()),
         Table::IdemByTime => parse_idem_by_time(table_key).map(|(t, k)| format!("{t}/{k}")),
         _ => None,
     };

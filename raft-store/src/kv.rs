@@ -22,6 +22,16 @@ pub trait Kv {
         visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
     ) -> Result<(), StoreError>;
 
+    /// Visit the pairs whose key starts with `prefix` and is `< before`
+    /// (every such pair when `before` is `None`), in descending key order,
+    /// until the visitor returns `false`. Newest-first listings use it.
+    fn scan_back(
+        &self,
+        prefix: &[u8],
+        before: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError>;
+
     /// Visit all pairs whose key starts with `prefix`, in key order, until the
     /// visitor returns `false`.
     fn scan(
@@ -61,6 +71,28 @@ impl Kv for MemKv {
     ) -> Result<(), StoreError> {
         for (k, v) in self.0.range(start.max(prefix).to_vec()..) {
             if !k.starts_with(prefix) || !visit(k, v)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn scan_back(
+        &self,
+        prefix: &[u8],
+        before: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        use std::ops::Bound;
+        let upper = match keys::scan_back_upper(prefix, before) {
+            Some(b) => Bound::Excluded(b),
+            None => Bound::Unbounded,
+        };
+        for (k, v) in self.0.range((Bound::Included(prefix.to_vec()), upper)).rev() {
+            if !k.starts_with(prefix) {
+                break;
+            }
+            if !visit(k, v)? {
                 break;
             }
         }

@@ -21,6 +21,7 @@ pub mod ids;
 pub mod indexes;
 pub mod keys;
 pub mod kv;
+pub mod lifecycle;
 pub mod limits;
 pub mod log_store;
 pub mod rocks;
@@ -36,9 +37,10 @@ pub use command::{
 };
 pub use error::StoreError;
 pub use indexes::{Indexes, Interner, NameId, PendingTask};
+pub use lifecycle::{GcProgress, GcTarget, LogLevel, LogLine, LogRecord, NamespaceRecord};
 pub use kv::{Kv, MemKv, state_hash};
 pub use log_store::{LogReader, LogStore};
-pub use state_machine::{SnapshotBuilder, StateMachine, StoreReader, open_store};
+pub use state_machine::{JobFilter, SnapshotBuilder, StateMachine, StoreReader, open_store};
 pub use task::{Counts, EndReason, JobRecord, JobStatus, SessionRecord, TaskRecord, TaskState};
 pub use types::*;
 pub use workflow::{

@@ -120,3 +120,40 @@ pub const MAX_LIVE_WORKFLOWS: usize = 100_000;
 /// most [`MAX_SHARDS_PER_JOB`] shards, so a reduce reads at most 100 pages
 /// (more only if pages end early at the response byte limit).
 pub const REDUCE_INPUT_PAGE_SHARDS: u32 = 1000;
+
+/// How long a finished job or workflow is kept when neither it nor its
+/// namespace sets a retention (7 days, in ms). After that it is deleted with
+/// its tasks, payloads, results and logs, so disk use follows the load.
+pub const RETENTION_MS_DEFAULT: u64 = 7 * 24 * 3600 * 1000;
+
+/// Longest retention a job or namespace may ask for (366 days, in ms).
+pub const MAX_RETENTION_MS: u64 = 366 * 24 * 3600 * 1000;
+
+/// How long an ended worker session is kept for `ListWorkers` and for
+/// reports that arrive late (1 hour, in ms). Its worker-name record goes with
+/// it when no newer session took the name.
+pub const SESSION_RETENTION_MS: u64 = 3600 * 1000;
+
+/// Most keys the garbage collector deletes per applied entry. Deletion runs
+/// inside apply(), so a follower catching up on a backlog does bounded work
+/// per entry and never stalls; 512 deletes are a few hundred microseconds.
+pub const GC_KEYS_PER_ENTRY: usize = 512;
+
+/// Longest log line (4 KiB); the SDK truncates longer ones and says so.
+pub const MAX_LOG_LINE_BYTES: usize = 4096;
+
+/// Most lines in one AppendLogs command; the SDK flushes at most this many.
+pub const MAX_LOG_LINES_PER_COMMAND: usize = 1000;
+
+/// Bytes of messages kept per attempt (256 KiB). The attempt's record is
+/// rewritten on each append, so it stays small; older lines are dropped
+/// first and counted.
+pub const MAX_LOG_BYTES_PER_ATTEMPT: u64 = 256 * 1024;
+
+/// Bytes of log messages accepted per job over all its attempts (64 MiB).
+/// Past it, lines are refused and counted as dropped: a chatty job cannot
+/// fill the replicas' disks.
+pub const MAX_LOG_BYTES_PER_JOB: u64 = 64 * 1024 * 1024;
+
+/// Namespaces with stored settings: each is held in memory on every node.
+pub const MAX_NAMESPACE_RECORDS: usize = 10_000;

@@ -140,4 +140,43 @@ impl Kv for GenKv<'_> {
         }
         Ok(())
     }
+
+    fn scan_back(
+        &self,
+        prefix: &[u8],
+        before: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        let sm = cf(self.db, CF_SM)?;
+        let prefix = keys::in_gen(self.generation, prefix);
+        let mut opts = self.read_opts();
+        opts.fill_cache(false);
+        let mut it = self.db.raw_iterator_cf_opt(sm, opts);
+        // Start below `before`, or below the first key past the prefix.
+        let upper = match before {
+            Some(b) => keys::scan_back_upper(&prefix, Some(&keys::in_gen(self.generation, b))),
+            None => keys::prefix_successor(&prefix),
+        };
+        match &upper {
+            Some(u) => {
+                it.seek_for_prev(u);
+                if it.key() == Some(u.as_slice()) {
+                    it.prev();
+                }
+            }
+            None => it.seek_to_last(),
+        }
+        while it.valid() {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else { break };
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            if !visit(&k[9..], v)? {
+                break;
+            }
+            it.prev();
+        }
+        it.status()?;
+        Ok(())
+    }
 }

@@ -27,7 +27,7 @@ use crate::kv::{Kv, decode_at, load, state_hash};
 use crate::log_store::LogStore;
 use crate::rocks::{self, CF_SM, GenKv, cf};
 use crate::snapshot;
-use crate::task::{JobRecord, SessionRecord, TaskRecord};
+use crate::task::{JobRecord, JobStatus, SessionRecord, TaskRecord};
 use crate::types::*;
 use crate::workflow::WorkflowRecord;
 
@@ -208,8 +208,9 @@ impl StoreReader {
         Ok((p.last_applied, state_hash(&p.kv())?))
     }
 
+    /// A job's record; `None` once DeleteJob was applied.
     pub fn job(&self, id: JobId) -> Result<Option<JobRecord>, StoreError> {
-        self.read(|core, kv| core.job(kv, id))
+        self.read(|core, kv| core.job(kv, id)).map(|j| j.filter(|j| !j.deleted))
     }
 
     pub fn task(&self, key: TaskKey) -> Result<Option<TaskRecord>, StoreError> {
@@ -230,37 +231,72 @@ impl StoreReader {
         })
     }
 
-    /// Up to `limit` jobs with id greater than `after`, in id order, that pass `keep`.
-    /// Scans at most `max_scan` records so a selective filter stays bounded.
-    /// Runs on a pinned snapshot, not under the lock.
+    /// One page of jobs matching `filter`, in id (= creation) order, or
+    /// newest first: at most `limit` records, starting after `after` (the
+    /// last id of the previous page). Returns the page and the id to pass as
+    /// `after` for the next one (`None` at the end). Pages come from the job
+    /// table or a job index (`keys::job_index`), so a page reads about as
+    /// many records as it returns, whatever the filter. Deleted jobs are
+    /// left out. Runs on a pinned snapshot, not under the lock.
     pub fn list_jobs(
         &self,
-        after: JobId,
+        filter: &JobFilter,
+        after: Option<JobId>,
         limit: usize,
-        max_scan: usize,
-        keep: impl Fn(&JobRecord) -> bool,
+        newest_first: bool,
     ) -> Result<(Vec<JobRecord>, Option<JobId>), StoreError> {
+        // Contract placeholder (issue 13): a filtered scan of the job table.
         let pinned = self.pin();
-        let mut out = Vec::new();
-        let mut scanned = 0usize;
-        let mut resume = None;
-        let start = keys::job(after.saturating_add(1));
-        pinned.kv().scan_from(&[Table::Job as u8], &start, &mut |k, v| {
+        let kv = pinned.kv();
+        let mut out: Vec<JobRecord> = Vec::new();
+        let mut more = false;
+        let mut visit = |k: &[u8], v: &[u8]| -> Result<bool, StoreError> {
             let job: JobRecord = decode_at(k, v)?;
-            scanned += 1;
-            if keep(&job) {
-                if out.len() == limit {
-                    resume = Some(out.last().map_or(job.id, |j: &JobRecord| j.id));
-                    return Ok(false);
-                }
-                out.push(job);
-            } else if scanned >= max_scan {
-                resume = Some(job.id);
+            if job.deleted || !filter.matches(&job) {
+                return Ok(true);
+            }
+            if out.len() == limit {
+                more = true;
                 return Ok(false);
             }
+            out.push(job);
             Ok(true)
-        })?;
+        };
+        let prefix = [Table::Job as u8];
+        if newest_first {
+            let before = after.map(keys::job);
+            kv.scan_back(&prefix, before.as_deref(), &mut visit)?;
+        } else {
+            let start = keys::job(after.map_or(0, |a| a.saturating_add(1)));
+            kv.scan_from(&prefix, &start, &mut visit)?;
+        }
+        let resume = if more { out.last().map(|j| j.id) } else { None };
         Ok((out, resume))
+    }
+
+    /// The stored logs of a task, one record per attempt in attempt order,
+    /// from attempt `from_attempt`; at most `limit` records.
+    pub fn task_logs(
+        &self,
+        task: TaskKey,
+        from_attempt: u32,
+        limit: usize,
+    ) -> Result<Vec<(u32, crate::lifecycle::LogRecord)>, StoreError> {
+        let pinned = self.pin();
+        let mut out = Vec::new();
+        let start = keys::task_log(task, from_attempt);
+        pinned.kv().scan_from(&keys::task_logs_of(task), &start, &mut |k, v| {
+            let (_, attempt) =
+                keys::parse_task_log(k).ok_or_else(|| StoreError::Invariant(format!("bad key {}", keys::describe(k))))?;
+            out.push((attempt, decode_at(k, v)?));
+            Ok(out.len() < limit)
+        })?;
+        Ok(out)
+    }
+
+    /// A namespace's settings (defaults when it has no record).
+    pub fn namespace(&self, namespace: &str) -> crate::lifecycle::NamespaceRecord {
+        self.read(|core, _| core.idx.namespaces.get(namespace).cloned().unwrap_or_default())
     }
 
     /// A workflow's record, live or finished.
@@ -326,6 +362,19 @@ impl StoreReader {
             Ok(out.len() < limit)
         })?;
         Ok(out)
+    }
+}
+
+/// Which jobs a listing returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobFilter {
+    pub namespace: Option<String>,
+    pub status: Option<JobStatus>,
+}
+
+impl JobFilter {
+    pub fn matches(&self, job: &JobRecord) -> bool {
+        self.namespace.as_ref().is_none_or(|n| *n == job.namespace) && self.status.is_none_or(|s| job.status() == s)
     }
 }
 

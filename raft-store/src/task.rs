@@ -361,6 +361,24 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
+    pub const ALL: [JobStatus; 5] =
+        [JobStatus::Queued, JobStatus::Running, JobStatus::Succeeded, JobStatus::Failed, JobStatus::Cancelled];
+
+    /// The byte that stands for this status in job index keys. Stored: never renumber.
+    pub fn tag(self) -> u8 {
+        match self {
+            JobStatus::Queued => 1,
+            JobStatus::Running => 2,
+            JobStatus::Succeeded => 3,
+            JobStatus::Failed => 4,
+            JobStatus::Cancelled => 5,
+        }
+    }
+
+    pub fn from_tag(tag: u8) -> Option<JobStatus> {
+        JobStatus::ALL.into_iter().find(|s| s.tag() == tag)
+    }
+
     pub fn is_terminal(self) -> bool {
         matches!(self, JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled)
     }
@@ -401,6 +419,22 @@ pub struct JobRecord {
     pub finished_ms: Option<u64>,
     /// The workflow step that started this job, if any.
     pub origin: Option<JobOrigin>,
+    /// From the spec; see [`JobSpec::retention_ms`].
+    pub retention_ms: Option<u64>,
+    /// No new attempt is granted while set (PauseJob).
+    pub paused: bool,
+    /// When the collector deletes this finished job: set when it finishes
+    /// (finish time + retention), to now by DeleteJob, cleared by RetryJob.
+    /// Jobs of a workflow get it when their workflow is deleted.
+    pub expires_ms: Option<u64>,
+    /// DeleteJob was applied: reads say not found while the collector works.
+    pub deleted: bool,
+    /// The status under which the job's index keys are stored (see
+    /// `keys::job_index`); brought up to date by take_writes.
+    pub indexed_status: Option<JobStatus>,
+    /// Log message bytes accepted over all attempts, against
+    /// [`crate::limits::MAX_LOG_BYTES_PER_JOB`].
+    pub log_bytes: u64,
 }
 
 impl JobRecord {
@@ -427,6 +461,12 @@ impl JobRecord {
             cancel_reason: None,
             finished_ms: None,
             origin: None,
+            retention_ms: spec.retention_ms,
+            paused: false,
+            expires_ms: None,
+            deleted: false,
+            indexed_status: None,
+            log_bytes: 0,
         }
     }
 
@@ -434,7 +474,8 @@ impl JobRecord {
         if self.cancel_reason.is_some() {
             JobStatus::Cancelled
         } else if self.counts.live() == 0 {
-            if self.counts.dead > 0 { JobStatus::Failed } else { JobStatus::Succeeded }
+            // A shard cancelled on its own (CancelTask) did not succeed either.
+            if self.counts.dead > 0 || self.counts.cancelled > 0 { JobStatus::Failed } else { JobStatus::Succeeded }
         } else if self.started {
             JobStatus::Running
         } else {

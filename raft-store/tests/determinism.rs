@@ -329,6 +329,18 @@ impl Kv for Counting<'_> {
             visit(k, v)
         })
     }
+
+    fn scan_back(
+        &self,
+        prefix: &[u8],
+        before: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        self.kv.scan_back(prefix, before, &mut |k, v| {
+            self.reads.set(self.reads.get() + 1);
+            visit(k, v)
+        })
+    }
 }
 
 /// Inside one apply() call nothing is written yet, so keys pruned by earlier

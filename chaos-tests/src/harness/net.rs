@@ -83,8 +83,29 @@ pub fn namespaces_unavailable() -> Option<String> {
     None
 }
 
+/// Loopback ports handed to nodes. They sit below Linux's ephemeral range
+/// (32768-60999 by default): a port from `bind(0)` is ephemeral, and between
+/// the probe and the node's own bind the kernel may give it to an outgoing
+/// connection (a worker's, a submitter's) as its source port, so the node
+/// fails to start and the run sees no leader. Disjoint from the coordinator
+/// test suite's 20000-32000, so both can run at once.
+const LOOPBACK_PORTS: std::ops::Range<u16> = 10_000..20_000;
+
+/// A loopback port that is free now and was not handed out before by this
+/// process: the next candidate from a per-process offset, checked by binding.
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0").context("no free port")?.local_addr()?.port())
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let span = u32::from(LOOPBACK_PORTS.end - LOOPBACK_PORTS.start);
+    let offset = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = LOOPBACK_PORTS.start + ((offset + n) % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free loopback port in {LOOPBACK_PORTS:?}")
 }
 
 impl Net {
@@ -232,5 +253,29 @@ impl Net {
 impl Drop for Net {
     fn drop(&mut self) {
         self.teardown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernel's ephemeral port range, from which it picks the source
+    /// ports of outgoing connections.
+    fn ephemeral_range() -> std::ops::RangeInclusive<u16> {
+        let s = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
+        let mut it = s.split_whitespace().map(|p| p.parse::<u16>().unwrap());
+        it.next().unwrap()..=it.next().unwrap()
+    }
+
+    #[test]
+    fn node_ports_are_outside_the_ephemeral_range_and_never_repeat() {
+        let eph = ephemeral_range();
+        let mut seen = BTreeSet::new();
+        for _ in 0..200 {
+            let p = free_port().unwrap();
+            assert!(!eph.contains(&p), "port {p} is in the ephemeral range {eph:?}");
+            assert!(seen.insert(p), "port {p} handed out twice");
+        }
     }
 }
