@@ -148,7 +148,11 @@ impl From<CommandError> for ApiError {
             | CommandError::NotExpired { .. }
             | CommandError::IdempotencyConflict { .. }
             | CommandError::WorkflowFinished { .. }
-            | CommandError::GateNotWaiting { .. } => ApiError::Precondition(msg),
+            | CommandError::GateNotWaiting { .. }
+            | CommandError::JobNotFinished { .. }
+            | CommandError::NothingToRetry { .. }
+            | CommandError::JobInWorkflow { .. }
+            | CommandError::JobPaused { .. } => ApiError::Precondition(msg),
         }
     }
 }

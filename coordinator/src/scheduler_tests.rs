@@ -33,6 +33,12 @@ fn job_record(id: JobId, namespace: &str, priority: i32, constraints: Labels) ->
         cancel_reason: None,
         finished_ms: None,
         origin: None,
+        retention_ms: None,
+        paused: false,
+        expires_ms: None,
+        deleted: false,
+        indexed_status: None,
+        log_bytes: 0,
     }
 }
 

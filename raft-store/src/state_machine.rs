@@ -245,6 +245,19 @@ impl StoreReader {
         limit: usize,
         newest_first: bool,
     ) -> Result<(Vec<JobRecord>, Option<JobId>), StoreError> {
+        self.list_jobs_inspect(filter, after, limit, newest_first, |_| {})
+    }
+
+    /// [`StoreReader::list_jobs`], calling `inspect` on every record read
+    /// (tests use it to hold a scan open).
+    fn list_jobs_inspect(
+        &self,
+        filter: &JobFilter,
+        after: Option<JobId>,
+        limit: usize,
+        newest_first: bool,
+        mut inspect: impl FnMut(&JobRecord),
+    ) -> Result<(Vec<JobRecord>, Option<JobId>), StoreError> {
         // Contract placeholder (issue 13): a filtered scan of the job table.
         let pinned = self.pin();
         let kv = pinned.kv();
@@ -252,6 +265,7 @@ impl StoreReader {
         let mut more = false;
         let mut visit = |k: &[u8], v: &[u8]| -> Result<bool, StoreError> {
             let job: JobRecord = decode_at(k, v)?;
+            inspect(&job);
             if job.deleted || !filter.matches(&job) {
                 return Ok(true);
             }
@@ -286,8 +300,8 @@ impl StoreReader {
         let mut out = Vec::new();
         let start = keys::task_log(task, from_attempt);
         pinned.kv().scan_from(&keys::task_logs_of(task), &start, &mut |k, v| {
-            let (_, attempt) =
-                keys::parse_task_log(k).ok_or_else(|| StoreError::Invariant(format!("bad key {}", keys::describe(k))))?;
+            let (_, attempt) = keys::parse_task_log(k)
+                .ok_or_else(|| StoreError::Invariant(format!("bad key {}", keys::describe(k))))?;
             out.push((attempt, decode_at(k, v)?));
             Ok(out.len() < limit)
         })?;

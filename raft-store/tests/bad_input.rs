@@ -216,6 +216,7 @@ fn arb_command() -> impl Strategy<Value = Command> {
                 constraints,
                 not_before_ms: nb,
                 idempotency_key: idem,
+                retention_ms: None,
             })
         });
     let leaf = prop_oneof![

@@ -61,6 +61,7 @@ fn job_spec_fields(prefix: &str, s: proto::JobSpec) -> Result<JobSpec, ApiError>
         constraints: s.constraints.into_iter().collect(),
         not_before_ms: (s.not_before_ms != 0).then_some(s.not_before_ms),
         idempotency_key: (!s.idempotency_key.is_empty()).then_some(s.idempotency_key),
+        retention_ms: None,
     })
 }
 

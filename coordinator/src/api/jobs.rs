@@ -127,13 +127,10 @@ impl JobService for Jobs {
         let limit = page_size("page_size", r.page_size, LIST_PAGE_DEFAULT, LIST_PAGE_MAX)?;
         forward_if_not_here!(self.ctx, self.ctx.read_route(&req, stale).await?, req, JobServiceClient::list_jobs, read);
         let r = req.into_inner();
-        let (jobs, resume) = self
-            .ctx
-            .reader
-            .list_jobs(r.page_token, limit, LIST_SCAN_MAX, |j| {
-                (r.namespace.is_empty() || j.namespace == r.namespace) && status.is_none_or(|s| j.status() == s)
-            })
-            .map_err(ApiError::from)?;
+        let filter =
+            baton_raft_store::JobFilter { namespace: (!r.namespace.is_empty()).then_some(r.namespace), status };
+        let after = (r.page_token != 0).then_some(r.page_token);
+        let (jobs, resume) = self.ctx.reader.list_jobs(&filter, after, limit, false).map_err(ApiError::from)?;
         Ok(Response::new(proto::ListJobsResponse {
             jobs: jobs.iter().map(convert::job).collect(),
             next_page_token: resume.unwrap_or(0),

@@ -65,13 +65,12 @@ async fn apply_goes_on_while_a_long_scan_runs() {
         let first = Cell::new(true);
         let saw_apply = Cell::new(false);
         let (jobs, _) = reader
-            .list_jobs(0, 10, 100, |_| {
+            .list_jobs_inspect(&JobFilter::default(), None, 10, false, |_| {
                 if first.replace(false) {
                     in_scan_tx.send(()).unwrap();
                     // Liveness bound: apply must finish while the scan waits.
                     saw_apply.set(applied_rx.lock().unwrap().recv_timeout(Duration::from_secs(10)).is_ok());
                 }
-                true
             })
             .unwrap();
         (jobs.len(), saw_apply.get())
