@@ -488,6 +488,20 @@ impl Client {
             .map_err(|s| Error::from_status(&s, true))
     }
 
+    /// Open a backup on the leader (following leader hints): the bytes of
+    /// a backup file, in order, as a stream of chunks. Once open, the
+    /// stream is not retried: a backup cut short must be taken again (the
+    /// file's trailer tells a complete one).
+    pub async fn backup(&self) -> Result<tonic::Streaming<proto::BackupChunk>, Error> {
+        self.retry(false, |ch| async move {
+            ClusterServiceClient::new(ch)
+                .max_decoding_message_size(MAX_RESPONSE_BYTES)
+                .backup(proto::BackupRequest {})
+                .await
+        })
+        .await
+    }
+
     pub async fn list_workers(&self) -> Result<Vec<proto::Worker>, Error> {
         self.retry(false, |ch| async move {
             WorkerServiceClient::new(ch).list_workers(proto::ListWorkersRequest { consistency: 0 }).await

@@ -65,6 +65,9 @@ pub enum ClusterCmd {
         #[arg(long)]
         node: Option<String>,
     },
+    /// backup, restore, recover: run by [`crate::cli_recovery::run`].
+    #[command(flatten)]
+    Recovery(crate::cli_recovery::RecoveryCmd),
 }
 
 #[derive(Subcommand)]
@@ -230,7 +233,8 @@ pub async fn cluster(g: &Global, cmd: ClusterCmd) -> Result<(), Error> {
                             "leader_id": s.leader_id, "leader_api_addr": s.leader_api_addr, "term": s.term,
                             "last_log_index": s.last_log_index, "commit_index": s.commit_index,
                             "applied_index": s.applied_index, "live_workers": s.live_workers, "live_tasks": s.live_tasks,
-                            "members": s.members.iter().map(|m| json!({"id": m.id, "raft_addr": m.raft_addr, "api_addr": m.api_addr, "voter": m.voter})).collect::<Vec<_>>(),
+                            "cluster_id": s.cluster_id, "incarnation": s.incarnation,
+                            "members": s.members.iter().map(member_json).collect::<Vec<_>>(),
                             "replication": s.replication.iter().map(|p| json!({"node_id": p.node_id, "matched_index": p.matched_index, "lag": p.lag})).collect::<Vec<_>>(),
                         }),
                         Err(err) => json!({"endpoint": e, "reachable": false, "error": err.to_string()}),
@@ -265,9 +269,12 @@ pub async fn cluster(g: &Global, cmd: ClusterCmd) -> Result<(), Error> {
             let s = client.status(None).await?;
             if g.json {
                 print_json(
-                    &json!({"leader_id": s.leader_id, "members": s.members.iter().map(|m| json!({"id": m.id, "raft_addr": m.raft_addr, "api_addr": m.api_addr, "voter": m.voter})).collect::<Vec<_>>()}),
+                    &json!({"leader_id": s.leader_id, "cluster_id": s.cluster_id, "members": s.members.iter().map(member_json).collect::<Vec<_>>()}),
                 );
             } else {
+                if !s.cluster_id.is_empty() {
+                    println!("cluster {}", s.cluster_id);
+                }
                 println!("{:>4}  {:<8} {:<22} {:<22}", "ID", "ROLE", "RAFT", "API");
                 for m in s.members {
                     let role = if m.id == s.leader_id {
@@ -302,14 +309,22 @@ pub async fn cluster(g: &Global, cmd: ClusterCmd) -> Result<(), Error> {
                 println!("snapshot triggered on {target}");
             }
         }
+        ClusterCmd::Recovery(_) => {
+            return Err(Error::InvalidArgument("backup, restore and recover run through cli_recovery::run".into()));
+        }
     }
     Ok(())
+}
+
+/// The documented JSON form of a member.
+fn member_json(m: &proto::Member) -> Value {
+    json!({"id": m.id, "raft_addr": m.raft_addr, "api_addr": m.api_addr, "voter": m.voter, "incarnation": m.incarnation})
 }
 
 fn report_members(g: &Global, what: &str, r: &proto::MembershipResponse) {
     if g.json {
         print_json(
-            &json!({"log_index": r.log_index, "members": r.members.iter().map(|m| json!({"id": m.id, "raft_addr": m.raft_addr, "api_addr": m.api_addr, "voter": m.voter})).collect::<Vec<_>>()}),
+            &json!({"log_index": r.log_index, "members": r.members.iter().map(member_json).collect::<Vec<_>>()}),
         );
     } else {
         let voters: Vec<String> = r.members.iter().filter(|m| m.voter).map(|m| m.id.to_string()).collect();

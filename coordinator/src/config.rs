@@ -37,8 +37,10 @@ pub struct Config {
     /// RocksDB data and snapshots.
     pub data_dir: PathBuf,
     /// Members of a brand-new cluster, as `id=raft_host:port/api_host:port`.
-    /// Only the lowest id initializes, once; a restarted node ignores this.
-    /// Empty for a node that will join an existing cluster as a learner.
+    /// Only the lowest id initializes, once, and only after every other
+    /// member answered that it belongs to no cluster yet; a node with Raft
+    /// state ignores this. Empty for a node that will join an existing
+    /// cluster as a learner.
     pub initial_members: Vec<String>,
     /// Forward client calls that need the leader; when false, followers answer
     /// UNAVAILABLE with the leader hint instead.
@@ -47,6 +49,12 @@ pub struct Config {
     pub log_format: String,
     /// On SIGTERM, remove this node from the cluster membership before stopping.
     pub leave_on_shutdown: bool,
+    /// `baton serve --init`: create a new cluster now, from this node and
+    /// `initial_members`; refused on an initialized data dir, or when a
+    /// member already belongs to a cluster. A flag only: a setting that
+    /// stayed on would refuse every restart.
+    #[serde(skip)]
+    pub init: bool,
     pub raft: RaftTimings,
     pub workers: WorkerSettings,
     pub limits: Limits,
@@ -127,6 +135,7 @@ impl Default for Config {
             forward_to_leader: true,
             log_format: "text".into(),
             leave_on_shutdown: false,
+            init: false,
             raft: RaftTimings::default(),
             workers: WorkerSettings::default(),
             limits: Limits::default(),
@@ -230,8 +239,9 @@ impl Config {
         self.api_advertise.clone().unwrap_or_else(|| self.api_listen.to_string())
     }
 
-    pub fn node_info(&self) -> NodeInfo {
-        NodeInfo { raft_addr: self.raft_addr(), api_addr: self.api_addr() }
+    /// What this node advertises, with its data dir's incarnation.
+    pub fn node_info(&self, incarnation: baton_raft_store::Incarnation) -> NodeInfo {
+        NodeInfo { raft_addr: self.raft_addr(), api_addr: self.api_addr(), incarnation }
     }
 
     /// Parsed `initial_members`.
@@ -244,7 +254,8 @@ impl Config {
                 let id: NodeId = id.trim().parse().ok()?;
                 (id > 0 && valid_host_port(raft) && valid_host_port(api)).then(|| Member {
                     id,
-                    info: NodeInfo { raft_addr: raft.trim().into(), api_addr: api.trim().into() },
+                    // The incarnation is learned by asking the node (`Identify`).
+                    info: NodeInfo { raft_addr: raft.trim().into(), api_addr: api.trim().into(), ..Default::default() },
                 })
             })();
             let member = parsed.ok_or_else(|| {

@@ -2,7 +2,9 @@
 //! table, serves the public gRPC API, and, while it is the leader, assigns
 //! shards, detects dead workers and reassigns their tasks.
 //!
-//! Layout: [`node`] wires everything; [`network`] is the Raft transport;
+//! Layout: [`node`] wires everything; [`identity`] says who the node is and
+//! admits peers' messages, [`bootstrap`] forms a new cluster once;
+//! [`network`] is the Raft transport;
 //! [`proposer`] batches commands into log entries, stamped in log time by
 //! [`clock`]; [`leader`] is the leader's pure core and the task that runs it;
 //! [`scheduler`] is the pure `plan()`; [`api`] holds the gRPC services;
@@ -15,13 +17,16 @@
 //! - block a worker stream or the leader task on an unbounded queue.
 
 pub mod api;
+pub mod bootstrap;
 pub mod cli;
+pub mod cli_recovery;
 pub mod cli_workflow;
 pub mod clock;
 pub mod config;
 pub mod dev;
 pub mod error;
 pub mod http;
+pub mod identity;
 pub mod leader;
 pub mod network;
 pub mod node;

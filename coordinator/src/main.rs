@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use serde::Serialize;
 
 use baton_coordinator::cli::{self, ClusterCmd, Global, JobCmd, WorkerCmd};
+use baton_coordinator::cli_recovery;
 use baton_coordinator::cli_workflow::{self, WorkflowCmd};
 use baton_coordinator::config::Config;
 
@@ -102,6 +103,12 @@ struct ServeArgs {
     #[arg(long)]
     #[serde(skip)]
     node_id_from_ordinal: bool,
+    /// Create a new cluster now, from this node and --initial-members (or
+    /// this node alone). Refused on an initialized data dir, and when a
+    /// member already belongs to a cluster.
+    #[arg(long)]
+    #[serde(skip)]
+    init: bool,
     /// Advertise `<hostname>.<domain>` with the listen ports (e.g. a headless Service domain).
     #[arg(long)]
     #[serde(skip)]
@@ -194,6 +201,19 @@ fn operator(g: &Global, r: Result<(), baton_client::Error>) {
     }
 }
 
+/// Backup, restore and recover end the same way; their client errors get
+/// the same explanation as the other operator commands'.
+fn recovery(g: &Global, r: Result<(), cli_recovery::RecoveryError>) {
+    match r {
+        Ok(()) => {}
+        Err(cli_recovery::RecoveryError::Client(e)) => operator(g, Err(e)),
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -201,7 +221,8 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Serve(mut args) => {
             derive_from_hostname(&mut args)?;
             let file = args.config.clone();
-            let cfg = Config::load(file.as_deref(), &args).context("invalid configuration")?;
+            let mut cfg = Config::load(file.as_deref(), &args).context("invalid configuration")?;
+            cfg.init = args.init;
             init_tracing(&cfg.log_format);
             baton_coordinator::node::run(cfg, shutdown_signal()).await.context("node failed")?;
         }
@@ -219,6 +240,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Healthcheck { http } => {
             std::process::exit(if baton_coordinator::http::probe_ready(&http) { 0 } else { 1 })
         }
+        Cmd::Cluster(ClusterCmd::Recovery(c)) => recovery(&cli.global, cli_recovery::run(&cli.global, c).await),
         Cmd::Cluster(c) => operator(&cli.global, cli::cluster(&cli.global, c).await),
         Cmd::Job(c) => operator(&cli.global, cli::job(&cli.global, c).await),
         Cmd::Workflow(c) => operator(&cli.global, cli_workflow::workflow(&cli.global, c).await),

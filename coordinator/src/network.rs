@@ -5,13 +5,21 @@
 //! versioned codec. An unreachable peer is `RPCError::Unreachable` (openraft
 //! backs off); a message over [`MAX_RAFT_MESSAGE_BYTES`] is `PayloadTooLarge`
 //! (openraft retries with fewer entries).
+//!
+//! Every request carries the sender's cluster id and the receiver's node id
+//! and incarnation as the sender's membership records them; the server
+//! admits it through [`Identity::admit`] first. A refusal comes back as
+//! FAILED_PRECONDITION and is `Unreachable` for openraft (it backs off).
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use openraft::error::{
     InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout, Unreachable,
 };
-use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
+use openraft::network::{Backoff, RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
     VoteResponse,
@@ -20,15 +28,17 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, Endpoint};
 
-use baton_raft_store::{NodeId, NodeInfo, Raft, TypeConfig, codec};
+use baton_raft_store::{ClusterId, Incarnation, NodeId, NodeInfo, Raft, TypeConfig, codec};
+
+use crate::identity::Identity;
 
 pub mod pb {
     tonic::include_proto!("baton.raft.v1");
 }
 
-use pb::RaftMessage;
 use pb::raft_service_client::RaftServiceClient;
 use pb::raft_service_server::RaftService;
+use pb::{IdentifyRequest, IdentifyResponse, RaftMessage};
 
 /// Largest Raft message sent or accepted (64 MiB): far above any legal entry
 /// (`limits::MAX_ENTRY_BYTES`) or snapshot chunk, so it only stops garbage.
@@ -47,23 +57,45 @@ pub const APPEND_BYTES_BUDGET: usize = 1024 * 1024;
 
 type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>;
 
+/// How often a refused peer is logged, on either side.
+pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// Pause before retrying an unreachable peer (openraft's default).
+pub const UNREACHABLE_BACKOFF: Duration = Duration::from_millis(500);
+/// Pause before retrying a peer that refused our identity: it needs an
+/// operator (remove and add the node again), and retrying it faster only
+/// fills both nodes' logs. A re-added node gets a new client at once.
+pub const REFUSED_BACKOFF: Duration = Duration::from_secs(5);
+
 /// Creates one lazily connected channel per peer; openraft keeps it for reuse.
-#[derive(Clone, Default)]
-pub struct Network;
+#[derive(Clone)]
+pub struct Network {
+    pub identity: Arc<Identity>,
+}
+
+fn peer_channel(raft_addr: &str) -> Result<Channel, String> {
+    Endpoint::from_shared(format!("http://{raft_addr}"))
+        .map(|e| {
+            e.connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(5))
+                .connect_lazy()
+        })
+        .map_err(|e| e.to_string())
+}
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> PeerClient {
-        let channel = Endpoint::from_shared(format!("http://{}", node.raft_addr))
-            .map(|e| {
-                e.connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
-                    .tcp_nodelay(true)
-                    .http2_keep_alive_interval(Duration::from_secs(5))
-                    .connect_lazy()
-            })
-            .map_err(|e| e.to_string());
-        PeerClient { target, addr: node.raft_addr.clone(), channel }
+        PeerClient {
+            target,
+            addr: node.raft_addr.clone(),
+            channel: peer_channel(&node.raft_addr),
+            identity: self.identity.clone(),
+            to_incarnation: node.incarnation.to_string(),
+            last_refusal_log: None,
+            refused: Arc::default(),
+        }
     }
 }
 
@@ -73,6 +105,12 @@ pub struct PeerClient {
     addr: String,
     /// `Err` holds why the address was unusable; every call reports it.
     channel: Result<Channel, String>,
+    identity: Arc<Identity>,
+    /// The peer's incarnation as the membership records it.
+    to_incarnation: String,
+    last_refusal_log: Option<Instant>,
+    /// The last call was refused (sets the backoff).
+    refused: Arc<AtomicBool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +127,7 @@ impl PeerClient {
 
     /// Encode, send, decode, and map failures to what openraft expects.
     async fn call<Req, Resp, E>(
-        &self,
+        &mut self,
         rpc: RPCTypes,
         req: &Req,
         option: &RPCOption,
@@ -113,16 +151,29 @@ impl PeerClient {
             return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(fit)));
         }
         let mut client = self.client().map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
-        let mut request = tonic::Request::new(RaftMessage { data });
+        let mut request = tonic::Request::new(RaftMessage {
+            data,
+            cluster_id: self.identity.cluster_hex(),
+            from_node: self.identity.node_id(),
+            to_node: self.target,
+            to_incarnation: self.to_incarnation.clone(),
+        });
         request.set_timeout(option.hard_ttl());
         let resp = match rpc {
             RPCTypes::AppendEntries => client.append_entries(request).await,
             RPCTypes::Vote => client.vote(request).await,
             RPCTypes::InstallSnapshot => client.install_snapshot(request).await,
         };
+        let refused = matches!(&resp, Err(s) if s.code() == tonic::Code::FailedPrecondition);
+        self.refused.store(refused, Ordering::Relaxed);
         let bytes = match resp {
             Ok(r) => r.into_inner().data,
-            Err(status) => return Err(map_status(status, rpc, self.target, option.hard_ttl())),
+            Err(status) => {
+                if refused && rate_ok(&mut self.last_refusal_log) {
+                    tracing::warn!(peer = self.target, addr = %self.addr, reason = %status.message(), "peer refused raft message");
+                }
+                return Err(map_status(status, rpc, self.target, option.hard_ttl()));
+            }
         };
         let result: Result<Resp, RaftError<NodeId, E>> =
             codec::decode(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
@@ -143,6 +194,12 @@ fn entries_that_fit(n: u64, bytes: usize) -> Option<u64> {
 fn map_status<E: std::error::Error>(status: tonic::Status, rpc: RPCTypes, target: NodeId, ttl: Duration) -> RpcErr<E> {
     let err = TransportError(format!("{}: {}", status.code(), status.message()));
     match status.code() {
+        // A refused identity: back off like an unreachable peer; the
+        // operator has to act. The reason is long and logged (rate-limited)
+        // as "peer refused raft message"; openraft logs every retry.
+        tonic::Code::FailedPrecondition => RPCError::Unreachable(Unreachable::new(&TransportError(format!(
+            "node {target} refused the message: cluster identity mismatch (see 'peer refused raft message')"
+        )))),
         tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::new(&err)),
         tonic::Code::Unknown if status.message().contains("connect") => RPCError::Unreachable(Unreachable::new(&err)),
         tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
@@ -156,6 +213,15 @@ fn map_status<E: std::error::Error>(status: tonic::Status, rpc: RPCTypes, target
 }
 
 impl RaftNetwork<TypeConfig> for PeerClient {
+    /// openraft asks once, at the first `Unreachable`, and keeps it until a
+    /// call succeeds; each pause follows what the last call met.
+    fn backoff(&self) -> Backoff {
+        let refused = self.refused.clone();
+        Backoff::new(std::iter::repeat_with(move || {
+            if refused.load(Ordering::Relaxed) { REFUSED_BACKOFF } else { UNREACHABLE_BACKOFF }
+        }))
+    }
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
@@ -178,19 +244,89 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     }
 }
 
-/// The receiving side: decodes a peer's request and hands it to openraft.
-pub struct RaftServer {
-    pub raft: Raft,
+/// True (and the clock reset) when the last log of this kind is
+/// [`REFUSAL_LOG_INTERVAL`] old or there was none.
+fn rate_ok(last: &mut Option<Instant>) -> bool {
+    if last.is_some_and(|t| t.elapsed() < REFUSAL_LOG_INTERVAL) {
+        return false;
+    }
+    *last = Some(Instant::now());
+    true
 }
 
-fn decode_req<T: DeserializeOwned>(req: tonic::Request<RaftMessage>) -> Result<T, tonic::Status> {
-    codec::decode(&req.into_inner().data)
-        .map_err(|e| tonic::Status::invalid_argument(format!("undecodable raft message: {e}")))
+/// Who answered an `Identify`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identified {
+    pub node_id: NodeId,
+    pub incarnation: Incarnation,
+    /// `None` while the node belongs to no cluster.
+    pub cluster_id: Option<ClusterId>,
+    /// The node has Raft state (a log or a vote).
+    pub initialized: bool,
+}
+
+impl Identified {
+    /// Whether the node is part of some cluster already.
+    pub fn in_a_cluster(&self) -> bool {
+        self.cluster_id.is_some() || self.initialized
+    }
+}
+
+/// Ask the node at `raft_addr` who it is (one try, within `timeout`).
+pub async fn identify(raft_addr: &str, timeout: Duration) -> Result<Identified, String> {
+    let ch = peer_channel(raft_addr).map_err(|e| format!("bad address {raft_addr}: {e}"))?;
+    let mut req = tonic::Request::new(IdentifyRequest {});
+    req.set_timeout(timeout);
+    let r = tokio::time::timeout(timeout, RaftServiceClient::new(ch).identify(req))
+        .await
+        .map_err(|_| format!("no answer from {raft_addr} within {timeout:?}"))?
+        .map_err(|s| format!("{raft_addr}: {}", s.message()))?
+        .into_inner();
+    let incarnation = r.incarnation.parse().map_err(|e| format!("{raft_addr} sent a bad incarnation: {e}"))?;
+    let cluster_id = match r.cluster_id.as_str() {
+        "" => None,
+        c => Some(c.parse().map_err(|e| format!("{raft_addr} sent a bad cluster id: {e}"))?),
+    };
+    Ok(Identified { node_id: r.node_id, incarnation, cluster_id, initialized: r.initialized })
+}
+
+/// The receiving side: admits a peer's request, decodes it and hands it to
+/// openraft.
+pub struct RaftServer {
+    pub raft: Raft,
+    pub identity: Arc<Identity>,
+    /// When a refusal of each sender was last logged.
+    refusals_logged: Mutex<HashMap<NodeId, Instant>>,
+}
+
+impl RaftServer {
+    pub fn new(raft: Raft, identity: Arc<Identity>) -> Self {
+        RaftServer { raft, identity, refusals_logged: Mutex::default() }
+    }
+
+    /// Admit the request (see [`Identity::admit`]) and decode its message.
+    fn admit<T: DeserializeOwned>(&self, req: tonic::Request<RaftMessage>) -> Result<T, tonic::Status> {
+        let m = req.into_inner();
+        if let Err(e) = self.identity.admit(m.from_node, &m.cluster_id, m.to_node, &m.to_incarnation) {
+            let status = match e {
+                crate::identity::IdentityError::Store(_) => tonic::Status::unavailable(e.to_string()),
+                _ => tonic::Status::failed_precondition(e.to_string()),
+            };
+            let mut logged = self.refusals_logged.lock().unwrap_or_else(|p| p.into_inner());
+            let mut last = logged.get(&m.from_node).copied();
+            if rate_ok(&mut last) {
+                tracing::error!(from = m.from_node, reason = %e, "refused raft message");
+                logged.insert(m.from_node, Instant::now());
+            }
+            return Err(status);
+        }
+        codec::decode(&m.data).map_err(|e| tonic::Status::invalid_argument(format!("undecodable raft message: {e}")))
+    }
 }
 
 fn encode_resp<T: Serialize>(v: &T) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
     codec::encode(v)
-        .map(|data| tonic::Response::new(RaftMessage { data }))
+        .map(|data| tonic::Response::new(RaftMessage { data, ..Default::default() }))
         .map_err(|e| tonic::Status::internal(format!("cannot encode raft reply: {e}")))
 }
 
@@ -200,12 +336,12 @@ impl RaftService for RaftServer {
         &self,
         req: tonic::Request<RaftMessage>,
     ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
-        let rpc: AppendEntriesRequest<TypeConfig> = decode_req(req)?;
+        let rpc: AppendEntriesRequest<TypeConfig> = self.admit(req)?;
         encode_resp(&self.raft.append_entries(rpc).await)
     }
 
     async fn vote(&self, req: tonic::Request<RaftMessage>) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
-        let rpc: VoteRequest<NodeId> = decode_req(req)?;
+        let rpc: VoteRequest<NodeId> = self.admit(req)?;
         encode_resp(&self.raft.vote(rpc).await)
     }
 
@@ -213,8 +349,20 @@ impl RaftService for RaftServer {
         &self,
         req: tonic::Request<RaftMessage>,
     ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
-        let rpc: InstallSnapshotRequest<TypeConfig> = decode_req(req)?;
+        let rpc: InstallSnapshotRequest<TypeConfig> = self.admit(req)?;
         encode_resp(&self.raft.install_snapshot(rpc).await)
+    }
+
+    async fn identify(
+        &self,
+        _req: tonic::Request<IdentifyRequest>,
+    ) -> Result<tonic::Response<IdentifyResponse>, tonic::Status> {
+        Ok(tonic::Response::new(IdentifyResponse {
+            node_id: self.identity.node_id(),
+            incarnation: self.identity.incarnation().to_string(),
+            cluster_id: self.identity.cluster_hex(),
+            initialized: self.raft.is_initialized().await.unwrap_or(false),
+        }))
     }
 }
 

@@ -1,7 +1,8 @@
-//! Node lifecycle: open the store, start Raft and the services, initialize a
-//! brand-new cluster exactly once, and shut down gracefully.
+//! Node lifecycle: open the store and the node's identity, start Raft and
+//! the services, form a brand-new cluster exactly once (`bootstrap.rs`), and
+//! shut down gracefully.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +15,9 @@ use baton_client::proto;
 use baton_raft_store::{Raft, StoreError, open_store};
 
 use crate::api::{Ctx, cluster::Cluster, jobs::Jobs, workers::Workers, workflows::Workflows};
+use crate::bootstrap::BootstrapError;
 use crate::config::{Config, ConfigError};
+use crate::identity::{Identity, IdentityError};
 use crate::network::{MAX_RAFT_MESSAGE_BYTES, Network, RaftServer, pb::raft_service_server::RaftServiceServer};
 use crate::proposer::Proposer;
 
@@ -27,6 +30,10 @@ pub enum NodeError {
     Config(#[from] ConfigError),
     #[error("storage: {0}")]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error(transparent)]
+    Bootstrap(#[from] BootstrapError),
     #[error("raft: {0}")]
     Raft(String),
     #[error("cannot listen on {addr}: {source}")]
@@ -79,16 +86,18 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         TcpListener::bind(cfg.http_listen).await.map_err(|source| NodeError::Bind { addr: cfg.http_listen, source })?;
 
     let (log, sm) = open_store(&cfg.data_dir)?;
+    let identity = Arc::new(Identity::open(&log, cfg.node_id)?);
     let reader = sm.reader();
-    let raft = Raft::new(cfg.node_id, raft_config(&cfg)?, Network, log, sm)
+    let network = Network { identity: identity.clone() };
+    let raft = Raft::new(cfg.node_id, raft_config(&cfg)?, network, log, sm)
         .await
         .map_err(|e| NodeError::Raft(e.to_string()))?;
-    initialize_once(&cfg, &raft).await?;
+    crate::bootstrap::check_second_init(&cfg, &raft, &identity).await?;
 
     let clock = Arc::new(crate::clock::NodeClock::default());
     let proposer = Proposer::spawn(raft.clone(), &cfg.limits, clock.clone());
     let leader = crate::leader::spawn(cfg.clone(), raft.clone(), reader.clone(), proposer.clone(), clock);
-    let ctx = Ctx::new(cfg.clone(), raft.clone(), reader.clone(), proposer, leader);
+    let ctx = Ctx::new(cfg.clone(), raft.clone(), reader.clone(), proposer, leader, identity.clone());
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -97,7 +106,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
 
     let raft_srv = tonic::transport::Server::builder()
         .add_service(
-            RaftServiceServer::new(RaftServer { raft: raft.clone() })
+            RaftServiceServer::new(RaftServer::new(raft.clone(), identity.clone()))
                 .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
         )
@@ -137,8 +146,22 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         .with_graceful_shutdown(stopped(stop_rx.clone()));
     let gauges = tokio::spawn(crate::http::gauges(raft.clone(), reader));
 
+    // Forms a new cluster when this node should, while the servers run
+    // (the other members answer `Identify` on their Raft port).
+    let formation = {
+        let (cfg, raft, identity, stop) = (cfg.clone(), raft.clone(), identity.clone(), stop_rx.clone());
+        async move {
+            tokio::select! {
+                r = crate::bootstrap::form(cfg, raft, identity) => r.map_err(NodeError::from),
+                _ = stopped(stop) => Ok(()),
+            }
+        }
+    };
+
     tracing::info!(
         node = cfg.node_id,
+        incarnation = %identity.incarnation(),
+        cluster = %identity.cluster_id().map_or_else(|| "none yet".to_string(), |c| c.to_string()),
         raft = %cfg.raft_listen,
         api = %cfg.api_listen,
         http = %cfg.http_listen,
@@ -150,6 +173,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
             async { raft_srv.await.map_err(|e| NodeError::Serve { what: "raft", reason: e.to_string() }) },
             async { api_srv.await.map_err(|e| NodeError::Serve { what: "api", reason: e.to_string() }) },
             async { http_srv.await.map_err(|e| NodeError::Serve { what: "http", reason: e.to_string() }) },
+            formation,
         )
     };
     tokio::pin!(servers);
@@ -177,28 +201,6 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     }
     tracing::info!(node = cfg.node_id, "stopped");
     result
-}
-
-/// Initialize a brand-new cluster from `initial_members`, on the lowest id
-/// only, and only if this node has no Raft state yet: a restarted node never
-/// re-initializes.
-async fn initialize_once(cfg: &Config, raft: &Raft) -> Result<(), NodeError> {
-    let members = cfg.members()?;
-    if members.is_empty() || raft.is_initialized().await.map_err(|e| NodeError::Raft(e.to_string()))? {
-        return Ok(());
-    }
-    if members.iter().map(|m| m.id).min() != Some(cfg.node_id) {
-        tracing::info!(node = cfg.node_id, "waiting for the lowest-id member to initialize the cluster");
-        return Ok(());
-    }
-    let nodes: BTreeMap<_, _> = members.into_iter().map(|m| (m.id, m.info)).collect();
-    match raft.initialize(nodes).await {
-        Ok(()) => tracing::info!(node = cfg.node_id, "cluster initialized"),
-        // Someone (an earlier run of this node) got there first: not an error.
-        Err(openraft::error::RaftError::APIError(e)) => tracing::info!(reason = %e, "cluster already initialized"),
-        Err(e) => return Err(NodeError::Raft(e.to_string())),
-    }
-    Ok(())
 }
 
 /// Remove this node from the membership before stopping (`leave_on_shutdown`).

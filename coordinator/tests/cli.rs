@@ -94,10 +94,13 @@ async fn operator_commands_print_documented_json_and_fail_with_one_line() {
                 "commit_index",
                 "applied_index",
                 "members",
+                "cluster_id",
+                "incarnation",
             ] {
                 assert!(n.get(field).is_some(), "status JSON lacks {field}: {n}");
             }
         }
+        assert!(nodes.iter().all(|n| n["cluster_id"] == nodes[0]["cluster_id"]), "one cluster id: {s}");
         assert_eq!(nodes.iter().filter(|n| n["role"] == "leader").count(), 1);
         // Errors: one line, non-zero exit, saying what to do.
         let (ok, _, err) = baton(&["job", "get", "424242"], &eps2);

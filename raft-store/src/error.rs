@@ -25,6 +25,15 @@ pub enum StoreError {
     Invariant(String),
     #[error("snapshot: {0}")]
     Snapshot(String),
+    /// A backup file that cannot be used (corrupt, truncated, foreign).
+    #[error("backup: {0}")]
+    Backup(String),
+    /// Another process (a running node) holds the data dir.
+    #[error("{path} is in use by another process (a running node holds its RocksDB lock): stop that node first")]
+    Locked { path: String },
+    /// A data dir that cannot be used as asked (offline tools, identity).
+    #[error("{0}")]
+    DataDir(String),
     #[error("the data directory has format {found}, this build reads {expected}")]
     Format { found: String, expected: String },
 }

@@ -13,6 +13,7 @@
 //! - change the task table anywhere but [`Core::apply_entry`];
 //! - decode a corrupt record by guessing: open fails naming the key instead.
 
+pub mod backup;
 pub mod codec;
 pub mod command;
 pub mod core;
@@ -24,6 +25,7 @@ pub mod kv;
 pub mod lifecycle;
 pub mod limits;
 pub mod log_store;
+pub mod recovery;
 pub mod rocks;
 pub mod snapshot;
 pub mod state_machine;
@@ -32,6 +34,7 @@ pub mod types;
 pub mod workflow;
 
 pub use crate::core::{Core, Meta};
+pub use backup::BackupHeader;
 pub use command::{
     Assign, Backoff, Command, CommandError, Grant, JobSpec, Outcome, Proposal, Released, Response, Revoked,
 };

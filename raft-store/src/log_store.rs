@@ -23,6 +23,12 @@ use crate::types::*;
 const VOTE_KEY: &[u8] = b"vote";
 const COMMITTED_KEY: &[u8] = b"committed";
 const PURGED_KEY: &[u8] = b"purged";
+/// The cluster this data dir belongs to ([`ClusterId`]).
+const CLUSTER_ID_KEY: &[u8] = b"cluster_id";
+/// This data dir's [`Incarnation`].
+const INCARNATION_KEY: &[u8] = b"incarnation";
+/// The node id this data dir serves as (set by its first owner).
+const NODE_ID_KEY: &[u8] = b"node_id";
 
 /// Flush callbacks waiting for the syncer. Bounded so a stalled disk pushes
 /// back on openraft (append awaits a slot) instead of queueing without limit.
@@ -71,8 +77,77 @@ impl LogStore {
         store.get_raft::<Vote>(VOTE_KEY)?;
         store.get_raft::<Option<LogId>>(COMMITTED_KEY)?;
         store.get_raft::<LogId>(PURGED_KEY)?;
+        store.get_raft::<ClusterId>(CLUSTER_ID_KEY)?;
+        store.get_raft::<Incarnation>(INCARNATION_KEY)?;
+        store.get_raft::<NodeId>(NODE_ID_KEY)?;
         store.last_entry_id()?;
         Ok(store)
+    }
+
+    /// The cluster this data dir belongs to; `None` until it joins or
+    /// creates one.
+    pub fn cluster_id(&self) -> Result<Option<ClusterId>, StoreError> {
+        self.get_raft(CLUSTER_ID_KEY)
+    }
+
+    /// Record the cluster this data dir belongs to. Synced: a node must not
+    /// answer a cluster's messages and then forget which cluster it was.
+    pub fn save_cluster_id(&self, id: ClusterId) -> Result<(), StoreError> {
+        self.put_raft(CLUSTER_ID_KEY, &id, true)
+    }
+
+    /// This data dir's incarnation; `None` for a data dir created before it
+    /// had one (a new store gets one from its first owner).
+    pub fn incarnation(&self) -> Result<Option<Incarnation>, StoreError> {
+        self.get_raft(INCARNATION_KEY)
+    }
+
+    /// Record this data dir's incarnation (synced).
+    pub fn save_incarnation(&self, inc: Incarnation) -> Result<(), StoreError> {
+        self.put_raft(INCARNATION_KEY, &inc, true)
+    }
+
+    /// The node id this data dir serves as; `None` until its first start.
+    pub fn node_id(&self) -> Result<Option<NodeId>, StoreError> {
+        self.get_raft(NODE_ID_KEY)
+    }
+
+    /// Record the node id this data dir serves as (synced).
+    pub fn save_node_id(&self, id: NodeId) -> Result<(), StoreError> {
+        self.put_raft(NODE_ID_KEY, &id, true)
+    }
+
+    /// Append entries and fsync them, outside openraft: for the offline
+    /// tools that seed or rewrite a data dir (restore, recover). The entries
+    /// must follow the last one.
+    pub fn append_offline(&self, entries: &[Entry]) -> Result<(), StoreError> {
+        let last = self.last_log_id()?;
+        let logs = cf(&self.db, CF_LOGS)?;
+        let mut batch = WriteBatch::default();
+        for (expect, e) in (last.map_or(0, |l| l.index + 1)..).zip(entries) {
+            if e.log_id.index != expect {
+                return Err(StoreError::Invariant(format!(
+                    "offline append of index {} after {:?}",
+                    e.log_id.index, last
+                )));
+            }
+            let bytes = codec::encode(e).map_err(|source| StoreError::Encode { what: "log entry", source })?;
+            batch.put_cf(logs, index_key(e.log_id.index), bytes);
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(batch, &wo)?;
+        Ok(())
+    }
+
+    /// The last log id, purged or not (`None` for an empty log).
+    pub fn last_log_id(&self) -> Result<Option<LogId>, StoreError> {
+        Ok(self.last_entry_id()?.or(self.get_raft::<LogId>(PURGED_KEY)?))
+    }
+
+    /// Log entries with index in `range`, in order.
+    pub fn entries(&self, range: std::ops::Range<u64>) -> Result<Vec<Entry>, StoreError> {
+        read_range(&self.db, range, usize::MAX)
     }
 
     fn new(db: Arc<DB>) -> Self {

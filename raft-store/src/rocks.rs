@@ -57,7 +57,8 @@ pub fn open(dir: &Path) -> Result<Arc<DB>, StoreError> {
     // on flush and compaction is CPU spent on data about to go.
     let lz4 = DBCompressionType::Lz4;
     let logs = cf(CF_LOGS, 16 << 20, DBCompressionType::None);
-    let db = DB::open_cf_descriptors(&opts, dir, [logs, cf(CF_RAFT, 1 << 20, lz4), cf(CF_SM, 32 << 20, lz4)])?;
+    let db = DB::open_cf_descriptors(&opts, dir, [logs, cf(CF_RAFT, 1 << 20, lz4), cf(CF_SM, 32 << 20, lz4)])
+        .map_err(|e| locked(dir, e))?;
     let raft = db.cf_handle(CF_RAFT).expect("cf raft created above");
     match db.get_cf(raft, LAYOUT_KEY)? {
         None => db.put_cf(raft, LAYOUT_KEY, LAYOUT)?,
@@ -70,6 +71,18 @@ pub fn open(dir: &Path) -> Result<Arc<DB>, StoreError> {
         }
     }
     Ok(Arc::new(db))
+}
+
+/// RocksDB reports a held lock only in its message ("While lock file:
+/// …/LOCK: Resource temporarily unavailable"); name that case, since the
+/// offline tools and a second `baton serve` on one data dir meet it.
+fn locked(dir: &Path, e: rocksdb::Error) -> StoreError {
+    let msg = e.to_string();
+    if msg.contains("lock file") || msg.contains("LOCK") {
+        StoreError::Locked { path: dir.display().to_string() }
+    } else {
+        StoreError::Rocks(e)
+    }
 }
 
 pub(crate) fn cf<'a>(db: &'a DB, name: &str) -> Result<&'a rocksdb::ColumnFamily, StoreError> {

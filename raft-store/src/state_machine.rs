@@ -18,6 +18,7 @@ use openraft::storage::RaftStateMachine;
 use openraft::{ErrorSubject, ErrorVerb, RaftSnapshotBuilder};
 use rocksdb::{DB, ReadOptions, WriteBatch, WriteOptions};
 
+use crate::backup;
 use crate::command::Response;
 use crate::core::{Core, Meta};
 use crate::error::{StoreError, raft_err};
@@ -513,7 +514,6 @@ fn prepare_install(
     mut file: std::fs::File,
     meta: &SnapshotMeta,
 ) -> Result<(u64, Core, std::fs::File), StoreError> {
-    let sm = cf(db, CF_SM)?;
     file.seek(SeekFrom::Start(0)).map_err(|e| StoreError::io("received snapshot", e))?;
     let (mut reader, file_meta) = snapshot::Reader::new(&mut file)?;
     if file_meta.last_log_id != meta.last_log_id || file_meta.last_membership != meta.last_membership {
@@ -523,18 +523,7 @@ fn prepare_install(
         )));
     }
     let new_gen = old_gen + 1;
-    let mut batch = WriteBatch::default();
-    batch.delete_range_cf(sm, keys::gen_prefix(new_gen), keys::gen_prefix(new_gen + 1));
-    while let Some((k, v)) = reader.next_record()? {
-        if k.first().and_then(|t| Table::from_tag(*t)).is_none() {
-            return Err(StoreError::Snapshot(format!("record with unknown table key {k:02x?}")));
-        }
-        batch.put_cf(sm, keys::in_gen(new_gen, &k), v);
-        if batch.size_in_bytes() >= INSTALL_BATCH_BYTES {
-            db.write(std::mem::take(&mut batch))?;
-        }
-    }
-    db.write(batch)?;
+    load_generation(db, new_gen, StoreError::Snapshot, &mut || reader.next_record())?;
     // The new generation must describe exactly the snapshot it came from.
     let kv = GenKv { db, generation: new_gen, snapshot: None };
     let m: Meta = load(&kv, &keys::meta())?.unwrap_or_default();
@@ -546,6 +535,31 @@ fn prepare_install(
     }
     let core = Core::open(&kv)?;
     Ok((new_gen, core, file))
+}
+
+/// Write the records `next` yields into generation `new_gen` (cleared
+/// first), in batches of [`INSTALL_BATCH_BYTES`]. `bad` names the source in
+/// the error for a record of no known table.
+fn load_generation(
+    db: &DB,
+    new_gen: u64,
+    bad: fn(String) -> StoreError,
+    next: &mut dyn FnMut() -> Result<Option<backup::Record>, StoreError>,
+) -> Result<(), StoreError> {
+    let sm = cf(db, CF_SM)?;
+    let mut batch = WriteBatch::default();
+    batch.delete_range_cf(sm, keys::gen_prefix(new_gen), keys::gen_prefix(new_gen + 1));
+    while let Some((k, v)) = next()? {
+        if k.first().and_then(|t| Table::from_tag(*t)).is_none() {
+            return Err(bad(format!("record with unknown table key {k:02x?}")));
+        }
+        batch.put_cf(sm, keys::in_gen(new_gen, &k), v);
+        if batch.size_in_bytes() >= INSTALL_BATCH_BYTES {
+            db.write(std::mem::take(&mut batch))?;
+        }
+    }
+    db.write(batch)?;
+    Ok(())
 }
 
 /// One synced batch: point at `new_gen`, range-delete `old_gen`. A crash
@@ -654,5 +668,6 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     }
 }
 
+mod backup_io;
 #[cfg(test)]
 mod tests;

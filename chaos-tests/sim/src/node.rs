@@ -60,7 +60,9 @@ fn raft_config(election_min: u64) -> openraft::Config {
 
 pub fn members(n: usize) -> BTreeMap<NodeId, NodeInfo> {
     (1..=n as NodeId)
-        .map(|id| (id, NodeInfo { raft_addr: format!("sim-{id}"), api_addr: format!("sim-{id}") }))
+        .map(|id| {
+            (id, NodeInfo { raft_addr: format!("sim-{id}"), api_addr: format!("sim-{id}"), ..Default::default() })
+        })
         .collect()
 }
 

@@ -1,6 +1,7 @@
-//! `baton.v1.ClusterService`: status and online membership changes.
+//! `baton.v1.ClusterService`: status, online membership changes, backups.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use openraft::ChangeMembers;
 use tonic::{Request, Response, Status};
@@ -13,6 +14,13 @@ use baton_raft_store::{NodeId, NodeInfo};
 use super::Ctx;
 use crate::config::valid_host_port;
 use crate::error::ApiError;
+use crate::network::{CONNECT_TIMEOUT_MS, Identified, identify};
+
+/// How long AddLearner keeps asking a new node who it is, for a node that
+/// was started just before it was added and is not listening yet.
+pub const ADD_NODE_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause between those tries.
+pub const ADD_NODE_PROBE_INTERVAL: Duration = Duration::from_millis(200);
 
 pub struct Cluster {
     pub ctx: Ctx,
@@ -30,12 +38,64 @@ impl Cluster {
                 raft_addr: n.raft_addr.clone(),
                 api_addr: n.api_addr.clone(),
                 voter: voters.contains(id),
+                incarnation: n.incarnation.to_string(),
             })
             .collect()
     }
 
     fn membership_response(&self, log_index: u64) -> Response<proto::MembershipResponse> {
         Response::new(proto::MembershipResponse { members: self.members(), log_index })
+    }
+
+    /// Ask the node about to be added as `id` at `raft_addr` who it is, and
+    /// check it may join: it is node `id`, it belongs to no other cluster,
+    /// and if `id` is a member already, it is the same incarnation.
+    async fn identify_new(&self, id: NodeId, raft_addr: &str) -> Result<Identified, ApiError> {
+        let deadline = Instant::now() + ADD_NODE_PROBE_TIMEOUT;
+        let who = loop {
+            match identify(raft_addr, Duration::from_millis(CONNECT_TIMEOUT_MS)).await {
+                Ok(who) => break who,
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(ApiError::Unavailable(format!(
+                        "cannot ask node {id} at {raft_addr} who it is ({e}); start it before adding it"
+                    )));
+                }
+                Err(_) => tokio::time::sleep(ADD_NODE_PROBE_INTERVAL).await,
+            }
+        };
+        if who.node_id != id {
+            return Err(ApiError::Precondition(format!(
+                "the node at {raft_addr} is node {}, not node {id}",
+                who.node_id
+            )));
+        }
+        let mine = self.ctx.identity.cluster_id();
+        if let Some(theirs) = who.cluster_id
+            && Some(theirs) != mine
+        {
+            return Err(ApiError::Precondition(format!(
+                "node {id} at {raft_addr} belongs to cluster {theirs}, this is cluster {}: a node of another \
+                 cluster cannot be added (give it a new data dir to join this one)",
+                mine.map_or_else(|| "<none>".into(), |c| c.to_string())
+            )));
+        }
+        let recorded = self.ctx.raft.metrics().borrow().membership_config.membership().get_node(&id).cloned();
+        if let Some(n) = recorded
+            && n.incarnation != who.incarnation
+        {
+            return Err(ApiError::Precondition(format!(
+                "node {id} is a member with incarnation {}, but the node at {raft_addr} is incarnation {}: \
+                 its data dir was wiped or replaced. Remove it first (`baton cluster remove-node --id {id}`), \
+                 then add it again",
+                n.incarnation, who.incarnation
+            )));
+        }
+        if who.cluster_id.is_none() && who.initialized {
+            return Err(ApiError::Precondition(format!(
+                "node {id} at {raft_addr} has Raft state of its own: give it a new data dir to join this cluster"
+            )));
+        }
+        Ok(who)
     }
 }
 
@@ -98,6 +158,8 @@ impl ClusterService for Cluster {
             live_tasks,
             state_hash,
             state_hash_index,
+            cluster_id: self.ctx.identity.cluster_hex(),
+            incarnation: self.ctx.identity.incarnation().to_string(),
         }))
     }
 
@@ -115,7 +177,10 @@ impl ClusterService for Cluster {
                 return Err(ApiError::invalid(field, format!("{a:?} is not host:port")).into());
             }
         }
-        let node = NodeInfo { raft_addr: r.raft_addr, api_addr: r.api_addr };
+        // Record who answers at the address, so that a data dir wiped later
+        // (or another cluster's node) is refused, not taken for this one.
+        let who = self.identify_new(r.node_id, &r.raft_addr).await?;
+        let node = NodeInfo { raft_addr: r.raft_addr, api_addr: r.api_addr, incarnation: who.incarnation };
         // Blocking: returns once the learner has caught up with the leader.
         let resp = self.ctx.raft.add_learner(r.node_id, node, true).await.map_err(ApiError::from)?;
         tracing::info!(node = r.node_id, "learner added");
@@ -152,6 +217,12 @@ impl ClusterService for Cluster {
         let resp = self.ctx.raft.change_membership(change, false).await.map_err(ApiError::from)?;
         tracing::info!(node = id, "node removed");
         Ok(self.membership_response(resp.log_id.index))
+    }
+
+    type BackupStream = super::backup::BackupStream;
+
+    async fn backup(&self, req: Request<proto::BackupRequest>) -> Result<Response<Self::BackupStream>, Status> {
+        super::backup::serve(&self.ctx, req).await
     }
 
     async fn trigger_snapshot(

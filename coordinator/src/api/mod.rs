@@ -14,6 +14,7 @@ use crate::config::Config;
 use baton_client::error::{ERROR_CODE_HEADER, is_connect_failure};
 
 use crate::error::{ApiError, LeaderHint, to_status};
+use crate::identity::Identity;
 use crate::leader::LeaderHandle;
 use crate::proposer::Proposer;
 
@@ -44,6 +45,7 @@ macro_rules! forward_if_not_here {
     };
 }
 
+pub mod backup;
 pub mod cluster;
 pub mod convert;
 pub mod jobs;
@@ -71,6 +73,8 @@ pub struct Ctx {
     pub reader: StoreReader,
     pub proposer: Proposer,
     pub leader: LeaderHandle,
+    /// This node's data dir and cluster identity.
+    pub identity: Arc<Identity>,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     pub watches: Arc<Semaphore>,
     pub sessions: Arc<Semaphore>,
@@ -93,10 +97,17 @@ pub enum Route {
 }
 
 impl Ctx {
-    pub fn new(cfg: Arc<Config>, raft: Raft, reader: StoreReader, proposer: Proposer, leader: LeaderHandle) -> Self {
+    pub fn new(
+        cfg: Arc<Config>,
+        raft: Raft,
+        reader: StoreReader,
+        proposer: Proposer,
+        leader: LeaderHandle,
+        identity: Arc<Identity>,
+    ) -> Self {
         let watches = Arc::new(Semaphore::new(cfg.limits.max_watches));
         let sessions = Arc::new(Semaphore::new(cfg.limits.max_sessions));
-        Ctx { cfg, raft, reader, proposer, leader, channels: Arc::default(), watches, sessions }
+        Ctx { cfg, raft, reader, proposer, leader, identity, channels: Arc::default(), watches, sessions }
     }
 
     /// The current leader's id and API address, if known.

@@ -78,7 +78,7 @@ fn command_errors_map_to_precise_codes() {
 
 #[test]
 fn openraft_errors_convert_once() {
-    let node = NodeInfo { raft_addr: "10.0.0.2:7200".into(), api_addr: "10.0.0.2:7201".into() };
+    let node = NodeInfo { raft_addr: "10.0.0.2:7200".into(), api_addr: "10.0.0.2:7201".into(), ..Default::default() };
     let w: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>> =
         RaftError::APIError(ClientWriteError::ForwardToLeader(ForwardToLeader::new(2, node.clone())));
     assert!(matches!(ApiError::from(w), ApiError::NotLeader { leader } if leader == hint()));

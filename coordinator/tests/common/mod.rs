@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod blackhole;
+pub mod recovery;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -113,6 +114,11 @@ impl Cluster {
 
     /// Start (or restart) node `id`. Nodes added later get no initial members.
     pub fn spawn(&mut self, id: u64, initial: bool) {
+        self.spawn_args(id, initial, &[]);
+    }
+
+    /// Start (or restart) node `id` with `extra` flags after the usual ones.
+    pub fn spawn_args(&mut self, id: u64, initial: bool, extra: &[&str]) {
         let p =
             *self.ports.entry(id).or_insert_with(|| Ports { raft: free_port(), api: free_port(), http: free_port() });
         let log = std::fs::OpenOptions::new()
@@ -145,6 +151,7 @@ impl Cluster {
         if initial {
             cmd.args(["--initial-members", &self.initial]);
         }
+        cmd.args(extra);
         let child = cmd.spawn().expect("spawn baton");
         self.procs.insert(id, child);
     }
