@@ -53,9 +53,10 @@ pub struct View<'a> {
 
 /// Plans one round of assignments.
 ///
-/// - Only pending tasks with `ready_at_ms <= now_ms`, of jobs present in `idx.jobs`, are assigned,
-///   each at most once, and only to sessions that are both in `eligible` and live in `idx.sessions`,
-///   whose labels satisfy the job's constraints, and which have a free slot (capacity minus the
+/// - Only pending tasks with `ready_at_ms <= now_ms`, of jobs present in `idx.jobs` that are not
+///   paused and whose namespace is not paused (`idx.namespaces`), are assigned, each at most once,
+///   and only to sessions that are both in `eligible` and live in `idx.sessions`, whose labels
+///   satisfy the job's constraints, and which have a free slot (capacity minus the
 ///   tasks they hold minus what this round already gave them).
 /// - Priority is strict: higher-priority jobs are served first. Within one priority, namespaces
 ///   take turns in name order and, within a namespace, jobs take turns in id order; a turn examines
@@ -95,7 +96,13 @@ fn contract_breach(view: &View<'_>, assigns: &[Assign], now_ms: u64) -> Option<S
         if ready.is_none_or(|r| r > now_ms) {
             return Some(format!("{} is not a ready pending task (ready at {ready:?}, now {now_ms})", a.task));
         }
-        if !view.idx.jobs.get(&a.task.job).is_some_and(|j| session.satisfies(&j.constraints)) {
+        let Some(job) = view.idx.jobs.get(&a.task.job) else {
+            return Some(format!("{} has no live job", a.task));
+        };
+        if paused(view.idx, job) {
+            return Some(format!("{} given out while its job or namespace is paused", a.task));
+        }
+        if !session.satisfies(&job.constraints) {
             return Some(format!("{} given to session {} against its job's constraints", a.task, a.session));
         }
         let n = given.entry(a.session).or_default();
@@ -152,6 +159,10 @@ fn levels(idx: &Indexes) -> BTreeMap<Reverse<i32>, Level<'_>> {
         }
         // A pending entry without its job is skipped: there are no constraints to place it by.
         let Some(job) = idx.jobs.get(&id) else { continue };
+        // Paused: nothing new starts; apply() would refuse it anyway.
+        if paused(idx, job) {
+            continue;
+        }
         levels
             .entry(Reverse(job.priority))
             .or_default()
@@ -160,6 +171,11 @@ fn levels(idx: &Indexes) -> BTreeMap<Reverse<i32>, Level<'_>> {
             .push_back(JobCursor { id, job, shards: shards.iter(), class: None });
     }
     levels
+}
+
+/// Whether `job` may get no new attempt: it is paused, or its namespace is.
+fn paused(idx: &Indexes, job: &JobRecord) -> bool {
+    job.paused || idx.namespaces.get(&job.namespace).is_some_and(|n| n.paused)
 }
 
 /// Round-robin over the namespaces of one priority level until it runs dry. Returns false when the

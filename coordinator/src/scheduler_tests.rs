@@ -2,7 +2,7 @@
 //! exhaustively, then random large ones.
 
 use super::*;
-use baton_raft_store::{Backoff, Counts};
+use baton_raft_store::{Backoff, Counts, NamespaceRecord};
 use proptest::prelude::*;
 
 const NOW: u64 = 100;
@@ -42,6 +42,16 @@ fn job_record(id: JobId, namespace: &str, priority: i32, constraints: Labels) ->
     }
 }
 
+/// Whether the rules let `job` receive nothing: it or its namespace is paused.
+fn is_paused(idx: &Indexes, job: &JobRecord) -> bool {
+    job.paused || idx.namespaces.get(&job.namespace).is_some_and(|n| n.paused)
+}
+
+/// The jobs the rules let receive work.
+fn schedulable<'i>(idx: &'i Indexes, id: &JobId) -> Option<&'i JobRecord> {
+    idx.jobs.get(id).filter(|j| !is_paused(idx, j))
+}
+
 fn session_record(id: SessionId, name: &str, capacity: u32, labels: Labels) -> SessionRecord {
     SessionRecord { id, name: name.to_string(), epoch: 1, labels, capacity, registered_ms: 0, ended: None }
 }
@@ -78,6 +88,16 @@ impl Fixture {
     fn task(&mut self, job: JobId, shard: u32, ready_at_ms: u64, sticky: Option<&str>) -> &mut Self {
         let sticky = sticky.map(|name| self.idx.names.intern(name));
         self.idx.pending.entry(job).or_default().insert(shard, PendingTask { ready_at_ms, sticky });
+        self
+    }
+
+    fn pause_job(&mut self, id: JobId) -> &mut Self {
+        self.idx.jobs.get_mut(&id).expect("a job").paused = true;
+        self
+    }
+
+    fn pause_namespace(&mut self, namespace: &str) -> &mut Self {
+        self.idx.namespaces.insert(namespace.to_string(), NamespaceRecord { paused: true, retention_ms: None });
         self
     }
 
@@ -175,14 +195,14 @@ fn reference(view: &View<'_>, now: u64) -> Vec<Assign> {
         .pending
         .iter()
         .filter(|(_, shards)| !shards.is_empty())
-        .filter_map(|(id, _)| idx.jobs.get(id).map(|j| j.priority))
+        .filter_map(|(id, _)| schedulable(idx, id).map(|j| j.priority))
         .collect();
     priorities.sort_unstable_by(|a, b| b.cmp(a));
     priorities.dedup();
     for priority in priorities {
         let mut by_ns: BTreeMap<&str, Vec<RefJob<'_>>> = BTreeMap::new();
         for (id, shards) in &idx.pending {
-            match idx.jobs.get(id) {
+            match schedulable(idx, id) {
                 Some(job) if job.priority == priority && !shards.is_empty() => {
                     by_ns.entry(job.namespace.as_str()).or_default().push(RefJob {
                         id: *id,
@@ -243,6 +263,9 @@ fn check_basic(view: &View<'_>, now: u64, plan: &[Assign]) -> Result<(), String>
             return Err(format!("{t} planned twice"));
         }
         let job = idx.jobs.get(&t.job).ok_or(format!("{t}: job missing"))?;
+        if is_paused(idx, job) {
+            return Err(format!("{t} planned while its job or namespace is paused"));
+        }
         let task = idx.pending.get(&t.job).and_then(|m| m.get(&t.shard)).ok_or(format!("{t} not pending"))?;
         if task.ready_at_ms > now {
             return Err(format!("{t} not ready ({} > {now})", task.ready_at_ms));
@@ -273,7 +296,8 @@ fn check_invariants(view: &View<'_>, now: u64, plan: &[Assign], examined: usize)
     if examined > limits.max_scan {
         return Err(format!("examined {examined} tasks, max_scan {}", limits.max_scan));
     }
-    let total_pending: usize = idx.pending.iter().filter(|(j, _)| idx.jobs.contains_key(j)).map(|(_, m)| m.len()).sum();
+    let total_pending: usize =
+        idx.pending.iter().filter(|(j, _)| schedulable(idx, j).is_some()).map(|(_, m)| m.len()).sum();
     if examined > total_pending {
         return Err(format!("examined {examined} of only {total_pending} pending tasks"));
     }
@@ -282,7 +306,7 @@ fn check_invariants(view: &View<'_>, now: u64, plan: &[Assign], examined: usize)
     let left_out: Vec<(TaskKey, &JobRecord)> = idx
         .pending
         .iter()
-        .filter_map(|(j, m)| idx.jobs.get(j).map(|job| (j, m, job)))
+        .filter_map(|(j, m)| schedulable(idx, j).map(|job| (j, m, job)))
         .flat_map(|(j, m, job)| {
             m.iter().filter(|(_, p)| p.ready_at_ms <= now).map(move |(s, _)| (TaskKey::new(*j, *s), job))
         })
@@ -330,6 +354,26 @@ fn rule1_only_ready_tasks_are_assigned() {
     f.session(1, 10, &[]).job(1, "ns", 0, &[]);
     f.task(1, 0, NOW - 1, None).task(1, 1, NOW, None).task(1, 2, NOW + 1, None).task(1, 3, u64::MAX, None);
     assert_eq!(f.plan(), vec![(1, 0, 1), (1, 1, 1)]);
+}
+
+#[test]
+fn rule1_paused_jobs_and_namespaces_get_nothing() {
+    let mut f = Fixture::default();
+    f.session(1, 10, &[]);
+    f.job(1, "a", 5, &[]).tasks(1, 2).job(2, "a", 0, &[]).tasks(2, 2).job(3, "b", 0, &[]).tasks(3, 2);
+    f.pause_job(1);
+    // A paused job of higher priority does not hold back the rest.
+    assert_eq!(f.plan(), vec![(2, 0, 1), (3, 0, 1), (2, 1, 1), (3, 1, 1)]);
+    f.pause_namespace("a");
+    assert_eq!(f.plan(), vec![(3, 0, 1), (3, 1, 1)]);
+    // A namespace record that is not paused (only a retention) changes nothing.
+    f.idx.namespaces.insert("b".into(), NamespaceRecord { paused: false, retention_ms: Some(1) });
+    assert_eq!(f.plan(), vec![(3, 0, 1), (3, 1, 1)]);
+    let round = f.run(PlanLimits { max_assignments: 10, max_scan: 2 });
+    assert_eq!(round.examined, 2, "paused jobs' tasks are not even examined");
+    f.idx.namespaces.clear();
+    f.idx.jobs.get_mut(&1).unwrap().paused = false;
+    assert_eq!(jobs_of(&f.plan())[..2], [1, 1], "resumed: its priority counts again");
 }
 
 #[test]
@@ -814,6 +858,7 @@ struct GenJob {
     priority: i32,
     constraints: Vec<(usize, usize)>,
     present: bool,
+    paused: bool,
     /// (shard, ready_at_ms, sticky worker index)
     tasks: Vec<(u32, u64, Option<u64>)>,
 }
@@ -853,20 +898,25 @@ fn gen_job() -> impl Strategy<Value = GenJob> {
         -1i32..3,
         prop_oneof![1 => Just(vec![]), 1 => gen_labels(1)],
         prop::bool::weighted(0.95),
+        prop::bool::weighted(0.15),
         prop::collection::vec(task, 0..25),
     )
-        .prop_map(|(id, namespace, priority, constraints, present, tasks)| GenJob {
+        .prop_map(|(id, namespace, priority, constraints, present, paused, tasks)| GenJob {
             id,
             namespace,
             priority,
             constraints,
             present,
+            paused,
             tasks,
         })
 }
 
-fn build(sessions: &[GenSession], jobs: &[GenJob]) -> (Indexes, BTreeSet<SessionId>) {
+fn build(sessions: &[GenSession], jobs: &[GenJob], paused_ns: &BTreeSet<usize>) -> (Indexes, BTreeSet<SessionId>) {
     let mut idx = Indexes::default();
+    for ns in paused_ns {
+        idx.namespaces.insert(NAMESPACES[*ns].to_string(), NamespaceRecord { paused: true, retention_ms: None });
+    }
     let mut eligible = BTreeSet::new();
     let to_labels = |pairs: &[(usize, usize)]| -> Labels {
         pairs.iter().map(|(k, v)| (KEYS[*k].to_string(), VALUES[*v].to_string())).collect()
@@ -884,7 +934,9 @@ fn build(sessions: &[GenSession], jobs: &[GenJob]) -> (Indexes, BTreeSet<Session
     }
     for j in jobs {
         if j.present {
-            idx.jobs.insert(j.id, job_record(j.id, NAMESPACES[j.namespace], j.priority, to_labels(&j.constraints)));
+            let mut rec = job_record(j.id, NAMESPACES[j.namespace], j.priority, to_labels(&j.constraints));
+            rec.paused = j.paused;
+            idx.jobs.insert(j.id, rec);
         }
         let pending = idx.pending.entry(j.id).or_default();
         for (shard, ready_at_ms, sticky) in &j.tasks {
@@ -906,8 +958,9 @@ proptest! {
         max_scan in prop_oneof![1 => Just(usize::MAX), 3 => 0usize..60],
         cut in 0usize..30,
         scan_cut in 0usize..60,
+        paused_ns in prop::collection::btree_set(0..NAMESPACES.len(), 0..2),
     ) {
-        let (idx, eligible) = build(&sessions, &jobs);
+        let (idx, eligible) = build(&sessions, &jobs, &paused_ns);
         let view = View { idx: &idx, eligible: &eligible, limits: PlanLimits { max_assignments, max_scan } };
         let round = plan_counted(&view, NOW);
         if let Err(e) = check_invariants(&view, NOW, &round.assigns, round.examined) {
@@ -922,6 +975,14 @@ proptest! {
         let scan_cut = scan_cut.min(max_scan);
         let shorter = plan(&View { limits: PlanLimits { max_assignments, max_scan: scan_cut }, ..view }, NOW);
         prop_assert!(round.assigns.starts_with(&shorter), "max_scan {scan_cut} plan {:?} is no prefix", triples(&shorter));
+        // Pausing a job is the same as its job record being absent: its
+        // tasks are neither placed nor examined.
+        let (mut without, _) = build(&sessions, &jobs, &BTreeSet::new());
+        without.jobs.retain(|_, j| !j.paused && !paused_ns.iter().any(|n| NAMESPACES[*n] == j.namespace));
+        let unpaused = View { idx: &without, ..view };
+        let other = plan_counted(&unpaused, NOW);
+        prop_assert_eq!(&round.assigns, &other.assigns, "pausing is not the same as leaving the jobs out");
+        prop_assert_eq!(round.examined, other.examined);
     }
 }
 
@@ -946,6 +1007,16 @@ fn the_contract_check_names_each_kind_of_breach() {
     assert!(breach(&[a(1, 0, 9)]).contains("not eligible"));
     assert!(breach(&[a(1, 1, 7)]).contains("not a ready pending task"));
     assert!(breach(&[a(1, 0, 8)]).contains("constraints"));
+    let mut paused = Indexes::default();
+    paused.jobs.insert(1, JobRecord { paused: true, ..view.idx.jobs[&1].clone() });
+    paused.pending = view.idx.pending.clone();
+    paused.sessions = view.idx.sessions.clone();
+    let pv = View { idx: &paused, ..view };
+    assert!(contract_breach(&pv, &[a(1, 0, 7)], NOW).expect("a breach").contains("paused"));
+    paused.jobs.get_mut(&1).unwrap().paused = false;
+    paused.namespaces.insert("ns".into(), NamespaceRecord { paused: true, retention_ms: None });
+    let pv = View { idx: &paused, ..view };
+    assert!(contract_breach(&pv, &[a(1, 0, 7)], NOW).expect("a breach").contains("paused"));
     idx_capacity_breach();
 }
 

@@ -724,6 +724,29 @@ mod tests {
             Command::ReportProgress { task, token: 1, progress_bp: 1, message: "m".repeat(MAX_PROGRESS_MESSAGE_BYTES) },
             Command::TimeoutAttempts { attempts: vec![(task, 1); MAX_ITEMS_PER_COMMAND] },
             Command::CancelJob { job: 1, reason: "r".repeat(MAX_ERROR_BYTES) },
+            Command::DeleteJob { job: u64::MAX },
+            Command::RetryJob { job: u64::MAX },
+            Command::CancelTask { task, reason: "r".repeat(MAX_ERROR_BYTES) },
+            Command::PauseJob { job: u64::MAX, paused: true },
+            Command::PauseNamespace { namespace: "n".repeat(MAX_NAME_BYTES), paused: true },
+            Command::SetNamespaceRetention {
+                namespace: "n".repeat(MAX_NAME_BYTES),
+                retention_ms: Some(MAX_RETENTION_MS),
+            },
+            Command::SetPriority { job: u64::MAX, priority: i32::MIN },
+            Command::AppendLogs {
+                task,
+                token: u64::MAX,
+                lines: vec![
+                    crate::lifecycle::LogLine {
+                        at_ms: u64::MAX,
+                        level: crate::lifecycle::LogLevel::Error,
+                        message: "m".repeat(MAX_LOG_LINE_BYTES),
+                    };
+                    MAX_LOG_LINES_PER_COMMAND
+                ],
+            },
+            Command::CollectGarbage,
         ];
         for cmd in biggest {
             cmd.validate().unwrap_or_else(|e| panic!("{}: {e}", cmd.kind()));

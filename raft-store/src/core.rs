@@ -23,6 +23,7 @@ use crate::error::StoreError;
 use crate::indexes::{Indexes, PendingTask, index_insert, index_remove};
 use crate::keys::{self, Table};
 use crate::kv::{Kv, decode_at, load};
+use crate::lifecycle::{GcTarget, LogRecord, NamespaceRecord};
 use crate::limits::*;
 use crate::task::*;
 use crate::types::*;
@@ -72,19 +73,25 @@ pub struct IdemRecord {
     pub spec_hash: [u8; 32],
 }
 
-/// Changes made since the last [`Core::take_writes`].
+/// Changes made since the last [`Core::take_writes`]. A `None` value is a
+/// delete, and reads through the overlay see it as absent.
 #[derive(Debug, Default)]
 struct Dirty {
     /// Meta changed (set by every applied entry).
     meta: bool,
-    tasks: BTreeMap<TaskKey, TaskRecord>,
+    /// `None`: deleted by the collector.
+    tasks: BTreeMap<TaskKey, Option<TaskRecord>>,
     /// Jobs whose record changed; the value is in `Indexes::jobs` or `finished`.
     jobs: BTreeSet<JobId>,
     finished: BTreeMap<JobId, JobRecord>,
-    /// `None`: delete (the shard finished; see `set_task`).
+    /// Jobs the collector deleted, with their last record: take_writes
+    /// deletes the record and the index keys its `indexed_status` names.
+    gone_jobs: BTreeMap<JobId, JobRecord>,
+    /// `None`: delete (the shard succeeded, see `set_task`, or the collector took it).
     payloads: BTreeMap<TaskKey, Option<ByteBuf>>,
-    sessions: BTreeMap<SessionId, SessionRecord>,
-    names: BTreeMap<String, NameRecord>,
+    /// `None`: deleted by the collector.
+    sessions: BTreeMap<SessionId, Option<SessionRecord>>,
+    names: BTreeMap<String, Option<NameRecord>>,
     idem: BTreeMap<String, Option<IdemRecord>>,
     /// true: put, false: delete.
     idem_time: BTreeMap<(u64, String), bool>,
@@ -94,6 +101,13 @@ struct Dirty {
     finished_workflows: BTreeMap<WorkflowId, WorkflowRecord>,
     /// `None`: delete (the step started, or never will).
     step_specs: BTreeMap<(WorkflowId, u32), Option<StepTemplate>>,
+    /// Workflows the collector deleted.
+    gone_workflows: BTreeSet<WorkflowId>,
+    /// Task logs by (task, attempt); `None`: deleted by the collector.
+    logs: BTreeMap<(TaskKey, u32), Option<LogRecord>>,
+    /// Namespaces whose settings changed; the value is in
+    /// `Indexes::namespaces`, or the record is deleted when absent there.
+    namespaces: BTreeSet<String>,
 }
 
 /// An internal failure: a refused command, or a storage error that stops the node.
@@ -134,10 +148,19 @@ pub struct Core {
     /// deleted, in `dirty` or already on disk, so pruning resumes after it.
     /// In memory only: after open, pruning restarts from the first key.
     idem_pruned_to: Option<(u64, String)>,
+    /// Keys the collector deleted in the entry being applied, for
+    /// `Outcome::Collected`.
+    collected: u32,
 }
 
 #[path = "core_workflow.rs"]
 mod workflow_steps;
+
+#[path = "core_gc.rs"]
+mod gc;
+
+#[path = "core_lifecycle.rs"]
+mod lifecycle_ops;
 
 fn invariant(msg: String) -> Fail {
     Fail::Store(StoreError::Invariant(msg))
@@ -148,18 +171,33 @@ impl Core {
     pub fn open(kv: &dyn Kv) -> Result<Core, StoreError> {
         let meta: Meta = load(kv, &keys::meta())?.unwrap_or_default();
         let mut idx = Indexes::default();
+        // The collector's current target left the queue when it was taken.
+        let in_progress = meta.gc.as_ref().map(|g| g.target);
+        let mut expiry = BTreeSet::new();
+        let mut queue = |at: Option<u64>, target: GcTarget| {
+            if let Some(at) = at
+                && in_progress != Some(target)
+            {
+                expiry.insert((at, target));
+            }
+        };
         kv.scan(&[Table::Job as u8], &mut |k, v| {
             let job: JobRecord = decode_at(k, v)?;
             if job.finished_ms.is_none() {
                 idx.jobs.insert(job.id, job);
+            } else {
+                queue(job.expires_ms, GcTarget::Job(job.id));
             }
             Ok(true)
         })?;
         kv.scan(&[Table::Session as u8], &mut |k, v| {
             let s: SessionRecord = decode_at(k, v)?;
-            if s.ended.is_none() {
-                idx.live_by_name.insert(s.name.clone(), s.id);
-                idx.sessions.insert(s.id, s);
+            match s.ended {
+                None => {
+                    idx.live_by_name.insert(s.name.clone(), s.id);
+                    idx.sessions.insert(s.id, s);
+                }
+                Some((at, _)) => queue(Some(at.saturating_add(SESSION_RETENTION_MS)), GcTarget::Session(s.id)),
             }
             Ok(true)
         })?;
@@ -172,7 +210,16 @@ impl Core {
                     }
                 }
                 idx.workflows.insert(wf.id, wf);
+            } else {
+                queue(wf.expires_ms, GcTarget::Workflow(wf.id));
             }
+            Ok(true)
+        })?;
+        idx.expiry = expiry;
+        kv.scan(&[Table::Namespace as u8], &mut |k, v| {
+            let name = String::from_utf8(k[1..].to_vec())
+                .map_err(|_| StoreError::Invariant(format!("bad key {}", keys::describe(k))))?;
+            idx.namespaces.insert(name, decode_at(k, v)?);
             Ok(true)
         })?;
         let live_jobs: Vec<JobId> = idx.jobs.keys().copied().collect();
@@ -185,7 +232,7 @@ impl Core {
                 Ok(true)
             })?;
         }
-        Ok(Core { meta, idx, dirty: Dirty::default(), idem_pruned_to: None })
+        Ok(Core { meta, idx, dirty: Dirty::default(), idem_pruned_to: None, collected: 0 })
     }
 
     /// Apply one log entry. `Err` only for storage failures; a refused command
@@ -203,6 +250,7 @@ impl Core {
                 let now_ms = self.meta.clock_ms.max(p.proposed_at_ms);
                 self.meta.clock_ms = now_ms;
                 self.prune_idempotency(kv, now_ms)?;
+                self.collected = self.collect_garbage(kv, now_ms)?;
                 self.apply_command(kv, Ctx { index: entry.log_id.index, now_ms }, &p.cmd)
             }
         }
@@ -291,19 +339,18 @@ impl Core {
                 }
                 Ok(Outcome::GatesExpired(results))
             }
-            Command::DeleteJob { .. }
-            | Command::RetryJob { .. }
-            | Command::CancelTask { .. }
-            | Command::PauseJob { .. }
-            | Command::PauseNamespace { .. }
-            | Command::SetNamespaceRetention { .. }
-            | Command::SetPriority { .. }
-            | Command::AppendLogs { .. }
-            | Command::CollectGarbage => Err(CommandError::Invalid {
-                field: "command".into(),
-                reason: format!("{} is not implemented yet (issue 13 contract)", cmd.kind()),
+            Command::DeleteJob { job } => self.delete_job(kv, ctx, *job),
+            Command::RetryJob { job } => self.retry_job(kv, ctx, *job),
+            Command::CancelTask { task, reason } => self.cancel_task(kv, ctx, *task, reason),
+            Command::PauseJob { job, paused } => self.pause_job(kv, ctx, *job, *paused),
+            Command::PauseNamespace { namespace, paused } => self.update_namespace(namespace, |r| r.paused = *paused),
+            Command::SetNamespaceRetention { namespace, retention_ms } => {
+                self.update_namespace(namespace, |r| r.retention_ms = *retention_ms)
             }
-            .into()),
+            Command::SetPriority { job, priority } => self.set_priority(kv, ctx, *job, *priority),
+            Command::AppendLogs { task, token, lines } => self.append_logs(kv, ctx, *task, *token, lines),
+            // Every normal entry ran the collector before its command.
+            Command::CollectGarbage => Ok(Outcome::Collected { keys_deleted: self.collected }),
         };
         match r {
             Ok(o) => Ok(Response::Done(o)),
@@ -316,37 +363,71 @@ impl Core {
 
     pub fn task(&self, kv: &dyn Kv, key: TaskKey) -> Result<Option<TaskRecord>, StoreError> {
         match self.dirty.tasks.get(&key) {
-            Some(t) => Ok(Some(t.clone())),
+            Some(t) => Ok(t.clone()),
             None => load(kv, &keys::task(key)),
         }
     }
 
-    /// A workflow's record, live or finished.
+    /// A workflow's record, live or finished (until the collector deletes it).
     pub fn workflow(&self, kv: &dyn Kv, id: WorkflowId) -> Result<Option<WorkflowRecord>, StoreError> {
         if let Some(w) = self.idx.workflows.get(&id).or_else(|| self.dirty.finished_workflows.get(&id)) {
             return Ok(Some(w.clone()));
         }
+        if self.dirty.gone_workflows.contains(&id) {
+            return Ok(None);
+        }
         load(kv, &keys::workflow(id))
     }
 
-    /// A job's record, live or finished.
+    /// A job's record, live or finished (deleted ones too, until the
+    /// collector takes them: see [`JobRecord::deleted`]).
     pub fn job(&self, kv: &dyn Kv, id: JobId) -> Result<Option<JobRecord>, StoreError> {
         if let Some(j) = self.idx.jobs.get(&id).or_else(|| self.dirty.finished.get(&id)) {
             return Ok(Some(j.clone()));
         }
+        if self.dirty.gone_jobs.contains_key(&id) {
+            return Ok(None);
+        }
         load(kv, &keys::job(id))
     }
 
+    /// A job as commands see it at `now_ms`: `None` once deleted or past its
+    /// retention, when the collector may already be taking its records.
+    fn retained_job(&self, kv: &dyn Kv, id: JobId, now_ms: u64) -> Result<Option<JobRecord>, StoreError> {
+        Ok(self.job(kv, id)?.filter(|j| !j.deleted && j.expires_ms.is_none_or(|e| e > now_ms)))
+    }
+
+    /// A task's log record of one attempt.
+    pub fn task_log(&self, kv: &dyn Kv, key: TaskKey, attempt: u32) -> Result<Option<LogRecord>, StoreError> {
+        match self.dirty.logs.get(&(key, attempt)) {
+            Some(l) => Ok(l.clone()),
+            None => load(kv, &keys::task_log(key, attempt)),
+        }
+    }
+
+    /// When the collector next has work, in log time: now (`clock_ms`) while
+    /// a target is half done, else the first queued time. The leader
+    /// proposes `CollectGarbage` once it is due and no entry is carrying it.
+    pub fn gc_due_ms(&self) -> Option<u64> {
+        match &self.meta.gc {
+            Some(_) => Some(self.meta.clock_ms),
+            None => self.idx.expiry.first().map(|(at, _)| *at),
+        }
+    }
+
     fn session_rec(&self, kv: &dyn Kv, id: SessionId) -> Result<Option<SessionRecord>, StoreError> {
-        if let Some(s) = self.idx.sessions.get(&id).or_else(|| self.dirty.sessions.get(&id)) {
+        if let Some(s) = self.idx.sessions.get(&id) {
             return Ok(Some(s.clone()));
         }
-        load(kv, &keys::session(id))
+        match self.dirty.sessions.get(&id) {
+            Some(s) => Ok(s.clone()),
+            None => load(kv, &keys::session(id)),
+        }
     }
 
     fn name_rec(&self, kv: &dyn Kv, name: &str) -> Result<Option<NameRecord>, StoreError> {
         match self.dirty.names.get(name) {
-            Some(n) => Ok(Some(n.clone())),
+            Some(n) => Ok(n.clone()),
             None => load(kv, &keys::worker_name(name)),
         }
     }
@@ -378,22 +459,31 @@ impl Core {
                 job.started = true;
             }
         }
-        // A payload is only read to push an attempt: a finished shard never
+        // A payload is only read to push an attempt: a succeeded shard never
         // runs again, so its input goes (deleting a shard that had none
-        // writes a tombstone, cheaper than reading to find out).
-        if new.state.is_terminal() && !old.is_terminal() {
+        // writes a tombstone, cheaper than reading to find out). Dead and
+        // cancelled shards keep theirs for RetryJob; the collector deletes
+        // them with the job.
+        if matches!(new.state, TaskState::Succeeded { .. }) && !old.is_terminal() {
             self.dirty.payloads.insert(key, None);
         }
         self.dirty.jobs.insert(key.job);
-        self.dirty.tasks.insert(key, new);
+        self.dirty.tasks.insert(key, Some(new));
     }
 
     /// Move a job out of the live set once no shard is pending or assigned.
-    /// A workflow job that finishes moves its step along (see `core_workflow.rs`).
+    /// A workflow job that finishes moves its step along (see `core_workflow.rs`);
+    /// any other is queued for the collector at the end of its retention.
     fn finish_if_done(&mut self, kv: &dyn Kv, ctx: Ctx, job: JobId) -> Res<bool> {
         let done = self.idx.jobs.get(&job).is_some_and(|j| j.counts.live() == 0);
         if done && let Some(mut rec) = self.idx.jobs.remove(&job) {
             rec.finished_ms = Some(ctx.now_ms);
+            if rec.origin.is_none() {
+                let retention = rec.retention_ms.unwrap_or_else(|| self.namespace_retention_ms(&rec.namespace));
+                let at = ctx.now_ms.saturating_add(retention);
+                rec.expires_ms = Some(at);
+                self.idx.expiry.insert((at, GcTarget::Job(job)));
+            }
             // No shard is live, so `set_task` already emptied (and dropped) its
             // pending map; should one be left, drop it with its name references.
             if let Some(left) = self.idx.pending.remove(&job) {
@@ -450,8 +540,8 @@ impl Core {
         };
         self.idx.sessions.insert(id, rec.clone());
         self.idx.live_by_name.insert(name.to_string(), id);
-        self.dirty.sessions.insert(id, rec);
-        self.dirty.names.insert(name.to_string(), NameRecord { epoch, session: id });
+        self.dirty.sessions.insert(id, Some(rec));
+        self.dirty.names.insert(name.to_string(), Some(NameRecord { epoch, session: id }));
         Ok(Outcome::Registered { session: id, epoch, replaced })
     }
 
@@ -495,7 +585,8 @@ impl Core {
                 self.idx.live_by_name.remove(&rec.name);
             }
             rec.ended = Some((ctx.now_ms, reason));
-            self.dirty.sessions.insert(session, rec);
+            self.dirty.sessions.insert(session, Some(rec));
+            self.idx.expiry.insert((ctx.now_ms.saturating_add(SESSION_RETENTION_MS), GcTarget::Session(session)));
         }
         Ok(released)
     }
@@ -546,7 +637,7 @@ impl Core {
         let mut pending = BTreeMap::new();
         for (shard, payload) in payloads.iter().enumerate() {
             let key = TaskKey::new(id, shard as u32);
-            self.dirty.tasks.insert(key, TaskRecord::new(ready_at_ms, ctx.now_ms));
+            self.dirty.tasks.insert(key, Some(TaskRecord::new(ready_at_ms, ctx.now_ms)));
             if !payload.is_empty() {
                 self.dirty.payloads.insert(key, Some(payload.clone()));
             }
@@ -573,6 +664,12 @@ impl Core {
         }
         let (rec, policy) = self.live_task(kv, a.task)?;
         let job = &self.idx.jobs[&a.task.job];
+        let ns_paused = self.idx.namespaces.get(&job.namespace).is_some_and(|n| n.paused);
+        if job.paused || ns_paused {
+            return Err(
+                CommandError::JobPaused { job: job.id, namespace: ns_paused.then(|| job.namespace.clone()) }.into()
+            );
+        }
         if !sess.satisfies(&job.constraints) {
             return Err(CommandError::ConstraintMismatch { session: a.session, job: a.task.job }.into());
         }
@@ -592,10 +689,7 @@ impl Core {
     /// finished jobs and out-of-range shards.
     fn live_task(&self, kv: &dyn Kv, key: TaskKey) -> Res<(TaskRecord, Policy)> {
         let Some(job) = self.idx.jobs.get(&key.job) else {
-            return Err(match self.job(kv, key.job)? {
-                Some(_) => CommandError::JobFinished { job: key.job }.into(),
-                None => CommandError::JobNotFound(key.job).into(),
-            });
+            return Err(self.not_live(kv, key.job));
         };
         if key.shard >= job.shards {
             return Err(CommandError::TaskNotFound(key).into());
@@ -605,14 +699,27 @@ impl Core {
         Ok((rec, job.policy()))
     }
 
+    /// Why job `id` is not live: it finished, or it never existed, was
+    /// deleted or is past its retention (then it is as good as gone).
+    fn not_live(&self, kv: &dyn Kv, id: JobId) -> Fail {
+        match self.job(kv, id) {
+            Ok(Some(j)) if !j.deleted && j.expires_ms.is_none_or(|e| e > self.meta.clock_ms) => {
+                CommandError::JobFinished { job: id }.into()
+            }
+            Ok(_) => CommandError::JobNotFound(id).into(),
+            Err(e) => e.into(),
+        }
+    }
+
     /// Apply a token-carrying event (complete, fail, progress, timeout). Works
-    /// on finished jobs too, so a retried report of a result that finished the
-    /// job is answered as a duplicate rather than "not found".
+    /// on finished jobs too (until deleted or past retention), so a retried
+    /// report of a result that finished the job is answered as a duplicate
+    /// rather than "not found".
     fn task_event(&mut self, kv: &dyn Kv, ctx: Ctx, key: TaskKey, ev: &Event<'_>) -> Res<(Step, bool)> {
         let (rec, policy) = match self.live_task(kv, key) {
             Ok(x) => x,
             Err(Fail::Reject(CommandError::JobFinished { .. })) => {
-                let job = self.job(kv, key.job)?.ok_or(CommandError::JobNotFound(key.job))?;
+                let job = self.retained_job(kv, key.job, ctx.now_ms)?.ok_or(CommandError::JobNotFound(key.job))?;
                 if key.shard >= job.shards {
                     return Err(CommandError::TaskNotFound(key).into());
                 }
@@ -636,10 +743,7 @@ impl Core {
 
     fn cancel_job(&mut self, kv: &dyn Kv, ctx: Ctx, job: JobId, reason: &str) -> Res<Outcome> {
         let Some(rec) = self.idx.jobs.get(&job) else {
-            return Err(match self.job(kv, job)? {
-                Some(_) => CommandError::JobFinished { job }.into(),
-                None => CommandError::JobNotFound(job).into(),
-            });
+            return Err(self.not_live(kv, job));
         };
         let shards = rec.shards;
         let policy = rec.policy();
@@ -729,52 +833,70 @@ impl Core {
         let d = &self.dirty;
         d.tasks.len()
             + d.jobs.len()
+            + d.gone_jobs.len()
             + d.payloads.len()
             + d.sessions.len()
             + d.names.len()
             + d.idem.len()
             + d.workflows.len()
+            + d.gone_workflows.len()
             + d.step_specs.len()
+            + d.logs.len()
+            + d.namespaces.len()
     }
 
     /// Encode every change since the last call, as (table key, value or delete),
     /// in a deterministic order. The caller writes them atomically.
+    ///
+    /// Job index keys follow each written job record here: a record's
+    /// `indexed_status` names the keys stored with it, so the keys change
+    /// exactly when the record is written, whatever the chunking of apply().
     pub fn take_writes(&mut self) -> Result<Vec<(Vec<u8>, Option<Vec<u8>>)>, StoreError> {
-        let d = std::mem::take(&mut self.dirty);
+        let mut d = std::mem::take(&mut self.dirty);
         let enc = |what: &'static str, r: Result<Vec<u8>, codec::CodecError>| {
             r.map_err(|source| StoreError::Encode { what, source })
         };
-        let mut w = Vec::with_capacity(1 + d.tasks.len() + d.jobs.len());
+        fn put_opt<T: Serialize>(what: &'static str, v: Option<T>) -> Result<Option<Vec<u8>>, StoreError> {
+            v.map(|v| codec::encode(&v).map_err(|source| StoreError::Encode { what, source })).transpose()
+        }
+        let mut w = Vec::with_capacity(1 + d.tasks.len() + 4 * d.jobs.len());
         if d.meta {
             w.push((keys::meta(), Some(enc("meta", codec::encode(&self.meta))?)));
         }
         for id in d.jobs {
-            let rec = self.idx.jobs.get(&id).or_else(|| d.finished.get(&id));
-            let rec = rec.ok_or_else(|| StoreError::Invariant(format!("dirty job {id} has no record")))?;
-            w.push((keys::job(id), Some(enc("job", codec::encode(rec))?)));
+            let rec = match self.idx.jobs.get_mut(&id) {
+                Some(r) => r,
+                None => d
+                    .finished
+                    .get_mut(&id)
+                    .ok_or_else(|| StoreError::Invariant(format!("dirty job {id} has no record")))?,
+            };
+            // A deleted job leaves every listing at once.
+            let want = (!rec.deleted).then(|| rec.status());
+            if rec.indexed_status != want {
+                index_key_writes(&mut w, rec, rec.indexed_status, want);
+                rec.indexed_status = want;
+            }
+            w.push((keys::job(id), Some(enc("job", codec::encode(&*rec))?)));
+        }
+        for (id, rec) in d.gone_jobs {
+            index_key_writes(&mut w, &rec, rec.indexed_status, None);
+            w.push((keys::job(id), None));
         }
         for (k, t) in d.tasks {
-            w.push((keys::task(k), Some(enc("task", codec::encode(&t))?)));
+            w.push((keys::task(k), put_opt("task", t)?));
         }
         for (k, p) in d.payloads {
-            let v = match p {
-                Some(p) => Some(enc("payload", codec::encode(&p))?),
-                None => None,
-            };
-            w.push((keys::payload(k), v));
+            w.push((keys::payload(k), put_opt("payload", p)?));
         }
         for (id, s) in d.sessions {
-            w.push((keys::session(id), Some(enc("session", codec::encode(&s))?)));
+            w.push((keys::session(id), put_opt("session", s)?));
         }
         for (name, n) in d.names {
-            w.push((keys::worker_name(&name), Some(enc("worker name", codec::encode(&n))?)));
+            w.push((keys::worker_name(&name), put_opt("worker name", n)?));
         }
         for (key, r) in d.idem {
-            let v = match r {
-                Some(r) => Some(enc("idempotency", codec::encode(&r))?),
-                None => None,
-            };
-            w.push((keys::idem(&key), v));
+            w.push((keys::idem(&key), put_opt("idempotency", r)?));
         }
         for ((t, key), put) in d.idem_time {
             w.push((keys::idem_by_time(t, &key), put.then(Vec::new)));
@@ -784,16 +906,50 @@ impl Core {
             let rec = rec.ok_or_else(|| StoreError::Invariant(format!("dirty workflow {id} has no record")))?;
             w.push((keys::workflow(id), Some(enc("workflow", codec::encode(rec))?)));
         }
+        for id in d.gone_workflows {
+            w.push((keys::workflow(id), None));
+        }
         for ((wf, step), t) in d.step_specs {
-            let v = match t {
-                Some(t) => Some(enc("step spec", codec::encode(&t))?),
-                None => None,
-            };
-            w.push((keys::step_spec(wf, step), v));
+            w.push((keys::step_spec(wf, step), put_opt("step spec", t)?));
+        }
+        for ((task, attempt), l) in d.logs {
+            w.push((keys::task_log(task, attempt), put_opt("task log", l)?));
+        }
+        for ns in d.namespaces {
+            w.push((keys::namespace(&ns), put_opt("namespace", self.idx.namespaces.get(&ns))?));
         }
         Ok(w)
     }
 }
+
+/// The writes that move a job's index keys from those of status `from` to
+/// those of `to` (`None`: no keys). The namespace key does not depend on
+/// the status, so it only changes when the job enters or leaves the indexes.
+fn index_key_writes(
+    w: &mut Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    job: &JobRecord,
+    from: Option<JobStatus>,
+    to: Option<JobStatus>,
+) {
+    let ns = Some(job.namespace.as_str());
+    if let Some(s) = from {
+        w.push((keys::job_index(None, Some(s.tag()), job.id), None));
+        w.push((keys::job_index(ns, Some(s.tag()), job.id), None));
+    }
+    match (from.is_some(), to.is_some()) {
+        (true, false) => w.push((keys::job_index(ns, None, job.id), None)),
+        (false, true) => w.push((keys::job_index(ns, None, job.id), Some(Vec::new()))),
+        _ => {}
+    }
+    if let Some(s) = to {
+        w.push((keys::job_index(None, Some(s.tag()), job.id), Some(Vec::new())));
+        w.push((keys::job_index(ns, Some(s.tag()), job.id), Some(Vec::new())));
+    }
+}
+
+/// Keys a job's index entries take (see [`index_key_writes`]); the
+/// collector counts them against its budget whether or not they exist.
+pub(crate) const JOB_INDEX_KEYS: usize = 3;
 
 fn released_one(task: TaskKey, state: &TaskState) -> Released {
     let mut r = Released::default();

@@ -133,6 +133,7 @@ impl Core {
             finished_ms: None,
             result_step: spec.result_step.as_deref().and_then(index_of),
             steps: records,
+            expires_ms: None,
         };
         self.idx.workflows.insert(id, rec);
         self.dirty.workflows.insert(id);
@@ -455,6 +456,9 @@ impl Core {
             };
         }
         rec.finished_ms = Some(ctx.now_ms);
+        let at = ctx.now_ms.saturating_add(self.namespace_retention_ms(&rec.namespace));
+        rec.expires_ms = Some(at);
+        self.idx.expiry.insert((at, crate::lifecycle::GcTarget::Workflow(wf)));
         self.dirty.workflows.insert(wf);
         self.dirty.finished_workflows.insert(wf, rec);
         Ok(())

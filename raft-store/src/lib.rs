@@ -43,7 +43,7 @@ pub use indexes::{Indexes, Interner, NameId, PendingTask};
 pub use kv::{Kv, MemKv, state_hash};
 pub use lifecycle::{GcProgress, GcTarget, LogLevel, LogLine, LogRecord, NamespaceRecord};
 pub use log_store::{LogReader, LogStore};
-pub use state_machine::{JobFilter, SnapshotBuilder, StateMachine, StoreReader, open_store};
+pub use state_machine::{JobFilter, SnapshotBuilder, StateMachine, StoreReader, list_jobs_in, open_store};
 pub use task::{Counts, EndReason, JobRecord, JobStatus, SessionRecord, TaskRecord, TaskState};
 pub use types::*;
 pub use workflow::{

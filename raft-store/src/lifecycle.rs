@@ -62,7 +62,8 @@ pub struct LogRecord {
     /// The attempt number (1-based) the handler saw.
     pub attempt: u32,
     pub lines: std::collections::VecDeque<LogLine>,
-    /// Sum of `message.len()` over `lines`.
+    /// Bytes charged for `lines`: each message plus
+    /// [`crate::limits::LOG_LINE_OVERHEAD_BYTES`].
     pub bytes: u64,
     /// Lines dropped (oldest first, or refused at the job's bound).
     pub dropped: u64,

@@ -143,7 +143,9 @@ pub const GC_KEYS_PER_ENTRY: usize = 512;
 pub const MAX_LOG_LINE_BYTES: usize = 4096;
 
 /// Most lines in one AppendLogs command; the SDK flushes at most this many.
-pub const MAX_LOG_LINES_PER_COMMAND: usize = 1000;
+/// 256 lines of the longest length are 1 MiB of messages, so the command
+/// fits one log entry ([`MAX_ENTRY_BYTES`]) whatever its lines.
+pub const MAX_LOG_LINES_PER_COMMAND: usize = 256;
 
 /// Bytes of messages kept per attempt (256 KiB). The attempt's record is
 /// rewritten on each append, so it stays small; older lines are dropped
@@ -157,3 +159,9 @@ pub const MAX_LOG_BYTES_PER_JOB: u64 = 64 * 1024 * 1024;
 
 /// Namespaces with stored settings: each is held in memory on every node.
 pub const MAX_NAMESPACE_RECORDS: usize = 10_000;
+
+/// Bytes each stored log line is charged beyond its message (its time,
+/// level and framing), against [`MAX_LOG_BYTES_PER_ATTEMPT`] and
+/// [`MAX_LOG_BYTES_PER_JOB`]: empty lines cost something too, so no flood of
+/// them can grow an attempt's record or a job's logs without bound.
+pub const LOG_LINE_OVERHEAD_BYTES: u64 = 16;

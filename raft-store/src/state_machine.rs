@@ -257,36 +257,10 @@ impl StoreReader {
         after: Option<JobId>,
         limit: usize,
         newest_first: bool,
-        mut inspect: impl FnMut(&JobRecord),
+        inspect: impl FnMut(&JobRecord),
     ) -> Result<(Vec<JobRecord>, Option<JobId>), StoreError> {
-        // Contract placeholder (issue 13): a filtered scan of the job table.
         let pinned = self.pin();
-        let kv = pinned.kv();
-        let mut out: Vec<JobRecord> = Vec::new();
-        let mut more = false;
-        let mut visit = |k: &[u8], v: &[u8]| -> Result<bool, StoreError> {
-            let job: JobRecord = decode_at(k, v)?;
-            inspect(&job);
-            if job.deleted || !filter.matches(&job) {
-                return Ok(true);
-            }
-            if out.len() == limit {
-                more = true;
-                return Ok(false);
-            }
-            out.push(job);
-            Ok(true)
-        };
-        let prefix = [Table::Job as u8];
-        if newest_first {
-            let before = after.map(keys::job);
-            kv.scan_back(&prefix, before.as_deref(), &mut visit)?;
-        } else {
-            let start = keys::job(after.map_or(0, |a| a.saturating_add(1)));
-            kv.scan_from(&prefix, &start, &mut visit)?;
-        }
-        let resume = if more { out.last().map(|j| j.id) } else { None };
-        Ok((out, resume))
+        list_jobs_at(&pinned.kv(), filter, after, limit, newest_first, inspect)
     }
 
     /// The stored logs of a task, one record per attempt in attempt order,
@@ -378,6 +352,74 @@ impl StoreReader {
         })?;
         Ok(out)
     }
+}
+
+/// One page of [`StoreReader::list_jobs`] read from `kv`. Without a filter
+/// it walks the job table; with one, the job index of that filter (by
+/// namespace, status, or both), reading each listed job's record by key. So
+/// a page reads its records, one more key to know whether more follow, and
+/// (from the job table only) the deleted jobs the collector has not taken
+/// yet; deleted jobs have no index keys.
+pub fn list_jobs_in(
+    kv: &dyn Kv,
+    filter: &JobFilter,
+    after: Option<JobId>,
+    limit: usize,
+    newest_first: bool,
+) -> Result<(Vec<JobRecord>, Option<JobId>), StoreError> {
+    list_jobs_at(kv, filter, after, limit, newest_first, |_| {})
+}
+
+/// [`list_jobs_in`], calling `inspect` on every record read.
+fn list_jobs_at(
+    kv: &dyn Kv,
+    filter: &JobFilter,
+    after: Option<JobId>,
+    limit: usize,
+    newest_first: bool,
+    mut inspect: impl FnMut(&JobRecord),
+) -> Result<(Vec<JobRecord>, Option<JobId>), StoreError> {
+    let mut out: Vec<JobRecord> = Vec::new();
+    let mut more = false;
+    let ns = filter.namespace.as_deref();
+    let status = filter.status.map(JobStatus::tag);
+    let indexed = ns.is_some() || status.is_some();
+    let mut visit = |k: &[u8], v: &[u8]| -> Result<bool, StoreError> {
+        if out.len() >= limit {
+            more = true;
+            return Ok(false);
+        }
+        let job: JobRecord = if indexed {
+            let id = keys::parse_job_index(k)
+                .ok_or_else(|| StoreError::Invariant(format!("bad key {}", keys::describe(k))))?;
+            load(kv, &keys::job(id))?
+                .ok_or_else(|| StoreError::Invariant(format!("index key {} names no job", keys::describe(k))))?
+        } else {
+            decode_at(k, v)?
+        };
+        inspect(&job);
+        // Index keys are written with their job's record, in one batch.
+        debug_assert!(job.deleted || filter.matches(&job), "index key {} lists job {job:?}", keys::describe(k));
+        if !job.deleted && filter.matches(&job) {
+            out.push(job);
+        }
+        Ok(true)
+    };
+    let key_of = |id: JobId| if indexed { keys::job_index(ns, status, id) } else { keys::job(id) };
+    let prefix = if indexed { keys::job_index_prefix(ns, status) } else { vec![Table::Job as u8] };
+    if newest_first {
+        let before = after.map(key_of);
+        kv.scan_back(&prefix, before.as_deref(), &mut visit)?;
+    } else {
+        let start = match after.map(|a| a.checked_add(1)) {
+            None => prefix.clone(),
+            Some(Some(next)) => key_of(next),
+            Some(None) => return Ok((Vec::new(), None)),
+        };
+        kv.scan_from(&prefix, &start, &mut visit)?;
+    }
+    let resume = if more { out.last().map(|j| j.id) } else { None };
+    Ok((out, resume))
 }
 
 /// Which jobs a listing returns.

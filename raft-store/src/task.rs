@@ -432,7 +432,8 @@ pub struct JobRecord {
     /// The status under which the job's index keys are stored (see
     /// `keys::job_index`); brought up to date by take_writes.
     pub indexed_status: Option<JobStatus>,
-    /// Log message bytes accepted over all attempts, against
+    /// Log bytes accepted over all attempts (charged like
+    /// [`crate::lifecycle::LogRecord::bytes`]), against
     /// [`crate::limits::MAX_LOG_BYTES_PER_JOB`].
     pub log_bytes: u64,
 }

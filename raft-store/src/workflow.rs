@@ -516,6 +516,9 @@ pub struct WorkflowRecord {
     pub finished_ms: Option<u64>,
     pub result_step: Option<u32>,
     pub steps: Vec<StepRecord>,
+    /// When the collector deletes this finished workflow (its finish time
+    /// plus its namespace's retention then), and with it its jobs.
+    pub expires_ms: Option<u64>,
 }
 
 /// What a step's predecessors' outcomes say about it.

@@ -102,6 +102,62 @@ fn malformed_and_unknown_targets_are_refused_without_change() {
                 |e| matches!(e, CommandError::Invalid { field, .. } if field == "progress_bp"),
             ),
             (Command::AssignTasks { assignments: vec![] }, |e| matches!(e, CommandError::Invalid { .. })),
+            (Command::DeleteJob { job: 42 }, |e| matches!(e, CommandError::JobNotFound(42))),
+            (Command::DeleteJob { job: 2 }, |e| matches!(e, CommandError::JobNotFinished { job: 2 })),
+            (Command::RetryJob { job: 42 }, |e| matches!(e, CommandError::JobNotFound(42))),
+            (Command::RetryJob { job: 2 }, |e| matches!(e, CommandError::NothingToRetry { job: 2 })),
+            (Command::PauseJob { job: 42, paused: true }, |e| matches!(e, CommandError::JobNotFound(42))),
+            (Command::SetPriority { job: 42, priority: 1 }, |e| matches!(e, CommandError::JobNotFound(42))),
+            (Command::CancelTask { task: TaskKey::new(2, 9), reason: String::new() }, |e| {
+                matches!(e, CommandError::TaskNotFound(_))
+            }),
+            (
+                Command::CancelTask { task: TaskKey::new(2, 0), reason: "r".repeat(limits::MAX_ERROR_BYTES + 1) },
+                |e| matches!(e, CommandError::Invalid { field, .. } if field == "reason"),
+            ),
+            (
+                Command::PauseNamespace { namespace: String::new(), paused: true },
+                |e| matches!(e, CommandError::Invalid { field, .. } if field == "namespace"),
+            ),
+            (
+                Command::SetNamespaceRetention {
+                    namespace: "ns".into(),
+                    retention_ms: Some(limits::MAX_RETENTION_MS + 1),
+                },
+                |e| matches!(e, CommandError::Invalid { field, .. } if field == "retention_ms"),
+            ),
+            (
+                Command::AppendLogs { task: TaskKey::new(2, 0), token: 1, lines: vec![] },
+                |e| matches!(e, CommandError::Invalid { field, .. } if field == "lines"),
+            ),
+            (
+                Command::AppendLogs {
+                    task: TaskKey::new(2, 0),
+                    token: 1,
+                    lines: vec![LogLine {
+                        at_ms: 0,
+                        level: LogLevel::Info,
+                        message: "x".repeat(limits::MAX_LOG_LINE_BYTES + 1),
+                    }],
+                },
+                |e| matches!(e, CommandError::Invalid { field, .. } if field == "lines[0]"),
+            ),
+            (
+                Command::AppendLogs {
+                    task: TaskKey::new(42, 0),
+                    token: 1,
+                    lines: vec![LogLine { at_ms: 0, level: LogLevel::Info, message: "x".into() }],
+                },
+                |e| matches!(e, CommandError::JobNotFound(42)),
+            ),
+            (
+                Command::AppendLogs {
+                    task: TaskKey::new(2, 0),
+                    token: 3,
+                    lines: vec![LogLine { at_ms: 0, level: LogLevel::Info, message: "x".into() }],
+                },
+                |e| e.is_fenced(),
+            ),
         ];
         let mut index = 3;
         for (cmd, expect) in cases {

@@ -23,12 +23,17 @@ fn workload(seed: u64, n: usize) -> Vec<Entry> {
     let mut clock = 1_700_000_000_000u64;
     for index in 1..=n as u64 {
         clock += rng.random_range(0..2_000);
+        // Now and then a long quiet spell: ended sessions and long retentions expire.
+        if rng.random_bool(0.01) {
+            clock += limits::SESSION_RETENTION_MS;
+        }
         let idx = &core.idx;
         let held: Vec<(TaskKey, Token)> = idx.deadlines.iter().map(|(_, k, t)| (*k, *t)).collect();
         let pending: Vec<TaskKey> =
             idx.pending.iter().flat_map(|(j, m)| m.keys().map(|s| TaskKey::new(*j, *s))).collect();
         let sessions: Vec<(SessionId, u64)> = idx.sessions.values().map(|s| (s.id, s.epoch)).collect();
-        let cmd = match rng.random_range(0..100) {
+        let any_job = rng.random_range(1..core.meta.next_job + 2);
+        let cmd = match rng.random_range(0..125) {
             0..8 => Command::RegisterWorker {
                 name: format!("w{}", rng.random_range(0..5)),
                 labels: BTreeMap::new(),
@@ -40,6 +45,8 @@ fn workload(seed: u64, n: usize) -> Vec<Entry> {
                 spec.attempt_timeout_ms = 5_000;
                 spec.backoff = Backoff { base_ms: 100, max_ms: 1_000 };
                 spec.idempotency_key = rng.random_bool(0.3).then(|| format!("k{}", rng.random_range(0..10)));
+                // Short enough that the collector runs mid-stream.
+                spec.retention_ms = rng.random_bool(0.7).then(|| rng.random_range(0..30_000));
                 spec.payloads.iter_mut().for_each(|p| *p = ByteBuf::from(vec![rng.random(); 8]));
                 Command::SubmitJob(spec)
             }
@@ -96,6 +103,27 @@ fn workload(seed: u64, n: usize) -> Vec<Entry> {
                     },
                 }
             }
+            100..104 => Command::DeleteJob { job: any_job },
+            104..108 => Command::RetryJob { job: any_job },
+            108..111 if !pending.is_empty() || !held.is_empty() => {
+                let all: Vec<TaskKey> = pending.iter().copied().chain(held.iter().map(|h| h.0)).collect();
+                Command::CancelTask { task: all[rng.random_range(0..all.len())], reason: "op".into() }
+            }
+            111..113 => Command::PauseJob { job: any_job, paused: rng.random_bool(0.6) },
+            113 => Command::PauseNamespace { namespace: "ns".into(), paused: rng.random_bool(0.3) },
+            114 => Command::SetNamespaceRetention {
+                namespace: "ns".into(),
+                retention_ms: rng.random_bool(0.8).then(|| rng.random_range(0..20_000)),
+            },
+            115..117 => Command::SetPriority { job: any_job, priority: rng.random_range(-2..3) },
+            117..123 if !held.is_empty() => {
+                let (task, token) = held[rng.random_range(0..held.len())];
+                let lines = (0..rng.random_range(1..6))
+                    .map(|i| LogLine { at_ms: clock, level: LogLevel::Info, message: format!("line {i}") })
+                    .collect();
+                Command::AppendLogs { task, token, lines }
+            }
+            123..125 => Command::CollectGarbage,
             _ => Command::ReportProgress { task: TaskKey::new(1, 0), token: 1, progress_bp: 1, message: String::new() },
         };
         let e = Entry {
@@ -195,6 +223,7 @@ fn workflow_result(core: &Core, task: TaskKey, rng: &mut StdRng) -> Vec<u8> {
 
 #[tokio::test]
 async fn rocksdb_and_memory_cores_agree_for_any_chunking() {
+    let (mut collected_sessions, mut logs_seen) = (0, 0);
     for seed in 0..8u64 {
         let entries = workload(seed, 600);
         let mut kv = MemKv::default();
@@ -207,6 +236,16 @@ async fn rocksdb_and_memory_cores_agree_for_any_chunking() {
         let want = state_hash(&kv).unwrap();
         assert!(core.idx.live_tasks > 0 || core.meta.next_job > 10, "seed {seed}: workload did nothing");
         assert!(core.meta.next_workflow > 3, "seed {seed}: workload submitted no workflows");
+        // The collector ran mid-stream: jobs and logs were deleted.
+        let jobs_left = kv.0.keys().filter(|k| k[0] == keys::Table::Job as u8).count() as u64;
+        assert!(
+            jobs_left + 3 < core.meta.next_job - 1,
+            "seed {seed}: {jobs_left} of {} jobs left",
+            core.meta.next_job - 1
+        );
+        collected_sessions +=
+            core.meta.next_session - 1 - kv.0.keys().filter(|k| k[0] == keys::Table::Session as u8).count() as u64;
+        logs_seen += kv.0.keys().filter(|k| k[0] == keys::Table::TaskLog as u8).count();
 
         for chunk in [1usize, 7, 64, 600] {
             let dir = tempfile::tempdir().unwrap();
@@ -227,6 +266,8 @@ async fn rocksdb_and_memory_cores_agree_for_any_chunking() {
             );
         }
     }
+    assert!(collected_sessions > 0, "no ended session was collected");
+    assert!(logs_seen > 0, "no log survived to the end");
 }
 
 const DAY_MS: u64 = 24 * 3600 * 1000;
@@ -372,4 +413,98 @@ fn idempotency_pruning_reads_a_bounded_number_of_records_per_entry() {
     let w = core.take_writes().unwrap();
     let pruned = w.iter().filter(|(k, v)| k[0] == keys::Table::IdemByTime as u8 && v.is_none()).count();
     assert_eq!(pruned, 40 * limits::IDEMPOTENCY_PRUNE_PER_ENTRY);
+}
+
+/// Jobs too big for one entry's collector budget (2,000 shards, logs on
+/// some), finishing and expiring while other work goes on, so targets span
+/// entries and apply() calls: the state is the same however the entries are
+/// chunked, in memory and on RocksDB.
+fn collecting_workload() -> Vec<Entry> {
+    let t0 = 1_700_000_000_000u64;
+    let mut kv = MemKv::default();
+    let mut core = Core::open(&kv).unwrap();
+    let mut entries = Vec::new();
+    let mut clock = t0;
+    let apply = |cmd: Command, clock: u64, entries: &mut Vec<Entry>, core: &mut Core, kv: &mut MemKv| {
+        let e = at(entries.len() as u64 + 1, clock, cmd);
+        let r = core.apply_entry(kv, &e).unwrap();
+        kv.write(core.take_writes().unwrap());
+        entries.push(e);
+        r
+    };
+    let reg = Command::RegisterWorker { name: "w".into(), labels: BTreeMap::new(), capacity: 100 };
+    let Response::Done(Outcome::Registered { session, .. }) = apply(reg, clock, &mut entries, &mut core, &mut kv)
+    else {
+        panic!()
+    };
+    for round in 0..6u64 {
+        clock += 100;
+        let mut spec = JobSpec::with_shards("ns", 2_000);
+        spec.retention_ms = Some(round * 700);
+        spec.payloads.iter_mut().step_by(3).for_each(|p| *p = ByteBuf::from(vec![round as u8; 4]));
+        let Response::Done(Outcome::Submitted { job, .. }) =
+            apply(Command::SubmitJob(spec), clock, &mut entries, &mut core, &mut kv)
+        else {
+            panic!()
+        };
+        for shard in (0..2_000).step_by(40) {
+            clock += 5;
+            let task = TaskKey::new(job, shard);
+            let assign = Command::AssignTasks { assignments: vec![Assign { task, session }] };
+            let Response::Done(Outcome::Assigned(g)) = apply(assign, clock, &mut entries, &mut core, &mut kv) else {
+                panic!()
+            };
+            let token = g[0].as_ref().unwrap().token;
+            let lines = (0..3).map(|i| LogLine { at_ms: 0, level: LogLevel::Warn, message: format!("{i}") }).collect();
+            apply(Command::AppendLogs { task, token, lines }, clock, &mut entries, &mut core, &mut kv);
+            let done = Command::CompleteTask { task, token, result: ByteBuf::from(vec![1]) };
+            apply(done, clock, &mut entries, &mut core, &mut kv);
+        }
+        apply(Command::CancelJob { job, reason: String::new() }, clock, &mut entries, &mut core, &mut kv);
+        // Other work (and the leader's CollectGarbage) while it expires.
+        for i in 0..12u64 {
+            clock += 200;
+            let cmd =
+                if i % 3 == 0 { Command::SubmitJob(JobSpec::with_shards("other", 2)) } else { Command::CollectGarbage };
+            apply(cmd, clock, &mut entries, &mut core, &mut kv);
+        }
+    }
+    for _ in 0..30 {
+        clock += 1_000;
+        apply(Command::CollectGarbage, clock, &mut entries, &mut core, &mut kv);
+    }
+    assert_eq!(core.meta.gc, None, "the workload leaves nothing half collected");
+    let tasks = kv.0.keys().filter(|k| k[0] == keys::Table::Task as u8).count();
+    assert_eq!(tasks, 6 * 12 / 3 * 2, "only the small jobs' tasks are left");
+    entries
+}
+
+#[tokio::test]
+async fn collection_is_the_same_for_any_chunking() {
+    let entries = collecting_workload();
+    let mut kv = MemKv::default();
+    let mut core = Core::open(&kv).unwrap();
+    for e in &entries {
+        core.apply_entry(&kv, e).unwrap();
+    }
+    kv.write(core.take_writes().unwrap());
+    let want = state_hash(&kv).unwrap();
+    for chunk in [1usize, 3, 50, 400] {
+        let mut mkv = MemKv::default();
+        let mut mcore = Core::open(&mkv).unwrap();
+        for c in entries.chunks(chunk) {
+            for e in c {
+                mcore.apply_entry(&mkv, e).unwrap();
+            }
+            mkv.write(mcore.take_writes().unwrap());
+        }
+        assert_eq!(state_hash(&mkv).unwrap(), want, "chunk {chunk}: memory state differs");
+        let dir = tempfile::tempdir().unwrap();
+        let (_log, mut sm) = open_store(dir.path()).unwrap();
+        for c in entries.chunks(chunk) {
+            sm.apply(c.to_vec()).await.unwrap();
+        }
+        assert_eq!(sm.state_hash().unwrap().1, want, "chunk {chunk}: RocksDB state differs");
+        assert_eq!(sm.read(|c, _| c.idx.canonical()), core.idx.canonical(), "chunk {chunk}");
+    }
 }

@@ -5,8 +5,9 @@
 //! - tokens strictly increase per task;
 //! - attempts count grants minus graceful releases, and never pass max_attempts;
 //! - interned worker names are exactly the sticky names of pending tasks;
-//! - terminal states are final;
+//! - terminal states are final (until RetryJob runs them again);
 //! - a rejected command (stale tokens included) changes nothing;
+//! - a job the collector deleted has no task left;
 //! - re-applying the same entries to a fresh core, split into apply() calls
 //!   differently, gives byte-identical state and equal indexes.
 
@@ -24,18 +25,91 @@ use serde_bytes::ByteBuf;
 /// session); `valid: false` aims at something random, which usually does not exist.
 #[derive(Debug, Clone)]
 enum Op {
-    Register { worker: u8, capacity: u32 },
-    Expire { sel: u16, valid: bool, epoch_off: u8 },
-    Deregister { sel: u16, valid: bool },
-    Submit { shards: u8, max_attempts: u32, key: Option<u8>, not_before: u8, constraint: bool },
-    Assign { sel: u16, sess: u16, valid: bool },
-    Complete { sel: u16, valid: bool, token: TokenPick },
-    Fail { sel: u16, valid: bool, token: TokenPick, retryable: bool },
-    Progress { sel: u16, valid: bool, token: TokenPick },
-    Timeout { sel: u16, valid: bool, token: TokenPick },
-    Cancel { sel: u16, valid: bool },
+    Register {
+        worker: u8,
+        capacity: u32,
+    },
+    Expire {
+        sel: u16,
+        valid: bool,
+        epoch_off: u8,
+    },
+    Deregister {
+        sel: u16,
+        valid: bool,
+    },
+    Submit {
+        shards: u8,
+        max_attempts: u32,
+        key: Option<u8>,
+        not_before: u8,
+        constraint: bool,
+        retention: Option<u16>,
+    },
+    Assign {
+        sel: u16,
+        sess: u16,
+        valid: bool,
+    },
+    Complete {
+        sel: u16,
+        valid: bool,
+        token: TokenPick,
+    },
+    Fail {
+        sel: u16,
+        valid: bool,
+        token: TokenPick,
+        retryable: bool,
+    },
+    Progress {
+        sel: u16,
+        valid: bool,
+        token: TokenPick,
+    },
+    Timeout {
+        sel: u16,
+        valid: bool,
+        token: TokenPick,
+    },
+    Cancel {
+        sel: u16,
+        valid: bool,
+    },
+    /// Job operations aim at any job id up to the next one (live, finished,
+    /// deleted, collected or never made).
+    DeleteJob {
+        sel: u16,
+    },
+    RetryJob {
+        sel: u16,
+    },
+    CancelTask {
+        sel: u16,
+        valid: bool,
+    },
+    PauseJob {
+        sel: u16,
+        paused: bool,
+    },
+    PauseNamespace {
+        paused: bool,
+    },
+    SetPriority {
+        sel: u16,
+        priority: i8,
+    },
+    AppendLogs {
+        sel: u16,
+        valid: bool,
+        token: TokenPick,
+        lines: u8,
+    },
+    Collect,
     Batch(Vec<Op>),
-    Tick { ms: u16 },
+    Tick {
+        ms: u16,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -58,15 +132,23 @@ fn leaf_op() -> impl Strategy<Value = Op> {
         1 => (sel.clone(), valid.clone(), prop::bool::weighted(0.2).prop_map(u8::from))
             .prop_map(|(sel, valid, epoch_off)| Op::Expire { sel, valid, epoch_off }),
         1 => (sel.clone(), valid.clone()).prop_map(|(sel, valid)| Op::Deregister { sel, valid }),
-        2 => (1u8..4, 1u32..4, proptest::option::of(0u8..3), prop::bool::weighted(0.2).prop_map(u8::from), prop::bool::weighted(0.2))
-            .prop_map(|(shards, max_attempts, key, not_before, constraint)| Op::Submit { shards, max_attempts, key, not_before, constraint }),
+        2 => (1u8..4, 1u32..4, proptest::option::of(0u8..3), prop::bool::weighted(0.2).prop_map(u8::from), prop::bool::weighted(0.2), proptest::option::weighted(0.6, 0u16..6_000))
+            .prop_map(|(shards, max_attempts, key, not_before, constraint, retention)| Op::Submit { shards, max_attempts, key, not_before, constraint, retention }),
         6 => (sel.clone(), any::<u16>(), valid.clone()).prop_map(|(sel, sess, valid)| Op::Assign { sel, sess, valid }),
         4 => (sel.clone(), valid.clone(), token.clone()).prop_map(|(sel, valid, token)| Op::Complete { sel, valid, token }),
         2 => (sel.clone(), valid.clone(), token.clone(), any::<bool>())
             .prop_map(|(sel, valid, token, retryable)| Op::Fail { sel, valid, token, retryable }),
         1 => (sel.clone(), valid.clone(), token.clone()).prop_map(|(sel, valid, token)| Op::Progress { sel, valid, token }),
-        3 => (sel.clone(), valid.clone(), token).prop_map(|(sel, valid, token)| Op::Timeout { sel, valid, token }),
-        1 => (sel, valid).prop_map(|(sel, valid)| Op::Cancel { sel, valid }),
+        3 => (sel.clone(), valid.clone(), token.clone()).prop_map(|(sel, valid, token)| Op::Timeout { sel, valid, token }),
+        1 => (sel.clone(), valid.clone()).prop_map(|(sel, valid)| Op::Cancel { sel, valid }),
+        1 => sel.clone().prop_map(|sel| Op::DeleteJob { sel }),
+        2 => sel.clone().prop_map(|sel| Op::RetryJob { sel }),
+        1 => (sel.clone(), valid.clone()).prop_map(|(sel, valid)| Op::CancelTask { sel, valid }),
+        1 => (sel.clone(), prop::bool::weighted(0.4)).prop_map(|(sel, paused)| Op::PauseJob { sel, paused }),
+        1 => prop::bool::weighted(0.2).prop_map(|paused| Op::PauseNamespace { paused }),
+        1 => (sel.clone(), any::<i8>()).prop_map(|(sel, priority)| Op::SetPriority { sel, priority }),
+        2 => (sel, valid, token, 1u8..4).prop_map(|(sel, valid, token, lines)| Op::AppendLogs { sel, valid, token, lines }),
+        1 => Just(Op::Collect),
         3 => (0u16..4000).prop_map(|ms| Op::Tick { ms }),
     ]
 }
@@ -96,6 +178,9 @@ struct Harness {
     /// Attempts given back per task by graceful releases (deregistrations).
     given_back: BTreeMap<TaskKey, u32>,
     terminal: BTreeMap<TaskKey, TaskRecord>,
+    /// Attempts a task had used (grants minus give-backs) when RetryJob
+    /// gave it a fresh budget.
+    retried_at: BTreeMap<TaskKey, u32>,
     stats: Stats,
 }
 
@@ -112,6 +197,12 @@ struct Stats {
     revoked: u64,
     timed_out: u64,
     duplicates: u64,
+    jobs_retried: u64,
+    jobs_deleted: u64,
+    tasks_cancelled: u64,
+    paused_refusals: u64,
+    logs_appended: u64,
+    keys_collected: u64,
 }
 
 impl Stats {
@@ -125,6 +216,12 @@ impl Stats {
         self.revoked += o.revoked;
         self.timed_out += o.timed_out;
         self.duplicates += o.duplicates;
+        self.jobs_retried += o.jobs_retried;
+        self.jobs_deleted += o.jobs_deleted;
+        self.tasks_cancelled += o.tasks_cancelled;
+        self.paused_refusals += o.paused_refusals;
+        self.logs_appended += o.logs_appended;
+        self.keys_collected += o.keys_collected;
     }
 }
 
@@ -142,6 +239,7 @@ impl Harness {
             grants: BTreeMap::new(),
             given_back: BTreeMap::new(),
             terminal: BTreeMap::new(),
+            retried_at: BTreeMap::new(),
             stats: Stats::default(),
         }
     }
@@ -200,7 +298,7 @@ impl Harness {
                 let epoch = self.core.idx.sessions.get(&session).map_or(1, |s| s.epoch);
                 Command::DeregisterWorker { session, epoch }
             }
-            Op::Submit { shards, max_attempts, key, not_before, constraint } => {
+            Op::Submit { shards, max_attempts, key, not_before, constraint, retention } => {
                 let mut spec = JobSpec::with_shards("ns", *shards as usize);
                 spec.max_attempts = *max_attempts;
                 spec.attempt_timeout_ms = 600;
@@ -212,6 +310,7 @@ impl Harness {
                 if *constraint {
                     spec.constraints.insert("zone".into(), "a".into());
                 }
+                spec.retention_ms = retention.map(u64::from);
                 for (i, p) in spec.payloads.iter_mut().enumerate() {
                     *p = ByteBuf::from(vec![i as u8; i]);
                 }
@@ -260,9 +359,56 @@ impl Harness {
                 };
                 Command::CancelJob { job, reason: String::new() }
             }
+            Op::DeleteJob { sel } => Command::DeleteJob { job: self.any_job(*sel) },
+            Op::RetryJob { sel } => Command::RetryJob { job: self.any_job(*sel) },
+            Op::CancelTask { sel, valid } => {
+                Command::CancelTask { task: self.pending_task(*sel, *valid), reason: "op".into() }
+            }
+            Op::PauseJob { sel, paused } => Command::PauseJob { job: self.any_job(*sel), paused: *paused },
+            Op::PauseNamespace { paused } => Command::PauseNamespace { namespace: "ns".into(), paused: *paused },
+            Op::SetPriority { sel, priority } => {
+                Command::SetPriority { job: self.any_job(*sel), priority: i32::from(*priority) }
+            }
+            Op::AppendLogs { sel, valid, token, lines } => {
+                let task = self.held_task(*sel, *valid);
+                let lines = (0..*lines)
+                    .map(|i| LogLine { at_ms: self.clock, level: LogLevel::Debug, message: format!("l{i}") })
+                    .collect();
+                Command::AppendLogs { task, token: self.pick(task.job, task.shard, *token), lines }
+            }
+            Op::Collect => Command::CollectGarbage,
             Op::Batch(ops) => Command::Batch(ops.iter().filter_map(|o| self.concretize(o)).collect()),
             Op::Tick { .. } => return None,
         })
+    }
+
+    /// Any job id up to the next one.
+    fn any_job(&self, sel: u16) -> JobId {
+        1 + sel as u64 % self.core.meta.next_job
+    }
+
+    /// Apply `cmd` as the next entry, written out at once.
+    fn apply(&mut self, cmd: Command) -> Response {
+        self.index += 1;
+        self.clock += 7;
+        let entry = Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 0), self.index),
+            payload: EntryPayload::Normal(Proposal { proposed_at_ms: self.clock, cmd }),
+        };
+        let resp = self.core.apply_entry(&self.kv, &entry).expect("apply never fails on MemKv");
+        let writes = self.core.take_writes().unwrap();
+        self.kv.write(writes);
+        self.entries.push(entry);
+        resp
+    }
+
+    /// Like the leader, run the collector in entries of its own while it
+    /// has work due, so the next entry's command is judged alone.
+    fn collect_due(&mut self) {
+        while self.core.gc_due_ms().is_some_and(|at| at <= self.clock + 7) {
+            let resp = self.apply(Command::CollectGarbage);
+            self.record_grants(&resp);
+        }
     }
 
     /// State excluding the meta record (which changes on every entry).
@@ -277,6 +423,7 @@ impl Harness {
             self.clock += *ms as u64;
             return Ok(());
         }
+        self.collect_due();
         let Some(cmd) = self.concretize(op) else {
             return Ok(());
         };
@@ -285,24 +432,17 @@ impl Harness {
             Op::Complete { token: TokenPick::Stale, .. }
                 | Op::Fail { token: TokenPick::Stale, .. }
                 | Op::Progress { token: TokenPick::Stale, .. }
+                | Op::AppendLogs { token: TokenPick::Stale, .. }
         );
         let before = self.table();
         let before_stale_task = match &cmd {
             Command::CompleteTask { task, .. }
             | Command::FailTask { task, .. }
-            | Command::ReportProgress { task, .. } => self.core.task(&self.kv, *task).unwrap(),
+            | Command::ReportProgress { task, .. }
+            | Command::AppendLogs { task, .. } => self.core.task(&self.kv, *task).unwrap(),
             _ => None,
         };
-        self.index += 1;
-        self.clock += 7;
-        let entry = Entry {
-            log_id: LogId::new(CommittedLeaderId::new(1, 0), self.index),
-            payload: EntryPayload::Normal(Proposal { proposed_at_ms: self.clock, cmd: cmd.clone() }),
-        };
-        let resp = self.core.apply_entry(&self.kv, &entry).expect("apply never fails on MemKv");
-        let writes = self.core.take_writes().unwrap();
-        self.kv.write(writes);
-        self.entries.push(entry);
+        let resp = self.apply(cmd.clone());
 
         // A rejected single command changes nothing.
         if let Response::Rejected(e) = &resp {
@@ -316,7 +456,8 @@ impl Harness {
             let presented = match &cmd {
                 Command::CompleteTask { token, .. }
                 | Command::FailTask { token, .. }
-                | Command::ReportProgress { token, .. } => *token,
+                | Command::ReportProgress { token, .. }
+                | Command::AppendLogs { token, .. } => *token,
                 _ => unreachable!(),
             };
             if presented < t.last_token {
@@ -332,6 +473,7 @@ impl Harness {
         }
         self.record_grants(&resp);
         self.record_given_back(&cmd, &resp);
+        self.record_retries(&cmd, &resp);
         self.check_invariants()
     }
 
@@ -349,6 +491,41 @@ impl Harness {
         }
     }
 
+    /// A retried job's dead and cancelled shards run again with a fresh budget.
+    fn record_retries(&mut self, cmd: &Command, resp: &Response) {
+        match (cmd, resp) {
+            (Command::RetryJob { job }, Response::Done(Outcome::JobRetried { .. })) => {
+                // Its dead and cancelled shards ran again with no attempt
+                // used. A Batch may have ended them again in the same entry
+                // (or ended them first, unseen here), so every such shard
+                // with no attempt counts as retried.
+                let shards = self.core.job(&self.kv, *job).unwrap().expect("a retried job").shards;
+                for shard in 0..shards {
+                    let key = TaskKey::new(*job, shard);
+                    let t = self.task(*job, shard).expect("a task of a retried job");
+                    if self
+                        .terminal
+                        .get(&key)
+                        .is_some_and(|p| matches!(p.state, TaskState::Dead | TaskState::Cancelled))
+                    {
+                        self.terminal.remove(&key);
+                    }
+                    let ran_again =
+                        matches!(t.state, TaskState::Pending { .. } | TaskState::Dead | TaskState::Cancelled);
+                    if ran_again && t.attempts == 0 {
+                        let granted = self.grants.get(&key).map_or(0, |g| g.len() as u32);
+                        let back = self.given_back.get(&key).copied().unwrap_or(0);
+                        self.retried_at.insert(key, granted - back);
+                    }
+                }
+            }
+            (Command::Batch(cmds), Response::Batch(rs)) => {
+                cmds.iter().zip(rs).for_each(|(c, r)| self.record_retries(c, r));
+            }
+            _ => {}
+        }
+    }
+
     fn record_grants(&mut self, resp: &Response) {
         let st = &mut self.stats;
         match resp {
@@ -357,6 +534,8 @@ impl Harness {
                     st.grants += 1;
                     self.grants.entry(g.task).or_default().push(g.token);
                 }
+                st.paused_refusals +=
+                    rs.iter().filter(|r| matches!(r, Err(CommandError::JobPaused { .. }))).count() as u64;
             }
             Response::Done(Outcome::Completed { duplicate, .. }) => {
                 if *duplicate {
@@ -380,6 +559,11 @@ impl Harness {
             Response::Done(Outcome::Cancelled { revoked, .. }) => st.revoked += revoked.len() as u64,
             Response::Done(Outcome::TimedOut(rs)) => st.timed_out += rs.iter().flatten().count() as u64,
             Response::Rejected(CommandError::Fenced { .. }) => st.fenced += 1,
+            Response::Done(Outcome::JobRetried { .. }) => st.jobs_retried += 1,
+            Response::Done(Outcome::JobDeleted { .. }) => st.jobs_deleted += 1,
+            Response::Done(Outcome::TaskCancelled { .. }) => st.tasks_cancelled += 1,
+            Response::Done(Outcome::LogsAppended { accepted, .. }) => st.logs_appended += u64::from(*accepted),
+            Response::Done(Outcome::Collected { keys_deleted }) => st.keys_collected += u64::from(*keys_deleted),
             Response::Batch(rs) => rs.iter().for_each(|r| self.record_grants(r)),
             _ => {}
         }
@@ -399,7 +583,12 @@ impl Harness {
         let jobs: Vec<JobId> = (1..self.core.meta.next_job).collect();
         let mut sticky = BTreeSet::new();
         for job in jobs {
-            let rec = self.core.job(&self.kv, job).unwrap().expect("job record");
+            let Some(rec) = self.core.job(&self.kv, job).unwrap() else {
+                // Collected: nothing of it is left.
+                prop_assert!(self.task(job, 0).is_none(), "job {} was collected but its tasks were not", job);
+                prop_assert!(!idx.jobs.contains_key(&job) && !idx.pending.contains_key(&job));
+                continue;
+            };
             let mut counts = Counts::default();
             for shard in 0..rec.shards {
                 let key = TaskKey::new(job, shard);
@@ -435,7 +624,8 @@ impl Harness {
                 prop_assert!(g.windows(2).all(|w| w[0] < w[1]), "tokens of {} not increasing: {:?}", key, g);
                 prop_assert_eq!(g.last().copied().unwrap_or(0), t.last_token);
                 let back = self.given_back.get(&key).copied().unwrap_or(0);
-                prop_assert_eq!(g.len() as u32 - back, t.attempts, "attempts of {}", key);
+                let before_retry = self.retried_at.get(&key).copied().unwrap_or(0);
+                prop_assert_eq!(g.len() as u32 - back - before_retry, t.attempts, "attempts of {}", key);
                 prop_assert!(t.attempts <= rec.max_attempts, "{} granted past max_attempts", key);
             }
             prop_assert_eq!(counts, rec.counts, "counts of job {}", job);
@@ -481,7 +671,7 @@ fn run_case(ops: &[Op], splits: &BTreeSet<usize>) -> Result<Stats, TestCaseError
 
 #[test]
 fn random_sequences_keep_invariants_and_replay_identically() {
-    let config = ProptestConfig { cases: 2048, ..ProptestConfig::default() };
+    let config = ProptestConfig { cases: 4096, ..ProptestConfig::default() };
     let mut runner = proptest::test_runner::TestRunner::new(config);
     let total = std::cell::RefCell::new(Stats::default());
     let strategy = (proptest::collection::vec(op(), 1..80), proptest::collection::btree_set(0usize..80, 0..8));
@@ -505,6 +695,12 @@ fn random_sequences_keep_invariants_and_replay_identically() {
         ("revoked by cancel", t.revoked),
         ("timeouts", t.timed_out),
         ("duplicate reports", t.duplicates),
+        ("jobs retried", t.jobs_retried),
+        ("jobs deleted", t.jobs_deleted),
+        ("tasks cancelled", t.tasks_cancelled),
+        ("paused refusals", t.paused_refusals),
+        ("log lines appended", t.logs_appended),
+        ("keys collected", t.keys_collected),
     ] {
         assert!(n >= 20, "generator exercised only {n} {what}: {t:?}");
     }
@@ -744,14 +940,16 @@ fn worker_names_are_forgotten_when_no_pending_task_needs_them() {
     assert!(Core::open(&h.kv).unwrap().idx.names.is_empty());
 }
 
-/// A payload is read only to push an attempt: once its shard is finished
-/// (succeeded, dead or cancelled) it is deleted, so finished work does not
-/// keep its inputs (up to 1 MiB a job) on every replica for good.
+/// A payload is read only to push an attempt: once its shard succeeded it
+/// is deleted, so finished work does not keep its inputs (up to 1 MiB a
+/// job) on every replica. A dead or cancelled shard keeps its input for a
+/// RetryJob, until the collector takes the job at the end of its retention.
 #[test]
-fn payloads_are_dropped_when_their_shard_finishes() {
+fn payloads_are_dropped_when_their_shard_succeeds_and_with_their_job() {
     let mut h = Harness::new();
     let mut spec = JobSpec::with_shards("ns", 3);
     spec.max_attempts = 1;
+    spec.retention_ms = Some(1_000);
     spec.payloads = (0..3).map(|i| serde_bytes::ByteBuf::from(vec![i as u8; 100])).collect();
     run(&mut h, Command::SubmitJob(spec));
     let has_payload = |h: &Harness, shard: u32| h.kv.0.contains_key(&keys::payload(TaskKey::new(1, shard)));
@@ -764,7 +962,10 @@ fn payloads_are_dropped_when_their_shard_finishes() {
     let g = assign(&mut h, TaskKey::new(1, 1), session);
     assert!(has_payload(&h, 1), "running: the payload is still needed for a resync");
     run(&mut h, Command::FailTask { task: g.task, token: g.token, error: "x".into(), retryable: false });
-    assert!(!has_payload(&h, 1), "dead");
+    assert!(has_payload(&h, 1), "dead: kept for a retry");
     run(&mut h, Command::CancelJob { job: 1, reason: String::new() });
-    assert!(!has_payload(&h, 2), "cancelled");
+    assert!(has_payload(&h, 2), "cancelled: kept for a retry");
+    h.clock += 1_000;
+    run(&mut h, Command::CollectGarbage);
+    assert!((0..3).all(|s| !has_payload(&h, s)), "collected with the job");
 }

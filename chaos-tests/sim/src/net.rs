@@ -318,10 +318,19 @@ pub async fn client_write(world: &Arc<Mutex<World>>, to: NodeId, cmd: Command) -
     client_call(world, to, what, move |raft, _| async move {
         // Stamped by the node's log clock, as the coordinator's proposer does.
         let now = w2.lock().unwrap().node_now(to).map_or(0, |n| n.log_ms);
+        let leading = raft.metrics().borrow().current_leader == Some(to);
         match raft.client_write(Proposal { proposed_at_ms: now, cmd }).await {
             Ok(r) => ClientReply::Ok(r.data),
-            Err(RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(f))) => {
+            // openraft answers ForwardToLeader both when the node does not
+            // lead (nothing appended) and when it loses its log's tail with
+            // the entry in it (a snapshot or a new leader's log replaced
+            // it), though a later leader may have committed the entry it
+            // had replicated: only the first answer is definite.
+            Err(RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(f))) if !leading => {
                 ClientReply::NotLeader(f.leader_id)
+            }
+            Err(RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(f))) => {
+                ClientReply::Unknown(format!("leadership lost with the write in flight (leader now {:?})", f.leader_id))
             }
             Err(e) => ClientReply::Unknown(e.to_string()),
         }

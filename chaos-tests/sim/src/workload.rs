@@ -1,6 +1,9 @@
 //! The workload: submitters that send `SubmitJob` with idempotency keys and
 //! retry until acknowledged (now and then at the largest allowed payload),
-//! and sometimes cancel a job they submitted; workers that register,
+//! and sometimes follow up on a job they submitted: cancel it, cancel one
+//! of its shards, or retry its dead shards (only on a job they never
+//! cancelled anything of, so a revived shard never meets the sim's
+//! cancel-fencing verdict); workers that register,
 //! heartbeat the leader, run the attempts it grants, report progress, and
 //! report each attempt with its token: mostly a completion, sometimes a
 //! retryable or a fatal failure. Submits and completes go into the history;
@@ -33,6 +36,11 @@ pub const WORKER_CAPACITY: (u64, u64) = (3, 4);
 pub const LARGE_JOB_PER_MILLE: u32 = 25;
 /// Chance that a submitter cancels a job it just submitted, per mille.
 pub const CANCEL_PER_MILLE: u32 = 150;
+/// Chance that it cancels one shard of it instead, per mille.
+pub const CANCEL_TASK_PER_MILLE: u32 = 60;
+/// Chance that it asks for a retry of the job's dead shards later instead
+/// (refused with NothingToRetry when none died), per mille.
+pub const RETRY_PER_MILLE: u32 = 150;
 /// Chance that an attempt ends in a retryable failure report, and in a
 /// fatal (non-retryable) one, per mille; the rest complete.
 pub const RETRYABLE_FAIL_PER_MILLE: u32 = 120;
@@ -58,14 +66,22 @@ pub async fn submitter(world: Arc<Mutex<World>>, client: usize, jobs: usize) {
     };
     let mut op = 0u64;
     for k in 0..jobs {
-        let (gap, shards, priority, ns, large, cancel) = {
+        let (gap, shards, priority, ns, large, followup) = {
             let mut w = world.lock().unwrap();
             let (gap, shards, priority, ns) =
                 (w.range(100, 2_000), w.range(1, 4) as usize, w.range(0, 2) as i32, w.range(0, 1));
             let large = w.chance(LARGE_JOB_PER_MILLE);
-            let cancel = w.chance(CANCEL_PER_MILLE).then(|| w.range(0, 1_500));
+            let followup = if w.chance(CANCEL_PER_MILLE) {
+                Some((w.range(0, 1_500), Followup::Cancel))
+            } else if w.chance(CANCEL_TASK_PER_MILLE) {
+                Some((w.range(0, 1_500), Followup::CancelTask(w.range(0, shards as u64 - 1) as u32)))
+            } else if w.chance(RETRY_PER_MILLE) {
+                Some((w.range(500, 4_000), Followup::Retry))
+            } else {
+                None
+            };
             w.stats.large_jobs += u64::from(large);
-            (gap, shards, priority, ns, large, cancel)
+            (gap, shards, priority, ns, large, followup)
         };
         tokio::time::sleep(Duration::from_millis(gap)).await;
         let key = format!("{name}-k{k}");
@@ -130,12 +146,75 @@ pub async fn submitter(world: Arc<Mutex<World>>, client: usize, jobs: usize) {
             let Some(retry_ms) = retry_ms else { break };
             tokio::time::sleep(Duration::from_millis(retry_ms)).await;
         }
-        if let (Some(job), Some(after_ms)) = (acked, cancel) {
+        if let (Some(job), Some((after_ms, f))) = (acked, followup) {
             tokio::time::sleep(Duration::from_millis(after_ms)).await;
-            target = cancel_job(&world, &name, target, job).await;
+            target = match f {
+                Followup::Cancel => cancel_job(&world, &name, target, job).await,
+                Followup::CancelTask(shard) => job_op(&world, &name, target, job, f, shard).await,
+                Followup::Retry => job_op(&world, &name, target, job, f, 0).await,
+            };
         }
     }
     world.lock().unwrap().clients_done += 1;
+}
+
+/// What a submitter does about a job after submitting it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Followup {
+    Cancel,
+    /// Cancel this shard.
+    CancelTask(u32),
+    /// Retry the job's dead shards.
+    Retry,
+}
+
+/// CancelTask or RetryJob until the answer is definite: committed, or
+/// refused (the shard finished first, nothing died, or an earlier try
+/// whose answer was lost went through). Returns the node to talk to next.
+async fn job_op(
+    world: &Arc<Mutex<World>>,
+    name: &str,
+    mut target: NodeId,
+    job: JobId,
+    f: Followup,
+    shard: u32,
+) -> NodeId {
+    loop {
+        let cmd = match f {
+            Followup::CancelTask(_) => {
+                Command::CancelTask { task: TaskKey::new(job, shard), reason: format!("{name} dropped it") }
+            }
+            _ => Command::RetryJob { job },
+        };
+        let reply = client_write(world, target, cmd).await;
+        let retry_ms = {
+            let mut w = world.lock().unwrap();
+            let retry_ms = match &reply {
+                ClientReply::Ok(Response::Done(Outcome::TaskCancelled { task, revoked, .. })) => {
+                    w.stats.tasks_cancelled += 1;
+                    let token = revoked.as_ref().map(|r| r.token);
+                    w.trace(format_args!("cancel-task-committed {name} {task} revoked={token:?}"));
+                    None
+                }
+                ClientReply::Ok(Response::Done(Outcome::JobRetried { requeued, .. })) => {
+                    w.stats.jobs_retried += 1;
+                    w.trace(format_args!("retry-committed {name} job {job} requeued={requeued}"));
+                    None
+                }
+                ClientReply::Ok(other) => {
+                    w.trace(format_args!("{f:?}-refused {name} job {job} {other:?}"));
+                    None
+                }
+                ClientReply::NotLeader(_) => Some(20),
+                ClientReply::Refused(_) => Some(100),
+                ClientReply::Unknown(_) => Some(w.range(50, 400)),
+            };
+            target = retarget(&mut w, target, &reply);
+            retry_ms.filter(|_| w.phase != Phase::Stopped)
+        };
+        let Some(retry_ms) = retry_ms else { return target };
+        tokio::time::sleep(Duration::from_millis(retry_ms)).await;
+    }
 }
 
 /// Cancel `job` until the answer is definite: committed, or refused (it

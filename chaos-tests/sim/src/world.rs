@@ -52,6 +52,10 @@ pub struct Stats {
     pub clock_jumps: u64,
     /// Cancels of a job that a submitter saw committed.
     pub cancels: u64,
+    /// Single-shard cancels, and retries of a job's dead shards, that a
+    /// submitter saw committed.
+    pub tasks_cancelled: u64,
+    pub jobs_retried: u64,
     /// Failure reports sent (retryable and not), and of those the
     /// non-retryable ones; progress reports sent.
     pub fail_reports: u64,

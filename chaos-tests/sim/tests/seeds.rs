@@ -66,6 +66,8 @@ fn the_sim_exercises_faults() {
     let clock_jumps = sum(&|o| o.stats.clock_jumps);
     let cancels = sum(&|o| o.stats.cancels);
     let cancels_applied = sum(&|o| o.stats.cancels_applied);
+    let tasks_cancelled = sum(&|o| o.stats.tasks_cancelled);
+    let jobs_retried = sum(&|o| o.stats.jobs_retried);
     let fail_reports = sum(&|o| o.stats.fail_reports);
     let fatal_fail_reports = sum(&|o| o.stats.fatal_fail_reports);
     let progress_reports = sum(&|o| o.stats.progress_reports);
@@ -89,7 +91,8 @@ fn the_sim_exercises_faults() {
         "{runs} runs: elections={elections} crashes={crashes} partitions={partitions} pauses={pauses} \
          dropped={dropped} lost_unsynced={lost_unsynced} fenced={fenced} duplicates={duplicates} infos={infos} \
          zombie_fenced={zombie_fenced}/{zombie_reports} clock_jumps={clock_jumps} cancels={cancels} \
-         cancels_applied={cancels_applied} cancelled_jobs={cancelled_jobs} fail_reports={fail_reports} \
+         cancels_applied={cancels_applied} cancelled_jobs={cancelled_jobs} tasks_cancelled={tasks_cancelled} \
+         jobs_retried={jobs_retried} fail_reports={fail_reports} \
          fatal={fatal_fail_reports} failed_jobs={failed_jobs} progress={progress_reports} large_jobs={large_jobs} \
          snapshot_builds={snapshot_builds} snapshot_installs={snapshot_installs} snapshot_restores={snapshot_restores} \
          workflows={workflows} failed_workflows={failed_workflows} cancelled_workflows={cancelled_workflows} \
@@ -98,6 +101,8 @@ fn the_sim_exercises_faults() {
     );
     assert!(clock_jumps > 0, "no node's wall clock ever stepped");
     assert!(cancels > 0 && cancelled_jobs > 0, "no job was ever cancelled ({cancels} cancels committed)");
+    assert!(tasks_cancelled > 0, "no single shard was ever cancelled");
+    assert!(jobs_retried > 0, "no job's dead shards were ever retried");
     assert!(
         fail_reports > fatal_fail_reports && fatal_fail_reports > 0,
         "failure reports {fail_reports}, fatal {fatal_fail_reports}"

@@ -60,9 +60,13 @@ pub struct Proposal {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProposalKind {
     Assign,
-    Expire { session: SessionId },
+    Expire {
+        session: SessionId,
+    },
     Timeout,
     ExpireGates,
+    /// CollectGarbage: retention work is due and no entry is carrying it.
+    CollectGarbage,
 }
 
 /// How a proposal of the core ended.
@@ -78,6 +82,8 @@ pub enum Outcome {
     /// Committed ExpireGates: how many gates it expired (the rest had been
     /// decided first).
     GatesExpired(usize),
+    /// Committed CollectGarbage: the keys its entry's collector deleted.
+    Collected(u32),
     /// Not committed (no longer leader, overloaded, storage error): the
     /// next check tries again if it still applies.
     NotCommitted,
@@ -252,6 +258,9 @@ pub struct LeaderCore {
     /// state's `gate_deadlines` until it commits, so proposing again before
     /// its outcome would only repeat them.
     gates_in_flight: bool,
+    /// A CollectGarbage is in flight: one at a time is enough, as every
+    /// entry (ours or anyone's) runs the collector's budget.
+    gc_in_flight: bool,
     bucket: TokenBucket,
 }
 
@@ -304,6 +313,7 @@ impl LeaderCore {
             plan_again: false,
             timeouts_in_flight: false,
             gates_in_flight: false,
+            gc_in_flight: false,
             bucket,
         }
     }
@@ -328,6 +338,7 @@ impl LeaderCore {
             Event::Leadership { leading, term } => self.on_leadership(leading, term, now, state, &mut out),
             Event::Applied { .. } => {
                 self.expire_gates_due(now, state, &mut out);
+                self.collect_due(now, state, &mut out);
                 self.plan(now, state, &mut out);
             }
             Event::Attach { session, conn } => self.on_attach(session, conn, now, state, &mut out),
@@ -357,6 +368,7 @@ impl LeaderCore {
                     self.expire_due(now, state, &mut out);
                     self.time_out_due(now, state, &mut out);
                     self.expire_gates_due(now, state, &mut out);
+                    self.collect_due(now, state, &mut out);
                     self.reconcile(now, state, &mut out);
                     self.plan(now, state, &mut out);
                 }
@@ -380,6 +392,7 @@ impl LeaderCore {
             self.assign_in_flight = false;
             self.timeouts_in_flight = false;
             self.gates_in_flight = false;
+            self.gc_in_flight = false;
             self.plan_again = false;
             let live: Vec<SessionId> = state.core.idx.sessions.keys().copied().collect();
             self.deadlines = match self.saved.take() {
@@ -396,6 +409,7 @@ impl LeaderCore {
             tracing::info!(node = self.cfg.node, term, sessions = live.len(), "leading; leases tracked");
             out.push(Action::SetLeading(true));
             self.expire_gates_due(now, state, out);
+            self.collect_due(now, state, out);
             self.plan(now, state, out);
         } else {
             self.leading = false;
@@ -567,6 +581,22 @@ impl LeaderCore {
         out.push(self.propose(ProposalKind::ExpireGates, Command::ExpireGates { gates: due }));
     }
 
+    /// Retention work due in log time (something queued has expired, or the
+    /// collector is inside a target): propose one CollectGarbage, with one
+    /// in flight at most. Every entry runs the collector's budget, so this
+    /// only matters when nothing else is being written; nothing about it is
+    /// kept in memory, and a new leader reads the same queue.
+    fn collect_due(&mut self, now: Now, state: &StateView<'_>, out: &mut Vec<Action>) {
+        if !self.leading || self.gc_in_flight {
+            return;
+        }
+        if state.core.gc_due_ms().is_none_or(|at| at > now.log_ms) {
+            return;
+        }
+        self.gc_in_flight = true;
+        out.push(self.propose(ProposalKind::CollectGarbage, Command::CollectGarbage));
+    }
+
     /// The attached stream that was pushed attempt (task, token): the one of
     /// the session the task record names.
     fn holder(&self, state: &StateView<'_>, task: TaskKey, token: Token) -> Option<(SessionId, u64)> {
@@ -722,6 +752,14 @@ impl LeaderCore {
                 if let Outcome::GatesExpired(_) = outcome {
                     self.expire_gates_due(now, state, out);
                     self.plan(now, state, out);
+                }
+            }
+            (ProposalKind::CollectGarbage, outcome) => {
+                self.gc_in_flight = false;
+                // Committed: go on while work is due. Not committed: the
+                // next check proposes it again.
+                if let Outcome::Collected(_) = outcome {
+                    self.collect_due(now, state, out);
                 }
             }
         }

@@ -644,3 +644,76 @@ fn a_new_leader_expires_gates_from_the_applied_state() {
     assert_eq!(r.step_state(wf, 0), StepState::Failed);
     assert!(gate_expiries(&r.run(Event::Tick)).is_empty());
 }
+
+fn collections(actions: &[Action]) -> usize {
+    actions.iter().filter(|a| matches!(a, Action::Propose(Proposal { cmd: Command::CollectGarbage, .. }))).count()
+}
+
+impl Rig {
+    /// A job of `shards` shards kept `retention_ms` once finished, cancelled at once.
+    fn finished_job(&mut self, shards: usize, retention_ms: u64) -> u64 {
+        let mut spec = JobSpec::with_shards("ns", shards);
+        spec.retention_ms = Some(retention_ms);
+        let job = match self.apply(Command::SubmitJob(spec)) {
+            Response::Done(StoreOutcome::Submitted { job, .. }) => job,
+            r => panic!("{r:?}"),
+        };
+        self.apply(Command::CancelJob { job, reason: String::new() });
+        job
+    }
+}
+
+#[test]
+fn garbage_is_collected_once_its_retention_has_passed_in_log_time() {
+    let mut r = Rig::new();
+    r.lead(1);
+    let job = r.finished_job(3, 5_000);
+    r.advance(4_999);
+    assert_eq!(collections(&r.run(Event::Tick)), 0, "not before its time");
+    assert_eq!(collections(&r.run(Event::Applied { index: r.index })), 0);
+    r.advance(1);
+    // Proposed, not committed yet: later checks do not propose it again.
+    let a = r.step(Event::Tick);
+    assert_eq!(collections(&a), 1);
+    assert_eq!(collections(&r.step(Event::Tick)), 0, "one in flight");
+    assert_eq!(collections(&r.step(Event::Applied { index: r.index })), 0);
+    let Some(Action::Propose(p)) = a.into_iter().find(|a| matches!(a, Action::Propose(_))) else { unreachable!() };
+    let resp = r.apply(p.cmd.clone());
+    let outcome = outcome_of(&p.kind, resp);
+    assert_eq!(outcome, Outcome::Collected(3 * 2 + 4), "3 shards, then 3 index keys and the record");
+    assert_eq!(collections(&r.run(Event::Proposed { epoch: p.epoch, kind: p.kind, outcome })), 0, "nothing left");
+    assert!(r.state.job(&r.kv, job).unwrap().is_none());
+    r.advance(60_000);
+    assert_eq!(collections(&r.run(Event::Tick)), 0);
+}
+
+#[test]
+fn a_target_bigger_than_one_entry_is_collected_entry_after_entry() {
+    let mut r = Rig::new();
+    r.lead(1);
+    let job = r.finished_job(2_000, 0);
+    r.advance(1);
+    let a = r.run(Event::Tick);
+    // 4,004 keys at 512 per entry: 8 entries, each proposed after the last committed.
+    assert_eq!(collections(&a), 8);
+    assert!(r.state.job(&r.kv, job).unwrap().is_none());
+    assert_eq!((r.state.meta.gc.clone(), r.state.gc_due_ms()), (None, None));
+}
+
+#[test]
+fn a_collection_not_committed_is_proposed_again_and_a_new_leader_takes_over() {
+    let mut r = Rig::new();
+    r.lead(1);
+    r.finished_job(1, 0);
+    r.advance(1);
+    let a = r.step(Event::Tick);
+    let Some(Action::Propose(p)) = a.into_iter().find(|a| matches!(a, Action::Propose(_))) else { unreachable!() };
+    assert_eq!(p.cmd, Command::CollectGarbage);
+    assert!(r.step(Event::Proposed { epoch: p.epoch, kind: p.kind, outcome: Outcome::NotCommitted }).is_empty());
+    assert_eq!(collections(&r.step(Event::Tick)), 1, "still due");
+    r.run(Event::Leadership { leading: false, term: 1 });
+    assert_eq!(collections(&r.step(Event::Tick)), 0, "a follower proposes nothing");
+    assert_eq!(collections(&r.step(Event::Applied { index: r.index })), 0);
+    assert_eq!(collections(&r.run(Event::Leadership { leading: true, term: 2 })), 1, "derived from the state");
+    assert_eq!(r.state.gc_due_ms(), None);
+}

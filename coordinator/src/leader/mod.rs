@@ -156,6 +156,10 @@ pub fn outcome_of(kind: &ProposalKind, r: Result<Response, ApiError>) -> Outcome
             metrics::counter!("baton_gate_timeouts_total").increment(n as u64);
             Outcome::GatesExpired(n)
         }
+        (ProposalKind::CollectGarbage, Ok(Response::Done(StoreOutcome::Collected { keys_deleted }))) => {
+            metrics::counter!("baton_gc_keys_deleted_total").increment(u64::from(keys_deleted));
+            Outcome::Collected(keys_deleted)
+        }
         (kind, Ok(other)) => {
             tracing::warn!(?kind, reply = ?other, "unexpected reply to a leader proposal");
             Outcome::NotCommitted

@@ -1,0 +1,217 @@
+//! Job operations and task logs in the apply core: delete, retry, cancel
+//! one shard, pause (a job or a namespace), priority, namespace retention,
+//! and appending an attempt's log lines. Like every handler, each one
+//! validates fully before its first mutation, so a refused command changes
+//! nothing.
+
+use crate::lifecycle::LogLine;
+
+use super::*;
+
+/// What one log line costs against the ring and the job's bound: its
+/// message plus [`LOG_LINE_OVERHEAD_BYTES`].
+fn line_cost(line: &LogLine) -> u64 {
+    line.message.len() as u64 + LOG_LINE_OVERHEAD_BYTES
+}
+
+impl Core {
+    /// A job of a workflow is deleted and retried with its workflow.
+    fn refuse_workflow_job(rec: &JobRecord) -> Res<()> {
+        match &rec.origin {
+            Some(o) => {
+                Err(CommandError::JobInWorkflow { job: rec.id, workflow: o.workflow, step: o.step_name.clone() }.into())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// A live job's record, to change; marks it dirty.
+    fn live_job_mut(&mut self, kv: &dyn Kv, job: JobId) -> Res<&mut JobRecord> {
+        if !self.idx.jobs.contains_key(&job) {
+            return Err(self.not_live(kv, job));
+        }
+        self.dirty.jobs.insert(job);
+        self.idx.jobs.get_mut(&job).ok_or_else(|| invariant(format!("job {job} is not live")))
+    }
+
+    pub(super) fn delete_job(&mut self, kv: &dyn Kv, ctx: Ctx, job: JobId) -> Res<Outcome> {
+        let mut rec = self.retained_job(kv, job, ctx.now_ms)?.ok_or(CommandError::JobNotFound(job))?;
+        Self::refuse_workflow_job(&rec)?;
+        if rec.finished_ms.is_none() {
+            return Err(CommandError::JobNotFinished { job }.into());
+        }
+        // Validated; mutations start here. A retained job is still queued
+        // at its later time: move it to now.
+        if let Some(at) = rec.expires_ms {
+            self.idx.expiry.remove(&(at, GcTarget::Job(job)));
+        }
+        rec.deleted = true;
+        rec.expires_ms = Some(ctx.now_ms);
+        self.idx.expiry.insert((ctx.now_ms, GcTarget::Job(job)));
+        self.put_finished_job(rec);
+        Ok(Outcome::JobDeleted { job })
+    }
+
+    pub(super) fn retry_job(&mut self, kv: &dyn Kv, ctx: Ctx, job: JobId) -> Res<Outcome> {
+        let mut rec = self.retained_job(kv, job, ctx.now_ms)?.ok_or(CommandError::JobNotFound(job))?;
+        Self::refuse_workflow_job(&rec)?;
+        if rec.counts.dead + rec.counts.cancelled == 0 {
+            return Err(CommandError::NothingToRetry { job }.into());
+        }
+        // Read every shard first, so a storage error cannot leave a half-retried job.
+        let mut retry = Vec::with_capacity((rec.counts.dead + rec.counts.cancelled) as usize);
+        for shard in 0..rec.shards {
+            let key = TaskKey::new(job, shard);
+            let t = self.task(kv, key)?.ok_or_else(|| invariant(format!("job {job} has no record for {key}")))?;
+            if matches!(t.state, TaskState::Dead | TaskState::Cancelled) {
+                retry.push((key, t));
+            }
+        }
+        if retry.len() != (rec.counts.dead + rec.counts.cancelled) as usize {
+            return Err(invariant(format!("job {job} counts {:?} but {} shards to retry", rec.counts, retry.len())));
+        }
+        if self.idx.live_tasks + retry.len() as u64 > MAX_LIVE_TASKS {
+            return Err(CommandError::LimitReached { what: "live tasks".into(), limit: MAX_LIVE_TASKS }.into());
+        }
+        // Validated; mutations start here. A finished job is live again.
+        if rec.finished_ms.is_some() {
+            if let Some(at) = rec.expires_ms {
+                self.idx.expiry.remove(&(at, GcTarget::Job(job)));
+            }
+            rec.finished_ms = None;
+            rec.expires_ms = None;
+            rec.cancel_reason = None;
+            self.dirty.finished.remove(&job);
+            self.idx.jobs.insert(job, rec);
+        }
+        self.dirty.jobs.insert(job);
+        let requeued = retry.len() as u32;
+        for (key, t) in retry {
+            // A fresh budget; the token, how the last attempt ended and its
+            // error stay, so a late report of that attempt is still fenced.
+            let mut next = t.clone();
+            next.state = TaskState::Pending { ready_at_ms: ctx.now_ms };
+            next.attempts = 0;
+            next.updated_ms = ctx.now_ms;
+            self.set_task(key, &t.state, next);
+        }
+        Ok(Outcome::JobRetried { job, requeued })
+    }
+
+    pub(super) fn cancel_task(&mut self, kv: &dyn Kv, ctx: Ctx, task: TaskKey, reason: &str) -> Res<Outcome> {
+        let (rec, policy) = self.live_task(kv, task)?;
+        let step = transition(task, &rec, &Event::Cancel, &policy, ctx.now_ms)?;
+        // Validated; mutations start here.
+        let revoked = match rec.state {
+            TaskState::Assigned { session, token, .. } => Some(Revoked { task, session, token }),
+            _ => None,
+        };
+        let mut next = step.next;
+        next.last_error = Some(if reason.is_empty() { "cancelled" } else { reason }.to_string());
+        self.set_task(task, &rec.state, next);
+        let job_finished = self.finish_if_done(kv, ctx, task.job)?;
+        Ok(Outcome::TaskCancelled { task, revoked, job_finished })
+    }
+
+    pub(super) fn pause_job(&mut self, kv: &dyn Kv, _ctx: Ctx, job: JobId, paused: bool) -> Res<Outcome> {
+        self.live_job_mut(kv, job)?.paused = paused;
+        Ok(Outcome::JobPaused { job, paused })
+    }
+
+    pub(super) fn set_priority(&mut self, kv: &dyn Kv, _ctx: Ctx, job: JobId, priority: i32) -> Res<Outcome> {
+        self.live_job_mut(kv, job)?.priority = priority;
+        Ok(Outcome::PrioritySet { job, priority })
+    }
+
+    /// Change a namespace's settings. A namespace back at the defaults has
+    /// no record, so [`MAX_NAMESPACE_RECORDS`] counts only those that differ.
+    pub(super) fn update_namespace(
+        &mut self,
+        namespace: &str,
+        change: impl FnOnce(&mut NamespaceRecord),
+    ) -> Res<Outcome> {
+        let old = self.idx.namespaces.get(namespace);
+        let mut rec = old.cloned().unwrap_or_default();
+        change(&mut rec);
+        let keep = rec != NamespaceRecord::default();
+        if keep && old.is_none() && self.idx.namespaces.len() >= MAX_NAMESPACE_RECORDS {
+            return Err(CommandError::LimitReached {
+                what: "namespaces with settings".into(),
+                limit: MAX_NAMESPACE_RECORDS as u64,
+            }
+            .into());
+        }
+        // Validated; mutations start here.
+        if old != keep.then_some(&rec) {
+            if keep {
+                self.idx.namespaces.insert(namespace.to_string(), rec);
+            } else {
+                self.idx.namespaces.remove(namespace);
+            }
+            self.dirty.namespaces.insert(namespace.to_string());
+        }
+        Ok(Outcome::NamespaceUpdated { namespace: namespace.to_string() })
+    }
+
+    /// Keep `lines` in the log of the attempt `token` names: the task's
+    /// latest attempt, running or ended, of a job not deleted nor past its
+    /// retention. An attempt given back (a worker that left) or retired by
+    /// RetryJob is fenced like any older one.
+    pub(super) fn append_logs(
+        &mut self,
+        kv: &dyn Kv,
+        ctx: Ctx,
+        task: TaskKey,
+        token: Token,
+        lines: &[LogLine],
+    ) -> Res<Outcome> {
+        let mut job = self.retained_job(kv, task.job, ctx.now_ms)?.ok_or(CommandError::JobNotFound(task.job))?;
+        if task.shard >= job.shards {
+            return Err(CommandError::TaskNotFound(task).into());
+        }
+        let t = self.task(kv, task)?.ok_or_else(|| invariant(format!("job {} has no record for {task}", task.job)))?;
+        let current = token != 0 && token == t.last_token && t.attempts > 0 && t.last_end != Some(AttemptEnd::Left);
+        if !current {
+            return Err(CommandError::Fenced { task, presented: token, latest: t.last_token }.into());
+        }
+        let attempt = t.attempts;
+        // After a retry or a graceful release, attempt numbers repeat: the
+        // new attempt's log replaces the old one's.
+        let mut log = match self.task_log(kv, task, attempt)? {
+            Some(l) if l.token == token => l,
+            _ => LogRecord { token, attempt, ..LogRecord::default() },
+        };
+        let before = job.log_bytes;
+        let (mut accepted, mut refused) = (0u32, 0u32);
+        for line in lines {
+            let cost = line_cost(line);
+            if job.log_bytes + cost > MAX_LOG_BYTES_PER_JOB {
+                refused += 1;
+                log.dropped += 1;
+                continue;
+            }
+            job.log_bytes += cost;
+            accepted += 1;
+            log.bytes += cost;
+            log.lines.push_back(line.clone());
+            while log.bytes > MAX_LOG_BYTES_PER_ATTEMPT {
+                let Some(old) = log.lines.pop_front() else { break };
+                log.bytes -= line_cost(&old);
+                log.dropped += 1;
+            }
+        }
+        debug_assert!(log.bytes <= MAX_LOG_BYTES_PER_ATTEMPT);
+        // Validated; mutations start here.
+        self.dirty.logs.insert((task, attempt), Some(log));
+        if job.log_bytes != before {
+            match self.idx.jobs.get_mut(&task.job) {
+                Some(live) => {
+                    live.log_bytes = job.log_bytes;
+                    self.dirty.jobs.insert(task.job);
+                }
+                None => self.put_finished_job(job),
+            }
+        }
+        Ok(Outcome::LogsAppended { task, accepted, refused })
+    }
+}
