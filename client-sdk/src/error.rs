@@ -28,6 +28,14 @@ pub mod codes {
     pub const ABORTED: &str = "ABORTED";
     pub const INDETERMINATE: &str = "INDETERMINATE";
     pub const INTERNAL: &str = "INTERNAL";
+    /// DeleteJob on a job with pending or running shards.
+    pub const JOB_NOT_FINISHED: &str = "JOB_NOT_FINISHED";
+    /// RetryJob on a job without dead or cancelled shards.
+    pub const NOTHING_TO_RETRY: &str = "NOTHING_TO_RETRY";
+    /// DeleteJob or RetryJob on a workflow's job: act on the workflow.
+    pub const JOB_IN_WORKFLOW: &str = "JOB_IN_WORKFLOW";
+    /// The job or its namespace is paused.
+    pub const PAUSED: &str = "PAUSED";
 }
 
 /// The `baton-error-code` a status carries, if any.
@@ -54,6 +62,20 @@ pub enum Error {
     /// The worker session has ended (expired or replaced); register again.
     #[error("failed precondition: {0}")]
     SessionEnded(String),
+    /// The job still has pending or running shards (DeleteJob). Cancel it
+    /// first, or wait for it to finish. Nothing changed.
+    #[error("failed precondition: {0}")]
+    JobNotFinished(String),
+    /// The job has no dead or cancelled shard (RetryJob). Nothing changed.
+    #[error("failed precondition: {0}")]
+    NothingToRetry(String),
+    /// The job belongs to a workflow, which owns its lifecycle (DeleteJob,
+    /// RetryJob): act on the workflow instead. Nothing changed.
+    #[error("failed precondition: {0}")]
+    JobInWorkflow(String),
+    /// The job or its namespace is paused. Nothing changed.
+    #[error("failed precondition: {0}")]
+    Paused(String),
     /// A worker session stream was replaced by a newer stream of the same session.
     #[error("aborted: {0}")]
     Aborted(String),
@@ -125,6 +147,10 @@ impl Error {
             Error::FailedPrecondition(_) => codes::PRECONDITION,
             Error::JobFinished(_) => codes::JOB_FINISHED,
             Error::SessionEnded(_) => codes::SESSION_ENDED,
+            Error::JobNotFinished(_) => codes::JOB_NOT_FINISHED,
+            Error::NothingToRetry(_) => codes::NOTHING_TO_RETRY,
+            Error::JobInWorkflow(_) => codes::JOB_IN_WORKFLOW,
+            Error::Paused(_) => codes::PAUSED,
             Error::Aborted(_) => codes::ABORTED,
             Error::NotLeader(_) => codes::NOT_LEADER,
             Error::Lagging(_) => codes::LAGGING,
@@ -156,6 +182,10 @@ impl Error {
             codes::JOB_FINISHED => Error::JobFinished(m),
             codes::SESSION_ENDED => Error::SessionEnded(m),
             codes::PRECONDITION => Error::FailedPrecondition(m),
+            codes::JOB_NOT_FINISHED => Error::JobNotFinished(m),
+            codes::NOTHING_TO_RETRY => Error::NothingToRetry(m),
+            codes::JOB_IN_WORKFLOW => Error::JobInWorkflow(m),
+            codes::PAUSED => Error::Paused(m),
             codes::ABORTED => Error::Aborted(m),
             // Refused before anything was proposed: definitely not applied.
             codes::NOT_LEADER => Error::NotLeader(m),
@@ -240,10 +270,28 @@ mod tests {
         assert!(e.is_indeterminate());
         let e = Error::from_status(&coded(Unavailable, codes::UNAVAILABLE, "raft stopped"), false);
         assert!(e.is_retryable() && !e.is_indeterminate());
-        for code in [codes::JOB_FINISHED, codes::SESSION_ENDED, codes::ABORTED, codes::INVALID, codes::NOT_FOUND] {
+        for code in [
+            codes::JOB_FINISHED,
+            codes::SESSION_ENDED,
+            codes::ABORTED,
+            codes::INVALID,
+            codes::NOT_FOUND,
+            codes::JOB_NOT_FINISHED,
+            codes::NOTHING_TO_RETRY,
+            codes::JOB_IN_WORKFLOW,
+            codes::PAUSED,
+        ] {
             let e = Error::from_status(&coded(FailedPrecondition, code, "x"), true);
             assert!(!e.is_retryable() && !e.is_fenced() && e.code() == Some(code), "{code}");
         }
+        let e = Error::from_status(&coded(FailedPrecondition, codes::JOB_NOT_FINISHED, "x"), true);
+        assert!(matches!(e, Error::JobNotFinished(_)), "{e}");
+        let e = Error::from_status(&coded(FailedPrecondition, codes::NOTHING_TO_RETRY, "x"), true);
+        assert!(matches!(e, Error::NothingToRetry(_)), "{e}");
+        let e = Error::from_status(&coded(FailedPrecondition, codes::JOB_IN_WORKFLOW, "x"), true);
+        assert!(matches!(e, Error::JobInWorkflow(_)), "{e}");
+        let e = Error::from_status(&coded(FailedPrecondition, codes::PAUSED, "x"), true);
+        assert!(matches!(e, Error::Paused(_)), "{e}");
         // A code newer than this SDK falls back to the gRPC code.
         let e = Error::from_status(&coded(NotFound, "SOMETHING_NEW", "x"), false);
         assert!(matches!(e, Error::NotFound(_)));

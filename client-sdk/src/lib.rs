@@ -1,7 +1,9 @@
 //! Baton's Rust SDK: how submitters and workers talk to a Baton cluster.
 //!
 //! - [`Client`]: submit jobs (always with an idempotency key), read, list,
-//!   cancel and watch them, and operate the cluster. It finds the leader,
+//!   cancel and watch them; delete, retry, pause, resume and reprioritize
+//!   them, cancel one shard, set namespace pause and retention
+//!   ([`job_ops`]); and operate the cluster. It finds the leader,
 //!   follows leader hints and retries with backoff within a deadline.
 //! - [`Worker`]: runs a handler for every assigned shard, with the fencing
 //!   token in its context; owns heartbeats, reconnects, result delivery,
@@ -17,6 +19,7 @@
 
 pub mod client;
 pub mod error;
+pub mod job_ops;
 pub mod worker;
 pub mod workflow;
 mod workflows;

@@ -1,6 +1,7 @@
 //! The `baton` operator CLI: `cluster`, `job` and `worker` commands over the
 //! public API, human tables by default and `--json` for scripts. The
-//! `workflow` commands are in [`crate::cli_workflow`].
+//! `workflow` commands are in [`crate::cli_workflow`], the job operations
+//! and `namespace` commands in [`crate::cli_job`].
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -77,14 +78,22 @@ pub enum JobCmd {
     Get {
         id: u64,
     },
+    /// One page of jobs in creation order, optionally of one namespace or status.
     List {
         #[arg(long)]
         namespace: Option<String>,
         /// queued, running, succeeded, failed or cancelled.
         #[arg(long)]
         status: Option<String>,
+        /// Newest first.
+        #[arg(long)]
+        newest: bool,
+        /// Jobs per page (1..=1000).
         #[arg(long, default_value_t = 100)]
         limit: u32,
+        /// Start after this job id: the previous page's next_page_token.
+        #[arg(long)]
+        after: Option<u64>,
     },
     Cancel {
         id: u64,
@@ -99,6 +108,8 @@ pub enum JobCmd {
     Results {
         id: u64,
     },
+    #[command(flatten)]
+    Op(crate::cli_job::JobOpCmd),
 }
 
 #[derive(Args)]
@@ -154,6 +165,22 @@ pub fn explain(e: &Error, endpoints: &[String]) -> String {
     }
 }
 
+/// A `--status` value of `job list`.
+pub fn parse_job_status(s: &str) -> Result<proto::JobStatus, Error> {
+    Ok(match s {
+        "queued" => proto::JobStatus::Queued,
+        "running" => proto::JobStatus::Running,
+        "succeeded" => proto::JobStatus::Succeeded,
+        "failed" => proto::JobStatus::Failed,
+        "cancelled" => proto::JobStatus::Cancelled,
+        other => {
+            return Err(Error::InvalidArgument(format!(
+                "unknown status {other:?}; use queued, running, succeeded, failed or cancelled"
+            )));
+        }
+    })
+}
+
 fn status_name(v: i32) -> &'static str {
     match proto::JobStatus::try_from(v) {
         Ok(proto::JobStatus::Queued) => "queued",
@@ -188,7 +215,30 @@ pub fn job_json(j: &proto::Job) -> Value {
         "finished_ms": (j.finished_ms != 0).then_some(j.finished_ms),
         "cancel_reason": (!j.cancel_reason.is_empty()).then_some(&j.cancel_reason),
         "idempotency_key": j.idempotency_key,
+        "paused": j.paused, "namespace_paused": j.namespace_paused,
+        "retention_ms": (j.retention_ms != 0).then_some(j.retention_ms),
+        "expires_ms": (j.expires_ms != 0).then_some(j.expires_ms),
     })
+}
+
+/// What `job get` prints under the job's row when it applies: pauses, and
+/// when a finished job will be deleted.
+pub fn job_notes(j: &proto::Job, now_ms: u64) -> Vec<String> {
+    let mut notes = Vec::new();
+    if j.finished_ms == 0 {
+        if j.paused {
+            notes.push("paused: no new attempts start (baton job resume)".to_string());
+        }
+        if j.namespace_paused {
+            notes.push(format!("namespace {} is paused: no new attempts start", j.namespace));
+        }
+    }
+    if j.expires_ms != 0 {
+        let left = j.expires_ms.saturating_sub(now_ms);
+        let when = if left == 0 { "now".to_string() } else { format!("in {}", crate::cli_job::human_ms(left)) };
+        notes.push(format!("deleted {when} (retention)"));
+    }
+    notes
 }
 
 pub fn print_json(v: &Value) {
@@ -384,23 +434,23 @@ pub async fn job(g: &Global, cmd: JobCmd) -> Result<(), Error> {
                 print_json(&job_json(&j));
             } else {
                 println!("{JOB_HEADER}\n{}", job_row(&j));
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                for note in job_notes(&j, now_ms) {
+                    println!("  {note}");
+                }
             }
         }
-        JobCmd::List { namespace, status, limit } => {
-            let status = match status.as_deref() {
-                None => proto::JobStatus::Unspecified,
-                Some("queued") => proto::JobStatus::Queued,
-                Some("running") => proto::JobStatus::Running,
-                Some("succeeded") => proto::JobStatus::Succeeded,
-                Some("failed") => proto::JobStatus::Failed,
-                Some("cancelled") => proto::JobStatus::Cancelled,
-                Some(other) => return Err(Error::InvalidArgument(format!("unknown status {other:?}"))),
-            };
+        JobCmd::List { namespace, status, newest, limit, after } => {
+            let status = status.as_deref().map(parse_job_status).transpose()?.unwrap_or(proto::JobStatus::Unspecified);
             let r = client
                 .list(proto::ListJobsRequest {
                     namespace: namespace.unwrap_or_default(),
                     status: status as i32,
                     page_size: limit,
+                    page_token: after.unwrap_or(0),
+                    newest_first: newest,
                     ..Default::default()
                 })
                 .await?;
@@ -413,8 +463,12 @@ pub async fn job(g: &Global, cmd: JobCmd) -> Result<(), Error> {
                 for j in &r.jobs {
                     println!("{}", job_row(j));
                 }
+                if r.next_page_token != 0 {
+                    println!("(more: the same command with --after {})", r.next_page_token);
+                }
             }
         }
+        JobCmd::Op(op) => crate::cli_job::job_op(g, &client, op).await?,
         JobCmd::Cancel { id, reason } => {
             let n = client.cancel(id, &reason).await?;
             if g.json {

@@ -46,6 +46,18 @@ pub enum ApiError {
     /// The worker session expired, was replaced, or is at another epoch.
     #[error("{0}")]
     SessionEnded(String),
+    /// DeleteJob on a job with pending or running shards. Nothing changed.
+    #[error("{0}")]
+    JobNotFinished(String),
+    /// RetryJob on a job without dead or cancelled shards. Nothing changed.
+    #[error("{0}")]
+    NothingToRetry(String),
+    /// DeleteJob or RetryJob on a workflow's job. Nothing changed.
+    #[error("{0}")]
+    JobInWorkflow(String),
+    /// The job or its namespace is paused. Nothing changed.
+    #[error("{0}")]
+    Paused(String),
     /// Refused in the current state for another reason. Nothing changed.
     #[error("{0}")]
     Precondition(String),
@@ -92,6 +104,10 @@ impl ApiError {
             ApiError::Fenced(_) => codes::FENCED,
             ApiError::JobFinished(_) => codes::JOB_FINISHED,
             ApiError::SessionEnded(_) => codes::SESSION_ENDED,
+            ApiError::JobNotFinished(_) => codes::JOB_NOT_FINISHED,
+            ApiError::NothingToRetry(_) => codes::NOTHING_TO_RETRY,
+            ApiError::JobInWorkflow(_) => codes::JOB_IN_WORKFLOW,
+            ApiError::Paused(_) => codes::PAUSED,
             ApiError::Precondition(_) => codes::PRECONDITION,
             ApiError::NotLeader { .. } => codes::NOT_LEADER,
             ApiError::Lagging(_) => codes::LAGGING,
@@ -111,9 +127,14 @@ impl ApiError {
         match self {
             ApiError::Invalid { .. } => Code::InvalidArgument,
             ApiError::NotFound(_) => Code::NotFound,
-            ApiError::Fenced(_) | ApiError::JobFinished(_) | ApiError::SessionEnded(_) | ApiError::Precondition(_) => {
-                Code::FailedPrecondition
-            }
+            ApiError::Fenced(_)
+            | ApiError::JobFinished(_)
+            | ApiError::SessionEnded(_)
+            | ApiError::JobNotFinished(_)
+            | ApiError::NothingToRetry(_)
+            | ApiError::JobInWorkflow(_)
+            | ApiError::Paused(_)
+            | ApiError::Precondition(_) => Code::FailedPrecondition,
             ApiError::NotLeader { .. }
             | ApiError::Lagging(_)
             | ApiError::Unavailable(_)
@@ -139,6 +160,10 @@ impl From<CommandError> for ApiError {
             CommandError::SessionEnded { .. } | CommandError::StaleEpoch { .. } => ApiError::SessionEnded(msg),
             CommandError::Fenced { .. } => ApiError::Fenced(msg),
             CommandError::JobFinished { .. } => ApiError::JobFinished(msg),
+            CommandError::JobNotFinished { .. } => ApiError::JobNotFinished(msg),
+            CommandError::NothingToRetry { .. } => ApiError::NothingToRetry(msg),
+            CommandError::JobInWorkflow { .. } => ApiError::JobInWorkflow(msg),
+            CommandError::JobPaused { .. } => ApiError::Paused(msg),
             CommandError::LimitReached { .. } => ApiError::Exhausted(msg),
             CommandError::NotPending { .. }
             | CommandError::NotReady { .. }
@@ -148,11 +173,7 @@ impl From<CommandError> for ApiError {
             | CommandError::NotExpired { .. }
             | CommandError::IdempotencyConflict { .. }
             | CommandError::WorkflowFinished { .. }
-            | CommandError::GateNotWaiting { .. }
-            | CommandError::JobNotFinished { .. }
-            | CommandError::NothingToRetry { .. }
-            | CommandError::JobInWorkflow { .. }
-            | CommandError::JobPaused { .. } => ApiError::Precondition(msg),
+            | CommandError::GateNotWaiting { .. } => ApiError::Precondition(msg),
         }
     }
 }

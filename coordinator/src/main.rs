@@ -1,6 +1,6 @@
 //! The `baton` binary: `baton serve` runs a coordinator node; `baton dev`
-//! runs a local demo cluster; `baton cluster|job|workflow|worker` operate a
-//! cluster.
+//! runs a local demo cluster; `baton cluster|job|namespace|workflow|worker`
+//! operate a cluster.
 
 use std::path::PathBuf;
 
@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use serde::Serialize;
 
 use baton_coordinator::cli::{self, ClusterCmd, Global, JobCmd, WorkerCmd};
+use baton_coordinator::cli_job::{self, NamespaceCmd};
 use baton_coordinator::cli_recovery;
 use baton_coordinator::cli_workflow::{self, WorkflowCmd};
 use baton_coordinator::config::Config;
@@ -31,9 +32,13 @@ enum Cmd {
     /// Cluster status and membership.
     #[command(subcommand)]
     Cluster(ClusterCmd),
-    /// Submit, inspect, cancel and watch jobs.
+    /// Submit, inspect, list, cancel and watch jobs; pause, resume,
+    /// reprioritize, retry and delete them, or cancel one shard.
     #[command(subcommand)]
     Job(JobCmd),
+    /// A namespace's settings: pause and resume all its jobs, retention.
+    #[command(subcommand)]
+    Namespace(NamespaceCmd),
     /// Submit, inspect, watch and cancel workflows; approve or reject gates.
     #[command(subcommand)]
     Workflow(WorkflowCmd),
@@ -243,6 +248,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Cluster(ClusterCmd::Recovery(c)) => recovery(&cli.global, cli_recovery::run(&cli.global, c).await),
         Cmd::Cluster(c) => operator(&cli.global, cli::cluster(&cli.global, c).await),
         Cmd::Job(c) => operator(&cli.global, cli::job(&cli.global, c).await),
+        Cmd::Namespace(c) => operator(&cli.global, cli_job::namespace(&cli.global, c).await),
         Cmd::Workflow(c) => operator(&cli.global, cli_workflow::workflow(&cli.global, c).await),
         Cmd::Worker(c) => operator(&cli.global, cli::worker(&cli.global, c).await),
     }

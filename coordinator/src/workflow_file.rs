@@ -268,6 +268,8 @@ impl WorkflowFile {
                 constraints: s.constraints.unwrap_or_default().into_iter().collect(),
                 not_before_ms: 0,
                 idempotency_key: String::new(),
+                // A workflow's jobs are kept as long as the workflow.
+                retention_ms: 0,
             };
             steps.push(proto::StepSpec {
                 name: s.name,

@@ -61,7 +61,7 @@ fn job_spec_fields(prefix: &str, s: proto::JobSpec) -> Result<JobSpec, ApiError>
         constraints: s.constraints.into_iter().collect(),
         not_before_ms: (s.not_before_ms != 0).then_some(s.not_before_ms),
         idempotency_key: (!s.idempotency_key.is_empty()).then_some(s.idempotency_key),
-        retention_ms: None,
+        retention_ms: (s.retention_ms != 0).then_some(s.retention_ms),
     })
 }
 
@@ -101,6 +101,9 @@ fn step_spec(i: usize, s: proto::StepSpec) -> Result<StepSpec, ApiError> {
         Err(_) => return Err(ApiError::invalid(field("trigger"), format!("unknown value {}", s.trigger))),
     };
     let kind = match s.kind {
+        Some(proto::step_spec::Kind::Job(job)) if job.retention_ms != 0 => {
+            return Err(ApiError::invalid(field("retention_ms"), "a workflow's jobs are kept as long as the workflow"));
+        }
         Some(proto::step_spec::Kind::Job(job)) => StepKind::Job {
             job: job_spec_fields(&field(""), job)?,
             reduce: s.reduce.map(|r| ReduceSpec { payload: ByteBuf::from(r.payload) }),
@@ -139,7 +142,9 @@ pub fn job_status(s: JobStatus) -> proto::JobStatus {
     }
 }
 
-pub fn job(j: &JobRecord) -> proto::Job {
+/// The public view of a job. `namespace_paused` comes from its namespace's
+/// settings, read beside the record (see `jobs::job_view`).
+pub fn job(j: &JobRecord, namespace_paused: bool) -> proto::Job {
     proto::Job {
         id: j.id,
         namespace: j.namespace.clone(),
@@ -157,6 +162,10 @@ pub fn job(j: &JobRecord) -> proto::Job {
         cancel_reason: j.cancel_reason.clone().unwrap_or_default(),
         idempotency_key: j.idempotency_key.clone().unwrap_or_default(),
         origin: j.origin.as_ref().map(job_origin),
+        paused: j.paused,
+        namespace_paused,
+        retention_ms: j.retention_ms.unwrap_or(0),
+        expires_ms: j.expires_ms.unwrap_or(0),
     }
 }
 
@@ -370,6 +379,13 @@ mod tests {
         let err = job_spec(Some(proto::JobSpec { shards: 1, ..Default::default() })).unwrap_err();
         assert!(err.to_string().contains("namespace"), "{err}");
         assert!(job_spec(None).is_err());
+        let keep = |retention_ms| {
+            job_spec(Some(proto::JobSpec { namespace: "ns".into(), shards: 1, retention_ms, ..Default::default() }))
+        };
+        assert_eq!(keep(0).unwrap().retention_ms, None, "0 means the namespace's retention");
+        assert_eq!(keep(5000).unwrap().retention_ms, Some(5000));
+        let err = keep(MAX_RETENTION_MS + 1).unwrap_err();
+        assert!(err.to_string().contains("retention_ms"), "{err}");
         assert!(stale(7).is_err());
         assert!(status_filter(42).is_err());
     }

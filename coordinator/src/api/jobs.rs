@@ -1,5 +1,9 @@
-//! `baton.v1.JobService`.
+//! `baton.v1.JobService`: submit, read, list, cancel and watch jobs. The job
+//! operations (delete, retry, cancel one shard, pause, priority) are in
+//! `job_ops.rs` and the namespace settings in `namespaces.rs`; this file
+//! routes their calls there.
 
+use std::collections::BTreeMap;
 use std::pin::Pin;
 
 use futures::Stream;
@@ -8,7 +12,9 @@ use tonic::{Request, Response, Status};
 use baton_client::proto;
 use baton_client::proto::job_service_client::JobServiceClient;
 use baton_client::proto::job_service_server::JobService;
-use baton_raft_store::{Command, CommandError, JobId, Outcome, Response as StoreResponse, TaskKey};
+use baton_raft_store::{
+    Command, CommandError, JobFilter, JobId, JobRecord, Outcome, Response as StoreResponse, StoreReader, TaskKey,
+};
 
 use super::Ctx;
 use super::{convert, watch};
@@ -17,7 +23,8 @@ use crate::error::ApiError;
 /// Default and largest page of ListJobs.
 pub const LIST_PAGE_DEFAULT: usize = 100;
 pub const LIST_PAGE_MAX: usize = 1000;
-/// Job records examined per ListJobs call, so a selective filter stays bounded.
+/// Workflow records examined per ListWorkflows call, so a selective filter
+/// stays bounded. (ListJobs pages through indexes and needs no such bound.)
 pub const LIST_SCAN_MAX: usize = 100_000;
 /// Default and largest page of GetResults.
 pub const RESULTS_PAGE_DEFAULT: usize = 1000;
@@ -47,6 +54,22 @@ pub(super) fn page_size(field: &str, requested: u32, default: usize, max: usize)
 
 fn outcome(r: StoreResponse) -> Result<Outcome, ApiError> {
     r.into_result().map_err(ApiError::from)
+}
+
+/// A job's public view, with its namespace's pause read beside it.
+pub(super) fn job_view(reader: &StoreReader, j: &JobRecord) -> proto::Job {
+    convert::job(j, reader.namespace(&j.namespace).paused)
+}
+
+/// The views of a page of jobs, reading each namespace's settings once.
+fn job_views(reader: &StoreReader, jobs: &[JobRecord]) -> Vec<proto::Job> {
+    let mut paused: BTreeMap<&str, bool> = BTreeMap::new();
+    jobs.iter()
+        .map(|j| {
+            let p = *paused.entry(j.namespace.as_str()).or_insert_with(|| reader.namespace(&j.namespace).paused);
+            convert::job(j, p)
+        })
+        .collect()
 }
 
 impl Jobs {
@@ -114,7 +137,7 @@ impl JobService for Jobs {
     async fn get_job(&self, req: Request<proto::GetJobRequest>) -> Result<Response<proto::Job>, Status> {
         let stale = convert::stale(req.get_ref().consistency)?;
         forward_if_not_here!(self.ctx, self.ctx.read_route(&req, stale).await?, req, JobServiceClient::get_job, read);
-        Ok(Response::new(convert::job(&self.job_or_404(req.get_ref().job_id)?)))
+        Ok(Response::new(job_view(&self.ctx.reader, &self.job_or_404(req.get_ref().job_id)?)))
     }
 
     async fn list_jobs(
@@ -127,12 +150,14 @@ impl JobService for Jobs {
         let limit = page_size("page_size", r.page_size, LIST_PAGE_DEFAULT, LIST_PAGE_MAX)?;
         forward_if_not_here!(self.ctx, self.ctx.read_route(&req, stale).await?, req, JobServiceClient::list_jobs, read);
         let r = req.into_inner();
-        let filter =
-            baton_raft_store::JobFilter { namespace: (!r.namespace.is_empty()).then_some(r.namespace), status };
+        let filter = JobFilter { namespace: (!r.namespace.is_empty()).then_some(r.namespace), status };
+        // The token is the previous page's last id: the page starts after it
+        // in the listing's order (the .proto documents it).
         let after = (r.page_token != 0).then_some(r.page_token);
-        let (jobs, resume) = self.ctx.reader.list_jobs(&filter, after, limit, false).map_err(ApiError::from)?;
+        let (jobs, resume) =
+            self.ctx.reader.list_jobs(&filter, after, limit, r.newest_first).map_err(ApiError::from)?;
         Ok(Response::new(proto::ListJobsResponse {
-            jobs: jobs.iter().map(convert::job).collect(),
+            jobs: job_views(&self.ctx.reader, &jobs),
             next_page_token: resume.unwrap_or(0),
         }))
     }
@@ -206,5 +231,74 @@ impl JobService for Jobs {
             results: tasks.into_iter().map(|(s, t)| convert::shard_result(s, t)).collect(),
             next_shard,
         }))
+    }
+    async fn delete_job(
+        &self,
+        req: Request<proto::DeleteJobRequest>,
+    ) -> Result<Response<proto::DeleteJobResponse>, Status> {
+        self.delete(req).await
+    }
+
+    async fn retry_job(
+        &self,
+        req: Request<proto::RetryJobRequest>,
+    ) -> Result<Response<proto::RetryJobResponse>, Status> {
+        self.retry(req).await
+    }
+
+    async fn cancel_task(
+        &self,
+        req: Request<proto::CancelTaskRequest>,
+    ) -> Result<Response<proto::CancelTaskResponse>, Status> {
+        self.cancel_shard(req).await
+    }
+
+    async fn pause_job(
+        &self,
+        req: Request<proto::PauseJobRequest>,
+    ) -> Result<Response<proto::PauseJobResponse>, Status> {
+        self.pause(req).await
+    }
+
+    async fn resume_job(
+        &self,
+        req: Request<proto::ResumeJobRequest>,
+    ) -> Result<Response<proto::ResumeJobResponse>, Status> {
+        self.resume(req).await
+    }
+
+    async fn set_priority(
+        &self,
+        req: Request<proto::SetPriorityRequest>,
+    ) -> Result<Response<proto::SetPriorityResponse>, Status> {
+        self.reprioritize(req).await
+    }
+
+    async fn pause_namespace(
+        &self,
+        req: Request<proto::PauseNamespaceRequest>,
+    ) -> Result<Response<proto::Namespace>, Status> {
+        self.pause_ns(req).await
+    }
+
+    async fn resume_namespace(
+        &self,
+        req: Request<proto::ResumeNamespaceRequest>,
+    ) -> Result<Response<proto::Namespace>, Status> {
+        self.resume_ns(req).await
+    }
+
+    async fn set_namespace_retention(
+        &self,
+        req: Request<proto::SetNamespaceRetentionRequest>,
+    ) -> Result<Response<proto::Namespace>, Status> {
+        self.ns_retention(req).await
+    }
+
+    async fn get_namespace(
+        &self,
+        req: Request<proto::GetNamespaceRequest>,
+    ) -> Result<Response<proto::Namespace>, Status> {
+        self.read_ns(req).await
     }
 }

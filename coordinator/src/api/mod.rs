@@ -48,7 +48,9 @@ macro_rules! forward_if_not_here {
 pub mod backup;
 pub mod cluster;
 pub mod convert;
+pub mod job_ops;
 pub mod jobs;
+pub mod namespaces;
 pub mod watch;
 pub mod workers;
 pub mod workflows;

@@ -12,7 +12,7 @@ use baton_client::proto;
 use baton_client::proto::job_service_client::JobServiceClient;
 use baton_raft_store::{CommandError, JobId, JobRecord, NodeId, NodeInfo, StoreReader};
 
-use super::{Call, Ctx, Route, convert};
+use super::{Call, Ctx, Route};
 use crate::error::ApiError;
 
 /// How long a new watch on a node that has not yet applied a job the leader
@@ -126,7 +126,7 @@ pub(super) async fn watch_loop(
                 return;
             }
         };
-        let view = convert::job(&job);
+        let view = super::jobs::job_view(reader, &job);
         if last.as_ref() != Some(&view) {
             let done = job.finished_ms.is_some();
             if tx.send(Ok(proto::JobEvent { job: Some(view.clone()), applied_index: applied })).await.is_err() || done {

@@ -20,6 +20,10 @@ fn every_error_carries_its_grpc_code_and_baton_code() {
         (ApiError::JobFinished("x".into()), FailedPrecondition, codes::JOB_FINISHED),
         (ApiError::SessionEnded("x".into()), FailedPrecondition, codes::SESSION_ENDED),
         (ApiError::Precondition("x".into()), FailedPrecondition, codes::PRECONDITION),
+        (ApiError::JobNotFinished("x".into()), FailedPrecondition, codes::JOB_NOT_FINISHED),
+        (ApiError::NothingToRetry("x".into()), FailedPrecondition, codes::NOTHING_TO_RETRY),
+        (ApiError::JobInWorkflow("x".into()), FailedPrecondition, codes::JOB_IN_WORKFLOW),
+        (ApiError::Paused("x".into()), FailedPrecondition, codes::PAUSED),
         (ApiError::NotLeader { leader: None }, Unavailable, codes::NOT_LEADER),
         (ApiError::Lagging("x".into()), Unavailable, codes::LAGGING),
         (ApiError::Unavailable("x".into()), Unavailable, codes::UNAVAILABLE),
@@ -65,6 +69,11 @@ fn command_errors_map_to_precise_codes() {
         (CommandError::LimitReached { what: "x".into(), limit: 1 }, codes::LIMIT_REACHED),
         (CommandError::NotPending { task, state: "done".into() }, codes::PRECONDITION),
         (CommandError::IdempotencyConflict { key: "k".into(), job: 1 }, codes::PRECONDITION),
+        (CommandError::JobNotFinished { job: 1 }, codes::JOB_NOT_FINISHED),
+        (CommandError::NothingToRetry { job: 1 }, codes::NOTHING_TO_RETRY),
+        (CommandError::JobInWorkflow { job: 1, workflow: 2, step: "s".into() }, codes::JOB_IN_WORKFLOW),
+        (CommandError::JobPaused { job: 1, namespace: None }, codes::PAUSED),
+        (CommandError::JobPaused { job: 1, namespace: Some("etl".into()) }, codes::PAUSED),
     ];
     for (c, code) in cases {
         let text = c.to_string();

@@ -1,0 +1,88 @@
+//! Namespace settings in `baton.v1.JobService`: pause, resume, retention,
+//! and reading them. A namespace needs no creation; one without settings has
+//! the defaults. Writes are proposed at the leader like the job operations;
+//! each answers with the settings as applied.
+
+use tonic::{Request, Response, Status};
+
+use baton_client::proto;
+use baton_client::proto::job_service_client::JobServiceClient;
+use baton_raft_store::limits::RETENTION_MS_DEFAULT;
+use baton_raft_store::{Command, NamespaceRecord, Outcome};
+
+use super::convert;
+use super::job_ops::unexpected;
+use super::jobs::Jobs;
+
+/// The public view of a namespace's settings.
+pub fn namespace_view(namespace: &str, rec: &NamespaceRecord) -> proto::Namespace {
+    proto::Namespace {
+        namespace: namespace.to_string(),
+        paused: rec.paused,
+        retention_ms: rec.retention_ms.unwrap_or(0),
+        effective_retention_ms: rec.retention_ms.unwrap_or(RETENTION_MS_DEFAULT),
+    }
+}
+
+impl Jobs {
+    /// Propose a namespace command and answer with the settings it left. The
+    /// leader has applied the entry when the proposal returns, so its reader
+    /// holds them (or a later write's).
+    async fn update_namespace(&self, namespace: String, cmd: Command) -> Result<proto::Namespace, Status> {
+        match self.apply(cmd).await? {
+            Outcome::NamespaceUpdated { .. } => Ok(namespace_view(&namespace, &self.ctx.reader.namespace(&namespace))),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub(super) async fn pause_ns(
+        &self,
+        req: Request<proto::PauseNamespaceRequest>,
+    ) -> Result<Response<proto::Namespace>, Status> {
+        let ns = req.get_ref().namespace.clone();
+        let cmd = Self::checked(Command::PauseNamespace { namespace: ns.clone(), paused: true })?;
+        forward_if_not_here!(self.ctx, self.ctx.route(&req)?, req, JobServiceClient::pause_namespace, write);
+        Ok(Response::new(self.update_namespace(ns, cmd).await?))
+    }
+
+    pub(super) async fn resume_ns(
+        &self,
+        req: Request<proto::ResumeNamespaceRequest>,
+    ) -> Result<Response<proto::Namespace>, Status> {
+        let ns = req.get_ref().namespace.clone();
+        let cmd = Self::checked(Command::PauseNamespace { namespace: ns.clone(), paused: false })?;
+        forward_if_not_here!(self.ctx, self.ctx.route(&req)?, req, JobServiceClient::resume_namespace, write);
+        Ok(Response::new(self.update_namespace(ns, cmd).await?))
+    }
+
+    pub(super) async fn ns_retention(
+        &self,
+        req: Request<proto::SetNamespaceRetentionRequest>,
+    ) -> Result<Response<proto::Namespace>, Status> {
+        let r = req.get_ref();
+        let ns = r.namespace.clone();
+        let retention_ms = (r.retention_ms != 0).then_some(r.retention_ms);
+        let cmd = Self::checked(Command::SetNamespaceRetention { namespace: ns.clone(), retention_ms })?;
+        forward_if_not_here!(self.ctx, self.ctx.route(&req)?, req, JobServiceClient::set_namespace_retention, write);
+        Ok(Response::new(self.update_namespace(ns, cmd).await?))
+    }
+
+    pub(super) async fn read_ns(
+        &self,
+        req: Request<proto::GetNamespaceRequest>,
+    ) -> Result<Response<proto::Namespace>, Status> {
+        let r = req.get_ref();
+        let stale = convert::stale(r.consistency)?;
+        // The writes' name rule, checked without proposing anything.
+        Self::checked(Command::PauseNamespace { namespace: r.namespace.clone(), paused: false })?;
+        forward_if_not_here!(
+            self.ctx,
+            self.ctx.read_route(&req, stale).await?,
+            req,
+            JobServiceClient::get_namespace,
+            read
+        );
+        let ns = &req.get_ref().namespace;
+        Ok(Response::new(namespace_view(ns, &self.ctx.reader.namespace(ns))))
+    }
+}

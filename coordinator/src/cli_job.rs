@@ -1,0 +1,217 @@
+//! The job operations (`baton job delete|retry|cancel-task|pause|resume|
+//! priority`) and namespace settings (`baton namespace pause|resume|
+//! retention|show`). Tables and sentences by default, `--json` for scripts
+//! (fields listed in docs/cli.md). The other `job` commands are in
+//! [`crate::cli`].
+
+use std::time::Duration;
+
+use baton_client::{Client, Error, proto};
+use clap::{ArgGroup, Subcommand};
+use serde_json::{Value, json};
+
+use crate::cli::{Global, print_json};
+
+/// The `job` subcommands that change an existing job; flattened into
+/// [`crate::cli::JobCmd`].
+#[derive(Subcommand, Debug, PartialEq, Eq)]
+pub enum JobOpCmd {
+    /// Delete a finished job now; it is gone from reads at once (cancel a
+    /// running job first).
+    Delete { id: u64 },
+    /// Run the job's dead and cancelled shards again, each with a fresh
+    /// attempt budget.
+    Retry { id: u64 },
+    /// Cancel one shard; its running attempt is told to stop. A job that
+    /// ends with a cancelled shard is failed.
+    CancelTask {
+        id: u64,
+        #[arg(long)]
+        shard: u32,
+        #[arg(long, default_value = "cancelled from the CLI")]
+        reason: String,
+    },
+    /// Start no new attempt of the job's shards; running attempts finish.
+    Pause { id: u64 },
+    /// Let a paused job's shards start again.
+    Resume { id: u64 },
+    /// Set the priority of the job's shards not yet started (higher runs
+    /// first; negative values allowed).
+    Priority {
+        id: u64,
+        #[arg(allow_negative_numbers = true)]
+        priority: i32,
+    },
+}
+
+#[derive(Subcommand, Debug, PartialEq, Eq)]
+pub enum NamespaceCmd {
+    /// Start no new attempt of the namespace's jobs, present and future;
+    /// running attempts finish.
+    Pause { namespace: String },
+    /// Let the namespace's jobs start attempts again.
+    Resume { namespace: String },
+    /// How long the namespace's finished jobs and workflows are kept (for
+    /// jobs without a retention of their own, finishing from now on).
+    #[command(group(ArgGroup::new("how_long").required(true).args(["days", "ms", "default"])))]
+    Retention {
+        namespace: String,
+        #[arg(long)]
+        days: Option<u64>,
+        #[arg(long)]
+        ms: Option<u64>,
+        /// Back to the default (7 days).
+        #[arg(long)]
+        default: bool,
+    },
+    /// The namespace's pause state and retention.
+    Show { namespace: String },
+}
+
+const DAY_MS: u64 = 24 * 3600 * 1000;
+
+/// The retention `--days`/`--ms`/`--default` ask for: `None` is the
+/// default. Zero is refused, so that a typo cannot delete finished work at
+/// once; the server checks the upper bound.
+pub fn retention_arg(days: Option<u64>, ms: Option<u64>, default: bool) -> Result<Option<Duration>, Error> {
+    let ms = match (days, ms, default) {
+        (None, None, true) => return Ok(None),
+        (Some(d), None, false) => {
+            d.checked_mul(DAY_MS).ok_or_else(|| Error::InvalidArgument(format!("--days {d} is too large")))?
+        }
+        (None, Some(ms), false) => ms,
+        _ => return Err(Error::InvalidArgument("give exactly one of --days, --ms and --default".into())),
+    };
+    if ms == 0 {
+        return Err(Error::InvalidArgument("a retention must be positive; --default restores 7 days".into()));
+    }
+    Ok(Some(Duration::from_millis(ms)))
+}
+
+/// `1500` → `1.5s`, `7 days` → `7d`, `90 min` → `1h30m`: the largest two
+/// units, for people (JSON carries the ms).
+pub fn human_ms(ms: u64) -> String {
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    if ms < 60_000 {
+        let tenths = ms / 100;
+        return if tenths.is_multiple_of(10) {
+            format!("{}s", tenths / 10)
+        } else {
+            format!("{}.{}s", tenths / 10, tenths % 10)
+        };
+    }
+    let units = [("d", DAY_MS), ("h", 3_600_000), ("m", 60_000), ("s", 1000)];
+    let mut parts = Vec::new();
+    let mut rest = ms;
+    for (name, size) in units {
+        if rest >= size && parts.len() < 2 {
+            parts.push(format!("{}{name}", rest / size));
+            rest %= size;
+        } else if !parts.is_empty() {
+            // Only adjacent units: "1d0h" is not printed, "1d" is.
+            break;
+        }
+    }
+    parts.concat()
+}
+
+/// The documented JSON form of a namespace's settings.
+pub fn namespace_json(n: &proto::Namespace) -> Value {
+    json!({
+        "namespace": n.namespace, "paused": n.paused,
+        "retention_ms": (n.retention_ms != 0).then_some(n.retention_ms),
+        "effective_retention_ms": n.effective_retention_ms,
+    })
+}
+
+/// One line for people.
+pub fn namespace_line(n: &proto::Namespace) -> String {
+    let retention = if n.retention_ms == 0 {
+        format!("{} (default)", human_ms(n.effective_retention_ms))
+    } else {
+        human_ms(n.retention_ms)
+    };
+    let state = if n.paused { "paused (no new attempts start)" } else { "active" };
+    format!("namespace {}: {state}; finished jobs kept {retention}", n.namespace)
+}
+
+pub async fn job_op(g: &Global, client: &Client, cmd: JobOpCmd) -> Result<(), Error> {
+    match cmd {
+        JobOpCmd::Delete { id } => {
+            client.delete_job(id).await?;
+            say(g, json!({"job_id": id, "deleted": true}), format!("job {id} deleted"));
+        }
+        JobOpCmd::Retry { id } => {
+            let n = client.retry_job(id).await?;
+            say(
+                g,
+                json!({"job_id": id, "tasks_requeued": n}),
+                format!("job {id}: {n} shard{} requeued with a fresh attempt budget", plural(n)),
+            );
+        }
+        JobOpCmd::CancelTask { id, shard, reason } => {
+            let r = client.cancel_task(id, shard, &reason).await?;
+            let mut text = format!(
+                "shard {shard} of job {id} cancelled{}",
+                if r.was_running { "; its running attempt was told to stop" } else { "" }
+            );
+            if r.job_finished {
+                text.push_str("; the job has finished");
+            }
+            say(
+                g,
+                json!({"job_id": id, "shard": shard, "was_running": r.was_running, "job_finished": r.job_finished}),
+                text,
+            );
+        }
+        JobOpCmd::Pause { id } => {
+            client.pause_job(id).await?;
+            say(
+                g,
+                json!({"job_id": id, "paused": true}),
+                format!("job {id} paused: no new attempts start; running ones finish"),
+            );
+        }
+        JobOpCmd::Resume { id } => {
+            client.resume_job(id).await?;
+            say(g, json!({"job_id": id, "paused": false}), format!("job {id} resumed"));
+        }
+        JobOpCmd::Priority { id, priority } => {
+            client.set_priority(id, priority).await?;
+            say(g, json!({"job_id": id, "priority": priority}), format!("job {id} priority set to {priority}"));
+        }
+    }
+    Ok(())
+}
+
+pub async fn namespace(g: &Global, cmd: NamespaceCmd) -> Result<(), Error> {
+    let client = g.client()?;
+    let n = match cmd {
+        NamespaceCmd::Pause { namespace } => client.pause_namespace(&namespace).await?,
+        NamespaceCmd::Resume { namespace } => client.resume_namespace(&namespace).await?,
+        NamespaceCmd::Retention { namespace, days, ms, default } => {
+            client.set_namespace_retention(&namespace, retention_arg(days, ms, default)?).await?
+        }
+        NamespaceCmd::Show { namespace } => client.namespace(&namespace).await?,
+    };
+    say(g, namespace_json(&n), namespace_line(&n));
+    Ok(())
+}
+
+fn say(g: &Global, v: Value, text: String) {
+    if g.json {
+        print_json(&v);
+    } else {
+        println!("{text}");
+    }
+}
+
+fn plural(n: u32) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+#[cfg(test)]
+#[path = "cli_job_tests.rs"]
+mod tests;
