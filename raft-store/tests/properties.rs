@@ -471,10 +471,21 @@ impl Harness {
                 prop_assert_eq!(&before, &self.table());
             }
         }
-        self.record_grants(&resp);
-        self.record_given_back(&cmd, &resp);
-        self.record_retries(&cmd, &resp);
+        self.record(&cmd, &resp);
         self.check_invariants()
+    }
+
+    /// Record what a command did, a Batch's commands in order: a RetryJob
+    /// must see the grants made before it in its entry, not those after.
+    fn record(&mut self, cmd: &Command, resp: &Response) {
+        match (cmd, resp) {
+            (Command::Batch(cmds), Response::Batch(rs)) => cmds.iter().zip(rs).for_each(|(c, r)| self.record(c, r)),
+            _ => {
+                self.record_grants(resp);
+                self.record_given_back(cmd, resp);
+                self.record_retries(cmd, resp);
+            }
+        }
     }
 
     fn record_given_back(&mut self, cmd: &Command, resp: &Response) {
@@ -503,16 +514,18 @@ impl Harness {
                 for shard in 0..shards {
                     let key = TaskKey::new(*job, shard);
                     let t = self.task(*job, shard).expect("a task of a retried job");
-                    if self
+                    // Known dead or cancelled before this entry: retried,
+                    // whatever later commands of the entry did to it.
+                    let was_ended = self
                         .terminal
                         .get(&key)
-                        .is_some_and(|p| matches!(p.state, TaskState::Dead | TaskState::Cancelled))
-                    {
+                        .is_some_and(|p| matches!(p.state, TaskState::Dead | TaskState::Cancelled));
+                    if was_ended {
                         self.terminal.remove(&key);
                     }
                     let ran_again =
                         matches!(t.state, TaskState::Pending { .. } | TaskState::Dead | TaskState::Cancelled);
-                    if ran_again && t.attempts == 0 {
+                    if was_ended || (ran_again && t.attempts == 0) {
                         let granted = self.grants.get(&key).map_or(0, |g| g.len() as u32);
                         let back = self.given_back.get(&key).copied().unwrap_or(0);
                         self.retried_at.insert(key, granted - back);

@@ -13,6 +13,7 @@ mod nats;
 mod plot;
 mod procs;
 mod stats;
+mod steady;
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -70,6 +71,19 @@ enum Cmd {
     /// (internal) A worker process that claims one task and holds it until SIGKILLed.
     #[command(hide = true)]
     Victim { system: String, endpoints: String },
+    /// Baton alone: a long run of single-shard lifecycles under a short
+    /// retention, sampling disk, snapshot and memory per node (docs/benchmarks.md).
+    Steady {
+        /// Lifecycles to run (the bar is 1,000,000).
+        #[arg(long, default_value_t = 1_000_000)]
+        lifecycles: u64,
+        /// Retention of every job, ms.
+        #[arg(long, default_value_t = 60_000)]
+        retention_ms: u64,
+        /// Seconds between samples.
+        #[arg(long, default_value_t = 10)]
+        sample_secs: u64,
+    },
 }
 
 static NOTES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
@@ -206,6 +220,36 @@ fn main() -> anyhow::Result<()> {
                 "nats" => nats::victim(eps, tag.into()).await,
                 other => anyhow::bail!("unknown system {other}"),
             }
+        });
+    }
+    if let Some(Cmd::Steady { lifecycles, retention_ms, sample_secs }) = &args.cmd {
+        let plan = steady::SteadyPlan {
+            lifecycles: *lifecycles,
+            retention_ms: *retention_ms,
+            sample_secs: (*sample_secs).max(1),
+            workers: args.workers,
+            capacity: args.capacity,
+            submitters: args.submitters,
+            batch: 200,
+            max_in_flight: 20_000,
+        };
+        let _tmp;
+        let run_dir = match &args.run_dir {
+            Some(d) => d.clone(),
+            None => {
+                _tmp = tempfile::Builder::new().prefix("baton-steady-").tempdir()?;
+                _tmp.path().to_path_buf()
+            }
+        };
+        let bin = args.baton_bin.clone().unwrap_or_else(|| {
+            std::env::current_exe().map(|e| e.with_file_name("baton")).unwrap_or_else(|_| PathBuf::from("baton"))
+        });
+        let out = args.out.clone();
+        return rt.block_on(async move {
+            let r = steady::run(plan, &bin, &run_dir, &out).await?;
+            println!("{}", std::fs::read_to_string(out.join("steady.md"))?);
+            eprintln!("wrote {}/steady.json, steady.md and steady-*.svg ({} samples)", out.display(), r.samples.len());
+            Ok(())
         });
     }
     // On SIGINT or SIGTERM the comparison future is dropped, and with it every

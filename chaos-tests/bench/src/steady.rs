@@ -169,7 +169,10 @@ pub async fn run(plan: SteadyPlan, bin: &Path, run_dir: &Path, out: &Path) -> an
     let start = Instant::now();
     let mut samples = Vec::new();
     let mut last = (0.0f64, 0u64);
-    eprintln!("{:>7} {:>10} {:>9} {:>24} {:>24} {:>20}", "t (s)", "done", "per s", "data MiB", "snapshot MiB", "RSS MiB");
+    eprintln!(
+        "{:>7} {:>10} {:>9} {:>24} {:>24} {:>20}",
+        "t (s)", "done", "per s", "data MiB", "snapshot MiB", "RSS MiB"
+    );
     loop {
         tokio::time::sleep(Duration::from_secs(plan.sample_secs)).await;
         let t = start.elapsed().as_secs_f64();
