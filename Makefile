@@ -3,7 +3,7 @@
 #   make test   - install missing system packages, then run the whole test suite
 #                 and the chaos smoke profile (real processes, seeded faults)
 #   make chaos  - one chaos run against a local cluster: make chaos ARGS="--nodes 5 --faults partition"
-#   make bench  - print the storage, cluster and workflow benchmark figures (docs/benchmarks.md)
+#   make bench  - print the storage, cluster, workflow and task log benchmark figures (docs/benchmarks.md)
 #   make compare - Baton vs etcd vs NATS JetStream, one run, ratio table (ARGS=--quick for a short run)
 
 CARGO ?= cargo
@@ -38,6 +38,7 @@ bench: deps
 	$(CARGO) bench -p baton-raft-store --bench store --profile dev
 	$(CARGO) bench -p baton-coordinator --bench cluster --profile dev
 	$(CARGO) bench -p baton-coordinator --bench workflows --profile dev
+	$(CARGO) bench -p baton-coordinator --bench logs --profile dev
 
 compare: deps
 	./chaos-tests/bench/compare.sh $(ARGS)

@@ -8,6 +8,9 @@
 //! - [`Worker`]: runs a handler for every assigned shard, with the fencing
 //!   token in its context; owns heartbeats, reconnects, result delivery,
 //!   self-fencing and graceful shutdown.
+//! - task logs: handlers log with [`TaskContext::log`] or `tracing` through
+//!   [`TaskLogLayer`]; read them with [`Client::task_logs`] and
+//!   [`Client::follow_task_logs`].
 //! - [`workflow`]: build workflow specs (DAGs of jobs and gates) for
 //!   [`Client::submit_workflow`], and the results a choice step or a dynamic
 //!   map's generator returns.
@@ -20,13 +23,15 @@
 pub mod client;
 pub mod error;
 pub mod job_ops;
+pub mod task_logs;
 pub mod worker;
 pub mod workflow;
 mod workflows;
 
 pub use client::{Client, ClientConfig};
 pub use error::Error;
-pub use worker::{Handler, TaskContext, TaskError, Worker, WorkerBuilder, WorkerStats};
+pub use task_logs::{LogEvent, TaskLogs};
+pub use worker::{Handler, LogLevel, TaskContext, TaskError, TaskLogLayer, Worker, WorkerBuilder, WorkerStats};
 pub use workflow::{Step, WorkflowBuilder};
 
 /// Generated from `proto/baton/v1/baton.proto`.

@@ -108,6 +108,8 @@ pub enum JobCmd {
     Results {
         id: u64,
     },
+    /// What a job's handlers logged: time, level, attempt, message.
+    Logs(crate::cli_logs::LogsArgs),
     #[command(flatten)]
     Op(crate::cli_job::JobOpCmd),
 }
@@ -415,6 +417,7 @@ pub fn spec_from(a: &SubmitArgs) -> Result<proto::JobSpec, Error> {
 pub async fn job(g: &Global, cmd: JobCmd) -> Result<(), Error> {
     let client = g.client()?;
     match cmd {
+        JobCmd::Logs(a) => crate::cli_logs::logs(g, a).await?,
         JobCmd::Submit(a) => {
             let r = client.submit(spec_from(&a)?).await?;
             if g.json {

@@ -202,6 +202,14 @@ pub async fn demo_handler(ctx: TaskContext) -> Result<Vec<u8>, TaskError> {
     let text = std::str::from_utf8(&ctx.payload).map_err(TaskError::fatal)?.to_string();
     let role = ctx.workflow().map(|w| proto::StepRole::try_from(w.role).unwrap_or(proto::StepRole::Map));
     let counting = role.is_none() || (role == Some(proto::StepRole::Map) && text.starts_with("file:"));
+    // One line per attempt in the task log: `baton job logs ID` shows it.
+    let kind = match role {
+        Some(proto::StepRole::Generate) => "generator",
+        Some(proto::StepRole::Map) => "map",
+        Some(proto::StepRole::Reduce) => "reduce",
+        _ => "job",
+    };
+    ctx.info(format_args!("{kind} shard {}, attempt {}", ctx.shard, ctx.attempt));
     if counting {
         // A little simulated work, so the progress is visible.
         let work = Duration::from_millis(150 + (ctx.shard as u64 * 37) % 250);
@@ -429,6 +437,7 @@ pub async fn run(a: DevArgs) -> anyhow::Result<()> {
     };
     println!("metrics:  http://{}/metrics   status: baton cluster status --endpoints {}", http(1), endpoints.join(","));
     println!("try:      baton workflow get {0}   baton workflow result {0}   (docs/workflows.md)", wf.workflow_id);
+    println!("          baton job logs <job id from workflow get>   (what each shard's handler logged)");
 
     if !a.exit_after_demo {
         println!(

@@ -20,6 +20,7 @@ pub mod api;
 pub mod bootstrap;
 pub mod cli;
 pub mod cli_job;
+pub mod cli_logs;
 pub mod cli_recovery;
 pub mod cli_workflow;
 pub mod clock;

@@ -7,14 +7,22 @@
 //! The leader's own proposals (expiries, attempt timeouts, assignments) come
 //! through a separate control queue that is always served first, so a flood
 //! of client writes can delay them by at most one batch, never starve them.
+//!
+//! Client commands reach the log in the order they were queued: batches are
+//! filled from the queue in order and handed to Raft by the owner task, one
+//! after the other, before their commits are awaited concurrently. A worker
+//! stream relies on it: an attempt's last log lines are queued before its
+//! report, so they are stored before the report can end the attempt and let
+//! a new one fence them.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use baton_raft_store::limits::MAX_ENTRY_BYTES;
-use baton_raft_store::{Command, Proposal, Raft, Response};
+use baton_raft_store::{Command, Proposal, Raft, Response, TypeConfig};
 
 use crate::clock::NodeClock;
 use crate::config::Limits;
@@ -76,6 +84,18 @@ impl Proposer {
         self.propose_on(&self.control, cmd).await
     }
 
+    /// Queue one client command now, behind every command queued before
+    /// this call, and return its reply to await. `Err` (nothing queued) is
+    /// `Overloaded` when the queue is full.
+    pub fn enqueue(
+        &self,
+        cmd: Command,
+    ) -> Result<impl Future<Output = Result<Response, ApiError>> + Send + 'static, ApiError> {
+        let (reply, rx) = oneshot::channel();
+        enqueue(&self.tx, Pending { bytes: approx_bytes(&cmd), cmd, reply })?;
+        Ok(async move { rx.await.map_err(|_| ApiError::Unavailable("node is shutting down".into()))? })
+    }
+
     async fn propose_on(&self, q: &mpsc::Sender<Pending>, cmd: Command) -> Result<Response, ApiError> {
         let (reply, rx) = oneshot::channel();
         enqueue(q, Pending { bytes: approx_bytes(&cmd), cmd, reply })?;
@@ -110,10 +130,22 @@ async fn run(
         let (batch, rest) = fill_batch(first, &mut control, &mut rx, &limits);
         carry = rest;
         metrics::histogram!("baton_proposal_batch_size").record(batch.len() as f64);
-        let (raft, clock) = (raft.clone(), clock.clone());
+        // Handed to Raft here, in order; only the wait runs concurrently.
+        let (cmd, replies) = entry(batch);
+        let started = Instant::now();
+        // Log time, not the wall clock: see `clock.rs`.
+        let sent = raft.client_write_ff(Proposal { proposed_at_ms: clock.now().log_ms, cmd }).await;
         tokio::spawn(async move {
             let _permit = permit;
-            commit(&raft, &clock, batch).await;
+            let result = match sent {
+                Ok(rx) => match rx.await {
+                    Ok(r) => r.map_err(|e| ApiError::from(openraft::error::RaftError::APIError(e))),
+                    Err(_) => Err(ApiError::Unavailable("raft stopped before answering".into())),
+                },
+                Err(fatal) => Err(ApiError::Unavailable(format!("raft: {fatal}"))),
+            };
+            metrics::histogram!("baton_commit_latency_seconds").record(started.elapsed().as_secs_f64());
+            reply(result, replies);
         });
     }
 }
@@ -144,18 +176,21 @@ fn fill_batch(
     (batch, None)
 }
 
-async fn commit(raft: &Raft, clock: &NodeClock, mut batch: Vec<Pending>) {
-    let (cmd, replies): (Command, Vec<_>) = if batch.len() == 1 {
+type Reply = oneshot::Sender<Result<Response, ApiError>>;
+
+/// A batch as one entry's command, and its commands' reply channels in order.
+fn entry(mut batch: Vec<Pending>) -> (Command, Vec<Reply>) {
+    if batch.len() == 1 {
         let p = batch.pop().expect("one element");
         (p.cmd, vec![p.reply])
     } else {
         let (cmds, replies) = batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
         (Command::Batch(cmds), replies)
-    };
-    let started = Instant::now();
-    // Log time, not the wall clock: see `clock.rs`.
-    let result = raft.client_write(Proposal { proposed_at_ms: clock.now().log_ms, cmd }).await;
-    metrics::histogram!("baton_commit_latency_seconds").record(started.elapsed().as_secs_f64());
+    }
+}
+
+/// Hand each command of an entry its own reply.
+fn reply(result: Result<openraft::raft::ClientWriteResponse<TypeConfig>, ApiError>, replies: Vec<Reply>) {
     match result {
         Ok(resp) => match (resp.data, replies.len()) {
             (Response::Batch(items), n) if n > 1 && items.len() == n => {
@@ -172,7 +207,6 @@ async fn commit(raft: &Raft, clock: &NodeClock, mut batch: Vec<Pending>) {
             }
         },
         Err(e) => {
-            let e = ApiError::from(e);
             for reply in replies {
                 let _ = reply.send(Err(e.clone()));
             }

@@ -45,10 +45,20 @@
 //! **Graceful shutdown.** Stop taking work (`Drain`), let running handlers
 //! finish within the grace period, report their results, then `Deregister`,
 //! so anything left is reassigned at once rather than after the TTL.
+//!
+//! **Task logs.** [`TaskContext::log`] (and `info`, `warn`, …) and the
+//! [`TaskLogLayer`] `tracing` bridge write to a per-attempt buffer that never
+//! blocks the handler. Lines are sent about once a second
+//! ([`LOG_FLUSH_INTERVAL_MS`]), as soon as the buffer fills, and before the
+//! attempt's result, on the same stream, so the cluster stores them before it
+//! commits the report. They are resent like reports until acknowledged (so a
+//! line can be stored twice if a stream breaks after the cluster took it).
 
 mod inputs;
+mod logs;
 mod runtime;
 mod session;
+mod tracing_bridge;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -62,7 +72,12 @@ use crate::client::{Client, ClientConfig, normalize};
 use crate::error::Error;
 
 pub use inputs::REDUCE_INPUT_PAGE_SHARDS;
+pub use logs::{
+    LOG_BUFFER_MAX_BYTES, LOG_BUFFER_MAX_LINES, LOG_FLUSH_BYTES, LOG_FLUSH_INTERVAL_MS, LOG_FLUSH_LINES,
+    LOG_UNACKED_BYTES_MAX, LogLevel, MAX_LOG_LINE_BYTES, TRUNCATED_MARKER,
+};
 pub use session::{MAX_RESULT_BYTES, PROGRESS_BP_MAX, PROGRESS_MESSAGE_MAX_BYTES, PROGRESS_MIN_INTERVAL_MS};
+pub use tracing_bridge::{TASK_SPAN, TASK_SPAN_TARGET, TaskLogLayer};
 
 /// Messages queued towards the coordinator on one stream, on top of room for
 /// one report and one progress update per attempt the worker may hold (see
@@ -92,6 +107,7 @@ pub struct TaskContext {
     pub deadline_ms: u64,
     cancel: CancellationToken,
     progress: runtime::ProgressSink,
+    logs: logs::LogSink,
     workflow: Option<Box<crate::proto::WorkflowContext>>,
     client: Client,
 }
@@ -162,6 +178,9 @@ pub struct WorkerStats {
     /// abandoned (including finished results the cluster never acknowledged
     /// before their session ended).
     pub abandoned: u64,
+    /// Task log lines that were not stored: dropped from a full buffer,
+    /// fenced or refused by the cluster, or unsent when a session ended.
+    pub log_lines_dropped: u64,
 }
 
 pub struct WorkerBuilder {

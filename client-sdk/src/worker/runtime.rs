@@ -13,7 +13,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::Streaming;
 use tonic::transport::Endpoint;
+use tracing::Instrument;
 
+use super::logs::{LogBatch, LogSink};
 use super::session::{Action, AttemptKey, Event, Failure, Outcome, Session};
 use super::{Handler, OUTBOUND_QUEUE, TaskContext, WorkerStats};
 use crate::client::Client;
@@ -43,6 +45,13 @@ fn progress_queue_len(capacity: u32) -> usize {
     2 * capacity as usize
 }
 
+/// "Log buffer full" wake-ups waiting for the loop: like progress, at most
+/// one per attempt until the loop collects that buffer. If it is full anyway,
+/// the buffer is collected at its next interval.
+fn logs_queue_len(capacity: u32) -> usize {
+    2 * capacity as usize
+}
+
 /// A handler's progress channel: the latest update of one attempt, and a
 /// wake-up to the loop when a new one appears. Never blocks the handler.
 #[derive(Clone)]
@@ -69,6 +78,7 @@ struct Handle {
     cancel: CancellationToken,
     abort: tokio::task::AbortHandle,
     progress: Arc<Mutex<Option<(u32, String)>>>,
+    logs: LogSink,
 }
 
 type OpenFut = Pin<Box<dyn Future<Output = Result<Streaming<proto::CoordinatorMessage>, tonic::Status>> + Send>>;
@@ -102,6 +112,8 @@ pub(crate) struct Runtime {
     done_rx: mpsc::Receiver<(AttemptKey, Outcome)>,
     progress_tx: mpsc::Sender<AttemptKey>,
     progress_rx: mpsc::Receiver<AttemptKey>,
+    logs_tx: mpsc::Sender<AttemptKey>,
+    logs_rx: mpsc::Receiver<AttemptKey>,
 }
 
 fn wall_ms() -> u64 {
@@ -130,6 +142,7 @@ impl Runtime {
     pub(crate) fn new(core: Session, handler: Arc<dyn Handler>, client: Client, capacity: u32) -> Runtime {
         let (done_tx, done_rx) = mpsc::channel(HANDLER_DONE_QUEUE);
         let (progress_tx, progress_rx) = mpsc::channel(progress_queue_len(capacity).max(1));
+        let (logs_tx, logs_rx) = mpsc::channel(logs_queue_len(capacity).max(1));
         Runtime {
             core,
             handler,
@@ -142,6 +155,8 @@ impl Runtime {
             done_rx,
             progress_tx,
             progress_rx,
+            logs_tx,
+            logs_rx,
         }
     }
 
@@ -166,16 +181,18 @@ impl Runtime {
                     shutdown_seen = true;
                     Wake::Event(Event::Shutdown)
                 }
-                Some((key, outcome)) = self.done_rx.recv() => Wake::Event(Event::HandlerDone { key, outcome }),
+                Some((key, outcome)) = self.done_rx.recv() => {
+                    // Its last lines travel with its result, so they are sent first.
+                    let logs = self.handles.remove(&key).map_or_else(LogBatch::default, |h| h.logs.close());
+                    Wake::Event(Event::HandlerDone { key, outcome, logs })
+                }
                 Some(key) = self.progress_rx.recv() => Wake::Progress(key),
+                Some(key) = self.logs_rx.recv() => Wake::Event(Event::LogsFull(key)),
                 w = link_wake(&mut self.link) => w,
                 _ = sleep => Wake::Event(Event::Tick),
             };
             match woke {
                 Wake::Event(e) => {
-                    if let Event::HandlerDone { key, .. } = &e {
-                        self.handles.remove(key);
-                    }
                     if matches!(e, Event::OpenFailed(_) | Event::StreamEnded(_)) {
                         self.link = Link::None;
                     }
@@ -261,6 +278,10 @@ impl Runtime {
                 }
                 None
             }
+            Action::CollectLogs(key) => {
+                let batch = self.handles.get(&key)?.logs.take();
+                Some(Event::LogsCollected { key, batch })
+            }
         }
     }
 
@@ -274,6 +295,8 @@ impl Runtime {
     ) {
         let cancel = CancellationToken::new();
         let latest = Arc::new(Mutex::new(None));
+        let logs = LogSink::new(key, self.logs_tx.clone());
+        let span = super::tracing_bridge::task_span(key, attempt, &logs);
         let ctx = TaskContext {
             job_id: key.job,
             shard: key.shard,
@@ -283,10 +306,11 @@ impl Runtime {
             deadline_ms,
             cancel: cancel.clone(),
             progress: ProgressSink { key, latest: latest.clone(), wake: self.progress_tx.clone() },
+            logs: logs.clone(),
             workflow,
             client: self.client.clone(),
         };
-        let inner = tokio::spawn(self.handler.run(ctx));
+        let inner = tokio::spawn(self.handler.run(ctx).instrument(span));
         let abort = inner.abort_handle();
         let done = self.done_tx.clone();
         tokio::spawn(async move {
@@ -305,6 +329,6 @@ impl Runtime {
             };
             let _ = done.send((key, outcome)).await;
         });
-        self.handles.insert(key, Handle { cancel, abort, progress: latest });
+        self.handles.insert(key, Handle { cancel, abort, progress: latest, logs });
     }
 }

@@ -20,6 +20,10 @@
 //!   deadline, cancel (silence) and abort;
 //! - **reports**: build them, resend them until acknowledged, back off on
 //!   `RETRY_LATER`, count the outcomes; progress coalesced per attempt;
+//! - **task logs**: when each attempt's log buffer is collected (every
+//!   [`LOG_FLUSH_INTERVAL_MS`], when it fills, and with the handler's
+//!   result, so the last lines go out before the report), resent like
+//!   reports until acknowledged, and bounded by [`LOG_UNACKED_BYTES_MAX`];
 //! - **shutdown**: drain, grace, deregister.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -27,6 +31,7 @@ use std::collections::{BTreeMap, VecDeque};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::logs::{LOG_FLUSH_INTERVAL_MS, LOG_UNACKED_BYTES_MAX, LogBatch};
 use super::{CANCEL_GRACE, MAX_ERROR_BYTES, TaskError, WorkerStats};
 use crate::client::normalize;
 use crate::error::{codes, status_code};
@@ -186,10 +191,15 @@ pub enum Event {
     Inbound { msg: Out, wall_ms: u64 },
     /// The open stream ended: `None` when it closed cleanly.
     StreamEnded(Option<Failure>),
-    /// A handler returned (or panicked).
-    HandlerDone { key: AttemptKey, outcome: Outcome },
+    /// A handler returned (or panicked), with the lines it logged since its
+    /// buffer was last collected.
+    HandlerDone { key: AttemptKey, outcome: Outcome, logs: LogBatch },
     /// A handler's latest progress.
     Progress { key: AttemptKey, progress_bp: u32, message: String },
+    /// An attempt's log buffer reached its flush bound.
+    LogsFull(AttemptKey),
+    /// What [`Action::CollectLogs`] took from the attempt's buffer.
+    LogsCollected { key: AttemptKey, batch: LogBatch },
 }
 
 /// What to do, in order.
@@ -215,6 +225,9 @@ pub enum Action {
     Cancel(AttemptKey),
     /// Abort the attempt's handler task.
     Abort(AttemptKey),
+    /// Take what the attempt's log buffer holds and step it back as
+    /// [`Event::LogsCollected`].
+    CollectLogs(AttemptKey),
 }
 
 /// The session the worker holds with the cluster.
@@ -263,6 +276,8 @@ struct Attempt {
     progress_sent_ms: Option<u64>,
     /// The latest progress update not yet sent.
     progress_pending: Option<proto::Progress>,
+    /// When its log buffer is next collected.
+    logs_due_ms: u64,
 }
 
 impl Attempt {
@@ -288,6 +303,17 @@ struct Report {
     refusals: u32,
 }
 
+/// A `Logs` message sent and not yet acknowledged.
+#[derive(Debug)]
+struct LogsOut {
+    msg: proto::WorkerMessage,
+    lines: u64,
+    bytes: usize,
+    /// Like [`Report::resend_at_ms`].
+    resend_at_ms: Option<u64>,
+    refusals: u32,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Drain {
     since_ms: u64,
@@ -303,6 +329,11 @@ pub struct Session {
     link: Link,
     running: BTreeMap<AttemptKey, Attempt>,
     unacked: BTreeMap<AttemptKey, Report>,
+    /// Logs messages awaiting their ack, by attempt and `seq` (sent order).
+    logs_unacked: BTreeMap<(AttemptKey, u64), LogsOut>,
+    /// Bytes of messages in `logs_unacked`.
+    logs_unacked_bytes: usize,
+    next_log_seq: u64,
     stats: WorkerStats,
     drain: Option<Drain>,
     next_seq: u64,
@@ -327,6 +358,12 @@ fn truncate_utf8(mut s: String, max: usize) -> String {
         s.truncate(end);
     }
     s
+}
+
+/// Bound of the delay before resending a message refused `refusals` (≥ 1)
+/// times with `RETRY_LATER`.
+fn retry_bound_ms(refusals: u32) -> u64 {
+    REPORT_RETRY_BASE_MS.saturating_mul(1u64 << (refusals - 1).min(16)).min(REPORT_RETRY_MAX_MS)
 }
 
 fn msg(m: In) -> proto::WorkerMessage {
@@ -354,6 +391,9 @@ impl Session {
             link: Link::Down { retry_at_ms: 0 },
             running: BTreeMap::new(),
             unacked: BTreeMap::new(),
+            logs_unacked: BTreeMap::new(),
+            logs_unacked_bytes: 0,
+            next_log_seq: 1,
             stats: WorkerStats::default(),
             drain: None,
             next_seq: 1,
@@ -424,6 +464,9 @@ impl Session {
                 (None, Some(deadline)) => at(deadline),
                 (None, None) => {}
             }
+            if self.lease.is_some() && self.may_collect_logs() {
+                at(a.logs_due_ms);
+            }
         }
         if let Some(d) = self.drain {
             if self.has_live_attempts() {
@@ -446,6 +489,7 @@ impl Session {
                     at(self.deregister_by_ms(d));
                 }
                 self.unacked.values().filter_map(|r| r.resend_at_ms).for_each(&mut at);
+                self.logs_unacked.values().filter_map(|l| l.resend_at_ms).for_each(&mut at);
                 self.running.values().filter(|a| a.live()).filter_map(Attempt::progress_due_ms).for_each(&mut at);
             }
         }
@@ -480,8 +524,10 @@ impl Session {
             Event::OpenFailed(f) => self.on_link_lost(now_ms, Some(f), &mut out),
             Event::StreamEnded(f) => self.on_link_lost(now_ms, f, &mut out),
             Event::Inbound { msg, wall_ms } => self.on_message(msg, now_ms, wall_ms, &mut out),
-            Event::HandlerDone { key, outcome } => self.on_done(key, outcome, &mut out),
+            Event::HandlerDone { key, outcome, logs } => self.on_done(key, outcome, logs, &mut out),
             Event::Progress { key, progress_bp, message } => self.on_progress(key, progress_bp, message),
+            Event::LogsFull(key) => self.on_logs_full(key, now_ms, &mut out),
+            Event::LogsCollected { key, batch } => self.on_logs_collected(key, batch, &mut out),
         }
         self.poll(now_ms, &mut out);
         out
@@ -548,6 +594,7 @@ impl Session {
         }
         self.stats.abandoned += self.unacked.len() as u64;
         self.unacked.clear();
+        self.drop_unacked_logs();
         self.lease = None;
     }
 
@@ -608,7 +655,12 @@ impl Session {
         self.failures = 0;
         self.hint = None;
         self.avoid = None;
-        // Deliver what finished while we were away.
+        // Deliver what was logged and what finished while we were away; an
+        // attempt's lines before its report, as when they were first sent.
+        for l in self.logs_unacked.values_mut() {
+            l.resend_at_ms = None;
+            out.push(Action::Send(l.msg.clone()));
+        }
         for rep in self.unacked.values_mut() {
             rep.resend_at_ms = None;
             out.push(Action::Send(rep.msg.clone()));
@@ -657,8 +709,16 @@ impl Session {
         } else {
             None
         };
-        self.running
-            .insert(key, Attempt { deadline_at_ms, abort_at_ms: None, progress_sent_ms: None, progress_pending: None });
+        self.running.insert(
+            key,
+            Attempt {
+                deadline_at_ms,
+                abort_at_ms: None,
+                progress_sent_ms: None,
+                progress_pending: None,
+                logs_due_ms: now + LOG_FLUSH_INTERVAL_MS,
+            },
+        );
         out.push(Action::Start {
             key,
             attempt: a.attempt,
@@ -671,6 +731,9 @@ impl Session {
     fn on_report_ack(&mut self, a: proto::ReportAck, now: u64) {
         use proto::ReportStatus as S;
         let kind = proto::ReportKind::try_from(a.kind);
+        if kind == Ok(proto::ReportKind::Logs) {
+            return self.on_logs_ack(a, now);
+        }
         if !matches!(kind, Ok(proto::ReportKind::Complete | proto::ReportKind::Fail)) {
             return; // progress is best effort
         }
@@ -680,8 +743,7 @@ impl Session {
         let status = S::try_from(a.status);
         if status == Ok(S::RetryLater) {
             rep.refusals = rep.refusals.saturating_add(1);
-            let bound =
-                REPORT_RETRY_BASE_MS.saturating_mul(1u64 << (rep.refusals - 1).min(16)).min(REPORT_RETRY_MAX_MS);
+            let bound = retry_bound_ms(rep.refusals);
             rep.resend_at_ms = Some(now + self.rng.random_range(bound / 2..=bound));
             tracing::debug!(
                 job = key.job,
@@ -717,8 +779,16 @@ impl Session {
         }
     }
 
-    fn on_done(&mut self, key: AttemptKey, outcome: Outcome, out: &mut Vec<Action>) {
-        let Some(a) = self.running.remove(&key) else { return };
+    fn on_done(&mut self, key: AttemptKey, outcome: Outcome, logs: LogBatch, out: &mut Vec<Action>) {
+        let Some(a) = self.running.remove(&key) else {
+            self.stats.log_lines_dropped += logs.lines.len() as u64 + logs.dropped;
+            return;
+        };
+        // The last lines go out before the report, on the same stream: the
+        // leader proposes one stream's messages in the order they arrive.
+        // A cancelled attempt's lines are sent too (the cluster keeps them
+        // while its token is the shard's latest).
+        self.send_logs(key, logs, out);
         if !a.live() || self.lease.is_none() {
             self.stats.abandoned += 1;
             return;
@@ -751,6 +821,107 @@ impl Session {
         });
     }
 
+    /// Collecting more log buffers would not overrun [`LOG_UNACKED_BYTES_MAX`]
+    /// (one buffer may go past it; a final one always may).
+    fn may_collect_logs(&self) -> bool {
+        self.logs_unacked_bytes < LOG_UNACKED_BYTES_MAX
+    }
+
+    fn on_logs_full(&mut self, key: AttemptKey, now: u64, out: &mut Vec<Action>) {
+        if !self.may_collect_logs() || self.lease.is_none() {
+            return; // collected at a later interval, once acks made room
+        }
+        if let Some(a) = self.running.get_mut(&key) {
+            a.logs_due_ms = now + LOG_FLUSH_INTERVAL_MS;
+            out.push(Action::CollectLogs(key));
+        }
+    }
+
+    fn on_logs_collected(&mut self, key: AttemptKey, batch: LogBatch, out: &mut Vec<Action>) {
+        if self.running.contains_key(&key) {
+            self.send_logs(key, batch, out);
+        } else {
+            self.stats.log_lines_dropped += batch.lines.len() as u64 + batch.dropped;
+        }
+    }
+
+    /// Collect the log buffers whose interval has passed, of every attempt
+    /// still running (a cancelled one too, while it stops).
+    fn collect_due_logs(&mut self, now: u64, out: &mut Vec<Action>) {
+        if !self.may_collect_logs() || self.lease.is_none() {
+            return;
+        }
+        for (key, a) in self.running.iter_mut() {
+            if now >= a.logs_due_ms {
+                a.logs_due_ms = now + LOG_FLUSH_INTERVAL_MS;
+                out.push(Action::CollectLogs(*key));
+            }
+        }
+    }
+
+    /// Send an attempt's lines (now if a stream is up, else when one is)
+    /// and keep them until acknowledged. Without a session they are
+    /// dropped: the attempt belonged to the session that ended.
+    fn send_logs(&mut self, key: AttemptKey, batch: LogBatch, out: &mut Vec<Action>) {
+        if batch.is_empty() {
+            return;
+        }
+        if self.lease.is_none() {
+            self.stats.log_lines_dropped += batch.lines.len() as u64 + batch.dropped;
+            return;
+        }
+        self.stats.log_lines_dropped += batch.dropped;
+        let (lines, bytes) = (batch.lines.len() as u64, batch.bytes());
+        let seq = self.next_log_seq;
+        self.next_log_seq += 1;
+        let m = msg(In::Logs(proto::Logs { task: key.task(), token: key.token, lines: batch.into_lines(), seq }));
+        if matches!(self.link, Link::Up(_)) {
+            out.push(Action::Send(m.clone()));
+        }
+        self.logs_unacked_bytes += bytes;
+        self.logs_unacked.insert((key, seq), LogsOut { msg: m, lines, bytes, resend_at_ms: None, refusals: 0 });
+    }
+
+    fn on_logs_ack(&mut self, a: proto::ReportAck, now: u64) {
+        use proto::ReportStatus as S;
+        let Some(t) = &a.task else { return };
+        let key = AttemptKey::of(t, a.token);
+        let status = S::try_from(a.status);
+        let Some(l) = self.logs_unacked.get_mut(&(key, a.seq)) else { return };
+        if status == Ok(S::RetryLater) {
+            l.refusals = l.refusals.saturating_add(1);
+            let bound = retry_bound_ms(l.refusals);
+            l.resend_at_ms = Some(now + self.rng.random_range(bound / 2..=bound));
+            return;
+        }
+        let l = self.logs_unacked.remove(&(key, a.seq)).expect("found above");
+        debug_assert!(self.logs_unacked_bytes >= l.bytes, "unacked log bytes out of step");
+        self.logs_unacked_bytes -= l.bytes;
+        match status {
+            Ok(S::Accepted | S::Duplicate) => {}
+            Ok(S::Fenced) => {
+                self.stats.log_lines_dropped += l.lines;
+                tracing::debug!(
+                    job = key.job,
+                    shard = key.shard,
+                    token = key.token,
+                    "log lines fenced: another attempt owns this shard"
+                );
+            }
+            _ => {
+                self.stats.log_lines_dropped += l.lines;
+                tracing::warn!(job = key.job, shard = key.shard, message = %a.message, "log lines refused");
+            }
+        }
+    }
+
+    /// The session is gone: lines not acknowledged will not be sent.
+    fn drop_unacked_logs(&mut self) {
+        self.stats.log_lines_dropped += self.logs_unacked.values().map(|l| l.lines).sum::<u64>();
+        self.logs_unacked.clear();
+        self.logs_unacked_bytes = 0;
+    }
+
     /// Act on every timer due at `now`.
     fn poll(&mut self, now: u64, out: &mut Vec<Action>) {
         if self.finished {
@@ -760,6 +931,7 @@ impl Session {
             self.fence(now, out);
         }
         self.check_attempts(now, out);
+        self.collect_due_logs(now, out);
         if let Some(d) = self.drain {
             if now >= self.give_up_ms(d) {
                 tracing::warn!(worker = %self.cfg.name, "could not deregister within a lease after the grace; stopping");
@@ -838,6 +1010,12 @@ impl Session {
             }
             up.next_heartbeat_ms = now + self.heartbeat_ms;
             out.push(Action::Send(msg(In::Heartbeat(proto::Heartbeat { seq }))));
+        }
+        for l in self.logs_unacked.values_mut() {
+            if l.resend_at_ms.is_some_and(|t| now >= t) {
+                l.resend_at_ms = None;
+                out.push(Action::Send(l.msg.clone()));
+            }
         }
         for rep in self.unacked.values_mut() {
             if rep.resend_at_ms.is_some_and(|t| now >= t) {
@@ -941,6 +1119,7 @@ impl Session {
         }
         self.stats.abandoned += self.unacked.len() as u64;
         self.unacked.clear();
+        self.drop_unacked_logs();
         self.finished = true;
         tracing::info!(worker = %self.cfg.name, stats = ?self.stats, "worker stopped");
     }

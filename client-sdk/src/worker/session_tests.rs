@@ -4,6 +4,10 @@ use std::collections::{BTreeMap, VecDeque};
 
 use super::*;
 use crate::error::ERROR_CODE_HEADER;
+use crate::worker::logs::{
+    LOG_BUFFER_MAX_BYTES, LOG_BUFFER_MAX_LINES, LOG_FLUSH_INTERVAL_MS, LOG_FLUSH_LINES, LOG_UNACKED_BYTES_MAX,
+    LogBatch, LogBuffer, MAX_LOG_LINE_BYTES,
+};
 
 const A: &str = "http://a:1";
 const B: &str = "http://b:1";
@@ -59,6 +63,7 @@ fn ack(k: AttemptKey, kind: proto::ReportKind, status: proto::ReportStatus) -> O
         status: status as i32,
         message: String::new(),
         kind: kind as i32,
+        seq: 0,
     })
 }
 
@@ -97,11 +102,20 @@ struct H {
     acks: VecDeque<(u64, u64)>,
     /// Every action so far, with its time.
     log: Vec<(u64, Action)>,
+    /// The attempts' log buffers, as the runtime's sinks hold them.
+    bufs: BTreeMap<AttemptKey, LogBuffer>,
 }
 
 impl H {
     fn new(urls: &[&str]) -> H {
-        H { s: Session::new(cfg(urls)), now: 0, acking: true, acks: VecDeque::new(), log: Vec::new() }
+        H {
+            s: Session::new(cfg(urls)),
+            now: 0,
+            acking: true,
+            acks: VecDeque::new(),
+            log: Vec::new(),
+            bufs: BTreeMap::new(),
+        }
     }
 
     /// Registered (new session) on the first endpoint at t=10.
@@ -120,8 +134,19 @@ impl H {
         self.acks.clear();
     }
 
+    /// Step `e`, and, like the runtime, the buffers its `CollectLogs` take;
+    /// returns every action in order.
     fn step(&mut self, e: Event) -> Vec<Action> {
-        let acts = self.s.step(e, self.now);
+        let mut acts = self.s.step(e, self.now);
+        let mut i = 0;
+        while i < acts.len() {
+            if let Action::CollectLogs(key) = acts[i] {
+                let batch = self.bufs.get_mut(&key).map(LogBuffer::take).unwrap_or_default();
+                let more = self.s.step(Event::LogsCollected { key, batch }, self.now);
+                acts.splice(i + 1..i + 1, more);
+            }
+            i += 1;
+        }
         for a in &acts {
             match a {
                 Action::Send(proto::WorkerMessage { msg: Some(In::Heartbeat(hb)) }) if self.acking => {
@@ -136,6 +161,19 @@ impl H {
             assert!(w >= self.now, "a timer in the past: {w} at {}", self.now);
         }
         acts
+    }
+
+    /// A handler logs a line (returns whether its buffer asks for a flush).
+    fn log_line(&mut self, k: AttemptKey, message: &str) -> bool {
+        let line =
+            proto::LogLine { at_ms: WALL0 + self.now, level: proto::LogLevel::Info as i32, message: message.into() };
+        self.bufs.entry(k).or_default().push(line)
+    }
+
+    /// A handler returns, its last lines with it.
+    fn done(&mut self, k: AttemptKey, outcome: Outcome) -> Vec<Action> {
+        let logs = self.bufs.remove(&k).map(|mut b| b.take()).unwrap_or_default();
+        self.step(Event::HandlerDone { key: k, outcome, logs })
     }
 
     fn msg(&mut self, m: Out) -> Vec<Action> {
@@ -260,7 +298,7 @@ fn fencing_fires_while_the_worker_is_stuck_opening_and_it_then_registers_anew() 
     h.msg(assignment(key(1), 0, 0));
     h.msg(assignment(key(2), 0, 0));
     h.advance(400);
-    h.step(Event::HandlerDone { key: key(2), outcome: ok(b"r2") }); // unacknowledged
+    h.step(Event::HandlerDone { key: key(2), outcome: ok(b"r2"), logs: LogBatch::default() }); // unacknowledged
     h.go_dark();
     let last_acked_send = h
         .log
@@ -288,7 +326,7 @@ fn fencing_fires_while_the_worker_is_stuck_opening_and_it_then_registers_anew() 
     assert_eq!(tries.len(), 1, "{log:?}");
     assert_eq!(tries[0].1.resume_session, 0, "a fenced worker registers a new session");
     // The handler returns after all: never reported.
-    let acts = h.step(Event::HandlerDone { key: key(1), outcome: ok(b"late") });
+    let acts = h.step(Event::HandlerDone { key: key(1), outcome: ok(b"late"), logs: LogBatch::default() });
     assert!(sent(&acts).is_empty());
     h.acking = true;
     let acts = h.msg(registered(SESSION + 1, false));
@@ -413,7 +451,7 @@ fn a_resumed_session_gets_the_unacknowledged_reports_again_and_a_resync_restarts
     let mut h = H::up(&[A]);
     h.msg(assignment(key(1), 0, 0));
     h.msg(assignment(key(2), 0, 0));
-    let acts = h.step(Event::HandlerDone { key: key(1), outcome: ok(b"r1") });
+    let acts = h.step(Event::HandlerDone { key: key(1), outcome: ok(b"r1"), logs: LogBatch::default() });
     assert!(matches!(sent(&acts)[..], [In::Complete(_)]));
     h.step(Event::StreamEnded(None));
     h.advance(h.now + RECONNECT_BACKOFF_MAX_MS);
@@ -509,7 +547,7 @@ fn attempts_are_forgotten_however_they_end() {
             "cancelled by the cluster, then returns",
             |h| {
                 h.msg(Out::Cancel(proto::Cancel { task: key(1).task(), token: key(1).token, reason: "x".into() }));
-                h.step(Event::HandlerDone { key: key(1), outcome: ok(b"r") });
+                h.step(Event::HandlerDone { key: key(1), outcome: ok(b"r"), logs: LogBatch::default() });
             },
             true,
         ),
@@ -540,7 +578,7 @@ fn attempts_are_forgotten_however_they_end() {
         (
             "reported and accepted",
             |h| {
-                h.step(Event::HandlerDone { key: key(1), outcome: ok(b"r") });
+                h.step(Event::HandlerDone { key: key(1), outcome: ok(b"r"), logs: LogBatch::default() });
                 h.msg(ack(key(1), proto::ReportKind::Complete, proto::ReportStatus::Accepted));
             },
             false,
@@ -548,7 +586,7 @@ fn attempts_are_forgotten_however_they_end() {
         (
             "reported and fenced",
             |h| {
-                h.step(Event::HandlerDone { key: key(1), outcome: ok(b"r") });
+                h.step(Event::HandlerDone { key: key(1), outcome: ok(b"r"), logs: LogBatch::default() });
                 h.msg(ack(key(1), proto::ReportKind::Complete, proto::ReportStatus::Fenced));
             },
             false,
@@ -556,7 +594,7 @@ fn attempts_are_forgotten_however_they_end() {
         (
             "reported, then the session ended",
             |h| {
-                h.step(Event::HandlerDone { key: key(1), outcome: ok(b"r") });
+                h.step(Event::HandlerDone { key: key(1), outcome: ok(b"r"), logs: LogBatch::default() });
                 h.step(Event::StreamEnded(Some(Failure::from_status(&tonic::Status::not_found("gone")))));
             },
             true,
@@ -584,7 +622,7 @@ fn a_cancelled_attempt_is_never_reported() {
     let acts = h.msg(Out::Cancel(proto::Cancel { task: other.task(), token: other.token, reason: "job".into() }));
     assert!(acts.is_empty());
     h.step(Event::Progress { key: key(1), progress_bp: 10, message: "late".into() });
-    let acts = h.step(Event::HandlerDone { key: key(1), outcome: ok(b"r") });
+    let acts = h.step(Event::HandlerDone { key: key(1), outcome: ok(b"r"), logs: LogBatch::default() });
     assert!(sent(&acts).is_empty(), "{acts:?}");
     let log = h.advance(h.now + PROGRESS_MIN_INTERVAL_MS);
     assert!(!sent(&actions(&log)).iter().any(|m| matches!(m, In::Progress(_))));
@@ -642,7 +680,7 @@ fn a_retry_later_report_is_kept_and_resent_after_a_bounded_backoff() {
     let mut h = H::up(&[A]);
     h.msg(assignment(key(1), 0, 0));
     h.now = 100;
-    h.step(Event::HandlerDone { key: key(1), outcome: ok(b"r") });
+    h.step(Event::HandlerDone { key: key(1), outcome: ok(b"r"), logs: LogBatch::default() });
     let mut bound = REPORT_RETRY_BASE_MS;
     for _ in 0..8 {
         let refused_at = h.now;
@@ -679,7 +717,7 @@ fn report_outcomes_are_counted() {
         } else {
             (Outcome::Finished(Err(TaskError::retryable("x"))), proto::ReportKind::Fail)
         };
-        h.step(Event::HandlerDone { key: key(1), outcome });
+        h.step(Event::HandlerDone { key: key(1), outcome, logs: LogBatch::default() });
         h.msg(ack(key(1), kind, *status));
         assert_eq!(h.s.stats(), stats, "{name}");
         assert_eq!(h.s.tracked(), 0, "{name}");
@@ -715,7 +753,7 @@ fn reports_respect_the_size_limits() {
     for (name, outcome, check) in cases {
         let mut h = H::up(&[A]);
         h.msg(assignment(key(1), 0, 0));
-        let acts = h.step(Event::HandlerDone { key: key(1), outcome });
+        let acts = h.step(Event::HandlerDone { key: key(1), outcome, logs: LogBatch::default() });
         let msgs = sent(&acts);
         assert_eq!(msgs.len(), 1, "{name}");
         assert!(check(&msgs[0]), "{name}: {:?}", msgs[0]);
@@ -730,7 +768,7 @@ fn a_graceful_shutdown_drains_reports_then_deregisters() {
     let acts = h.step(Event::Shutdown);
     assert_eq!(sent(&acts), vec![In::Drain(proto::Drain {})]);
     h.advance(2_000);
-    let acts = h.step(Event::HandlerDone { key: key(1), outcome: ok(b"r") });
+    let acts = h.step(Event::HandlerDone { key: key(1), outcome: ok(b"r"), logs: LogBatch::default() });
     assert!(matches!(sent(&acts)[..], [In::Complete(_)]));
     assert!(!h.log.iter().any(|(_, a)| sent(std::slice::from_ref(a)).contains(&In::Deregister(proto::Deregister {}))));
     let acts = h.msg(ack(key(1), proto::ReportKind::Complete, proto::ReportStatus::Accepted));
@@ -768,7 +806,7 @@ fn past_the_grace_handlers_are_cancelled_abandoned_and_the_worker_deregisters() 
 fn a_report_never_acknowledged_does_not_hold_up_the_shutdown_forever() {
     let mut h = H::up(&[A]);
     h.msg(assignment(key(1), 0, 0));
-    h.step(Event::HandlerDone { key: key(1), outcome: ok(b"r") });
+    h.step(Event::HandlerDone { key: key(1), outcome: ok(b"r"), logs: LogBatch::default() });
     h.now = 100;
     h.step(Event::Shutdown);
     let log = h.advance(100 + GRACE + 2 * CANCEL_GRACE_MS);
@@ -791,7 +829,7 @@ fn shutdown_before_any_session_stops_at_once_and_an_unreachable_cluster_is_given
     // for good: the worker tries to resume until a lease past the grace.
     let mut h = H::up(&[A]);
     h.msg(assignment(key(1), 0, 0));
-    h.step(Event::HandlerDone { key: key(1), outcome: ok(b"r") });
+    h.step(Event::HandlerDone { key: key(1), outcome: ok(b"r"), logs: LogBatch::default() });
     h.go_dark();
     h.step(Event::StreamEnded(None));
     h.now = 20;
@@ -814,4 +852,203 @@ fn a_status_classifies_with_its_hint() {
     assert_eq!(f.leader.as_deref(), Some("http://10.0.0.1:7201"));
     assert!(!f.ends_session);
     assert!(f.reason.contains("NOT_LEADER"), "{}", f.reason);
+}
+
+// ---------------------------------------------------------------- task logs
+
+fn logs_sent(acts: &[Action]) -> Vec<proto::Logs> {
+    sent(acts)
+        .into_iter()
+        .filter_map(|m| match m {
+            In::Logs(l) => Some(l),
+            _ => None,
+        })
+        .collect()
+}
+
+fn messages(l: &proto::Logs) -> Vec<&str> {
+    l.lines.iter().map(|x| x.message.as_str()).collect()
+}
+
+fn logs_ack(l: &proto::Logs, status: proto::ReportStatus) -> Out {
+    Out::ReportAck(proto::ReportAck {
+        task: l.task,
+        token: l.token,
+        status: status as i32,
+        message: String::new(),
+        kind: proto::ReportKind::Logs as i32,
+        seq: l.seq,
+    })
+}
+
+#[test]
+fn an_attempts_last_lines_go_out_before_its_report() {
+    let mut h = H::up(&[A]);
+    h.msg(assignment(key(1), 0, 0));
+    h.now = 50;
+    h.log_line(key(1), "reading input");
+    h.log_line(key(1), "done");
+    let acts = h.done(key(1), Outcome::Finished(Err(TaskError::retryable("boom"))));
+    let out = sent(&acts);
+    assert_eq!(out.len(), 2, "{out:?}");
+    let In::Logs(l) = &out[0] else { panic!("lines first: {out:?}") };
+    assert!(matches!(out[1], In::Fail(_)), "{out:?}");
+    assert_eq!(messages(l), ["reading input", "done"]);
+    assert_eq!((l.task, l.token), (key(1).task(), key(1).token));
+    assert_eq!(l.lines[0].at_ms, WALL0 + 50);
+    // A handler that logged nothing sends only its report.
+    h.msg(assignment(key(2), 0, 0));
+    assert_eq!(sent(&h.done(key(2), ok(b"r"))).len(), 1);
+}
+
+#[test]
+fn a_running_attempts_lines_go_out_every_interval_and_at_once_when_its_buffer_fills() {
+    let mut h = H::up(&[A]);
+    h.now = 100;
+    h.msg(assignment(key(1), 0, 0));
+    h.log_line(key(1), "one");
+    // Nothing before the interval, then the line, once.
+    assert!(logs_sent(&actions(&h.advance(100 + LOG_FLUSH_INTERVAL_MS - 1))).is_empty());
+    let log = h.advance(100 + LOG_FLUSH_INTERVAL_MS);
+    let l = logs_sent(&actions(&log));
+    assert_eq!(l.len(), 1, "{log:?}");
+    assert_eq!(messages(&l[0]), ["one"]);
+    // An empty buffer sends nothing at the next interval.
+    assert!(logs_sent(&actions(&h.advance(100 + 2 * LOG_FLUSH_INTERVAL_MS))).is_empty());
+    // A full buffer goes at once (the sink wakes the loop).
+    h.now += 10;
+    let mut i = 0;
+    while !h.log_line(key(1), &format!("l{i}")) {
+        i += 1;
+    }
+    let acts = h.step(Event::LogsFull(key(1)));
+    let l = logs_sent(&acts);
+    assert_eq!(l.len(), 1);
+    assert_eq!(l[0].lines.len(), LOG_FLUSH_LINES);
+    // Each message has its own seq.
+    assert!(l[0].seq > 0);
+}
+
+#[test]
+fn lines_dropped_from_a_full_buffer_are_counted_and_marked() {
+    let mut h = H::up(&[A]);
+    h.msg(assignment(key(1), 0, 0));
+    for i in 0..LOG_BUFFER_MAX_LINES + 9 {
+        h.log_line(key(1), &format!("l{i}"));
+    }
+    let acts = h.done(key(1), ok(b"r"));
+    let l = logs_sent(&acts);
+    assert_eq!(l[0].lines.len(), LOG_BUFFER_MAX_LINES);
+    assert!(l[0].lines[0].message.contains("10 older lines dropped"), "{:?}", l[0].lines[0]);
+    assert_eq!(l[0].lines[0].level, proto::LogLevel::Warn as i32);
+    assert_eq!(l[0].lines.last().unwrap().message, format!("l{}", LOG_BUFFER_MAX_LINES + 8));
+    assert_eq!(h.s.stats().log_lines_dropped, 10);
+}
+
+#[test]
+fn unacknowledged_lines_are_resent_on_the_next_stream_before_the_report() {
+    let mut h = H::up(&[A]);
+    h.msg(assignment(key(1), 0, 0));
+    h.log_line(key(1), "a");
+    let first = logs_sent(&h.done(key(1), ok(b"r")))[0].clone();
+    h.step(Event::StreamEnded(None));
+    h.advance(h.now + RECONNECT_BACKOFF_MAX_MS);
+    let out = sent(&h.msg(registered(SESSION, true)));
+    let lines = out.iter().position(|m| matches!(m, In::Logs(l) if *l == first)).expect("resent");
+    let report = out.iter().position(is_report).expect("report resent");
+    assert!(lines < report, "{out:?}");
+    // Acknowledged: never sent again.
+    h.msg(logs_ack(&first, proto::ReportStatus::Accepted));
+    h.msg(ack(key(1), proto::ReportKind::Complete, proto::ReportStatus::Accepted));
+    h.step(Event::StreamEnded(None));
+    h.advance(h.now + RECONNECT_BACKOFF_MAX_MS);
+    let out = sent(&h.msg(registered(SESSION, true)));
+    assert!(!out.iter().any(|m| is_report(m) || matches!(m, In::Logs(_))), "{out:?}");
+    assert_eq!(h.s.stats().log_lines_dropped, 0);
+}
+
+#[test]
+fn lines_the_cluster_is_too_busy_for_are_resent_later_and_fenced_ones_dropped() {
+    let mut h = H::up(&[A]);
+    h.msg(assignment(key(1), 0, 0));
+    h.log_line(key(1), "a");
+    h.log_line(key(1), "b");
+    let l = logs_sent(&h.done(key(1), ok(b"r")))[0].clone();
+    let refused_at = h.now;
+    assert!(sent(&h.msg(logs_ack(&l, proto::ReportStatus::RetryLater))).is_empty());
+    let log = h.advance(refused_at + REPORT_RETRY_BASE_MS);
+    let resent: Vec<(u64, proto::Logs)> =
+        log.iter().flat_map(|(t, a)| logs_sent(std::slice::from_ref(a)).into_iter().map(move |m| (*t, m))).collect();
+    assert_eq!(resent.len(), 1, "resent once: {log:?}");
+    assert_eq!(resent[0].1, l, "unchanged, same seq");
+    assert!(resent[0].0 >= refused_at + REPORT_RETRY_BASE_MS / 2, "not at once to a busy node");
+    // Another attempt owns the shard by now: dropped and counted.
+    h.msg(logs_ack(&l, proto::ReportStatus::Fenced));
+    assert_eq!(h.s.stats().log_lines_dropped, 2);
+    h.advance(h.now + REPORT_RETRY_MAX_MS);
+    h.step(Event::StreamEnded(None));
+    h.advance(h.now + RECONNECT_BACKOFF_MAX_MS);
+    assert!(logs_sent(&h.msg(registered(SESSION, true))).is_empty());
+}
+
+#[test]
+fn lines_of_an_ended_session_are_dropped_and_counted() {
+    let mut h = H::up(&[A]);
+    h.msg(assignment(key(1), 0, 0));
+    h.log_line(key(1), "a");
+    h.advance(h.now + LOG_FLUSH_INTERVAL_MS);
+    assert_eq!(h.s.logs_unacked.len(), 1);
+    let mut gone = tonic::Status::not_found("no such session");
+    gone.metadata_mut().insert(ERROR_CODE_HEADER, "NOT_FOUND".parse().unwrap());
+    h.step(Event::StreamEnded(Some(Failure::from_status(&gone))));
+    assert_eq!(h.s.logs_unacked.len(), 0);
+    assert_eq!(h.s.logs_unacked_bytes, 0);
+    // The silenced handler still returns with a line: nowhere to send it.
+    h.log_line(key(1), "b");
+    assert!(sent(&h.done(key(1), ok(b"late"))).is_empty());
+    assert_eq!(h.s.stats().log_lines_dropped, 2);
+}
+
+#[test]
+fn a_cancelled_attempts_lines_are_still_sent_while_the_session_lives() {
+    let mut h = H::up(&[A]);
+    h.msg(assignment(key(1), 0, 0));
+    let c = Out::Cancel(proto::Cancel { task: key(1).task(), token: key(1).token, reason: "job cancelled".into() });
+    h.msg(c);
+    h.log_line(key(1), "stopping");
+    let out = sent(&h.done(key(1), ok(b"ignored")));
+    assert_eq!(out.len(), 1, "lines, no report: {out:?}");
+    assert!(matches!(&out[0], In::Logs(l) if messages(l) == ["stopping"]));
+    assert_eq!(h.s.stats().abandoned, 1);
+}
+
+#[test]
+fn collection_pauses_while_too_many_bytes_are_unacknowledged() {
+    let mut h = H::up(&[A]);
+    h.msg(assignment(key(1), 0, 0));
+    h.msg(assignment(key(2), 0, 0));
+    // Buffers of key(1) collected and never acknowledged, up to the bound.
+    let mut sent_msgs = Vec::new();
+    while h.s.logs_unacked_bytes < LOG_UNACKED_BYTES_MAX {
+        while !h.log_line(key(1), &"x".repeat(MAX_LOG_LINE_BYTES)) {}
+        sent_msgs.extend(logs_sent(&h.step(Event::LogsFull(key(1)))));
+    }
+    assert!(h.s.logs_unacked_bytes < LOG_UNACKED_BYTES_MAX + LOG_BUFFER_MAX_BYTES);
+    // Neither a full buffer nor the interval collects now; key(2)'s lines wait.
+    h.log_line(key(2), "waiting");
+    while !h.log_line(key(1), "y") {}
+    assert!(h.step(Event::LogsFull(key(1))).is_empty());
+    let log = h.advance(h.now + 3 * LOG_FLUSH_INTERVAL_MS);
+    assert!(logs_sent(&actions(&log)).is_empty(), "{:?}", logs_sent(&actions(&log)).len());
+    assert!(!log.iter().any(|(_, a)| matches!(a, Action::CollectLogs(_))));
+    // Acks make room: the buffers whose interval passed are collected at once.
+    let mut after = Vec::new();
+    for m in &sent_msgs {
+        after.extend(logs_sent(&h.msg(logs_ack(m, proto::ReportStatus::Accepted))));
+    }
+    assert!(after.iter().any(|m| messages(m) == ["waiting"]), "{}", after.len());
+    assert!(after.iter().any(|m| m.lines.len() == LOG_FLUSH_LINES && messages(m)[0] == "y"));
+    assert_eq!(h.s.logs_unacked_bytes, "waiting".len() + LOG_FLUSH_LINES);
+    // A finished attempt's lines always go, even over the bound.
+    assert_eq!(sent(&h.done(key(2), ok(b"r"))).len(), 1);
 }

@@ -301,4 +301,11 @@ impl JobService for Jobs {
     ) -> Result<Response<proto::Namespace>, Status> {
         self.read_ns(req).await
     }
+
+    async fn get_task_logs(
+        &self,
+        req: Request<proto::GetTaskLogsRequest>,
+    ) -> Result<Response<proto::GetTaskLogsResponse>, Status> {
+        super::logs::get_task_logs(&self.ctx, req).await
+    }
 }

@@ -50,6 +50,7 @@ pub mod cluster;
 pub mod convert;
 pub mod job_ops;
 pub mod jobs;
+pub mod logs;
 pub mod namespaces;
 pub mod watch;
 pub mod workers;

@@ -2,8 +2,10 @@
 //!
 //! A session lives on the leader. The first message registers (or resumes)
 //! it; after that, heartbeats renew the lease in the leader's memory and
-//! reports are proposed through the batcher. Assignments and cancellations
-//! come from the leader task down the same stream.
+//! reports and task logs are proposed through the batcher, queued in the
+//! order they arrive (so an attempt's last lines are stored before its
+//! report). Assignments and cancellations come from the leader task down
+//! the same stream.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -18,6 +20,7 @@ use baton_client::proto::coordinator_message::Msg as Out;
 use baton_client::proto::worker_message::Msg as In;
 use baton_client::proto::worker_service_client::WorkerServiceClient;
 use baton_client::proto::worker_service_server::WorkerService;
+use baton_raft_store::lifecycle::{LogLevel, LogLine};
 use baton_raft_store::{Command, CommandError, Outcome, Response as StoreResponse, SessionId, TaskKey};
 use serde_bytes::ByteBuf;
 
@@ -27,8 +30,8 @@ use crate::leader::{LeaderMsg, Outbound, task_ref};
 
 /// How long a new stream may take to send its Register.
 pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
-/// Reports of one session being proposed at once; more wait, which slows that
-/// worker's stream rather than the leader.
+/// Reports (and task log messages) of one session being proposed at once;
+/// more wait, which slows that worker's stream rather than the leader.
 pub const REPORTS_IN_FLIGHT_PER_SESSION: usize = 256;
 
 pub struct Workers {
@@ -75,24 +78,29 @@ impl Workers {
     }
 }
 
-fn report_ack(task: TaskKey, token: u64, kind: proto::ReportKind, status: proto::ReportStatus, message: String) -> Out {
+/// What the ack of a report or log message echoes.
+struct Head {
+    task: TaskKey,
+    token: u64,
+    kind: proto::ReportKind,
+    /// `Logs.seq`; 0 for the other kinds.
+    seq: u64,
+}
+
+fn report_ack(h: &Head, status: proto::ReportStatus, message: String) -> Out {
     Out::ReportAck(proto::ReportAck {
-        task: Some(task_ref(task)),
-        token,
+        task: Some(task_ref(h.task)),
+        token: h.token,
         status: status as i32,
         message,
-        kind: kind as i32,
+        kind: h.kind as i32,
+        seq: h.seq,
     })
 }
 
 /// Turn the reply to a report into the ack the worker gets. `Err` means the
 /// outcome is unknown (no leader): the stream ends and the worker resends.
-fn ack(
-    task: TaskKey,
-    token: u64,
-    kind: proto::ReportKind,
-    reply: Result<StoreResponse, ApiError>,
-) -> Result<Out, ApiError> {
+fn ack(h: &Head, reply: Result<StoreResponse, ApiError>) -> Result<Out, ApiError> {
     use proto::ReportStatus as S;
     let (status, message) = match reply {
         // Never proposed: the worker sends it again later on the same stream.
@@ -104,22 +112,40 @@ fn ack(
             }
             Ok(_) => (S::Accepted, String::new()),
             Err(e @ CommandError::Fenced { .. }) => {
-                metrics::counter!("baton_fenced_reports_total").increment(1);
+                if h.kind == proto::ReportKind::Logs {
+                    metrics::counter!("baton_fenced_log_messages_total").increment(1);
+                } else {
+                    metrics::counter!("baton_fenced_reports_total").increment(1);
+                }
                 (S::Fenced, e.to_string())
             }
             Err(e) => (S::Rejected, e.to_string()),
         },
     };
-    Ok(report_ack(task, token, kind, status, message))
+    Ok(report_ack(h, status, message))
 }
 
-/// A report as a command, with its kind, or why it is malformed.
-fn report(msg: In) -> Result<(TaskKey, u64, proto::ReportKind, Command), ApiError> {
+/// A proto log level; an unknown value (a newer client) is kept as info
+/// rather than losing the line.
+fn log_level(v: i32) -> LogLevel {
+    match proto::LogLevel::try_from(v) {
+        Ok(proto::LogLevel::Trace) => LogLevel::Trace,
+        Ok(proto::LogLevel::Debug) => LogLevel::Debug,
+        Ok(proto::LogLevel::Warn) => LogLevel::Warn,
+        Ok(proto::LogLevel::Error) => LogLevel::Error,
+        Ok(proto::LogLevel::Info | proto::LogLevel::Unspecified) | Err(_) => LogLevel::Info,
+    }
+}
+
+/// A report or log message as a command, with what its ack echoes, or why
+/// it is malformed.
+fn report(msg: In) -> Result<(Head, Command), ApiError> {
     use proto::ReportKind as K;
+    let r = |task, token, kind, cmd| (Head { task, token, kind, seq: 0 }, cmd);
     Ok(match msg {
         In::Complete(c) => {
             let t = task_key(c.task)?;
-            (
+            r(
                 t,
                 c.token,
                 K::Complete,
@@ -128,13 +154,28 @@ fn report(msg: In) -> Result<(TaskKey, u64, proto::ReportKind, Command), ApiErro
         }
         In::Fail(f) => {
             let t = task_key(f.task)?;
-            (t, f.token, K::Fail, Command::FailTask { task: t, token: f.token, error: f.error, retryable: f.retryable })
+            r(
+                t,
+                f.token,
+                K::Fail,
+                Command::FailTask { task: t, token: f.token, error: f.error, retryable: f.retryable },
+            )
         }
         In::Progress(p) => {
             let t = task_key(p.task)?;
             let cmd =
                 Command::ReportProgress { task: t, token: p.token, progress_bp: p.progress_bp, message: p.message };
-            (t, p.token, K::Progress, cmd)
+            r(t, p.token, K::Progress, cmd)
+        }
+        In::Logs(l) => {
+            let t = task_key(l.task)?;
+            let lines = l
+                .lines
+                .into_iter()
+                .map(|x| LogLine { at_ms: x.at_ms, level: log_level(x.level), message: x.message })
+                .collect();
+            let cmd = Command::AppendLogs { task: t, token: l.token, lines };
+            (Head { task: t, token: l.token, kind: K::Logs, seq: l.seq }, cmd)
         }
         other => return Err(ApiError::Internal(format!("not a report: {other:?}"))),
     })
@@ -186,7 +227,7 @@ async fn inbound_loop(
             }
             Some(m) => m,
         };
-        let (task, token, kind, cmd) = match report(msg) {
+        let (r, cmd) = match report(msg) {
             Ok(r) => r,
             Err(e) => {
                 let _ = tx.send(Err(to_status(e))).await;
@@ -196,18 +237,23 @@ async fn inbound_loop(
         // Refuse what apply() would refuse before it reaches the log (a
         // result over the size limit, say): the worker gets a definite no.
         if let Err(e) = cmd.validate() {
-            let ack = report_ack(task, token, kind, proto::ReportStatus::Rejected, e.to_string());
+            let ack = report_ack(&r, proto::ReportStatus::Rejected, e.to_string());
             if tx.send(Ok(out(ack))).await.is_err() {
                 break;
             }
             continue;
         }
         let Ok(permit) = reports.clone().acquire_owned().await else { break };
-        let (ctx2, tx2) = (ctx.clone(), tx.clone());
+        // Queued here, in arrival order; only the wait is spawned.
+        let queued = ctx.proposer.enqueue(cmd);
+        let tx2 = tx.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let reply = ctx2.proposer.propose(cmd).await;
-            let _ = match ack(task, token, kind, reply) {
+            let reply = match queued {
+                Ok(reply) => reply.await,
+                Err(e) => Err(e),
+            };
+            let _ = match ack(&r, reply) {
                 Ok(a) => tx2.send(Ok(out(a))).await,
                 Err(e) => tx2.send(Err(to_status(e))).await,
             };
@@ -302,11 +348,48 @@ mod tests {
     #[test]
     fn an_overloaded_node_asks_for_the_report_again_and_keeps_the_stream() {
         let t = TaskKey::new(1, 0);
-        assert_eq!(status(ack(t, 5, K::Complete, Err(ApiError::Overloaded("full".into())))), S::RetryLater);
+        let h = Head { task: t, token: 5, kind: K::Complete, seq: 0 };
+        assert_eq!(status(ack(&h, Err(ApiError::Overloaded("full".into())))), S::RetryLater);
         // Not knowing whether it committed ends the stream: the worker resends after reconnecting.
-        assert!(ack(t, 5, K::Complete, Err(ApiError::Unavailable("no leader".into()))).is_err());
+        assert!(ack(&h, Err(ApiError::Unavailable("no leader".into()))).is_err());
         let fenced = StoreResponse::Rejected(CommandError::Fenced { task: t, presented: 5, latest: 9 });
-        assert_eq!(status(ack(t, 5, K::Complete, Ok(fenced))), S::Fenced);
+        assert_eq!(status(ack(&h, Ok(fenced))), S::Fenced);
+    }
+
+    #[test]
+    fn log_lines_become_an_append_and_their_ack_echoes_the_seq() {
+        let logs = proto::Logs {
+            task: Some(proto::TaskRef { job_id: 3, shard: 1 }),
+            token: 42,
+            seq: 7,
+            lines: vec![
+                proto::LogLine { at_ms: 10, level: proto::LogLevel::Warn as i32, message: "w".into() },
+                proto::LogLine { at_ms: 11, level: 99, message: "from a newer client".into() },
+            ],
+        };
+        let (h, cmd) = report(In::Logs(logs)).unwrap();
+        let Command::AppendLogs { task, token, lines } = &cmd else { panic!("{cmd:?}") };
+        assert_eq!((*task, *token), (TaskKey::new(3, 1), 42));
+        assert_eq!(
+            lines.iter().map(|l| (l.at_ms, l.level)).collect::<Vec<_>>(),
+            [(10, LogLevel::Warn), (11, LogLevel::Info)]
+        );
+        let fenced = StoreResponse::Rejected(CommandError::Fenced { task: h.task, presented: 42, latest: 50 });
+        match ack(&h, Ok(fenced)).unwrap() {
+            Out::ReportAck(a) => {
+                assert_eq!((a.kind, a.seq, a.token), (K::Logs as i32, 7, 42));
+                assert_eq!(a.status, S::Fenced as i32);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Too many lines never reach the log.
+        let many = proto::Logs {
+            task: Some(proto::TaskRef { job_id: 3, shard: 1 }),
+            token: 42,
+            seq: 8,
+            lines: vec![proto::LogLine::default(); baton_raft_store::limits::MAX_LOG_LINES_PER_COMMAND + 1],
+        };
+        assert!(report(In::Logs(many)).unwrap().1.validate().is_err());
     }
 
     #[test]
@@ -316,8 +399,8 @@ mod tests {
             token: 5,
             result: vec![0; baton_raft_store::limits::MAX_RESULT_BYTES + 1],
         };
-        let (_, _, kind, cmd) = report(In::Complete(big)).unwrap();
-        assert_eq!(kind, K::Complete);
+        let (h, cmd) = report(In::Complete(big)).unwrap();
+        assert_eq!(h.kind, K::Complete);
         assert!(cmd.validate().is_err());
     }
 }
