@@ -100,6 +100,64 @@ impl Kv for MemKv {
     }
 }
 
+/// A [`Kv`] that counts the records it hands out (gets and visited scan
+/// entries): tests use it to show that a read or an entry's apply stays
+/// bounded.
+pub struct CountingKv<'a> {
+    kv: &'a dyn Kv,
+    reads: std::cell::Cell<usize>,
+}
+
+impl<'a> CountingKv<'a> {
+    pub fn new(kv: &'a dyn Kv) -> Self {
+        Self { kv, reads: std::cell::Cell::new(0) }
+    }
+
+    /// Records handed out so far.
+    pub fn reads(&self) -> usize {
+        self.reads.get()
+    }
+
+    pub fn reset(&self) {
+        self.reads.set(0);
+    }
+
+    fn count(&self) {
+        self.reads.set(self.reads.get() + 1);
+    }
+}
+
+impl Kv for CountingKv<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.count();
+        self.kv.get(key)
+    }
+
+    fn scan_from(
+        &self,
+        prefix: &[u8],
+        start: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        self.kv.scan_from(prefix, start, &mut |k, v| {
+            self.count();
+            visit(k, v)
+        })
+    }
+
+    fn scan_back(
+        &self,
+        prefix: &[u8],
+        before: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        self.kv.scan_back(prefix, before, &mut |k, v| {
+            self.count();
+            visit(k, v)
+        })
+    }
+}
+
 /// Decode a stored record, naming its key if it is corrupt.
 pub fn load<T: DeserializeOwned>(kv: &dyn Kv, key: &[u8]) -> Result<Option<T>, StoreError> {
     match kv.get(key)? {

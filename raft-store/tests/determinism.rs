@@ -347,43 +347,6 @@ async fn idempotency_pruning_is_the_same_for_any_chunking() {
     }
 }
 
-/// A [`Kv`] that counts the records it hands out.
-struct Counting<'a> {
-    kv: &'a MemKv,
-    reads: std::cell::Cell<usize>,
-}
-
-impl Kv for Counting<'_> {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.reads.set(self.reads.get() + 1);
-        self.kv.get(key)
-    }
-
-    fn scan_from(
-        &self,
-        prefix: &[u8],
-        start: &[u8],
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
-    ) -> Result<(), StoreError> {
-        self.kv.scan_from(prefix, start, &mut |k, v| {
-            self.reads.set(self.reads.get() + 1);
-            visit(k, v)
-        })
-    }
-
-    fn scan_back(
-        &self,
-        prefix: &[u8],
-        before: Option<&[u8]>,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
-    ) -> Result<(), StoreError> {
-        self.kv.scan_back(prefix, before, &mut |k, v| {
-            self.reads.set(self.reads.get() + 1);
-            visit(k, v)
-        })
-    }
-}
-
 /// Inside one apply() call nothing is written yet, so keys pruned by earlier
 /// entries are still on disk: each entry must still read only about the 64
 /// keys it prunes, not every key pruned before it in the call.
@@ -400,14 +363,14 @@ fn idempotency_pruning_reads_a_bounded_number_of_records_per_entry() {
     let w = core.take_writes().unwrap();
     kv.write(w);
     // A day later, 40 entries in one apply() call.
-    let counting = Counting { kv: &kv, reads: std::cell::Cell::new(0) };
+    let counting = CountingKv::new(&kv);
     let per_entry_limit = 4 * limits::IDEMPOTENCY_PRUNE_PER_ENTRY;
     for i in 0..40u64 {
         index += 1;
-        counting.reads.set(0);
+        counting.reset();
         let e = at(index, t0 + DAY_MS + 10_000 + i, Command::CancelJob { job: 999_999, reason: String::new() });
         core.apply_entry(&counting, &e).unwrap();
-        let reads = counting.reads.get();
+        let reads = counting.reads();
         assert!(reads <= per_entry_limit, "entry {i} of the call read {reads} records");
     }
     let w = core.take_writes().unwrap();

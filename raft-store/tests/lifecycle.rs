@@ -686,43 +686,6 @@ fn the_collector_deletes_a_100k_shard_job_a_bounded_number_of_keys_per_entry() {
     assert_eq!(r.core.meta.gc, None);
 }
 
-/// A [`Kv`] that counts the records (and keys) it hands out.
-struct Counting<'a> {
-    kv: &'a MemKv,
-    reads: std::cell::Cell<usize>,
-}
-
-impl Kv for Counting<'_> {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.reads.set(self.reads.get() + 1);
-        self.kv.get(key)
-    }
-
-    fn scan_from(
-        &self,
-        prefix: &[u8],
-        start: &[u8],
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
-    ) -> Result<(), StoreError> {
-        self.kv.scan_from(prefix, start, &mut |k, v| {
-            self.reads.set(self.reads.get() + 1);
-            visit(k, v)
-        })
-    }
-
-    fn scan_back(
-        &self,
-        prefix: &[u8],
-        before: Option<&[u8]>,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
-    ) -> Result<(), StoreError> {
-        self.kv.scan_back(prefix, before, &mut |k, v| {
-            self.reads.set(self.reads.get() + 1);
-            visit(k, v)
-        })
-    }
-}
-
 /// 2,000 jobs in namespace "big", and 30 in "small" spread among them, of
 /// which some succeeded, some were cancelled and one was deleted.
 fn listing_rig() -> Rig {
@@ -758,9 +721,9 @@ fn a_filtered_page_reads_about_as_many_records_as_it_returns() {
     ];
     for filter in &filters {
         for newest_first in [false, true] {
-            let counting = Counting { kv: &r.kv, reads: std::cell::Cell::new(0) };
+            let counting = CountingKv::new(&r.kv);
             let (page, next) = list_jobs_in(&counting, filter, None, 5, newest_first).unwrap();
-            let reads = counting.reads.get();
+            let reads = counting.reads();
             assert_eq!(page.len(), 5, "{filter:?}");
             assert!(next.is_some());
             // Per record: its index key and the record; one key more to know a page follows.
