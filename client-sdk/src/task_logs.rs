@@ -25,7 +25,7 @@ pub const LOG_FOLLOW_POLL: Duration = Duration::from_secs(1);
 /// A shard's stored logs and its state when they were read.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TaskLogs {
-    /// One record per attempt that logged, in attempt order.
+    /// One record per attempt that logged, in grant order (by token).
     pub logs: Vec<proto::TaskLog>,
     pub status: i32,
     pub attempts: u32,
@@ -53,8 +53,9 @@ pub enum LogEvent {
 /// is 64 MiB per job, far past what following is for.
 #[derive(Debug, Default)]
 pub struct LogFollower {
-    /// attempt → (token, lines counted so far).
-    seen: BTreeMap<u32, (u64, u64)>,
+    /// token → lines counted so far. Tokens, not attempt numbers: those
+    /// repeat after a retry.
+    seen: BTreeMap<u64, u64>,
 }
 
 impl LogFollower {
@@ -62,9 +63,9 @@ impl LogFollower {
         LogFollower::default()
     }
 
-    /// The highest attempt seen: earlier attempts are frozen (their tokens
-    /// are stale), so a later read can start here.
-    pub fn last_attempt(&self) -> Option<u32> {
+    /// The newest attempt's token seen: earlier attempts are frozen (their
+    /// tokens are stale), so a later read can start here.
+    pub fn last_token(&self) -> Option<u64> {
         self.seen.keys().next_back().copied()
     }
 
@@ -72,15 +73,12 @@ impl LogFollower {
         let mut out = Vec::new();
         for r in logs {
             let total = r.dropped + r.lines.len() as u64;
-            let before = match self.seen.get(&r.attempt) {
-                Some(&(token, n)) if token == r.token => n,
-                _ => 0,
-            };
+            let before = self.seen.get(&r.token).copied().unwrap_or(0);
             // A node behind the one read before shows fewer: nothing new.
             if total <= before {
                 continue;
             }
-            self.seen.insert(r.attempt, (r.token, total));
+            self.seen.insert(r.token, total);
             let new = total - before;
             let shown = new.min(r.lines.len() as u64);
             if new > shown {
@@ -121,33 +119,33 @@ impl Client {
         self.task_logs_from(job_id, shard, attempt, 0).await
     }
 
-    /// Like [`Client::task_logs`], from attempt `from` on.
+    /// Like [`Client::task_logs`], from the attempt of token `from` on.
     async fn task_logs_from(
         &self,
         job_id: u64,
         shard: u32,
         attempt: Option<u32>,
-        mut from: u32,
+        mut from: u64,
     ) -> Result<TaskLogs, Error> {
         let mut out = TaskLogs::default();
         let mut first = true;
         loop {
-            let req = proto::GetTaskLogsRequest { job_id, shard, attempt, from_attempt: from, ..Default::default() };
+            let req = proto::GetTaskLogsRequest { job_id, shard, attempt, from_token: from, ..Default::default() };
             let page = self.task_logs_page(req).await?;
             if first {
                 (out.status, out.attempts, first) = (page.status, page.attempts, false);
             }
             out.logs.extend(page.logs);
-            if page.next_attempt == 0 {
+            if page.next_token == 0 {
                 return Ok(out);
             }
             // The server always advances; fail rather than spin.
-            if page.next_attempt <= from {
+            if page.next_token <= from {
                 return Err(Error::Internal(format!(
-                    "logs of job {job_id} shard {shard}: the page from attempt {from} did not advance"
+                    "logs of job {job_id} shard {shard}: the page from token {from} did not advance"
                 )));
             }
-            from = page.next_attempt;
+            from = page.next_token;
         }
     }
 
@@ -183,7 +181,7 @@ impl Client {
                 }
                 st.first = false;
                 // Earlier attempts are frozen once a later one has logged.
-                let from = if attempt.is_some() { 0 } else { st.follower.last_attempt().unwrap_or(0) };
+                let from = st.follower.last_token().unwrap_or(0);
                 match st.client.task_logs_from(job_id, shard, attempt, from).await {
                     Ok(logs) => {
                         // The server reads the state before the lines: once
@@ -236,7 +234,7 @@ mod tests {
         assert_eq!(shown(&f.update(&[rec(1, 10, 4, &["e", "f"])])), ["1:dropped 1", "1:e", "1:f"]);
         // A second attempt; the first is frozen.
         assert_eq!(shown(&f.update(&[rec(1, 10, 4, &["e", "f"]), rec(2, 20, 0, &["x"])])), ["2:x"]);
-        assert_eq!(f.last_attempt(), Some(2));
+        assert_eq!(f.last_token(), Some(20));
         // A node behind shows fewer lines: nothing is repeated.
         assert_eq!(shown(&f.update(&[rec(2, 20, 0, &[])])), Vec::<String>::new());
         assert_eq!(shown(&f.update(&[rec(2, 20, 0, &["x", "y"])])), ["2:y"]);
@@ -246,8 +244,10 @@ mod tests {
     fn a_first_read_of_a_record_that_dropped_lines_starts_with_the_marker() {
         let mut f = LogFollower::new();
         assert_eq!(shown(&f.update(&[rec(3, 30, 7, &["k"])])), ["3:dropped 7", "3:k"]);
-        // The attempt number came back with a new token (a retried job): all new.
-        assert_eq!(shown(&f.update(&[rec(3, 31, 0, &["z"])])), ["3:z"]);
+        // The attempt number came back with a new token (a retried job): all
+        // new, and the old attempt 3 is still known by its token.
+        assert_eq!(shown(&f.update(&[rec(3, 30, 7, &["k"]), rec(3, 31, 0, &["z"])])), ["3:z"]);
+        assert_eq!(shown(&f.update(&[rec(3, 30, 7, &["k"]), rec(3, 31, 0, &["z", "w"])])), ["3:w"]);
     }
 
     #[test]

@@ -94,6 +94,7 @@ async fn a_leader_60s_behind_its_peers_dispatches_new_and_requeued_work_within_1
         token,
         error: "retry me".into(),
         retryable: true,
+        logs: Vec::new(),
     }));
     let failed = until(SECS(10), "failure acknowledged", &c, || {
         w.acks().iter().any(|a| a.0 == job && a.2 == token).then(Instant::now)
@@ -154,7 +155,12 @@ async fn jobs_and_results_at_the_size_limits_replicate_without_a_leader_change()
     let (job, shard, token, _) =
         until(SECS(10), "an assignment", &c, || w.assigned().into_iter().find(|a| a.0 == first.job_id)).await;
     let complete = |shard: u32, token: u64, n: usize| {
-        In::Complete(proto::Complete { task: Some(proto::TaskRef { job_id: job, shard }), token, result: vec![7; n] })
+        In::Complete(proto::Complete {
+            task: Some(proto::TaskRef { job_id: job, shard }),
+            token,
+            result: vec![7; n],
+            logs: Vec::new(),
+        })
     };
     w.send(complete(shard, token, MAX_RESULT_BYTES));
     let status = until(SECS(5), "the largest result acknowledged", &c, || {
@@ -174,4 +180,39 @@ async fn jobs_and_results_at_the_size_limits_replicate_without_a_leader_change()
 
     let after = terms(&c).await;
     assert_eq!(before, after, "the term changed: a leader was deposed\n{}", c.logs());
+}
+
+/// Processes whose command line names `dir` (a node's data dir).
+fn processes_using(dir: &std::path::Path) -> Vec<String> {
+    let needle = dir.to_string_lossy().into_owned();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains(&needle) && cmd.contains(" serve ") {
+            out.push(format!("{}: {cmd}", e.file_name().to_string_lossy()));
+        }
+    }
+    out
+}
+
+/// A node run under a wrapper that forks (as `faketime` does) is stopped,
+/// wrapper and node, when the test kills it or drops the cluster: a node
+/// left behind holds ports and CPU and skews what runs after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_under_a_forking_wrapper_leaves_no_process_behind() {
+    let _g = SERIAL.lock().await;
+    let mut opts = Opts::default();
+    // `sh -c '"$@"; exit $?'` runs the node as its child, like faketime.
+    let wrap = |_| vec!["sh".to_string(), "-c".into(), "\"$@\"; exit $?".into(), "sh".into()];
+    opts.wrap.insert(1, wrap(1));
+    opts.wrap.insert(2, wrap(2));
+    let mut c = Cluster::start(3, opts);
+    c.wait_leader(SECS(15)).await;
+    let (dir1, dir2) = (c.data_dir(1), c.data_dir(2));
+    assert_eq!(processes_using(&dir1).len(), 2, "the wrapper and the node: {:?}", processes_using(&dir1));
+    c.kill(1);
+    assert_eq!(processes_using(&dir1), Vec::<String>::new(), "killed, yet still running");
+    drop(c);
+    assert_eq!(processes_using(&dir2), Vec::<String>::new(), "the cluster is gone, yet node 2 runs");
 }

@@ -79,6 +79,7 @@ impl Rig {
                 let (seen, mut gate, failing) = (seen.clone(), gate.clone(), failing.clone());
                 async move {
                     seen.started.lock().unwrap().push((ctx.job_id, ctx.shard, ctx.attempt, ctx.token));
+                    ctx.info(format!("token {}", ctx.token));
                     match ctx.payload.as_slice() {
                         b"hold" => {
                             let cancel = ctx.cancellation();
@@ -242,6 +243,13 @@ async fn retrying_a_failed_job_reruns_its_dead_shards_and_fences_the_old_attempt
         assert_eq!(a.result, format!("done:{}", a.token).into_bytes());
     }
     assert_eq!(after[0], before[0], "the succeeded shard did not run again");
+    // Attempt numbers start again after a retry; each attempt keeps its own
+    // lines (they rode in its report), in grant order.
+    let logs = cl.task_logs(id, 1, Some(1)).await.unwrap();
+    let kept: Vec<(u32, u64, Vec<String>)> =
+        logs.logs.iter().map(|r| (r.attempt, r.token, r.lines.iter().map(|l| l.message.clone()).collect())).collect();
+    let line = |t: u64| vec![format!("token {t}")];
+    assert_eq!(kept, [(1, old_token, line(old_token)), (1, after[1].token, line(after[1].token))]);
     assert_eq!(rig.seen.started_of(id).iter().filter(|s| s.0 == 0).count(), 1);
 
     // A report from the old attempt is fenced.

@@ -94,6 +94,7 @@ async fn append_throughput(batch: usize) -> (f64, f64) {
                         task: TaskKey::new(index, 0),
                         token: index,
                         result: serde_bytes::ByteBuf::from(vec![1u8; 32]),
+                        logs: Default::default(),
                     },
                 )
             })
@@ -167,6 +168,7 @@ async fn apply_throughput(batched: bool) -> (f64, f64) {
             task: *t,
             token,
             result: serde_bytes::ByteBuf::from(vec![1u8; 16]),
+            logs: Default::default(),
         })
         .collect();
     if batched {

@@ -11,7 +11,8 @@ use serde::{Serialize, de::DeserializeOwned};
 /// say how their last attempt ended (`TaskRecord::last_end`). 3: workflows
 /// (job records name their workflow step, `JobRecord::origin`). 4: lifecycle
 /// (retention, pause, deletion and log bytes on job records; the collector in `Meta`).
-pub const FORMAT_VERSION: u8 = 4;
+/// 5: task logs as encoded chunks keyed by token; reports carry their last lines.
+pub const FORMAT_VERSION: u8 = 5;
 
 /// Fixed-int, little-endian bincode configuration. Fixed-width integers make the
 /// encoding of a value independent of its magnitude, so byte-identical state is

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec;
 use crate::ids::{JobId, SessionId, TaskKey, Token, WorkflowId};
+use crate::lifecycle::LogChunk;
 use crate::limits::*;
 use crate::workflow::WorkflowSpec;
 
@@ -198,16 +199,21 @@ pub enum Command {
     AssignTasks {
         assignments: Vec<Assign>,
     },
+    /// `logs`: the attempt's last lines (at most [`MAX_REPORT_LOG_BYTES`]),
+    /// stored only if the report is (a duplicate or fenced report stores
+    /// nothing).
     CompleteTask {
         task: TaskKey,
         token: Token,
         result: serde_bytes::ByteBuf,
+        logs: LogChunk,
     },
     FailTask {
         task: TaskKey,
         token: Token,
         error: String,
         retryable: bool,
+        logs: LogChunk,
     },
     /// Progress in basis points (0..=10000) plus a short message.
     ReportProgress {
@@ -291,7 +297,7 @@ pub enum Command {
     AppendLogs {
         task: TaskKey,
         token: Token,
-        lines: Vec<crate::lifecycle::LogLine>,
+        lines: LogChunk,
     },
     /// Proposed by the leader when retention has work due and no other entry
     /// is carrying it: every entry runs the collector's budget, this one
@@ -360,8 +366,14 @@ impl Command {
             Command::AssignTasks { assignments } => {
                 check_count("assignments", assignments.len(), 1, MAX_ITEMS_PER_COMMAND)
             }
-            Command::CompleteTask { result, .. } => check_bytes("result", result.len(), MAX_RESULT_BYTES),
-            Command::FailTask { error, .. } => check_bytes("error", error.len(), MAX_ERROR_BYTES),
+            Command::CompleteTask { result, logs, .. } => {
+                check_bytes("result", result.len(), MAX_RESULT_BYTES)?;
+                check_report_logs(logs)
+            }
+            Command::FailTask { error, logs, .. } => {
+                check_bytes("error", error.len(), MAX_ERROR_BYTES)?;
+                check_report_logs(logs)
+            }
             Command::ReportProgress { progress_bp, message, .. } => {
                 if *progress_bp > 10_000 {
                     return Err(invalid("progress_bp", "must be 0..=10000".into()));
@@ -389,11 +401,8 @@ impl Command {
                 check_retention(*retention_ms)
             }
             Command::AppendLogs { lines, .. } => {
-                check_count("lines", lines.len(), 1, MAX_LOG_LINES_PER_COMMAND)?;
-                for (i, l) in lines.iter().enumerate() {
-                    check_bytes(&format!("lines[{i}]"), l.message.len(), MAX_LOG_LINE_BYTES)?;
-                }
-                Ok(())
+                check_count("lines", lines.len() as usize, 1, MAX_LOG_LINES_PER_COMMAND)?;
+                check_chunk("lines", lines)
             }
             Command::Batch(cmds) => {
                 check_count("batch", cmds.len(), 1, MAX_BATCH_COMMANDS)?;
@@ -417,6 +426,19 @@ pub(crate) fn check_count(field: &str, n: usize, min: usize, max: usize) -> Resu
         return Err(invalid(field, format!("has {n} items; must be {min}..={max}")));
     }
     Ok(())
+}
+
+/// A chunk that decodes, within the per-command line bounds.
+pub(crate) fn check_chunk(field: &str, c: &LogChunk) -> Result<(), CommandError> {
+    c.validate().map_err(|e| invalid(field, e.to_string()))
+}
+
+/// The lines a report carries: a valid chunk of at most
+/// [`MAX_REPORT_LOG_BYTES`] of messages.
+fn check_report_logs(c: &LogChunk) -> Result<(), CommandError> {
+    // Validated first: a malformed chunk's sizes mean nothing.
+    check_chunk("logs", c)?;
+    check_bytes("logs", c.message_bytes(), MAX_REPORT_LOG_BYTES)
 }
 
 pub(crate) fn check_bytes(field: &str, n: usize, max: usize) -> Result<(), CommandError> {
@@ -712,6 +734,36 @@ mod tests {
         (0..MAX_LABELS).map(|i| (format!("{tag}{i:0>127}"), "v".repeat(MAX_NAME_BYTES))).collect()
     }
 
+    fn chunk_of(lines: usize, len: usize) -> LogChunk {
+        let mut c = LogChunk::default();
+        for _ in 0..lines {
+            c.push(u64::MAX, crate::lifecycle::LogLevel::Error, &"m".repeat(len)).unwrap();
+        }
+        c
+    }
+
+    /// The most lines a report may carry: short ones (the header weighs
+    /// most), up to [`MAX_REPORT_LOG_BYTES`] of messages.
+    fn report_logs_at_limit() -> LogChunk {
+        let per_line = MAX_REPORT_LOG_BYTES / MAX_LOG_LINES_PER_COMMAND;
+        chunk_of(MAX_LOG_LINES_PER_COMMAND, per_line)
+    }
+
+    #[test]
+    fn a_report_carries_at_most_its_log_bytes_and_a_valid_chunk() {
+        let task = TaskKey::new(1, 0);
+        let complete = |logs| Command::CompleteTask { task, token: 1, result: Default::default(), logs };
+        complete(report_logs_at_limit()).validate().unwrap();
+        // 9 lines of 4 KiB: 36 KiB of messages.
+        let over = chunk_of(9, MAX_LOG_LINE_BYTES);
+        let e = complete(over.clone()).validate().unwrap_err().to_string();
+        assert!(e.contains("logs") && e.contains(&MAX_REPORT_LOG_BYTES.to_string()), "{e}");
+        let fail = Command::FailTask { task, token: 1, error: String::new(), retryable: true, logs: over };
+        assert!(fail.validate().unwrap_err().to_string().contains("logs"));
+        let empty = Command::AppendLogs { task, token: 1, lines: LogChunk::default() };
+        assert!(empty.validate().unwrap_err().to_string().contains("lines"));
+    }
+
     #[test]
     fn every_command_but_submit_fits_one_entry_at_its_field_limits() {
         let task = TaskKey::new(u64::MAX, u32::MAX);
@@ -719,8 +771,19 @@ mod tests {
             Command::RegisterWorker { name: "w".repeat(MAX_NAME_BYTES), labels: labels_at_limit('k'), capacity: 1 },
             Command::DeregisterWorker { session: 1, epoch: 1 },
             Command::AssignTasks { assignments: vec![Assign { task, session: 1 }; MAX_ITEMS_PER_COMMAND] },
-            Command::CompleteTask { task, token: 1, result: serde_bytes::ByteBuf::from(vec![7u8; MAX_RESULT_BYTES]) },
-            Command::FailTask { task, token: 1, error: "e".repeat(MAX_ERROR_BYTES), retryable: true },
+            Command::CompleteTask {
+                task,
+                token: 1,
+                result: serde_bytes::ByteBuf::from(vec![7u8; MAX_RESULT_BYTES]),
+                logs: report_logs_at_limit(),
+            },
+            Command::FailTask {
+                task,
+                token: 1,
+                error: "e".repeat(MAX_ERROR_BYTES),
+                retryable: true,
+                logs: report_logs_at_limit(),
+            },
             Command::ReportProgress { task, token: 1, progress_bp: 1, message: "m".repeat(MAX_PROGRESS_MESSAGE_BYTES) },
             Command::TimeoutAttempts { attempts: vec![(task, 1); MAX_ITEMS_PER_COMMAND] },
             Command::CancelJob { job: 1, reason: "r".repeat(MAX_ERROR_BYTES) },
@@ -737,14 +800,7 @@ mod tests {
             Command::AppendLogs {
                 task,
                 token: u64::MAX,
-                lines: vec![
-                    crate::lifecycle::LogLine {
-                        at_ms: u64::MAX,
-                        level: crate::lifecycle::LogLevel::Error,
-                        message: "m".repeat(MAX_LOG_LINE_BYTES),
-                    };
-                    MAX_LOG_LINES_PER_COMMAND
-                ],
+                lines: chunk_of(MAX_LOG_LINES_PER_COMMAND, MAX_LOG_LINE_BYTES),
             },
             Command::CollectGarbage,
         ];

@@ -104,7 +104,7 @@ struct Dirty {
     /// Workflows the collector deleted.
     gone_workflows: BTreeSet<WorkflowId>,
     /// Task logs by (task, attempt); `None`: deleted by the collector.
-    logs: BTreeMap<(TaskKey, u32), Option<LogRecord>>,
+    logs: BTreeMap<(TaskKey, Token), Option<LogRecord>>,
     /// Namespaces whose settings changed; the value is in
     /// `Indexes::namespaces`, or the record is deleted when absent there.
     namespaces: BTreeSet<String>,
@@ -287,24 +287,32 @@ impl Core {
                 }
                 Ok(Outcome::Assigned(results))
             }
-            Command::CompleteTask { task, token, result } => {
+            Command::CompleteTask { task, token, result, logs } => {
                 let ev = Event::Complete { token: *token, result };
-                self.task_event(kv, ctx, *task, &ev).map(|(step, finished)| Outcome::Completed {
-                    task: *task,
-                    job_finished: finished,
-                    duplicate: step.effect == Effect::Duplicate,
+                self.task_event(kv, ctx, *task, &ev).and_then(|(step, finished)| {
+                    let duplicate = step.effect == Effect::Duplicate;
+                    if !duplicate {
+                        self.keep_report_logs(kv, ctx, *task, *token, logs)?;
+                    }
+                    Ok(Outcome::Completed { task: *task, job_finished: finished, duplicate })
                 })
             }
-            Command::FailTask { task, token, error, retryable } => {
+            Command::FailTask { task, token, error, retryable, logs } => {
                 let ev = Event::Fail { token: *token, error, retryable: *retryable };
-                self.task_event(kv, ctx, *task, &ev).map(|(step, finished)| Outcome::Failed {
-                    task: *task,
-                    retry_at_ms: match step.next.state {
-                        TaskState::Pending { ready_at_ms } => Some(ready_at_ms),
-                        _ => None,
-                    },
-                    job_finished: finished,
-                    duplicate: step.effect == Effect::Duplicate,
+                self.task_event(kv, ctx, *task, &ev).and_then(|(step, finished)| {
+                    let duplicate = step.effect == Effect::Duplicate;
+                    if !duplicate {
+                        self.keep_report_logs(kv, ctx, *task, *token, logs)?;
+                    }
+                    Ok(Outcome::Failed {
+                        task: *task,
+                        retry_at_ms: match step.next.state {
+                            TaskState::Pending { ready_at_ms } => Some(ready_at_ms),
+                            _ => None,
+                        },
+                        job_finished: finished,
+                        duplicate,
+                    })
                 })
             }
             Command::ReportProgress { task, token, progress_bp, message } => {
@@ -348,7 +356,7 @@ impl Core {
                 self.update_namespace(namespace, |r| r.retention_ms = *retention_ms)
             }
             Command::SetPriority { job, priority } => self.set_priority(kv, ctx, *job, *priority),
-            Command::AppendLogs { task, token, lines } => self.append_logs(kv, ctx, *task, *token, lines),
+            Command::AppendLogs { task, token, lines } => self.append_logs(kv, ctx, *task, *token, lines.clone()),
             // Every normal entry ran the collector before its command.
             Command::CollectGarbage => Ok(Outcome::Collected { keys_deleted: self.collected }),
         };
@@ -397,11 +405,11 @@ impl Core {
         Ok(self.job(kv, id)?.filter(|j| !j.deleted && j.expires_ms.is_none_or(|e| e > now_ms)))
     }
 
-    /// A task's log record of one attempt.
-    pub fn task_log(&self, kv: &dyn Kv, key: TaskKey, attempt: u32) -> Result<Option<LogRecord>, StoreError> {
-        match self.dirty.logs.get(&(key, attempt)) {
+    /// A task's log record of the attempt `token`.
+    pub fn task_log(&self, kv: &dyn Kv, key: TaskKey, token: Token) -> Result<Option<LogRecord>, StoreError> {
+        match self.dirty.logs.get(&(key, token)) {
             Some(l) => Ok(l.clone()),
-            None => load(kv, &keys::task_log(key, attempt)),
+            None => load(kv, &keys::task_log(key, token)),
         }
     }
 
@@ -912,8 +920,8 @@ impl Core {
         for ((wf, step), t) in d.step_specs {
             w.push((keys::step_spec(wf, step), put_opt("step spec", t)?));
         }
-        for ((task, attempt), l) in d.logs {
-            w.push((keys::task_log(task, attempt), put_opt("task log", l)?));
+        for ((task, token), l) in d.logs {
+            w.push((keys::task_log(task, token), put_opt("task log", l)?));
         }
         for ns in d.namespaces {
             w.push((keys::namespace(&ns), put_opt("namespace", self.idx.namespaces.get(&ns))?));

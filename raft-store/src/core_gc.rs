@@ -117,9 +117,9 @@ impl Core {
         &self,
         kv: &dyn Kv,
         job: JobId,
-        after: Option<(TaskKey, u32)>,
+        after: Option<(TaskKey, Token)>,
         want: usize,
-    ) -> Result<Vec<(TaskKey, u32)>, StoreError> {
+    ) -> Result<Vec<(TaskKey, Token)>, StoreError> {
         let mut found = BTreeSet::new();
         if want == 0 {
             return Ok(Vec::new());

@@ -9,7 +9,7 @@ use openraft::{CommittedLeaderId, EntryPayload};
 
 use super::*;
 use crate::kv::MemKv;
-use crate::lifecycle::{LogLevel, LogLine};
+use crate::lifecycle::{LogChunk, LogLevel, LogLine};
 
 const T0: u64 = 1_700_000_000_000;
 
@@ -47,7 +47,9 @@ impl Rig {
 
     /// A finished job of `shards` shards, each with `attempts` log records,
     /// kept for 0 ms; returns its id.
-    fn logged_job(&mut self, shards: u32, attempts: u32, flush_every: u32) -> JobId {
+    /// A job whose every attempt logged a line; returns it and the log
+    /// keys, (task, token), in key order.
+    fn logged_job(&mut self, shards: u32, attempts: u32, flush_every: u32) -> (JobId, Vec<(TaskKey, Token)>) {
         let session = match self.apply(Command::RegisterWorker {
             name: format!("w{}", self.index),
             labels: BTreeMap::new(),
@@ -62,22 +64,33 @@ impl Rig {
         spec.backoff = Backoff { base_ms: 0, max_ms: 0 };
         let Outcome::Submitted { job, .. } = self.apply(Command::SubmitJob(spec)) else { panic!() };
         let mut n = 0;
+        let mut logged = Vec::new();
         for shard in 0..shards {
             let task = TaskKey::new(job, shard);
             for a in 0..attempts {
                 let assignments = vec![Assign { task, session }];
                 let Outcome::Assigned(g) = self.apply(Command::AssignTasks { assignments }) else { panic!() };
                 let token = g[0].as_ref().unwrap().token;
-                let lines = vec![LogLine { at_ms: 0, level: LogLevel::Info, message: format!("{shard}/{a}") }];
+                logged.push((task, token));
+                let lines =
+                    LogChunk::of_lines(&[LogLine { at_ms: 0, level: LogLevel::Info, message: format!("{shard}/{a}") }])
+                        .unwrap();
                 self.apply(Command::AppendLogs { task, token, lines });
-                self.apply(Command::FailTask { task, token, error: "e".into(), retryable: true });
+                self.apply(Command::FailTask {
+                    task,
+                    token,
+                    error: "e".into(),
+                    retryable: true,
+                    logs: Default::default(),
+                });
                 n += 1;
                 if n % flush_every == 0 {
                     self.flush();
                 }
             }
         }
-        job
+        logged.sort();
+        (job, logged)
     }
 }
 
@@ -85,9 +98,9 @@ impl Rig {
 fn log_keys_after_the_cursor_are_merged_from_disk_and_overlay() {
     let mut r = Rig::new();
     // Some logs are written out, the rest are still in the overlay.
-    let job = r.logged_job(3, 3, 4);
+    let (job, want) = r.logged_job(3, 3, 4);
+    assert_eq!(want.len(), 9);
     let all = r.core.next_log_keys(&r.kv, job, None, 100).unwrap();
-    let want: Vec<(TaskKey, u32)> = (0..3).flat_map(|s| (1..=3).map(move |a| (TaskKey::new(job, s), a))).collect();
     assert_eq!(all, want);
     let on_disk = r.kv.0.keys().filter(|k| k[0] == Table::TaskLog as u8).count();
     assert!(on_disk > 0 && on_disk < 9, "{on_disk} of 9 on disk: both sources are used");
@@ -104,7 +117,7 @@ fn log_keys_after_the_cursor_are_merged_from_disk_and_overlay() {
 fn a_job_spanning_entries_resumes_at_its_cursor() {
     let mut r = Rig::new();
     // 300 shards (600 keys) and 4 logs each (1200 keys): more than 3 budgets.
-    let job = r.logged_job(300, 4, 50);
+    let (job, logged) = r.logged_job(300, 4, 50);
     r.flush();
     let Outcome::Collected { keys_deleted } = r.apply(Command::CollectGarbage) else { panic!() };
     assert_eq!(keys_deleted as usize, GC_KEYS_PER_ENTRY);
@@ -115,7 +128,8 @@ fn a_job_spanning_entries_resumes_at_its_cursor() {
     let p = r.core.meta.gc.clone().expect("a cursor");
     assert_eq!(p.next_shard, 300);
     // 512 - 2 * 44 shards = 424 log keys: 106 shards of 4 attempts.
-    assert_eq!(p.last_log_key, Some((TaskKey::new(job, 105), 4)));
+    assert_eq!(p.last_log_key, Some(logged[423]));
+    assert_eq!(logged[423].0, TaskKey::new(job, 105));
     // A restart resumes from the stored cursor; the target is not queued twice.
     r.flush();
     let reopened = Core::open(&r.kv).unwrap();

@@ -4,15 +4,9 @@
 //! validates fully before its first mutation, so a refused command changes
 //! nothing.
 
-use crate::lifecycle::LogLine;
+use crate::lifecycle::LogChunk;
 
 use super::*;
-
-/// What one log line costs against the ring and the job's bound: its
-/// message plus [`LOG_LINE_OVERHEAD_BYTES`].
-fn line_cost(line: &LogLine) -> u64 {
-    line.message.len() as u64 + LOG_LINE_OVERHEAD_BYTES
-}
 
 impl Core {
     /// A job of a workflow is deleted and retried with its workflow.
@@ -163,9 +157,9 @@ impl Core {
         ctx: Ctx,
         task: TaskKey,
         token: Token,
-        lines: &[LogLine],
+        lines: LogChunk,
     ) -> Res<Outcome> {
-        let mut job = self.retained_job(kv, task.job, ctx.now_ms)?.ok_or(CommandError::JobNotFound(task.job))?;
+        let job = self.retained_job(kv, task.job, ctx.now_ms)?.ok_or(CommandError::JobNotFound(task.job))?;
         if task.shard >= job.shards {
             return Err(CommandError::TaskNotFound(task).into());
         }
@@ -174,44 +168,71 @@ impl Core {
         if !current {
             return Err(CommandError::Fenced { task, presented: token, latest: t.last_token }.into());
         }
-        let attempt = t.attempts;
-        // After a retry or a graceful release, attempt numbers repeat: the
-        // new attempt's log replaces the old one's.
-        let mut log = match self.task_log(kv, task, attempt)? {
-            Some(l) if l.token == token => l,
-            _ => LogRecord { token, attempt, ..LogRecord::default() },
-        };
-        let before = job.log_bytes;
-        let (mut accepted, mut refused) = (0u32, 0u32);
-        for line in lines {
-            let cost = line_cost(line);
-            if job.log_bytes + cost > MAX_LOG_BYTES_PER_JOB {
-                refused += 1;
-                log.dropped += 1;
-                continue;
-            }
-            job.log_bytes += cost;
-            accepted += 1;
-            log.bytes += cost;
-            log.lines.push_back(line.clone());
-            while log.bytes > MAX_LOG_BYTES_PER_ATTEMPT {
-                let Some(old) = log.lines.pop_front() else { break };
-                log.bytes -= line_cost(&old);
-                log.dropped += 1;
-            }
-        }
-        debug_assert!(log.bytes <= MAX_LOG_BYTES_PER_ATTEMPT);
-        // Validated; mutations start here.
-        self.dirty.logs.insert((task, attempt), Some(log));
-        if job.log_bytes != before {
-            match self.idx.jobs.get_mut(&task.job) {
-                Some(live) => {
-                    live.log_bytes = job.log_bytes;
-                    self.dirty.jobs.insert(task.job);
-                }
-                None => self.put_finished_job(job),
-            }
-        }
+        let (accepted, refused) = self.keep_log_chunk(kv, job, task, token, t.attempts, lines)?;
         Ok(Outcome::LogsAppended { task, accepted, refused })
+    }
+
+    /// The last lines a Complete or Fail carried, once the report itself
+    /// was applied (not a duplicate): its token is then the task's latest
+    /// attempt, so nothing here can refuse them but the job's log bound.
+    pub(super) fn keep_report_logs(
+        &mut self,
+        kv: &dyn Kv,
+        ctx: Ctx,
+        task: TaskKey,
+        token: Token,
+        logs: &LogChunk,
+    ) -> Res<()> {
+        if logs.is_empty() {
+            return Ok(());
+        }
+        let job = self
+            .retained_job(kv, task.job, ctx.now_ms)?
+            .ok_or_else(|| invariant(format!("job {} of an applied report is gone", task.job)))?;
+        let t = self.task(kv, task)?.ok_or_else(|| invariant(format!("no record for reported {task}")))?;
+        debug_assert_eq!(t.last_token, token, "an applied report is the latest attempt's");
+        self.keep_log_chunk(kv, job, task, token, t.attempts, logs.clone())?;
+        Ok(())
+    }
+
+    /// Add a chunk to the record of attempt `token` (number `attempt`),
+    /// within the job's bound. Returns the lines accepted and refused.
+    fn keep_log_chunk(
+        &mut self,
+        kv: &dyn Kv,
+        mut job: JobRecord,
+        task: TaskKey,
+        token: Token,
+        attempt: u32,
+        lines: LogChunk,
+    ) -> Res<(u32, u32)> {
+        let mut log = self.task_log(kv, task, token)?.unwrap_or(LogRecord { token, attempt, ..LogRecord::default() });
+        debug_assert_eq!(log.attempt, attempt, "a token names one attempt");
+        let n = lines.len();
+        // The job's bound keeps the lines that fit under it and refuses the
+        // rest, in the order they were logged.
+        debug_assert!(job.log_bytes <= MAX_LOG_BYTES_PER_JOB, "a job past its log bound");
+        let room = MAX_LOG_BYTES_PER_JOB - job.log_bytes;
+        let (lines, refused) = if lines.cost() > room { lines.oldest_within(room) } else { (lines, 0) };
+        let refused = u32::try_from(refused).expect("a chunk holds at most MAX_LOG_LINES_PER_COMMAND lines");
+        log.dropped += u64::from(refused);
+        let cost = lines.cost();
+        if !lines.is_empty() {
+            log.push(lines);
+        }
+        self.dirty.logs.insert((task, token), Some(log));
+        if cost == 0 {
+            return Ok((0, refused));
+        }
+        job.log_bytes += cost;
+        debug_assert!(job.log_bytes <= MAX_LOG_BYTES_PER_JOB);
+        match self.idx.jobs.get_mut(&task.job) {
+            Some(live) => {
+                live.log_bytes = job.log_bytes;
+                self.dirty.jobs.insert(task.job);
+            }
+            None => self.put_finished_job(job),
+        }
+        Ok((n - refused, refused))
     }
 }

@@ -7,7 +7,7 @@
 //! with one key write. Big-endian integers keep RocksDB order equal to numeric
 //! order, so scans come out sorted by job and shard.
 
-use crate::ids::{JobId, SessionId, TaskKey, WorkflowId};
+use crate::ids::{JobId, SessionId, TaskKey, Token, WorkflowId};
 
 /// Raft log entries, keyed by index (8 bytes BE).
 pub const CF_LOGS: &str = "logs";
@@ -164,11 +164,13 @@ pub fn namespace(ns: &str) -> Vec<u8> {
     k
 }
 
-/// The log record of one attempt of a task.
-pub fn task_log(t: TaskKey, attempt: u32) -> Vec<u8> {
+/// The log record of one attempt of a task, by the attempt's token: tokens
+/// are log indexes, so a task's records sort in grant order, and unlike
+/// attempt numbers (which repeat after a retry) they never name two attempts.
+pub fn task_log(t: TaskKey, token: Token) -> Vec<u8> {
     let mut k = task(t);
     k[0] = Table::TaskLog as u8;
-    k.extend_from_slice(&attempt.to_be_bytes());
+    k.extend_from_slice(&token.to_be_bytes());
     k
 }
 
@@ -186,15 +188,15 @@ pub fn job_logs_of(job: JobId) -> Vec<u8> {
     k
 }
 
-/// Decode a log key into (task, attempt); `None` if malformed.
-pub fn parse_task_log(k: &[u8]) -> Option<(TaskKey, u32)> {
-    if k.len() != 17 || k[0] != Table::TaskLog as u8 {
+/// Decode a log key into (task, token); `None` if malformed.
+pub fn parse_task_log(k: &[u8]) -> Option<(TaskKey, Token)> {
+    if k.len() != 21 || k[0] != Table::TaskLog as u8 {
         return None;
     }
     let job = u64::from_be_bytes(k[1..9].try_into().ok()?);
     let shard = u32::from_be_bytes(k[9..13].try_into().ok()?);
-    let attempt = u32::from_be_bytes(k[13..17].try_into().ok()?);
-    Some((TaskKey { job, shard }, attempt))
+    let token = u64::from_be_bytes(k[13..21].try_into().ok()?);
+    Some((TaskKey { job, shard }, token))
 }
 
 /// Which job index a [`job_index`] key belongs to. Listing all jobs needs no
@@ -317,7 +319,7 @@ pub fn describe(table_key: &[u8]) -> String {
         Table::Job | Table::Session | Table::Workflow if rest.len() == 8 => {
             Some(u64::from_be_bytes(rest.try_into().unwrap_or_default()).to_string())
         }
-        Table::TaskLog => parse_task_log(table_key).map(|(t, a)| format!("{t}/{a}")),
+        Table::TaskLog => parse_task_log(table_key).map(|(t, token)| format!("{t}/token {token}")),
         Table::WorkerName | Table::Idem | Table::Namespace => Some(String::from_utf8_lossy(rest).into_owned()),
         Table::IdemByTime => parse_idem_by_time(table_key).map(|(t, k)| format!("{t}/{k}")),
         _ => None,

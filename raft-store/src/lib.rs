@@ -41,7 +41,9 @@ pub use command::{
 pub use error::StoreError;
 pub use indexes::{Indexes, Interner, NameId, PendingTask};
 pub use kv::{CountingKv, Kv, MemKv, state_hash};
-pub use lifecycle::{GcProgress, GcTarget, LogLevel, LogLine, LogRecord, NamespaceRecord};
+pub use lifecycle::{
+    ChunkError, GcProgress, GcTarget, LogChunk, LogLevel, LogLine, LogLineRef, LogRecord, NamespaceRecord,
+};
 pub use log_store::{LogReader, LogStore};
 pub use state_machine::{JobFilter, SnapshotBuilder, StateMachine, StoreReader, list_jobs_in, open_store};
 pub use task::{Counts, EndReason, JobRecord, JobStatus, SessionRecord, TaskRecord, TaskState};

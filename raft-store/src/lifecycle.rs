@@ -6,6 +6,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{JobId, SessionId, TaskKey, Token, WorkflowId};
+use crate::limits::{
+    LOG_LINE_OVERHEAD_BYTES, MAX_LOG_BYTES_PER_ATTEMPT, MAX_LOG_LINE_BYTES, MAX_LOG_LINES_PER_COMMAND,
+};
 
 /// Per-namespace settings, stored under [`crate::keys::namespace`] and kept
 /// in memory ([`crate::Indexes::namespaces`]). A namespace without a record
@@ -22,8 +25,9 @@ pub struct NamespaceRecord {
 
 /// Severity of a log line, as the SDK's logger and `tracing` bridge map it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[repr(u8)]
 pub enum LogLevel {
-    Trace,
+    Trace = 0,
     Debug,
     Info,
     Warn,
@@ -31,6 +35,18 @@ pub enum LogLevel {
 }
 
 impl LogLevel {
+    /// The level a chunk stores as this byte (`level as u8`), if any.
+    pub fn from_u8(b: u8) -> Option<LogLevel> {
+        Some(match b {
+            0 => LogLevel::Trace,
+            1 => LogLevel::Debug,
+            2 => LogLevel::Info,
+            3 => LogLevel::Warn,
+            4 => LogLevel::Error,
+            _ => return None,
+        })
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             LogLevel::Trace => "trace",
@@ -42,31 +58,291 @@ impl LogLevel {
     }
 }
 
-/// One line a handler logged. `at_ms` is the worker's clock: shown to
-/// users, never used for a decision.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One line a handler logged, decoded (reads only). `at_ms` is the worker's
+/// clock: shown to users, never used for a decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogLine {
     pub at_ms: u64,
     pub level: LogLevel,
     pub message: String,
 }
 
-/// The stored log of one attempt: a ring of its newest lines, at most
-/// [`crate::limits::MAX_LOG_BYTES_PER_ATTEMPT`] of messages, plus how many
-/// older lines were dropped to keep it there (or refused by the job's
-/// [`crate::limits::MAX_LOG_BYTES_PER_JOB`]).
+/// A line's header inside a [`LogChunk`]: time (8 bytes), level (1), message
+/// length (2; a message is at most [`MAX_LOG_LINE_BYTES`]).
+const CHUNK_LINE_HEADER_BYTES: usize = 11;
+
+/// The lines of one flush, encoded once where they enter the cluster and
+/// kept as one buffer from there on. Raft, replication, apply and the
+/// attempt's record copy the buffer; only a read (`GetTaskLogs`) decodes it.
+/// Encoding every line as its own structure cost more CPU on each node than
+/// the task's own commands (docs/benchmarks.md, "Task logs").
+///
+/// Layout, per line: `at_ms` u64 LE, level u8, message length u16 LE, the
+/// message (UTF-8). [`LogChunk::validate`] checks it all, so a chunk that
+/// passed it (every command's does, in apply) always decodes.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogChunk {
+    lines: u32,
+    data: serde_bytes::ByteBuf,
+}
+
+impl std::fmt::Debug for LogChunk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LogChunk({} lines, {} bytes)", self.lines, self.data.len())
+    }
+}
+
+/// Why a chunk or a line for it is refused; the caller names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChunkError {
+    #[error("more than {max} lines", max = MAX_LOG_LINES_PER_COMMAND)]
+    TooManyLines,
+    #[error("line {index} has {len} bytes, more than the {max}-byte limit", max = MAX_LOG_LINE_BYTES)]
+    LineTooLong { index: usize, len: usize },
+    #[error("malformed at byte {0}")]
+    Malformed(usize),
+}
+
+impl LogChunk {
+    /// A chunk as it travels: a line count and the encoded lines, checked
+    /// only by [`LogChunk::validate`] (for tests of malformed input).
+    pub fn from_parts(lines: u32, data: Vec<u8>) -> LogChunk {
+        LogChunk { lines, data: serde_bytes::ByteBuf::from(data) }
+    }
+
+    /// Lines in the chunk.
+    pub fn len(&self) -> u32 {
+        self.lines
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lines == 0
+    }
+
+    /// Bytes of messages (the encoding without its line headers).
+    pub fn message_bytes(&self) -> usize {
+        debug_assert!(self.data.len() >= self.lines as usize * CHUNK_LINE_HEADER_BYTES);
+        self.data.len() - self.lines as usize * CHUNK_LINE_HEADER_BYTES
+    }
+
+    /// What the chunk is charged against the attempt's and the job's log
+    /// bounds: its messages plus [`LOG_LINE_OVERHEAD_BYTES`] per line.
+    pub fn cost(&self) -> u64 {
+        self.message_bytes() as u64 + u64::from(self.lines) * LOG_LINE_OVERHEAD_BYTES
+    }
+
+    /// Append a line, refusing one past [`MAX_LOG_LINES_PER_COMMAND`] or
+    /// longer than [`MAX_LOG_LINE_BYTES`]; a refused line changes nothing.
+    pub fn push(&mut self, at_ms: u64, level: LogLevel, message: &str) -> Result<(), ChunkError> {
+        if self.lines as usize >= MAX_LOG_LINES_PER_COMMAND {
+            return Err(ChunkError::TooManyLines);
+        }
+        if message.len() > MAX_LOG_LINE_BYTES {
+            return Err(ChunkError::LineTooLong { index: self.lines as usize, len: message.len() });
+        }
+        let len = u16::try_from(message.len()).expect("MAX_LOG_LINE_BYTES fits u16");
+        self.data.reserve(CHUNK_LINE_HEADER_BYTES + message.len());
+        self.data.extend_from_slice(&at_ms.to_le_bytes());
+        self.data.push(level as u8);
+        self.data.extend_from_slice(&len.to_le_bytes());
+        self.data.extend_from_slice(message.as_bytes());
+        self.lines += 1;
+        Ok(())
+    }
+
+    /// A chunk of `lines`, or why one of them does not fit.
+    pub fn of_lines<'a>(lines: impl IntoIterator<Item = &'a LogLine>) -> Result<LogChunk, ChunkError> {
+        let mut c = LogChunk::default();
+        for l in lines {
+            c.push(l.at_ms, l.level, &l.message)?;
+        }
+        Ok(c)
+    }
+
+    /// Walk the encoding: the line count matches, every header is whole,
+    /// every level known, every message within bounds and UTF-8, and nothing
+    /// trails. Linear in the bytes, with no allocation.
+    pub fn validate(&self) -> Result<(), ChunkError> {
+        if self.lines as usize > MAX_LOG_LINES_PER_COMMAND {
+            return Err(ChunkError::TooManyLines);
+        }
+        let mut it = self.iter_checked();
+        for _ in 0..self.lines {
+            match it.next() {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e),
+                None => return Err(ChunkError::Malformed(it.at)),
+            }
+        }
+        if it.at != self.data.len() {
+            return Err(ChunkError::Malformed(it.at));
+        }
+        Ok(())
+    }
+
+    fn iter_checked(&self) -> ChunkIter<'_> {
+        ChunkIter { data: &self.data, at: 0, index: 0 }
+    }
+
+    /// The lines, oldest first. A chunk that fails [`LogChunk::validate`]
+    /// yields the lines before the fault (apply never stores such a chunk).
+    pub fn lines(&self) -> impl Iterator<Item = LogLineRef<'_>> + '_ {
+        self.iter_checked().map_while(|r| {
+            debug_assert!(r.is_ok(), "a stored log chunk does not decode: {r:?}");
+            r.ok()
+        })
+    }
+
+    /// The newest lines whose cost is at most `max_cost`, and how many
+    /// older lines were left out. Only for a chunk larger than an
+    /// attempt's whole ring, so it may decode and encode again.
+    pub fn newest_within(&self, max_cost: u64) -> (LogChunk, u64) {
+        let all: Vec<LogLineRef<'_>> = self.lines().collect();
+        let keep = lines_within(all.iter().rev(), max_cost);
+        (Self::of_refs(&all[all.len() - keep..]), (all.len() - keep) as u64)
+    }
+
+    /// The oldest lines whose cost is at most `max_cost`, and how many
+    /// newer lines were left out. Only for the flush that reaches a job's
+    /// log bound, so it may decode and encode again.
+    pub fn oldest_within(&self, max_cost: u64) -> (LogChunk, u64) {
+        let all: Vec<LogLineRef<'_>> = self.lines().collect();
+        let keep = lines_within(all.iter(), max_cost);
+        (Self::of_refs(&all[..keep]), (all.len() - keep) as u64)
+    }
+
+    fn of_refs(lines: &[LogLineRef<'_>]) -> LogChunk {
+        let mut out = LogChunk::default();
+        for l in lines {
+            out.push(l.at_ms, l.level, l.message).expect("lines of a valid chunk fit a chunk");
+        }
+        out
+    }
+}
+
+/// How many of `lines`, in order, fit `max_cost`.
+fn lines_within<'a, 'b: 'a>(lines: impl Iterator<Item = &'a LogLineRef<'b>>, max_cost: u64) -> usize {
+    let mut cost = 0u64;
+    let mut n = 0;
+    for l in lines {
+        let c = l.message.len() as u64 + LOG_LINE_OVERHEAD_BYTES;
+        if cost + c > max_cost {
+            break;
+        }
+        cost += c;
+        n += 1;
+    }
+    n
+}
+
+/// A line read from a [`LogChunk`], borrowing its message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogLineRef<'a> {
+    pub at_ms: u64,
+    pub level: LogLevel,
+    pub message: &'a str,
+}
+
+impl LogLineRef<'_> {
+    pub fn to_owned(&self) -> LogLine {
+        LogLine { at_ms: self.at_ms, level: self.level, message: self.message.to_string() }
+    }
+}
+
+struct ChunkIter<'a> {
+    data: &'a [u8],
+    at: usize,
+    index: usize,
+}
+
+impl<'a> Iterator for ChunkIter<'a> {
+    type Item = Result<LogLineRef<'a>, ChunkError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let rest = &self.data[self.at..];
+        if rest.is_empty() {
+            return None;
+        }
+        let at = self.at;
+        let bad = || Some(Err(ChunkError::Malformed(at)));
+        let Some((head, body)) = rest.split_first_chunk::<CHUNK_LINE_HEADER_BYTES>() else { return bad() };
+        let at_ms = u64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
+        let Some(level) = LogLevel::from_u8(head[8]) else { return bad() };
+        let len = usize::from(u16::from_le_bytes([head[9], head[10]]));
+        if len > MAX_LOG_LINE_BYTES {
+            return Some(Err(ChunkError::LineTooLong { index: self.index, len }));
+        }
+        let Some(msg) = body.get(..len) else { return bad() };
+        let Ok(message) = std::str::from_utf8(msg) else { return bad() };
+        self.at += CHUNK_LINE_HEADER_BYTES + len;
+        self.index += 1;
+        Some(Ok(LogLineRef { at_ms, level, message }))
+    }
+}
+
+/// The stored log of one attempt: a ring of its newest chunks, at most
+/// [`MAX_LOG_BYTES_PER_ATTEMPT`] of cost, plus how many older lines were
+/// dropped to keep it there (or refused by the job's
+/// [`crate::limits::MAX_LOG_BYTES_PER_JOB`]). Keyed by the attempt's token,
+/// which is unique, while attempt numbers repeat after a retry or a
+/// graceful release.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogRecord {
     /// The attempt's fencing token.
     pub token: Token,
     /// The attempt number (1-based) the handler saw.
     pub attempt: u32,
-    pub lines: std::collections::VecDeque<LogLine>,
-    /// Bytes charged for `lines`: each message plus
-    /// [`crate::limits::LOG_LINE_OVERHEAD_BYTES`].
+    /// Oldest first; the ring drops whole chunks from the front.
+    pub chunks: std::collections::VecDeque<LogChunk>,
+    /// The cost of `chunks` ([`LogChunk::cost`]).
     pub bytes: u64,
     /// Lines dropped (oldest first, or refused at the job's bound).
     pub dropped: u64,
+}
+
+impl LogRecord {
+    /// Keep `chunk` as the newest, dropping the oldest lines to stay within
+    /// [`MAX_LOG_BYTES_PER_ATTEMPT`]: whole chunks while they fit in the
+    /// excess, then the oldest lines of the oldest chunk left (re-encoded;
+    /// only a full ring pays for that).
+    pub fn push(&mut self, chunk: LogChunk) {
+        let chunk = if chunk.cost() > MAX_LOG_BYTES_PER_ATTEMPT {
+            let (kept, left_out) = chunk.newest_within(MAX_LOG_BYTES_PER_ATTEMPT);
+            self.dropped += left_out;
+            kept
+        } else {
+            chunk
+        };
+        self.bytes += chunk.cost();
+        self.chunks.push_back(chunk);
+        while self.bytes > MAX_LOG_BYTES_PER_ATTEMPT {
+            let excess = self.bytes - MAX_LOG_BYTES_PER_ATTEMPT;
+            let old = self.chunks.pop_front().expect("a positive cost implies a chunk");
+            debug_assert!(self.bytes >= old.cost(), "a log record's cost is out of step");
+            self.bytes -= old.cost();
+            if old.cost() > excess {
+                let (kept, left_out) = old.newest_within(old.cost() - excess);
+                self.dropped += left_out;
+                self.bytes += kept.cost();
+                if !kept.is_empty() {
+                    self.chunks.push_front(kept);
+                }
+            } else {
+                self.dropped += u64::from(old.len());
+            }
+        }
+        debug_assert!(self.bytes <= MAX_LOG_BYTES_PER_ATTEMPT);
+    }
+
+    /// The kept lines, oldest first.
+    pub fn lines(&self) -> impl Iterator<Item = LogLineRef<'_>> + '_ {
+        self.chunks.iter().flat_map(|c| c.lines())
+    }
+
+    /// Lines kept.
+    pub fn line_count(&self) -> u64 {
+        self.chunks.iter().map(|c| u64::from(c.len())).sum()
+    }
 }
 
 /// Something the garbage collector deletes once its time has come.
@@ -90,5 +366,115 @@ pub struct GcProgress {
     /// Phase-specific cursor: the next shard to delete, then the last log
     /// key deleted (see `core_gc.rs`).
     pub next_shard: u32,
-    pub last_log_key: Option<(TaskKey, u32)>,
+    /// The last log record deleted: (task, token).
+    pub last_log_key: Option<(TaskKey, Token)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(msgs: &[&str]) -> LogChunk {
+        let mut c = LogChunk::default();
+        for (i, m) in msgs.iter().enumerate() {
+            c.push(i as u64, LogLevel::Warn, m).unwrap();
+        }
+        c
+    }
+
+    fn msgs(c: &LogChunk) -> Vec<&str> {
+        c.lines().map(|l| l.message).collect()
+    }
+
+    #[test]
+    fn a_chunk_round_trips_its_lines_and_is_charged_like_the_lines() {
+        let c = chunk(&["a", "", "ünïcødé", &"x".repeat(MAX_LOG_LINE_BYTES)]);
+        c.validate().unwrap();
+        assert_eq!(c.len(), 4);
+        let back: Vec<LogLine> = c.lines().map(|l| l.to_owned()).collect();
+        assert_eq!(back[2], LogLine { at_ms: 2, level: LogLevel::Warn, message: "ünïcødé".into() });
+        assert_eq!(LogChunk::of_lines(&back).unwrap(), c);
+        let messages = 1 + "ünïcødé".len() + MAX_LOG_LINE_BYTES;
+        assert_eq!(c.message_bytes(), messages);
+        assert_eq!(c.cost(), messages as u64 + 4 * LOG_LINE_OVERHEAD_BYTES);
+        let back = crate::codec::decode::<LogChunk>(&crate::codec::encode(&c).unwrap()).unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn push_refuses_a_long_line_and_a_line_past_the_count_and_changes_nothing() {
+        let mut c = chunk(&["kept"]);
+        let e = c.push(0, LogLevel::Info, &"x".repeat(MAX_LOG_LINE_BYTES + 1)).unwrap_err();
+        assert_eq!(e, ChunkError::LineTooLong { index: 1, len: MAX_LOG_LINE_BYTES + 1 });
+        assert_eq!(c, chunk(&["kept"]));
+        let mut full = chunk(&vec!["l"; MAX_LOG_LINES_PER_COMMAND]);
+        assert_eq!(full.push(0, LogLevel::Info, "one more"), Err(ChunkError::TooManyLines));
+        full.validate().unwrap();
+    }
+
+    #[test]
+    fn validate_refuses_every_malformed_encoding() {
+        let good = chunk(&["one", "two"]);
+        let data = good.data.to_vec();
+        let bad = [
+            LogChunk::from_parts(3, data.clone()),                  // fewer lines than counted
+            LogChunk::from_parts(1, data.clone()),                  // trailing bytes
+            LogChunk::from_parts(2, data[..data.len() - 1].into()), // cut message
+            LogChunk::from_parts(2, data[..5].into()),              // cut header
+            LogChunk::from_parts(1, [&data[..8], &[9u8], &data[9..14]].concat()), // unknown level
+            LogChunk::from_parts(1, [&data[..11], &[0xff, 0xfe, 0xfd][..]].concat()), // not UTF-8
+            LogChunk::from_parts(u32::MAX, data.clone()),
+        ];
+        for (i, c) in bad.iter().enumerate() {
+            assert!(c.validate().is_err(), "case {i}: {c:?} passed");
+            // Reading a bad chunk stops at the fault rather than panicking (in release).
+            if !cfg!(debug_assertions) {
+                let _ = c.lines().count();
+            }
+        }
+        let mut long = 0u64.to_le_bytes().to_vec();
+        long.push(LogLevel::Info as u8);
+        long.extend_from_slice(&((MAX_LOG_LINE_BYTES + 1) as u16).to_le_bytes());
+        long.extend(std::iter::repeat_n(b'x', MAX_LOG_LINE_BYTES + 1));
+        let e = LogChunk::from_parts(1, long).validate().unwrap_err();
+        assert_eq!(e, ChunkError::LineTooLong { index: 0, len: MAX_LOG_LINE_BYTES + 1 });
+        LogChunk::default().validate().unwrap();
+    }
+
+    #[test]
+    fn within_keeps_the_newest_or_the_oldest_lines_that_fit() {
+        let c = chunk(&["aaaa", "bb", "cccccc"]);
+        let cost = |m: &str| m.len() as u64 + LOG_LINE_OVERHEAD_BYTES;
+        let (newest, left) = c.newest_within(cost("bb") + cost("cccccc"));
+        assert_eq!((msgs(&newest), left), (vec!["bb", "cccccc"], 1));
+        let (oldest, left) = c.oldest_within(cost("aaaa") + cost("bb") + 1);
+        assert_eq!((msgs(&oldest), left), (vec!["aaaa", "bb"], 1));
+        assert_eq!(c.oldest_within(0).0.len(), 0);
+        assert_eq!(c.newest_within(c.cost()).0, c);
+    }
+
+    #[test]
+    fn a_record_drops_whole_old_chunks_and_cuts_a_chunk_larger_than_the_ring() {
+        let big = "x".repeat(MAX_LOG_LINE_BYTES);
+        let per_line = MAX_LOG_LINE_BYTES as u64 + LOG_LINE_OVERHEAD_BYTES;
+        let fit = (MAX_LOG_BYTES_PER_ATTEMPT / per_line) as usize;
+        let mut r = LogRecord::default();
+        r.push(chunk(&["first", "second"]));
+        r.push(chunk(&vec![big.as_str(); fit - 1]));
+        assert_eq!((r.chunks.len(), r.dropped), (2, 0));
+        // Two more big lines: the first chunk goes whole, then the oldest
+        // line of the second.
+        r.push(chunk(&[big.as_str(), big.as_str()]));
+        assert_eq!((r.chunks.len(), r.dropped, r.line_count()), (2, 3, fit as u64));
+        assert_eq!(r.bytes, fit as u64 * per_line);
+        assert_eq!(r.bytes, r.chunks.iter().map(LogChunk::cost).sum::<u64>());
+        // A chunk past the whole ring keeps its newest lines.
+        let mut lines = vec![big.as_str(); fit + 3];
+        lines.push("newest");
+        r.push(chunk(&lines));
+        assert!(r.bytes <= MAX_LOG_BYTES_PER_ATTEMPT);
+        assert_eq!(r.lines().last().unwrap().message, "newest");
+        assert_eq!(r.dropped + r.line_count(), 2 + (fit as u64 - 1) + 2 + lines.len() as u64);
+        assert_eq!(r.bytes, r.chunks.iter().map(LogChunk::cost).sum::<u64>());
+    }
 }

@@ -147,14 +147,21 @@ pub const MAX_LOG_LINE_BYTES: usize = 4096;
 /// fits one log entry ([`MAX_ENTRY_BYTES`]) whatever its lines.
 pub const MAX_LOG_LINES_PER_COMMAND: usize = 256;
 
+/// Bytes of log messages a `CompleteTask` or `FailTask` may carry with it
+/// (32 KiB, the SDK's flush size): an attempt's last lines ride with its
+/// report, one command per task instead of two, and a result of
+/// [`MAX_RESULT_BYTES`] plus these still fits one entry. More lines go
+/// ahead of the report as `AppendLogs`.
+pub const MAX_REPORT_LOG_BYTES: usize = 32 * 1024;
+
 /// Bytes of messages kept per attempt (256 KiB). The attempt's record is
 /// rewritten on each append, so it stays small; older lines are dropped
 /// first and counted.
 pub const MAX_LOG_BYTES_PER_ATTEMPT: u64 = 256 * 1024;
 
 /// Bytes of log messages accepted per job over all its attempts (64 MiB).
-/// Past it, lines are refused and counted as dropped: a chatty job cannot
-/// fill the replicas' disks.
+/// Past it, a flush's lines are refused and counted as dropped: a chatty job
+/// cannot fill the replicas' disks.
 pub const MAX_LOG_BYTES_PER_JOB: u64 = 64 * 1024 * 1024;
 
 /// Namespaces with stored settings: each is held in memory on every node.

@@ -263,21 +263,29 @@ impl StoreReader {
         list_jobs_at(&pinned.kv(), filter, after, limit, newest_first, inspect)
     }
 
-    /// The stored logs of a task, one record per attempt in attempt order,
-    /// from attempt `from_attempt`; at most `limit` records.
+    /// The stored logs of a task, one record per attempt in grant order
+    /// (by token), from token `from_token` on, keeping those `keep` accepts;
+    /// at most `limit` records.
     pub fn task_logs(
         &self,
         task: TaskKey,
-        from_attempt: u32,
+        from_token: Token,
         limit: usize,
-    ) -> Result<Vec<(u32, crate::lifecycle::LogRecord)>, StoreError> {
+        keep: impl Fn(&crate::lifecycle::LogRecord) -> bool,
+    ) -> Result<Vec<crate::lifecycle::LogRecord>, StoreError> {
         let pinned = self.pin();
         let mut out = Vec::new();
-        let start = keys::task_log(task, from_attempt);
+        let start = keys::task_log(task, from_token);
         pinned.kv().scan_from(&keys::task_logs_of(task), &start, &mut |k, v| {
-            let (_, attempt) = keys::parse_task_log(k)
+            let (_, token) = keys::parse_task_log(k)
                 .ok_or_else(|| StoreError::Invariant(format!("bad key {}", keys::describe(k))))?;
-            out.push((attempt, decode_at(k, v)?));
+            let r: crate::lifecycle::LogRecord = decode_at(k, v)?;
+            if r.token != token {
+                return Err(StoreError::Invariant(format!("log record {} holds token {}", keys::describe(k), r.token)));
+            }
+            if keep(&r) {
+                out.push(r);
+            }
             Ok(out.len() < limit)
         })?;
         Ok(out)

@@ -30,6 +30,23 @@ fn table(kv: &dyn Kv) -> BTreeMap<Vec<u8>, Vec<u8>> {
     t
 }
 
+/// One line in a chunk's encoding, with any level byte.
+fn line_bytes(at_ms: u64, level: u8, message: &str) -> Vec<u8> {
+    let mut b = at_ms.to_le_bytes().to_vec();
+    b.push(level);
+    b.extend_from_slice(&(message.len() as u16).to_le_bytes());
+    b.extend_from_slice(message.as_bytes());
+    b
+}
+
+fn raw_line(at_ms: u64, level: u8, message: &str) -> LogChunk {
+    LogChunk::from_parts(1, line_bytes(at_ms, level, message))
+}
+
+fn one_line(message: &str) -> LogChunk {
+    raw_line(0, LogLevel::Info as u8, message)
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
@@ -79,16 +96,16 @@ fn malformed_and_unknown_targets_are_refused_without_change() {
             (Command::ExpireWorker { session: 99, epoch: 1 }, |e| matches!(e, CommandError::SessionNotFound(99))),
             (Command::ExpireWorker { session: 1, epoch: 7 }, |e| matches!(e, CommandError::StaleEpoch { .. })),
             (Command::CancelJob { job: 42, reason: String::new() }, |e| matches!(e, CommandError::JobNotFound(42))),
-            (Command::CompleteTask { task: TaskKey::new(2, 9), token: 1, result: ByteBuf::new() }, |e| {
+            (Command::CompleteTask { task: TaskKey::new(2, 9), token: 1, result: ByteBuf::new(), logs: Default::default() }, |e| {
                 matches!(e, CommandError::TaskNotFound(_))
             }),
-            (Command::CompleteTask { task: TaskKey::new(2, 0), token: 77, result: ByteBuf::new() }, |e| e.is_fenced()),
+            (Command::CompleteTask { task: TaskKey::new(2, 0), token: 77, result: ByteBuf::new(), logs: Default::default() }, |e| e.is_fenced()),
             (
                 Command::FailTask {
                     task: TaskKey::new(2, 0),
                     token: 0,
                     error: "x".repeat(limits::MAX_ERROR_BYTES + 1),
-                    retryable: true,
+                    retryable: true, logs: Default::default(),
                 },
                 |e| matches!(e, CommandError::Invalid { field, .. } if field == "error"),
             ),
@@ -127,26 +144,30 @@ fn malformed_and_unknown_targets_are_refused_without_change() {
                 |e| matches!(e, CommandError::Invalid { field, .. } if field == "retention_ms"),
             ),
             (
-                Command::AppendLogs { task: TaskKey::new(2, 0), token: 1, lines: vec![] },
+                Command::AppendLogs { task: TaskKey::new(2, 0), token: 1, lines: LogChunk::default() },
                 |e| matches!(e, CommandError::Invalid { field, .. } if field == "lines"),
             ),
             (
-                Command::AppendLogs {
-                    task: TaskKey::new(2, 0),
-                    token: 1,
-                    lines: vec![LogLine {
-                        at_ms: 0,
-                        level: LogLevel::Info,
-                        message: "x".repeat(limits::MAX_LOG_LINE_BYTES + 1),
-                    }],
-                },
-                |e| matches!(e, CommandError::Invalid { field, .. } if field == "lines[0]"),
+                Command::AppendLogs { task: TaskKey::new(2, 0), token: 1, lines: raw_line(0, 2, &"x".repeat(limits::MAX_LOG_LINE_BYTES + 1)) },
+                |e| matches!(e, CommandError::Invalid { field, reason } if field == "lines" && reason.contains("4097 bytes")),
+            ),
+            (
+                Command::AppendLogs { task: TaskKey::new(2, 0), token: 1, lines: raw_line(0, 9, "bad level") },
+                |e| matches!(e, CommandError::Invalid { field, reason } if field == "lines" && reason.contains("malformed")),
+            ),
+            (
+                Command::AppendLogs { task: TaskKey::new(2, 0), token: 1, lines: LogChunk::from_parts(2, line_bytes(0, 2, "one line")) },
+                |e| matches!(e, CommandError::Invalid { field, reason } if field == "lines" && reason.contains("malformed")),
+            ),
+            (
+                Command::CompleteTask { task: TaskKey::new(2, 0), token: 1, result: ByteBuf::new(), logs: LogChunk::from_parts(1, vec![0xff; 20]) },
+                |e| matches!(e, CommandError::Invalid { field, .. } if field == "logs"),
             ),
             (
                 Command::AppendLogs {
                     task: TaskKey::new(42, 0),
                     token: 1,
-                    lines: vec![LogLine { at_ms: 0, level: LogLevel::Info, message: "x".into() }],
+                    lines: one_line("x"),
                 },
                 |e| matches!(e, CommandError::JobNotFound(42)),
             ),
@@ -154,7 +175,7 @@ fn malformed_and_unknown_targets_are_refused_without_change() {
                 Command::AppendLogs {
                     task: TaskKey::new(2, 0),
                     token: 3,
-                    lines: vec![LogLine { at_ms: 0, level: LogLevel::Info, message: "x".into() }],
+                    lines: one_line("x"),
                 },
                 |e| e.is_fenced(),
             ),
@@ -289,13 +310,18 @@ fn arb_command() -> impl Strategy<Value = Command> {
                 assignments: v.into_iter().map(|(task, session)| Assign { task, session }).collect(),
             }
         }),
-        (key.clone(), any::<u64>()).prop_map(|(task, token)| Command::CompleteTask {
-            task,
-            token: token % 40,
-            result: ByteBuf::new()
-        }),
+        // Logs as arbitrary bytes under an arbitrary count: the chunk
+        // validator sees malformed input too.
+        (key.clone(), any::<u64>(), 0u32..3, proptest::collection::vec(any::<u8>(), 0..40)).prop_map(
+            |(task, token, lines, data)| Command::CompleteTask {
+                task,
+                token: token % 40,
+                result: ByteBuf::new(),
+                logs: LogChunk::from_parts(lines, data),
+            }
+        ),
         (key.clone(), any::<u64>(), s, any::<bool>()).prop_map(|(task, token, error, retryable)| {
-            Command::FailTask { task, token: token % 40, error, retryable }
+            Command::FailTask { task, token: token % 40, error, retryable, logs: Default::default() }
         }),
         (key.clone(), any::<u64>(), any::<u32>()).prop_map(|(task, token, bp)| {
             Command::ReportProgress { task, token: token % 40, progress_bp: bp % 12_000, message: String::new() }

@@ -64,9 +64,20 @@ fn workload(seed: u64, n: usize) -> Vec<Entry> {
                         let (task, token) = held[rng.random_range(0..held.len())];
                         if rng.random_bool(0.8) {
                             let result = workflow_result(&core, task, &mut rng);
-                            Command::CompleteTask { task, token, result: ByteBuf::from(result) }
+                            Command::CompleteTask {
+                                task,
+                                token,
+                                result: ByteBuf::from(result),
+                                logs: Default::default(),
+                            }
                         } else {
-                            Command::FailTask { task, token, error: "e".into(), retryable: rng.random() }
+                            Command::FailTask {
+                                task,
+                                token,
+                                error: "e".into(),
+                                retryable: rng.random(),
+                                logs: Default::default(),
+                            }
                         }
                     })
                     .collect(),
@@ -118,10 +129,10 @@ fn workload(seed: u64, n: usize) -> Vec<Entry> {
             115..117 => Command::SetPriority { job: any_job, priority: rng.random_range(-2..3) },
             117..123 if !held.is_empty() => {
                 let (task, token) = held[rng.random_range(0..held.len())];
-                let lines = (0..rng.random_range(1..6))
+                let lines: Vec<LogLine> = (0..rng.random_range(1..6))
                     .map(|i| LogLine { at_ms: clock, level: LogLevel::Info, message: format!("line {i}") })
                     .collect();
-                Command::AppendLogs { task, token, lines }
+                Command::AppendLogs { task, token, lines: LogChunk::of_lines(&lines).unwrap() }
             }
             123..125 => Command::CollectGarbage,
             _ => Command::ReportProgress { task: TaskKey::new(1, 0), token: 1, progress_bp: 1, message: String::new() },
@@ -418,9 +429,11 @@ fn collecting_workload() -> Vec<Entry> {
                 panic!()
             };
             let token = g[0].as_ref().unwrap().token;
-            let lines = (0..3).map(|i| LogLine { at_ms: 0, level: LogLevel::Warn, message: format!("{i}") }).collect();
-            apply(Command::AppendLogs { task, token, lines }, clock, &mut entries, &mut core, &mut kv);
-            let done = Command::CompleteTask { task, token, result: ByteBuf::from(vec![1]) };
+            let lines: Vec<LogLine> =
+                (0..3).map(|i| LogLine { at_ms: 0, level: LogLevel::Warn, message: format!("{i}") }).collect();
+            let lines = LogChunk::of_lines(&lines).unwrap();
+            apply(Command::AppendLogs { task, token, lines: lines.clone() }, clock, &mut entries, &mut core, &mut kv);
+            let done = Command::CompleteTask { task, token, result: ByteBuf::from(vec![1]), logs: lines };
             apply(done, clock, &mut entries, &mut core, &mut kv);
         }
         apply(Command::CancelJob { job, reason: String::new() }, clock, &mut entries, &mut core, &mut kv);

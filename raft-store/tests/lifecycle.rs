@@ -99,11 +99,22 @@ impl Rig {
     }
 
     fn complete(&mut self, g: &Grant) {
-        self.ok(Command::CompleteTask { task: g.task, token: g.token, result: ByteBuf::from(b"r".to_vec()) });
+        self.ok(Command::CompleteTask {
+            task: g.task,
+            token: g.token,
+            result: ByteBuf::from(b"r".to_vec()),
+            logs: Default::default(),
+        });
     }
 
     fn fail(&mut self, g: &Grant, retryable: bool) {
-        self.ok(Command::FailTask { task: g.task, token: g.token, error: "boom".into(), retryable });
+        self.ok(Command::FailTask {
+            task: g.task,
+            token: g.token,
+            error: "boom".into(),
+            retryable,
+            logs: Default::default(),
+        });
     }
 
     fn job(&self, id: JobId) -> Option<JobRecord> {
@@ -140,7 +151,17 @@ fn line(message: &str) -> LogLine {
 }
 
 fn logs(task: TaskKey, token: Token, lines: &[&str]) -> Command {
-    Command::AppendLogs { task, token, lines: lines.iter().map(|l| line(l)).collect() }
+    Command::AppendLogs { task, token, lines: chunk(lines) }
+}
+
+fn chunk(lines: &[&str]) -> LogChunk {
+    let lines: Vec<LogLine> = lines.iter().map(|l| line(l)).collect();
+    LogChunk::of_lines(&lines).unwrap()
+}
+
+/// The messages of a log record, oldest first.
+fn messages(r: &LogRecord) -> Vec<String> {
+    r.lines().map(|l| l.message.to_string()).collect()
 }
 
 /// Every stored key that belongs to `job`, described.
@@ -194,7 +215,7 @@ fn delete_job_hides_it_and_the_collector_takes_every_key() {
     let late_ops = [
         Command::DeleteJob { job },
         logs(g.task, g.token, &["late"]),
-        Command::CompleteTask { task: g.task, token: g.token, result: ByteBuf::new() },
+        Command::CompleteTask { task: g.task, token: g.token, result: ByteBuf::new(), logs: Default::default() },
         Command::RetryJob { job },
     ];
     for cmd in &late_ops {
@@ -242,6 +263,14 @@ fn retry_runs_dead_and_cancelled_shards_again_and_fences_the_old_attempts() {
     assert!(r.kv.0.contains_key(&keys::payload(k1)) && r.kv.0.contains_key(&keys::payload(k2)));
     let live_before = r.core.idx.live_tasks;
 
+    // A retry that would pass the cluster's live-task bound is refused and
+    // changes nothing. (The counter stands in for 10 million live tasks.)
+    r.core.idx.live_tasks = MAX_LIVE_TASKS - 1;
+    assert_eq!(
+        r.refused(Command::RetryJob { job }),
+        CommandError::LimitReached { what: "live tasks".into(), limit: MAX_LIVE_TASKS }
+    );
+    r.core.idx.live_tasks = live_before;
     assert_eq!(r.ok(Command::RetryJob { job }), Outcome::JobRetried { job, requeued: 2 });
     let rec = r.job(job).unwrap();
     assert_eq!((rec.finished_ms, rec.expires_ms, rec.cancel_reason.as_deref()), (None, None, None));
@@ -256,17 +285,20 @@ fn retry_runs_dead_and_cancelled_shards_again_and_fences_the_old_attempts() {
     assert_eq!(r.task(k0).state, TaskState::Succeeded { token: g0.token, result: ByteBuf::from(b"r".to_vec()) });
 
     // The old attempt is over: its late report and its late logs are fenced.
-    let late = Command::CompleteTask { task: k1, token: g1.token, result: ByteBuf::new() };
+    let late = Command::CompleteTask { task: k1, token: g1.token, result: ByteBuf::new(), logs: Default::default() };
     assert!(r.refused(late.clone()).is_fenced());
     assert!(r.refused(logs(k1, g1.token, &["late"])).is_fenced());
 
     let n1 = r.grant(k1, s);
     assert!(n1.token > g1.token && n1.attempt == 1, "{n1:?}");
     assert!(r.refused(late).is_fenced());
-    // Attempt numbers repeat after a retry: the new attempt's log replaces the old one's.
+    // Attempt numbers repeat after a retry; logs are kept per token, so the
+    // new attempt 1 does not overwrite the old attempt 1's lines.
     r.ok(logs(k1, n1.token, &["second attempt"]));
-    let log = r.core.task_log(&r.kv, k1, 1).unwrap().unwrap();
-    assert_eq!((log.token, log.lines.len(), &log.lines[0].message[..]), (n1.token, 1, "second attempt"));
+    let old = r.core.task_log(&r.kv, k1, g1.token).unwrap().unwrap();
+    let new = r.core.task_log(&r.kv, k1, n1.token).unwrap().unwrap();
+    assert_eq!((old.token, old.attempt, messages(&old)), (g1.token, 1, vec!["first attempt".to_string()]));
+    assert_eq!((new.token, new.attempt, messages(&new)), (n1.token, 1, vec!["second attempt".to_string()]));
     r.complete(&n1);
     let n2 = r.grant(k2, s);
     r.complete(&n2);
@@ -343,7 +375,15 @@ fn cancel_task_cancels_one_shard() {
     let t1 = r.task(k1);
     assert_eq!((t1.state.clone(), t1.last_error.as_deref()), (TaskState::Cancelled, Some("cancelled")));
     assert!(!r.core.idx.by_session.get(&s).is_some_and(|h| h.contains(&k1)), "the attempt is taken away");
-    assert!(r.refused(Command::CompleteTask { task: k1, token: g1.token, result: ByteBuf::new() }).is_fenced());
+    assert!(
+        r.refused(Command::CompleteTask {
+            task: k1,
+            token: g1.token,
+            result: ByteBuf::new(),
+            logs: Default::default()
+        })
+        .is_fenced()
+    );
     assert!(matches!(
         r.refused(Command::CancelTask { task: k1, reason: String::new() }),
         CommandError::NotPending { .. }
@@ -471,10 +511,12 @@ fn logs_are_fenced_to_the_latest_attempt_and_bounded() {
     let g2 = r.grant(k, s);
     assert!(r.refused(logs(k, g1.token, &["too late"])).is_fenced());
     r.ok(logs(k, g2.token, &["second"]));
-    let first = r.core.task_log(&r.kv, k, 1).unwrap().unwrap();
-    let msgs: Vec<&str> = first.lines.iter().map(|l| l.message.as_str()).collect();
-    assert_eq!((first.token, first.attempt, msgs), (g1.token, 1, vec!["a", "b", "flushed after the report"]));
-    assert_eq!(r.core.task_log(&r.kv, k, 2).unwrap().unwrap().token, g2.token);
+    let first = r.core.task_log(&r.kv, k, g1.token).unwrap().unwrap();
+    assert_eq!(
+        (first.token, first.attempt, messages(&first)),
+        (g1.token, 1, ["a", "b", "flushed after the report"].map(String::from).to_vec())
+    );
+    assert_eq!(r.core.task_log(&r.kv, k, g2.token).unwrap().unwrap().attempt, 2);
 
     // The ring keeps the newest lines of an attempt and counts the others.
     let big = "x".repeat(MAX_LOG_LINE_BYTES);
@@ -482,11 +524,13 @@ fn logs_are_fenced_to_the_latest_attempt_and_bounded() {
     let fit = (MAX_LOG_BYTES_PER_ATTEMPT / per_line) as usize;
     let lines: Vec<&str> = (0..fit + 10).map(|_| big.as_str()).collect();
     r.ok(logs(k, g2.token, &lines));
-    let log = r.core.task_log(&r.kv, k, 2).unwrap().unwrap();
+    let log = r.core.task_log(&r.kv, k, g2.token).unwrap().unwrap();
     assert!(log.bytes <= MAX_LOG_BYTES_PER_ATTEMPT, "{}", log.bytes);
-    assert_eq!(log.lines.len(), fit);
-    assert_eq!(log.dropped, 11, "the 10 extra lines and the first short one");
-    assert_eq!(log.bytes, fit as u64 * per_line);
+    // The newest lines that fit: `fit` long ones, and the short one before
+    // them, which still fits beside them.
+    assert_eq!(log.line_count() as usize, fit + 1);
+    assert_eq!(log.dropped, 10, "the 10 oldest long lines");
+    assert_eq!(log.bytes, fit as u64 * per_line + "second".len() as u64 + LOG_LINE_OVERHEAD_BYTES);
 
     // The job's bound refuses lines past it, and counts them.
     let per_command = MAX_LOG_LINES_PER_COMMAND as u64 * per_line;
@@ -505,8 +549,47 @@ fn logs_are_fenced_to_the_latest_attempt_and_bounded() {
         Outcome::LogsAppended { accepted: 0, refused: 1, .. } => {}
         o => panic!("{o:?}"),
     }
-    let log = r.core.task_log(&r.kv, k, 2).unwrap().unwrap();
+    let log = r.core.task_log(&r.kv, k, g2.token).unwrap().unwrap();
     assert!(log.dropped > refused as u64);
+}
+
+#[test]
+fn a_report_stores_its_last_lines_once_and_a_fenced_report_stores_none() {
+    let mut r = Rig::new();
+    let s = r.register("w", 4);
+    let job = r.submit(spec(2));
+    let (k0, k1) = (TaskKey::new(job, 0), TaskKey::new(job, 1));
+    let g0 = r.grant(k0, s);
+    r.ok(logs(k0, g0.token, &["periodic"]));
+    let done =
+        Command::CompleteTask { task: k0, token: g0.token, result: ByteBuf::new(), logs: chunk(&["last", "lines"]) };
+    assert!(matches!(r.ok(done.clone()), Outcome::Completed { duplicate: false, .. }));
+    let stored = |r: &Rig| messages(&r.core.task_log(&r.kv, k0, g0.token).unwrap().unwrap());
+    assert_eq!(stored(&r), ["periodic", "last", "lines"]);
+    let bytes = r.job(job).unwrap().log_bytes;
+    assert_eq!(bytes, chunk(&["periodic", "last", "lines"]).cost());
+    // Resent after a reconnect: a duplicate, whose lines are not kept twice.
+    assert!(matches!(r.ok(done), Outcome::Completed { duplicate: true, .. }));
+    assert_eq!(stored(&r), ["periodic", "last", "lines"]);
+    assert_eq!(r.job(job).unwrap().log_bytes, bytes);
+
+    // A stale token's report is fenced, lines and all.
+    let g1 = r.grant(k1, s);
+    let zombie = Command::FailTask {
+        task: k1,
+        token: g0.token,
+        error: "zombie".into(),
+        retryable: true,
+        logs: chunk(&["from a zombie"]),
+    };
+    assert!(r.refused(zombie).is_fenced());
+    assert!(r.core.task_log(&r.kv, k1, g0.token).unwrap().is_none());
+    // A failure keeps its lines too; the job's last report finishes it.
+    let fail =
+        Command::FailTask { task: k1, token: g1.token, error: "boom".into(), retryable: false, logs: chunk(&["why"]) };
+    assert!(matches!(r.ok(fail), Outcome::Failed { job_finished: true, .. }));
+    assert_eq!(messages(&r.core.task_log(&r.kv, k1, g1.token).unwrap().unwrap()), ["why"]);
+    assert_eq!(r.job(job).unwrap().log_bytes, bytes + chunk(&["why"]).cost());
 }
 
 #[test]

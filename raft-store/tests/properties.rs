@@ -119,6 +119,15 @@ enum TokenPick {
     Random(u64),
 }
 
+/// `n` short log lines logged at `at_ms`.
+fn chunk(n: u16, at_ms: u64) -> LogChunk {
+    let mut c = LogChunk::default();
+    for i in 0..n {
+        c.push(at_ms, LogLevel::Debug, &format!("l{i}")).unwrap();
+    }
+    c
+}
+
 fn leaf_op() -> impl Strategy<Value = Op> {
     let sel = any::<u16>();
     let valid = prop::bool::weighted(0.85);
@@ -328,6 +337,8 @@ impl Harness {
                     task,
                     token: self.pick(task.job, task.shard, *token),
                     result: ByteBuf::from(format!("r{task}").into_bytes()),
+                    // A report carries 0, 1 or 2 last lines.
+                    logs: chunk(*sel % 3, self.clock),
                 }
             }
             Op::Fail { sel, valid, token, retryable } => {
@@ -337,6 +348,7 @@ impl Harness {
                     token: self.pick(task.job, task.shard, *token),
                     error: "boom".into(),
                     retryable: *retryable,
+                    logs: chunk(*sel % 3, self.clock),
                 }
             }
             Op::Progress { sel, valid, token } => {
@@ -371,9 +383,7 @@ impl Harness {
             }
             Op::AppendLogs { sel, valid, token, lines } => {
                 let task = self.held_task(*sel, *valid);
-                let lines = (0..*lines)
-                    .map(|i| LogLine { at_ms: self.clock, level: LogLevel::Debug, message: format!("l{i}") })
-                    .collect();
+                let lines = chunk(u16::from(*lines), self.clock);
                 Command::AppendLogs { task, token: self.pick(task.job, task.shard, *token), lines }
             }
             Op::Collect => Command::CollectGarbage,
@@ -774,7 +784,15 @@ fn submit_assign_complete_and_fence() {
 
     // The zombie's completion is fenced and changes nothing.
     let before = h.kv.clone();
-    let r = run(&mut h, Command::CompleteTask { task: k0, token: t1, result: ByteBuf::from(b"zombie".to_vec()) });
+    let r = run(
+        &mut h,
+        Command::CompleteTask {
+            task: k0,
+            token: t1,
+            result: ByteBuf::from(b"zombie".to_vec()),
+            logs: Default::default(),
+        },
+    );
     assert!(
         matches!(r, Response::Rejected(CommandError::Fenced { presented, latest, .. }) if presented == t1 && latest == t2)
     );
@@ -785,7 +803,8 @@ fn submit_assign_complete_and_fence() {
     assert_eq!(a, b);
 
     // The owner's completion commits; a retry of it is a duplicate, not an error.
-    let done = Command::CompleteTask { task: k0, token: t2, result: ByteBuf::from(b"ok".to_vec()) };
+    let done =
+        Command::CompleteTask { task: k0, token: t2, result: ByteBuf::from(b"ok".to_vec()), logs: Default::default() };
     assert!(matches!(
         run(&mut h, done.clone()),
         Response::Done(Outcome::Completed { duplicate: false, job_finished: false, .. })
@@ -896,7 +915,10 @@ fn graceful_releases_do_not_use_up_the_attempt_budget() {
     let (session, _) = register(&mut h, "w");
     let g = assign(&mut h, k, session);
     assert_eq!(g.attempt, 1);
-    let r = run(&mut h, Command::FailTask { task: k, token: g.token, error: "boom".into(), retryable: true });
+    let r = run(
+        &mut h,
+        Command::FailTask { task: k, token: g.token, error: "boom".into(), retryable: true, logs: Default::default() },
+    );
     assert!(matches!(r, Response::Done(Outcome::Failed { retry_at_ms: Some(_), .. })), "{r:?}");
     assert_eq!(h.task(1, 0).unwrap().attempts, 1);
 }
@@ -948,7 +970,7 @@ fn worker_names_are_forgotten_when_no_pending_task_needs_them() {
     let (session, _) = register(&mut h, "last");
     let g = assign(&mut h, k, session);
     assert!(h.core.idx.names.is_empty(), "an assigned task holds no name");
-    run(&mut h, Command::CompleteTask { task: k, token: g.token, result: ByteBuf::new() });
+    run(&mut h, Command::CompleteTask { task: k, token: g.token, result: ByteBuf::new(), logs: Default::default() });
     assert!(h.core.idx.names.is_empty());
     assert!(Core::open(&h.kv).unwrap().idx.names.is_empty());
 }
@@ -969,12 +991,29 @@ fn payloads_are_dropped_when_their_shard_succeeds_and_with_their_job() {
     assert!((0..3).all(|s| has_payload(&h, s)));
     let (session, _) = register(&mut h, "w");
     let g = assign(&mut h, TaskKey::new(1, 0), session);
-    run(&mut h, Command::CompleteTask { task: g.task, token: g.token, result: serde_bytes::ByteBuf::new() });
+    run(
+        &mut h,
+        Command::CompleteTask {
+            task: g.task,
+            token: g.token,
+            result: serde_bytes::ByteBuf::new(),
+            logs: Default::default(),
+        },
+    );
     assert!(!has_payload(&h, 0), "succeeded");
     let (session, _) = register(&mut h, "v");
     let g = assign(&mut h, TaskKey::new(1, 1), session);
     assert!(has_payload(&h, 1), "running: the payload is still needed for a resync");
-    run(&mut h, Command::FailTask { task: g.task, token: g.token, error: "x".into(), retryable: false });
+    run(
+        &mut h,
+        Command::FailTask {
+            task: g.task,
+            token: g.token,
+            error: "x".into(),
+            retryable: false,
+            logs: Default::default(),
+        },
+    );
     assert!(has_payload(&h, 1), "dead: kept for a retry");
     run(&mut h, Command::CancelJob { job: 1, reason: String::new() });
     assert!(has_payload(&h, 2), "cancelled: kept for a retry");

@@ -79,9 +79,16 @@ async fn million_task_snapshot_round_trip() {
             task: TaskKey::new(1, s),
             token: t1,
             result: ByteBuf::from(s.to_le_bytes().to_vec()),
+            logs: Default::default(),
         });
     }
-    reports.push(Command::FailTask { task: TaskKey::new(1, 2_000), token: t1, error: "x".into(), retryable: true });
+    reports.push(Command::FailTask {
+        task: TaskKey::new(1, 2_000),
+        token: t1,
+        error: "x".into(),
+        retryable: true,
+        logs: Default::default(),
+    });
     let batch = next(Command::Batch(reports));
     let cancel = next(Command::CancelJob { job: 3, reason: "test".into() });
     sm_a.apply([batch, cancel]).await.unwrap();

@@ -96,8 +96,15 @@ impl Rig {
                     o => panic!("{o:?}"),
                 };
             let cmd = match f(shard, &payload) {
-                Ok(result) => Command::CompleteTask { task, token: grant.token, result: ByteBuf::from(result) },
-                Err(error) => Command::FailTask { task, token: grant.token, error, retryable: false },
+                Ok(result) => Command::CompleteTask {
+                    task,
+                    token: grant.token,
+                    result: ByteBuf::from(result),
+                    logs: Default::default(),
+                },
+                Err(error) => {
+                    Command::FailTask { task, token: grant.token, error, retryable: false, logs: Default::default() }
+                }
             };
             self.ok(cmd);
         }

@@ -603,10 +603,12 @@ async fn report(world: Arc<Mutex<World>>, i: usize, task: TaskKey, token: Token,
         (target, name, op, ended, cancelled)
     };
     let cmd = match ending {
-        Ending::Complete => Command::CompleteTask { task, token, result: serde_bytes::ByteBuf::from(result) },
+        Ending::Complete => {
+            Command::CompleteTask { task, token, result: serde_bytes::ByteBuf::from(result), logs: Default::default() }
+        }
         Ending::Fail { retryable } => {
             let error = format!("{} failed", String::from_utf8_lossy(&result));
-            Command::FailTask { task, token, error, retryable }
+            Command::FailTask { task, token, error, retryable, logs: Default::default() }
         }
     };
     let reply = client_write(&world, target, cmd).await;

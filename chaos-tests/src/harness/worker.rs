@@ -253,8 +253,12 @@ impl State {
             result: String::from_utf8_lossy(&result).into_owned(),
         });
         self.unacked.insert(key, (op, work));
-        let complete =
-            proto::Complete { task: Some(proto::TaskRef { job_id: key.0, shard: key.1 }), token: key.2, result };
+        let complete = proto::Complete {
+            task: Some(proto::TaskRef { job_id: key.0, shard: key.1 }),
+            token: key.2,
+            result,
+            logs: Vec::new(),
+        };
         tx.send(proto::WorkerMessage { msg: Some(In::Complete(complete)) }).await?;
         Ok(())
     }

@@ -32,6 +32,10 @@ pub const LOG_FLUSH_INTERVAL_MS: u64 = 1_000;
 pub const LOG_FLUSH_LINES: usize = 128;
 /// Bytes of messages in an attempt's buffer that make it flush at once.
 pub const LOG_FLUSH_BYTES: usize = 32 * 1024;
+/// Most bytes of messages an attempt's last lines may have to ride in its
+/// Complete or Fail (the cluster's `MAX_REPORT_LOG_BYTES`, 32 KiB); more go
+/// ahead of the report as a `Logs` message. The line count always fits.
+pub const REPORT_LOG_BYTES_MAX: usize = 32 * 1024;
 /// Most lines an attempt's buffer holds; past it the oldest are dropped and
 /// counted. One collected buffer is one `Logs` message, which carries at
 /// most 256 lines (`MAX_LOG_LINES_PER_COMMAND` on the cluster).

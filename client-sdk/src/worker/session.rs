@@ -31,7 +31,7 @@ use std::collections::{BTreeMap, VecDeque};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::logs::{LOG_FLUSH_INTERVAL_MS, LOG_UNACKED_BYTES_MAX, LogBatch};
+use super::logs::{LOG_FLUSH_INTERVAL_MS, LOG_UNACKED_BYTES_MAX, LogBatch, REPORT_LOG_BYTES_MAX};
 use super::{CANCEL_GRACE, MAX_ERROR_BYTES, TaskError, WorkerStats};
 use crate::client::normalize;
 use crate::error::{codes, status_code};
@@ -301,6 +301,8 @@ struct Report {
     resend_at_ms: Option<u64>,
     /// `RETRY_LATER` answers so far.
     refusals: u32,
+    /// Log lines the report carries (counted as dropped if it is refused).
+    log_lines: u64,
 }
 
 /// A `Logs` message sent and not yet acknowledged.
@@ -376,6 +378,7 @@ fn fail(key: &AttemptKey, error: String, retryable: bool) -> In {
         token: key.token,
         error: truncate_utf8(error, MAX_ERROR_BYTES),
         retryable,
+        logs: Vec::new(),
     })
 }
 
@@ -753,8 +756,11 @@ impl Session {
             );
             return;
         }
-        let complete = rep.complete;
+        let (complete, log_lines) = (rep.complete, rep.log_lines);
         self.unacked.remove(&key);
+        if !matches!(status, Ok(S::Accepted | S::Duplicate)) {
+            self.stats.log_lines_dropped += log_lines;
+        }
         match status {
             Ok(S::Accepted | S::Duplicate) => {
                 if complete {
@@ -784,18 +790,29 @@ impl Session {
             self.stats.log_lines_dropped += logs.lines.len() as u64 + logs.dropped;
             return;
         };
-        // The last lines go out before the report, on the same stream: the
-        // leader proposes one stream's messages in the order they arrive.
-        // A cancelled attempt's lines are sent too (the cluster keeps them
-        // while its token is the shard's latest).
-        self.send_logs(key, logs, out);
         if !a.live() || self.lease.is_none() {
+            // A cancelled attempt's lines are sent too (the cluster keeps
+            // them while its token is the shard's latest).
+            self.send_logs(key, logs, out);
             self.stats.abandoned += 1;
             return;
         }
-        let (m, complete) = match outcome {
+        // The last lines ride in the report when they fit there: one command
+        // per attempt instead of two. Otherwise they go just before it, on
+        // the same stream: the leader proposes one stream's messages in the
+        // order they arrive.
+        self.stats.log_lines_dropped += logs.dropped;
+        let lines = logs.into_lines(); // with the marker of lines dropped, if any
+        let (report_logs, log_lines) = if lines.iter().map(|l| l.message.len()).sum::<usize>() <= REPORT_LOG_BYTES_MAX {
+            let n = lines.len() as u64;
+            (lines, n)
+        } else {
+            self.send_logs(key, LogBatch { lines, dropped: 0 }, out);
+            (Vec::new(), 0)
+        };
+        let (mut m, complete) = match outcome {
             Outcome::Finished(Ok(result)) if result.len() <= MAX_RESULT_BYTES => {
-                (In::Complete(proto::Complete { task: key.task(), token: key.token, result }), true)
+                (In::Complete(proto::Complete { task: key.task(), token: key.token, result, logs: Vec::new() }), true)
             }
             Outcome::Finished(Ok(result)) => {
                 let why = format!("result of {} bytes exceeds the {MAX_RESULT_BYTES}-byte limit", result.len());
@@ -804,11 +821,16 @@ impl Session {
             Outcome::Finished(Err(e)) => (fail(&key, e.message, e.retryable), false),
             Outcome::Panicked(p) => (fail(&key, format!("handler panicked: {p}"), true), false),
         };
+        match &mut m {
+            In::Complete(c) => c.logs = report_logs,
+            In::Fail(f) => f.logs = report_logs,
+            other => unreachable!("a report is a Complete or a Fail: {other:?}"),
+        }
         let m = msg(m);
         if matches!(self.link, Link::Up(_)) {
             out.push(Action::Send(m.clone()));
         }
-        self.unacked.insert(key, Report { msg: m, complete, resend_at_ms: None, refusals: 0 });
+        self.unacked.insert(key, Report { msg: m, complete, resend_at_ms: None, refusals: 0, log_lines });
     }
 
     fn on_progress(&mut self, key: AttemptKey, progress_bp: u32, message: String) {

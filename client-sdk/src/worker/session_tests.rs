@@ -6,7 +6,7 @@ use super::*;
 use crate::error::ERROR_CODE_HEADER;
 use crate::worker::logs::{
     LOG_BUFFER_MAX_BYTES, LOG_BUFFER_MAX_LINES, LOG_FLUSH_INTERVAL_MS, LOG_FLUSH_LINES, LOG_UNACKED_BYTES_MAX,
-    LogBatch, LogBuffer, MAX_LOG_LINE_BYTES,
+    LogBatch, LogBuffer, MAX_LOG_LINE_BYTES, REPORT_LOG_BYTES_MAX,
 };
 
 const A: &str = "http://a:1";
@@ -881,8 +881,17 @@ fn logs_ack(l: &proto::Logs, status: proto::ReportStatus) -> Out {
     })
 }
 
+/// The log lines a report carries.
+fn report_logs(m: &In) -> Vec<&str> {
+    match m {
+        In::Complete(c) => c.logs.iter().map(|l| l.message.as_str()).collect(),
+        In::Fail(f) => f.logs.iter().map(|l| l.message.as_str()).collect(),
+        other => panic!("not a report: {other:?}"),
+    }
+}
+
 #[test]
-fn an_attempts_last_lines_go_out_before_its_report() {
+fn an_attempts_last_lines_ride_in_its_report_or_go_just_before_it() {
     let mut h = H::up(&[A]);
     h.msg(assignment(key(1), 0, 0));
     h.now = 50;
@@ -890,15 +899,27 @@ fn an_attempts_last_lines_go_out_before_its_report() {
     h.log_line(key(1), "done");
     let acts = h.done(key(1), Outcome::Finished(Err(TaskError::retryable("boom"))));
     let out = sent(&acts);
+    assert_eq!(out.len(), 1, "one message, one command: {out:?}");
+    let In::Fail(f) = &out[0] else { panic!("{out:?}") };
+    assert_eq!(report_logs(&out[0]), ["reading input", "done"]);
+    assert_eq!(f.logs[0].at_ms, WALL0 + 50);
+    // A handler that logged nothing sends only its report, with no lines.
+    h.msg(assignment(key(2), 0, 0));
+    let out = sent(&h.done(key(2), ok(b"r")));
+    assert_eq!(out.len(), 1);
+    assert!(report_logs(&out[0]).is_empty());
+    // Past what a report may carry, the lines go first, on the same stream.
+    h.msg(assignment(key(3), 0, 0));
+    let long = "x".repeat(4000);
+    let n = REPORT_LOG_BYTES_MAX / long.len() + 1;
+    for _ in 0..n {
+        h.log_line(key(3), &long);
+    }
+    let out = sent(&h.done(key(3), ok(b"r")));
     assert_eq!(out.len(), 2, "{out:?}");
     let In::Logs(l) = &out[0] else { panic!("lines first: {out:?}") };
-    assert!(matches!(out[1], In::Fail(_)), "{out:?}");
-    assert_eq!(messages(l), ["reading input", "done"]);
-    assert_eq!((l.task, l.token), (key(1).task(), key(1).token));
-    assert_eq!(l.lines[0].at_ms, WALL0 + 50);
-    // A handler that logged nothing sends only its report.
-    h.msg(assignment(key(2), 0, 0));
-    assert_eq!(sent(&h.done(key(2), ok(b"r"))).len(), 1);
+    assert_eq!((l.lines.len(), l.task, l.token), (n, key(3).task(), key(3).token));
+    assert!(is_report(&out[1]) && report_logs(&out[1]).is_empty(), "{out:?}");
 }
 
 #[test]
@@ -937,11 +958,12 @@ fn lines_dropped_from_a_full_buffer_are_counted_and_marked() {
         h.log_line(key(1), &format!("l{i}"));
     }
     let acts = h.done(key(1), ok(b"r"));
-    let l = logs_sent(&acts);
-    assert_eq!(l[0].lines.len(), LOG_BUFFER_MAX_LINES);
-    assert!(l[0].lines[0].message.contains("10 older lines dropped"), "{:?}", l[0].lines[0]);
-    assert_eq!(l[0].lines[0].level, proto::LogLevel::Warn as i32);
-    assert_eq!(l[0].lines.last().unwrap().message, format!("l{}", LOG_BUFFER_MAX_LINES + 8));
+    let out = sent(&acts);
+    let In::Complete(c) = &out[0] else { panic!("{out:?}") };
+    assert_eq!(c.logs.len(), LOG_BUFFER_MAX_LINES);
+    assert!(c.logs[0].message.contains("10 older lines dropped"), "{:?}", c.logs[0]);
+    assert_eq!(c.logs[0].level, proto::LogLevel::Warn as i32);
+    assert_eq!(c.logs.last().unwrap().message, format!("l{}", LOG_BUFFER_MAX_LINES + 8));
     assert_eq!(h.s.stats().log_lines_dropped, 10);
 }
 
@@ -950,7 +972,10 @@ fn unacknowledged_lines_are_resent_on_the_next_stream_before_the_report() {
     let mut h = H::up(&[A]);
     h.msg(assignment(key(1), 0, 0));
     h.log_line(key(1), "a");
-    let first = logs_sent(&h.done(key(1), ok(b"r")))[0].clone();
+    // A periodic flush, then the report (which carries the later line).
+    let first = logs_sent(&actions(&h.advance(h.now + LOG_FLUSH_INTERVAL_MS)))[0].clone();
+    h.log_line(key(1), "b");
+    assert_eq!(report_logs(&sent(&h.done(key(1), ok(b"r")))[0]), ["b"]);
     h.step(Event::StreamEnded(None));
     h.advance(h.now + RECONNECT_BACKOFF_MAX_MS);
     let out = sent(&h.msg(registered(SESSION, true)));
@@ -973,7 +998,7 @@ fn lines_the_cluster_is_too_busy_for_are_resent_later_and_fenced_ones_dropped() 
     h.msg(assignment(key(1), 0, 0));
     h.log_line(key(1), "a");
     h.log_line(key(1), "b");
-    let l = logs_sent(&h.done(key(1), ok(b"r")))[0].clone();
+    let l = logs_sent(&actions(&h.advance(h.now + LOG_FLUSH_INTERVAL_MS)))[0].clone();
     let refused_at = h.now;
     assert!(sent(&h.msg(logs_ack(&l, proto::ReportStatus::RetryLater))).is_empty());
     let log = h.advance(refused_at + REPORT_RETRY_BASE_MS);
@@ -989,6 +1014,22 @@ fn lines_the_cluster_is_too_busy_for_are_resent_later_and_fenced_ones_dropped() 
     h.step(Event::StreamEnded(None));
     h.advance(h.now + RECONNECT_BACKOFF_MAX_MS);
     assert!(logs_sent(&h.msg(registered(SESSION, true))).is_empty());
+}
+
+#[test]
+fn a_fenced_reports_lines_are_counted_as_dropped_and_an_accepted_ones_are_not() {
+    let mut h = H::up(&[A]);
+    h.msg(assignment(key(1), 0, 0));
+    h.log_line(key(1), "a");
+    h.log_line(key(1), "b");
+    h.done(key(1), ok(b"r"));
+    h.msg(ack(key(1), proto::ReportKind::Complete, proto::ReportStatus::Fenced));
+    assert_eq!(h.s.stats().log_lines_dropped, 2);
+    h.msg(assignment(key(2), 0, 0));
+    h.log_line(key(2), "c");
+    h.done(key(2), ok(b"r"));
+    h.msg(ack(key(2), proto::ReportKind::Complete, proto::ReportStatus::Accepted));
+    assert_eq!(h.s.stats().log_lines_dropped, 2);
 }
 
 #[test]

@@ -46,38 +46,36 @@ fn task_status(s: &TaskState) -> proto::TaskStatus {
 }
 
 fn record_bytes(r: &LogRecord) -> usize {
-    r.lines.iter().map(|l| l.message.len() + LINE_OVERHEAD_BYTES).sum()
+    r.lines().map(|l| l.message.len() + LINE_OVERHEAD_BYTES).sum()
 }
 
-fn task_log(attempt: u32, r: LogRecord) -> proto::TaskLog {
-    debug_assert_eq!(attempt, r.attempt, "a log record's key and attempt disagree");
+fn task_log(r: LogRecord) -> proto::TaskLog {
     proto::TaskLog {
-        attempt,
+        attempt: r.attempt,
         token: r.token,
         dropped: r.dropped,
         lines: r
-            .lines
-            .into_iter()
-            .map(|l| proto::LogLine { at_ms: l.at_ms, level: level(l.level) as i32, message: l.message })
+            .lines()
+            .map(|l| proto::LogLine { at_ms: l.at_ms, level: level(l.level) as i32, message: l.message.to_string() })
             .collect(),
     }
 }
 
-/// Cut the records read (in attempt order, one more than `limit` when there
+/// Cut the records read (in token order, one more than `limit` when there
 /// are more) to a page: at most `limit` attempts and [`LOGS_PAGE_MAX_BYTES`],
-/// at least one. Returns the page and the attempt the next page starts at.
-fn page(records: Vec<(u32, LogRecord)>, limit: usize) -> (Vec<proto::TaskLog>, u32) {
+/// at least one. Returns the page and the token the next page starts at.
+fn page(records: Vec<LogRecord>, limit: usize) -> (Vec<proto::TaskLog>, u64) {
     let mut out = Vec::new();
     let mut bytes = 0usize;
     let mut next = 0;
-    for (attempt, r) in records {
+    for r in records {
         let b = record_bytes(&r);
         if out.len() == limit || (!out.is_empty() && bytes + b > LOGS_PAGE_MAX_BYTES) {
-            next = attempt;
+            next = r.token;
             break;
         }
         bytes += b;
-        out.push(task_log(attempt, r));
+        out.push(task_log(r));
     }
     (out, next)
 }
@@ -104,22 +102,19 @@ pub(super) async fn get_task_logs(
         return Err(ApiError::from(CommandError::TaskNotFound(key)).into());
     }
     // The state before the lines: a reader that sees it final has every line
-    // sent before the report, which was stored first.
+    // sent before or with the report, which was stored first or with it.
     let task =
         ctx.reader.task(key).map_err(ApiError::from)?.ok_or_else(|| ApiError::from(CommandError::TaskNotFound(key)))?;
-    let (logs, next_attempt) = match r.attempt {
-        Some(a) => {
-            let records = ctx.reader.task_logs(key, a, 1).map_err(ApiError::from)?;
-            (records.into_iter().filter(|(n, _)| *n == a).map(|(n, rec)| task_log(n, rec)).collect(), 0)
-        }
-        None => {
-            let records = ctx.reader.task_logs(key, r.from_attempt.max(1), limit + 1).map_err(ApiError::from)?;
-            page(records, limit)
-        }
-    };
+    // A task's records are few (one per attempt that logged), so filtering
+    // by attempt number reads the others and skips them.
+    let records = ctx
+        .reader
+        .task_logs(key, r.from_token, limit + 1, |rec| r.attempt.is_none_or(|a| rec.attempt == a))
+        .map_err(ApiError::from)?;
+    let (logs, next_token) = page(records, limit);
     Ok(Response::new(proto::GetTaskLogsResponse {
         logs,
-        next_attempt,
+        next_token,
         status: task_status(&task.state) as i32,
         attempts: task.attempts,
     }))
@@ -128,28 +123,32 @@ pub(super) async fn get_task_logs(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use baton_raft_store::lifecycle::LogLine;
+    use baton_raft_store::lifecycle::LogChunk;
 
-    fn rec(attempt: u32, lines: usize, len: usize) -> (u32, LogRecord) {
-        let line = LogLine { at_ms: 1, level: LogLevel::Info, message: "m".repeat(len) };
-        let r = LogRecord {
-            token: 100 + u64::from(attempt),
-            attempt,
-            lines: std::iter::repeat_n(line, lines).collect(),
-            bytes: (lines * len) as u64,
-            dropped: 0,
-        };
-        (attempt, r)
+    fn rec(attempt: u32, lines: usize, len: usize) -> LogRecord {
+        let mut r = LogRecord { token: 100 + u64::from(attempt), attempt, ..LogRecord::default() };
+        let msg = "m".repeat(len);
+        // Chunks as the SDK flushes them; the record's ring is not in play.
+        for part in (0..lines).collect::<Vec<_>>().chunks(256) {
+            let mut c = LogChunk::default();
+            for _ in part {
+                c.push(1, LogLevel::Info, &msg).unwrap();
+            }
+            r.bytes += c.cost();
+            r.chunks.push_back(c);
+        }
+        r
     }
 
     #[test]
     fn a_page_stops_at_its_attempt_limit_and_names_the_next() {
         let (p, next) = page((1..=4).map(|a| rec(a, 2, 10)).collect(), 3);
         assert_eq!(p.iter().map(|t| t.attempt).collect::<Vec<_>>(), [1, 2, 3]);
-        assert_eq!(next, 4);
+        assert_eq!(next, 104);
         let (p, next) = page((1..=3).map(|a| rec(a, 2, 10)).collect(), 3);
         assert_eq!((p.len(), next), (3, 0));
         assert_eq!(p[1].token, 102);
+        assert_eq!(p[1].lines.len(), 2);
         assert_eq!(p[1].lines[0].level, proto::LogLevel::Info as i32);
     }
 
@@ -158,9 +157,9 @@ mod tests {
         // Each attempt holds about 1.5 MiB: two fit 4 MiB, three do not.
         let big = |a| rec(a, 1536, 1024);
         let (p, next) = page((1..=4).map(big).collect(), LOGS_PAGE_MAX);
-        assert_eq!((p.len(), next), (2, 3));
+        assert_eq!((p.len(), next), (2, 103));
         let huge = rec(1, 5000, 1024);
         let (p, next) = page(vec![huge, rec(2, 1, 1)], LOGS_PAGE_MAX);
-        assert_eq!((p.len(), next), (1, 2));
+        assert_eq!((p.len(), next), (1, 102));
     }
 }

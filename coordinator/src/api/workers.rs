@@ -20,7 +20,7 @@ use baton_client::proto::coordinator_message::Msg as Out;
 use baton_client::proto::worker_message::Msg as In;
 use baton_client::proto::worker_service_client::WorkerServiceClient;
 use baton_client::proto::worker_service_server::WorkerService;
-use baton_raft_store::lifecycle::{LogLevel, LogLine};
+use baton_raft_store::lifecycle::{LogChunk, LogLevel};
 use baton_raft_store::{Command, CommandError, Outcome, Response as StoreResponse, SessionId, TaskKey};
 use serde_bytes::ByteBuf;
 
@@ -137,44 +137,53 @@ fn log_level(v: i32) -> LogLevel {
     }
 }
 
-/// A report or log message as a command, with what its ack echoes, or why
-/// it is malformed.
-fn report(msg: In) -> Result<(Head, Command), ApiError> {
+/// A message's log lines as one chunk, encoded here once (see
+/// `LogChunk`), or why they cannot be stored.
+fn chunk(field: &str, lines: Vec<proto::LogLine>) -> Result<LogChunk, CommandError> {
+    let mut c = LogChunk::default();
+    for l in &lines {
+        c.push(l.at_ms, log_level(l.level), &l.message)
+            .map_err(|e| CommandError::Invalid { field: field.to_string(), reason: e.to_string() })?;
+    }
+    Ok(c)
+}
+
+/// A report or log message as a command (or why apply() would refuse it),
+/// with what its ack echoes; `Err` if it is not a report at all.
+fn report(msg: In) -> Result<(Head, Result<Command, CommandError>), ApiError> {
     use proto::ReportKind as K;
     let r = |task, token, kind, cmd| (Head { task, token, kind, seq: 0 }, cmd);
     Ok(match msg {
         In::Complete(c) => {
             let t = task_key(c.task)?;
-            r(
-                t,
-                c.token,
-                K::Complete,
-                Command::CompleteTask { task: t, token: c.token, result: ByteBuf::from(c.result) },
-            )
+            let cmd = chunk("logs", c.logs).map(|logs| Command::CompleteTask {
+                task: t,
+                token: c.token,
+                result: ByteBuf::from(c.result),
+                logs,
+            });
+            r(t, c.token, K::Complete, cmd)
         }
         In::Fail(f) => {
             let t = task_key(f.task)?;
-            r(
-                t,
-                f.token,
-                K::Fail,
-                Command::FailTask { task: t, token: f.token, error: f.error, retryable: f.retryable },
-            )
+            let cmd = chunk("logs", f.logs).map(|logs| Command::FailTask {
+                task: t,
+                token: f.token,
+                error: f.error,
+                retryable: f.retryable,
+                logs,
+            });
+            r(t, f.token, K::Fail, cmd)
         }
         In::Progress(p) => {
             let t = task_key(p.task)?;
             let cmd =
                 Command::ReportProgress { task: t, token: p.token, progress_bp: p.progress_bp, message: p.message };
-            r(t, p.token, K::Progress, cmd)
+            r(t, p.token, K::Progress, Ok(cmd))
         }
         In::Logs(l) => {
             let t = task_key(l.task)?;
-            let lines = l
-                .lines
-                .into_iter()
-                .map(|x| LogLine { at_ms: x.at_ms, level: log_level(x.level), message: x.message })
-                .collect();
-            let cmd = Command::AppendLogs { task: t, token: l.token, lines };
+            let cmd = chunk("lines", l.lines).map(|lines| Command::AppendLogs { task: t, token: l.token, lines });
             (Head { task: t, token: l.token, kind: K::Logs, seq: l.seq }, cmd)
         }
         other => return Err(ApiError::Internal(format!("not a report: {other:?}"))),
@@ -236,13 +245,16 @@ async fn inbound_loop(
         };
         // Refuse what apply() would refuse before it reaches the log (a
         // result over the size limit, say): the worker gets a definite no.
-        if let Err(e) = cmd.validate() {
-            let ack = report_ack(&r, proto::ReportStatus::Rejected, e.to_string());
-            if tx.send(Ok(out(ack))).await.is_err() {
-                break;
+        let cmd = match cmd.and_then(|c| c.validate().map(|()| c)) {
+            Ok(c) => c,
+            Err(e) => {
+                let ack = report_ack(&r, proto::ReportStatus::Rejected, e.to_string());
+                if tx.send(Ok(out(ack))).await.is_err() {
+                    break;
+                }
+                continue;
             }
-            continue;
-        }
+        };
         let Ok(permit) = reports.clone().acquire_owned().await else { break };
         // Queued here, in arrival order; only the wait is spawned.
         let queued = ctx.proposer.enqueue(cmd);
@@ -368,10 +380,10 @@ mod tests {
             ],
         };
         let (h, cmd) = report(In::Logs(logs)).unwrap();
-        let Command::AppendLogs { task, token, lines } = &cmd else { panic!("{cmd:?}") };
+        let Ok(Command::AppendLogs { task, token, lines }) = &cmd else { panic!("{cmd:?}") };
         assert_eq!((*task, *token), (TaskKey::new(3, 1), 42));
         assert_eq!(
-            lines.iter().map(|l| (l.at_ms, l.level)).collect::<Vec<_>>(),
+            lines.lines().map(|l| (l.at_ms, l.level)).collect::<Vec<_>>(),
             [(10, LogLevel::Warn), (11, LogLevel::Info)]
         );
         let fenced = StoreResponse::Rejected(CommandError::Fenced { task: h.task, presented: 42, latest: 50 });
@@ -389,7 +401,44 @@ mod tests {
             seq: 8,
             lines: vec![proto::LogLine::default(); baton_raft_store::limits::MAX_LOG_LINES_PER_COMMAND + 1],
         };
-        assert!(report(In::Logs(many)).unwrap().1.validate().is_err());
+        let e = report(In::Logs(many)).unwrap().1.unwrap_err();
+        assert!(matches!(&e, CommandError::Invalid { field, .. } if field == "lines"), "{e}");
+        // So does a line longer than a line may be; the stream goes on (a
+        // Rejected ack), it is not ended.
+        let long = proto::Logs {
+            task: Some(proto::TaskRef { job_id: 3, shard: 1 }),
+            token: 42,
+            seq: 9,
+            lines: vec![proto::LogLine { message: "x".repeat(4097), ..Default::default() }],
+        };
+        let e = report(In::Logs(long)).unwrap().1.unwrap_err();
+        assert!(e.to_string().contains("4097 bytes"), "{e}");
+    }
+
+    #[test]
+    fn a_reports_last_lines_ride_in_its_command_and_too_many_bytes_are_refused() {
+        let line = |m: &str| proto::LogLine { at_ms: 1, level: proto::LogLevel::Error as i32, message: m.into() };
+        let done = proto::Complete {
+            task: Some(proto::TaskRef { job_id: 1, shard: 0 }),
+            token: 5,
+            result: b"r".to_vec(),
+            logs: vec![line("last"), line("lines")],
+        };
+        let (_, cmd) = report(In::Complete(done)).unwrap();
+        let Ok(Command::CompleteTask { logs, .. }) = &cmd else { panic!("{cmd:?}") };
+        assert_eq!(logs.lines().map(|l| l.message).collect::<Vec<_>>(), ["last", "lines"]);
+        let big = "x".repeat(4096);
+        let fail = proto::Fail {
+            task: Some(proto::TaskRef { job_id: 1, shard: 0 }),
+            token: 5,
+            error: "e".into(),
+            retryable: true,
+            logs: vec![line(&big); 9],
+        };
+        let (h, cmd) = report(In::Fail(fail)).unwrap();
+        assert_eq!(h.kind, K::Fail);
+        let e = cmd.unwrap().validate().unwrap_err();
+        assert!(matches!(&e, CommandError::Invalid { field, .. } if field == "logs"), "{e}");
     }
 
     #[test]
@@ -398,9 +447,10 @@ mod tests {
             task: Some(proto::TaskRef { job_id: 1, shard: 0 }),
             token: 5,
             result: vec![0; baton_raft_store::limits::MAX_RESULT_BYTES + 1],
+            logs: Vec::new(),
         };
         let (h, cmd) = report(In::Complete(big)).unwrap();
         assert_eq!(h.kind, K::Complete);
-        assert!(cmd.validate().is_err());
+        assert!(cmd.unwrap().validate().is_err());
     }
 }

@@ -444,7 +444,13 @@ fn a_leader_whose_clock_is_60s_behind_dispatches_new_and_requeued_work_at_once()
     assert_eq!(pushes(&a), vec![(a_worker, TaskKey::new(job, 0))], "new work dispatched at once");
     // The attempt fails and is retried after its 1 s backoff, measured in log time.
     let TaskState::Assigned { token, .. } = r.task(job, 0) else { panic!() };
-    r.apply(Command::FailTask { task: TaskKey::new(job, 0), token, error: "x".into(), retryable: true });
+    r.apply(Command::FailTask {
+        task: TaskKey::new(job, 0),
+        token,
+        error: "x".into(),
+        retryable: true,
+        logs: Default::default(),
+    });
     r.run(Event::Attach { session: b_worker, conn: 2 });
     let mut waited = 0;
     while !matches!(r.task(job, 0), TaskState::Assigned { .. }) {

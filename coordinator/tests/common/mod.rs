@@ -7,6 +7,7 @@ pub mod blackhole;
 pub mod recovery;
 
 use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -152,20 +153,40 @@ impl Cluster {
             cmd.args(["--initial-members", &self.initial]);
         }
         cmd.args(extra);
+        // A node must not outlive the test that started it: a node left
+        // running holds ports and CPU, and skews every later benchmark on
+        // the machine. Each node gets its own process group, so killing or
+        // pausing it reaches the node under a wrapper that forks (faketime);
+        // and the kernel kills it if the spawning thread exits first.
+        cmd.process_group(0);
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let child = cmd.spawn().expect("spawn baton");
-        self.procs.insert(id, child);
+        if let Some(mut old) = self.procs.insert(id, child) {
+            // Restarting a node that still runs: stop the old one too.
+            unsafe { libc::kill(-(old.id() as i32), libc::SIGKILL) };
+            let _ = old.wait();
+        }
     }
 
     pub fn kill(&mut self, id: u64) {
         if let Some(mut c) = self.procs.remove(&id) {
-            let _ = c.kill();
+            // The whole group: a wrapper's child too.
+            unsafe { libc::kill(-(c.id() as i32), libc::SIGKILL) };
             let _ = c.wait();
         }
     }
 
+    /// Signal node `id`'s process group (the node, and its wrapper if any).
     pub fn signal(&self, id: u64, sig: i32) {
         let pid = self.procs[&id].id() as i32;
-        unsafe { libc::kill(pid, sig) };
+        unsafe { libc::kill(-pid, sig) };
     }
 
     pub fn live(&self) -> Vec<u64> {
@@ -410,6 +431,7 @@ impl TestWorker {
                 task: Some(proto::TaskRef { job_id: job, shard }),
                 token,
                 result: result.as_bytes().to_vec(),
+                logs: Vec::new(),
             })),
         });
     }
@@ -557,7 +579,7 @@ async fn worker_loop(
                                 let _ = rtx.send(proto::WorkerMessage { msg: Some(In::Complete(proto::Complete {
                                     task: Some(t),
                                     token: a.token,
-                                    result: format!("{name2}:{}/{}", t.job_id, t.shard).into_bytes(),
+                                    result: format!("{name2}:{}/{}", t.job_id, t.shard).into_bytes(), logs: Vec::new(),
                                 })) });
                             });
                         }

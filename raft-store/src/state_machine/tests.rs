@@ -101,6 +101,7 @@ async fn result_pages_are_bounded_by_bytes() {
             task: TaskKey::new(1, s),
             token: 3,
             result: ByteBuf::from(vec![s as u8; 100]),
+            logs: Default::default(),
         })
         .collect();
     sm.apply([entry(4, Command::Batch(done))]).await.unwrap();
