@@ -5,10 +5,11 @@
 #   make chaos  - one chaos run against a local cluster: make chaos ARGS="--nodes 5 --faults partition"
 #   make bench  - print the storage, cluster, workflow and task log benchmark figures (docs/benchmarks.md)
 #   make compare - Baton vs etcd vs NATS JetStream, one run, ratio table (ARGS=--quick for a short run)
+#   make steady - disk, snapshot and memory per node over a long run under a short retention
 
 CARGO ?= cargo
 
-.PHONY: deps dev test bench fmt compare chaos chaos-bins chaos-smoke chaos-soak
+.PHONY: deps dev test bench fmt compare steady chaos chaos-bins chaos-smoke chaos-soak
 
 dev: deps
 	$(CARGO) run -q -p baton-coordinator --bin baton -- dev $(ARGS)
@@ -42,3 +43,9 @@ bench: deps
 
 compare: deps
 	./chaos-tests/bench/compare.sh $(ARGS)
+
+# 3,000,000 single-shard lifecycles kept 60 s; about 8 minutes on 2 cores.
+# Writes steady.json, steady.md and three plots to target/bench-steady.
+steady: deps
+	$(CARGO) build -q -p baton-coordinator --bin baton -p baton-bench --bin baton-bench
+	$(CARGO) run -q -p baton-bench --bin baton-bench -- --out target/bench-steady steady --lifecycles 3000000 --retention-ms 60000 $(ARGS)
