@@ -595,9 +595,7 @@ impl Session {
         for key in live {
             self.silence(key, now, "its session ended", out);
         }
-        self.stats.abandoned += self.unacked.len() as u64;
-        self.unacked.clear();
-        self.drop_unacked_logs();
+        self.drop_unacked();
         self.lease = None;
     }
 
@@ -937,7 +935,17 @@ impl Session {
         }
     }
 
-    /// The session is gone: lines not acknowledged will not be sent.
+    /// The session is gone: reports and lines not acknowledged will not be
+    /// sent (they could only be fenced now). Counted as abandoned reports
+    /// and dropped lines.
+    fn drop_unacked(&mut self) {
+        self.stats.abandoned += self.unacked.len() as u64;
+        self.stats.log_lines_dropped += self.unacked.values().map(|r| r.log_lines).sum::<u64>();
+        self.unacked.clear();
+        self.drop_unacked_logs();
+    }
+
+    /// Lines not acknowledged will not be sent.
     fn drop_unacked_logs(&mut self) {
         self.stats.log_lines_dropped += self.logs_unacked.values().map(|l| l.lines).sum::<u64>();
         self.logs_unacked.clear();
@@ -1139,9 +1147,7 @@ impl Session {
             self.stats.abandoned += 1;
             out.push(Action::Abort(key));
         }
-        self.stats.abandoned += self.unacked.len() as u64;
-        self.unacked.clear();
-        self.drop_unacked_logs();
+        self.drop_unacked();
         self.finished = true;
         tracing::info!(worker = %self.cfg.name, stats = ?self.stats, "worker stopped");
     }

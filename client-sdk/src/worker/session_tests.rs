@@ -1033,6 +1033,20 @@ fn a_fenced_reports_lines_are_counted_as_dropped_and_an_accepted_ones_are_not() 
 }
 
 #[test]
+fn the_lines_of_a_report_dropped_with_its_session_are_counted() {
+    let mut h = H::up(&[A]);
+    h.msg(assignment(key(1), 0, 0));
+    h.log_line(key(1), "a");
+    h.log_line(key(1), "b");
+    h.done(key(1), ok(b"r"));
+    let mut gone = tonic::Status::not_found("no such session");
+    gone.metadata_mut().insert(ERROR_CODE_HEADER, "NOT_FOUND".parse().unwrap());
+    h.step(Event::StreamEnded(Some(Failure::from_status(&gone))));
+    assert_eq!(h.s.stats().abandoned, 1);
+    assert_eq!(h.s.stats().log_lines_dropped, 2);
+}
+
+#[test]
 fn lines_of_an_ended_session_are_dropped_and_counted() {
     let mut h = H::up(&[A]);
     h.msg(assignment(key(1), 0, 0));
