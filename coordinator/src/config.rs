@@ -60,6 +60,10 @@ pub struct Config {
     pub limits: Limits,
 }
 
+/// Log bytes appended between snapshots, by default (256 MiB): a node's
+/// log then holds about this much plus `keep_logs_after_snapshot` entries.
+pub const SNAPSHOT_AFTER_LOG_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RaftTimings {
@@ -70,6 +74,11 @@ pub struct RaftTimings {
     pub rpc_timeout_ms: u64,
     /// Build a snapshot after this many applied entries.
     pub snapshot_after_entries: u64,
+    /// Build a snapshot once this many bytes of log have been appended since
+    /// the last one (default [`SNAPSHOT_AFTER_LOG_BYTES_DEFAULT`]): batched
+    /// entries can carry gigabytes before `snapshot_after_entries` is
+    /// reached, and the log is purged only behind a snapshot.
+    pub snapshot_after_log_bytes: u64,
     /// Log entries kept behind a snapshot, so a briefly lagging follower
     /// catches up by entries rather than by a whole snapshot.
     pub keep_logs_after_snapshot: u64,
@@ -156,6 +165,7 @@ impl Default for RaftTimings {
             election_timeout_max_ms: 120,
             rpc_timeout_ms: 1_000,
             snapshot_after_entries: 100_000,
+            snapshot_after_log_bytes: SNAPSHOT_AFTER_LOG_BYTES_DEFAULT,
             keep_logs_after_snapshot: 10_000,
         }
     }
@@ -301,8 +311,11 @@ impl Config {
         if r.election_timeout_min_ms >= r.election_timeout_max_ms {
             return Err(invalid("raft.election_timeout_min_ms", "must be below election_timeout_max_ms"));
         }
-        if r.rpc_timeout_ms == 0 || r.snapshot_after_entries == 0 {
-            return Err(invalid("raft", "rpc_timeout_ms and snapshot_after_entries must be > 0"));
+        if r.rpc_timeout_ms == 0 || r.snapshot_after_entries == 0 || r.snapshot_after_log_bytes == 0 {
+            return Err(invalid(
+                "raft",
+                "rpc_timeout_ms, snapshot_after_entries and snapshot_after_log_bytes must be > 0",
+            ));
         }
         let w = &self.workers;
         if w.heartbeat_interval_ms == 0 || w.heartbeat_interval_ms * 2 > w.ttl_ms {

@@ -34,4 +34,5 @@ pub mod network;
 pub mod node;
 pub mod proposer;
 pub mod scheduler;
+pub mod snapshot_trigger;
 pub mod workflow_file;

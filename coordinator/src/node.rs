@@ -86,6 +86,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         TcpListener::bind(cfg.http_listen).await.map_err(|source| NodeError::Bind { addr: cfg.http_listen, source })?;
 
     let (log, sm) = open_store(&cfg.data_dir)?;
+    let appended = log.appended_bytes();
     let identity = Arc::new(Identity::open(&log, cfg.node_id)?);
     let reader = sm.reader();
     let network = Network { identity: identity.clone() };
@@ -145,6 +146,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     let http_srv = axum::serve(http_listener, crate::http::router(raft.clone(), prom))
         .with_graceful_shutdown(stopped(stop_rx.clone()));
     let gauges = tokio::spawn(crate::http::gauges(raft.clone(), reader));
+    let snapshots =
+        tokio::spawn(crate::snapshot_trigger::run(raft.clone(), appended, cfg.raft.snapshot_after_log_bytes));
 
     // Forms a new cluster when this node should, while the servers run
     // (the other members answer `Identify` on their Raft port).
@@ -195,6 +198,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         }
     };
     gauges.abort();
+    snapshots.abort();
     // Stops openraft; the log store's syncer flushes before the store is dropped.
     if let Err(e) = raft.shutdown().await {
         tracing::warn!(error = %e, "raft shutdown");

@@ -632,3 +632,25 @@ async fn the_cli_runs_every_job_operation_and_namespace_command() {
     .await
     .unwrap();
 }
+
+/// openraft's policy counts entries, and the proposer batches commands, so
+/// a log can hold a lot before it fires (no snapshot in 460 s of the
+/// steady-state benchmark). A node also snapshots, and so can purge its
+/// log, once `raft.snapshot_after_log_bytes` of log were appended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_snapshots_once_enough_log_bytes_were_appended() {
+    let _g = SERIAL.lock().await;
+    let env = vec![("BATON_RAFT__SNAPSHOT_AFTER_LOG_BYTES".to_string(), (256 * 1024).to_string())];
+    let c = Cluster::start(3, Opts { env, ..Opts::default() });
+    c.wait_leader(SECS(15)).await;
+    let cl = client(&c);
+    let snapshot = |id: u64| c.data_dir(id).join("snapshots").join("current.snap");
+    assert!((1..=3).all(|id| !snapshot(id).exists()), "no snapshot before any load");
+    // 8 jobs of 64 KiB: 512 KiB of log in a few dozen entries, far from the
+    // 100,000 entries of the entry policy.
+    let big = "x".repeat(64 * 1024);
+    for _ in 0..8 {
+        cl.submit(job("snap", &[big.as_str()])).await.unwrap();
+    }
+    wait_until("a snapshot on every node", || (1..=3).all(|id| snapshot(id).exists())).await;
+}

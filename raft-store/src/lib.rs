@@ -44,7 +44,7 @@ pub use kv::{CountingKv, Kv, MemKv, state_hash};
 pub use lifecycle::{
     ChunkError, GcProgress, GcTarget, LogChunk, LogLevel, LogLine, LogLineRef, LogRecord, NamespaceRecord,
 };
-pub use log_store::{LogReader, LogStore};
+pub use log_store::{AppendedBytes, LogReader, LogStore};
 pub use state_machine::{JobFilter, SnapshotBuilder, StateMachine, StoreReader, list_jobs_in, open_store};
 pub use task::{Counts, EndReason, JobRecord, JobStatus, SessionRecord, TaskRecord, TaskState};
 pub use types::*;

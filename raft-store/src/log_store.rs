@@ -9,6 +9,7 @@
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, RaftLogReader};
@@ -43,6 +44,19 @@ fn index_key(index: u64) -> [u8; 8] {
 pub struct LogStore {
     db: Arc<DB>,
     syncer: Arc<Syncer>,
+    appended: Arc<AtomicU64>,
+}
+
+/// Bytes of encoded entries appended to a log store since it was opened,
+/// read by the coordinator's snapshot trigger: openraft's policy counts
+/// entries, and batched entries can carry gigabytes before it fires.
+#[derive(Clone, Debug, Default)]
+pub struct AppendedBytes(Arc<AtomicU64>);
+
+impl AppendedBytes {
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 /// The syncer thread's handle. Dropping the last one closes the queue and
@@ -140,6 +154,11 @@ impl LogStore {
         Ok(())
     }
 
+    /// A handle on the count of bytes appended since open.
+    pub fn appended_bytes(&self) -> AppendedBytes {
+        AppendedBytes(self.appended.clone())
+    }
+
     /// The last log id, purged or not (`None` for an empty log).
     pub fn last_log_id(&self) -> Result<Option<LogId>, StoreError> {
         Ok(self.last_entry_id()?.or(self.get_raft::<LogId>(PURGED_KEY)?))
@@ -157,7 +176,11 @@ impl LogStore {
             .name("baton-log-sync".into())
             .spawn(move || sync_loop(sync_db, rx))
             .expect("spawn log sync thread");
-        Self { db, syncer: Arc::new(Syncer { tx: Some(tx), thread: Some(thread) }) }
+        Self {
+            db,
+            syncer: Arc::new(Syncer { tx: Some(tx), thread: Some(thread) }),
+            appended: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     fn get_raft<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
@@ -316,12 +339,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let write = || -> Result<(), StoreError> {
             let logs = cf(&self.db, CF_LOGS)?;
             let mut batch = WriteBatch::default();
+            let mut size = 0u64;
             for e in entries {
                 let bytes = codec::encode(&e).map_err(|source| StoreError::Encode { what: "log entry", source })?;
+                size += bytes.len() as u64;
                 batch.put_cf(logs, index_key(e.log_id.index), bytes);
             }
             // Unsynced write: visible to readers now; the syncer makes it durable.
             self.db.write(batch)?;
+            self.appended.fetch_add(size, Ordering::Relaxed);
             Ok(())
         };
         write().map_err(raft_err(ErrorSubject::Logs, ErrorVerb::Write))?;
