@@ -168,18 +168,15 @@ impl Cluster {
             });
         }
         let child = cmd.spawn().expect("spawn baton");
-        if let Some(mut old) = self.procs.insert(id, child) {
+        if let Some(old) = self.procs.insert(id, child) {
             // Restarting a node that still runs: stop the old one too.
-            unsafe { libc::kill(-(old.id() as i32), libc::SIGKILL) };
-            let _ = old.wait();
+            kill_group(old);
         }
     }
 
     pub fn kill(&mut self, id: u64) {
-        if let Some(mut c) = self.procs.remove(&id) {
-            // The whole group: a wrapper's child too.
-            unsafe { libc::kill(-(c.id() as i32), libc::SIGKILL) };
-            let _ = c.wait();
+        if let Some(c) = self.procs.remove(&id) {
+            kill_group(c);
         }
     }
 
@@ -257,6 +254,12 @@ impl Cluster {
         }
         out
     }
+}
+
+/// Kill a node's whole process group (a wrapper's child too) and reap it.
+fn kill_group(mut c: Child) {
+    unsafe { libc::kill(-(c.id() as i32), libc::SIGKILL) };
+    let _ = c.wait();
 }
 
 impl Drop for Cluster {
