@@ -23,7 +23,7 @@ use crate::error::StoreError;
 use crate::indexes::{Indexes, PendingTask, index_insert, index_remove};
 use crate::keys::{self, Table};
 use crate::kv::{Kv, decode_at, load};
-use crate::lifecycle::{GcTarget, LogRecord, NamespaceRecord};
+use crate::lifecycle::{GcTarget, LogChunk, LogRecord, NamespaceRecord};
 use crate::limits::*;
 use crate::task::*;
 use crate::types::*;
@@ -103,7 +103,7 @@ struct Dirty {
     step_specs: BTreeMap<(WorkflowId, u32), Option<StepTemplate>>,
     /// Workflows the collector deleted.
     gone_workflows: BTreeSet<WorkflowId>,
-    /// Task logs by (task, attempt); `None`: deleted by the collector.
+    /// Task logs by (task, token); `None`: deleted by the collector.
     logs: BTreeMap<(TaskKey, Token), Option<LogRecord>>,
     /// Namespaces whose settings changed; the value is in
     /// `Indexes::namespaces`, or the record is deleted when absent there.
@@ -289,30 +289,22 @@ impl Core {
             }
             Command::CompleteTask { task, token, result, logs } => {
                 let ev = Event::Complete { token: *token, result };
-                self.task_event(kv, ctx, *task, &ev).and_then(|(step, finished)| {
-                    let duplicate = step.effect == Effect::Duplicate;
-                    if !duplicate {
-                        self.keep_report_logs(kv, ctx, *task, *token, logs)?;
-                    }
-                    Ok(Outcome::Completed { task: *task, job_finished: finished, duplicate })
+                self.report_event(kv, ctx, *task, &ev, logs).map(|(step, finished)| Outcome::Completed {
+                    task: *task,
+                    job_finished: finished,
+                    duplicate: step.effect == Effect::Duplicate,
                 })
             }
             Command::FailTask { task, token, error, retryable, logs } => {
                 let ev = Event::Fail { token: *token, error, retryable: *retryable };
-                self.task_event(kv, ctx, *task, &ev).and_then(|(step, finished)| {
-                    let duplicate = step.effect == Effect::Duplicate;
-                    if !duplicate {
-                        self.keep_report_logs(kv, ctx, *task, *token, logs)?;
-                    }
-                    Ok(Outcome::Failed {
-                        task: *task,
-                        retry_at_ms: match step.next.state {
-                            TaskState::Pending { ready_at_ms } => Some(ready_at_ms),
-                            _ => None,
-                        },
-                        job_finished: finished,
-                        duplicate,
-                    })
+                self.report_event(kv, ctx, *task, &ev, logs).map(|(step, finished)| Outcome::Failed {
+                    task: *task,
+                    retry_at_ms: match step.next.state {
+                        TaskState::Pending { ready_at_ms } => Some(ready_at_ms),
+                        _ => None,
+                    },
+                    job_finished: finished,
+                    duplicate: step.effect == Effect::Duplicate,
                 })
             }
             Command::ReportProgress { task, token, progress_bp, message } => {
@@ -723,6 +715,23 @@ impl Core {
     /// on finished jobs too (until deleted or past retention), so a retried
     /// report of a result that finished the job is answered as a duplicate
     /// rather than "not found".
+    /// A Complete or Fail, and then the last log lines it carried, unless
+    /// it was a duplicate (whose lines were kept the first time).
+    fn report_event(
+        &mut self,
+        kv: &dyn Kv,
+        ctx: Ctx,
+        key: TaskKey,
+        ev: &Event<'_>,
+        logs: &LogChunk,
+    ) -> Res<(Step, bool)> {
+        let (step, finished) = self.task_event(kv, ctx, key, ev)?;
+        if step.effect != Effect::Duplicate {
+            self.keep_report_logs(kv, ctx, key, &step.next, logs)?;
+        }
+        Ok((step, finished))
+    }
+
     fn task_event(&mut self, kv: &dyn Kv, ctx: Ctx, key: TaskKey, ev: &Event<'_>) -> Res<(Step, bool)> {
         let (rec, policy) = match self.live_task(kv, key) {
             Ok(x) => x,

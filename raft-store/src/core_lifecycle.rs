@@ -173,25 +173,26 @@ impl Core {
     }
 
     /// The last lines a Complete or Fail carried, once the report itself
-    /// was applied (not a duplicate): its token is then the task's latest
-    /// attempt, so nothing here can refuse them but the job's log bound.
+    /// was applied (not a duplicate) and left the task as `after`: its token
+    /// is then the task's latest attempt, so nothing here can refuse them
+    /// but the job's log bound (or its retention, if that ended just now).
     pub(super) fn keep_report_logs(
         &mut self,
         kv: &dyn Kv,
         ctx: Ctx,
         task: TaskKey,
-        token: Token,
+        after: &TaskRecord,
         logs: &LogChunk,
     ) -> Res<()> {
         if logs.is_empty() {
             return Ok(());
         }
-        let job = self
-            .retained_job(kv, task.job, ctx.now_ms)?
-            .ok_or_else(|| invariant(format!("job {} of an applied report is gone", task.job)))?;
-        let t = self.task(kv, task)?.ok_or_else(|| invariant(format!("no record for reported {task}")))?;
-        debug_assert_eq!(t.last_token, token, "an applied report is the latest attempt's");
-        self.keep_log_chunk(kv, job, task, token, t.attempts, logs.clone())?;
+        // A job kept for 0 ms is past its retention as soon as this report
+        // finishes it: its lines would go with it, so they are not kept.
+        let Some(job) = self.retained_job(kv, task.job, ctx.now_ms)? else {
+            return Ok(());
+        };
+        self.keep_log_chunk(kv, job, task, after.last_token, after.attempts, logs.clone())?;
         Ok(())
     }
 
