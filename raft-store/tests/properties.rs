@@ -190,6 +190,11 @@ struct Harness {
     /// Attempts a task had used (grants minus give-backs) when RetryJob
     /// gave it a fresh budget.
     retried_at: BTreeMap<TaskKey, u32>,
+    /// Shards a command of the current entry ended (dead or cancelled) or
+    /// made succeed, recorded in command order: a RetryJob later in the
+    /// entry requeues the first kind, and the final state cannot tell.
+    ended_in_entry: BTreeSet<TaskKey>,
+    succeeded_in_entry: BTreeSet<TaskKey>,
     stats: Stats,
 }
 
@@ -249,6 +254,8 @@ impl Harness {
             given_back: BTreeMap::new(),
             terminal: BTreeMap::new(),
             retried_at: BTreeMap::new(),
+            ended_in_entry: BTreeSet::new(),
+            succeeded_in_entry: BTreeSet::new(),
             stats: Stats::default(),
         }
     }
@@ -482,6 +489,8 @@ impl Harness {
             }
         }
         self.record(&cmd, &resp);
+        self.ended_in_entry.clear();
+        self.succeeded_in_entry.clear();
         self.check_invariants()
     }
 
@@ -494,8 +503,41 @@ impl Harness {
                 self.record_grants(resp);
                 self.record_given_back(cmd, resp);
                 self.record_retries(cmd, resp);
+                self.record_ends(resp);
             }
         }
+    }
+
+    /// Which shards this command ended or made succeed (see `ended_in_entry`).
+    fn record_ends(&mut self, resp: &Response) {
+        let Response::Done(o) = resp else { return };
+        let mut ended = Vec::new();
+        match o {
+            Outcome::TaskCancelled { task, .. } => ended.push(*task),
+            Outcome::Failed { task, retry_at_ms: None, duplicate: false, .. } => ended.push(*task),
+            Outcome::Completed { task, duplicate: false, .. } => {
+                self.succeeded_in_entry.insert(*task);
+            }
+            Outcome::TimedOut(rs) => ended.extend(rs.iter().flatten().flat_map(|r| r.dead.iter().copied())),
+            Outcome::SessionEnded { released, .. } => ended.extend(released.dead.iter().copied()),
+            // A worker registering again under its name ends its old session.
+            Outcome::Registered { replaced: Some((_, released)), .. } => ended.extend(released.dead.iter().copied()),
+            Outcome::Cancelled { job, .. } => {
+                // Every shard not finished before: those already ended stay
+                // ended, which changes nothing here.
+                let shards = self.core.job(&self.kv, *job).unwrap().map_or(0, |j| j.shards);
+                for shard in 0..shards {
+                    let key = TaskKey::new(*job, shard);
+                    let succeeded = self.succeeded_in_entry.contains(&key)
+                        || self.terminal.get(&key).is_some_and(|p| matches!(p.state, TaskState::Succeeded { .. }));
+                    if !succeeded {
+                        ended.push(key);
+                    }
+                }
+            }
+            _ => {}
+        }
+        self.ended_in_entry.extend(ended);
     }
 
     fn record_given_back(&mut self, cmd: &Command, resp: &Response) {
@@ -516,26 +558,19 @@ impl Harness {
     fn record_retries(&mut self, cmd: &Command, resp: &Response) {
         match (cmd, resp) {
             (Command::RetryJob { job }, Response::Done(Outcome::JobRetried { .. })) => {
-                // Its dead and cancelled shards ran again with no attempt
-                // used. A Batch may have ended them again in the same entry
-                // (or ended them first, unseen here), so every such shard
-                // with no attempt counts as retried.
+                // Its shards that were dead or cancelled at this point of
+                // the entry run again with no attempt used: known ended
+                // before the entry, or ended by an earlier command of it.
                 let shards = self.core.job(&self.kv, *job).unwrap().expect("a retried job").shards;
                 for shard in 0..shards {
                     let key = TaskKey::new(*job, shard);
-                    let t = self.task(*job, shard).expect("a task of a retried job");
-                    // Known dead or cancelled before this entry: retried,
-                    // whatever later commands of the entry did to it.
-                    let was_ended = self
+                    let ended_before = self
                         .terminal
                         .get(&key)
                         .is_some_and(|p| matches!(p.state, TaskState::Dead | TaskState::Cancelled));
-                    if was_ended {
+                    let ended_now = self.ended_in_entry.remove(&key);
+                    if ended_before || ended_now {
                         self.terminal.remove(&key);
-                    }
-                    let ran_again =
-                        matches!(t.state, TaskState::Pending { .. } | TaskState::Dead | TaskState::Cancelled);
-                    if was_ended || (ran_again && t.attempts == 0) {
                         let granted = self.grants.get(&key).map_or(0, |g| g.len() as u32);
                         let back = self.given_back.get(&key).copied().unwrap_or(0);
                         self.retried_at.insert(key, granted - back);
@@ -690,6 +725,63 @@ fn run_case(ops: &[Op], splits: &BTreeSet<usize>) -> Result<Stats, TestCaseError
     prop_assert_eq!(reopened.idx.canonical(), h.core.idx.canonical());
     prop_assert_eq!(&reopened.meta, &h.core.meta);
     Ok(h.stats)
+}
+
+/// A case proptest found: a grant released by a Deregister later in the
+/// same entry as a RetryJob of its job. The model took the released shard
+/// (Pending, no attempt, after the entry) for a retried one, counted at the
+/// retry, before the release was recorded, and its attempt count went
+/// below zero.
+#[test]
+fn a_grant_released_after_a_retry_in_the_same_entry_is_not_taken_for_a_retried_one() {
+    let submit =
+        |shards| Op::Submit { shards, max_attempts: 1, key: None, not_before: 0, constraint: false, retention: None };
+    let ops = [
+        submit(1),
+        Op::Cancel { sel: 0, valid: false },
+        Op::Assign { sel: 0, sess: 0, valid: false },
+        submit(2),
+        submit(3),
+        Op::Register { worker: 0, capacity: 1 },
+        Op::CancelTask { sel: 24122, valid: true },
+        Op::Assign { sel: 44578, sess: 0, valid: true },
+        Op::Batch(vec![Op::RetryJob { sel: 40366 }, Op::Deregister { sel: 0, valid: false }]),
+    ];
+    run_case(&ops, &BTreeSet::new()).unwrap();
+}
+
+/// A case proptest found: one entry cancels a running shard, retries its
+/// job and grants the shard again. The model judged "retried" from the
+/// state after the whole entry (running, one attempt) and missed the retry.
+#[test]
+fn a_shard_cancelled_retried_and_granted_in_one_entry_counts_one_attempt() {
+    let ops = [
+        Op::Submit { shards: 1, max_attempts: 1, key: None, not_before: 0, constraint: false, retention: None },
+        Op::Register { worker: 0, capacity: 1 },
+        Op::Assign { sel: 0, sess: 0, valid: false },
+        Op::Batch(vec![
+            Op::CancelTask { sel: 0, valid: false },
+            Op::RetryJob { sel: 14460 },
+            Op::Assign { sel: 0, sess: 0, valid: false },
+        ]),
+    ];
+    run_case(&ops, &BTreeSet::new()).unwrap();
+}
+
+/// A case proptest found: the report that finishes a job kept for 0 ms
+/// carries log lines. The job is past its retention as soon as it
+/// finishes, and keeping the lines failed apply ("an applied report's job
+/// is gone"), which stops every node.
+#[test]
+fn the_last_report_of_a_job_kept_for_no_time_may_carry_lines() {
+    let ops = [
+        Op::Register { worker: 0, capacity: 1 },
+        Op::Submit { shards: 1, max_attempts: 1, key: None, not_before: 0, constraint: false, retention: Some(0) },
+        Op::Assign { sel: 0, sess: 0, valid: true },
+        // sel 2887 % 3 = 1: the report carries one line.
+        Op::Batch(vec![Op::Complete { sel: 2887, valid: true, token: TokenPick::Current }]),
+    ];
+    run_case(&ops, &BTreeSet::new()).unwrap();
 }
 
 #[test]
