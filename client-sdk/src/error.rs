@@ -36,6 +36,8 @@ pub mod codes {
     pub const JOB_IN_WORKFLOW: &str = "JOB_IN_WORKFLOW";
     /// The job or its namespace is paused.
     pub const PAUSED: &str = "PAUSED";
+    /// A schedule or trigger of that name exists, with another spec.
+    pub const ALREADY_EXISTS: &str = "ALREADY_EXISTS";
 }
 
 /// The `baton-error-code` a status carries, if any.

@@ -61,6 +61,9 @@ pub enum ApiError {
     /// Refused in the current state for another reason. Nothing changed.
     #[error("{0}")]
     Precondition(String),
+    /// A schedule or trigger of that name exists with another spec. Nothing changed.
+    #[error("{0}")]
+    AlreadyExists(String),
     /// This node cannot serve the call; the leader, if known, can. Nothing
     /// was proposed.
     #[error("not the leader{}", hint_text(.leader))]
@@ -109,6 +112,7 @@ impl ApiError {
             ApiError::JobInWorkflow(_) => codes::JOB_IN_WORKFLOW,
             ApiError::Paused(_) => codes::PAUSED,
             ApiError::Precondition(_) => codes::PRECONDITION,
+            ApiError::AlreadyExists(_) => codes::ALREADY_EXISTS,
             ApiError::NotLeader { .. } => codes::NOT_LEADER,
             ApiError::Lagging(_) => codes::LAGGING,
             // Nothing was done and the client should come back: the same
@@ -127,6 +131,7 @@ impl ApiError {
         match self {
             ApiError::Invalid { .. } => Code::InvalidArgument,
             ApiError::NotFound(_) => Code::NotFound,
+            ApiError::AlreadyExists(_) => Code::AlreadyExists,
             ApiError::Fenced(_)
             | ApiError::JobFinished(_)
             | ApiError::SessionEnded(_)
@@ -156,7 +161,10 @@ impl From<CommandError> for ApiError {
             | CommandError::TaskNotFound(_)
             | CommandError::SessionNotFound(_)
             | CommandError::WorkflowNotFound(_)
+            | CommandError::ScheduleNotFound(_)
+            | CommandError::TriggerNotFound(_)
             | CommandError::StepNotFound { .. } => ApiError::NotFound(msg),
+            CommandError::NameTaken { .. } => ApiError::AlreadyExists(msg),
             CommandError::SessionEnded { .. } | CommandError::StaleEpoch { .. } => ApiError::SessionEnded(msg),
             CommandError::Fenced { .. } => ApiError::Fenced(msg),
             CommandError::JobFinished { .. } => ApiError::JobFinished(msg),
@@ -173,7 +181,8 @@ impl From<CommandError> for ApiError {
             | CommandError::NotExpired { .. }
             | CommandError::IdempotencyConflict { .. }
             | CommandError::WorkflowFinished { .. }
-            | CommandError::GateNotWaiting { .. } => ApiError::Precondition(msg),
+            | CommandError::GateNotWaiting { .. }
+            | CommandError::FireNotDue { .. } => ApiError::Precondition(msg),
         }
     }
 }

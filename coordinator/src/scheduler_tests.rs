@@ -36,6 +36,7 @@ fn job_record(id: JobId, namespace: &str, priority: i32, constraints: Labels) ->
         retention_ms: None,
         paused: false,
         expires_ms: None,
+        run_of: None,
         deleted: false,
         indexed_status: None,
         log_bytes: 0,

@@ -12,7 +12,9 @@ use serde::{Serialize, de::DeserializeOwned};
 /// (job records name their workflow step, `JobRecord::origin`). 4: lifecycle
 /// (retention, pause, deletion and log bytes on job records; the collector in `Meta`).
 /// 5: task logs as encoded chunks keyed by token; reports carry their last lines.
-pub const FORMAT_VERSION: u8 = 5;
+/// 6: schedules and event triggers (`Meta` counters; jobs and workflows name
+/// the schedule fire or event that started them, `run_of`).
+pub const FORMAT_VERSION: u8 = 6;
 
 /// Fixed-int, little-endian bincode configuration. Fixed-width integers make the
 /// encoding of a value independent of its magnitude, so byte-identical state is

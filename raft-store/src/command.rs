@@ -10,6 +10,7 @@ use crate::codec;
 use crate::ids::{JobId, SessionId, TaskKey, Token, WorkflowId};
 use crate::lifecycle::LogChunk;
 use crate::limits::*;
+use crate::schedule::{EventSpec, RunTarget, ScheduleId, ScheduleSpec, TriggerId, TriggerSpec};
 use crate::workflow::WorkflowSpec;
 
 /// The payload of every normal log entry: a command stamped by the leader.
@@ -303,6 +304,43 @@ pub enum Command {
     /// is carrying it: every entry runs the collector's budget, this one
     /// exists for idle clusters.
     CollectGarbage,
+    /// Create a schedule. The same (namespace, name) with the same spec
+    /// returns the first schedule; with another spec it is refused.
+    CreateSchedule(ScheduleSpec),
+    /// Replace a schedule's spec (same namespace and name); its next fire
+    /// time is computed afresh from the entry's time. Live runs go on.
+    UpdateSchedule {
+        schedule: ScheduleId,
+        spec: ScheduleSpec,
+    },
+    /// Stop or restart firing. Fire times passed while paused are misfires.
+    PauseSchedule {
+        schedule: ScheduleId,
+        paused: bool,
+    },
+    /// Forget a schedule; its live runs go on as plain jobs or workflows.
+    DeleteSchedule {
+        schedule: ScheduleId,
+    },
+    /// Start a run now, as if a fire were due (the overlap policy applies).
+    RunSchedule {
+        schedule: ScheduleId,
+    },
+    /// Proposed by the leader when a schedule's next fire time is due.
+    /// apply() accepts only the schedule's current next fire time, so a
+    /// repeated or stale proposal starts nothing: one run per fire time.
+    Fire {
+        schedule: ScheduleId,
+        fire_ms: u64,
+    },
+    /// Create an event trigger (idempotent on (namespace, name) like a schedule).
+    CreateTrigger(TriggerSpec),
+    DeleteTrigger {
+        trigger: TriggerId,
+    },
+    /// Publish an event: every matching trigger starts its run in this
+    /// entry. Idempotent on (namespace, event_id).
+    PublishEvent(EventSpec),
     /// Independent commands grouped into one entry to amortize the fsync.
     /// Each succeeds or fails on its own; there is no cross-command atomicity.
     Batch(Vec<Command>),
@@ -334,6 +372,15 @@ impl Command {
             Command::SetPriority { .. } => "set_priority",
             Command::AppendLogs { .. } => "append_logs",
             Command::CollectGarbage => "collect_garbage",
+            Command::CreateSchedule(_) => "create_schedule",
+            Command::UpdateSchedule { .. } => "update_schedule",
+            Command::PauseSchedule { .. } => "pause_schedule",
+            Command::DeleteSchedule { .. } => "delete_schedule",
+            Command::RunSchedule { .. } => "run_schedule",
+            Command::Fire { .. } => "fire",
+            Command::CreateTrigger(_) => "create_trigger",
+            Command::DeleteTrigger { .. } => "delete_trigger",
+            Command::PublishEvent(_) => "publish_event",
             Command::Batch(_) => "batch",
         }
     }
@@ -404,6 +451,14 @@ impl Command {
                 check_count("lines", lines.len() as usize, 1, MAX_LOG_LINES_PER_COMMAND)?;
                 check_chunk("lines", lines)
             }
+            Command::CreateSchedule(spec) | Command::UpdateSchedule { spec, .. } => spec.validate(),
+            Command::PauseSchedule { .. }
+            | Command::DeleteSchedule { .. }
+            | Command::RunSchedule { .. }
+            | Command::Fire { .. }
+            | Command::DeleteTrigger { .. } => Ok(()),
+            Command::CreateTrigger(spec) => spec.validate(),
+            Command::PublishEvent(ev) => ev.validate(),
             Command::Batch(cmds) => {
                 check_count("batch", cmds.len(), 1, MAX_BATCH_COMMANDS)?;
                 if cmds.iter().any(|c| matches!(c, Command::Batch(_))) {
@@ -618,6 +673,53 @@ pub enum Outcome {
     Collected {
         keys_deleted: u32,
     },
+    ScheduleCreated {
+        schedule: ScheduleId,
+        duplicate: bool,
+        next_fire_ms: Option<u64>,
+    },
+    /// Updated, paused or resumed.
+    ScheduleUpdated {
+        schedule: ScheduleId,
+        paused: bool,
+        next_fire_ms: Option<u64>,
+    },
+    ScheduleDeleted {
+        schedule: ScheduleId,
+    },
+    /// A Fire or RunSchedule: the run it started (if any), why it started
+    /// none, how many fire times it passed over (misfires), and the next.
+    Fired {
+        schedule: ScheduleId,
+        fire_ms: u64,
+        run: Option<RunTarget>,
+        skipped_reason: Option<String>,
+        missed: u64,
+        next_fire_ms: Option<u64>,
+    },
+    TriggerCreated {
+        trigger: TriggerId,
+        duplicate: bool,
+    },
+    TriggerDeleted {
+        trigger: TriggerId,
+    },
+    /// The runs the event started, one per matching trigger that was not
+    /// debounced (a refused run names why).
+    EventPublished {
+        runs: Vec<EventRun>,
+        debounced: u32,
+        duplicate: bool,
+    },
+}
+
+/// One trigger's answer to a published event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRun {
+    pub trigger: TriggerId,
+    pub job: Option<JobId>,
+    /// Why no job started (a limit, a payload too big for the template).
+    pub refused: Option<String>,
 }
 
 /// The reply to one log entry.
@@ -708,6 +810,18 @@ pub enum CommandError {
     /// (`namespace` is then set): the scheduler's plan raced the pause.
     #[error("job {job} is paused{}", namespace.as_ref().map(|n| format!(" (namespace {n:?} is paused)")).unwrap_or_default())]
     JobPaused { job: JobId, namespace: Option<String> },
+    #[error("schedule {0} not found")]
+    ScheduleNotFound(ScheduleId),
+    #[error("trigger {0} not found")]
+    TriggerNotFound(TriggerId),
+    /// A Fire for a time that is not the schedule's next, not due yet, or of
+    /// a paused schedule: a repeated or stale proposal. Nothing changed.
+    #[error("schedule {schedule} has no fire due at {fire_ms} (next {next_fire_ms:?}, paused {paused})")]
+    FireNotDue { schedule: ScheduleId, fire_ms: u64, next_fire_ms: Option<u64>, paused: bool },
+    /// Create with a (namespace, name) another spec holds, or an update
+    /// that would rename.
+    #[error("{what} {name:?} already exists in namespace {namespace:?} (id {id}) with another spec")]
+    NameTaken { what: String, namespace: String, name: String, id: u64 },
 }
 
 impl CommandError {

@@ -25,6 +25,7 @@ use crate::keys::{self, Table};
 use crate::kv::{Kv, decode_at, load};
 use crate::lifecycle::{GcTarget, LogChunk, LogRecord, NamespaceRecord};
 use crate::limits::*;
+use crate::schedule::*;
 use crate::task::*;
 use crate::types::*;
 use crate::workflow::*;
@@ -37,6 +38,8 @@ pub struct Meta {
     pub next_job: JobId,
     pub next_session: SessionId,
     pub next_workflow: WorkflowId,
+    pub next_schedule: ScheduleId,
+    pub next_trigger: TriggerId,
     /// Logical time: the max `proposed_at_ms` applied so far. Never goes back,
     /// even if a new leader's clock is behind the old one's.
     pub clock_ms: u64,
@@ -52,6 +55,8 @@ impl Default for Meta {
             next_job: 1,
             next_session: 1,
             next_workflow: 1,
+            next_schedule: 1,
+            next_trigger: 1,
             clock_ms: 0,
             gc: None,
         }
@@ -108,6 +113,13 @@ struct Dirty {
     /// Namespaces whose settings changed; the value is in
     /// `Indexes::namespaces`, or the record is deleted when absent there.
     namespaces: BTreeSet<String>,
+    /// Schedules whose record changed; the value is in `Indexes::schedules`,
+    /// or the record is deleted when absent there.
+    schedules: BTreeSet<ScheduleId>,
+    /// Likewise for triggers and `Indexes::triggers`.
+    triggers: BTreeSet<TriggerId>,
+    /// Run templates of schedules and triggers; `None`: delete.
+    templates: BTreeMap<TemplateOwner, Option<Template>>,
 }
 
 /// An internal failure: a refused command, or a storage error that stops the node.
@@ -161,6 +173,9 @@ mod gc;
 
 #[path = "core_lifecycle.rs"]
 mod lifecycle_ops;
+
+#[path = "core_schedule.rs"]
+mod schedules;
 
 fn invariant(msg: String) -> Fail {
     Fail::Store(StoreError::Invariant(msg))
@@ -220,6 +235,22 @@ impl Core {
             let name = String::from_utf8(k[1..].to_vec())
                 .map_err(|_| StoreError::Invariant(format!("bad key {}", keys::describe(k))))?;
             idx.namespaces.insert(name, decode_at(k, v)?);
+            Ok(true)
+        })?;
+        kv.scan(&[Table::Schedule as u8], &mut |k, v| {
+            let rec: ScheduleRecord = decode_at(k, v)?;
+            idx.schedule_names.insert((rec.rule.namespace.clone(), rec.rule.name.clone()), rec.id);
+            if let Some(due) = rec.due_ms() {
+                idx.fire_due.insert((due, rec.id));
+            }
+            idx.schedules.insert(rec.id, rec);
+            Ok(true)
+        })?;
+        kv.scan(&[Table::Trigger as u8], &mut |k, v| {
+            let rec: TriggerRecord = decode_at(k, v)?;
+            idx.trigger_names.insert((rec.namespace.clone(), rec.name.clone()), rec.id);
+            idx.triggers_by_topic.entry((rec.namespace.clone(), rec.topic.clone())).or_default().insert(rec.id);
+            idx.triggers.insert(rec.id, rec);
             Ok(true)
         })?;
         let live_jobs: Vec<JobId> = idx.jobs.keys().copied().collect();
@@ -351,6 +382,15 @@ impl Core {
             Command::AppendLogs { task, token, lines } => self.append_logs(kv, ctx, *task, *token, lines.clone()),
             // Every normal entry ran the collector before its command.
             Command::CollectGarbage => Ok(Outcome::Collected { keys_deleted: self.collected }),
+            Command::CreateSchedule(spec) => self.create_schedule(ctx, spec),
+            Command::UpdateSchedule { schedule, spec } => self.update_schedule(ctx, *schedule, spec),
+            Command::PauseSchedule { schedule, paused } => self.pause_schedule(ctx, *schedule, *paused),
+            Command::DeleteSchedule { schedule } => self.delete_schedule(*schedule),
+            Command::RunSchedule { schedule } => self.run_schedule(kv, ctx, *schedule),
+            Command::Fire { schedule, fire_ms } => self.fire(kv, ctx, *schedule, *fire_ms),
+            Command::CreateTrigger(spec) => self.create_trigger(ctx, spec),
+            Command::DeleteTrigger { trigger } => self.delete_trigger(*trigger),
+            Command::PublishEvent(ev) => self.publish_event(kv, ctx, ev),
         };
         match r {
             Ok(o) => Ok(Response::Done(o)),
@@ -493,10 +533,19 @@ impl Core {
                 }
             }
             let origin = rec.origin.clone().map(|o| (o, rec.status(), rec.cancel_reason.clone(), rec.counts));
+            let run_of = rec.run_of.clone().map(|r| (r, rec.status()));
             self.dirty.jobs.insert(job);
             self.dirty.finished.insert(job, rec);
             if let Some((origin, status, cancel_reason, counts)) = origin {
                 self.step_job_finished(kv, ctx, job, &origin, status, cancel_reason, counts)?;
+            }
+            if let Some((run_of, status)) = run_of {
+                let outcome = match status {
+                    JobStatus::Succeeded => RunOutcome::Succeeded,
+                    JobStatus::Cancelled => RunOutcome::Cancelled,
+                    _ => RunOutcome::Failed,
+                };
+                self.run_finished(kv, ctx, &run_of, RunTarget::Job(job), outcome)?;
             }
         }
         Ok(done)
@@ -860,6 +909,9 @@ impl Core {
             + d.step_specs.len()
             + d.logs.len()
             + d.namespaces.len()
+            + d.schedules.len()
+            + d.triggers.len()
+            + d.templates.len()
     }
 
     /// Encode every change since the last call, as (table key, value or delete),
@@ -934,6 +986,15 @@ impl Core {
         }
         for ns in d.namespaces {
             w.push((keys::namespace(&ns), put_opt("namespace", self.idx.namespaces.get(&ns))?));
+        }
+        for id in d.schedules {
+            w.push((keys::schedule(id), put_opt("schedule", self.idx.schedules.get(&id))?));
+        }
+        for id in d.triggers {
+            w.push((keys::trigger(id), put_opt("trigger", self.idx.triggers.get(&id))?));
+        }
+        for (owner, t) in d.templates {
+            w.push((keys::run_template(owner), put_opt("run template", t)?));
         }
         Ok(w)
     }

@@ -134,6 +134,7 @@ impl Core {
             result_step: spec.result_step.as_deref().and_then(index_of),
             steps: records,
             expires_ms: None,
+            run_of: None,
         };
         self.idx.workflows.insert(id, rec);
         self.dirty.workflows.insert(id);
@@ -439,10 +440,10 @@ impl Core {
                 }
             }
         }
-        self.finish_workflow_if_done(ctx, wf)
+        self.finish_workflow_if_done(kv, ctx, wf)
     }
 
-    fn finish_workflow_if_done(&mut self, ctx: Ctx, wf: WorkflowId) -> Res<()> {
+    fn finish_workflow_if_done(&mut self, kv: &dyn Kv, ctx: Ctx, wf: WorkflowId) -> Res<()> {
         let rec = &self.idx.workflows[&wf];
         if !rec.steps.iter().all(|s| s.state.is_terminal()) {
             return Ok(());
@@ -459,8 +460,17 @@ impl Core {
         let at = ctx.now_ms.saturating_add(self.namespace_retention_ms(&rec.namespace));
         rec.expires_ms = Some(at);
         self.idx.expiry.insert((at, crate::lifecycle::GcTarget::Workflow(wf)));
+        let run_of = rec.run_of.clone().map(|r| (r, rec.status));
         self.dirty.workflows.insert(wf);
         self.dirty.finished_workflows.insert(wf, rec);
+        if let Some((run_of, status)) = run_of {
+            let outcome = match status {
+                WorkflowStatus::Succeeded => RunOutcome::Succeeded,
+                WorkflowStatus::Cancelled => RunOutcome::Cancelled,
+                _ => RunOutcome::Failed,
+            };
+            self.run_finished(kv, ctx, &run_of, RunTarget::Workflow(wf), outcome)?;
+        }
         Ok(())
     }
 
@@ -498,7 +508,7 @@ impl Core {
                 other => return Err(invariant(format!("cancel of job {job} answered {other:?}"))),
             }
         }
-        self.finish_workflow_if_done(ctx, wf)?;
+        self.finish_workflow_if_done(kv, ctx, wf)?;
         Ok(Outcome::WorkflowCancelled { workflow: wf, steps_cancelled: open.len() as u32, tasks_cancelled })
     }
 

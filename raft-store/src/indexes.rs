@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::ids::*;
+use crate::schedule::{ScheduleId, ScheduleRecord, TriggerId, TriggerRecord};
 use crate::task::*;
 use crate::workflow::WorkflowRecord;
 
@@ -115,6 +116,18 @@ pub struct Indexes {
     pub expiry: BTreeSet<(u64, crate::lifecycle::GcTarget)>,
     /// Namespaces with stored settings.
     pub namespaces: BTreeMap<String, crate::lifecycle::NamespaceRecord>,
+    /// Every schedule (at most [`crate::limits::MAX_SCHEDULES`]), without templates.
+    pub schedules: BTreeMap<ScheduleId, ScheduleRecord>,
+    /// (namespace, name) → schedule.
+    pub schedule_names: BTreeMap<(String, String), ScheduleId>,
+    /// (due time, schedule) of every unpaused schedule with a next fire:
+    /// the leader proposes Fire from it. Kept by `Core::put_schedule`.
+    pub fire_due: BTreeSet<(u64, ScheduleId)>,
+    /// Every trigger (at most [`crate::limits::MAX_TRIGGERS`]), without templates.
+    pub triggers: BTreeMap<TriggerId, TriggerRecord>,
+    pub trigger_names: BTreeMap<(String, String), TriggerId>,
+    /// (namespace, topic) → its triggers.
+    pub triggers_by_topic: BTreeMap<(String, String), BTreeSet<TriggerId>>,
 }
 
 impl Indexes {
@@ -130,7 +143,7 @@ impl Indexes {
             })
             .collect();
         format!(
-            "jobs={:?}\npending={:?}\nsessions={:?}\nby_name={:?}\nby_session={:?}\ndeadlines={:?}\nlive={}\nworkflows={:?}\ngates={:?}\nexpiry={:?}\nnamespaces={:?}",
+            "jobs={:?}\npending={:?}\nsessions={:?}\nby_name={:?}\nby_session={:?}\ndeadlines={:?}\nlive={}\nworkflows={:?}\ngates={:?}\nexpiry={:?}\nnamespaces={:?}\nschedules={:?}\nschedule_names={:?}\nfire_due={:?}\ntriggers={:?}\ntrigger_names={:?}\nby_topic={:?}",
             self.jobs,
             pending,
             self.sessions,
@@ -141,7 +154,13 @@ impl Indexes {
             self.workflows,
             self.gate_deadlines,
             self.expiry,
-            self.namespaces
+            self.namespaces,
+            self.schedules,
+            self.schedule_names,
+            self.fire_due,
+            self.triggers,
+            self.trigger_names,
+            self.triggers_by_topic
         )
     }
 }

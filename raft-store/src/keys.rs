@@ -8,6 +8,7 @@
 //! order, so scans come out sorted by job and shard.
 
 use crate::ids::{JobId, SessionId, TaskKey, Token, WorkflowId};
+use crate::schedule::{ScheduleId, TemplateOwner, TriggerId};
 
 /// Raft log entries, keyed by index (8 bytes BE).
 pub const CF_LOGS: &str = "logs";
@@ -46,10 +47,16 @@ pub enum Table {
     TaskLog = 12,
     /// Secondary indexes of jobs for paged listing (see [`job_index`]).
     JobIndex = 13,
+    /// Schedule records (without their templates), by schedule id.
+    Schedule = 14,
+    /// Trigger records (without their templates), by trigger id.
+    Trigger = 15,
+    /// Run templates of schedules and triggers, by (owner kind, id).
+    RunTemplate = 16,
 }
 
 impl Table {
-    pub const ALL: [Table; 13] = [
+    pub const ALL: [Table; 16] = [
         Table::Meta,
         Table::Job,
         Table::Task,
@@ -63,6 +70,9 @@ impl Table {
         Table::Namespace,
         Table::TaskLog,
         Table::JobIndex,
+        Table::Schedule,
+        Table::Trigger,
+        Table::RunTemplate,
     ];
 
     pub fn from_tag(tag: u8) -> Option<Table> {
@@ -84,6 +94,9 @@ impl Table {
             Table::Namespace => "namespace",
             Table::TaskLog => "task_log",
             Table::JobIndex => "job_index",
+            Table::Schedule => "schedule",
+            Table::Trigger => "trigger",
+            Table::RunTemplate => "run_template",
         }
     }
 }
@@ -155,6 +168,28 @@ pub fn step_spec(workflow: WorkflowId, step: u32) -> Vec<u8> {
     k.push(Table::StepSpec as u8);
     k.extend_from_slice(&workflow.to_be_bytes());
     k.extend_from_slice(&step.to_be_bytes());
+    k
+}
+
+pub fn schedule(id: ScheduleId) -> Vec<u8> {
+    let mut k = vec![Table::Schedule as u8];
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+pub fn trigger(id: TriggerId) -> Vec<u8> {
+    let mut k = vec![Table::Trigger as u8];
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+pub fn run_template(owner: TemplateOwner) -> Vec<u8> {
+    let (kind, id) = match owner {
+        TemplateOwner::Schedule(id) => (0u8, id),
+        TemplateOwner::Trigger(id) => (1u8, id),
+    };
+    let mut k = vec![Table::RunTemplate as u8, kind];
+    k.extend_from_slice(&id.to_be_bytes());
     k
 }
 

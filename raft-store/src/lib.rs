@@ -27,6 +27,7 @@ pub mod limits;
 pub mod log_store;
 pub mod recovery;
 pub mod rocks;
+pub mod schedule;
 pub mod snapshot;
 pub mod state_machine;
 pub mod task;
@@ -36,7 +37,7 @@ pub mod workflow;
 pub use crate::core::{Core, Meta};
 pub use backup::BackupHeader;
 pub use command::{
-    Assign, Backoff, Command, CommandError, Grant, JobSpec, Outcome, Proposal, Released, Response, Revoked,
+    Assign, Backoff, Command, CommandError, EventRun, Grant, JobSpec, Outcome, Proposal, Released, Response, Revoked,
 };
 pub use error::StoreError;
 pub use indexes::{Indexes, Interner, NameId, PendingTask};
@@ -45,6 +46,10 @@ pub use lifecycle::{
     ChunkError, GcProgress, GcTarget, LogChunk, LogLevel, LogLine, LogLineRef, LogRecord, NamespaceRecord,
 };
 pub use log_store::{AppendedBytes, LogReader, LogStore};
+pub use schedule::{
+    Cadence, EventSpec, Misfire, Overlap, RunEntry, RunOrigin, RunOutcome, RunTarget, ScheduleId, ScheduleRecord,
+    ScheduleRule, ScheduleSpec, Template, TemplateKind, TemplateOwner, TriggerId, TriggerRecord, TriggerSpec,
+};
 pub use state_machine::{JobFilter, SnapshotBuilder, StateMachine, StoreReader, list_jobs_in, open_store};
 pub use task::{Counts, EndReason, JobRecord, JobStatus, SessionRecord, TaskRecord, TaskState};
 pub use types::*;

@@ -172,3 +172,61 @@ pub const MAX_NAMESPACE_RECORDS: usize = 10_000;
 /// [`MAX_LOG_BYTES_PER_JOB`]: empty lines cost something too, so no flood of
 /// them can grow an attempt's record or a job's logs without bound.
 pub const LOG_LINE_OVERHEAD_BYTES: u64 = 16;
+
+/// Most schedules a cluster holds (live or paused). Every schedule record is
+/// kept in memory on every node (its template is not), and the leader scans
+/// only the due ones, so this bounds memory, not per-entry work.
+pub const MAX_SCHEDULES: usize = 10_000;
+
+/// Most event triggers a cluster holds; like schedules, kept in memory.
+pub const MAX_TRIGGERS: usize = 10_000;
+
+/// Most triggers on one (namespace, topic). One PublishEvent starts a run
+/// for each matching trigger in its own entry, so this bounds that entry.
+pub const MAX_TRIGGERS_PER_TOPIC: usize = 16;
+
+/// Shortest period of a fixed-rate schedule and shortest delay of a
+/// fixed-delay one (1 s): a cron pattern's finest grain is a second too.
+/// Faster firing is a stream, not a schedule; each fire is a log entry.
+pub const MIN_SCHEDULE_PERIOD_MS: u64 = 1000;
+
+/// Longest cron pattern (bytes).
+pub const MAX_CRON_BYTES: usize = 256;
+
+/// Longest IANA time-zone name (bytes).
+pub const MAX_TIME_ZONE_BYTES: usize = 64;
+
+/// Largest jitter of a schedule (1 h). A fire waits a deterministic offset
+/// below it, so many schedules on the same minute do not fire together.
+pub const MAX_SCHEDULE_JITTER_MS: u64 = 3600 * 1000;
+
+/// How late a fire may be and still count as on time (default 5 s): a fire
+/// applied later than its due time plus this grace was missed, and the
+/// schedule's misfire policy decides what to do with it. A leader failover
+/// takes well under this, so a healthy cluster's fires are never misfires.
+pub const MISFIRE_GRACE_MS_DEFAULT: u64 = 5000;
+
+/// Largest misfire grace a schedule may set (1 day).
+pub const MAX_MISFIRE_GRACE_MS: u64 = 24 * 3600 * 1000;
+
+/// Most missed fire times a `fire_all` schedule catches up on after an outage
+/// or a pause; older missed times are skipped. Each caught-up fire is one entry.
+pub const MAX_FIRE_ALL_CATCH_UP: u32 = 1000;
+
+/// Most runs of one schedule that may be live at once under the `allow`
+/// overlap policy; a fire beyond it is skipped with that reason. Bounds the
+/// live-run list in the schedule's record.
+pub const MAX_LIVE_RUNS_PER_SCHEDULE: usize = 64;
+
+/// Most recent runs (fired or skipped) a schedule's record remembers for
+/// reads; older ones drop off (their jobs stay, until retention).
+pub const MAX_RECENT_RUNS: usize = 50;
+
+/// Longest event topic (bytes).
+pub const MAX_TOPIC_BYTES: usize = 128;
+
+/// Most debounce keys one trigger remembers; the oldest is forgotten first.
+pub const MAX_DEBOUNCE_KEYS: usize = 1024;
+
+/// Longest debounce window (1 day).
+pub const MAX_DEBOUNCE_MS: u64 = 24 * 3600 * 1000;

@@ -8,6 +8,7 @@ use serde_bytes::ByteBuf;
 
 use crate::command::{Backoff, CommandError, JobSpec};
 use crate::ids::{JobId, SessionId, TaskKey, Token};
+use crate::schedule::RunOrigin;
 use crate::workflow::JobOrigin;
 
 /// Where a task is in its life. `Succeeded`, `Dead` and `Cancelled` are final.
@@ -419,6 +420,8 @@ pub struct JobRecord {
     pub finished_ms: Option<u64>,
     /// The workflow step that started this job, if any.
     pub origin: Option<JobOrigin>,
+    /// The schedule fire or event that started this job, if any.
+    pub run_of: Option<RunOrigin>,
     /// From the spec; see [`JobSpec::retention_ms`].
     pub retention_ms: Option<u64>,
     /// No new attempt is granted while set (PauseJob).
@@ -462,6 +465,7 @@ impl JobRecord {
             cancel_reason: None,
             finished_ms: None,
             origin: None,
+            run_of: None,
             retention_ms: spec.retention_ms,
             paused: false,
             expires_ms: None,

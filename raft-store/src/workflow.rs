@@ -519,6 +519,8 @@ pub struct WorkflowRecord {
     /// When the collector deletes this finished workflow (its finish time
     /// plus its namespace's retention then), and with it its jobs.
     pub expires_ms: Option<u64>,
+    /// The schedule fire that started this workflow, if any.
+    pub run_of: Option<crate::schedule::RunOrigin>,
 }
 
 /// What a step's predecessors' outcomes say about it.

@@ -33,6 +33,12 @@ pub const TIMEOUTS_PER_ENTRY: usize = 1_000;
 /// that work is bounded per workflow by its step and edge limits.
 pub const GATES_PER_ENTRY: usize = MAX_ITEMS_PER_COMMAND;
 
+/// Most schedule fires proposed in one entry (a Batch of Fire commands).
+/// Each fire may create a job or a workflow from its template (at most one
+/// entry's worth of bytes each), so the batch is kept small; the rest are
+/// proposed when it commits.
+pub const FIRES_PER_ENTRY: usize = 32;
+
 /// What the core needs from the configuration.
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
@@ -67,6 +73,8 @@ pub enum ProposalKind {
     ExpireGates,
     /// CollectGarbage: retention work is due and no entry is carrying it.
     CollectGarbage,
+    /// A Batch of Fire commands for schedules whose fire time is due.
+    Fire,
 }
 
 /// How a proposal of the core ended.
@@ -84,6 +92,8 @@ pub enum Outcome {
     GatesExpired(usize),
     /// Committed CollectGarbage: the keys its entry's collector deleted.
     Collected(u32),
+    /// Committed Fire batch (each fire was applied or refused as stale).
+    Fired,
     /// Not committed (no longer leader, overloaded, storage error): the
     /// next check tries again if it still applies.
     NotCommitted,
@@ -261,6 +271,9 @@ pub struct LeaderCore {
     /// A CollectGarbage is in flight: one at a time is enough, as every
     /// entry (ours or anyone's) runs the collector's budget.
     gc_in_flight: bool,
+    /// A Fire batch is in flight: its schedules stay due in the applied
+    /// state until it commits, so proposing again would only be refused.
+    fires_in_flight: bool,
     bucket: TokenBucket,
 }
 
@@ -314,6 +327,7 @@ impl LeaderCore {
             timeouts_in_flight: false,
             gates_in_flight: false,
             gc_in_flight: false,
+            fires_in_flight: false,
             bucket,
         }
     }
@@ -337,6 +351,7 @@ impl LeaderCore {
         match ev {
             Event::Leadership { leading, term } => self.on_leadership(leading, term, now, state, &mut out),
             Event::Applied { .. } => {
+                self.fire_due(now, state, &mut out);
                 self.expire_gates_due(now, state, &mut out);
                 self.collect_due(now, state, &mut out);
                 self.plan(now, state, &mut out);
@@ -367,6 +382,7 @@ impl LeaderCore {
                     self.track_sessions(now, state, &mut out);
                     self.expire_due(now, state, &mut out);
                     self.time_out_due(now, state, &mut out);
+                    self.fire_due(now, state, &mut out);
                     self.expire_gates_due(now, state, &mut out);
                     self.collect_due(now, state, &mut out);
                     self.reconcile(now, state, &mut out);
@@ -393,6 +409,7 @@ impl LeaderCore {
             self.timeouts_in_flight = false;
             self.gates_in_flight = false;
             self.gc_in_flight = false;
+            self.fires_in_flight = false;
             self.plan_again = false;
             let live: Vec<SessionId> = state.core.idx.sessions.keys().copied().collect();
             self.deadlines = match self.saved.take() {
@@ -408,6 +425,7 @@ impl LeaderCore {
             self.term = term;
             tracing::info!(node = self.cfg.node, term, sessions = live.len(), "leading; leases tracked");
             out.push(Action::SetLeading(true));
+            self.fire_due(now, state, out);
             self.expire_gates_due(now, state, out);
             self.collect_due(now, state, out);
             self.plan(now, state, out);
@@ -581,6 +599,34 @@ impl LeaderCore {
         out.push(self.propose(ProposalKind::ExpireGates, Command::ExpireGates { gates: due }));
     }
 
+    /// Schedules whose next fire is due in log time: propose a Fire for
+    /// each, a bounded batch at a time, one batch in flight. Nothing about
+    /// fires is kept in memory: a new leader reads the same `fire_due` and
+    /// proposes whatever is still due, and apply() accepts a fire only for
+    /// the schedule's current next time, so a fire proposed twice (by this
+    /// leader after a lost reply, or by the next) starts one run.
+    fn fire_due(&mut self, now: Now, state: &StateView<'_>, out: &mut Vec<Action>) {
+        if !self.leading || self.fires_in_flight {
+            return;
+        }
+        let idx = &state.core.idx;
+        let fires: Vec<Command> = idx
+            .fire_due
+            .iter()
+            .take_while(|(due, _)| *due <= now.log_ms)
+            .take(FIRES_PER_ENTRY)
+            .filter_map(|(_, id)| {
+                idx.schedules.get(id)?.next_fire_ms.map(|fire_ms| Command::Fire { schedule: *id, fire_ms })
+            })
+            .collect();
+        if fires.is_empty() {
+            return;
+        }
+        tracing::debug!(fires = fires.len(), "schedule fires due");
+        self.fires_in_flight = true;
+        out.push(self.propose(ProposalKind::Fire, Command::Batch(fires)));
+    }
+
     /// Retention work due in log time (something queued has expired, or the
     /// collector is inside a target): propose one CollectGarbage, with one
     /// in flight at most. Every entry runs the collector's budget, so this
@@ -751,6 +797,16 @@ impl LeaderCore {
                 // committed: the next check proposes what is still due.
                 if let Outcome::GatesExpired(_) = outcome {
                     self.expire_gates_due(now, state, out);
+                    self.plan(now, state, out);
+                }
+            }
+            (ProposalKind::Fire, outcome) => {
+                self.fires_in_flight = false;
+                // Committed: a catch-up leaves the next time due at once,
+                // and the runs it started want workers. Not committed: the
+                // next check proposes what is still due.
+                if outcome == Outcome::Fired {
+                    self.fire_due(now, state, out);
                     self.plan(now, state, out);
                 }
             }

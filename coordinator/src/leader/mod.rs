@@ -160,6 +160,21 @@ pub fn outcome_of(kind: &ProposalKind, r: Result<Response, ApiError>) -> Outcome
             metrics::counter!("baton_gc_keys_deleted_total").increment(u64::from(keys_deleted));
             Outcome::Collected(keys_deleted)
         }
+        (ProposalKind::Fire, Ok(Response::Batch(items))) => {
+            for item in items {
+                match item {
+                    Response::Done(StoreOutcome::Fired { schedule, fire_ms, run, skipped_reason, missed, .. }) => {
+                        metrics::counter!("baton_schedule_fires_total").increment(1);
+                        metrics::counter!("baton_schedule_fires_missed_total").increment(missed);
+                        tracing::debug!(schedule, fire_ms, ?run, ?skipped_reason, missed, "schedule fired");
+                    }
+                    // Another proposal fired it first (a lost reply, a new leader).
+                    Response::Rejected(e) => tracing::debug!(error = %e, "schedule fire refused"),
+                    other => tracing::warn!(reply = ?other, "unexpected reply to a fire"),
+                }
+            }
+            Outcome::Fired
+        }
         (kind, Ok(other)) => {
             tracing::warn!(?kind, reply = ?other, "unexpected reply to a leader proposal");
             Outcome::NotCommitted
