@@ -137,7 +137,26 @@ impl Client {
     }
 
     /// Run `call` with retries. `write` marks calls that change state.
-    pub(crate) async fn retry<T, F, Fut>(&self, write: bool, mut call: F) -> Result<T, Error>
+    pub(crate) async fn retry<T, F, Fut>(&self, write: bool, call: F) -> Result<T, Error>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.retry_opts(write, true, call).await
+    }
+
+    /// [`Client::retry`] for a write that is not idempotent: it is retried
+    /// only while no attempt may have been applied; the first attempt whose
+    /// outcome is unknown ends it with [`Error::Indeterminate`].
+    pub(crate) async fn retry_not_idempotent<T, F, Fut>(&self, call: F) -> Result<T, Error>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.retry_opts(true, false, call).await
+    }
+
+    async fn retry_opts<T, F, Fut>(&self, write: bool, idempotent: bool, mut call: F) -> Result<T, Error>
     where
         F: FnMut(Channel) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
@@ -177,6 +196,9 @@ impl Client {
                 if maybe_applied && !matches!(err, Error::Fenced(_)) {
                     return Err(Error::Indeterminate(format!("{err} (an earlier attempt's outcome is unknown)")));
                 }
+                return Err(err);
+            }
+            if write && !idempotent && err.is_indeterminate() {
                 return Err(err);
             }
             maybe_applied |= write && err.is_indeterminate();

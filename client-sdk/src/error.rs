@@ -78,6 +78,11 @@ pub enum Error {
     /// The job or its namespace is paused. Nothing changed.
     #[error("failed precondition: {0}")]
     Paused(String),
+    /// A schedule or trigger of that name exists in the namespace with
+    /// another spec (creating it again with the same spec succeeds as a
+    /// duplicate). Nothing changed.
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
     /// A worker session stream was replaced by a newer stream of the same session.
     #[error("aborted: {0}")]
     Aborted(String),
@@ -153,6 +158,7 @@ impl Error {
             Error::NothingToRetry(_) => codes::NOTHING_TO_RETRY,
             Error::JobInWorkflow(_) => codes::JOB_IN_WORKFLOW,
             Error::Paused(_) => codes::PAUSED,
+            Error::AlreadyExists(_) => codes::ALREADY_EXISTS,
             Error::Aborted(_) => codes::ABORTED,
             Error::NotLeader(_) => codes::NOT_LEADER,
             Error::Lagging(_) => codes::LAGGING,
@@ -188,6 +194,7 @@ impl Error {
             codes::NOTHING_TO_RETRY => Error::NothingToRetry(m),
             codes::JOB_IN_WORKFLOW => Error::JobInWorkflow(m),
             codes::PAUSED => Error::Paused(m),
+            codes::ALREADY_EXISTS => Error::AlreadyExists(m),
             codes::ABORTED => Error::Aborted(m),
             // Refused before anything was proposed: definitely not applied.
             codes::NOT_LEADER => Error::NotLeader(m),
@@ -211,7 +218,8 @@ impl Error {
         match grpc {
             InvalidArgument | OutOfRange => Error::InvalidArgument(m),
             NotFound => Error::NotFound(m),
-            FailedPrecondition | AlreadyExists => Error::FailedPrecondition(m),
+            FailedPrecondition => Error::FailedPrecondition(m),
+            AlreadyExists => Error::AlreadyExists(m),
             Aborted => Error::Aborted(m),
             ResourceExhausted => Error::ResourceExhausted(m),
             // A connection that was never made carried nothing.
@@ -282,6 +290,7 @@ mod tests {
             codes::NOTHING_TO_RETRY,
             codes::JOB_IN_WORKFLOW,
             codes::PAUSED,
+            codes::ALREADY_EXISTS,
         ] {
             let e = Error::from_status(&coded(FailedPrecondition, code, "x"), true);
             assert!(!e.is_retryable() && !e.is_fenced() && e.code() == Some(code), "{code}");
@@ -294,6 +303,11 @@ mod tests {
         assert!(matches!(e, Error::JobInWorkflow(_)), "{e}");
         let e = Error::from_status(&coded(FailedPrecondition, codes::PAUSED, "x"), true);
         assert!(matches!(e, Error::Paused(_)), "{e}");
+        let e = Error::from_status(&coded(AlreadyExists, codes::ALREADY_EXISTS, "x"), true);
+        assert!(matches!(e, Error::AlreadyExists(_)) && !e.is_retryable(), "{e}");
+        // An older server without the code: the gRPC code alone says it.
+        let e = Error::from_status(&tonic::Status::already_exists("x"), true);
+        assert!(matches!(e, Error::AlreadyExists(_)), "{e}");
         // A code newer than this SDK falls back to the gRPC code.
         let e = Error::from_status(&coded(NotFound, "SOMETHING_NEW", "x"), false);
         assert!(matches!(e, Error::NotFound(_)));

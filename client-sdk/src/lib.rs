@@ -11,6 +11,9 @@
 //! - task logs: handlers log with [`TaskContext::log`] or `tracing` through
 //!   [`TaskLogLayer`]; read them with [`Client::task_logs`] and
 //!   [`Client::follow_task_logs`].
+//! - [`schedule`]: build schedule specs (cron, fixed rate, fixed delay,
+//!   once) for [`Client::create_schedule`]; publish events and manage
+//!   triggers with [`Client::publish_event`] and [`Client::create_trigger`].
 //! - [`workflow`]: build workflow specs (DAGs of jobs and gates) for
 //!   [`Client::submit_workflow`], and the results a choice step or a dynamic
 //!   map's generator returns.
@@ -23,6 +26,8 @@
 pub mod client;
 pub mod error;
 pub mod job_ops;
+pub mod schedule;
+mod schedules;
 pub mod task_logs;
 pub mod worker;
 pub mod workflow;
@@ -30,6 +35,7 @@ mod workflows;
 
 pub use client::{Client, ClientConfig};
 pub use error::Error;
+pub use schedule::ScheduleBuilder;
 pub use task_logs::{LogEvent, TaskLogs};
 pub use worker::{Handler, LogLevel, TaskContext, TaskError, TaskLogLayer, Worker, WorkerBuilder, WorkerStats};
 pub use workflow::{Step, WorkflowBuilder};

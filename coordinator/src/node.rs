@@ -14,7 +14,9 @@ use tokio_stream::wrappers::TcpListenerStream;
 use baton_client::proto;
 use baton_raft_store::{Raft, StoreError, open_store};
 
-use crate::api::{Ctx, cluster::Cluster, jobs::Jobs, workers::Workers, workflows::Workflows};
+use crate::api::{
+    Ctx, cluster::Cluster, events::Events, jobs::Jobs, schedules::Schedules, workers::Workers, workflows::Workflows,
+};
 use crate::bootstrap::BootstrapError;
 use crate::config::{Config, ConfigError};
 use crate::identity::{Identity, IdentityError};
@@ -118,6 +120,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     health.set_serving::<proto::worker_service_server::WorkerServiceServer<Workers>>().await;
     health.set_serving::<proto::cluster_service_server::ClusterServiceServer<Cluster>>().await;
     health.set_serving::<proto::workflow_service_server::WorkflowServiceServer<Workflows>>().await;
+    health.set_serving::<proto::schedule_service_server::ScheduleServiceServer<Schedules>>().await;
+    health.set_serving::<proto::event_service_server::EventServiceServer<Events>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -131,6 +135,14 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         )
         .add_service(
             proto::workflow_service_server::WorkflowServiceServer::new(Workflows { ctx: ctx.clone() })
+                .max_decoding_message_size(max),
+        )
+        .add_service(
+            proto::schedule_service_server::ScheduleServiceServer::new(Schedules { ctx: ctx.clone() })
+                .max_decoding_message_size(max),
+        )
+        .add_service(
+            proto::event_service_server::EventServiceServer::new(Events { ctx: ctx.clone() })
                 .max_decoding_message_size(max),
         )
         .add_service(

@@ -45,6 +45,7 @@ struct Pending {
 pub struct Proposer {
     tx: mpsc::Sender<Pending>,
     control: mpsc::Sender<Pending>,
+    clock: Arc<NodeClock>,
 }
 
 /// A command's size in its entry, to bound batches. Measured by walking the
@@ -67,8 +68,15 @@ impl Proposer {
     pub fn spawn(raft: Raft, limits: &Limits, clock: Arc<NodeClock>) -> Proposer {
         let (tx, rx) = mpsc::channel(limits.proposal_queue);
         let (control, control_rx) = mpsc::channel(CONTROL_QUEUE);
-        tokio::spawn(run(raft, rx, control_rx, limits.clone(), clock));
-        Proposer { tx, control }
+        tokio::spawn(run(raft, rx, control_rx, limits.clone(), clock.clone()));
+        Proposer { tx, control, clock }
+    }
+
+    /// The log time this node would stamp an entry with now: what the edge
+    /// checks time bounds against (e.g. `not_before_ms`) before proposing,
+    /// as apply() will check them against the entry's time.
+    pub fn log_now_ms(&self) -> u64 {
+        self.clock.now().log_ms
     }
 
     /// Propose one client command and wait for its reply. `Err` means the

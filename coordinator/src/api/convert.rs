@@ -24,7 +24,7 @@ pub fn job_spec(spec: Option<proto::JobSpec>) -> Result<JobSpec, ApiError> {
 /// The conversion of [`job_spec`] without the store's validation (a
 /// workflow validates its steps' jobs itself); field names in errors start
 /// with `prefix`.
-fn job_spec_fields(prefix: &str, s: proto::JobSpec) -> Result<JobSpec, ApiError> {
+pub(super) fn job_spec_fields(prefix: &str, s: proto::JobSpec) -> Result<JobSpec, ApiError> {
     let payloads: Vec<ByteBuf> = if s.payloads.is_empty() {
         if s.shards == 0 {
             return Err(ApiError::invalid(format!("{prefix}shards"), "give payloads, or shards > 0"));
@@ -166,6 +166,8 @@ pub fn job(j: &JobRecord, namespace_paused: bool) -> proto::Job {
         namespace_paused,
         retention_ms: j.retention_ms.unwrap_or(0),
         expires_ms: j.expires_ms.unwrap_or(0),
+        run_origin: j.run_of.as_ref().map(super::convert_schedule::run_origin),
+        not_before_ms: j.not_before_ms.unwrap_or(0),
     }
 }
 
@@ -312,6 +314,7 @@ pub fn workflow(w: &WorkflowRecord, job: &dyn Fn(JobId) -> Option<(Counts, u32)>
         finished_ms: w.finished_ms.unwrap_or(0),
         cancel_reason: w.cancel_reason.clone().unwrap_or_default(),
         idempotency_key: w.idempotency_key.clone().unwrap_or_default(),
+        run_origin: w.run_of.as_ref().map(super::convert_schedule::run_origin),
     }
 }
 

@@ -75,6 +75,9 @@ fn job_views(reader: &StoreReader, jobs: &[JobRecord]) -> Vec<proto::Job> {
 impl Jobs {
     async fn submit_one(&self, spec: Option<proto::JobSpec>) -> Result<proto::SubmitJobResponse, ApiError> {
         let spec = convert::job_spec(spec)?;
+        // apply() refuses it too, against the entry's time; refused here
+        // against the same log clock, it costs no entry.
+        spec.check_not_before(self.ctx.proposer.log_now_ms())?;
         match outcome(self.ctx.proposer.propose(Command::SubmitJob(spec)).await?)? {
             Outcome::Submitted { job, shards, duplicate } => {
                 Ok(proto::SubmitJobResponse { job_id: job, shards, duplicate })

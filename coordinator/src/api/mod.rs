@@ -48,10 +48,13 @@ macro_rules! forward_if_not_here {
 pub mod backup;
 pub mod cluster;
 pub mod convert;
+pub mod convert_schedule;
+pub mod events;
 pub mod job_ops;
 pub mod jobs;
 pub mod logs;
 pub mod namespaces;
+pub mod schedules;
 pub mod watch;
 pub mod workers;
 pub mod workflows;
