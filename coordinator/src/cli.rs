@@ -1,7 +1,9 @@
 //! The `baton` operator CLI: `cluster`, `job` and `worker` commands over the
 //! public API, human tables by default and `--json` for scripts. The
 //! `workflow` commands are in [`crate::cli_workflow`], the job operations
-//! and `namespace` commands in [`crate::cli_job`].
+//! and `namespace` commands in [`crate::cli_job`], `schedule` in
+//! [`crate::cli_schedule`], `event` and `trigger` in [`crate::cli_event`]
+//! and [`crate::cli_trigger`].
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -114,7 +116,7 @@ pub enum JobCmd {
     Op(crate::cli_job::JobOpCmd),
 }
 
-#[derive(Args)]
+#[derive(Args, Debug)]
 pub struct SubmitArgs {
     #[arg(long, default_value = "default")]
     pub namespace: String,
@@ -142,6 +144,13 @@ pub struct SubmitArgs {
     /// Defaults to a fresh random key, so retries never duplicate the job.
     #[arg(long)]
     pub idempotency_key: Option<String>,
+    /// Start no shard before TIME (RFC 3339 or ms since the Unix epoch; at
+    /// most 30 days ahead).
+    #[arg(long, conflicts_with = "within")]
+    pub at: Option<String>,
+    /// Start no shard before DUR from now (e.g. 90s, 2h; at most 30 days).
+    #[arg(long = "in", id = "within")]
+    pub within: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -150,7 +159,7 @@ pub enum WorkerCmd {
     List,
 }
 
-fn parse_kv(s: &str) -> Result<(String, String), String> {
+pub fn parse_kv(s: &str) -> Result<(String, String), String> {
     s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("{s:?} is not key=value"))
 }
 
@@ -220,13 +229,50 @@ pub fn job_json(j: &proto::Job) -> Value {
         "paused": j.paused, "namespace_paused": j.namespace_paused,
         "retention_ms": (j.retention_ms != 0).then_some(j.retention_ms),
         "expires_ms": (j.expires_ms != 0).then_some(j.expires_ms),
+        "not_before_ms": (j.not_before_ms != 0).then_some(j.not_before_ms),
+        "run_origin": run_origin_json(j.run_origin.as_ref()),
     })
+}
+
+/// The documented JSON form of what started a job or workflow (null: a
+/// client submitted it).
+pub fn run_origin_json(o: Option<&proto::RunOrigin>) -> Value {
+    use proto::run_origin::Source;
+    match o.and_then(|o| o.source.as_ref()) {
+        Some(Source::Schedule(s)) => json!({"schedule_id": s.schedule_id, "fire_ms": s.fire_ms, "manual": s.manual}),
+        Some(Source::Event(e)) => json!({"trigger_id": e.trigger_id, "event_id": e.event_id}),
+        None => Value::Null,
+    }
 }
 
 /// What `job get` prints under the job's row when it applies: pauses, and
 /// when a finished job will be deleted.
 pub fn job_notes(j: &proto::Job, now_ms: u64) -> Vec<String> {
+    use proto::run_origin::Source;
     let mut notes = Vec::new();
+    if j.not_before_ms != 0 {
+        let t = crate::cli_time::rfc3339(j.not_before_ms);
+        let rel = crate::cli_time::relative(j.not_before_ms, now_ms);
+        notes.push(if j.not_before_ms > now_ms {
+            format!("starts at {t} ({rel})")
+        } else {
+            format!("not started before {t} ({rel})")
+        });
+    }
+    match j.run_origin.as_ref().and_then(|o| o.source.as_ref()) {
+        Some(Source::Schedule(s)) if s.manual => notes.push(format!(
+            "started by schedule {} (run now at {})",
+            s.schedule_id,
+            crate::cli_time::rfc3339(s.fire_ms)
+        )),
+        Some(Source::Schedule(s)) => notes.push(format!(
+            "started by schedule {} for fire time {}",
+            s.schedule_id,
+            crate::cli_time::rfc3339(s.fire_ms)
+        )),
+        Some(Source::Event(e)) => notes.push(format!("started by trigger {} for event {}", e.trigger_id, e.event_id)),
+        None => {}
+    }
     if j.finished_ms == 0 {
         if j.paused {
             notes.push("paused: no new attempts start (baton job resume)".to_string());
@@ -390,7 +436,9 @@ fn report_members(g: &Global, what: &str, r: &proto::MembershipResponse) {
     }
 }
 
-pub fn spec_from(a: &SubmitArgs) -> Result<proto::JobSpec, Error> {
+/// Flags → spec. `now_ms` turns `--in` into a time.
+pub fn spec_from(a: &SubmitArgs, now_ms: u64) -> Result<proto::JobSpec, Error> {
+    let not_before_ms = crate::cli_time::not_before(a.at.as_deref(), a.within.as_deref(), now_ms)?;
     let payloads = match &a.payload_file {
         Some(f) => std::fs::read_to_string(f)
             .map_err(|e| Error::Config(format!("cannot read {}: {e}", f.display())))?
@@ -410,6 +458,7 @@ pub fn spec_from(a: &SubmitArgs) -> Result<proto::JobSpec, Error> {
         labels: a.labels.iter().cloned().collect(),
         constraints: a.constraints.iter().cloned().collect(),
         idempotency_key: a.idempotency_key.clone().unwrap_or_default(),
+        not_before_ms: not_before_ms.unwrap_or(0),
         ..Default::default()
     })
 }
@@ -419,14 +468,22 @@ pub async fn job(g: &Global, cmd: JobCmd) -> Result<(), Error> {
     match cmd {
         JobCmd::Logs(a) => crate::cli_logs::logs(g, a).await?,
         JobCmd::Submit(a) => {
-            let r = client.submit(spec_from(&a)?).await?;
+            let spec = spec_from(&a, crate::cli_time::now_ms())?;
+            let not_before_ms = spec.not_before_ms;
+            let r = client.submit(spec).await?;
             if g.json {
-                print_json(&json!({"job_id": r.job_id, "shards": r.shards, "duplicate": r.duplicate}));
+                print_json(&json!({"job_id": r.job_id, "shards": r.shards, "duplicate": r.duplicate,
+                                   "not_before_ms": (not_before_ms != 0).then_some(not_before_ms)}));
             } else {
                 println!(
-                    "job {} submitted with {} shards{}",
+                    "job {} submitted with {} shards{}{}",
                     r.job_id,
                     r.shards,
+                    if not_before_ms == 0 {
+                        String::new()
+                    } else {
+                        format!(", starting at {}", crate::cli_time::rfc3339(not_before_ms))
+                    },
                     if r.duplicate { " (already existed)" } else { "" }
                 );
             }

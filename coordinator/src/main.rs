@@ -1,5 +1,6 @@
 //! The `baton` binary: `baton serve` runs a coordinator node; `baton dev`
-//! runs a local demo cluster; `baton cluster|job|namespace|workflow|worker`
+//! runs a local demo cluster; `baton cluster|job|namespace|workflow|schedule|
+//! event|trigger|worker`
 //! operate a cluster.
 
 use std::path::PathBuf;
@@ -9,8 +10,11 @@ use clap::{Parser, Subcommand};
 use serde::Serialize;
 
 use baton_coordinator::cli::{self, ClusterCmd, Global, JobCmd, WorkerCmd};
+use baton_coordinator::cli_event::{self, EventCmd};
 use baton_coordinator::cli_job::{self, NamespaceCmd};
 use baton_coordinator::cli_recovery;
+use baton_coordinator::cli_schedule::{self, ScheduleCmd};
+use baton_coordinator::cli_trigger::{self, TriggerCmd};
 use baton_coordinator::cli_workflow::{self, WorkflowCmd};
 use baton_coordinator::config::Config;
 
@@ -42,6 +46,15 @@ enum Cmd {
     /// Submit, inspect, watch and cancel workflows; approve or reject gates.
     #[command(subcommand)]
     Workflow(WorkflowCmd),
+    /// Create, list, inspect, pause, resume, delete and run schedules.
+    #[command(subcommand)]
+    Schedule(ScheduleCmd),
+    /// Publish events to the triggers of their topic.
+    #[command(subcommand)]
+    Event(EventCmd),
+    /// Create, list and delete event triggers.
+    #[command(subcommand)]
+    Trigger(TriggerCmd),
     /// Worker sessions.
     #[command(subcommand)]
     Worker(WorkerCmd),
@@ -250,6 +263,9 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Job(c) => operator(&cli.global, cli::job(&cli.global, c).await),
         Cmd::Namespace(c) => operator(&cli.global, cli_job::namespace(&cli.global, c).await),
         Cmd::Workflow(c) => operator(&cli.global, cli_workflow::workflow(&cli.global, c).await),
+        Cmd::Schedule(c) => operator(&cli.global, cli_schedule::schedule(&cli.global, c).await),
+        Cmd::Event(c) => operator(&cli.global, cli_event::event(&cli.global, c).await),
+        Cmd::Trigger(c) => operator(&cli.global, cli_trigger::trigger(&cli.global, c).await),
         Cmd::Worker(c) => operator(&cli.global, cli::worker(&cli.global, c).await),
     }
     Ok(())

@@ -174,6 +174,12 @@ impl StepFile {
 
 /// Parse a workflow file's text. `path` only labels errors (`-` for stdin).
 pub fn parse(text: &str, format: Format, path: &str) -> Result<WorkflowFile, FileError> {
+    parse_as(text, format, path)
+}
+
+/// Parse a TOML or JSON file's text into `T` (a workflow file, a job file),
+/// with one-line errors naming the position and key. `path` only labels errors.
+pub fn parse_as<T: serde::de::DeserializeOwned>(text: &str, format: Format, path: &str) -> Result<T, FileError> {
     match format {
         // One line, like every CLI error: the position, then toml's message
         // (its Display would add a multi-line excerpt of the file).
@@ -206,6 +212,14 @@ pub fn parse(text: &str, format: Format, path: &str) -> Result<WorkflowFile, Fil
 /// Read and parse a workflow file: `-` is stdin; `.toml` and `.json` go by
 /// extension, anything else by content.
 pub fn load(path: &Path) -> Result<proto::WorkflowSpec, FileError> {
+    let (text, format) = read(path)?;
+    let shown = path.display().to_string();
+    parse(&text, format, &shown)?.into_spec(&shown)
+}
+
+/// A file's text and format: `-` is stdin; `.toml` and `.json` go by
+/// extension, anything else by content.
+pub fn read(path: &Path) -> Result<(String, Format), FileError> {
     let shown = path.display().to_string();
     let read_err = |source| FileError::Read { path: shown.clone(), source };
     let text = if shown == "-" {
@@ -214,7 +228,7 @@ pub fn load(path: &Path) -> Result<proto::WorkflowSpec, FileError> {
         std::fs::read_to_string(path).map_err(read_err)?
     };
     let format = Format::from_path(path).unwrap_or_else(|| Format::sniff(&text));
-    parse(&text, format, &shown)?.into_spec(&shown)
+    Ok((text, format))
 }
 
 impl WorkflowFile {
