@@ -24,6 +24,7 @@ fn every_error_carries_its_grpc_code_and_baton_code() {
         (ApiError::NothingToRetry("x".into()), FailedPrecondition, codes::NOTHING_TO_RETRY),
         (ApiError::JobInWorkflow("x".into()), FailedPrecondition, codes::JOB_IN_WORKFLOW),
         (ApiError::Paused("x".into()), FailedPrecondition, codes::PAUSED),
+        (ApiError::AlreadyExists("x".into()), AlreadyExists, codes::ALREADY_EXISTS),
         (ApiError::NotLeader { leader: None }, Unavailable, codes::NOT_LEADER),
         (ApiError::Lagging("x".into()), Unavailable, codes::LAGGING),
         (ApiError::Unavailable("x".into()), Unavailable, codes::UNAVAILABLE),
@@ -74,6 +75,16 @@ fn command_errors_map_to_precise_codes() {
         (CommandError::JobInWorkflow { job: 1, workflow: 2, step: "s".into() }, codes::JOB_IN_WORKFLOW),
         (CommandError::JobPaused { job: 1, namespace: None }, codes::PAUSED),
         (CommandError::JobPaused { job: 1, namespace: Some("etl".into()) }, codes::PAUSED),
+        (CommandError::ScheduleNotFound(5), codes::NOT_FOUND),
+        (CommandError::TriggerNotFound(6), codes::NOT_FOUND),
+        (
+            CommandError::NameTaken { what: "schedule".into(), namespace: "ns".into(), name: "n".into(), id: 5 },
+            codes::ALREADY_EXISTS,
+        ),
+        (
+            CommandError::FireNotDue { schedule: 5, fire_ms: 1000, next_fire_ms: None, paused: true },
+            codes::PRECONDITION,
+        ),
     ];
     for (c, code) in cases {
         let text = c.to_string();
