@@ -20,6 +20,13 @@ use crate::{job_file, workflow_file};
 pub enum ScheduleCmd {
     /// Create a schedule (idempotent by namespace and name).
     Create(CreateArgs),
+    /// Replace a schedule's spec (same namespace and name, the flags of
+    /// `create`); its next fire time is computed afresh, live runs go on.
+    Update {
+        id: u64,
+        #[command(flatten)]
+        args: CreateArgs,
+    },
     /// Schedules with their next fire times and last runs.
     List {
         #[arg(long)]
@@ -424,6 +431,14 @@ pub async fn schedule(g: &Global, cmd: ScheduleCmd) -> Result<(), Error> {
                     if r.duplicate { "already existed" } else { "created" },
                     next_text(r.next_fire_ms)
                 ),
+            );
+        }
+        ScheduleCmd::Update { id, args } => {
+            let r = client.update_schedule(id, spec_from_files(&args)?).await?;
+            say(
+                g,
+                json!({"schedule_id": r.schedule_id, "paused": r.paused, "next_fire_ms": nonzero(r.next_fire_ms)}),
+                format!("schedule {} updated; {}", r.schedule_id, next_text(r.next_fire_ms)),
             );
         }
         ScheduleCmd::List { namespace, limit, after } => {

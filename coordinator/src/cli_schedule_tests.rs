@@ -146,6 +146,14 @@ fn clap_requires_one_cadence_and_one_template() {
     let m = invalid(spec_from(&create(&["--name", "n", "--every", "1s", "--tz", "UTC", "-f", "j"]), job("")));
     assert!(m.contains("--tz") && m.contains("--cron"), "{m}");
     assert!(matches!(parse(&["schedule", "run-now", "4"]), Ok(Top::Schedule(ScheduleCmd::RunNow { id: 4 }))));
+    match parse(&["schedule", "update", "7", "--name", "n", "--every", "2s", "-f", "j"]) {
+        Ok(Top::Schedule(ScheduleCmd::Update { id: 7, args })) => {
+            assert_eq!(spec_from(&args, job("")).unwrap().cadence.unwrap().kind, Some(Kind::EveryMs(2000)));
+        }
+        other => panic!("{other:?}"),
+    }
+    let e = parse(&["schedule", "update", "7", "--name", "n", "-f", "j"]).unwrap_err();
+    assert!(e.contains("--cron") || e.contains("cadence"), "update needs a cadence too: {e}");
     assert!(matches!(parse(&["schedule", "runs", "4"]), Ok(Top::Schedule(ScheduleCmd::Runs { id: 4 }))));
 }
 

@@ -441,6 +441,15 @@ async fn schedule_event_trigger_and_delayed_job_commands_run_end_to_end() {
         assert_eq!(j["run_origin"]["schedule_id"].as_u64(), Some(id), "{j}");
         assert_eq!(j["run_origin"]["fire_ms"], first["fire_ms"]);
 
+        // update: same name, another cadence.
+        let mut upd = vec!["schedule", "update", &id_s, "--name", "c", "--every", "2s", "-f", &job_file];
+        upd.extend(["--namespace", "cli", "--overlap", "allow"]);
+        assert!(json(&upd, &eps)["next_fire_ms"].as_u64().is_some());
+        let s = json(&["schedule", "get", &id_s], &eps);
+        assert_eq!(s["cadence"]["every_ms"], 2000, "{s}");
+        let ups = s["upcoming_fire_ms"].as_array().unwrap();
+        assert_eq!(ups[1].as_u64().unwrap() - ups[0].as_u64().unwrap(), 2000, "{s}");
+
         // pause / resume / run-now / delete.
         assert_eq!(json(&["schedule", "pause", &id_s], &eps)["paused"], true);
         assert_eq!(json(&["schedule", "resume", &id_s], &eps)["paused"], false);
