@@ -13,8 +13,10 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use baton_client::error::{ERROR_CODE_HEADER, LEADER_ID_HEADER, codes};
 use baton_client::proto::cadence::Kind;
 use baton_client::proto::run_origin::Source;
+use baton_client::proto::schedule_service_client::ScheduleServiceClient;
 use baton_client::{Client, ClientConfig, Error, ScheduleBuilder, TaskContext, TaskError, Worker, proto};
 use common::*;
 
@@ -164,7 +166,7 @@ async fn schedules_fire_once_per_time_and_obey_pause_run_now_delete_overlap_and_
     assert_eq!((again.schedule_id, again.duplicate), (id, true));
     let other = tick.clone().overlap(proto::OverlapPolicy::Skip).build();
     match cl.create_schedule(other).await {
-        Err(e @ Error::AlreadyExists(_)) => assert_eq!(e.code(), Some(baton_client::error::codes::ALREADY_EXISTS)),
+        Err(e @ Error::AlreadyExists(_)) => assert_eq!(e.code(), Some(codes::ALREADY_EXISTS)),
         r => panic!("expected ALREADY_EXISTS, got {r:?}"),
     }
     let by_name = cl.get_schedule_by_name("tick", "tick").await.unwrap();
@@ -204,6 +206,24 @@ async fn schedules_fire_once_per_time_and_obey_pause_run_now_delete_overlap_and_
     let m = invalid_message(cl.create_schedule(bad("* * * * *", "Mars/Olympus")).await);
     assert!(m.contains("cadence.time_zone") && m.contains("Mars/Olympus"), "{m}");
     assert!(matches!(cl.get_schedule_by_name("tick", "bad").await, Err(Error::NotFound(_))), "nothing was created");
+
+    // Through a follower: forwarded like every write, the leader's refusal
+    // and its code pass through, and an answer names the leader.
+    let leader = c.wait_leader(SECS(5)).await;
+    let follower = c.live().into_iter().find(|n| *n != leader).unwrap();
+    let mut raw = ScheduleServiceClient::new(c.channel(follower).await);
+    let req = proto::CreateScheduleRequest { spec: Some(bad("61 * * * *", "")) };
+    let s = raw.create_schedule(req).await.unwrap_err();
+    assert_eq!(s.code(), tonic::Code::InvalidArgument);
+    assert_eq!(s.metadata().get(ERROR_CODE_HEADER).unwrap(), codes::INVALID);
+    let req = proto::CreateScheduleRequest { spec: Some(tick.clone().build()) };
+    let r = raw.create_schedule(req).await.unwrap();
+    assert!(r.metadata().get(LEADER_ID_HEADER).is_some(), "a forwarded answer names the leader");
+    assert_eq!((r.get_ref().schedule_id, r.get_ref().duplicate), (id, true));
+    let req = proto::CreateScheduleRequest { spec: Some(tick.clone().overlap(proto::OverlapPolicy::Skip).build()) };
+    let s = raw.create_schedule(req).await.unwrap_err();
+    assert_eq!(s.code(), tonic::Code::AlreadyExists);
+    assert_eq!(s.metadata().get(ERROR_CODE_HEADER).unwrap(), codes::ALREADY_EXISTS);
 
     // Fires come once a second; each run's job names its fire time.
     let s = wait_schedule(&cl, id, "4 runs", SECS(15), |s| s.runs_started >= 4).await;
