@@ -98,8 +98,9 @@ pub const MAX_LIVE_TASKS: u64 = 10_000_000;
 /// is rewritten by each entry that moves a step, so it is kept to tens of KiB.
 pub const MAX_STEPS_PER_WORKFLOW: usize = 1000;
 
-/// Dependency edges in one workflow: each is evaluated when its source step
-/// finishes, so this bounds the work one entry can cause.
+/// Dependency edges in one workflow (names in all its steps' `depends_on`,
+/// counted together): each is evaluated when its source step finishes, so
+/// this bounds the work one entry can cause.
 pub const MAX_EDGES_PER_WORKFLOW: usize = 10_000;
 
 /// Steps on the longest dependency chain. Each link costs at least one
