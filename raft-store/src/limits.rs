@@ -117,11 +117,6 @@ pub const MAX_GATE_TIMEOUT_MS: u64 = MAX_DURATION_MS;
 /// Live (unfinished) workflows: each keeps its record in memory.
 pub const MAX_LIVE_WORKFLOWS: usize = 100_000;
 
-/// Shard results a reduce reads per page through the SDK. The map has at
-/// most [`MAX_SHARDS_PER_JOB`] shards, so a reduce reads at most 100 pages
-/// (more only if pages end early at the response byte limit).
-pub const REDUCE_INPUT_PAGE_SHARDS: u32 = 1000;
-
 /// How long a finished job or workflow is kept when neither it nor its
 /// namespace sets a retention (7 days, in ms). After that it is deleted with
 /// its tasks, payloads, results and logs, so disk use follows the load.
