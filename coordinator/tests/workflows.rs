@@ -404,6 +404,10 @@ async fn a_dynamic_map_runs_the_children_its_generator_emits_then_the_reduce() {
     assert_eq!(cl.workflow_result(id).await.unwrap().result, b"0");
 }
 
+/// Every way a job step fails, in one cluster: a dead shard (with clean-up
+/// and compensation after it), a bad choice result (malformed, or naming no
+/// successor), a generator result that does not decode, a step job
+/// cancelled directly, and a dead map shard before a reduce.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_step_fails_the_workflow_skips_what_depends_on_it_and_runs_cleanup_and_compensation() {
     let _g = SERIAL.lock().await;
@@ -411,15 +415,32 @@ async fn a_failed_step_fails_the_workflow_skips_what_depends_on_it_and_runs_clea
     c.wait_leader(SECS(15)).await;
     let ran = Ran::default();
     let r2 = ran.clone();
-    worker(&c, "fail", 4, move |ctx: TaskContext| {
-        let ran = r2.clone();
+    let stopped = Arc::new(AtomicU32::new(0));
+    let s2 = stopped.clone();
+    worker(&c, "fail", 8, move |ctx: TaskContext| {
+        let (ran, stopped) = (r2.clone(), s2.clone());
         async move {
-            let (step, _) = step_of(&ctx);
-            ran.add(&step);
-            if step == "b" {
-                return Err(TaskError::fatal("b cannot work"));
+            let (step, role) = step_of(&ctx);
+            match role {
+                proto::StepRole::Map => ran.add(&step),
+                other => ran.add(&format!("{step}/{other:?}")),
             }
-            Ok(step.into_bytes())
+            match (step.as_str(), role) {
+                ("b", _) => Err(TaskError::fatal("b cannot work")),
+                // Not a JSON array of names.
+                ("bad-json", _) => Ok(b"fast".to_vec()),
+                // A name that is not a successor.
+                ("bad-name", _) => Ok(choose(&["ghost"])),
+                // Not encoded by emit_children.
+                ("gen", proto::StepRole::Generate) => Ok(b"a,b,c".to_vec()),
+                ("hold", _) => {
+                    ctx.cancellation().cancelled().await;
+                    stopped.fetch_add(1, Ordering::SeqCst);
+                    Err(TaskError::retryable("cancelled"))
+                }
+                ("mr", proto::StepRole::Map) if ctx.payload == b"1" => Err(TaskError::fatal("shard 1 cannot work")),
+                _ => Ok(step.into_bytes()),
+            }
         }
     });
     let cl = client(&c);
@@ -433,6 +454,22 @@ async fn a_failed_step_fails_the_workflow_skips_what_depends_on_it_and_runs_clea
         .step(Step::job("never", one("")).depends_on(["a"]).trigger(proto::TriggerRule::AnyFailed))
         .build();
     let id = cl.submit_workflow(spec).await.unwrap().workflow_id;
+    // Independent roots, each failing its own way, each with a successor.
+    let others = WorkflowBuilder::new(NS, "failing-otherwise")
+        .step(Step::job("bad-json", one("")).choice())
+        .step(Step::job("after-json", one("")).depends_on(["bad-json"]))
+        .step(Step::job("bad-name", one("")).choice())
+        .step(Step::job("after-name", one("")).depends_on(["bad-name"]))
+        .step(Step::job("gen", one("")).dynamic())
+        .step(Step::job("after-gen", one("")).depends_on(["gen"]))
+        .step(Step::job("hold", one("")))
+        .step(Step::job("after-hold", one("")).depends_on(["hold"]))
+        .step(Step::job("mr", numbered(3)).reduce(b"sum".to_vec()))
+        .step(Step::job("after-mr", one("")).depends_on(["mr"]))
+        .step(Step::job("fine", one("")))
+        .build();
+    let id2 = cl.submit_workflow(others).await.unwrap().workflow_id;
+
     let wf = wait_done(&cl, id, SECS(20)).await;
     assert_eq!(wf.status, proto::WorkflowStatus::Failed as i32, "{wf:#?}");
     assert_eq!(status(&wf, "a"), proto::StepStatus::Succeeded);
@@ -444,9 +481,58 @@ async fn a_failed_step_fails_the_workflow_skips_what_depends_on_it_and_runs_clea
     }
     assert_eq!(status(&wf, "cleanup"), proto::StepStatus::Succeeded);
     assert_eq!(status(&wf, "compensate"), proto::StepStatus::Succeeded);
-    assert_eq!(ran.set(), ["a", "b", "cleanup", "compensate"].map(String::from).into());
     let e = cl.workflow_result(id).await.unwrap_err();
     assert!(matches!(e, Error::FailedPrecondition(_)), "no result step: {e}");
+
+    // The step job cancelled directly, through the job cancel path.
+    let running =
+        wait_for(&cl, id2, "hold running", |wf| step(wf, "hold").counts.is_some_and(|c| c.running == 1)).await;
+    let hold_job = step(&running, "hold").map_job_id;
+    assert_eq!(cl.cancel(hold_job, "operator stop").await.unwrap(), 1);
+    let wf = wait_done(&cl, id2, SECS(20)).await;
+    assert_eq!(wf.status, proto::WorkflowStatus::Failed as i32, "{wf:#?}");
+    let reason = |s: &str| step(&wf, s).reason.clone();
+    assert_eq!(status(&wf, "bad-json"), proto::StepStatus::Failed);
+    assert!(reason("bad-json").contains("a choice result must be a JSON array"), "{}", reason("bad-json"));
+    assert_eq!(status(&wf, "bad-name"), proto::StepStatus::Failed);
+    assert!(reason("bad-name").contains("\"ghost\", which is not a successor"), "{}", reason("bad-name"));
+    assert!(step(&wf, "bad-name").chosen.is_empty());
+    assert_eq!(status(&wf, "gen"), proto::StepStatus::Failed);
+    assert!(reason("gen").contains("generator job") && reason("gen").contains("BTNC"), "{}", reason("gen"));
+    assert!(step(&wf, "gen").generate_job_id != 0 && step(&wf, "gen").map_job_id == 0, "no map job");
+    assert_eq!(status(&wf, "hold"), proto::StepStatus::Failed);
+    assert_eq!(reason("hold"), format!("map job {hold_job} was cancelled: operator stop"));
+    assert_eq!(status(&wf, "mr"), proto::StepStatus::Failed);
+    assert!(reason("mr").contains("1 of 3 shards dead"), "{}", reason("mr"));
+    let mr = step(&wf, "mr");
+    assert_eq!((mr.counts.unwrap().dead, mr.counts.unwrap().succeeded), (1, 2), "counts of the map job");
+    assert_eq!((mr.phase, mr.reduce_job_id), (proto::StepRole::Map as i32, 0), "no reduce job");
+    for s in ["after-json", "after-name", "after-gen", "after-hold", "after-mr"] {
+        assert_eq!(status(&wf, s), proto::StepStatus::Skipped, "{s}");
+        assert!(reason(s).starts_with("all_succeeded not met"), "{s}: {}", reason(s));
+    }
+    assert_eq!(status(&wf, "fine"), proto::StepStatus::Succeeded, "other steps keep running");
+    // The cancelled handler was told to stop; the step's job cannot be
+    // retried on its own.
+    let deadline = Instant::now() + SECS(10);
+    while stopped.load(Ordering::SeqCst) < 1 {
+        assert!(Instant::now() < deadline, "the running shard was not cancelled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let e = cl.retry_job(hold_job).await.unwrap_err();
+    assert!(e.code() == Some(codes::JOB_IN_WORKFLOW), "{e}");
+    // No reduce job exists for the failed map.
+    let jobs = cl.list(proto::ListJobsRequest { namespace: NS.into(), page_size: 1000, ..Default::default() }).await;
+    let reduces = jobs
+        .unwrap()
+        .jobs
+        .iter()
+        .filter(|j| j.origin.as_ref().is_some_and(|o| o.role == proto::StepRole::Reduce as i32))
+        .count();
+    assert_eq!(reduces, 0);
+
+    let expected = ["a", "b", "cleanup", "compensate", "bad-json", "bad-name", "gen/Generate", "hold", "mr", "fine"];
+    assert_eq!(ran.set(), expected.map(String::from).into());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -517,6 +603,7 @@ async fn a_gate_that_times_out_takes_its_timeout_outcome() {
     let wf = wait_done(&cl, no, SECS(10)).await;
     assert_eq!(wf.status, proto::WorkflowStatus::Failed as i32, "{wf:#?}");
     assert_eq!(status(&wf, "wait"), proto::StepStatus::Failed);
+    assert_eq!(step(&wf, "wait").reason, "rejected on timeout: no decision in time");
     assert_eq!(status(&wf, "then"), proto::StepStatus::Skipped);
 }
 
@@ -585,7 +672,26 @@ async fn a_bad_spec_is_refused_naming_the_field_and_changes_nothing() {
     for i in 0..=1000 {
         many = many.step(Step::job(format!("s{i}"), one("")));
     }
-    let cases = [(cycle, "cycle: a -> b -> a"), (unknown, "steps[0].depends_on"), (many.build(), "at most 1000")];
+    let mut deep = WorkflowBuilder::new(NS, "deep").step(Step::job("s0", one("")));
+    for i in 1..=500 {
+        deep = deep.step(Step::job(format!("s{i}"), one("")).depends_on([format!("s{}", i - 1)]));
+    }
+    // Every one of 100 sinks depends on each of 101 sources: 10100 edges.
+    let sources: Vec<String> = (0..101).map(|i| format!("src{i}")).collect();
+    let mut wide = WorkflowBuilder::new(NS, "wide");
+    for s in &sources {
+        wide = wide.step(Step::job(s.clone(), one("")));
+    }
+    for i in 0..100 {
+        wide = wide.step(Step::job(format!("sink{i}"), one("")).depends_on(sources.clone()));
+    }
+    let cases = [
+        (cycle, "cycle: a -> b -> a"),
+        (unknown, "steps[0].depends_on"),
+        (many.build(), "invalid steps: has 1001 steps; at most 1000"),
+        (deep.build(), "invalid steps: the longest chain has 501 steps; at most 500"),
+        (wide.build(), "invalid steps[*].depends_on: has 10100 dependency edges in all; at most 10000 edges"),
+    ];
     for (spec, says) in cases {
         let e = cl.submit_workflow(spec.clone()).await.unwrap_err();
         assert!(matches!(e, Error::InvalidArgument(_)) && e.code() == Some(codes::INVALID), "{e}");

@@ -9,7 +9,11 @@ use crate::lifecycle::LogChunk;
 use super::*;
 
 impl Core {
-    /// A job of a workflow is deleted and retried with its workflow.
+    /// `DeleteJob` and `RetryJob` refuse a workflow's job (`JOB_IN_WORKFLOW`):
+    /// it is deleted only with its workflow, when the collector deletes the
+    /// workflow's record and queues its jobs; and it is never retried, since
+    /// no workflow-level rerun exists: a failed step stays failed, and its
+    /// workflow is submitted again to run it again.
     fn refuse_workflow_job(rec: &JobRecord) -> Res<()> {
         match &rec.origin {
             Some(o) => {

@@ -98,8 +98,9 @@ pub const MAX_LIVE_TASKS: u64 = 10_000_000;
 /// is rewritten by each entry that moves a step, so it is kept to tens of KiB.
 pub const MAX_STEPS_PER_WORKFLOW: usize = 1000;
 
-/// Dependency edges in one workflow: each is evaluated when its source step
-/// finishes, so this bounds the work one entry can cause.
+/// Dependency edges in one workflow (names in all its steps' `depends_on`,
+/// counted together): each is evaluated when its source step finishes, so
+/// this bounds the work one entry can cause.
 pub const MAX_EDGES_PER_WORKFLOW: usize = 10_000;
 
 /// Steps on the longest dependency chain. Each link costs at least one
@@ -115,11 +116,6 @@ pub const MAX_GATE_TIMEOUT_MS: u64 = MAX_DURATION_MS;
 
 /// Live (unfinished) workflows: each keeps its record in memory.
 pub const MAX_LIVE_WORKFLOWS: usize = 100_000;
-
-/// Shard results a reduce reads per page through the SDK. The map has at
-/// most [`MAX_SHARDS_PER_JOB`] shards, so a reduce reads at most 100 pages
-/// (more only if pages end early at the response byte limit).
-pub const REDUCE_INPUT_PAGE_SHARDS: u32 = 1000;
 
 /// How long a finished job or workflow is kept when neither it nor its
 /// namespace sets a retention (7 days, in ms). After that it is deleted with

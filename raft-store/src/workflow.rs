@@ -169,7 +169,12 @@ impl WorkflowSpec {
             }
             self.validate_kind(&field, &s.kind)?;
         }
-        check_count("edges", edges, 0, MAX_EDGES_PER_WORKFLOW)?;
+        if edges > MAX_EDGES_PER_WORKFLOW {
+            return Err(invalid(
+                "steps[*].depends_on",
+                format!("has {edges} dependency edges in all; at most {MAX_EDGES_PER_WORKFLOW} edges"),
+            ));
+        }
         preds.iter_mut().for_each(|p| p.sort_unstable());
         succs.iter_mut().for_each(|p| p.sort_unstable());
         let graph = Graph { preds, succs };

@@ -83,6 +83,28 @@ fn limits_on_steps_and_depth_are_enforced() {
 }
 
 #[test]
+fn the_edge_limit_is_enforced_naming_depends_on_and_the_limit() {
+    // Two layers: every sink depends on every source. Depth 2, so only the
+    // edge limit can refuse it.
+    let layered = |sources: usize, sinks: usize| {
+        let names: Vec<String> = (0..sources).map(|i| format!("src{i}")).collect();
+        let deps: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut steps: Vec<StepSpec> = names.iter().map(|n| step(n, &[])).collect();
+        steps.extend((0..sinks).map(|i| step(&format!("sink{i}"), &deps)));
+        flow(steps)
+    };
+    // 100 × 100 = MAX_EDGES_PER_WORKFLOW edges: accepted.
+    assert_eq!(MAX_EDGES_PER_WORKFLOW, 100 * 100);
+    layered(100, 100).validate().unwrap();
+    // 101 × 100 = 10100: refused, naming the field and the limit.
+    let (field, reason) = invalid_field(layered(101, 100).validate());
+    assert_eq!(field, "steps[*].depends_on");
+    assert_eq!(reason, format!("has 10100 dependency edges in all; at most {MAX_EDGES_PER_WORKFLOW} edges"));
+    let e = layered(101, 100).validate().unwrap_err().to_string();
+    assert!(e.contains("depends_on") && e.contains("at most 10000 edges"), "{e}");
+}
+
+#[test]
 fn step_job_specs_are_checked_in_place() {
     let mut s = step("a", &[]);
     if let StepKind::Job { job, .. } = &mut s.kind {

@@ -12,10 +12,12 @@ use crate::client::Client;
 use crate::error::Error;
 use crate::proto;
 
-/// Shards per GetResults page when streaming inputs (the cluster's reduce
-/// input page, `REDUCE_INPUT_PAGE_SHARDS` in raft-store's limits): large
-/// enough that a 10,000-shard map is 10 round trips, small enough that a
-/// page of 1 MiB results is bounded by the server's page byte limit anyway.
+/// Shards per GetResults page when streaming inputs (a reduce's input
+/// page; the only definition, the cluster never sees it): large enough that
+/// a 10,000-shard map is 10 round trips, small enough that a page of 1 MiB
+/// results is bounded by the server's page byte limit anyway. It must be a
+/// page GetResults serves (`RESULTS_PAGE_MAX` in the coordinator; checked by
+/// its `the_sdk_reduce_input_page_is_one_get_results_serves` test).
 pub const REDUCE_INPUT_PAGE_SHARDS: u32 = 1000;
 
 impl TaskContext {

@@ -26,6 +26,21 @@ fn the_sdk_encodings_are_what_the_store_decodes() {
     assert_eq!(parse_choice(&choose(&names)).unwrap(), names);
 }
 
+/// A reduce reads its input in pages of the SDK's
+/// `REDUCE_INPUT_PAGE_SHARDS` through GetResults, so that page must be one
+/// the server serves (else every `reduce_input()` is refused). The number of
+/// pages is bounded by the map's shards, as docs/workflows.md#limits says.
+#[test]
+fn the_sdk_reduce_input_page_is_one_get_results_serves() {
+    use baton_raft_store::limits::{MAX_DYNAMIC_CHILDREN, MAX_SHARDS_PER_JOB};
+
+    use super::super::jobs::RESULTS_PAGE_MAX;
+    let page = baton_client::worker::REDUCE_INPUT_PAGE_SHARDS as usize;
+    assert!((1..=RESULTS_PAGE_MAX).contains(&page), "{page} shards per page; GetResults serves 1..={RESULTS_PAGE_MAX}");
+    assert_eq!(MAX_SHARDS_PER_JOB.div_ceil(page), 100, "pages of a static map's reduce at most");
+    assert_eq!(MAX_DYNAMIC_CHILDREN.div_ceil(page), 10, "pages of a dynamic map's reduce at most");
+}
+
 #[test]
 fn a_built_spec_converts_with_defaults_and_gates() {
     let spec = WorkflowBuilder::new("ns", "wf")
