@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 
 use baton_raft_store::workflow::GateTimeout;
 use baton_raft_store::{
-    Backoff, Command, Core, Entry, JobSpec, MemKv, Outcome as StoreOutcome, Proposal as Entry0, Response, SessionId,
-    StepKind, StepSpec, StepState, TaskKey, TaskState, TriggerRule, WorkflowId, WorkflowSpec, WorkflowStatus,
+    Backoff, Cadence, Command, CommandError, Core, Entry, JobSpec, MemKv, Misfire, Outcome as StoreOutcome, Overlap,
+    Proposal as Entry0, Response, ScheduleSpec, SessionId, StepKind, StepSpec, StepState, TaskKey, TaskState, Template,
+    TriggerRule, WorkflowId, WorkflowSpec, WorkflowStatus,
 };
 use openraft::{CommittedLeaderId, EntryPayload, LogId};
 
@@ -722,4 +723,123 @@ fn a_collection_not_committed_is_proposed_again_and_a_new_leader_takes_over() {
     assert_eq!(collections(&r.step(Event::Applied { index: r.index })), 0);
     assert_eq!(collections(&r.run(Event::Leadership { leading: true, term: 2 })), 1, "derived from the state");
     assert_eq!(r.state.gc_due_ms(), None);
+}
+
+fn fires(actions: &[Action]) -> Vec<(u64, u64)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Propose(Proposal { cmd: Command::Batch(cmds), kind: ProposalKind::Fire, .. }) => Some(cmds),
+            _ => None,
+        })
+        .flatten()
+        .map(|c| match c {
+            Command::Fire { schedule, fire_ms } => (*schedule, *fire_ms),
+            other => panic!("a fire batch holds {other:?}"),
+        })
+        .collect()
+}
+
+impl Rig {
+    /// A fixed-rate schedule of `period_ms`, first firing `start_in_ms` from now (log time).
+    fn schedule(&mut self, name: &str, period_ms: u64, start_in_ms: u64, misfire: Misfire) -> u64 {
+        let start = self.now().log_ms + start_in_ms;
+        let spec = ScheduleSpec {
+            namespace: "ns".into(),
+            name: name.into(),
+            cadence: Cadence::FixedRate { period_ms },
+            start_ms: Some(start),
+            end_ms: None,
+            jitter_ms: 0,
+            misfire,
+            misfire_grace_ms: 1_000,
+            overlap: Overlap::Allow,
+            template: Template::Job(JobSpec::with_shards("ns", 1)),
+        };
+        match self.apply(Command::CreateSchedule(spec)) {
+            Response::Done(StoreOutcome::ScheduleCreated { schedule, .. }) => schedule,
+            r => panic!("{r:?}"),
+        }
+    }
+
+    /// Fire times of the runs schedule `id` started, oldest first.
+    fn run_times(&self, id: u64) -> Vec<u64> {
+        let rec = &self.state.idx.schedules[&id];
+        rec.recent.iter().filter(|e| e.target.is_some()).map(|e| e.fire_ms).collect()
+    }
+}
+
+#[test]
+fn a_fire_is_proposed_once_it_is_due_in_log_time_with_one_batch_in_flight() {
+    let mut r = Rig::new();
+    r.lead(1);
+    let id = r.schedule("s", 10_000, 5_000, Misfire::Skip);
+    let first = r.state.idx.schedules[&id].next_fire_ms.unwrap();
+    r.advance(4_999);
+    assert!(fires(&r.run(Event::Tick)).is_empty(), "not before its time");
+    assert!(fires(&r.run(Event::Applied { index: r.index })).is_empty());
+    r.advance(1);
+    let a = r.step(Event::Tick);
+    assert_eq!(fires(&a), vec![(id, first)]);
+    assert!(fires(&r.step(Event::Tick)).is_empty(), "one batch in flight");
+    assert!(fires(&r.step(Event::Applied { index: r.index })).is_empty());
+    let Some(Action::Propose(p)) = a.into_iter().find(|a| matches!(a, Action::Propose(_))) else { unreachable!() };
+    let resp = r.apply(p.cmd.clone());
+    let outcome = outcome_of(&p.kind, resp);
+    assert_eq!(outcome, Outcome::Fired);
+    assert!(fires(&r.run(Event::Proposed { epoch: p.epoch, kind: p.kind, outcome })).is_empty(), "next not due");
+    assert_eq!(r.run_times(id), vec![first]);
+    r.advance(10_000);
+    assert_eq!(fires(&r.run(Event::Tick)), vec![(id, first + 10_000)]);
+    assert_eq!(r.run_times(id), vec![first, first + 10_000]);
+}
+
+#[test]
+fn a_fire_proposed_by_two_leaders_starts_one_run() {
+    let mut r = Rig::new();
+    r.lead(1);
+    let id = r.schedule("s", 10_000, 1_000, Misfire::Skip);
+    let first = r.state.idx.schedules[&id].next_fire_ms.unwrap();
+    r.advance(1_000);
+    // The old leader proposes and loses leadership before hearing the outcome.
+    let a = r.step(Event::Tick);
+    let Some(Action::Propose(old)) = a.into_iter().find(|a| matches!(a, Action::Propose(_))) else { unreachable!() };
+    r.run(Event::Leadership { leading: false, term: 1 });
+    assert!(fires(&r.step(Event::Tick)).is_empty(), "a follower proposes nothing");
+    // The new leader derives the same due fire from the applied state.
+    let a = r.step(Event::Leadership { leading: true, term: 2 });
+    assert_eq!(fires(&a), vec![(id, first)]);
+    let Some(Action::Propose(new)) =
+        a.into_iter().find(|a| matches!(a, Action::Propose(Proposal { kind: ProposalKind::Fire, .. })))
+    else {
+        unreachable!()
+    };
+    // Both proposals commit, the old one first: the second is refused.
+    let first_resp = r.apply(old.cmd.clone());
+    let second_resp = r.apply(new.cmd.clone());
+    assert!(matches!(&first_resp, Response::Batch(v) if matches!(v[0], Response::Done(_))), "{first_resp:?}");
+    assert!(
+        matches!(&second_resp, Response::Batch(v) if matches!(v[0], Response::Rejected(CommandError::FireNotDue { .. }))),
+        "{second_resp:?}"
+    );
+    r.run(Event::Proposed { epoch: new.epoch, kind: new.kind, outcome: outcome_of(&new.kind, second_resp) });
+    assert_eq!(r.run_times(id), vec![first]);
+    assert_eq!(r.state.meta.next_job, 2, "one job");
+}
+
+#[test]
+fn a_catch_up_is_proposed_batch_after_batch_until_nothing_is_due() {
+    let mut r = Rig::new();
+    r.lead(1);
+    let id = r.schedule("s", 1_000, 1_000, Misfire::FireAll { max: 100 });
+    r.apply(Command::PauseSchedule { schedule: id, paused: true });
+    r.advance(40_500);
+    assert!(fires(&r.run(Event::Tick)).is_empty(), "paused");
+    r.apply(Command::PauseSchedule { schedule: id, paused: false });
+    // 40 fire times passed; each commit leaves the next one due at once.
+    let a = r.run(Event::Tick);
+    assert_eq!(fires(&a).len(), 40);
+    let first = r.run_times(id)[0];
+    assert_eq!(r.state.idx.schedules[&id].runs_started, 40);
+    assert_eq!(r.state.idx.schedules[&id].next_fire_ms, Some(first + 40_000));
 }
