@@ -336,6 +336,17 @@ impl LeaderCore {
         self.leading
     }
 
+    /// The log time at which the next schedule fire falls due, while this
+    /// core would propose it then: the shell wakes the core at that time
+    /// rather than at its next periodic tick, so a fire is proposed within a
+    /// millisecond or so of its time.
+    pub fn next_fire_due_ms(&self, state: &StateView<'_>) -> Option<u64> {
+        if !self.leading || self.fires_in_flight {
+            return None;
+        }
+        state.core.idx.fire_due.first().map(|(due, _)| *due)
+    }
+
     /// Lease deadline of `session` (monotonic ms), for tests and metrics.
     pub fn deadline(&self, session: SessionId) -> Option<u64> {
         self.deadlines.get(&session).copied()

@@ -775,6 +775,8 @@ fn a_fire_is_proposed_once_it_is_due_in_log_time_with_one_batch_in_flight() {
     r.lead(1);
     let id = r.schedule("s", 10_000, 5_000, Misfire::Skip);
     let first = r.state.idx.schedules[&id].next_fire_ms.unwrap();
+    let wake = |r: &Rig| r.leader.next_fire_due_ms(&StateView { core: &r.state, kv: &r.kv });
+    assert_eq!(wake(&r), Some(first), "the shell is told when to wake");
     r.advance(4_999);
     assert!(fires(&r.run(Event::Tick)).is_empty(), "not before its time");
     assert!(fires(&r.run(Event::Applied { index: r.index })).is_empty());
@@ -782,6 +784,7 @@ fn a_fire_is_proposed_once_it_is_due_in_log_time_with_one_batch_in_flight() {
     let a = r.step(Event::Tick);
     assert_eq!(fires(&a), vec![(id, first)]);
     assert!(fires(&r.step(Event::Tick)).is_empty(), "one batch in flight");
+    assert_eq!(wake(&r), None, "nothing to wake for while the batch is in flight");
     assert!(fires(&r.step(Event::Applied { index: r.index })).is_empty());
     let Some(Action::Propose(p)) = a.into_iter().find(|a| matches!(a, Action::Propose(_))) else { unreachable!() };
     let resp = r.apply(p.cmd.clone());
@@ -789,6 +792,7 @@ fn a_fire_is_proposed_once_it_is_due_in_log_time_with_one_batch_in_flight() {
     assert_eq!(outcome, Outcome::Fired);
     assert!(fires(&r.run(Event::Proposed { epoch: p.epoch, kind: p.kind, outcome })).is_empty(), "next not due");
     assert_eq!(r.run_times(id), vec![first]);
+    assert_eq!(wake(&r), Some(first + 10_000));
     r.advance(10_000);
     assert_eq!(fires(&r.run(Event::Tick)), vec![(id, first + 10_000)]);
     assert_eq!(r.run_times(id), vec![first, first + 10_000]);

@@ -200,6 +200,8 @@ struct Shell {
     leading: Arc<AtomicBool>,
     done_tx: mpsc::Sender<Event>,
     last_applied: Option<u64>,
+    /// When the next schedule fire falls due (see `LeaderCore::next_fire_due_ms`).
+    fire_wake: Option<tokio::time::Instant>,
 }
 
 /// Start the leader task; it lives as long as the node.
@@ -236,6 +238,7 @@ pub fn spawn(
         leading: leading.clone(),
         done_tx,
         last_applied: None,
+        fire_wake: None,
     };
     tokio::spawn(run(shell, rx, done_rx));
     LeaderHandle { tx, leading, conn_seq: Arc::new(AtomicU64::new(1)) }
@@ -293,7 +296,20 @@ async fn run(mut sh: Shell, mut rx: mpsc::Receiver<LeaderMsg>, mut done_rx: mpsc
                 let index = sh.last_applied.unwrap_or(0);
                 sh.step(Event::Applied { index });
             }
+            _ = sleep_until(sh.fire_wake) => {
+                sh.fire_wake = None;
+                let index = sh.last_applied.unwrap_or(0);
+                sh.step(Event::Applied { index });
+            }
         }
+    }
+}
+
+/// Sleep until `at`, or forever when there is nothing to wake for.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -320,10 +336,14 @@ impl Shell {
             }
             let core = &mut self.core;
             let clock = &self.clock;
-            let actions = self.reader.read(|state, kv| {
+            let (actions, fire_in_ms) = self.reader.read(|state, kv| {
                 clock.observe(state.meta.clock_ms);
-                core.step(ev, clock.now(), &StateView { core: state, kv })
+                let now = clock.now();
+                let view = StateView { core: state, kv };
+                let actions = core.step(ev, now, &view);
+                (actions, core.next_fire_due_ms(&view).map(|due| due.saturating_sub(now.log_ms)))
             });
+            self.fire_wake = fire_in_ms.map(|ms| tokio::time::Instant::now() + Duration::from_millis(ms));
             for a in actions {
                 if let Some(feedback) = self.execute(a) {
                     queue.push(feedback);
