@@ -306,12 +306,14 @@ pub enum Command {
     CollectGarbage,
     /// Create a schedule. The same (namespace, name) with the same spec
     /// returns the first schedule; with another spec it is refused.
-    CreateSchedule(ScheduleSpec),
+    /// Boxed, like every spec of a rare command, so `Command` stays the
+    /// size of a job submit (batches hold thousands of commands).
+    CreateSchedule(Box<ScheduleSpec>),
     /// Replace a schedule's spec (same namespace and name); its next fire
     /// time is computed afresh from the entry's time. Live runs go on.
     UpdateSchedule {
         schedule: ScheduleId,
-        spec: ScheduleSpec,
+        spec: Box<ScheduleSpec>,
     },
     /// Stop or restart firing. Fire times passed while paused are misfires.
     PauseSchedule {
@@ -334,7 +336,7 @@ pub enum Command {
         fire_ms: u64,
     },
     /// Create an event trigger (idempotent on (namespace, name) like a schedule).
-    CreateTrigger(TriggerSpec),
+    CreateTrigger(Box<TriggerSpec>),
     DeleteTrigger {
         trigger: TriggerId,
     },

@@ -70,7 +70,7 @@ impl Rig {
     }
 
     fn create(&mut self, spec: ScheduleSpec) -> ScheduleId {
-        match self.ok(Command::CreateSchedule(spec)) {
+        match self.ok(Command::CreateSchedule(Box::new(spec))) {
             Outcome::ScheduleCreated { schedule, duplicate: false, .. } => schedule,
             o => panic!("{o:?}"),
         }
@@ -180,11 +180,11 @@ fn only_the_current_next_fire_time_fires_and_only_once() {
 fn create_is_idempotent_by_name_and_a_reused_name_is_refused() {
     let mut r = Rig::new();
     let id = r.create(every_10s(Overlap::Skip));
-    match r.ok(Command::CreateSchedule(every_10s(Overlap::Skip))) {
+    match r.ok(Command::CreateSchedule(Box::new(every_10s(Overlap::Skip)))) {
         Outcome::ScheduleCreated { schedule, duplicate: true, .. } => assert_eq!(schedule, id),
         o => panic!("{o:?}"),
     }
-    let e = r.err(Command::CreateSchedule(every_10s(Overlap::Allow)));
+    let e = r.err(Command::CreateSchedule(Box::new(every_10s(Overlap::Allow))));
     assert!(matches!(e, CommandError::NameTaken { id: i, .. } if i == id), "{e}");
     let mut other = every_10s(Overlap::Allow);
     other.name = "hourly".into();
@@ -376,11 +376,11 @@ fn published(o: Outcome) -> (Vec<EventRun>, u32, bool) {
 #[test]
 fn an_event_starts_one_run_per_matching_trigger_with_its_payload_and_only_once() {
     let mut r = Rig::new();
-    let raw = match r.ok(Command::CreateTrigger(trigger("raw", &[("bucket", "raw")], None, ""))) {
+    let raw = match r.ok(Command::CreateTrigger(Box::new(trigger("raw", &[("bucket", "raw")], None, "")))) {
         Outcome::TriggerCreated { trigger, duplicate: false } => trigger,
         o => panic!("{o:?}"),
     };
-    r.ok(Command::CreateTrigger(trigger("clean", &[("bucket", "clean")], None, "")));
+    r.ok(Command::CreateTrigger(Box::new(trigger("clean", &[("bucket", "clean")], None, ""))));
     let (runs, _, dup) = published(r.ok(Command::PublishEvent(event("e1", &[("bucket", "raw")]))));
     assert!(!dup);
     assert_eq!(runs.len(), 1);
@@ -409,7 +409,7 @@ fn an_event_starts_one_run_per_matching_trigger_with_its_payload_and_only_once()
 #[test]
 fn debounce_runs_once_per_key_per_window() {
     let mut r = Rig::new();
-    r.ok(Command::CreateTrigger(trigger("t", &[], Some(10 * SEC), "user")));
+    r.ok(Command::CreateTrigger(Box::new(trigger("t", &[], Some(10 * SEC), "user"))));
     let runs = |r: &mut Rig, id: &str, user: &str| published(r.ok(Command::PublishEvent(event(id, &[("user", user)]))));
     assert_eq!(runs(&mut r, "1", "ann").0.len(), 1);
     assert_eq!(runs(&mut r, "2", "bob").0.len(), 1, "another key runs");
@@ -425,13 +425,13 @@ fn debounce_runs_once_per_key_per_window() {
 fn trigger_limits_and_deletion() {
     let mut r = Rig::new();
     for i in 0..MAX_TRIGGERS_PER_TOPIC_FOR_TEST {
-        r.ok(Command::CreateTrigger(trigger(&format!("t{i}"), &[], None, "")));
+        r.ok(Command::CreateTrigger(Box::new(trigger(&format!("t{i}"), &[], None, ""))));
     }
-    let e = r.err(Command::CreateTrigger(trigger("one-too-many", &[], None, "")));
+    let e = r.err(Command::CreateTrigger(Box::new(trigger("one-too-many", &[], None, ""))));
     assert!(matches!(e, CommandError::LimitReached { .. }), "{e}");
     r.ok(Command::DeleteTrigger { trigger: 1 });
     assert!(matches!(r.err(Command::DeleteTrigger { trigger: 1 }), CommandError::TriggerNotFound(1)));
-    r.ok(Command::CreateTrigger(trigger("one-too-many", &[], None, "")));
+    r.ok(Command::CreateTrigger(Box::new(trigger("one-too-many", &[], None, ""))));
     r.assert_reopens();
 }
 

@@ -58,7 +58,7 @@ impl EventService for Events {
     ) -> Result<Response<proto::CreateTriggerResponse>, Status> {
         forward_if_not_here!(self.ctx, self.ctx.route(&req)?, req, EventServiceClient::create_trigger, write);
         let spec = convert_schedule::trigger_spec(req.into_inner().spec)?;
-        match outcome(self.ctx.proposer.propose(Command::CreateTrigger(spec)).await?)? {
+        match outcome(self.ctx.proposer.propose(Command::CreateTrigger(Box::new(spec))).await?)? {
             Outcome::TriggerCreated { trigger, duplicate } => {
                 tracing::info!(trigger, duplicate, "trigger created");
                 Ok(Response::new(proto::CreateTriggerResponse { trigger_id: trigger, duplicate }))

@@ -83,7 +83,7 @@ impl ScheduleService for Schedules {
     ) -> Result<Response<proto::CreateScheduleResponse>, Status> {
         forward_if_not_here!(self.ctx, self.ctx.route(&req)?, req, ScheduleServiceClient::create_schedule, write);
         let spec = convert_schedule::schedule_spec(req.into_inner().spec)?;
-        match outcome(self.ctx.proposer.propose(Command::CreateSchedule(spec)).await?)? {
+        match outcome(self.ctx.proposer.propose(Command::CreateSchedule(Box::new(spec))).await?)? {
             Outcome::ScheduleCreated { schedule, duplicate, next_fire_ms } => {
                 tracing::info!(schedule, duplicate, "schedule created");
                 Ok(Response::new(proto::CreateScheduleResponse {
@@ -103,7 +103,7 @@ impl ScheduleService for Schedules {
         forward_if_not_here!(self.ctx, self.ctx.route(&req)?, req, ScheduleServiceClient::update_schedule, write);
         let r = req.into_inner();
         let spec = convert_schedule::schedule_spec(r.spec)?;
-        let cmd = Command::UpdateSchedule { schedule: r.schedule_id, spec };
+        let cmd = Command::UpdateSchedule { schedule: r.schedule_id, spec: Box::new(spec) };
         Ok(Response::new(updated(outcome(self.ctx.proposer.propose(cmd).await?)?)?))
     }
 

@@ -756,7 +756,7 @@ impl Rig {
             overlap: Overlap::Allow,
             template: Template::Job(JobSpec::with_shards("ns", 1)),
         };
-        match self.apply(Command::CreateSchedule(spec)) {
+        match self.apply(Command::CreateSchedule(Box::new(spec))) {
             Response::Done(StoreOutcome::ScheduleCreated { schedule, .. }) => schedule,
             r => panic!("{r:?}"),
         }
