@@ -33,7 +33,7 @@ fn workload(seed: u64, n: usize) -> Vec<Entry> {
             idx.pending.iter().flat_map(|(j, m)| m.keys().map(|s| TaskKey::new(*j, *s))).collect();
         let sessions: Vec<(SessionId, u64)> = idx.sessions.values().map(|s| (s.id, s.epoch)).collect();
         let any_job = rng.random_range(1..core.meta.next_job + 2);
-        let cmd = match rng.random_range(0..125) {
+        let cmd = match rng.random_range(0..131) {
             0..8 => Command::RegisterWorker {
                 name: format!("w{}", rng.random_range(0..5)),
                 labels: BTreeMap::new(),
@@ -135,6 +135,47 @@ fn workload(seed: u64, n: usize) -> Vec<Entry> {
                 Command::AppendLogs { task, token, lines: LogChunk::of_lines(&lines).unwrap() }
             }
             123..125 => Command::CollectGarbage,
+            125 => Command::CreateSchedule(Box::new(random_schedule(&mut rng, clock))),
+            126..128 if !idx.schedules.is_empty() => {
+                let ids: Vec<u64> = idx.schedules.keys().copied().collect();
+                let id = ids[rng.random_range(0..ids.len())];
+                // Mostly the time a leader would propose; sometimes a stale or wrong one.
+                let fire_ms = match idx.schedules[&id].next_fire_ms {
+                    Some(t) if rng.random_bool(0.8) => t,
+                    _ => clock.saturating_sub(rng.random_range(0..5_000)),
+                };
+                Command::Fire { schedule: id, fire_ms }
+            }
+            128 if !idx.schedules.is_empty() => {
+                let ids: Vec<u64> = idx.schedules.keys().copied().collect();
+                let schedule = ids[rng.random_range(0..ids.len())];
+                match rng.random_range(0..4) {
+                    0 => Command::PauseSchedule { schedule, paused: rng.random_bool(0.5) },
+                    1 => Command::RunSchedule { schedule },
+                    2 => Command::DeleteSchedule { schedule },
+                    _ => {
+                        let mut spec = random_schedule(&mut rng, clock);
+                        spec.name = idx.schedules[&schedule].rule.name.clone();
+                        Command::UpdateSchedule { schedule, spec: Box::new(spec) }
+                    }
+                }
+            }
+            129 => Command::CreateTrigger(Box::new(TriggerSpec {
+                namespace: "ns".into(),
+                name: format!("t{}", rng.random_range(0..3)),
+                topic: format!("topic{}", rng.random_range(0..2)),
+                filter: if rng.random() { BTreeMap::from([("k".into(), "a".into())]) } else { BTreeMap::new() },
+                template: JobSpec::with_shards("ns", rng.random_range(1..3)),
+                debounce_ms: rng.random_bool(0.5).then(|| rng.random_range(1..5_000)),
+                debounce_key: String::new(),
+            })),
+            130 => Command::PublishEvent(EventSpec {
+                namespace: "ns".into(),
+                topic: format!("topic{}", rng.random_range(0..2)),
+                event_id: format!("e{}", rng.random_range(0..40)),
+                payload: ByteBuf::from(vec![1; rng.random_range(0..4)]),
+                attributes: BTreeMap::from([("k".into(), if rng.random() { "a" } else { "b" }.into())]),
+            }),
             _ => Command::ReportProgress { task: TaskKey::new(1, 0), token: 1, progress_bp: 1, message: String::new() },
         };
         let e = Entry {
@@ -147,6 +188,50 @@ fn workload(seed: u64, n: usize) -> Vec<Entry> {
         entries.push(e);
     }
     entries
+}
+
+/// A schedule of a random cadence and policies, with a small job or
+/// workflow template; names repeat, so creates are also duplicates or
+/// conflicts.
+fn random_schedule(rng: &mut StdRng, clock: u64) -> ScheduleSpec {
+    let cadence = match rng.random_range(0..4) {
+        0 => Cadence::FixedRate { period_ms: rng.random_range(1_000..5_000) },
+        1 => Cadence::Cron { pattern: "*/2 * * * * *".into(), time_zone: "Europe/Berlin".into() },
+        2 => Cadence::FixedDelay { delay_ms: rng.random_range(1_000..3_000) },
+        _ => Cadence::Once { at_ms: clock + rng.random_range(0..10_000) },
+    };
+    let misfire = match rng.random_range(0..3) {
+        0 => Misfire::Skip,
+        1 => Misfire::FireOnce,
+        _ => Misfire::FireAll { max: rng.random_range(1..5) },
+    };
+    let overlap = [Overlap::Allow, Overlap::Skip, Overlap::CancelPrevious, Overlap::BufferOne][rng.random_range(0..4)];
+    let template = if rng.random_bool(0.2) {
+        let mut wf = random_workflow(rng);
+        wf.idempotency_key = None;
+        for s in &mut wf.steps {
+            if let StepKind::Job { job, .. } = &mut s.kind {
+                job.not_before_ms = None;
+            }
+        }
+        Template::Workflow(wf)
+    } else {
+        let mut job = JobSpec::with_shards("ns", rng.random_range(1..4));
+        job.retention_ms = Some(rng.random_range(0..30_000));
+        Template::Job(job)
+    };
+    ScheduleSpec {
+        namespace: "ns".into(),
+        name: format!("s{}", rng.random_range(0..5)),
+        cadence,
+        start_ms: rng.random_bool(0.2).then(|| clock + rng.random_range(0..5_000)),
+        end_ms: rng.random_bool(0.2).then(|| clock + rng.random_range(5_000..60_000)),
+        jitter_ms: if rng.random_bool(0.3) { rng.random_range(0..500) } else { 0 },
+        misfire,
+        misfire_grace_ms: rng.random_range(0..3_000),
+        overlap,
+        template,
+    }
 }
 
 /// A random DAG (edges only to earlier steps) of jobs, reduces, choices,
@@ -234,7 +319,7 @@ fn workflow_result(core: &Core, task: TaskKey, rng: &mut StdRng) -> Vec<u8> {
 
 #[tokio::test]
 async fn rocksdb_and_memory_cores_agree_for_any_chunking() {
-    let (mut collected_sessions, mut logs_seen) = (0, 0);
+    let (mut collected_sessions, mut logs_seen, mut runs, mut event_runs) = (0, 0, 0, 0);
     for seed in 0..8u64 {
         let entries = workload(seed, 600);
         let mut kv = MemKv::default();
@@ -254,6 +339,8 @@ async fn rocksdb_and_memory_cores_agree_for_any_chunking() {
             "seed {seed}: {jobs_left} of {} jobs left",
             core.meta.next_job - 1
         );
+        runs += core.idx.schedules.values().map(|s| s.runs_started).sum::<u64>();
+        event_runs += core.idx.triggers.values().map(|t| t.runs_started).sum::<u64>();
         collected_sessions +=
             core.meta.next_session - 1 - kv.0.keys().filter(|k| k[0] == keys::Table::Session as u8).count() as u64;
         logs_seen += kv.0.keys().filter(|k| k[0] == keys::Table::TaskLog as u8).count();
@@ -278,6 +365,7 @@ async fn rocksdb_and_memory_cores_agree_for_any_chunking() {
         }
     }
     assert!(collected_sessions > 0, "no ended session was collected");
+    assert!(runs > 10 && event_runs > 5, "schedules started {runs} runs, triggers {event_runs}");
     assert!(logs_seen > 0, "no log survived to the end");
 }
 
