@@ -329,8 +329,77 @@ fn arb_command() -> impl Strategy<Value = Command> {
         proptest::collection::vec((key, any::<u64>()), 0..3)
             .prop_map(|v| { Command::TimeoutAttempts { attempts: v.into_iter().map(|(k, t)| (k, t % 40)).collect() } }),
         (0u64..4, s).prop_map(|(job, reason)| Command::CancelJob { job, reason }),
+        arb_schedule_command(),
     ];
     prop_oneof![4 => leaf.clone(), 1 => proptest::collection::vec(leaf, 0..4).prop_map(Command::Batch)]
+}
+
+/// Schedule, trigger and event commands with arbitrary patterns, zones,
+/// times and policies: cron text goes straight to the parser.
+fn arb_schedule_command() -> impl Strategy<Value = Command> {
+    let s = ".{0,4}";
+    let pattern = prop_oneof![
+        Just("* * * * * *".to_string()),
+        Just("0 0 30 2 *".to_string()),
+        Just("@daily".to_string()),
+        "[0-9*/,LW#?A-Z@ -]{0,24}",
+    ];
+    let zone = prop_oneof![Just(String::new()), Just("Europe/Berlin".to_string()), ".{0,8}"];
+    let spec = (
+        (s, pattern, zone, 0u8..4, any::<u64>()),
+        (proptest::option::of(any::<u64>()), proptest::option::of(any::<u64>()), any::<u64>(), any::<u64>()),
+        (0u8..3, any::<u32>(), 0u8..4, any::<bool>()),
+    )
+        .prop_map(
+            |((name, pattern, time_zone, kind, n), (start_ms, end_ms, jitter, grace), (m, max, o, same_ns))| {
+                ScheduleSpec {
+                    namespace: "ns".into(),
+                    name,
+                    cadence: match kind {
+                        0 => Cadence::Cron { pattern, time_zone },
+                        1 => Cadence::FixedRate { period_ms: n },
+                        2 => Cadence::FixedDelay { delay_ms: n },
+                        _ => Cadence::Once { at_ms: n },
+                    },
+                    start_ms,
+                    end_ms,
+                    jitter_ms: jitter % 4_000_000,
+                    misfire: [Misfire::Skip, Misfire::FireOnce, Misfire::FireAll { max }][m as usize],
+                    misfire_grace_ms: grace % 100_000_000,
+                    overlap: [Overlap::Allow, Overlap::Skip, Overlap::CancelPrevious, Overlap::BufferOne][o as usize],
+                    template: Template::Job(JobSpec::with_shards(if same_ns { "ns" } else { "other" }, 1)),
+                }
+            },
+        );
+    prop_oneof![
+        spec.clone().prop_map(|s| Command::CreateSchedule(Box::new(s))),
+        (0u64..4, spec).prop_map(|(schedule, s)| Command::UpdateSchedule { schedule, spec: Box::new(s) }),
+        (0u64..4, any::<u64>()).prop_map(|(schedule, fire_ms)| Command::Fire { schedule, fire_ms: fire_ms % 100_000 }),
+        (0u64..4, any::<bool>()).prop_map(|(schedule, paused)| Command::PauseSchedule { schedule, paused }),
+        (0u64..4).prop_map(|schedule| Command::RunSchedule { schedule }),
+        (0u64..4).prop_map(|schedule| Command::DeleteSchedule { schedule }),
+        (s, s, proptest::option::of(any::<u64>())).prop_map(|(name, topic, debounce_ms)| {
+            Command::CreateTrigger(Box::new(TriggerSpec {
+                namespace: "ns".into(),
+                name,
+                topic,
+                filter: BTreeMap::new(),
+                template: JobSpec::with_shards("ns", 2),
+                debounce_ms,
+                debounce_key: String::new(),
+            }))
+        }),
+        (0u64..4).prop_map(|trigger| Command::DeleteTrigger { trigger }),
+        (s, s, proptest::collection::vec(any::<u8>(), 0..4)).prop_map(|(topic, event_id, payload)| {
+            Command::PublishEvent(EventSpec {
+                namespace: "ns".into(),
+                topic,
+                event_id,
+                payload: ByteBuf::from(payload),
+                attributes: BTreeMap::new(),
+            })
+        }),
+    ]
 }
 
 proptest! {
