@@ -79,7 +79,7 @@ impl Step {
 
     /// A step that runs nothing and waits for ApproveStep or RejectStep.
     pub fn gate(name: impl Into<String>) -> Self {
-        let gate = proto::GateSpec { timeout_ms: 0, approve_on_timeout: false };
+        let gate = proto::GateSpec { timeout_ms: 0, approve_on_timeout: false, ..Default::default() };
         Step { spec: proto::StepSpec { name: name.into(), kind: Some(Kind::Gate(gate)), ..Default::default() } }
     }
 
@@ -128,6 +128,21 @@ impl Step {
         if let Some(Kind::Gate(g)) = &mut self.spec.kind {
             g.timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
             g.approve_on_timeout = approve_on_timeout;
+        }
+        self
+    }
+
+    /// For a gate: make it an event gate, approved by the first event
+    /// published on `topic` (in the workflow's namespace) whose attributes
+    /// hold every `filter` pair while it waits. Has no effect on a job step.
+    pub fn gate_event<K: Into<String>, V: Into<String>>(
+        mut self,
+        topic: impl Into<String>,
+        filter: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        if let Some(Kind::Gate(g)) = &mut self.spec.kind {
+            g.event_topic = topic.into();
+            g.event_filter = filter.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
         }
         self
     }
@@ -231,7 +246,7 @@ mod tests {
         assert!(spec.steps[0].choice && !spec.steps[0].dynamic);
         assert_eq!(
             spec.steps[1].kind,
-            Some(Kind::Gate(proto::GateSpec { timeout_ms: 1500, approve_on_timeout: true }))
+            Some(Kind::Gate(proto::GateSpec { timeout_ms: 1500, approve_on_timeout: true, ..Default::default() }))
         );
         assert_eq!(spec.steps[2].depends_on, ["a", "g"]);
         assert_eq!(spec.steps[2].trigger, proto::TriggerRule::NoneFailed as i32);

@@ -141,6 +141,11 @@ pub struct GateFile {
     pub timeout_ms: Option<u64>,
     #[serde(default)]
     pub on_timeout: OnTimeout,
+    /// An event gate: approved by the first matching event on this topic.
+    pub event_topic: Option<String>,
+    /// Attributes the event must hold (with `event_topic`).
+    #[serde(default)]
+    pub event_filter: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -252,6 +257,8 @@ impl WorkflowFile {
                     kind: Some(proto::step_spec::Kind::Gate(proto::GateSpec {
                         timeout_ms: gate.timeout_ms.unwrap_or(0),
                         approve_on_timeout: gate.on_timeout == OnTimeout::Approve,
+                        event_topic: gate.event_topic.clone().unwrap_or_default(),
+                        event_filter: gate.event_filter.clone().into_iter().collect(),
                     })),
                     ..Default::default()
                 });

@@ -132,7 +132,11 @@ fn expected_full() -> proto::WorkflowSpec {
                 name: "approve".into(),
                 depends_on: vec!["check".into()],
                 trigger: proto::TriggerRule::NoneFailed as i32,
-                kind: Some(Kind::Gate(proto::GateSpec { timeout_ms: 60_000, approve_on_timeout: true })),
+                kind: Some(Kind::Gate(proto::GateSpec {
+                    timeout_ms: 60_000,
+                    approve_on_timeout: true,
+                    ..Default::default()
+                })),
                 ..Default::default()
             },
             proto::StepSpec {
@@ -186,10 +190,16 @@ fn every_trigger_name_parses() {
 #[test]
 fn a_gate_without_options_waits_forever_and_rejects_on_timeout() {
     let s = spec("[[steps]]\nname = \"g\"\ngate = {}\n", Format::Toml).unwrap();
-    assert_eq!(s.steps[0].kind, Some(Kind::Gate(proto::GateSpec { timeout_ms: 0, approve_on_timeout: false })));
+    assert_eq!(
+        s.steps[0].kind,
+        Some(Kind::Gate(proto::GateSpec { timeout_ms: 0, approve_on_timeout: false, ..Default::default() }))
+    );
     let s =
         spec("[[steps]]\nname = \"g\"\ngate = { timeout_ms = 5, on_timeout = \"reject\" }\n", Format::Toml).unwrap();
-    assert_eq!(s.steps[0].kind, Some(Kind::Gate(proto::GateSpec { timeout_ms: 5, approve_on_timeout: false })));
+    assert_eq!(
+        s.steps[0].kind,
+        Some(Kind::Gate(proto::GateSpec { timeout_ms: 5, approve_on_timeout: false, ..Default::default() }))
+    );
 }
 
 #[test]

@@ -707,10 +707,12 @@ pub enum Outcome {
         trigger: TriggerId,
     },
     /// The runs the event started, one per matching trigger that was not
-    /// debounced (a refused run names why).
+    /// debounced (a refused run names why), and the event gates it opened.
     EventPublished {
         runs: Vec<EventRun>,
         debounced: u32,
+        /// Event gates of workflows the event approved.
+        gates_opened: u32,
         duplicate: bool,
     },
 }

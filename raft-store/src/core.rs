@@ -220,8 +220,14 @@ impl Core {
             let wf: WorkflowRecord = decode_at(k, v)?;
             if wf.status == WorkflowStatus::Running {
                 for (i, s) in wf.steps.iter().enumerate() {
-                    if let StepState::AwaitingApproval { deadline_ms: Some(d) } = s.state {
-                        idx.gate_deadlines.insert((d, wf.id, i as u32));
+                    if let StepState::AwaitingApproval { deadline_ms } = s.state {
+                        if let Some(d) = deadline_ms {
+                            idx.gate_deadlines.insert((d, wf.id, i as u32));
+                        }
+                        if let StepShape::Gate { event: Some(e), .. } = &s.shape {
+                            let key = (wf.namespace.clone(), e.topic.clone());
+                            idx.event_gates.entry(key).or_default().insert((wf.id, i as u32));
+                        }
                     }
                 }
                 idx.workflows.insert(wf.id, wf);

@@ -414,7 +414,7 @@ impl Core {
             && prior.created_ms.saturating_add(IDEMPOTENCY_WINDOW_MS) > ctx.now_ms
         {
             return if prior.spec_hash == hash {
-                Ok(Outcome::EventPublished { runs: Vec::new(), debounced: 0, duplicate: true })
+                Ok(Outcome::EventPublished { runs: Vec::new(), debounced: 0, gates_opened: 0, duplicate: true })
             } else {
                 Err(CommandError::IdempotencyConflict { key: ev.event_id.clone(), job: prior.job }.into())
             };
@@ -483,10 +483,11 @@ impl Core {
             self.idx.triggers.insert(id, t);
             self.dirty.triggers.insert(id);
         }
+        let gates_opened = self.open_event_gates(kv, ctx, &ev.namespace, &ev.topic, &ev.event_id, &ev.attributes)?;
         let first = runs.iter().find_map(|r| r.job).unwrap_or(0);
         self.dirty.idem.insert(key.clone(), Some(IdemRecord { job: first, created_ms: ctx.now_ms, spec_hash: hash }));
         self.dirty.idem_time.insert((ctx.now_ms, key), true);
-        Ok(Outcome::EventPublished { runs, debounced, duplicate: false })
+        Ok(Outcome::EventPublished { runs, debounced, gates_opened, duplicate: false })
     }
 }
 

@@ -98,8 +98,8 @@ impl Core {
                     self.dirty.step_specs.insert((id, i as u32), Some(template));
                     shape
                 }
-                StepKind::Gate { timeout_ms, on_timeout } => {
-                    StepShape::Gate { timeout_ms: *timeout_ms, on_timeout: *on_timeout }
+                StepKind::Gate { timeout_ms, on_timeout, event } => {
+                    StepShape::Gate { timeout_ms: *timeout_ms, on_timeout: *on_timeout, event: event.clone() }
                 }
             };
             records.push(StepRecord {
@@ -160,7 +160,20 @@ impl Core {
         let s = &rec.steps[step as usize];
         debug_assert_eq!(s.state, StepState::Waiting, "starting step {} of {wf}", s.name);
         match s.shape.clone() {
-            StepShape::Gate { timeout_ms, .. } => {
+            StepShape::Gate { timeout_ms, event, .. } => {
+                if let Some(e) = event {
+                    let topic = (rec.namespace.clone(), e.topic.clone());
+                    let waiting = self.idx.event_gates.entry(topic).or_default();
+                    if waiting.len() >= MAX_EVENT_GATES_PER_TOPIC {
+                        let why = format!(
+                            "{MAX_EVENT_GATES_PER_TOPIC} event gates already wait on topic {:?} (the limit)",
+                            e.topic
+                        );
+                        self.end_step(kv, wf, step, StepState::Failed, Some(why), ctx)?;
+                        return Ok(true);
+                    }
+                    waiting.insert((wf, step));
+                }
                 let deadline_ms = timeout_ms.map(|t| ctx.now_ms.saturating_add(t));
                 if let Some(d) = deadline_ms {
                     self.idx.gate_deadlines.insert((d, wf, step));
@@ -401,8 +414,23 @@ impl Core {
         s.reason = reason;
         s.finished_ms = Some(ctx.now_ms);
         let is_job = matches!(s.shape, StepShape::Job { .. });
-        if let StepState::AwaitingApproval { deadline_ms: Some(d) } = old {
-            self.idx.gate_deadlines.remove(&(d, wf, step));
+        let event_topic = match &s.shape {
+            StepShape::Gate { event: Some(e), .. } => Some(e.topic.clone()),
+            _ => None,
+        };
+        if let StepState::AwaitingApproval { deadline_ms } = old {
+            if let Some(d) = deadline_ms {
+                self.idx.gate_deadlines.remove(&(d, wf, step));
+            }
+            if let Some(topic) = event_topic {
+                let key = (self.idx.workflows[&wf].namespace.clone(), topic);
+                if let Some(set) = self.idx.event_gates.get_mut(&key) {
+                    set.remove(&(wf, step));
+                    if set.is_empty() {
+                        self.idx.event_gates.remove(&key);
+                    }
+                }
+            }
         }
         if is_job {
             self.dirty.step_specs.insert((wf, step), None);
@@ -544,6 +572,44 @@ impl Core {
         self.end_step(kv, wf, i, state, Some(reason), ctx)?;
         self.advance(kv, ctx, wf, vec![i])?;
         Ok(Outcome::GateResolved { workflow: wf, step: i, approved: approve })
+    }
+
+    /// Open every event gate waiting on the event's topic whose filter the
+    /// event's attributes match, in this entry. Returns how many opened.
+    pub(super) fn open_event_gates(
+        &mut self,
+        kv: &dyn Kv,
+        ctx: Ctx,
+        namespace: &str,
+        topic: &str,
+        event_id: &str,
+        attributes: &BTreeMap<String, String>,
+    ) -> Res<u32> {
+        let Some(waiting) = self.idx.event_gates.get(&(namespace.to_string(), topic.to_string())) else {
+            return Ok(0);
+        };
+        let matching: Vec<(WorkflowId, u32)> = waiting
+            .iter()
+            .filter(|(wf, step)| {
+                matches!(&self.idx.workflows[wf].steps[*step as usize].shape,
+                    StepShape::Gate { event: Some(e), .. } if e.matches(topic, attributes))
+            })
+            .copied()
+            .collect();
+        for &(wf, step) in &matching {
+            // A cancel or an earlier gate's successors may have ended it in this entry.
+            let waits = self
+                .idx
+                .workflows
+                .get(&wf)
+                .is_some_and(|r| matches!(r.steps[step as usize].state, StepState::AwaitingApproval { .. }));
+            if waits {
+                let reason = format!("approved by event {event_id:?}");
+                self.end_step(kv, wf, step, StepState::Succeeded, Some(reason), ctx)?;
+                self.advance(kv, ctx, wf, vec![step])?;
+            }
+        }
+        Ok(matching.len() as u32)
     }
 
     /// A gate's timeout passed (checked against the entry's time): apply its

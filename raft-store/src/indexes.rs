@@ -128,6 +128,8 @@ pub struct Indexes {
     pub trigger_names: BTreeMap<(String, String), TriggerId>,
     /// (namespace, topic) → its triggers.
     pub triggers_by_topic: BTreeMap<(String, String), BTreeSet<TriggerId>>,
+    /// (namespace, topic) → the event gates waiting on it, as (workflow, step).
+    pub event_gates: BTreeMap<(String, String), BTreeSet<(WorkflowId, u32)>>,
 }
 
 impl Indexes {
@@ -143,7 +145,7 @@ impl Indexes {
             })
             .collect();
         format!(
-            "jobs={:?}\npending={:?}\nsessions={:?}\nby_name={:?}\nby_session={:?}\ndeadlines={:?}\nlive={}\nworkflows={:?}\ngates={:?}\nexpiry={:?}\nnamespaces={:?}\nschedules={:?}\nschedule_names={:?}\nfire_due={:?}\ntriggers={:?}\ntrigger_names={:?}\nby_topic={:?}",
+            "jobs={:?}\npending={:?}\nsessions={:?}\nby_name={:?}\nby_session={:?}\ndeadlines={:?}\nlive={}\nworkflows={:?}\ngates={:?}\nexpiry={:?}\nnamespaces={:?}\nschedules={:?}\nschedule_names={:?}\nfire_due={:?}\ntriggers={:?}\ntrigger_names={:?}\nby_topic={:?}\nevent_gates={:?}",
             self.jobs,
             pending,
             self.sessions,
@@ -160,7 +162,8 @@ impl Indexes {
             self.fire_due,
             self.triggers,
             self.trigger_names,
-            self.triggers_by_topic
+            self.triggers_by_topic,
+            self.event_gates
         )
     }
 }

@@ -226,3 +226,8 @@ pub const MAX_DEBOUNCE_KEYS: usize = 1024;
 
 /// Longest debounce window (1 day).
 pub const MAX_DEBOUNCE_MS: u64 = 24 * 3600 * 1000;
+
+/// Most event gates that may wait on one (namespace, topic) at once. A
+/// publish opens every matching one in its own entry, so this bounds that
+/// entry; a gate that would pass it fails when it starts, saying why.
+pub const MAX_EVENT_GATES_PER_TOPIC: usize = 1000;

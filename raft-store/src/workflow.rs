@@ -93,8 +93,24 @@ pub enum StepKind {
         /// the payloads of the shards to run ([`decode_children`]).
         dynamic: bool,
     },
-    /// Run nothing: wait for ApproveStep or RejectStep, or for the timeout.
-    Gate { timeout_ms: Option<u64>, on_timeout: GateTimeout },
+    /// Run nothing: wait for ApproveStep or RejectStep, for a matching
+    /// published event (when `event` is set), or for the timeout.
+    Gate { timeout_ms: Option<u64>, on_timeout: GateTimeout, event: Option<GateEvent> },
+}
+
+/// The event an event gate waits for: the first event published, while the
+/// gate waits, on `topic` in the workflow's namespace whose attributes hold
+/// every `filter` pair approves it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GateEvent {
+    pub topic: String,
+    pub filter: BTreeMap<String, String>,
+}
+
+impl GateEvent {
+    pub fn matches(&self, topic: &str, attributes: &BTreeMap<String, String>) -> bool {
+        self.topic == topic && self.filter.iter().all(|(k, v)| attributes.get(k) == Some(v))
+    }
 }
 
 /// One step of a workflow.
@@ -271,12 +287,19 @@ impl WorkflowSpec {
                 }
                 Ok(())
             }
-            StepKind::Gate { timeout_ms, .. } => match timeout_ms {
-                Some(t) if *t == 0 || *t > MAX_GATE_TIMEOUT_MS => {
-                    Err(invalid(&format!("{field}.timeout_ms"), format!("must be 1..={MAX_GATE_TIMEOUT_MS}")))
+            StepKind::Gate { timeout_ms, event, .. } => {
+                if let Some(t) = timeout_ms
+                    && (*t == 0 || *t > MAX_GATE_TIMEOUT_MS)
+                {
+                    return Err(invalid(&format!("{field}.timeout_ms"), format!("must be 1..={MAX_GATE_TIMEOUT_MS}")));
                 }
-                _ => Ok(()),
-            },
+                if let Some(e) = event {
+                    check_name(&format!("{field}.event.topic"), &e.topic, false)?;
+                    check_bytes(&format!("{field}.event.topic"), e.topic.len(), MAX_TOPIC_BYTES)?;
+                    check_labels(&format!("{field}.event.filter"), &e.filter)?;
+                }
+                Ok(())
+            }
         }
     }
 
@@ -447,7 +470,7 @@ pub struct StepTemplate {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StepShape {
     Job { shards: u32, reduce: bool, choice: bool, dynamic: bool },
-    Gate { timeout_ms: Option<u64>, on_timeout: GateTimeout },
+    Gate { timeout_ms: Option<u64>, on_timeout: GateTimeout, event: Option<GateEvent> },
 }
 
 /// One step's durable state, inside its [`WorkflowRecord`].

@@ -164,8 +164,10 @@ fn choice_dynamic_result_and_gate_shapes_are_checked() {
     f.result_step = Some("nope".into());
     assert_eq!(invalid_field(f.validate()).0, "result_step");
     // Gate timeouts are bounded; a rule other than the default needs predecessors.
-    let gate =
-        StepSpec { kind: StepKind::Gate { timeout_ms: Some(0), on_timeout: GateTimeout::Reject }, ..step("g", &[]) };
+    let gate = StepSpec {
+        kind: StepKind::Gate { timeout_ms: Some(0), on_timeout: GateTimeout::Reject, event: None },
+        ..step("g", &[])
+    };
     assert_eq!(invalid_field(flow(vec![gate]).validate()).0, "steps[0].timeout_ms");
     let cleanup = StepSpec { trigger: TriggerRule::AllDone, ..step("c", &[]) };
     assert_eq!(invalid_field(flow(vec![cleanup]).validate()).0, "steps[0].trigger");

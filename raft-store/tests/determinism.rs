@@ -256,6 +256,11 @@ fn random_workflow(rng: &mut StdRng) -> WorkflowSpec {
             StepKind::Gate {
                 timeout_ms: rng.random_bool(0.5).then(|| rng.random_range(1..5_000)),
                 on_timeout: if rng.random() { GateTimeout::Approve } else { GateTimeout::Reject },
+                // Opened by the workload's PublishEvent on that topic (attribute k=a or k=b).
+                event: rng.random_bool(0.5).then(|| workflow::GateEvent {
+                    topic: format!("topic{}", rng.random_range(0..2)),
+                    filter: if rng.random() { BTreeMap::from([("k".into(), "a".into())]) } else { BTreeMap::new() },
+                }),
             }
         } else {
             let dynamic = rng.random_bool(0.2);
@@ -317,9 +322,19 @@ fn workflow_result(core: &Core, task: TaskKey, rng: &mut StdRng) -> Vec<u8> {
     }
 }
 
+/// Gates approved by an event, in the workflow records of `kv`.
+fn finished_by_event(kv: &MemKv) -> usize {
+    kv.0.iter()
+        .filter(|(k, _)| k[0] == keys::Table::Workflow as u8)
+        .map(|(_, v)| codec::decode::<WorkflowRecord>(v).unwrap())
+        .flat_map(|w| w.steps)
+        .filter(|s| s.reason.as_deref().is_some_and(|r| r.starts_with("approved by event")))
+        .count()
+}
+
 #[tokio::test]
 async fn rocksdb_and_memory_cores_agree_for_any_chunking() {
-    let (mut collected_sessions, mut logs_seen, mut runs, mut event_runs) = (0, 0, 0, 0);
+    let (mut collected_sessions, mut logs_seen, mut runs, mut event_runs, mut gates_by_event) = (0, 0, 0, 0, 0);
     for seed in 0..8u64 {
         let entries = workload(seed, 600);
         let mut kv = MemKv::default();
@@ -341,6 +356,7 @@ async fn rocksdb_and_memory_cores_agree_for_any_chunking() {
         );
         runs += core.idx.schedules.values().map(|s| s.runs_started).sum::<u64>();
         event_runs += core.idx.triggers.values().map(|t| t.runs_started).sum::<u64>();
+        gates_by_event += finished_by_event(&kv);
         collected_sessions +=
             core.meta.next_session - 1 - kv.0.keys().filter(|k| k[0] == keys::Table::Session as u8).count() as u64;
         logs_seen += kv.0.keys().filter(|k| k[0] == keys::Table::TaskLog as u8).count();
@@ -366,6 +382,7 @@ async fn rocksdb_and_memory_cores_agree_for_any_chunking() {
     }
     assert!(collected_sessions > 0, "no ended session was collected");
     assert!(runs > 10 && event_runs > 5, "schedules started {runs} runs, triggers {event_runs}");
+    assert!(gates_by_event > 0, "no event opened a gate");
     assert!(logs_seen > 0, "no log survived to the end");
 }
 

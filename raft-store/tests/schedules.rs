@@ -368,7 +368,7 @@ fn event(id: &str, attrs: &[(&str, &str)]) -> EventSpec {
 
 fn published(o: Outcome) -> (Vec<EventRun>, u32, bool) {
     match o {
-        Outcome::EventPublished { runs, debounced, duplicate } => (runs, debounced, duplicate),
+        Outcome::EventPublished { runs, debounced, duplicate, .. } => (runs, debounced, duplicate),
         o => panic!("{o:?}"),
     }
 }

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use baton_raft_store::kv::load;
+use baton_raft_store::limits::MAX_EVENT_GATES_PER_TOPIC;
 use baton_raft_store::workflow::*;
 use baton_raft_store::*;
 use openraft::{CommittedLeaderId, EntryPayload};
@@ -389,7 +390,7 @@ fn gate(name: &str, deps: &[&str], timeout_ms: Option<u64>, on_timeout: GateTime
         name: name.into(),
         depends_on: deps.iter().map(|d| d.to_string()).collect(),
         trigger: TriggerRule::AllSucceeded,
-        kind: StepKind::Gate { timeout_ms, on_timeout },
+        kind: StepKind::Gate { timeout_ms, on_timeout, event: None },
     }
 }
 
@@ -511,4 +512,77 @@ fn tables(kv: &dyn Kv) -> BTreeMap<Vec<u8>, Vec<u8>> {
     })
     .unwrap();
     t
+}
+
+fn event_gate(name: &str, topic: &str, filter: &[(&str, &str)]) -> StepSpec {
+    let event =
+        GateEvent { topic: topic.into(), filter: filter.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() };
+    StepSpec {
+        kind: StepKind::Gate { timeout_ms: None, on_timeout: GateTimeout::Reject, event: Some(event) },
+        ..gate(name, &[], None, GateTimeout::Reject)
+    }
+}
+
+fn publish(r: &mut Rig, ns: &str, topic: &str, id: &str, attrs: &[(&str, &str)]) -> u32 {
+    let ev = EventSpec {
+        namespace: ns.into(),
+        topic: topic.into(),
+        event_id: id.into(),
+        payload: ByteBuf::new(),
+        attributes: attrs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+    };
+    match r.ok(Command::PublishEvent(ev)) {
+        Outcome::EventPublished { gates_opened, .. } => gates_opened,
+        o => panic!("{o:?}"),
+    }
+}
+
+#[test]
+fn an_event_gate_opens_on_the_first_matching_event_of_its_namespace_and_topic() {
+    let mut r = Rig::new();
+    let wf = r.submit(flow(vec![
+        event_gate("uploaded", "uploads", &[("bucket", "raw")]),
+        job_step("process", &["uploaded"], 1),
+        event_gate("signed", "signatures", &[]),
+    ]));
+    assert_eq!(r.core.idx.event_gates.len(), 2);
+    // Another namespace, another topic, or attributes that miss the filter: nothing.
+    assert_eq!(publish(&mut r, "other", "uploads", "e1", &[("bucket", "raw")]), 0);
+    assert_eq!(publish(&mut r, "ns", "downloads", "e2", &[("bucket", "raw")]), 0);
+    assert_eq!(publish(&mut r, "ns", "uploads", "e3", &[("bucket", "clean")]), 0);
+    assert!(matches!(r.state(wf, "uploaded"), StepState::AwaitingApproval { .. }));
+    r.assert_reopens();
+    // The matching event approves the gate and starts its successor in the same entry.
+    assert_eq!(publish(&mut r, "ns", "uploads", "e4", &[("bucket", "raw"), ("size", "9")]), 1);
+    assert_eq!(r.state(wf, "uploaded"), StepState::Succeeded);
+    assert_eq!(r.step(wf, "uploaded").reason.as_deref(), Some("approved by event \"e4\""));
+    assert_eq!(r.state(wf, "process"), StepState::Running);
+    // A second matching event finds no gate waiting.
+    assert_eq!(publish(&mut r, "ns", "uploads", "e5", &[("bucket", "raw")]), 0);
+    // An event gate can still be decided by hand, and leaves the index then.
+    r.ok(Command::ResolveGate { workflow: wf, step: "signed".into(), approve: false, by: "ops".into() });
+    assert!(r.core.idx.event_gates.is_empty());
+    assert_eq!(publish(&mut r, "ns", "signatures", "e6", &[]), 0);
+    r.assert_reopens();
+    // Cancelling a workflow takes its waiting event gates out of the index too.
+    let wf2 = r.submit(WorkflowSpec { name: "two".into(), ..flow(vec![event_gate("g", "uploads", &[])]) });
+    assert_eq!(r.core.idx.event_gates.len(), 1);
+    r.ok(Command::CancelWorkflow { workflow: wf2, reason: String::new() });
+    assert!(r.core.idx.event_gates.is_empty());
+}
+
+#[test]
+fn an_event_gate_past_the_per_topic_limit_fails_saying_why() {
+    let mut r = Rig::new();
+    // Two workflows (a workflow has at most 1000 steps): the limit, then one more.
+    let gates = |from: usize, to: usize| (from..to).map(|i| event_gate(&format!("g{i}"), "t", &[])).collect();
+    let half = MAX_EVENT_GATES_PER_TOPIC / 2;
+    let a = r.submit(WorkflowSpec { name: "a".into(), ..flow(gates(0, half)) });
+    let b = r.submit(WorkflowSpec { name: "b".into(), ..flow(gates(half, MAX_EVENT_GATES_PER_TOPIC + 1)) });
+    assert!(matches!(r.state(a, "g0"), StepState::AwaitingApproval { .. }));
+    let last = r.step(b, &format!("g{MAX_EVENT_GATES_PER_TOPIC}"));
+    assert_eq!(last.state, StepState::Failed);
+    assert!(last.reason.unwrap().contains("event gates already wait on topic"));
+    assert_eq!(publish(&mut r, "ns", "t", "e", &[]), MAX_EVENT_GATES_PER_TOPIC as u32);
+    r.assert_reopens();
 }

@@ -109,7 +109,7 @@ impl Builder {
             name: name.into(),
             depends_on: deps.iter().map(|d| d.to_string()).collect(),
             trigger: TriggerRule::AllSucceeded,
-            kind: StepKind::Gate { timeout_ms: Some(timeout_ms), on_timeout },
+            kind: StepKind::Gate { timeout_ms: Some(timeout_ms), on_timeout, event: None },
         });
         self.shape.push(WorkflowStepSpec {
             name: name.into(),

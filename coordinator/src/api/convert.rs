@@ -122,9 +122,16 @@ fn step_spec(i: usize, s: proto::StepSpec) -> Result<StepSpec, ApiError> {
                     "needs a timeout_ms; a gate without one waits for a decision",
                 ));
             }
+            if g.event_topic.is_empty() && !g.event_filter.is_empty() {
+                return Err(ApiError::invalid(field("gate.event_filter"), "needs an event_topic"));
+            }
             StepKind::Gate {
                 timeout_ms: (g.timeout_ms != 0).then_some(g.timeout_ms),
                 on_timeout: if g.approve_on_timeout { GateTimeout::Approve } else { GateTimeout::Reject },
+                event: (!g.event_topic.is_empty()).then(|| baton_raft_store::workflow::GateEvent {
+                    topic: g.event_topic.clone(),
+                    filter: g.event_filter.clone().into_iter().collect(),
+                }),
             }
         }
         None => return Err(ApiError::invalid(field("kind"), "give a job or a gate")),

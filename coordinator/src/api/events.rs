@@ -36,18 +36,21 @@ impl EventService for Events {
         forward_if_not_here!(self.ctx, self.ctx.route(&req)?, req, EventServiceClient::publish_event, write);
         let ev = convert_schedule::event_spec(req.into_inner())?;
         match outcome(self.ctx.proposer.propose(Command::PublishEvent(ev)).await?)? {
-            Outcome::EventPublished { runs, debounced, duplicate } => Ok(Response::new(proto::PublishEventResponse {
-                runs: runs
-                    .into_iter()
-                    .map(|r| proto::EventRun {
-                        trigger_id: r.trigger,
-                        job_id: r.job.unwrap_or(0),
-                        refused: r.refused.unwrap_or_default(),
-                    })
-                    .collect(),
-                debounced,
-                duplicate,
-            })),
+            Outcome::EventPublished { runs, debounced, gates_opened, duplicate } => {
+                Ok(Response::new(proto::PublishEventResponse {
+                    runs: runs
+                        .into_iter()
+                        .map(|r| proto::EventRun {
+                            trigger_id: r.trigger,
+                            job_id: r.job.unwrap_or(0),
+                            refused: r.refused.unwrap_or_default(),
+                        })
+                        .collect(),
+                    debounced,
+                    duplicate,
+                    gates_opened,
+                }))
+            }
             other => Err(unexpected(other).into()),
         }
     }

@@ -62,7 +62,11 @@ fn a_built_spec_converts_with_defaults_and_gates() {
     }
     assert_eq!(
         s.steps[1].kind,
-        StepKind::Gate { timeout_ms: Some(5000), on_timeout: baton_raft_store::workflow::GateTimeout::Approve }
+        StepKind::Gate {
+            timeout_ms: Some(5000),
+            on_timeout: baton_raft_store::workflow::GateTimeout::Approve,
+            event: None
+        }
     );
     assert_eq!(s.steps[2].trigger, TriggerRule::AllDone);
     assert_eq!(s.steps[2].depends_on, ["ok?", "map"]);

@@ -161,7 +161,7 @@ impl Rig {
                     name: "approve".into(),
                     depends_on: vec![],
                     trigger: TriggerRule::AllSucceeded,
-                    kind: StepKind::Gate { timeout_ms: Some(timeout_ms), on_timeout },
+                    kind: StepKind::Gate { timeout_ms: Some(timeout_ms), on_timeout, event: None },
                 },
                 StepSpec {
                     name: "after".into(),
