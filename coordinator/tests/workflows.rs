@@ -576,6 +576,31 @@ async fn a_gate_waits_for_approval_or_rejection() {
     assert_eq!(status(&wf, "release?"), proto::StepStatus::Failed);
     assert_eq!(step(&wf, "release?").reason, "rejected by bob");
     assert_eq!(status(&wf, "release"), proto::StepStatus::Skipped);
+
+    // An event gate: opened by the first matching event on its topic.
+    let on_event = WorkflowBuilder::new(NS, "on-event")
+        .step(Step::gate("uploaded").gate_event("uploads", [("bucket", "raw")]))
+        .step(Step::job("process", one("")).depends_on(["uploaded"]))
+        .build();
+    let ev = cl.submit_workflow(on_event).await.unwrap().workflow_id;
+    let is_waiting = |wf: &proto::Workflow| status(wf, "uploaded") == proto::StepStatus::AwaitingApproval;
+    wait_for(&cl, ev, "event gate waiting", is_waiting).await;
+    let publish = |id: &str, bucket: &str| proto::PublishEventRequest {
+        namespace: NS.into(),
+        topic: "uploads".into(),
+        event_id: id.into(),
+        attributes: [("bucket".to_string(), bucket.to_string())].into(),
+        ..Default::default()
+    };
+    let r = cl.publish_event(publish("u1", "clean")).await.unwrap();
+    assert_eq!(r.gates_opened, 0, "the filter does not match");
+    let r = cl.publish_event(publish("u2", "raw")).await.unwrap();
+    assert_eq!(r.gates_opened, 1);
+    let wf = wait_done(&cl, ev, SECS(20)).await;
+    assert_eq!(wf.status, proto::WorkflowStatus::Succeeded as i32, "{wf:#?}");
+    assert_eq!(step(&wf, "uploaded").reason, "approved by event \"u2\"");
+    let r = cl.publish_event(publish("u2", "raw")).await.unwrap();
+    assert!(r.duplicate && r.gates_opened == 0, "the same event again opens nothing: {r:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
