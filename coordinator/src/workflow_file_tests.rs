@@ -344,3 +344,14 @@ fn the_shipped_example_files_parse() {
     }
     assert!(seen >= 2, "expected the example files in {}", dir.display());
 }
+
+#[test]
+fn an_event_gate_names_its_topic_and_filter() {
+    let text = "[[steps]]\nname = \"g\"\ngate = { event_topic = \"uploads\", event_filter = { bucket = \"raw\" } }\n";
+    let s = spec(text, Format::Toml).unwrap();
+    let Some(Kind::Gate(g)) = &s.steps[0].kind else { panic!("{s:?}") };
+    assert_eq!(g.event_topic, "uploads");
+    assert_eq!(g.event_filter.get("bucket").map(String::as_str), Some("raw"));
+    let e = spec("[[steps]]\nname = \"g\"\ngate = { topic = \"uploads\" }\n", Format::Toml).unwrap_err();
+    assert!(e.to_string().contains("topic"), "{e}");
+}
