@@ -32,7 +32,7 @@ pub mod codes {
     pub const JOB_NOT_FINISHED: &str = "JOB_NOT_FINISHED";
     /// RetryJob on a job without dead or cancelled shards.
     pub const NOTHING_TO_RETRY: &str = "NOTHING_TO_RETRY";
-    /// DeleteJob or RetryJob on a workflow's job: act on the workflow.
+    /// DeleteJob or RetryJob on a workflow's job: it goes with its workflow (delete the workflow; there is no retry of one step).
     pub const JOB_IN_WORKFLOW: &str = "JOB_IN_WORKFLOW";
     /// The job or its namespace is paused.
     pub const PAUSED: &str = "PAUSED";
@@ -72,7 +72,7 @@ pub enum Error {
     #[error("failed precondition: {0}")]
     NothingToRetry(String),
     /// The job belongs to a workflow, which owns its lifecycle (DeleteJob,
-    /// RetryJob): act on the workflow instead. Nothing changed.
+    /// RetryJob): it goes with its workflow. Nothing changed.
     #[error("failed precondition: {0}")]
     JobInWorkflow(String),
     /// The job or its namespace is paused. Nothing changed.

@@ -808,7 +808,9 @@ pub enum CommandError {
     #[error("job {job} has no dead or cancelled shard to retry")]
     NothingToRetry { job: JobId },
     /// A job operation that belongs to the job's workflow (delete, retry).
-    #[error("job {job} is step {step:?} of workflow {workflow}; act on the workflow")]
+    #[error(
+        "job {job} is step {step:?} of workflow {workflow}: it is deleted with its workflow and cannot be retried alone"
+    )]
     JobInWorkflow { job: JobId, workflow: WorkflowId, step: String },
     /// AssignTasks to a paused job, or to a job of a paused namespace
     /// (`namespace` is then set): the scheduler's plan raced the pause.
