@@ -143,7 +143,7 @@ pub fn namespace_of(flag: Option<&str>, file: &str) -> Result<String, Error> {
     }
 }
 
-fn file_err(e: workflow_file::FileError) -> Error {
+pub fn file_err(e: workflow_file::FileError) -> Error {
     Error::InvalidArgument(e.to_string())
 }
 

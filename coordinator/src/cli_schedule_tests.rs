@@ -191,7 +191,11 @@ fn trigger_and_event_flags_become_their_requests() {
     ]) else {
         panic!()
     };
-    let s = crate::cli_trigger::spec_from(&a, proto::JobSpec { shards: 1, ..Default::default() }).unwrap();
+    let s = crate::cli_trigger::spec_from(
+        &a,
+        proto::trigger_spec::Template::Job(proto::JobSpec { shards: 1, ..Default::default() }),
+    )
+    .unwrap();
     assert_eq!((s.namespace.as_str(), s.name.as_str(), s.topic.as_str()), ("default", "t", "orders"));
     assert_eq!(s.filter.len(), 2);
     assert_eq!(s.filter.get("region").map(String::as_str), Some("eu"));

@@ -9,8 +9,9 @@ use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
 use crate::cli::{Global, parse_kv, print_json};
-use crate::cli_schedule::{load_job, namespace_of};
+use crate::cli_schedule::{file_err, load_job, namespace_of};
 use crate::cli_time;
+use crate::workflow_file;
 
 #[derive(Subcommand, Debug)]
 pub enum TriggerCmd {
@@ -42,8 +43,13 @@ pub struct TriggerArgs {
     pub topic: String,
     /// A job file (TOML or JSON; `-` for stdin): each matching event starts
     /// this job; its shards without a payload get the event's payload.
-    #[arg(short = 'f', long = "file")]
-    pub file: PathBuf,
+    #[arg(short = 'f', long = "file", conflicts_with = "workflow")]
+    pub file: Option<PathBuf>,
+    /// A workflow file (docs/workflows.md): each matching event starts this
+    /// workflow; the shards without a payload of its first steps get the
+    /// event's payload.
+    #[arg(long)]
+    pub workflow: Option<PathBuf>,
     /// Only events whose attribute `key` equals `value` (repeatable; all must match).
     #[arg(long = "filter", value_parser = parse_kv)]
     pub filter: Vec<(String, String)>,
@@ -58,14 +64,18 @@ pub struct TriggerArgs {
     pub namespace: Option<String>,
 }
 
-/// Flags and the job file's spec → trigger spec. Pure.
-pub fn spec_from(a: &TriggerArgs, job: proto::JobSpec) -> Result<proto::TriggerSpec, Error> {
+/// Flags and the template file's spec → trigger spec. Pure.
+pub fn spec_from(a: &TriggerArgs, template: proto::trigger_spec::Template) -> Result<proto::TriggerSpec, Error> {
+    let file_ns = match &template {
+        proto::trigger_spec::Template::Job(j) => j.namespace.clone(),
+        proto::trigger_spec::Template::Workflow(w) => w.namespace.clone(),
+    };
     Ok(proto::TriggerSpec {
-        namespace: namespace_of(a.namespace.as_deref(), &job.namespace)?,
+        namespace: namespace_of(a.namespace.as_deref(), &file_ns)?,
         name: a.name.clone(),
         topic: a.topic.clone(),
         filter: a.filter.iter().cloned().collect(),
-        job: Some(job),
+        template: Some(template),
         debounce_ms: a.debounce.as_deref().map(|d| cli_time::duration_ms("--debounce", d)).transpose()?.unwrap_or(0),
         debounce_key: a.debounce_key.clone().unwrap_or_default(),
     })
@@ -112,7 +122,13 @@ pub async fn trigger(g: &Global, cmd: TriggerCmd) -> Result<(), Error> {
     let client = g.client()?;
     match cmd {
         TriggerCmd::Create(a) => {
-            let spec = spec_from(&a, load_job(&a.file)?)?;
+            use proto::trigger_spec::Template;
+            let template = match (&a.file, &a.workflow) {
+                (Some(f), None) => Template::Job(load_job(f)?),
+                (None, Some(w)) => Template::Workflow(workflow_file::load(w).map_err(file_err)?),
+                _ => return Err(Error::InvalidArgument("give -f JOB_FILE or --workflow FILE".into())),
+            };
+            let spec = spec_from(&a, template)?;
             let r = client.create_trigger(spec).await?;
             if g.json {
                 print_json(&json!({"trigger_id": r.trigger_id, "duplicate": r.duplicate}));

@@ -302,7 +302,11 @@ async fn schedules_fire_once_per_time_and_obey_pause_run_now_delete_overlap_and_
         name: "orders-eu".into(),
         topic: "orders".into(),
         filter: [("region".to_string(), "eu".to_string())].into(),
-        job: Some(proto::JobSpec { shards: 1, attempt_timeout_ms: 60_000, ..Default::default() }),
+        template: Some(proto::trigger_spec::Template::Job(proto::JobSpec {
+            shards: 1,
+            attempt_timeout_ms: 60_000,
+            ..Default::default()
+        })),
         debounce_ms: 0,
         debounce_key: String::new(),
     };
@@ -343,6 +347,48 @@ async fn schedules_fire_once_per_time_and_obey_pause_run_now_delete_overlap_and_
     assert_eq!(listed.len(), 1);
     assert_eq!((listed[0].runs_started, listed[0].topic.as_str()), (1, "orders"));
     cl.delete_trigger(t.trigger_id).await.unwrap();
+
+    // A workflow template: the event's payload reaches its first step's shard.
+    let flow = baton_client::WorkflowBuilder::new("", "on-order")
+        .step(baton_client::Step::job("first", proto::JobSpec { shards: 1, ..Default::default() }))
+        .step(baton_client::Step::job("then", job("then")).depends_on(["first"]))
+        .build();
+    let wf_trigger = proto::TriggerSpec {
+        namespace: "evwf".into(),
+        name: "orders-flow".into(),
+        topic: "orders".into(),
+        template: Some(proto::trigger_spec::Template::Workflow(flow)),
+        ..Default::default()
+    };
+    let wt = cl.create_trigger(wf_trigger).await.unwrap();
+    let r = cl
+        .publish_event(proto::PublishEventRequest {
+            namespace: "evwf".into(),
+            topic: "orders".into(),
+            event_id: "w-1".into(),
+            payload: b"flow order".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(r.runs.len() == 1 && r.runs[0].job_id == 0 && r.runs[0].workflow_id != 0, "{r:?}");
+    let w = cl.get_workflow(r.runs[0].workflow_id).await.unwrap();
+    match w.run_origin.as_ref().and_then(|o| o.source.as_ref()) {
+        Some(Source::Event(e)) => assert_eq!((e.trigger_id, e.event_id.as_str()), (wt.trigger_id, "w-1")),
+        other => panic!("{other:?}"),
+    }
+    let deadline = Instant::now() + SECS(20);
+    let first_job = loop {
+        let w = cl.get_workflow(r.runs[0].workflow_id).await.unwrap();
+        if let Some(j) = w.steps.iter().find(|s| s.name == "first").map(|s| s.map_job_id).filter(|j| *j != 0) {
+            break j;
+        }
+        assert!(Instant::now() < deadline, "the workflow's first step never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    wait_job_done(&c, first_job, SECS(15)).await;
+    assert_eq!(log.of_job(first_job)[0].payload, b"flow order", "the first step's shard got the event's payload");
+    cl.delete_trigger(wt.trigger_id).await.unwrap();
     let r = cl.publish_event(event("e-3", "eu")).await.unwrap();
     assert!(r.runs.is_empty(), "a deleted trigger starts nothing: {r:?}");
     assert!(matches!(cl.delete_trigger(t.trigger_id).await, Err(Error::NotFound(_))));

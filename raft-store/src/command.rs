@@ -721,7 +721,8 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventRun {
     pub trigger: TriggerId,
-    pub job: Option<JobId>,
+    /// The job or workflow it started.
+    pub run: Option<RunTarget>,
     /// Why no job started (a limit, a payload too big for the template).
     pub refused: Option<String>,
 }

@@ -383,7 +383,7 @@ impl Core {
         self.idx.triggers_by_topic.entry(topic).or_default().insert(id);
         self.idx.triggers.insert(id, rec);
         self.dirty.triggers.insert(id);
-        self.dirty.templates.insert(TemplateOwner::Trigger(id), Some(Template::Job(spec.template.clone())));
+        self.dirty.templates.insert(TemplateOwner::Trigger(id), Some(spec.template.clone()));
         Ok(Outcome::TriggerCreated { trigger: id, duplicate: false })
     }
 
@@ -432,15 +432,15 @@ impl Core {
             if !t.filter.iter().all(|(k, v)| ev.attributes.get(k) == Some(v)) {
                 continue;
             }
-            let Some(Template::Job(spec)) = self.run_template(kv, TemplateOwner::Trigger(id))? else {
-                return Err(invariant(format!("trigger {id} has no job template")));
+            let Some(template) = self.run_template(kv, TemplateOwner::Trigger(id))? else {
+                return Err(invariant(format!("trigger {id} has no template")));
             };
-            matching.push((id, spec));
+            matching.push((id, template));
         }
         // Validated; mutations start here.
         let mut runs = Vec::new();
         let mut debounced = 0;
-        for (id, mut spec) in matching {
+        for (id, template) in matching {
             let mut t = self.idx.triggers[&id].clone();
             let dkey = ev.attributes.get(&t.debounce_key).cloned().unwrap_or_default();
             if let Some(window) = t.debounce_ms
@@ -452,17 +452,15 @@ impl Core {
                 self.dirty.triggers.insert(id);
                 continue;
             }
-            for p in spec.payloads.iter_mut().filter(|p| p.is_empty()) {
-                *p = ev.payload.clone();
-            }
+            let template = template.with_event_payload(&ev.payload);
             let origin = RunOrigin::Event { trigger: id, event_id: ev.event_id.clone() };
-            // The event's payload may make the job too big; it is refused alone.
-            let run = match spec.validate() {
-                Ok(()) => self.create_run(kv, ctx, &Template::Job(spec), origin)?,
+            // The event's payload may make the run too big; it is refused alone.
+            let run = match template.validate_run() {
+                Ok(()) => self.create_run(kv, ctx, &template, origin)?,
                 Err(e) => Err(e),
             };
             match run {
-                Ok(RunTarget::Job(job)) => {
+                Ok(target) => {
                     t.runs_started += 1;
                     if t.debounce_ms.is_some() {
                         if t.last_run.len() >= MAX_DEBOUNCE_KEYS && !t.last_run.contains_key(&dkey) {
@@ -475,16 +473,20 @@ impl Core {
                         }
                         t.last_run.insert(dkey, ctx.now_ms);
                     }
-                    runs.push(EventRun { trigger: id, job: Some(job), refused: None });
+                    runs.push(EventRun { trigger: id, run: Some(target), refused: None });
                 }
-                Ok(RunTarget::Workflow(wf)) => return Err(invariant(format!("trigger {id} started workflow {wf}"))),
-                Err(e) => runs.push(EventRun { trigger: id, job: None, refused: Some(e.to_string()) }),
+                Err(e) => runs.push(EventRun { trigger: id, run: None, refused: Some(e.to_string()) }),
             }
             self.idx.triggers.insert(id, t);
             self.dirty.triggers.insert(id);
         }
         let gates_opened = self.open_event_gates(kv, ctx, &ev.namespace, &ev.topic, &ev.event_id, &ev.attributes)?;
-        let first = runs.iter().find_map(|r| r.job).unwrap_or(0);
+        // The idempotency record names a job; a workflow run's id is not one.
+        let first = runs.iter().find_map(|r| match r.run {
+            Some(RunTarget::Job(j)) => Some(j),
+            _ => None,
+        });
+        let first = first.unwrap_or(0);
         self.dirty.idem.insert(key.clone(), Some(IdemRecord { job: first, created_ms: ctx.now_ms, spec_hash: hash }));
         self.dirty.idem_time.insert((ctx.now_ms, key), true);
         Ok(Outcome::EventPublished { runs, debounced, gates_opened, duplicate: false })

@@ -111,6 +111,36 @@ impl Template {
         Ok(())
     }
 
+    /// This template with `payload` in every empty shard payload of the
+    /// job, or of a workflow's steps without predecessors.
+    pub fn with_event_payload(&self, payload: &ByteBuf) -> Template {
+        let fill = |job: &mut JobSpec| {
+            for p in job.payloads.iter_mut().filter(|p| p.is_empty()) {
+                *p = payload.clone();
+            }
+        };
+        let mut t = self.clone();
+        match &mut t {
+            Template::Job(j) => fill(j),
+            Template::Workflow(w) => {
+                for step in w.steps.iter_mut().filter(|s| s.depends_on.is_empty()) {
+                    if let crate::workflow::StepKind::Job { job, .. } = &mut step.kind {
+                        fill(job);
+                    }
+                }
+            }
+        }
+        t
+    }
+
+    /// Stateless checks of a template made for one run.
+    pub fn validate_run(&self) -> Result<(), CommandError> {
+        match self {
+            Template::Job(j) => j.validate(),
+            Template::Workflow(w) => w.validate().map(|_| ()),
+        }
+    }
+
     /// Summary kept in memory with the record (the template itself is not).
     pub fn kind(&self) -> TemplateKind {
         match self {
@@ -594,8 +624,10 @@ pub struct TriggerSpec {
     pub topic: String,
     /// Every pair must equal the event's attribute.
     pub filter: BTreeMap<String, String>,
-    /// The run's job. Each shard whose payload is empty gets the event's payload.
-    pub template: JobSpec,
+    /// The run: a job, each of whose shards with an empty payload gets the
+    /// event's payload; or a workflow, whose steps without predecessors get
+    /// it the same way.
+    pub template: Template,
     /// At most one run per debounce key in this window (leading edge).
     pub debounce_ms: Option<u64>,
     /// The attribute whose value is the debounce key (all events share one
@@ -609,7 +641,7 @@ impl TriggerSpec {
         check_name("name", &self.name, false)?;
         check_topic(&self.topic)?;
         check_labels("filter", &self.filter)?;
-        Template::Job(self.template.clone()).validate(&self.namespace)?;
+        self.template.validate(&self.namespace)?;
         if let Some(ms) = self.debounce_ms
             && (ms == 0 || ms > MAX_DEBOUNCE_MS)
         {

@@ -247,7 +247,7 @@ fn triggers_match_namespace_topic_and_every_filter_pair() {
         name: "t".into(),
         topic: "uploads".into(),
         filter: BTreeMap::from([("bucket".to_string(), "raw".to_string())]),
-        template: job(),
+        template: Template::Job(job()),
         debounce_ms: None,
         debounce_key: String::new(),
     };

@@ -384,7 +384,7 @@ fn arb_schedule_command() -> impl Strategy<Value = Command> {
                 name,
                 topic,
                 filter: BTreeMap::new(),
-                template: JobSpec::with_shards("ns", 2),
+                template: Template::Job(JobSpec::with_shards("ns", 2)),
                 debounce_ms,
                 debounce_key: String::new(),
             }))

@@ -165,7 +165,7 @@ fn workload(seed: u64, n: usize) -> Vec<Entry> {
                 name: format!("t{}", rng.random_range(0..3)),
                 topic: format!("topic{}", rng.random_range(0..2)),
                 filter: if rng.random() { BTreeMap::from([("k".into(), "a".into())]) } else { BTreeMap::new() },
-                template: JobSpec::with_shards("ns", rng.random_range(1..3)),
+                template: Template::Job(JobSpec::with_shards("ns", rng.random_range(1..3))),
                 debounce_ms: rng.random_bool(0.5).then(|| rng.random_range(1..5_000)),
                 debounce_key: String::new(),
             })),

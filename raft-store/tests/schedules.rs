@@ -350,7 +350,7 @@ fn trigger(name: &str, filter: &[(&str, &str)], debounce_ms: Option<u64>, key: &
         name: name.into(),
         topic: "uploads".into(),
         filter: filter.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-        template: JobSpec::with_shards("ns", 2),
+        template: Template::Job(JobSpec::with_shards("ns", 2)),
         debounce_ms,
         debounce_key: key.into(),
     }
@@ -385,7 +385,7 @@ fn an_event_starts_one_run_per_matching_trigger_with_its_payload_and_only_once()
     assert!(!dup);
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].trigger, raw);
-    let job = runs[0].job.unwrap();
+    let Some(RunTarget::Job(job)) = runs[0].run else { panic!("{runs:?}") };
     assert_eq!(r.job(job).run_of, Some(RunOrigin::Event { trigger: raw, event_id: "e1".into() }));
     for shard in 0..2 {
         let p: Option<ByteBuf> = load(&r.kv, &keys::payload(TaskKey::new(job, shard))).unwrap();
@@ -436,3 +436,32 @@ fn trigger_limits_and_deletion() {
 }
 
 const MAX_TRIGGERS_PER_TOPIC_FOR_TEST: usize = baton_raft_store::limits::MAX_TRIGGERS_PER_TOPIC;
+
+#[test]
+fn a_workflow_trigger_hands_the_event_payload_to_its_first_steps() {
+    let mut r = Rig::new();
+    let step = |name: &str, deps: &[&str]| StepSpec {
+        name: name.into(),
+        depends_on: deps.iter().map(|d| d.to_string()).collect(),
+        trigger: TriggerRule::AllSucceeded,
+        kind: StepKind::Job { job: JobSpec::with_shards("ns", 1), reduce: None, choice: false, dynamic: false },
+    };
+    let mut t = trigger("flow", &[], None, "");
+    t.template = Template::Workflow(WorkflowSpec {
+        namespace: "ns".into(),
+        name: "flow".into(),
+        steps: vec![step("first", &[]), step("then", &["first"])],
+        labels: BTreeMap::new(),
+        idempotency_key: None,
+        result_step: None,
+    });
+    r.ok(Command::CreateTrigger(Box::new(t)));
+    let (runs, _, _) = published(r.ok(Command::PublishEvent(event("e1", &[]))));
+    let Some(RunTarget::Workflow(wf)) = runs[0].run else { panic!("{runs:?}") };
+    let rec = r.core.workflow(&r.kv, wf).unwrap().unwrap();
+    assert!(matches!(rec.run_of, Some(RunOrigin::Event { ref event_id, .. }) if event_id == "e1"));
+    let first = rec.steps[0].map_job.unwrap();
+    let p: Option<ByteBuf> = load(&r.kv, &keys::payload(TaskKey::new(first, 0))).unwrap();
+    assert_eq!(p.unwrap().as_ref(), b"file-e1");
+    r.assert_reopens();
+}

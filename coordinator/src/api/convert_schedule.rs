@@ -96,16 +96,28 @@ fn misfire(policy: i32, max: u32) -> Result<Misfire, ApiError> {
 /// Proto trigger spec → store spec, validated with [`TriggerSpec::validate`].
 pub fn trigger_spec(spec: Option<proto::TriggerSpec>) -> Result<TriggerSpec, ApiError> {
     let s = spec.ok_or_else(|| ApiError::invalid("spec", "is required"))?;
-    let mut job = s.job.ok_or_else(|| ApiError::invalid("job", "is required: the job each event starts"))?;
-    if job.namespace.is_empty() {
-        job.namespace = s.namespace.clone();
-    }
+    use proto::trigger_spec::Template as T;
+    let template = match s.template {
+        Some(T::Job(mut job)) => {
+            if job.namespace.is_empty() {
+                job.namespace = s.namespace.clone();
+            }
+            Template::Job(convert::job_spec_fields("job.", job)?)
+        }
+        Some(T::Workflow(mut w)) => {
+            if w.namespace.is_empty() {
+                w.namespace = s.namespace.clone();
+            }
+            Template::Workflow(convert::workflow_spec(Some(w))?)
+        }
+        None => return Err(ApiError::invalid("job", "is required (or workflow): what each event starts")),
+    };
     let spec = TriggerSpec {
         namespace: s.namespace,
         name: s.name,
         topic: s.topic,
         filter: s.filter.into_iter().collect(),
-        template: convert::job_spec_fields("job.", job)?,
+        template,
         debounce_ms: nonzero(s.debounce_ms),
         debounce_key: s.debounce_key,
     };

@@ -114,15 +114,15 @@ fn triggers_and_events_convert_and_are_validated() {
         name: "t".into(),
         topic: "orders".into(),
         filter: [("region".to_string(), "eu".to_string())].into(),
-        job: Some(shards(1)),
+        template: Some(proto::trigger_spec::Template::Job(shards(1))),
         debounce_ms: 0,
         debounce_key: String::new(),
     };
     let s = trigger_spec(Some(t.clone())).unwrap();
-    assert_eq!(s.template.namespace, "ns");
+    assert_eq!(s.template.namespace(), "ns");
     assert_eq!(s.debounce_ms, None);
     assert_eq!(s.filter.get("region").map(String::as_str), Some("eu"));
-    assert_eq!(field_of(trigger_spec(Some(proto::TriggerSpec { job: None, ..t.clone() }))), "job");
+    assert_eq!(field_of(trigger_spec(Some(proto::TriggerSpec { template: None, ..t.clone() }))), "job");
     assert_eq!(field_of(trigger_spec(Some(proto::TriggerSpec { topic: String::new(), ..t.clone() }))), "topic");
     let key_alone = proto::TriggerSpec { debounce_key: "customer".into(), ..t.clone() };
     assert_eq!(field_of(trigger_spec(Some(key_alone))), "debounce_key");

@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 use baton_client::proto;
 use baton_client::proto::event_service_client::EventServiceClient;
 use baton_client::proto::event_service_server::EventService;
-use baton_raft_store::{Command, Outcome, Response as StoreResponse};
+use baton_raft_store::{Command, Outcome, Response as StoreResponse, RunTarget};
 
 use super::jobs::{LIST_PAGE_DEFAULT, LIST_PAGE_MAX, page_size};
 use super::{Ctx, convert, convert_schedule};
@@ -42,7 +42,14 @@ impl EventService for Events {
                         .into_iter()
                         .map(|r| proto::EventRun {
                             trigger_id: r.trigger,
-                            job_id: r.job.unwrap_or(0),
+                            job_id: match r.run {
+                                Some(RunTarget::Job(j)) => j,
+                                _ => 0,
+                            },
+                            workflow_id: match r.run {
+                                Some(RunTarget::Workflow(w)) => w,
+                                _ => 0,
+                            },
                             refused: r.refused.unwrap_or_default(),
                         })
                         .collect(),
