@@ -177,101 +177,17 @@ mod lifecycle_ops;
 #[path = "core_schedule.rs"]
 mod schedules;
 
+#[path = "core_open.rs"]
+mod open;
+
+#[path = "core_writes.rs"]
+mod writes;
+
 fn invariant(msg: String) -> Fail {
     Fail::Store(StoreError::Invariant(msg))
 }
 
 impl Core {
-    /// Load meta and rebuild the indexes from durable records.
-    pub fn open(kv: &dyn Kv) -> Result<Core, StoreError> {
-        let meta: Meta = load(kv, &keys::meta())?.unwrap_or_default();
-        let mut idx = Indexes::default();
-        // The collector's current target left the queue when it was taken.
-        let in_progress = meta.gc.as_ref().map(|g| g.target);
-        let mut expiry = BTreeSet::new();
-        let mut queue = |at: Option<u64>, target: GcTarget| {
-            if let Some(at) = at
-                && in_progress != Some(target)
-            {
-                expiry.insert((at, target));
-            }
-        };
-        kv.scan(&[Table::Job as u8], &mut |k, v| {
-            let job: JobRecord = decode_at(k, v)?;
-            if job.finished_ms.is_none() {
-                idx.jobs.insert(job.id, job);
-            } else {
-                queue(job.expires_ms, GcTarget::Job(job.id));
-            }
-            Ok(true)
-        })?;
-        kv.scan(&[Table::Session as u8], &mut |k, v| {
-            let s: SessionRecord = decode_at(k, v)?;
-            match s.ended {
-                None => {
-                    idx.live_by_name.insert(s.name.clone(), s.id);
-                    idx.sessions.insert(s.id, s);
-                }
-                Some((at, _)) => queue(Some(at.saturating_add(SESSION_RETENTION_MS)), GcTarget::Session(s.id)),
-            }
-            Ok(true)
-        })?;
-        kv.scan(&[Table::Workflow as u8], &mut |k, v| {
-            let wf: WorkflowRecord = decode_at(k, v)?;
-            if wf.status == WorkflowStatus::Running {
-                for (i, s) in wf.steps.iter().enumerate() {
-                    if let StepState::AwaitingApproval { deadline_ms } = s.state {
-                        if let Some(d) = deadline_ms {
-                            idx.gate_deadlines.insert((d, wf.id, i as u32));
-                        }
-                        if let StepShape::Gate { event: Some(e), .. } = &s.shape {
-                            let key = (wf.namespace.clone(), e.topic.clone());
-                            idx.event_gates.entry(key).or_default().insert((wf.id, i as u32));
-                        }
-                    }
-                }
-                idx.workflows.insert(wf.id, wf);
-            } else {
-                queue(wf.expires_ms, GcTarget::Workflow(wf.id));
-            }
-            Ok(true)
-        })?;
-        idx.expiry = expiry;
-        kv.scan(&[Table::Namespace as u8], &mut |k, v| {
-            let name = String::from_utf8(k[1..].to_vec())
-                .map_err(|_| StoreError::Invariant(format!("bad key {}", keys::describe(k))))?;
-            idx.namespaces.insert(name, decode_at(k, v)?);
-            Ok(true)
-        })?;
-        kv.scan(&[Table::Schedule as u8], &mut |k, v| {
-            let rec: ScheduleRecord = decode_at(k, v)?;
-            idx.schedule_names.insert((rec.rule.namespace.clone(), rec.rule.name.clone()), rec.id);
-            if let Some(due) = rec.due_ms() {
-                idx.fire_due.insert((due, rec.id));
-            }
-            idx.schedules.insert(rec.id, rec);
-            Ok(true)
-        })?;
-        kv.scan(&[Table::Trigger as u8], &mut |k, v| {
-            let rec: TriggerRecord = decode_at(k, v)?;
-            idx.trigger_names.insert((rec.namespace.clone(), rec.name.clone()), rec.id);
-            idx.triggers_by_topic.entry((rec.namespace.clone(), rec.topic.clone())).or_default().insert(rec.id);
-            idx.triggers.insert(rec.id, rec);
-            Ok(true)
-        })?;
-        let live_jobs: Vec<JobId> = idx.jobs.keys().copied().collect();
-        for job in live_jobs {
-            kv.scan(&keys::tasks_of(job), &mut |k, v| {
-                let key = keys::parse_task(k)
-                    .ok_or_else(|| StoreError::Invariant(format!("bad task key {}", keys::describe(k))))?;
-                let rec: TaskRecord = decode_at(k, v)?;
-                index_insert(&mut idx, key, &rec);
-                Ok(true)
-            })?;
-        }
-        Ok(Core { meta, idx, dirty: Dirty::default(), idem_pruned_to: None, collected: 0 })
-    }
-
     /// Apply one log entry. `Err` only for storage failures; a refused command
     /// is `Ok(Response::Rejected)` with state unchanged.
     pub fn apply_entry(&mut self, kv: &dyn Kv, entry: &Entry) -> Result<Response, StoreError> {
@@ -898,136 +814,6 @@ impl Core {
             self.idem_pruned_to = Some((t, key));
         }
         Ok(())
-    }
-
-    /// Number of records changed since the last [`Core::take_writes`].
-    pub fn dirty_len(&self) -> usize {
-        let d = &self.dirty;
-        d.tasks.len()
-            + d.jobs.len()
-            + d.gone_jobs.len()
-            + d.payloads.len()
-            + d.sessions.len()
-            + d.names.len()
-            + d.idem.len()
-            + d.workflows.len()
-            + d.gone_workflows.len()
-            + d.step_specs.len()
-            + d.logs.len()
-            + d.namespaces.len()
-            + d.schedules.len()
-            + d.triggers.len()
-            + d.templates.len()
-    }
-
-    /// Encode every change since the last call, as (table key, value or delete),
-    /// in a deterministic order. The caller writes them atomically.
-    ///
-    /// Job index keys follow each written job record here: a record's
-    /// `indexed_status` names the keys stored with it, so the keys change
-    /// exactly when the record is written, whatever the chunking of apply().
-    pub fn take_writes(&mut self) -> Result<Vec<(Vec<u8>, Option<Vec<u8>>)>, StoreError> {
-        let mut d = std::mem::take(&mut self.dirty);
-        let enc = |what: &'static str, r: Result<Vec<u8>, codec::CodecError>| {
-            r.map_err(|source| StoreError::Encode { what, source })
-        };
-        fn put_opt<T: Serialize>(what: &'static str, v: Option<T>) -> Result<Option<Vec<u8>>, StoreError> {
-            v.map(|v| codec::encode(&v).map_err(|source| StoreError::Encode { what, source })).transpose()
-        }
-        let mut w = Vec::with_capacity(1 + d.tasks.len() + 4 * d.jobs.len());
-        if d.meta {
-            w.push((keys::meta(), Some(enc("meta", codec::encode(&self.meta))?)));
-        }
-        for id in d.jobs {
-            let rec = match self.idx.jobs.get_mut(&id) {
-                Some(r) => r,
-                None => d
-                    .finished
-                    .get_mut(&id)
-                    .ok_or_else(|| StoreError::Invariant(format!("dirty job {id} has no record")))?,
-            };
-            // A deleted job leaves every listing at once.
-            let want = (!rec.deleted).then(|| rec.status());
-            if rec.indexed_status != want {
-                index_key_writes(&mut w, rec, rec.indexed_status, want);
-                rec.indexed_status = want;
-            }
-            w.push((keys::job(id), Some(enc("job", codec::encode(&*rec))?)));
-        }
-        for (id, rec) in d.gone_jobs {
-            index_key_writes(&mut w, &rec, rec.indexed_status, None);
-            w.push((keys::job(id), None));
-        }
-        for (k, t) in d.tasks {
-            w.push((keys::task(k), put_opt("task", t)?));
-        }
-        for (k, p) in d.payloads {
-            w.push((keys::payload(k), put_opt("payload", p)?));
-        }
-        for (id, s) in d.sessions {
-            w.push((keys::session(id), put_opt("session", s)?));
-        }
-        for (name, n) in d.names {
-            w.push((keys::worker_name(&name), put_opt("worker name", n)?));
-        }
-        for (key, r) in d.idem {
-            w.push((keys::idem(&key), put_opt("idempotency", r)?));
-        }
-        for ((t, key), put) in d.idem_time {
-            w.push((keys::idem_by_time(t, &key), put.then(Vec::new)));
-        }
-        for id in d.workflows {
-            let rec = self.idx.workflows.get(&id).or_else(|| d.finished_workflows.get(&id));
-            let rec = rec.ok_or_else(|| StoreError::Invariant(format!("dirty workflow {id} has no record")))?;
-            w.push((keys::workflow(id), Some(enc("workflow", codec::encode(rec))?)));
-        }
-        for id in d.gone_workflows {
-            w.push((keys::workflow(id), None));
-        }
-        for ((wf, step), t) in d.step_specs {
-            w.push((keys::step_spec(wf, step), put_opt("step spec", t)?));
-        }
-        for ((task, token), l) in d.logs {
-            w.push((keys::task_log(task, token), put_opt("task log", l)?));
-        }
-        for ns in d.namespaces {
-            w.push((keys::namespace(&ns), put_opt("namespace", self.idx.namespaces.get(&ns))?));
-        }
-        for id in d.schedules {
-            w.push((keys::schedule(id), put_opt("schedule", self.idx.schedules.get(&id))?));
-        }
-        for id in d.triggers {
-            w.push((keys::trigger(id), put_opt("trigger", self.idx.triggers.get(&id))?));
-        }
-        for (owner, t) in d.templates {
-            w.push((keys::run_template(owner), put_opt("run template", t)?));
-        }
-        Ok(w)
-    }
-}
-
-/// The writes that move a job's index keys from those of status `from` to
-/// those of `to` (`None`: no keys). The namespace key does not depend on
-/// the status, so it only changes when the job enters or leaves the indexes.
-fn index_key_writes(
-    w: &mut Vec<(Vec<u8>, Option<Vec<u8>>)>,
-    job: &JobRecord,
-    from: Option<JobStatus>,
-    to: Option<JobStatus>,
-) {
-    let ns = Some(job.namespace.as_str());
-    if let Some(s) = from {
-        w.push((keys::job_index(None, Some(s.tag()), job.id), None));
-        w.push((keys::job_index(ns, Some(s.tag()), job.id), None));
-    }
-    match (from.is_some(), to.is_some()) {
-        (true, false) => w.push((keys::job_index(ns, None, job.id), None)),
-        (false, true) => w.push((keys::job_index(ns, None, job.id), Some(Vec::new()))),
-        _ => {}
-    }
-    if let Some(s) = to {
-        w.push((keys::job_index(None, Some(s.tag()), job.id), Some(Vec::new())));
-        w.push((keys::job_index(ns, Some(s.tag()), job.id), Some(Vec::new())));
     }
 }
 

@@ -25,6 +25,7 @@ pub mod kv;
 pub mod lifecycle;
 pub mod limits;
 pub mod log_store;
+pub mod outcome;
 pub mod recovery;
 pub mod rocks;
 pub mod schedule;
