@@ -748,6 +748,14 @@ mod tests {
         assert!(matches!(err, CommandError::Invalid { ref field, .. } if field == "payloads"), "{err}");
     }
 
+    /// Batches hold thousands of commands: rare commands box their specs so
+    /// that a command is no bigger than a job submit.
+    #[test]
+    fn a_command_is_no_bigger_than_a_job_submit() {
+        let size = std::mem::size_of::<Command>();
+        assert!(size <= std::mem::size_of::<JobSpec>() + 8, "Command is {size} bytes");
+    }
+
     #[test]
     fn validation_names_the_field() {
         let mut spec = JobSpec::with_shards("ns", 0);
