@@ -26,6 +26,7 @@ pub mod flows;
 pub mod nemesis;
 pub mod net;
 pub mod node;
+pub mod schedules;
 pub mod store;
 pub mod workload;
 pub mod world;
@@ -446,7 +447,9 @@ pub fn read_final_state(core: &Core, kv: &dyn Kv, drained_at: Option<u64>) -> Fi
         }
         let key = job.idempotency_key.clone().unwrap_or_default();
         let origin = job.origin.as_ref().map(flows::step_ref);
-        jobs.push(FinalJob { id, key, status, shards, origin });
+        let run_of = job.run_of.as_ref().map(schedules::run_of);
+        let (created_ms, finished_ms) = (Some(job.created_ms), job.finished_ms);
+        jobs.push(FinalJob { id, key, status, shards, origin, run_of, created_ms, finished_ms });
     }
     let mut workflows = Vec::new();
     for id in 1..core.meta.next_workflow {
