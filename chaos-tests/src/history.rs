@@ -168,8 +168,16 @@ pub struct ScheduleCreate {
     pub cadence: ScheduleCadence,
     /// What happens to fire times missed during an outage.
     pub misfire: MisfirePolicy,
+    /// How late a fire may be applied and still count as on time, ms (0
+    /// when not recorded: then any late fire may have been a misfire).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub misfire_grace_ms: u64,
     /// What a fire does while an earlier run is live.
     pub overlap: OverlapPolicy,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// A schedule's cadence, as far as the checker judges it.

@@ -50,6 +50,7 @@ fn schedule(
         name: name.into(),
         cadence: ScheduleCadence::FixedRate { period_ms: 1_000, anchor_ms },
         misfire,
+        misfire_grace_ms: 5_000,
         overlap,
     }
 }

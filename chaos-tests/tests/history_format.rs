@@ -168,6 +168,7 @@ fn schedule_and_event_records_have_the_documented_shape() {
             name: "every".into(),
             cadence: ScheduleCadence::FixedRate { period_ms: 1_000, anchor_ms: 5_000 },
             misfire: MisfirePolicy::FireAll { max: 1_000 },
+            misfire_grace_ms: 5_000,
             overlap: OverlapPolicy::Allow,
         },
     );
@@ -187,7 +188,7 @@ fn schedule_and_event_records_have_the_documented_shape() {
     h.write_to(&mut out).unwrap();
     let text = String::from_utf8(out).unwrap();
     let expected = concat!(
-        r#"{"seq":1,"t":10,"type":"schedule_create","client":"s1","schedule":3,"namespace":"sched","name":"every","cadence":{"fixed_rate":{"period_ms":1000,"anchor_ms":5000}},"misfire":{"fire_all":{"max":1000}},"overlap":"allow"}"#,
+        r#"{"seq":1,"t":10,"type":"schedule_create","client":"s1","schedule":3,"namespace":"sched","name":"every","cadence":{"fixed_rate":{"period_ms":1000,"anchor_ms":5000}},"misfire":{"fire_all":{"max":1000}},"misfire_grace_ms":5000,"overlap":"allow"}"#,
         "\n",
         r#"{"seq":2,"t":20,"type":"schedule_pause","client":"s1","schedule":3}"#,
         "\n",

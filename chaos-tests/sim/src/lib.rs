@@ -55,6 +55,8 @@ pub struct SimConfig {
     /// Submitters of workflows ([`flows`]), and workflows each submits.
     pub workflow_clients: usize,
     pub workflows_per_client: usize,
+    /// Submitters of schedules, triggers and events ([`schedules`]).
+    pub schedule_clients: usize,
     pub workers: usize,
     /// Worker lease, ms.
     pub ttl_ms: u64,
@@ -89,6 +91,7 @@ impl Default for SimConfig {
             jobs_per_client: 6,
             workflow_clients: 2,
             workflows_per_client: 2,
+            schedule_clients: 1,
             workers: 4,
             ttl_ms: 1_500,
             exec_ms: (30, 600),
@@ -164,6 +167,9 @@ pub struct Summary {
     pub cancelled_workflows: u64,
     pub skipped_steps: u64,
     pub failed_steps: u64,
+    /// Jobs in the final state started by a schedule's fire, and by an event.
+    pub schedule_runs: u64,
+    pub event_runs: u64,
 }
 
 impl Outcome {
@@ -193,7 +199,8 @@ impl fmt::Display for Outcome {
              pauses={} zombie_fenced={}/{} lost_unsynced={} stale_deliveries={} dropped={} cancels={} \
              fail_reports={} progress={} large_jobs={} failed_jobs={} cancelled_jobs={} snapshots={}/{} \
              workflows={} failed_workflows={} cancelled_workflows={} skipped_steps={} failed_steps={} \
-             gates_expired={} gates_decided={} reduces={} choices={} children={} sim={}ms trace={} verdict={}",
+             gates_expired={} gates_decided={} reduces={} choices={} children={} schedules={} schedule_runs={} \
+             fires_skipped={} held={} events={} duplicate_events={} event_runs={} sim={}ms trace={} verdict={}",
             self.seed,
             self.config.nodes,
             s.ops,
@@ -228,6 +235,13 @@ impl fmt::Display for Outcome {
             st.reduces,
             st.choices,
             st.children,
+            st.schedules,
+            s.schedule_runs,
+            st.fires_skipped,
+            st.held_attempts,
+            st.events_published,
+            st.events_duplicate,
+            s.event_runs,
             self.sim_ms,
             self.trace_hash,
             self.verdict()
@@ -280,6 +294,9 @@ async fn simulate(seed: u64, config: SimConfig) -> Outcome {
     for c in 0..config.workflow_clients {
         tokio::spawn(flows::submitter(world.clone(), c + 1, config.workflows_per_client));
     }
+    for c in 0..config.schedule_clients {
+        tokio::spawn(schedules::submitter(world.clone(), c + 1));
+    }
     nemesis::run(world.clone(), config.steps).await;
 
     // Heal and drain.
@@ -290,7 +307,7 @@ async fn simulate(seed: u64, config: SimConfig) -> Outcome {
     while heal_at.elapsed() < DRAIN_LIMIT {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let w = world.lock().unwrap();
-        if w.clients_done < config.clients + config.workflow_clients {
+        if w.clients_done < config.clients + config.workflow_clients + config.schedule_clients {
             continue;
         }
         let Some(l) = w.leader() else { continue };
@@ -343,6 +360,7 @@ async fn simulate(seed: u64, config: SimConfig) -> Outcome {
         Some(id) => {
             let sm = w.running(id).expect("running").sm.clone();
             let sm = sm.lock().unwrap();
+            w.stats.fires_skipped = schedules::fires_skipped(&sm.core);
             read_final_state(&sm.core, &sm.kv, drained_at)
         }
         None => FinalState { drained_at, jobs: Vec::new(), workflows: Vec::new() },
@@ -409,6 +427,10 @@ fn summarize(h: &History, report: &Report) -> Summary {
                 let steps = || wfs.iter().flat_map(|w| &w.steps);
                 s.skipped_steps = steps().filter(|st| st.state == StepState::Skipped).count() as u64;
                 s.failed_steps = steps().filter(|st| st.state == StepState::Failed).count() as u64;
+                use baton_chaos::history::RunOf;
+                let runs = |f: fn(&RunOf) -> bool| fs.jobs.iter().filter(|j| j.run_of.as_ref().is_some_and(f)).count();
+                s.schedule_runs = runs(|r| matches!(r, RunOf::Schedule { .. })) as u64;
+                s.event_runs = runs(|r| matches!(r, RunOf::Event { .. })) as u64;
             }
             _ => {}
         }
