@@ -358,3 +358,43 @@ fn a_schedule_history_without_a_final_state_fails_closed() {
     ];
     assert_caught(&h, &want, &["no final_state event"], None, None);
 }
+
+/// Schedule 1 (fire-all, catch-up bound 3) after an outage: its next fire
+/// time, 13 000, was overdue by more than the 5 s grace when a leader came
+/// back at 18 100, which ran 15 000, 16 000 and 17 000 (the newest 3) and
+/// dropped 13 000 and 14 000.
+fn caught_up(ev: &mut [Event], kept: &[u64]) {
+    for e in ev.iter_mut() {
+        if let Body::ScheduleCreate(c) = &mut e.body
+            && c.schedule == 1
+        {
+            c.misfire = MisfirePolicy::FireAll { max: 3 };
+        }
+    }
+    for (i, &fire) in kept.iter().enumerate() {
+        let run_of = RunOf::Schedule { schedule: 1, fire_ms: fire, manual: false };
+        add_run(ev, 20 + i as u64, run_of, 18_100 + i as u64);
+    }
+}
+
+#[test]
+fn a_fire_all_catch_up_that_dropped_the_oldest_missed_times_passes() {
+    let h = edited(&schedule_history(), |ev| caught_up(ev, &[15_000, 16_000, 17_000]));
+    let report = check(&h, &config());
+    assert!(report.passed(), "{}", report.render_text());
+    let notes = report.get(Invariant::ScheduleFireOnce).notes.join("; ");
+    assert!(notes.contains("2 without one excused"), "{notes}");
+}
+
+#[test]
+fn a_catch_up_that_kept_fewer_than_its_bound_is_caught() {
+    // Only 16 000 and 17 000 ran: 15 000 was one of the newest 3 and is lost.
+    let h = edited(&schedule_history(), |ev| caught_up(ev, &[16_000, 17_000]));
+    assert_caught(
+        &h,
+        &[Invariant::ScheduleFireOnce],
+        &["schedule 1 (sched/every)", "no run for 3 fire time(s)", "13000, 14000, 15000"],
+        None,
+        None,
+    );
+}

@@ -5,8 +5,9 @@
 //!
 //! Schedules (namespace [`NAMESPACE`], one of each per run, periods drawn
 //! from [`PERIOD_MS`]):
-//! - `every`: misfire `fire_all`, overlap `allow`: one run per fire time,
-//!   caught up after an outage;
+//! - `every`: misfire `fire_all` (the newest [`FIRE_ALL_MAX`] missed
+//!   times), overlap `allow`: one run per fire time, caught up after an
+//!   outage;
 //! - `slow`: overlap `skip`, with runs that hold their task for longer than
 //!   the period ([`HOLD_PERIODS`]): the payload `hold:<ms>` tells the sim
 //!   worker how long, so fires while a run is live are skipped;
