@@ -388,12 +388,29 @@ fn a_fire_all_catch_up_that_dropped_the_oldest_missed_times_passes() {
 
 #[test]
 fn a_catch_up_that_kept_fewer_than_its_bound_is_caught() {
-    // Only 16 000 and 17 000 ran: 15 000 was one of the newest 3 and is lost.
-    let h = edited(&schedule_history(), |ev| caught_up(ev, &[16_000, 17_000]));
+    // 16 000 was one of the newest 3 and is lost: the catch-up does not
+    // excuse 13 000 and 14 000 either.
+    let h = edited(&schedule_history(), |ev| caught_up(ev, &[15_000, 17_000]));
     assert_caught(
         &h,
         &[Invariant::ScheduleFireOnce],
-        &["schedule 1 (sched/every)", "no run for 3 fire time(s)", "13000, 14000, 15000"],
+        &["schedule 1 (sched/every)", "no run for 3 fire time(s)", "13000, 14000, 16000"],
+        None,
+        None,
+    );
+}
+
+#[test]
+fn a_catch_up_cut_short_by_the_workloads_pause_passes_and_without_the_pause_is_caught() {
+    // Only 15 000 and 16 000 ran before the pause stopped the schedule.
+    let h = edited(&schedule_history(), |ev| caught_up(ev, &[15_000, 16_000]));
+    let report = check(&h, &config());
+    assert!(report.passed(), "{}", report.render_text());
+    let h = edited(&h, |ev| ev.retain(|e| !matches!(&e.body, Body::SchedulePause(p) if p.schedule == 1)));
+    assert_caught(
+        &h,
+        &[Invariant::ScheduleFireOnce],
+        &["schedule 1 (sched/every)", "no run for 2 fire time(s)", "13000, 14000"],
         None,
         None,
     );

@@ -22,7 +22,8 @@
 //!   oldest missing time of its gap (the schedule's next fire time then,
 //!   whose lateness makes the fire a misfire), and kept the `max` newest
 //!   times, so the next run and the `max - 1` fire times after it all have
-//!   runs; or when the
+//!   runs (those after the last run excepted, if the workload paused the
+//!   schedule: the pause may cut a catch-up short); or when the
 //!   schedule may have had [`MAX_LIVE_RUNS_PER_SCHEDULE`] live runs when it
 //!   came due: at some log time between the creation of the run before it
 //!   and the run after it (the skipped fire's entry lies between them), that
@@ -143,6 +144,7 @@ pub(super) fn check(f: &Facts<'_>, out: &mut InvariantReport) {
             list.iter().filter_map(|(_, _, j)| Some((j.created_ms?, j.finished_ms))).collect();
         let fired: BTreeSet<u64> = cadence.iter().map(|(fire, _, _)| *fire).filter(|t| on_grid(*t)).collect();
         let (Some(&first), Some(&last)) = (fired.first(), fired.last()) else { continue };
+        let paused = f.schedule_pauses.iter().any(|(_, p)| p.schedule == *id);
         let mut missing = Vec::new();
         let mut t = first;
         while t <= last {
@@ -154,7 +156,13 @@ pub(super) fn check(f: &Facts<'_>, out: &mut InvariantReport) {
                 let gap_start = fired.range(..t).next_back().map_or(t, |p| p + period_ms);
                 let caught_up = next.is_some_and(|r| {
                     let late = created.get(&r).is_some_and(|c| *c > gap_start.saturating_add(spec.misfire_grace_ms));
-                    late && (0..u64::from(max)).all(|k| fired.contains(&(r + k * period_ms)))
+                    // A pause may cut the catch-up short: after the last
+                    // run of a paused schedule nothing more fires.
+                    let kept = |k: u64| {
+                        let at = r + k * period_ms;
+                        fired.contains(&at) || (paused && at > last)
+                    };
+                    late && (0..u64::from(max)).all(kept)
                 });
                 let before = fired.range(..t).next_back().and_then(|f| created.get(f));
                 let after = next.and_then(|f| created.get(&f));
