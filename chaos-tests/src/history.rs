@@ -20,6 +20,13 @@
 //! a job a workflow started, an `origin` on such jobs and a `workflows` list
 //! in the final state. All are optional, so histories without workflows read
 //! and write as before.
+//!
+//! Schedules and event triggers add `schedule_create` (an acknowledged
+//! schedule with its cadence and policies), `schedule_pause` (the workload
+//! paused it: its window ends), `event_publish` (an acknowledged publish
+//! and the runs it reported), and on final-state jobs `run_of` (the fire or
+//! event that started the job), `created_ms` and `finished_ms` (log time).
+//! These are optional too: older histories read as before.
 
 use std::fmt;
 use std::fs::File;
@@ -132,6 +139,158 @@ pub enum Body {
     WorkflowSubmitInfo(OpFailure),
     /// A client asked to cancel a workflow (whatever the answer).
     WorkflowCancel(WorkflowCancel),
+    /// A schedule's creation was acknowledged.
+    ScheduleCreate(ScheduleCreate),
+    /// The workload's pause of a schedule was acknowledged.
+    SchedulePause(SchedulePause),
+    /// A `PublishEvent` was acknowledged, with the runs it reported.
+    EventPublish(EventPublish),
+}
+
+/// A schedule id as assigned by the cluster.
+pub type ScheduleId = u64;
+/// A trigger id as assigned by the cluster.
+pub type TriggerId = u64;
+
+/// An acknowledged schedule: what the checker needs to know its fire times.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleCreate {
+    /// The creating process.
+    pub client: String,
+    /// The schedule id the cluster returned (the first one, for a retried
+    /// create answered `duplicate`).
+    pub schedule: ScheduleId,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name, unique in the namespace.
+    pub name: String,
+    /// When it fires.
+    pub cadence: ScheduleCadence,
+    /// What happens to fire times missed during an outage.
+    pub misfire: MisfirePolicy,
+    /// How late a fire may be applied and still count as on time, ms (0
+    /// when not recorded: then any late fire may have been a misfire).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub misfire_grace_ms: u64,
+    /// What a fire does while an earlier run is live.
+    pub overlap: OverlapPolicy,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+/// A schedule's cadence, as far as the checker judges it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScheduleCadence {
+    /// Fire times are `anchor_ms + k * period_ms` (k any integer, within the
+    /// schedule's window). `anchor_ms` is any one of them: the first fire
+    /// time the cluster reported.
+    FixedRate {
+        /// The period, ms.
+        period_ms: u64,
+        /// One fire time on the grid, ms (log time).
+        anchor_ms: u64,
+    },
+    /// Any other cadence (cron, fixed delay, once): its fire times are not
+    /// enumerated by the checker.
+    Other {
+        /// The cadence, for humans.
+        detail: String,
+    },
+}
+
+/// A schedule's misfire policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MisfirePolicy {
+    /// Missed times start nothing.
+    Skip,
+    /// One run for the newest missed time.
+    FireOnce,
+    /// One run per missed time, for the newest `max` of them.
+    FireAll {
+        /// How many missed times at most are caught up.
+        max: u32,
+    },
+}
+
+/// A schedule's overlap policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OverlapPolicy {
+    /// Start another run.
+    Allow,
+    /// Skip the fire.
+    Skip,
+    /// Cancel the live runs, then start this one.
+    CancelPrevious,
+    /// Start it when the live run ends.
+    BufferOne,
+}
+
+/// The workload paused a schedule (the pause was acknowledged).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchedulePause {
+    /// The pausing process.
+    pub client: String,
+    /// The schedule paused.
+    pub schedule: ScheduleId,
+}
+
+/// An acknowledged `PublishEvent`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventPublish {
+    /// The publishing process.
+    pub client: String,
+    /// The event's namespace.
+    pub namespace: String,
+    /// Its topic.
+    pub topic: String,
+    /// Its id: idempotent per namespace.
+    pub event_id: String,
+    /// The cluster answered that the event id was already published: this
+    /// publish started nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
+    /// The runs the reply reported, one per matching trigger.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<EventRunRef>,
+}
+
+/// One trigger's run of a published event, as reported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRunRef {
+    /// The trigger whose run this is.
+    pub trigger: TriggerId,
+    /// The job started; `None` when the run was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobId>,
+}
+
+/// What started a job: a schedule's fire, or a published event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunOf {
+    /// A fire of a schedule.
+    Schedule {
+        /// The schedule.
+        schedule: ScheduleId,
+        /// The fire time the run is for (log time, ms); for a run-now, the
+        /// time it was applied.
+        fire_ms: u64,
+        /// Started by run-now rather than by the cadence.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        manual: bool,
+    },
+    /// A published event.
+    Event {
+        /// The trigger that matched it.
+        trigger: TriggerId,
+        /// The event's id.
+        event_id: String,
+    },
 }
 
 /// A submitter's `SubmitJob` request.
@@ -596,6 +755,15 @@ pub struct FinalJob {
     /// The workflow step that started the job; absent for plain jobs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<StepRef>,
+    /// The schedule fire or event that started the job; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_of: Option<RunOf>,
+    /// When the job was created, in log time (ms); absent in older histories.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_ms: Option<u64>,
+    /// When the job finished, in log time (ms); absent while it is live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_ms: Option<u64>,
 }
 
 /// One workflow in the final state.
@@ -836,6 +1004,9 @@ into_body!(
     WorkflowSubmitInvoke => WorkflowSubmitInvoke,
     WorkflowSubmitOk => WorkflowSubmitOk,
     WorkflowCancel => WorkflowCancel,
+    ScheduleCreate => ScheduleCreate,
+    SchedulePause => SchedulePause,
+    EventPublish => EventPublish,
 );
 
 /// A whole history, in `seq` order.
@@ -968,6 +1139,21 @@ impl History {
     /// Record a `workflow_cancel` request; returns its seq.
     pub fn workflow_cancel(&mut self, t: u64, client: &str, workflow: WorkflowId) -> u64 {
         self.push(t, WorkflowCancel { client: client.into(), workflow })
+    }
+
+    /// Record an acknowledged `schedule_create`; returns its seq.
+    pub fn schedule_create(&mut self, t: u64, create: ScheduleCreate) -> u64 {
+        self.push(t, create)
+    }
+
+    /// Record an acknowledged `schedule_pause`; returns its seq.
+    pub fn schedule_pause(&mut self, t: u64, client: &str, schedule: ScheduleId) -> u64 {
+        self.push(t, SchedulePause { client: client.into(), schedule })
+    }
+
+    /// Record an acknowledged `event_publish`; returns its seq.
+    pub fn event_publish(&mut self, t: u64, publish: EventPublish) -> u64 {
+        self.push(t, publish)
     }
 
     /// Record a `complete_invoke`; returns its seq.

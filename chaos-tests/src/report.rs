@@ -38,11 +38,18 @@ pub enum Invariant {
     /// Reduces, workflow results and choices equal what the committed shard
     /// results give.
     WorkflowResult,
+    /// One run per schedule fire time, never early; none missing under
+    /// fire-all with overlap allow.
+    ScheduleFireOnce,
+    /// An overlap-skip schedule never has two live runs at once.
+    OverlapSkipExclusive,
+    /// One run set per published event id.
+    EventRunsOnce,
 }
 
 impl Invariant {
     /// Every invariant, in report order.
-    pub const ALL: [Invariant; 13] = [
+    pub const ALL: [Invariant; 16] = [
         Invariant::WellFormed,
         Invariant::NoLostJobs,
         Invariant::NoPhantomJobs,
@@ -56,6 +63,9 @@ impl Invariant {
         Invariant::WorkflowsFinish,
         Invariant::ReduceAtMostOnce,
         Invariant::WorkflowResult,
+        Invariant::ScheduleFireOnce,
+        Invariant::OverlapSkipExclusive,
+        Invariant::EventRunsOnce,
     ];
 
     /// The invariant's snake_case name, as in reports.
@@ -74,6 +84,9 @@ impl Invariant {
             Invariant::WorkflowsFinish => "workflows_finish",
             Invariant::ReduceAtMostOnce => "reduce_at_most_once",
             Invariant::WorkflowResult => "workflow_result",
+            Invariant::ScheduleFireOnce => "schedule_fire_once",
+            Invariant::OverlapSkipExclusive => "overlap_skip_exclusive",
+            Invariant::EventRunsOnce => "event_runs_once",
         }
     }
 }

@@ -28,6 +28,9 @@ fn cancelled_job(id: u64, key: &str) -> FinalJob {
             latest_token: None,
         }],
         origin: None,
+        run_of: None,
+        created_ms: None,
+        finished_ms: None,
     }
 }
 

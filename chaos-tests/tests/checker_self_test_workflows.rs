@@ -125,6 +125,9 @@ fn run_right(ev: &mut Vec<baton_chaos::history::Event>) {
             latest_token: Some(38),
         }],
         origin: right,
+        run_of: None,
+        created_ms: None,
+        finished_ms: None,
     });
 }
 
@@ -265,6 +268,9 @@ fn a_second_committed_reduce_of_one_map_is_caught() {
                 latest_token: Some(22),
             }],
             origin: reduce,
+            run_of: None,
+            created_ms: None,
+            finished_ms: None,
         });
     });
     assert_caught(

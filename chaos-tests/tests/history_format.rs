@@ -152,3 +152,57 @@ fn from_events_refuses_seqs_out_of_order() {
     let err = History::from_events(events).unwrap_err();
     assert!(matches!(err, Error::SeqOrder { position: 3, seq: 2, prev: 3 }), "{err:?}");
 }
+
+#[test]
+fn schedule_and_event_records_have_the_documented_shape() {
+    use baton_chaos::history::{
+        EventPublish, EventRunRef, MisfirePolicy, OverlapPolicy, ScheduleCadence, ScheduleCreate,
+    };
+    let mut h = History::new();
+    h.schedule_create(
+        10,
+        ScheduleCreate {
+            client: "s1".into(),
+            schedule: 3,
+            namespace: "sched".into(),
+            name: "every".into(),
+            cadence: ScheduleCadence::FixedRate { period_ms: 1_000, anchor_ms: 5_000 },
+            misfire: MisfirePolicy::FireAll { max: 1_000 },
+            misfire_grace_ms: 5_000,
+            overlap: OverlapPolicy::Allow,
+        },
+    );
+    h.schedule_pause(20, "s1", 3);
+    h.event_publish(
+        30,
+        EventPublish {
+            client: "s1".into(),
+            namespace: "sched".into(),
+            topic: "up".into(),
+            event_id: "e1".into(),
+            duplicate: false,
+            runs: vec![EventRunRef { trigger: 2, job: Some(9) }],
+        },
+    );
+    let mut out = Vec::new();
+    h.write_to(&mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let expected = concat!(
+        r#"{"seq":1,"t":10,"type":"schedule_create","client":"s1","schedule":3,"namespace":"sched","name":"every","cadence":{"fixed_rate":{"period_ms":1000,"anchor_ms":5000}},"misfire":{"fire_all":{"max":1000}},"misfire_grace_ms":5000,"overlap":"allow"}"#,
+        "\n",
+        r#"{"seq":2,"t":20,"type":"schedule_pause","client":"s1","schedule":3}"#,
+        "\n",
+        r#"{"seq":3,"t":30,"type":"event_publish","client":"s1","namespace":"sched","topic":"up","event_id":"e1","runs":[{"trigger":2,"job":9}]}"#,
+        "\n",
+    );
+    assert_eq!(text, expected);
+    assert_eq!(History::parse(Cursor::new(text), "inline").unwrap(), h);
+
+    // A final-state job carries its start and log times; older ones lack them.
+    let line = r#"{"seq":1,"t":9,"type":"final_state","jobs":[{"id":4,"key":"","status":"succeeded","shards":[],"run_of":{"schedule":{"schedule":3,"fire_ms":6000}},"created_ms":6002,"finished_ms":6400}]}"#;
+    let h = History::parse(Cursor::new(line), "inline").unwrap();
+    let Body::FinalState(state) = &h.events()[0].body else { panic!("not a final state") };
+    let j = &state.jobs[0];
+    assert_eq!(j.run_of, Some(baton_chaos::history::RunOf::Schedule { schedule: 3, fire_ms: 6_000, manual: false }));
+    assert_eq!((j.created_ms, j.finished_ms), (Some(6_002), Some(6_400)));
+}

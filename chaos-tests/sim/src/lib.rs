@@ -26,6 +26,7 @@ pub mod flows;
 pub mod nemesis;
 pub mod net;
 pub mod node;
+pub mod schedules;
 pub mod store;
 pub mod workload;
 pub mod world;
@@ -54,6 +55,8 @@ pub struct SimConfig {
     /// Submitters of workflows ([`flows`]), and workflows each submits.
     pub workflow_clients: usize,
     pub workflows_per_client: usize,
+    /// Submitters of schedules, triggers and events ([`schedules`]).
+    pub schedule_clients: usize,
     pub workers: usize,
     /// Worker lease, ms.
     pub ttl_ms: u64,
@@ -88,6 +91,7 @@ impl Default for SimConfig {
             jobs_per_client: 6,
             workflow_clients: 2,
             workflows_per_client: 2,
+            schedule_clients: 1,
             workers: 4,
             ttl_ms: 1_500,
             exec_ms: (30, 600),
@@ -163,6 +167,9 @@ pub struct Summary {
     pub cancelled_workflows: u64,
     pub skipped_steps: u64,
     pub failed_steps: u64,
+    /// Jobs in the final state started by a schedule's fire, and by an event.
+    pub schedule_runs: u64,
+    pub event_runs: u64,
 }
 
 impl Outcome {
@@ -192,7 +199,8 @@ impl fmt::Display for Outcome {
              pauses={} zombie_fenced={}/{} lost_unsynced={} stale_deliveries={} dropped={} cancels={} \
              fail_reports={} progress={} large_jobs={} failed_jobs={} cancelled_jobs={} snapshots={}/{} \
              workflows={} failed_workflows={} cancelled_workflows={} skipped_steps={} failed_steps={} \
-             gates_expired={} gates_decided={} reduces={} choices={} children={} sim={}ms trace={} verdict={}",
+             gates_expired={} gates_decided={} reduces={} choices={} children={} schedules={} schedule_runs={} \
+             fires_skipped={} held={} events={} duplicate_events={} event_runs={} sim={}ms trace={} verdict={}",
             self.seed,
             self.config.nodes,
             s.ops,
@@ -227,6 +235,13 @@ impl fmt::Display for Outcome {
             st.reduces,
             st.choices,
             st.children,
+            st.schedules,
+            s.schedule_runs,
+            st.fires_skipped,
+            st.held_attempts,
+            st.events_published,
+            st.events_duplicate,
+            s.event_runs,
             self.sim_ms,
             self.trace_hash,
             self.verdict()
@@ -279,6 +294,9 @@ async fn simulate(seed: u64, config: SimConfig) -> Outcome {
     for c in 0..config.workflow_clients {
         tokio::spawn(flows::submitter(world.clone(), c + 1, config.workflows_per_client));
     }
+    for c in 0..config.schedule_clients {
+        tokio::spawn(schedules::submitter(world.clone(), c + 1));
+    }
     nemesis::run(world.clone(), config.steps).await;
 
     // Heal and drain.
@@ -289,7 +307,7 @@ async fn simulate(seed: u64, config: SimConfig) -> Outcome {
     while heal_at.elapsed() < DRAIN_LIMIT {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let w = world.lock().unwrap();
-        if w.clients_done < config.clients + config.workflow_clients {
+        if w.clients_done < config.clients + config.workflow_clients + config.schedule_clients {
             continue;
         }
         let Some(l) = w.leader() else { continue };
@@ -342,6 +360,7 @@ async fn simulate(seed: u64, config: SimConfig) -> Outcome {
         Some(id) => {
             let sm = w.running(id).expect("running").sm.clone();
             let sm = sm.lock().unwrap();
+            w.stats.fires_skipped = schedules::fires_skipped(&sm.core);
             read_final_state(&sm.core, &sm.kv, drained_at)
         }
         None => FinalState { drained_at, jobs: Vec::new(), workflows: Vec::new() },
@@ -408,6 +427,10 @@ fn summarize(h: &History, report: &Report) -> Summary {
                 let steps = || wfs.iter().flat_map(|w| &w.steps);
                 s.skipped_steps = steps().filter(|st| st.state == StepState::Skipped).count() as u64;
                 s.failed_steps = steps().filter(|st| st.state == StepState::Failed).count() as u64;
+                use baton_chaos::history::RunOf;
+                let runs = |f: fn(&RunOf) -> bool| fs.jobs.iter().filter(|j| j.run_of.as_ref().is_some_and(f)).count();
+                s.schedule_runs = runs(|r| matches!(r, RunOf::Schedule { .. })) as u64;
+                s.event_runs = runs(|r| matches!(r, RunOf::Event { .. })) as u64;
             }
             _ => {}
         }
@@ -446,7 +469,9 @@ pub fn read_final_state(core: &Core, kv: &dyn Kv, drained_at: Option<u64>) -> Fi
         }
         let key = job.idempotency_key.clone().unwrap_or_default();
         let origin = job.origin.as_ref().map(flows::step_ref);
-        jobs.push(FinalJob { id, key, status, shards, origin });
+        let run_of = job.run_of.as_ref().map(schedules::run_of);
+        let (created_ms, finished_ms) = (Some(job.created_ms), job.finished_ms);
+        jobs.push(FinalJob { id, key, status, shards, origin, run_of, created_ms, finished_ms });
     }
     let mut workflows = Vec::new();
     for id in 1..core.meta.next_workflow {

@@ -22,6 +22,7 @@ use baton_raft_store::{Backoff, Command, JobId, JobSpec, NodeId, Outcome, Respon
 use crate::flows::{self, NotReady};
 use crate::net::{ClientReply, client_call, client_write};
 use crate::node::{HbReply, heartbeat};
+use crate::schedules;
 use crate::world::{Attempt, Ending, Phase, Pushed, WorkerState, World};
 
 /// Worker loop period, ms.
@@ -29,7 +30,7 @@ const WORKER_TICK_MS: u64 = 50;
 /// Worker heartbeat period, ms.
 pub const WORKER_HEARTBEAT_MS: u64 = 250;
 /// Slots per worker (inclusive range).
-pub const WORKER_CAPACITY: (u64, u64) = (3, 4);
+pub const WORKER_CAPACITY: (u64, u64) = (4, 5);
 /// Chance that a job carries the largest allowed payload
 /// (`MAX_JOB_PAYLOAD_BYTES`, split over its shards), per mille. Small: such a
 /// job is copied into every replica's log, state and snapshots.
@@ -251,9 +252,11 @@ async fn cancel_job(world: &Arc<Mutex<World>>, name: &str, mut target: NodeId, j
 }
 
 pub fn new_worker(w: &mut World, i: usize) -> WorkerState {
-    // Near the chaos harness's 4 slots per worker: the reassignment bound
-    // promises a regrant when some live worker has room, so the sim keeps
-    // room for a paused worker's tasks except after long leaderless spells.
+    // The chaos harness's 4 slots per worker, plus one for the steady load
+    // of schedule and event runs (a held overlap-skip run, ticks, event
+    // runs): the reassignment bound promises a regrant when some live
+    // worker has room, so the sim keeps room for a paused worker's tasks
+    // except after long leaderless spells.
     let capacity = w.range(WORKER_CAPACITY.0, WORKER_CAPACITY.1) as u32;
     let target = w.range(1, w.cfg.nodes as u64);
     WorkerState {
@@ -450,7 +453,12 @@ async fn send_heartbeat(world: Arc<Mutex<World>>, i: usize, session: SessionId) 
             let origin = flows::origin_of(&w, task.job);
             let step = origin.as_ref().and_then(|o| o.as_ref().map(flows::step_ref));
             w.history.assign_step(now, &name, baton_chaos::history::TaskKey::new(task.job, task.shard), *token, step);
-            let run_ms = w.range(exec.0, exec.1);
+            let mut run_ms = w.range(exec.0, exec.1);
+            if let Some(hold) = schedules::hold_ms(&w, *task) {
+                // A run of an overlap-skip schedule: longer than its period.
+                run_ms = hold;
+                w.stats.held_attempts += 1;
+            }
             let progress_at = w.chance(PROGRESS_PER_MILLE).then_some(now + run_ms / 2);
             let in_workflow = matches!(origin, Some(Some(_)));
             let fatal = if in_workflow { flows::WORKFLOW_FATAL_FAIL_PER_MILLE } else { FATAL_FAIL_PER_MILLE };

@@ -82,6 +82,15 @@ pub struct Stats {
     pub empty_generators: u64,
     /// Workflow results that waited for a node to apply their input.
     pub inputs_not_ready: u64,
+    /// Schedules created; publishes acknowledged, and of those the ones
+    /// answered duplicate; fire times the schedules passed over without a
+    /// run (read from the final state's schedule records); attempts held
+    /// for their payload's `hold:<ms>`.
+    pub schedules: u64,
+    pub events_published: u64,
+    pub events_duplicate: u64,
+    pub fires_skipped: u64,
+    pub held_attempts: u64,
 }
 
 /// Fault settings of the simulated network.

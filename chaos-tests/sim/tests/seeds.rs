@@ -47,8 +47,8 @@ fn every_seed_passes_every_invariant() {
 /// of fault happened, and the cluster's defences were exercised.
 #[test]
 fn the_sim_exercises_faults() {
-    let mut jobs: Vec<_> = (0..12).map(|seed| (SimConfig::default(), seed)).collect();
-    jobs.extend((0..4).map(|seed| (SimConfig { nodes: 5, ..SimConfig::default() }, seed)));
+    let mut jobs: Vec<_> = (0..24).map(|seed| (SimConfig::default(), seed)).collect();
+    jobs.extend((0..8).map(|seed| (SimConfig { nodes: 5, ..SimConfig::default() }, seed)));
     let outcomes = common::run_all(jobs);
     let sum = |f: &dyn Fn(&baton_sim::Outcome) -> u64| outcomes.iter().map(f).sum::<u64>();
     let runs = outcomes.len() as u64;
@@ -87,6 +87,13 @@ fn the_sim_exercises_faults() {
     let choices = sum(&|o| o.stats.choices);
     let children = sum(&|o| o.stats.children);
     let empty_generators = sum(&|o| o.stats.empty_generators);
+    let schedules = sum(&|o| o.stats.schedules);
+    let schedule_runs = sum(&|o| o.summary.schedule_runs);
+    let fires_skipped = sum(&|o| o.stats.fires_skipped);
+    let held = sum(&|o| o.stats.held_attempts);
+    let events = sum(&|o| o.stats.events_published);
+    let duplicate_events = sum(&|o| o.stats.events_duplicate);
+    let event_runs = sum(&|o| o.summary.event_runs);
     println!(
         "{runs} runs: elections={elections} crashes={crashes} partitions={partitions} pauses={pauses} \
          dropped={dropped} lost_unsynced={lost_unsynced} fenced={fenced} duplicates={duplicates} infos={infos} \
@@ -97,7 +104,9 @@ fn the_sim_exercises_faults() {
          snapshot_builds={snapshot_builds} snapshot_installs={snapshot_installs} snapshot_restores={snapshot_restores} \
          workflows={workflows} failed_workflows={failed_workflows} cancelled_workflows={cancelled_workflows} \
          skipped_steps={skipped_steps} gates_expired={gates_expired} gates_decided={gates_decided} reduces={reduces} \
-         choices={choices} children={children} empty_generators={empty_generators}"
+         choices={choices} children={children} empty_generators={empty_generators} schedules={schedules} \
+         schedule_runs={schedule_runs} fires_skipped={fires_skipped} held={held} events={events} \
+         duplicate_events={duplicate_events} event_runs={event_runs}"
     );
     assert!(clock_jumps > 0, "no node's wall clock ever stepped");
     assert!(cancels > 0 && cancelled_jobs > 0, "no job was ever cancelled ({cancels} cancels committed)");
@@ -131,6 +140,13 @@ fn the_sim_exercises_faults() {
     assert!(skipped_steps > 0, "no step was ever skipped");
     assert!(gates_expired > 0, "no gate ever timed out");
     assert!(reduces > 0 && choices > 0 && children > 0, "reduces {reduces}, choices {choices}, children {children}");
+    // Schedules and triggers: every run creates its three schedules; fires
+    // run, some are skipped (overlap skip behind held runs, misfires after
+    // outages), events start runs and repeated ids answer duplicate.
+    assert_eq!(schedules, 3 * runs, "every run creates three schedules");
+    assert!(schedule_runs > 0 && fires_skipped > 0, "schedule runs {schedule_runs}, skipped fires {fires_skipped}");
+    assert!(held > 0, "no run of the overlap-skip schedule held its task");
+    assert!(event_runs > 0 && duplicate_events > 0, "event runs {event_runs}, duplicate publishes {duplicate_events}");
     for o in &outcomes {
         assert!(
             o.passed(),

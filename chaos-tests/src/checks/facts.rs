@@ -4,8 +4,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::history::{
-    Body, CompleteOutcome, CompleteReply, FinalShard, FinalState, History, JobId, JobStatus, LeaderSeen, Nemesis,
-    OpFailure, Replica, RunConfig, StepRef, TaskKey, Token, WorkflowCancel, WorkflowId, WorkflowSubmitInvoke,
+    Body, CompleteOutcome, CompleteReply, EventPublish, FinalJob, FinalShard, FinalState, History, JobId, JobStatus,
+    LeaderSeen, Nemesis, OpFailure, Replica, RunConfig, RunOf, ScheduleCreate, ScheduleId, SchedulePause, StepRef,
+    TaskKey, Token, WorkflowCancel, WorkflowId, WorkflowSubmitInvoke,
 };
 
 /// How a submit ended.
@@ -260,6 +261,13 @@ pub(crate) struct Facts<'a> {
     pub workflow_submits: Vec<WorkflowSubmitOp<'a>>,
     /// (seq, request), in seq order.
     pub workflow_cancels: Vec<(u64, &'a WorkflowCancel)>,
+    /// (seq, acknowledged schedule), in seq order; a retried create may
+    /// name one schedule more than once.
+    pub schedules: Vec<(u64, &'a ScheduleCreate)>,
+    /// (seq, acknowledged pause), in seq order.
+    pub schedule_pauses: Vec<(u64, &'a SchedulePause)>,
+    /// (seq, acknowledged publish), in seq order.
+    pub publishes: Vec<(u64, &'a EventPublish)>,
     pub malformed: Vec<Malformed>,
 }
 
@@ -413,6 +421,9 @@ impl<'a> Facts<'a> {
                     f.malformed.extend(m);
                 }
                 Body::WorkflowCancel(c) => f.workflow_cancels.push((seq, c)),
+                Body::ScheduleCreate(c) => f.schedules.push((seq, c)),
+                Body::SchedulePause(p) => f.schedule_pauses.push((seq, p)),
+                Body::EventPublish(p) => f.publishes.push((seq, p)),
             }
         }
         f
@@ -466,6 +477,30 @@ impl<'a> Facts<'a> {
     pub fn max_grant(&self, task: TaskKey) -> Option<Grant<'a>> {
         let grants = self.grants.get(&task)?;
         grants.iter().copied().reduce(|best, g| if g.token > best.token { g } else { best })
+    }
+
+    /// The first acknowledged create of each schedule, by id.
+    pub fn schedules_by_id(&self) -> BTreeMap<ScheduleId, (u64, &'a ScheduleCreate)> {
+        let mut out = BTreeMap::new();
+        for &(seq, c) in &self.schedules {
+            out.entry(c.schedule).or_insert((seq, c));
+        }
+        out
+    }
+
+    /// The runs of each schedule in the final state: (fire time, manual, job),
+    /// ordered by fire time, then job id.
+    pub fn schedule_runs(fin: &FinalView<'a>) -> BTreeMap<ScheduleId, Vec<(u64, bool, &'a FinalJob)>> {
+        let mut out: BTreeMap<ScheduleId, Vec<(u64, bool, &'a FinalJob)>> = BTreeMap::new();
+        for j in &fin.state.jobs {
+            if let Some(RunOf::Schedule { schedule, fire_ms, manual }) = &j.run_of {
+                out.entry(*schedule).or_default().push((*fire_ms, *manual, j));
+            }
+        }
+        for runs in out.values_mut() {
+            runs.sort_by_key(|(fire, _, j)| (*fire, j.id));
+        }
+        out
     }
 
     /// Completes of `task`, in invoke order.

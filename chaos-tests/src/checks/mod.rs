@@ -7,6 +7,7 @@
 //! missing from the final state is reported as the lost job, not again as a
 //! lost commit.
 
+mod event_runs_once;
 mod exactly_once_commit;
 mod facts;
 mod fencing;
@@ -14,9 +15,11 @@ mod flows;
 mod liveness_after_heal;
 mod no_lost_jobs;
 mod no_phantom_jobs;
+mod overlap_skip_exclusive;
 mod reassignment_bound;
 mod reduce_at_most_once;
 mod replica_convergence;
+mod schedule_fire_once;
 mod skipped_never_runs;
 mod step_trigger_order;
 mod well_formed;
@@ -95,6 +98,9 @@ pub fn check(history: &History, config: &Config) -> Report {
                 Invariant::WorkflowsFinish => workflows_finish::check(&facts, &mut out),
                 Invariant::ReduceAtMostOnce => reduce_at_most_once::check(&facts, &mut out),
                 Invariant::WorkflowResult => workflow_result::check(&facts, &mut out),
+                Invariant::ScheduleFireOnce => schedule_fire_once::check(&facts, &mut out),
+                Invariant::OverlapSkipExclusive => overlap_skip_exclusive::check(&facts, &mut out),
+                Invariant::EventRunsOnce => event_runs_once::check(&facts, &mut out),
             }
             out
         })

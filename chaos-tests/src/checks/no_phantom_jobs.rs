@@ -7,7 +7,9 @@
 //!
 //! Workflows are judged the same way by their keys. A job a workflow started
 //! has no key of its own: it must name (in its `origin`) a workflow that the
-//! final state holds.
+//! final state holds. A job a schedule or a trigger started (`run_of`) has
+//! no key either: schedule_fire_once and event_runs_once judge where it
+//! came from.
 
 use std::collections::BTreeMap;
 
@@ -46,7 +48,7 @@ pub(super) fn check(f: &Facts<'_>, out: &mut InvariantReport) {
         return super::no_final_state(out, "the absence of phantom jobs");
     };
 
-    for fj in &fin.state.jobs {
+    for fj in fin.state.jobs.iter().filter(|j| j.run_of.is_none()) {
         if let Some(o) = &fj.origin {
             if fin.state.workflow(o.workflow).is_none() {
                 out.flag(format!(
@@ -89,7 +91,7 @@ pub(super) fn check(f: &Facts<'_>, out: &mut InvariantReport) {
     }
 
     let mut jobs_by_key: BTreeMap<&str, Vec<JobId>> = BTreeMap::new();
-    for fj in fin.state.jobs.iter().filter(|j| j.origin.is_none()) {
+    for fj in fin.state.jobs.iter().filter(|j| j.origin.is_none() && j.run_of.is_none()) {
         jobs_by_key.entry(&fj.key).or_default().push(fj.id);
     }
     for (key, mut ids) in jobs_by_key.into_iter().filter(|(_, ids)| ids.len() > 1) {

@@ -5,7 +5,8 @@ use anyhow::Result;
 use baton_client::{Client, proto};
 
 use crate::history::{
-    FinalJob, FinalShard, FinalStep, FinalWorkflow, JobStatus, StepRef, StepRole, StepState, TaskStatus, WorkflowStatus,
+    FinalJob, FinalShard, FinalStep, FinalWorkflow, JobStatus, RunOf, StepRef, StepRole, StepState, TaskStatus,
+    WorkflowStatus,
 };
 
 /// Namespace every chaos job and workflow is submitted under, and the final
@@ -108,7 +109,22 @@ pub(super) async fn read_final(client: &Client) -> Result<(Vec<FinalJob>, Vec<Fi
                     .and_then(|s| s.map_job);
                 StepRef { workflow: o.workflow_id, step: o.step, role, reduce_of }
             });
-            jobs.push(FinalJob { id: j.id, key: j.idempotency_key, status: job_status(j.status), shards, origin });
+            let run_of = j.run_origin.and_then(|r| r.source).map(|s| match s {
+                proto::run_origin::Source::Schedule(f) => {
+                    RunOf::Schedule { schedule: f.schedule_id, fire_ms: f.fire_ms, manual: f.manual }
+                }
+                proto::run_origin::Source::Event(e) => RunOf::Event { trigger: e.trigger_id, event_id: e.event_id },
+            });
+            jobs.push(FinalJob {
+                id: j.id,
+                key: j.idempotency_key,
+                status: job_status(j.status),
+                shards,
+                origin,
+                run_of,
+                created_ms: (j.created_ms != 0).then_some(j.created_ms),
+                finished_ms: (j.finished_ms != 0).then_some(j.finished_ms),
+            });
         }
         if page.next_page_token == 0 {
             break;

@@ -132,6 +132,9 @@ pub fn valid_history() -> History {
                 status: JobStatus::Succeeded,
                 shards: vec![succeeded(0, 10, "a0"), succeeded(1, 15, "a1")],
                 origin: None,
+                run_of: None,
+                created_ms: None,
+                finished_ms: None,
             },
             FinalJob {
                 id: 2,
@@ -139,6 +142,9 @@ pub fn valid_history() -> History {
                 status: JobStatus::Succeeded,
                 shards: vec![succeeded(0, 12, "b0")],
                 origin: None,
+                run_of: None,
+                created_ms: None,
+                finished_ms: None,
             },
             FinalJob {
                 id: 3,
@@ -146,6 +152,9 @@ pub fn valid_history() -> History {
                 status: JobStatus::Succeeded,
                 shards: vec![succeeded(0, 13, "c0"), succeeded(1, 20, "c1")],
                 origin: None,
+                run_of: None,
+                created_ms: None,
+                finished_ms: None,
             },
             FinalJob {
                 id: 4,
@@ -159,6 +168,9 @@ pub fn valid_history() -> History {
                     latest_token: Some(18),
                 }],
                 origin: None,
+                run_of: None,
+                created_ms: None,
+                finished_ms: None,
             },
             FinalJob {
                 id: 5,
@@ -172,6 +184,9 @@ pub fn valid_history() -> History {
                     latest_token: None,
                 }],
                 origin: None,
+                run_of: None,
+                created_ms: None,
+                finished_ms: None,
             },
         ],
     };
@@ -231,6 +246,9 @@ pub fn reassign_history() -> History {
             status: JobStatus::Succeeded,
             shards: vec![succeeded(0, 13, "r0"), succeeded(1, 14, "r1"), succeeded(2, 12, "r2")],
             origin: None,
+            run_of: None,
+            created_ms: None,
+            finished_ms: None,
         }],
     };
     h.final_state(6_500, state);
@@ -428,6 +446,9 @@ pub fn workflow_history() -> History {
         status,
         shards,
         origin,
+        run_of: None,
+        created_ms: None,
+        finished_ms: None,
     };
     let ok = JobStatus::Succeeded;
     let mut jobs = Vec::new();
