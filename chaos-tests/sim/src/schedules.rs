@@ -28,7 +28,7 @@ use baton_chaos::history::{
     EventPublish, EventRunRef, MisfirePolicy, OverlapPolicy, RunOf, ScheduleCadence, ScheduleCreate,
 };
 use baton_raft_store::schedule::{
-    Cadence, EventSpec, Misfire, Overlap, RunOrigin, ScheduleSpec, Template, TriggerSpec,
+    Cadence, EventSpec, Misfire, Overlap, RunOrigin, RunTarget, ScheduleSpec, Template, TriggerSpec,
 };
 use baton_raft_store::{Backoff, Command, JobSpec, NodeId, Outcome, Response, TaskKey};
 use serde_bytes::ByteBuf;
@@ -175,7 +175,7 @@ pub async fn submitter(world: Arc<Mutex<World>>, client: usize) {
     ];
     let mut created = Vec::new();
     for spec in &specs {
-        let cmd = Command::CreateSchedule(spec.clone());
+        let cmd = Command::CreateSchedule(Box::new(spec.clone()));
         let Some(Outcome::ScheduleCreated { schedule, next_fire_ms, .. }) =
             until_definite(&world, &mut target, &cmd).await
         else {
@@ -212,11 +212,11 @@ pub async fn submitter(world: Arc<Mutex<World>>, client: usize) {
             name: format!("{name}-{trigger}"),
             topic: TOPIC.into(),
             filter: filter.map(|v| BTreeMap::from([("kind".to_string(), v.to_string())])).unwrap_or_default(),
-            template: template(""),
+            template: Template::Job(template("")),
             debounce_ms: None,
             debounce_key: String::new(),
         };
-        until_definite(&world, &mut target, &Command::CreateTrigger(spec)).await;
+        until_definite(&world, &mut target, &Command::CreateTrigger(Box::new(spec))).await;
     }
 
     // Events while the faults run; some ids repeat (same payload and
@@ -261,7 +261,16 @@ pub async fn submitter(world: Arc<Mutex<World>>, client: usize) {
                     topic: event.topic.clone(),
                     event_id: event.event_id.clone(),
                     duplicate,
-                    runs: runs.iter().map(|r| EventRunRef { trigger: r.trigger, job: r.job }).collect(),
+                    runs: runs
+                        .iter()
+                        .map(|r| EventRunRef {
+                            trigger: r.trigger,
+                            job: match r.run {
+                                Some(RunTarget::Job(j)) => Some(j),
+                                _ => None,
+                            },
+                        })
+                        .collect(),
                 },
             );
         }
