@@ -44,6 +44,9 @@ enum Cmd {
         /// Tasks submitting workflows (chains, fan-outs, choices, map-reduces, gates).
         #[arg(long, default_value_t = 1)]
         workflow_submitters: usize,
+        /// Tasks creating 1-s schedules and a trigger and publishing events.
+        #[arg(long, default_value_t = 1)]
+        schedule_submitters: usize,
         /// Output directory (cleared first).
         #[arg(long, default_value = "target/chaos/run")]
         out: PathBuf,
@@ -160,6 +163,7 @@ async fn main() -> Result<()> {
             workers,
             submitters,
             workflow_submitters,
+            schedule_submitters,
             out,
             liveness_bound_ms,
         } => {
@@ -176,6 +180,7 @@ async fn main() -> Result<()> {
                 workers: workers.max(1),
                 submitters: submitters.max(1),
                 workflow_submitters,
+                schedule_submitters,
                 out: out.clone(),
                 liveness_bound_ms,
             };

@@ -15,6 +15,7 @@ pub mod net;
 pub mod profile;
 pub mod record;
 pub mod run;
+mod schedules;
 pub mod summary;
 pub mod worker;
 mod workload;

@@ -46,6 +46,7 @@ impl Entry {
             workers: 4,
             submitters: 2,
             workflow_submitters: 1,
+            schedule_submitters: 1,
             out: root.join(format!("{index:02}-{}", self.name)),
             liveness_bound_ms: crate::Config::DEFAULT_LIVENESS_BOUND_MS,
         }

@@ -24,6 +24,7 @@ use super::final_read::read_final;
 use super::nemesis::Fault;
 use super::net::{Net, namespaces_unavailable};
 use super::record::{Recorder, merge, mono_us};
+use super::schedules::schedule_submitter;
 use super::summary::{RunFacts, summarize};
 use super::workload::{Acked, reader, submitter, watch_leader, workflow_submitter};
 use crate::history::{FinalState, NemesisOutcome, NemesisPhase, Replica, RunConfig, Targets};
@@ -51,6 +52,8 @@ pub struct RunOpts {
     pub submitters: usize,
     /// Tasks submitting workflows.
     pub workflow_submitters: usize,
+    /// Tasks creating schedules and a trigger and publishing events.
+    pub schedule_submitters: usize,
     /// Where the cluster's data, logs, raw files, history and report go.
     pub out: PathBuf,
     /// After the last heal, everything must be terminal within this, in ms.
@@ -181,6 +184,10 @@ async fn setup(opts: &RunOpts, worker_exe: PathBuf) -> Result<Live> {
     for i in 1..=opts.workflow_submitters {
         let name = format!("f{i}");
         load.push(tokio::spawn(workflow_submitter(client.clone(), rec.clone(), name, rng.random(), stop.clone())));
+    }
+    for i in 1..=opts.schedule_submitters {
+        let name = format!("s{i}");
+        load.push(tokio::spawn(schedule_submitter(client.clone(), rec.clone(), name, rng.random(), stop.clone())));
     }
 
     let h = Harness { cluster, client, rec, rng, founders, start_us };
