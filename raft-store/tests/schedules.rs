@@ -7,68 +7,20 @@ use std::collections::BTreeMap;
 use baton_raft_store::kv::load;
 use baton_raft_store::workflow::*;
 use baton_raft_store::*;
-use openraft::{CommittedLeaderId, EntryPayload};
 use serde_bytes::ByteBuf;
 
 const SEC: u64 = 1000;
 const T0: u64 = 1_800_000_000_000;
 
-struct Rig {
-    kv: MemKv,
-    core: Core,
-    index: u64,
-    now_ms: u64,
-    session: SessionId,
+mod common;
+
+use common::Rig;
+
+fn rig() -> Rig {
+    Rig::new(T0, 0)
 }
 
 impl Rig {
-    fn new() -> Rig {
-        let kv = MemKv::default();
-        let core = Core::open(&kv).unwrap();
-        let mut r = Rig { kv, core, index: 0, now_ms: T0, session: 0 };
-        match r.ok(Command::RegisterWorker { name: "w".into(), labels: BTreeMap::new(), capacity: 10_000 }) {
-            Outcome::Registered { session, .. } => r.session = session,
-            o => panic!("{o:?}"),
-        }
-        r
-    }
-
-    /// Apply `cmd` in an entry stamped `now_ms` (log time never goes back).
-    fn apply(&mut self, cmd: Command) -> Response {
-        self.index += 1;
-        let e = Entry {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), self.index),
-            payload: EntryPayload::Normal(Proposal { proposed_at_ms: self.now_ms, cmd }),
-        };
-        let r = self.core.apply_entry(&self.kv, &e).unwrap();
-        let w = self.core.take_writes().unwrap();
-        self.kv.write(w);
-        r
-    }
-
-    fn ok(&mut self, cmd: Command) -> Outcome {
-        match self.apply(cmd) {
-            Response::Done(o) => o,
-            r => panic!("rejected: {r:?}"),
-        }
-    }
-
-    /// A refused command changes nothing but meta (last applied, log time).
-    fn err(&mut self, cmd: Command) -> CommandError {
-        let records = |r: &Rig| {
-            let mut m = r.kv.0.clone();
-            m.remove(&keys::meta());
-            (m, r.core.idx.canonical())
-        };
-        let before = records(self);
-        let e = match self.apply(cmd) {
-            Response::Rejected(e) => e,
-            r => panic!("expected a rejection, got {r:?}"),
-        };
-        assert!(records(self) == before, "a refused command changed state: {e}");
-        e
-    }
-
     fn create(&mut self, spec: ScheduleSpec) -> ScheduleId {
         match self.ok(Command::CreateSchedule(Box::new(spec))) {
             Outcome::ScheduleCreated { schedule, duplicate: false, .. } => schedule,
@@ -86,10 +38,6 @@ impl Rig {
         let (next, due) = (rec.next_fire_ms.unwrap(), rec.due_ms().unwrap());
         self.now_ms = self.now_ms.max(due);
         self.ok(Command::Fire { schedule: id, fire_ms: next })
-    }
-
-    fn job(&self, id: JobId) -> JobRecord {
-        self.core.job(&self.kv, id).unwrap().unwrap()
     }
 
     fn finish(&mut self, job: JobId, ok: bool) {
@@ -113,11 +61,6 @@ impl Rig {
             };
             self.ok(cmd);
         }
-    }
-
-    fn assert_reopens(&self) {
-        let reopened = Core::open(&self.kv).unwrap();
-        assert_eq!(reopened.idx.canonical(), self.core.idx.canonical());
     }
 }
 
@@ -149,7 +92,7 @@ fn run_job(o: &Outcome) -> JobId {
 
 #[test]
 fn only_the_current_next_fire_time_fires_and_only_once() {
-    let mut r = Rig::new();
+    let mut r = rig();
     let mut s = every_10s(Overlap::Allow);
     s.start_ms = Some(T0 + 60 * SEC);
     let id = r.create(s);
@@ -178,7 +121,7 @@ fn only_the_current_next_fire_time_fires_and_only_once() {
 
 #[test]
 fn create_is_idempotent_by_name_and_a_reused_name_is_refused() {
-    let mut r = Rig::new();
+    let mut r = rig();
     let id = r.create(every_10s(Overlap::Skip));
     match r.ok(Command::CreateSchedule(Box::new(every_10s(Overlap::Skip)))) {
         Outcome::ScheduleCreated { schedule, duplicate: true, .. } => assert_eq!(schedule, id),
@@ -199,7 +142,7 @@ fn create_is_idempotent_by_name_and_a_reused_name_is_refused() {
 
 #[test]
 fn overlap_skip_starts_nothing_while_a_run_is_live() {
-    let mut r = Rig::new();
+    let mut r = rig();
     let id = r.create(every_10s(Overlap::Skip));
     let job = run_job(&r.fire_due(id));
     let o = r.fire_due(id);
@@ -217,7 +160,7 @@ fn overlap_skip_starts_nothing_while_a_run_is_live() {
 
 #[test]
 fn overlap_allow_runs_side_by_side_and_cancel_previous_replaces_the_live_run() {
-    let mut r = Rig::new();
+    let mut r = rig();
     let id = r.create(every_10s(Overlap::Allow));
     let a = run_job(&r.fire_due(id));
     let b = run_job(&r.fire_due(id));
@@ -237,7 +180,7 @@ fn overlap_allow_runs_side_by_side_and_cancel_previous_replaces_the_live_run() {
 
 #[test]
 fn overlap_buffer_one_starts_the_buffered_run_in_the_entry_that_ends_the_live_one() {
-    let mut r = Rig::new();
+    let mut r = rig();
     let id = r.create(every_10s(Overlap::BufferOne));
     let a = run_job(&r.fire_due(id));
     let second = r.sched(id).next_fire_ms.unwrap();
@@ -261,7 +204,7 @@ fn overlap_buffer_one_starts_the_buffered_run_in_the_entry_that_ends_the_live_on
 
 #[test]
 fn a_fixed_delay_waits_for_its_run_to_end_then_counts_its_delay_from_there() {
-    let mut r = Rig::new();
+    let mut r = rig();
     let id = r.create(spec(Cadence::FixedDelay { delay_ms: 5 * SEC }, Overlap::Skip));
     assert_eq!(r.sched(id).next_fire_ms, Some(T0), "the first run fires at once");
     let job = run_job(&r.fire_due(id));
@@ -275,7 +218,7 @@ fn a_fixed_delay_waits_for_its_run_to_end_then_counts_its_delay_from_there() {
 
 #[test]
 fn a_pause_stops_fires_and_fire_all_then_catches_up_one_run_per_missed_time() {
-    let mut r = Rig::new();
+    let mut r = rig();
     let mut s = every_10s(Overlap::Allow);
     s.misfire = Misfire::FireAll { max: 3 };
     let id = r.create(s);
@@ -302,7 +245,7 @@ fn a_pause_stops_fires_and_fire_all_then_catches_up_one_run_per_missed_time() {
 
 #[test]
 fn run_now_obeys_the_overlap_policy_and_leaves_the_cadence_alone() {
-    let mut r = Rig::new();
+    let mut r = rig();
     let id = r.create(every_10s(Overlap::Skip));
     let next = r.sched(id).next_fire_ms;
     let o = r.ok(Command::RunSchedule { schedule: id });
@@ -315,7 +258,7 @@ fn run_now_obeys_the_overlap_policy_and_leaves_the_cadence_alone() {
 
 #[test]
 fn a_workflow_template_runs_as_a_workflow_and_reports_back_when_it_ends() {
-    let mut r = Rig::new();
+    let mut r = rig();
     let mut s = every_10s(Overlap::Skip);
     s.template = Template::Workflow(WorkflowSpec {
         namespace: "ns".into(),
@@ -375,7 +318,7 @@ fn published(o: Outcome) -> (Vec<EventRun>, u32, bool) {
 
 #[test]
 fn an_event_starts_one_run_per_matching_trigger_with_its_payload_and_only_once() {
-    let mut r = Rig::new();
+    let mut r = rig();
     let raw = match r.ok(Command::CreateTrigger(Box::new(trigger("raw", &[("bucket", "raw")], None, "")))) {
         Outcome::TriggerCreated { trigger, duplicate: false } => trigger,
         o => panic!("{o:?}"),
@@ -408,7 +351,7 @@ fn an_event_starts_one_run_per_matching_trigger_with_its_payload_and_only_once()
 
 #[test]
 fn debounce_runs_once_per_key_per_window() {
-    let mut r = Rig::new();
+    let mut r = rig();
     r.ok(Command::CreateTrigger(Box::new(trigger("t", &[], Some(10 * SEC), "user"))));
     let runs = |r: &mut Rig, id: &str, user: &str| published(r.ok(Command::PublishEvent(event(id, &[("user", user)]))));
     assert_eq!(runs(&mut r, "1", "ann").0.len(), 1);
@@ -423,7 +366,7 @@ fn debounce_runs_once_per_key_per_window() {
 
 #[test]
 fn trigger_limits_and_deletion() {
-    let mut r = Rig::new();
+    let mut r = rig();
     for i in 0..MAX_TRIGGERS_PER_TOPIC_FOR_TEST {
         r.ok(Command::CreateTrigger(Box::new(trigger(&format!("t{i}"), &[], None, ""))));
     }
@@ -439,7 +382,7 @@ const MAX_TRIGGERS_PER_TOPIC_FOR_TEST: usize = baton_raft_store::limits::MAX_TRI
 
 #[test]
 fn a_workflow_trigger_hands_the_event_payload_to_its_first_steps() {
-    let mut r = Rig::new();
+    let mut r = rig();
     let step = |name: &str, deps: &[&str]| StepSpec {
         name: name.into(),
         depends_on: deps.iter().map(|d| d.to_string()).collect(),

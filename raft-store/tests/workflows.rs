@@ -7,56 +7,17 @@ use baton_raft_store::kv::load;
 use baton_raft_store::limits::MAX_EVENT_GATES_PER_TOPIC;
 use baton_raft_store::workflow::*;
 use baton_raft_store::*;
-use openraft::{CommittedLeaderId, EntryPayload};
 use serde_bytes::ByteBuf;
 
-struct Rig {
-    kv: MemKv,
-    core: Core,
-    index: u64,
-    now_ms: u64,
-    session: SessionId,
+mod common;
+
+use common::Rig;
+
+fn rig() -> Rig {
+    Rig::new(1_700_000_000_000, 10)
 }
 
 impl Rig {
-    fn new() -> Rig {
-        let kv = MemKv::default();
-        let core = Core::open(&kv).unwrap();
-        let mut r = Rig { kv, core, index: 0, now_ms: 1_700_000_000_000, session: 0 };
-        match r.ok(Command::RegisterWorker { name: "w".into(), labels: BTreeMap::new(), capacity: 10_000 }) {
-            Outcome::Registered { session, .. } => r.session = session,
-            o => panic!("{o:?}"),
-        }
-        r
-    }
-
-    fn apply(&mut self, cmd: Command) -> Response {
-        self.index += 1;
-        self.now_ms += 10;
-        let e = Entry {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), self.index),
-            payload: EntryPayload::Normal(Proposal { proposed_at_ms: self.now_ms, cmd }),
-        };
-        let r = self.core.apply_entry(&self.kv, &e).unwrap();
-        let w = self.core.take_writes().unwrap();
-        self.kv.write(w);
-        r
-    }
-
-    fn ok(&mut self, cmd: Command) -> Outcome {
-        match self.apply(cmd) {
-            Response::Done(o) => o,
-            r => panic!("rejected: {r:?}"),
-        }
-    }
-
-    fn err(&mut self, cmd: Command) -> CommandError {
-        match self.apply(cmd) {
-            Response::Rejected(e) => e,
-            r => panic!("expected a rejection, got {r:?}"),
-        }
-    }
-
     fn submit(&mut self, spec: WorkflowSpec) -> WorkflowId {
         match self.ok(Command::SubmitWorkflow(spec)) {
             Outcome::WorkflowSubmitted { workflow, duplicate: false, .. } => workflow,
@@ -74,10 +35,6 @@ impl Rig {
 
     fn state(&self, id: WorkflowId, name: &str) -> StepState {
         self.step(id, name).state
-    }
-
-    fn job(&self, id: JobId) -> JobRecord {
-        self.core.job(&self.kv, id).unwrap().unwrap()
     }
 
     fn payload(&self, key: TaskKey) -> Vec<u8> {
@@ -133,12 +90,6 @@ impl Rig {
         let job = self.current(id, name);
         self.run(job, |_, _| Err("boom".into()));
     }
-
-    /// Indexes rebuilt from the records equal the ones apply() kept.
-    fn assert_reopens(&self) {
-        let reopened = Core::open(&self.kv).unwrap();
-        assert_eq!(reopened.idx.canonical(), self.core.idx.canonical());
-    }
 }
 
 fn job_step(name: &str, deps: &[&str], shards: usize) -> StepSpec {
@@ -171,7 +122,7 @@ fn flow(steps: Vec<StepSpec>) -> WorkflowSpec {
 
 #[test]
 fn a_chain_runs_in_order_and_hands_each_step_its_inputs() {
-    let mut r = Rig::new();
+    let mut r = rig();
     let wf = r.submit(flow(vec![job_step("a", &[], 2), job_step("b", &["a"], 1), job_step("c", &["b"], 1)]));
     assert_eq!(r.state(wf, "a"), StepState::Running);
     assert_eq!(r.state(wf, "b"), StepState::Waiting);
@@ -197,7 +148,7 @@ fn a_chain_runs_in_order_and_hands_each_step_its_inputs() {
 
 #[test]
 fn fan_out_and_fan_in_wait_for_every_branch() {
-    let mut r = Rig::new();
+    let mut r = rig();
     let wf = r.submit(flow(vec![
         job_step("root", &[], 1),
         job_step("x", &["root"], 1),
@@ -220,7 +171,7 @@ fn fan_out_and_fan_in_wait_for_every_branch() {
 
 #[test]
 fn a_failure_skips_what_can_no_longer_run_while_cleanup_and_compensation_run() {
-    let mut r = Rig::new();
+    let mut r = rig();
     let wf = r.submit(flow(vec![
         job_step("a", &[], 1),
         job_step("b", &["a"], 1),
@@ -246,7 +197,7 @@ fn a_failure_skips_what_can_no_longer_run_while_cleanup_and_compensation_run() {
 
 #[test]
 fn a_choice_runs_the_named_branches_and_skips_the_rest_down_the_graph() {
-    let mut r = Rig::new();
+    let mut r = rig();
     let mut check = job_step("check", &[], 1);
     if let StepKind::Job { choice, .. } = &mut check.kind {
         *choice = true;
@@ -274,7 +225,7 @@ fn a_choice_runs_the_named_branches_and_skips_the_rest_down_the_graph() {
 #[test]
 fn a_choice_naming_no_successor_or_malformed_fails_the_step() {
     for (result, want) in [(&br#"["nope"]"#[..], "not a successor"), (&b"fast"[..], "JSON array")] {
-        let mut r = Rig::new();
+        let mut r = rig();
         let mut check = job_step("check", &[], 1);
         if let StepKind::Job { choice, .. } = &mut check.kind {
             *choice = true;
@@ -301,7 +252,7 @@ fn reduce_step(name: &str, shards: usize) -> StepSpec {
 
 #[test]
 fn a_reduce_runs_once_after_every_map_shard_succeeded() {
-    let mut r = Rig::new();
+    let mut r = rig();
     let mut spec = flow(vec![reduce_step("count", 5)]);
     spec.result_step = Some("count".into());
     let wf = r.submit(spec);
@@ -328,7 +279,7 @@ fn a_reduce_runs_once_after_every_map_shard_succeeded() {
 
 #[test]
 fn a_map_with_a_dead_shard_fails_without_a_reduce() {
-    let mut r = Rig::new();
+    let mut r = rig();
     let wf = r.submit(flow(vec![reduce_step("count", 3)]));
     let map = r.current(wf, "count");
     r.run(map, |shard, _| if shard == 1 { Err("bad".into()) } else { Ok(vec![]) });
@@ -348,7 +299,7 @@ fn dynamic_step(name: &str, reduce: bool) -> StepSpec {
 
 #[test]
 fn a_dynamic_map_runs_the_shards_its_generator_emits_then_reduces() {
-    let mut r = Rig::new();
+    let mut r = rig();
     let wf = r.submit(flow(vec![dynamic_step("gen", true), job_step("after", &["gen"], 1)]));
     let s = r.step(wf, "gen");
     assert_eq!(s.phase, Some(StepRole::Generate));
@@ -368,7 +319,7 @@ fn a_dynamic_map_runs_the_shards_its_generator_emits_then_reduces() {
 
 #[test]
 fn a_dynamic_map_with_no_children_or_a_bad_encoding_ends_at_once() {
-    let mut r = Rig::new();
+    let mut r = rig();
     let wf = r.submit(flow(vec![dynamic_step("gen", false)]));
     r.succeed(wf, "gen", &encode_children(&[]));
     assert_eq!(r.state(wf, "gen"), StepState::Succeeded);
@@ -396,7 +347,7 @@ fn gate(name: &str, deps: &[&str], timeout_ms: Option<u64>, on_timeout: GateTime
 
 #[test]
 fn gates_wait_for_a_decision_or_their_timeout() {
-    let mut r = Rig::new();
+    let mut r = rig();
     let wf = r.submit(flow(vec![
         gate("approve", &[], None, GateTimeout::Reject),
         job_step("deploy", &["approve"], 1),
@@ -436,7 +387,7 @@ fn gates_wait_for_a_decision_or_their_timeout() {
 
 #[test]
 fn cancel_ends_running_and_waiting_steps_and_their_jobs() {
-    let mut r = Rig::new();
+    let mut r = rig();
     let wf = r.submit(flow(vec![
         job_step("a", &[], 3),
         job_step("b", &["a"], 1),
@@ -463,7 +414,7 @@ fn cancel_ends_running_and_waiting_steps_and_their_jobs() {
 
 #[test]
 fn cancelling_a_steps_job_directly_fails_the_step() {
-    let mut r = Rig::new();
+    let mut r = rig();
     let wf = r.submit(flow(vec![job_step("a", &[], 1), job_step("b", &["a"], 1)]));
     let a = r.current(wf, "a");
     r.ok(Command::CancelJob { job: a, reason: "by hand".into() });
@@ -475,7 +426,7 @@ fn cancelling_a_steps_job_directly_fails_the_step() {
 
 #[test]
 fn resubmitting_with_the_key_returns_the_same_workflow_and_a_cycle_changes_nothing() {
-    let mut r = Rig::new();
+    let mut r = rig();
     let mut spec = flow(vec![job_step("a", &[], 1)]);
     spec.idempotency_key = Some("k".into());
     let wf = r.submit(spec.clone());
@@ -539,7 +490,7 @@ fn publish(r: &mut Rig, ns: &str, topic: &str, id: &str, attrs: &[(&str, &str)])
 
 #[test]
 fn an_event_gate_opens_on_the_first_matching_event_of_its_namespace_and_topic() {
-    let mut r = Rig::new();
+    let mut r = rig();
     let wf = r.submit(flow(vec![
         event_gate("uploaded", "uploads", &[("bucket", "raw")]),
         job_step("process", &["uploaded"], 1),
@@ -573,7 +524,7 @@ fn an_event_gate_opens_on_the_first_matching_event_of_its_namespace_and_topic() 
 
 #[test]
 fn an_event_gate_past_the_per_topic_limit_fails_saying_why() {
-    let mut r = Rig::new();
+    let mut r = rig();
     // Two workflows (a workflow has at most 1000 steps): the limit, then one more.
     let gates = |from: usize, to: usize| (from..to).map(|i| event_gate(&format!("g{i}"), "t", &[])).collect();
     let half = MAX_EVENT_GATES_PER_TOPIC / 2;
