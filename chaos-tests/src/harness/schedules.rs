@@ -1,6 +1,7 @@
-//! The real-process tier's schedules and events, through the SDK: three
+//! The real-process tier's schedules and events, through the SDK: five
 //! fixed-rate schedules firing every second (fire-all with overlap allowed,
-//! misfire skip, and overlap skip), one trigger, and events published while
+//! misfire skip, overlap skip, fire-once with cancel-previous, and
+//! buffer-one), one trigger, and events published while
 //! the faults run, some under an id already published. Each acknowledged
 //! create, pause and publish goes into the history (`schedule_create` with
 //! the first fire time the cluster reported as the cadence's anchor,
@@ -71,10 +72,15 @@ pub(super) async fn schedule_submitter(
 ) {
     let mut rng = StdRng::seed_from_u64(seed);
     let job = proto::JobSpec { shards: 1, attempt_timeout_ms: 30_000, ..Default::default() };
+    // Every misfire and overlap policy runs under the faults; the checker
+    // judges fire times for all of them, one run per fire time for
+    // `all`, and never two live runs for `excl`.
     let kinds = [
         ("all", MisfirePolicy::FireAll { max: FIRE_ALL_MAX }, OverlapPolicy::Allow),
         ("late", MisfirePolicy::Skip, OverlapPolicy::Allow),
         ("excl", MisfirePolicy::FireAll { max: FIRE_ALL_MAX }, OverlapPolicy::Skip),
+        ("once", MisfirePolicy::FireOnce, OverlapPolicy::CancelPrevious),
+        ("buffer", MisfirePolicy::Skip, OverlapPolicy::BufferOne),
     ];
     let mut created = Vec::new();
     for (tag, misfire, overlap) in kinds {
@@ -82,11 +88,14 @@ pub(super) async fn schedule_submitter(
         let mut b = ScheduleBuilder::every(NAMESPACE, &sname, PERIOD).job(job.clone()).misfire_grace(GRACE);
         b = match misfire {
             MisfirePolicy::FireAll { max } => b.misfire_fire_all(max),
-            _ => b.misfire_skip(),
+            MisfirePolicy::FireOnce => b.misfire_fire_once(),
+            MisfirePolicy::Skip => b.misfire_skip(),
         };
         b = b.overlap(match overlap {
             OverlapPolicy::Skip => proto::OverlapPolicy::Skip,
-            _ => proto::OverlapPolicy::Allow,
+            OverlapPolicy::Allow => proto::OverlapPolicy::Allow,
+            OverlapPolicy::CancelPrevious => proto::OverlapPolicy::CancelPrevious,
+            OverlapPolicy::BufferOne => proto::OverlapPolicy::BufferOne,
         });
         let spec = b.build();
         let Some(r) = definite("create schedule", || client.create_schedule(spec.clone())).await else { continue };
