@@ -165,6 +165,7 @@ pub fn step_json(s: &proto::Step) -> Value {
         "reduce_job_id": nonzero(s.reduce_job_id), "chosen": s.chosen, "reason": nonempty(&s.reason),
         "started_ms": nonzero(s.started_ms), "finished_ms": nonzero(s.finished_ms),
         "gate_deadline_ms": nonzero(s.gate_deadline_ms),
+        "gate_event_topic": (!s.gate_event_topic.is_empty()).then_some(&s.gate_event_topic),
     })
 }
 
@@ -222,7 +223,11 @@ fn step_reason(s: &proto::Step) -> String {
     if !s.chosen.is_empty() {
         parts.push(format!("chose {}", s.chosen.join(", ")));
     }
-    if s.gate_deadline_ms != 0 && s.status == proto::StepStatus::AwaitingApproval as i32 {
+    let awaiting = s.status == proto::StepStatus::AwaitingApproval as i32;
+    if awaiting && !s.gate_event_topic.is_empty() {
+        parts.push(format!("waits for an event on {:?}", s.gate_event_topic));
+    }
+    if s.gate_deadline_ms != 0 && awaiting {
         // Log time, shown against this machine's clock: close enough to read.
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

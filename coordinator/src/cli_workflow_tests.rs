@@ -173,3 +173,17 @@ fn a_list_row_counts_finished_steps() {
     let cols: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(cols, ["7", "running", "demo", "4", "2", "docs"]);
 }
+
+#[test]
+fn a_waiting_event_gate_says_which_topic_it_waits_on() {
+    let gate = proto::Step {
+        name: "uploaded".into(),
+        status: proto::StepStatus::AwaitingApproval as i32,
+        gate_event_topic: "uploads".into(),
+        ..Default::default()
+    };
+    assert_eq!(step_reason(&gate), "waits for an event on \"uploads\"");
+    let done =
+        proto::Step { status: proto::StepStatus::Succeeded as i32, reason: "approved by event \"e1\"".into(), ..gate };
+    assert_eq!(step_reason(&done), "approved by event \"e1\"");
+}

@@ -584,7 +584,8 @@ async fn a_gate_waits_for_approval_or_rejection() {
         .build();
     let ev = cl.submit_workflow(on_event).await.unwrap().workflow_id;
     let is_waiting = |wf: &proto::Workflow| status(wf, "uploaded") == proto::StepStatus::AwaitingApproval;
-    wait_for(&cl, ev, "event gate waiting", is_waiting).await;
+    let waiting = wait_for(&cl, ev, "event gate waiting", is_waiting).await;
+    assert_eq!(step(&waiting, "uploaded").gate_event_topic, "uploads");
     let publish = |id: &str, bucket: &str| proto::PublishEventRequest {
         namespace: NS.into(),
         topic: "uploads".into(),

@@ -306,6 +306,10 @@ pub fn workflow(w: &WorkflowRecord, job: &dyn Fn(JobId) -> Option<(Counts, u32)>
                 },
                 counts: current.as_ref().map(|(c, _)| task_counts(c)),
                 shards: current.map_or(static_shards, |(_, n)| n),
+                gate_event_topic: match &s.shape {
+                    StepShape::Gate { event: Some(e), .. } => e.topic.clone(),
+                    _ => String::new(),
+                },
             }
         })
         .collect();
