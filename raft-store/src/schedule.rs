@@ -322,81 +322,26 @@ pub struct ScheduleRule {
 }
 
 impl ScheduleRule {
+    /// The fire times of this rule counted from `anchor_ms`, its cron pattern
+    /// parsed once for every question asked of them.
+    fn times(&self, anchor_ms: u64) -> Times<'_> {
+        let cron = match &self.cadence {
+            Cadence::Cron { pattern, time_zone } => parse_cron(pattern).ok().zip(parse_time_zone(time_zone).ok()),
+            _ => None,
+        };
+        Times { rule: self, anchor_ms, cron }
+    }
+
     /// The first fire time at or after `t_ms` within the window, for a
     /// schedule (re)started at `t_ms` whose fixed rate counts from `anchor_ms`.
     pub fn first_at_or_after(&self, anchor_ms: u64, t_ms: u64) -> Option<u64> {
-        let t = t_ms.max(self.start_ms.unwrap_or(0));
-        let first = match &self.cadence {
-            Cadence::Cron { pattern, time_zone } => {
-                let (cron, tz) = (parse_cron(pattern).ok()?, parse_time_zone(time_zone).ok()?);
-                cron_after(&cron, tz, t.checked_sub(1)?)
-            }
-            Cadence::FixedRate { period_ms } => {
-                if t <= anchor_ms {
-                    Some(anchor_ms)
-                } else {
-                    let k = (t - anchor_ms).div_ceil(*period_ms);
-                    anchor_ms.checked_add(k.checked_mul(*period_ms)?)
-                }
-            }
-            Cadence::FixedDelay { .. } => Some(t),
-            Cadence::Once { at_ms } => Some(*at_ms),
-        };
-        first.filter(|f| self.end_ms.is_none_or(|e| *f <= e))
+        self.times(anchor_ms).first_at_or_after(t_ms)
     }
 
     /// The fire time after `fire_ms` (a fixed delay's next time depends on
     /// when its run ends, so it has none here).
     pub fn next_after(&self, anchor_ms: u64, fire_ms: u64) -> Option<u64> {
-        let next = match &self.cadence {
-            Cadence::Cron { pattern, time_zone } => {
-                let (cron, tz) = (parse_cron(pattern).ok()?, parse_time_zone(time_zone).ok()?);
-                cron_after(&cron, tz, fire_ms)
-            }
-            Cadence::FixedRate { period_ms } => {
-                if fire_ms < anchor_ms {
-                    Some(anchor_ms)
-                } else {
-                    let k = (fire_ms - anchor_ms) / period_ms + 1;
-                    anchor_ms.checked_add(k.checked_mul(*period_ms)?)
-                }
-            }
-            Cadence::FixedDelay { .. } | Cadence::Once { .. } => None,
-        };
-        next.filter(|f| self.start_ms.is_none_or(|s| *f >= s) && self.end_ms.is_none_or(|e| *f <= e))
-    }
-
-    /// The newest fire time at or before `t_ms`, no earlier than `from_ms`.
-    fn newest_at_or_before(&self, anchor_ms: u64, from_ms: u64, t_ms: u64) -> Option<u64> {
-        let t = match self.end_ms {
-            Some(e) => t_ms.min(e),
-            None => t_ms,
-        };
-        let newest = match &self.cadence {
-            Cadence::Cron { pattern, time_zone } => {
-                let (cron, tz) = (parse_cron(pattern).ok()?, parse_time_zone(time_zone).ok()?);
-                cron_at_or_before(&cron, tz, t)
-            }
-            Cadence::FixedRate { period_ms } => {
-                let since = t.checked_sub(anchor_ms)?;
-                Some(anchor_ms + since / period_ms * period_ms)
-            }
-            Cadence::FixedDelay { .. } | Cadence::Once { .. } => None,
-        };
-        newest.filter(|n| *n >= from_ms)
-    }
-
-    /// The `n`-th newest fire time at or before `t_ms` (1 = the newest),
-    /// no earlier than `from_ms`: where a `fire_all` catch-up starts.
-    fn nth_newest_at_or_before(&self, anchor_ms: u64, from_ms: u64, t_ms: u64, n: u32) -> Option<u64> {
-        let mut at = self.newest_at_or_before(anchor_ms, from_ms, t_ms)?;
-        for _ in 1..n {
-            match at.checked_sub(1).and_then(|t| self.newest_at_or_before(anchor_ms, from_ms, t)) {
-                Some(prev) => at = prev,
-                None => break,
-            }
-        }
-        Some(at)
+        self.times(anchor_ms).next_after(fire_ms)
     }
 
     /// The deterministic delay of the fire at `fire_ms`: a hash of the
@@ -417,10 +362,11 @@ impl ScheduleRule {
     /// policy: which fire time its run is for (if any), and the next fire time.
     /// A fire is missed when applied more than the grace after it was due.
     pub fn plan_fire(&self, id: ScheduleId, anchor_ms: u64, fire_ms: u64, now_ms: u64) -> FirePlan {
+        let times = self.times(anchor_ms);
         let due = fire_ms.saturating_add(self.jitter_of(id, fire_ms));
         let missed = now_ms > due.saturating_add(self.misfire_grace_ms);
         if !missed {
-            return FirePlan { run_for: Some(fire_ms), skipped: 0, next_ms: self.next_after(anchor_ms, fire_ms) };
+            return FirePlan { run_for: Some(fire_ms), skipped: 0, next_ms: times.next_after(fire_ms) };
         }
         match (&self.cadence, self.misfire) {
             // These have no later time to catch up to: fire or skip this one.
@@ -433,64 +379,152 @@ impl ScheduleRule {
             (_, Misfire::Skip) => {
                 // The newest due time may itself be on time (the schedule
                 // was behind by more than a period but caught up now).
-                let newest = self.newest_at_or_before(anchor_ms, fire_ms, now_ms).unwrap_or(fire_ms);
+                let newest = times.newest_at_or_before(fire_ms, now_ms).unwrap_or(fire_ms);
                 let on_time =
                     newest.saturating_add(self.jitter_of(id, newest)).saturating_add(self.misfire_grace_ms) >= now_ms;
                 let run_for = on_time.then_some(newest);
-                let skipped = self.count_between(anchor_ms, fire_ms, newest) + u64::from(!on_time);
-                FirePlan { run_for, skipped, next_ms: self.next_after(anchor_ms, newest) }
+                let skipped = times.count_between(fire_ms, newest) + u64::from(!on_time);
+                FirePlan { run_for, skipped, next_ms: times.next_after(newest) }
             }
             (_, Misfire::FireOnce) => {
-                let newest = self.newest_at_or_before(anchor_ms, fire_ms, now_ms).unwrap_or(fire_ms);
+                let newest = times.newest_at_or_before(fire_ms, now_ms).unwrap_or(fire_ms);
                 FirePlan {
                     run_for: Some(newest),
-                    skipped: self.count_between(anchor_ms, fire_ms, newest),
-                    next_ms: self.next_after(anchor_ms, newest),
+                    skipped: times.count_between(fire_ms, newest),
+                    next_ms: times.next_after(newest),
                 }
             }
             (_, Misfire::FireAll { max }) => {
-                let oldest_kept = self.nth_newest_at_or_before(anchor_ms, fire_ms, now_ms, max).unwrap_or(fire_ms);
+                let oldest_kept = times.nth_newest_at_or_before(fire_ms, now_ms, max).unwrap_or(fire_ms);
                 FirePlan {
                     run_for: Some(oldest_kept),
-                    skipped: self.count_between(anchor_ms, fire_ms, oldest_kept),
-                    next_ms: self.next_after(anchor_ms, oldest_kept),
+                    skipped: times.count_between(fire_ms, oldest_kept),
+                    next_ms: times.next_after(oldest_kept),
                 }
             }
         }
-    }
-
-    /// How many fire times lie in `[from_ms, to_ms)`, counting at most
-    /// [`MAX_FIRE_ALL_CATCH_UP`] (a cron pattern is stepped one time at a time).
-    fn count_between(&self, anchor_ms: u64, from_ms: u64, to_ms: u64) -> u64 {
-        if to_ms <= from_ms {
-            return 0;
-        }
-        if let Cadence::FixedRate { period_ms } = self.cadence {
-            return (to_ms - from_ms).div_ceil(period_ms);
-        }
-        let mut n = 0;
-        let mut at = from_ms;
-        while at < to_ms && n < u64::from(MAX_FIRE_ALL_CATCH_UP) {
-            n += 1;
-            match self.next_after(anchor_ms, at) {
-                Some(next) => at = next,
-                None => break,
-            }
-        }
-        n
     }
 
     /// The next `n` fire times from `after_ms` on (for reads).
     pub fn upcoming(&self, anchor_ms: u64, next_ms: Option<u64>, n: usize) -> Vec<u64> {
+        let times = self.times(anchor_ms);
         let mut out = Vec::with_capacity(n);
         let mut at = next_ms;
         while let Some(t) = at
             && out.len() < n
         {
             out.push(t);
-            at = self.next_after(anchor_ms, t);
+            at = times.next_after(t);
         }
         out
+    }
+}
+
+/// A rule's fire times: the rule, the anchor of its fixed rate, and its cron
+/// pattern and zone parsed once (`None` for other cadences; a stored rule
+/// was validated, so its pattern parses).
+struct Times<'a> {
+    rule: &'a ScheduleRule,
+    anchor_ms: u64,
+    cron: Option<(croner::Cron, chrono_tz::Tz)>,
+}
+
+impl Times<'_> {
+    fn first_at_or_after(&self, t_ms: u64) -> Option<u64> {
+        let (rule, anchor_ms) = (self.rule, self.anchor_ms);
+        let t = t_ms.max(rule.start_ms.unwrap_or(0));
+        let first = match &rule.cadence {
+            Cadence::Cron { .. } => {
+                let (cron, tz) = self.cron.as_ref()?;
+                cron_after(cron, *tz, t.checked_sub(1)?)
+            }
+            Cadence::FixedRate { period_ms } => {
+                if t <= anchor_ms {
+                    Some(anchor_ms)
+                } else {
+                    let k = (t - anchor_ms).div_ceil(*period_ms);
+                    anchor_ms.checked_add(k.checked_mul(*period_ms)?)
+                }
+            }
+            Cadence::FixedDelay { .. } => Some(t),
+            Cadence::Once { at_ms } => Some(*at_ms),
+        };
+        first.filter(|f| rule.end_ms.is_none_or(|e| *f <= e))
+    }
+
+    fn next_after(&self, fire_ms: u64) -> Option<u64> {
+        let (rule, anchor_ms) = (self.rule, self.anchor_ms);
+        let next = match &rule.cadence {
+            Cadence::Cron { .. } => {
+                let (cron, tz) = self.cron.as_ref()?;
+                cron_after(cron, *tz, fire_ms)
+            }
+            Cadence::FixedRate { period_ms } => {
+                if fire_ms < anchor_ms {
+                    Some(anchor_ms)
+                } else {
+                    let k = (fire_ms - anchor_ms) / period_ms + 1;
+                    anchor_ms.checked_add(k.checked_mul(*period_ms)?)
+                }
+            }
+            Cadence::FixedDelay { .. } | Cadence::Once { .. } => None,
+        };
+        next.filter(|f| rule.start_ms.is_none_or(|s| *f >= s) && rule.end_ms.is_none_or(|e| *f <= e))
+    }
+
+    /// The newest fire time at or before `t_ms`, no earlier than `from_ms`.
+    fn newest_at_or_before(&self, from_ms: u64, t_ms: u64) -> Option<u64> {
+        let (rule, anchor_ms) = (self.rule, self.anchor_ms);
+        let t = match rule.end_ms {
+            Some(e) => t_ms.min(e),
+            None => t_ms,
+        };
+        let newest = match &rule.cadence {
+            Cadence::Cron { .. } => {
+                let (cron, tz) = self.cron.as_ref()?;
+                cron_at_or_before(cron, *tz, t)
+            }
+            Cadence::FixedRate { period_ms } => {
+                let since = t.checked_sub(anchor_ms)?;
+                Some(anchor_ms + since / period_ms * period_ms)
+            }
+            Cadence::FixedDelay { .. } | Cadence::Once { .. } => None,
+        };
+        newest.filter(|n| *n >= from_ms)
+    }
+
+    /// The `n`-th newest fire time at or before `t_ms` (1 = the newest),
+    /// no earlier than `from_ms`: where a `fire_all` catch-up starts.
+    fn nth_newest_at_or_before(&self, from_ms: u64, t_ms: u64, n: u32) -> Option<u64> {
+        let mut at = self.newest_at_or_before(from_ms, t_ms)?;
+        for _ in 1..n {
+            match at.checked_sub(1).and_then(|t| self.newest_at_or_before(from_ms, t)) {
+                Some(prev) => at = prev,
+                None => break,
+            }
+        }
+        Some(at)
+    }
+
+    /// How many fire times lie in `[from_ms, to_ms)`, counting at most
+    /// [`MAX_FIRE_ALL_CATCH_UP`] (a cron pattern is stepped one time at a time).
+    fn count_between(&self, from_ms: u64, to_ms: u64) -> u64 {
+        if to_ms <= from_ms {
+            return 0;
+        }
+        if let Cadence::FixedRate { period_ms } = self.rule.cadence {
+            return (to_ms - from_ms).div_ceil(period_ms);
+        }
+        let mut n = 0;
+        let mut at = from_ms;
+        while at < to_ms && n < u64::from(MAX_FIRE_ALL_CATCH_UP) {
+            n += 1;
+            match self.next_after(at) {
+                Some(next) => at = next,
+                None => break,
+            }
+        }
+        n
     }
 }
 
