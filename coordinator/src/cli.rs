@@ -293,6 +293,19 @@ pub fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
+/// One page of a listing: `{key: items, next_page_token}` as JSON, or the
+/// table and, when more follow, how to ask for them.
+pub fn print_page(g: &Global, key: &str, items: Vec<Value>, table: &str, next_page_token: u64) {
+    if g.json {
+        print_json(&json!({ key: items, "next_page_token": next_page_token }));
+    } else {
+        print!("{table}");
+        if next_page_token != 0 {
+            println!("(more: the same command with --after {next_page_token})");
+        }
+    }
+}
+
 fn job_row(j: &proto::Job) -> String {
     let c = j.counts.unwrap_or_default();
     format!(
@@ -514,19 +527,11 @@ pub async fn job(g: &Global, cmd: JobCmd) -> Result<(), Error> {
                     ..Default::default()
                 })
                 .await?;
-            if g.json {
-                print_json(
-                    &json!({"jobs": r.jobs.iter().map(job_json).collect::<Vec<_>>(), "next_page_token": r.next_page_token}),
-                );
-            } else {
-                println!("{JOB_HEADER}");
-                for j in &r.jobs {
-                    println!("{}", job_row(j));
-                }
-                if r.next_page_token != 0 {
-                    println!("(more: the same command with --after {})", r.next_page_token);
-                }
-            }
+            let table: String = std::iter::once(JOB_HEADER.to_string())
+                .chain(r.jobs.iter().map(job_row))
+                .map(|line| line + "\n")
+                .collect();
+            print_page(g, "jobs", r.jobs.iter().map(job_json).collect(), &table, r.next_page_token);
         }
         JobCmd::Op(op) => crate::cli_job::job_op(g, &client, op).await?,
         JobCmd::Cancel { id, reason } => {

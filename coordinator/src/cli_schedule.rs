@@ -10,7 +10,7 @@ use baton_client::{Error, proto};
 use clap::{ArgGroup, Args, Subcommand};
 use serde_json::{Value, json};
 
-use crate::cli::{Global, print_json};
+use crate::cli::{Global, print_json, print_page};
 use crate::cli_time::{self, rfc3339, rfc3339_in};
 use crate::{job_file, workflow_file};
 
@@ -450,17 +450,8 @@ pub async fn schedule(g: &Global, cmd: ScheduleCmd) -> Result<(), Error> {
                     ..Default::default()
                 })
                 .await?;
-            if g.json {
-                print_json(&json!({
-                    "schedules": r.schedules.iter().map(schedule_json).collect::<Vec<_>>(),
-                    "next_page_token": r.next_page_token,
-                }));
-            } else {
-                print!("{}", list_table(&r.schedules));
-                if r.next_page_token != 0 {
-                    println!("(more: the same command with --after {})", r.next_page_token);
-                }
-            }
+            let items = r.schedules.iter().map(schedule_json).collect();
+            print_page(g, "schedules", items, &list_table(&r.schedules), r.next_page_token);
         }
         ScheduleCmd::Get { id } => {
             let s = client.get_schedule(id).await?;

@@ -8,7 +8,7 @@ use baton_client::{Error, proto};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
-use crate::cli::{Global, parse_kv, print_json};
+use crate::cli::{Global, parse_kv, print_json, print_page};
 use crate::cli_schedule::{file_err, load_job, namespace_of};
 use crate::cli_time;
 use crate::workflow_file;
@@ -147,17 +147,8 @@ pub async fn trigger(g: &Global, cmd: TriggerCmd) -> Result<(), Error> {
                     ..Default::default()
                 })
                 .await?;
-            if g.json {
-                print_json(&json!({
-                    "triggers": r.triggers.iter().map(trigger_json).collect::<Vec<_>>(),
-                    "next_page_token": r.next_page_token,
-                }));
-            } else {
-                print!("{}", list_table(&r.triggers));
-                if r.next_page_token != 0 {
-                    println!("(more: the same command with --after {})", r.next_page_token);
-                }
-            }
+            let items = r.triggers.iter().map(trigger_json).collect();
+            print_page(g, "triggers", items, &list_table(&r.triggers), r.next_page_token);
         }
         TriggerCmd::Delete { id } => {
             client.delete_trigger(id).await?;
