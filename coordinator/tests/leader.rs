@@ -94,7 +94,7 @@ async fn a_leader_60s_behind_its_peers_dispatches_new_and_requeued_work_within_1
         token,
         error: "retry me".into(),
         retryable: true,
-        logs: Vec::new(),
+        log_chunk: None,
     }));
     let failed = until(SECS(10), "failure acknowledged", &c, || {
         w.acks().iter().any(|a| a.0 == job && a.2 == token).then(Instant::now)
@@ -159,7 +159,7 @@ async fn jobs_and_results_at_the_size_limits_replicate_without_a_leader_change()
             task: Some(proto::TaskRef { job_id: job, shard }),
             token,
             result: vec![7; n],
-            logs: Vec::new(),
+            log_chunk: None,
         })
     };
     w.send(complete(shard, token, MAX_RESULT_BYTES));

@@ -161,7 +161,11 @@ async fn a_zombies_late_lines_are_fenced_and_stored_nowhere() {
             task: Some(proto::TaskRef { job_id: job, shard: 0 }),
             token,
             seq,
-            lines: vec![proto::LogLine { at_ms: 1, level: proto::LogLevel::Info as i32, message: message.into() }],
+            chunk: baton_client::worker::encode_chunk(&[proto::LogLine {
+                at_ms: 1,
+                level: proto::LogLevel::Info as i32,
+                message: message.into(),
+            }]),
         })
     };
     let acked = |w: &TestWorker, token: u64| w.acks().into_iter().find(|(j, _, t, _)| *j == job && *t == token);

@@ -359,6 +359,23 @@ impl Core {
         Ok(self.job(kv, id)?.filter(|j| !j.deleted && j.expires_ms.is_none_or(|e| e > now_ms)))
     }
 
+    /// `f` of the job [`Core::retained_job`] would return, without copying
+    /// the record of a live job (the task path asks this once per report).
+    fn with_retained_job<R>(
+        &self,
+        kv: &dyn Kv,
+        id: JobId,
+        now_ms: u64,
+        f: impl FnOnce(&JobRecord) -> R,
+    ) -> Result<Option<R>, StoreError> {
+        if let Some(j) = self.idx.jobs.get(&id) {
+            // Only a finished job is deleted or given an expiry.
+            debug_assert!(!j.deleted && j.expires_ms.is_none(), "live job {id} is deleted or expiring");
+            return Ok(Some(f(j)));
+        }
+        Ok(self.retained_job(kv, id, now_ms)?.as_ref().map(f))
+    }
+
     /// A task's log record of the attempt `token`.
     pub fn task_log(&self, kv: &dyn Kv, key: TaskKey, token: Token) -> Result<Option<LogRecord>, StoreError> {
         match self.dirty.logs.get(&(key, token)) {

@@ -163,16 +163,27 @@ impl Core {
         token: Token,
         lines: LogChunk,
     ) -> Res<Outcome> {
-        let job = self.retained_job(kv, task.job, ctx.now_ms)?.ok_or(CommandError::JobNotFound(task.job))?;
-        if task.shard >= job.shards {
+        let (shards, log_bytes) = self
+            .with_retained_job(kv, task.job, ctx.now_ms, |j| (j.shards, j.log_bytes))?
+            .ok_or(CommandError::JobNotFound(task.job))?;
+        if task.shard >= shards {
             return Err(CommandError::TaskNotFound(task).into());
         }
-        let t = self.task(kv, task)?.ok_or_else(|| invariant(format!("job {} has no record for {task}", task.job)))?;
+        let mut t =
+            self.task(kv, task)?.ok_or_else(|| invariant(format!("job {} has no record for {task}", task.job)))?;
         let current = token != 0 && token == t.last_token && t.attempts > 0 && t.last_end != Some(AttemptEnd::Left);
         if !current {
             return Err(CommandError::Fenced { task, presented: token, latest: t.last_token }.into());
         }
-        let (accepted, refused) = self.keep_log_chunk(kv, job, task, token, t.attempts, lines)?;
+        // A terminal task's record does not change after the entry that ended
+        // it, so its flag is not kept up to date from then on: read.
+        let terminal = t.state.is_terminal();
+        let (accepted, refused) = self.keep_log_chunk(kv, task, log_bytes, &t, t.log_kept || terminal, lines)?;
+        if !terminal && !t.log_kept {
+            // The task's state is unchanged: the overlay, not `set_task`.
+            t.log_kept = true;
+            self.dirty.tasks.insert(task, Some(t));
+        }
         Ok(Outcome::LogsAppended { task, accepted, refused })
     }
 
@@ -193,31 +204,46 @@ impl Core {
         }
         // A job kept for 0 ms is past its retention as soon as this report
         // finishes it: its lines would go with it, so they are not kept.
-        let Some(job) = self.retained_job(kv, task.job, ctx.now_ms)? else {
+        let Some(log_bytes) = self.with_retained_job(kv, task.job, ctx.now_ms, |j| j.log_bytes)? else {
             return Ok(());
         };
-        self.keep_log_chunk(kv, job, task, after.last_token, after.attempts, logs.clone())?;
+        self.keep_log_chunk(kv, task, log_bytes, after, after.log_kept, logs.clone())?;
+        if !after.log_kept {
+            // The report changed the task in this command, so its record is in
+            // the overlay: the flag is set with that change.
+            match self.dirty.tasks.get_mut(&task) {
+                Some(Some(t)) => t.log_kept = true,
+                _ => return Err(invariant(format!("the record of reported task {task} is not in the overlay")).into()),
+            }
+        }
         Ok(())
     }
 
-    /// Add a chunk to the record of attempt `token` (number `attempt`),
-    /// within the job's bound. Returns the lines accepted and refused.
+    /// Add a chunk to the record of the attempt `rec` names (its latest),
+    /// within the job's bound (`log_bytes` used so far). The record is read
+    /// only if it `may_exist`. Returns the lines accepted and refused.
     fn keep_log_chunk(
         &mut self,
         kv: &dyn Kv,
-        mut job: JobRecord,
         task: TaskKey,
-        token: Token,
-        attempt: u32,
+        log_bytes: u64,
+        rec: &TaskRecord,
+        may_exist: bool,
         lines: LogChunk,
     ) -> Res<(u32, u32)> {
-        let mut log = self.task_log(kv, task, token)?.unwrap_or(LogRecord { token, attempt, ..LogRecord::default() });
+        let (token, attempt) = (rec.last_token, rec.attempts);
+        let stored = if may_exist { self.task_log(kv, task, token)? } else { None };
+        debug_assert!(
+            stored.is_some() || !rec.log_kept,
+            "{task} says attempt {token} has a log record; none is stored"
+        );
+        let mut log = stored.unwrap_or(LogRecord { token, attempt, ..LogRecord::default() });
         debug_assert_eq!(log.attempt, attempt, "a token names one attempt");
         let n = lines.len();
         // The job's bound keeps the lines that fit under it and refuses the
         // rest, in the order they were logged.
-        debug_assert!(job.log_bytes <= MAX_LOG_BYTES_PER_JOB, "a job past its log bound");
-        let room = MAX_LOG_BYTES_PER_JOB - job.log_bytes;
+        debug_assert!(log_bytes <= MAX_LOG_BYTES_PER_JOB, "a job past its log bound");
+        let room = MAX_LOG_BYTES_PER_JOB - log_bytes;
         let (lines, refused) = if lines.cost() > room { lines.oldest_within(room) } else { (lines, 0) };
         let refused = u32::try_from(refused).expect("a chunk holds at most MAX_LOG_LINES_PER_COMMAND lines");
         log.dropped += u64::from(refused);
@@ -229,14 +255,20 @@ impl Core {
         if cost == 0 {
             return Ok((0, refused));
         }
-        job.log_bytes += cost;
-        debug_assert!(job.log_bytes <= MAX_LOG_BYTES_PER_JOB);
+        let log_bytes = log_bytes + cost;
+        debug_assert!(log_bytes <= MAX_LOG_BYTES_PER_JOB);
         match self.idx.jobs.get_mut(&task.job) {
             Some(live) => {
-                live.log_bytes = job.log_bytes;
+                live.log_bytes = log_bytes;
                 self.dirty.jobs.insert(task.job);
             }
-            None => self.put_finished_job(job),
+            None => {
+                // A finished job: rare (the report that finished it, or a late
+                // flush), so its record may be copied.
+                let mut job = self.job(kv, task.job)?.ok_or_else(|| invariant(format!("job {} is gone", task.job)))?;
+                job.log_bytes = log_bytes;
+                self.put_finished_job(job);
+            }
         }
         Ok((n - refused, refused))
     }

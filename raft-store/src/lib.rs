@@ -44,7 +44,8 @@ pub use error::StoreError;
 pub use indexes::{Indexes, Interner, NameId, PendingTask};
 pub use kv::{CountingKv, Kv, MemKv, state_hash};
 pub use lifecycle::{
-    ChunkError, GcProgress, GcTarget, LogChunk, LogLevel, LogLine, LogLineRef, LogRecord, NamespaceRecord,
+    ChunkEncoding, ChunkError, GcProgress, GcTarget, LogChunk, LogLevel, LogLine, LogLineRef, LogRecord,
+    NamespaceRecord,
 };
 pub use log_store::{AppendedBytes, LogReader, LogStore};
 pub use schedule::{

@@ -71,24 +71,49 @@ pub struct LogLine {
 /// length (2; a message is at most [`MAX_LOG_LINE_BYTES`]).
 const CHUNK_LINE_HEADER_BYTES: usize = 11;
 
-/// The lines of one flush, encoded once where they enter the cluster and
-/// kept as one buffer from there on. Raft, replication, apply and the
-/// attempt's record copy the buffer; only a read (`GetTaskLogs`) decodes it.
+/// Most bytes a chunk's lines take uncompressed: every line at its longest.
+/// Also the most its `data` may take compressed (a worker sends a chunk
+/// that does not shrink as it is), and the bound a compressed chunk's
+/// stated size is checked against before anything is allocated for it.
+pub const MAX_CHUNK_RAW_BYTES: usize = MAX_LOG_LINES_PER_COMMAND * (CHUNK_LINE_HEADER_BYTES + MAX_LOG_LINE_BYTES);
+
+/// Bytes before an LZ4 chunk's block: the lines' size uncompressed (u32 LE).
+const LZ4_SIZE_PREFIX_BYTES: usize = 4;
+
+/// How a chunk's `data` holds its lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChunkEncoding {
+    /// The lines as they are (see [`LogChunk`]).
+    #[default]
+    Raw,
+    /// The raw lines' size (u32 LE), then the lines as one LZ4 block.
+    Lz4,
+}
+
+/// The lines of one flush, encoded once by the worker and kept as that one
+/// buffer from there on: Raft, replication, apply and the attempt's record
+/// copy it; only a read (`GetTaskLogs`) or a cut at a bound decodes it.
 /// Encoding every line as its own structure cost more CPU on each node than
-/// the task's own commands (docs/benchmarks.md, "Task logs").
+/// the task's own commands, and carrying the lines uncompressed cost a third
+/// of the task throughput of handlers that log ten lines and do nothing else
+/// (docs/benchmarks.md, "Task logs").
 ///
-/// Layout, per line: `at_ms` u64 LE, level u8, message length u16 LE, the
-/// message (UTF-8). [`LogChunk::validate`] checks it all, so a chunk that
-/// passed it (every command's does, in apply) always decodes.
+/// Raw layout, per line: `at_ms` u64 LE, level u8, message length u16 LE,
+/// the message (UTF-8). [`LogChunk::validate`] checks it all (decompressing
+/// first, within [`MAX_CHUNK_RAW_BYTES`]), so a chunk that passed it (every
+/// command's does, in apply) always decodes. apply() never compresses: a
+/// chunk it cuts is kept raw, so replicas agree byte for byte whatever LZ4
+/// build they run.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogChunk {
     lines: u32,
+    encoding: ChunkEncoding,
     data: serde_bytes::ByteBuf,
 }
 
 impl std::fmt::Debug for LogChunk {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "LogChunk({} lines, {} bytes)", self.lines, self.data.len())
+        write!(f, "LogChunk({} lines, {} bytes, {:?})", self.lines, self.data.len(), self.encoding)
     }
 }
 
@@ -101,13 +126,17 @@ pub enum ChunkError {
     LineTooLong { index: usize, len: usize },
     #[error("malformed at byte {0}")]
     Malformed(usize),
+    #[error("{0} bytes, more than the {max}-byte limit of a chunk", max = MAX_CHUNK_RAW_BYTES)]
+    TooLarge(usize),
+    #[error("lz4 data does not decompress to its stated {0} bytes")]
+    BadCompression(usize),
 }
 
 impl LogChunk {
-    /// A chunk as it travels: a line count and the encoded lines, checked
-    /// only by [`LogChunk::validate`] (for tests of malformed input).
-    pub fn from_parts(lines: u32, data: Vec<u8>) -> LogChunk {
-        LogChunk { lines, data: serde_bytes::ByteBuf::from(data) }
+    /// A chunk as it travels: a line count, how the lines are held, and
+    /// their bytes; checked only by [`LogChunk::validate`].
+    pub fn from_parts(lines: u32, encoding: ChunkEncoding, data: Vec<u8>) -> LogChunk {
+        LogChunk { lines, encoding, data: serde_bytes::ByteBuf::from(data) }
     }
 
     /// Lines in the chunk.
@@ -119,21 +148,45 @@ impl LogChunk {
         self.lines == 0
     }
 
-    /// Bytes of messages (the encoding without its line headers).
+    pub fn encoding(&self) -> ChunkEncoding {
+        self.encoding
+    }
+
+    /// Bytes the chunk takes as stored (compressed, if it is).
+    pub fn stored_bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Bytes of the raw lines: for an LZ4 chunk, the size it states (which
+    /// [`LogChunk::validate`] checked against its block).
+    fn raw_len(&self) -> usize {
+        match self.encoding {
+            ChunkEncoding::Raw => self.data.len(),
+            ChunkEncoding::Lz4 => {
+                self.data.first_chunk::<LZ4_SIZE_PREFIX_BYTES>().map_or(0, |p| u32::from_le_bytes(*p) as usize)
+            }
+        }
+    }
+
+    /// Bytes of messages (the raw encoding without its line headers).
     pub fn message_bytes(&self) -> usize {
-        debug_assert!(self.data.len() >= self.lines as usize * CHUNK_LINE_HEADER_BYTES);
-        self.data.len() - self.lines as usize * CHUNK_LINE_HEADER_BYTES
+        let raw = self.raw_len();
+        debug_assert!(raw >= self.lines as usize * CHUNK_LINE_HEADER_BYTES, "{self:?} was not validated");
+        raw - self.lines as usize * CHUNK_LINE_HEADER_BYTES
     }
 
     /// What the chunk is charged against the attempt's and the job's log
-    /// bounds: its messages plus [`LOG_LINE_OVERHEAD_BYTES`] per line.
+    /// bounds: its messages plus [`LOG_LINE_OVERHEAD_BYTES`] per line,
+    /// however it is compressed.
     pub fn cost(&self) -> u64 {
         self.message_bytes() as u64 + u64::from(self.lines) * LOG_LINE_OVERHEAD_BYTES
     }
 
-    /// Append a line, refusing one past [`MAX_LOG_LINES_PER_COMMAND`] or
-    /// longer than [`MAX_LOG_LINE_BYTES`]; a refused line changes nothing.
+    /// Append a line to a raw chunk, refusing one past
+    /// [`MAX_LOG_LINES_PER_COMMAND`] or longer than [`MAX_LOG_LINE_BYTES`];
+    /// a refused line changes nothing.
     pub fn push(&mut self, at_ms: u64, level: LogLevel, message: &str) -> Result<(), ChunkError> {
+        debug_assert_eq!(self.encoding, ChunkEncoding::Raw, "push onto a compressed chunk");
         if self.lines as usize >= MAX_LOG_LINES_PER_COMMAND {
             return Err(ChunkError::TooManyLines);
         }
@@ -150,7 +203,7 @@ impl LogChunk {
         Ok(())
     }
 
-    /// A chunk of `lines`, or why one of them does not fit.
+    /// A raw chunk of `lines`, or why one of them does not fit.
     pub fn of_lines<'a>(lines: impl IntoIterator<Item = &'a LogLine>) -> Result<LogChunk, ChunkError> {
         let mut c = LogChunk::default();
         for l in lines {
@@ -159,14 +212,56 @@ impl LogChunk {
         Ok(c)
     }
 
-    /// Walk the encoding: the line count matches, every header is whole,
-    /// every level known, every message within bounds and UTF-8, and nothing
-    /// trails. Linear in the bytes, with no allocation.
+    /// This chunk LZ4-compressed, or as it is when that would not make it
+    /// smaller. Only workers (and tests) compress; apply() never does.
+    pub fn compressed(self) -> LogChunk {
+        if self.encoding != ChunkEncoding::Raw || self.data.is_empty() {
+            return self;
+        }
+        let raw_len = u32::try_from(self.data.len()).expect("a chunk is far below 4 GiB");
+        let mut data = Vec::with_capacity(LZ4_SIZE_PREFIX_BYTES + self.data.len() / 2);
+        data.extend_from_slice(&raw_len.to_le_bytes());
+        data.extend_from_slice(&lz4_flex::block::compress(&self.data));
+        if data.len() >= self.data.len() {
+            return self;
+        }
+        LogChunk { lines: self.lines, encoding: ChunkEncoding::Lz4, data: serde_bytes::ByteBuf::from(data) }
+    }
+
+    /// The raw lines: borrowed, or decompressed within
+    /// [`MAX_CHUNK_RAW_BYTES`] (the stated size is checked before anything
+    /// is allocated, so a small chunk cannot claim a huge one).
+    fn raw(&self) -> Result<std::borrow::Cow<'_, [u8]>, ChunkError> {
+        if self.data.len() > MAX_CHUNK_RAW_BYTES {
+            return Err(ChunkError::TooLarge(self.data.len()));
+        }
+        match self.encoding {
+            ChunkEncoding::Raw => Ok(std::borrow::Cow::Borrowed(&self.data)),
+            ChunkEncoding::Lz4 => {
+                let Some((size, block)) = self.data.split_first_chunk::<LZ4_SIZE_PREFIX_BYTES>() else {
+                    return Err(ChunkError::Malformed(0));
+                };
+                let size = u32::from_le_bytes(*size) as usize;
+                if size > MAX_CHUNK_RAW_BYTES {
+                    return Err(ChunkError::TooLarge(size));
+                }
+                match lz4_flex::block::decompress(block, size) {
+                    Ok(raw) if raw.len() == size => Ok(std::borrow::Cow::Owned(raw)),
+                    _ => Err(ChunkError::BadCompression(size)),
+                }
+            }
+        }
+    }
+
+    /// Check the chunk: within the size bounds, decompressing to its stated
+    /// size, the line count matching, every header whole, every level
+    /// known, every message within bounds and UTF-8, and nothing trailing.
     pub fn validate(&self) -> Result<(), ChunkError> {
         if self.lines as usize > MAX_LOG_LINES_PER_COMMAND {
             return Err(ChunkError::TooManyLines);
         }
-        let mut it = self.iter_checked();
+        let raw = self.raw()?;
+        let mut it = ChunkIter { data: &raw, at: 0, index: 0 };
         for _ in 0..self.lines {
             match it.next() {
                 Some(Ok(_)) => {}
@@ -174,41 +269,50 @@ impl LogChunk {
                 None => return Err(ChunkError::Malformed(it.at)),
             }
         }
-        if it.at != self.data.len() {
+        if it.at != raw.len() {
             return Err(ChunkError::Malformed(it.at));
         }
         Ok(())
     }
 
-    fn iter_checked(&self) -> ChunkIter<'_> {
-        ChunkIter { data: &self.data, at: 0, index: 0 }
-    }
-
     /// The lines, oldest first. A chunk that fails [`LogChunk::validate`]
     /// yields the lines before the fault (apply never stores such a chunk).
-    pub fn lines(&self) -> impl Iterator<Item = LogLineRef<'_>> + '_ {
-        self.iter_checked().map_while(|r| {
-            debug_assert!(r.is_ok(), "a stored log chunk does not decode: {r:?}");
-            r.ok()
-        })
+    pub fn to_lines(&self) -> Vec<LogLine> {
+        self.with_lines(|lines| lines.iter().map(LogLineRef::to_owned).collect())
+    }
+
+    /// `f` of the decoded lines, oldest first (see [`LogChunk::to_lines`]).
+    pub fn with_lines<R>(&self, f: impl FnOnce(&[LogLineRef<'_>]) -> R) -> R {
+        let raw = self.raw();
+        debug_assert!(raw.is_ok(), "a stored log chunk does not decode: {raw:?}");
+        let raw = raw.unwrap_or_default();
+        let lines: Vec<LogLineRef<'_>> = ChunkIter { data: &raw, at: 0, index: 0 }
+            .map_while(|r| {
+                debug_assert!(r.is_ok(), "a stored log chunk does not decode: {r:?}");
+                r.ok()
+            })
+            .collect();
+        f(&lines)
     }
 
     /// The newest lines whose cost is at most `max_cost`, and how many
-    /// older lines were left out. Only for a chunk larger than an
-    /// attempt's whole ring, so it may decode and encode again.
+    /// older lines were left out, as a raw chunk. Only for a chunk larger
+    /// than an attempt's whole ring, so it may decode and encode again.
     pub fn newest_within(&self, max_cost: u64) -> (LogChunk, u64) {
-        let all: Vec<LogLineRef<'_>> = self.lines().collect();
-        let keep = lines_within(all.iter().rev(), max_cost);
-        (Self::of_refs(&all[all.len() - keep..]), (all.len() - keep) as u64)
+        self.with_lines(|all| {
+            let keep = lines_within(all.iter().rev(), max_cost);
+            (Self::of_refs(&all[all.len() - keep..]), (all.len() - keep) as u64)
+        })
     }
 
     /// The oldest lines whose cost is at most `max_cost`, and how many
-    /// newer lines were left out. Only for the flush that reaches a job's
-    /// log bound, so it may decode and encode again.
+    /// newer lines were left out, as a raw chunk. Only for the flush that
+    /// reaches a job's log bound, so it may decode and encode again.
     pub fn oldest_within(&self, max_cost: u64) -> (LogChunk, u64) {
-        let all: Vec<LogLineRef<'_>> = self.lines().collect();
-        let keep = lines_within(all.iter(), max_cost);
-        (Self::of_refs(&all[..keep]), (all.len() - keep) as u64)
+        self.with_lines(|all| {
+            let keep = lines_within(all.iter(), max_cost);
+            (Self::of_refs(&all[..keep]), (all.len() - keep) as u64)
+        })
     }
 
     fn of_refs(lines: &[LogLineRef<'_>]) -> LogChunk {
@@ -335,8 +439,8 @@ impl LogRecord {
     }
 
     /// The kept lines, oldest first.
-    pub fn lines(&self) -> impl Iterator<Item = LogLineRef<'_>> + '_ {
-        self.chunks.iter().flat_map(|c| c.lines())
+    pub fn to_lines(&self) -> Vec<LogLine> {
+        self.chunks.iter().flat_map(LogChunk::to_lines).collect()
     }
 
     /// Lines kept.
@@ -382,8 +486,8 @@ mod tests {
         c
     }
 
-    fn msgs(c: &LogChunk) -> Vec<&str> {
-        c.lines().map(|l| l.message).collect()
+    fn msgs(c: &LogChunk) -> Vec<String> {
+        c.to_lines().into_iter().map(|l| l.message).collect()
     }
 
     #[test]
@@ -391,7 +495,7 @@ mod tests {
         let c = chunk(&["a", "", "ünïcødé", &"x".repeat(MAX_LOG_LINE_BYTES)]);
         c.validate().unwrap();
         assert_eq!(c.len(), 4);
-        let back: Vec<LogLine> = c.lines().map(|l| l.to_owned()).collect();
+        let back = c.to_lines();
         assert_eq!(back[2], LogLine { at_ms: 2, level: LogLevel::Warn, message: "ünïcødé".into() });
         assert_eq!(LogChunk::of_lines(&back).unwrap(), c);
         let messages = 1 + "ünïcødé".len() + MAX_LOG_LINE_BYTES;
@@ -417,26 +521,26 @@ mod tests {
         let good = chunk(&["one", "two"]);
         let data = good.data.to_vec();
         let bad = [
-            LogChunk::from_parts(3, data.clone()),                  // fewer lines than counted
-            LogChunk::from_parts(1, data.clone()),                  // trailing bytes
-            LogChunk::from_parts(2, data[..data.len() - 1].into()), // cut message
-            LogChunk::from_parts(2, data[..5].into()),              // cut header
-            LogChunk::from_parts(1, [&data[..8], &[9u8], &data[9..14]].concat()), // unknown level
-            LogChunk::from_parts(1, [&data[..11], &[0xff, 0xfe, 0xfd][..]].concat()), // not UTF-8
-            LogChunk::from_parts(u32::MAX, data.clone()),
+            LogChunk::from_parts(3, ChunkEncoding::Raw, data.clone()), // fewer lines than counted
+            LogChunk::from_parts(1, ChunkEncoding::Raw, data.clone()), // trailing bytes
+            LogChunk::from_parts(2, ChunkEncoding::Raw, data[..data.len() - 1].into()), // cut message
+            LogChunk::from_parts(2, ChunkEncoding::Raw, data[..5].into()), // cut header
+            LogChunk::from_parts(1, ChunkEncoding::Raw, [&data[..8], &[9u8], &data[9..14]].concat()), // unknown level
+            LogChunk::from_parts(1, ChunkEncoding::Raw, [&data[..11], &[0xff, 0xfe, 0xfd][..]].concat()), // not UTF-8
+            LogChunk::from_parts(u32::MAX, ChunkEncoding::Raw, data.clone()),
         ];
         for (i, c) in bad.iter().enumerate() {
             assert!(c.validate().is_err(), "case {i}: {c:?} passed");
             // Reading a bad chunk stops at the fault rather than panicking (in release).
             if !cfg!(debug_assertions) {
-                let _ = c.lines().count();
+                let _ = c.to_lines();
             }
         }
         let mut long = 0u64.to_le_bytes().to_vec();
         long.push(LogLevel::Info as u8);
         long.extend_from_slice(&((MAX_LOG_LINE_BYTES + 1) as u16).to_le_bytes());
         long.extend(std::iter::repeat_n(b'x', MAX_LOG_LINE_BYTES + 1));
-        let e = LogChunk::from_parts(1, long).validate().unwrap_err();
+        let e = LogChunk::from_parts(1, ChunkEncoding::Raw, long).validate().unwrap_err();
         assert_eq!(e, ChunkError::LineTooLong { index: 0, len: MAX_LOG_LINE_BYTES + 1 });
         LogChunk::default().validate().unwrap();
     }
@@ -446,9 +550,9 @@ mod tests {
         let c = chunk(&["aaaa", "bb", "cccccc"]);
         let cost = |m: &str| m.len() as u64 + LOG_LINE_OVERHEAD_BYTES;
         let (newest, left) = c.newest_within(cost("bb") + cost("cccccc"));
-        assert_eq!((msgs(&newest), left), (vec!["bb", "cccccc"], 1));
+        assert_eq!((msgs(&newest), left), (vec!["bb".to_string(), "cccccc".into()], 1));
         let (oldest, left) = c.oldest_within(cost("aaaa") + cost("bb") + 1);
-        assert_eq!((msgs(&oldest), left), (vec!["aaaa", "bb"], 1));
+        assert_eq!((msgs(&oldest), left), (vec!["aaaa".to_string(), "bb".into()], 1));
         assert_eq!(c.oldest_within(0).0.len(), 0);
         assert_eq!(c.newest_within(c.cost()).0, c);
     }
@@ -473,8 +577,80 @@ mod tests {
         lines.push("newest");
         r.push(chunk(&lines));
         assert!(r.bytes <= MAX_LOG_BYTES_PER_ATTEMPT);
-        assert_eq!(r.lines().last().unwrap().message, "newest");
+        assert_eq!(r.to_lines().last().unwrap().message, "newest");
         assert_eq!(r.dropped + r.line_count(), 2 + (fit as u64 - 1) + 2 + lines.len() as u64);
         assert_eq!(r.bytes, r.chunks.iter().map(LogChunk::cost).sum::<u64>());
+    }
+
+    /// Lines like a handler's: similar text with a few values changing.
+    fn typical(n: usize) -> LogChunk {
+        let mut c = LogChunk::default();
+        for i in 0..n {
+            c.push(
+                1_700_000_000_000 + i as u64,
+                LogLevel::Info,
+                &format!("step {i} of shard 17: processed {} records", 1000 + i),
+            )
+            .unwrap();
+        }
+        c
+    }
+
+    #[test]
+    fn a_compressed_chunk_is_smaller_reads_the_same_lines_and_costs_the_same() {
+        let raw = typical(10);
+        let lz4 = raw.clone().compressed();
+        assert_eq!(lz4.encoding(), ChunkEncoding::Lz4);
+        assert!(lz4.stored_bytes() * 2 < raw.stored_bytes(), "{} of {}", lz4.stored_bytes(), raw.stored_bytes());
+        lz4.validate().unwrap();
+        assert_eq!(lz4.to_lines(), raw.to_lines());
+        assert_eq!((lz4.len(), lz4.message_bytes(), lz4.cost()), (raw.len(), raw.message_bytes(), raw.cost()));
+        let back = crate::codec::decode::<LogChunk>(&crate::codec::encode(&lz4).unwrap()).unwrap();
+        assert_eq!(back, lz4);
+        // Cut at a bound, a compressed chunk becomes a raw one: apply never compresses.
+        let (kept, left) = lz4.newest_within(raw.cost() / 2);
+        assert_eq!(kept.encoding(), ChunkEncoding::Raw);
+        assert_eq!(kept.to_lines(), raw.to_lines()[left as usize..]);
+        // Lines that do not shrink stay raw.
+        let mut noise = LogChunk::default();
+        noise.push(0, LogLevel::Info, "q7#Zp").unwrap();
+        assert_eq!(noise.clone().compressed(), noise);
+        assert_eq!(LogChunk::default().compressed(), LogChunk::default());
+    }
+
+    #[test]
+    fn validate_refuses_a_compressed_chunk_that_lies_about_its_size_or_does_not_decompress() {
+        let good = typical(10).compressed();
+        good.validate().unwrap();
+        let data = good.data.to_vec();
+        let size = u32::from_le_bytes(data[..4].try_into().unwrap());
+        let with_size =
+            |n: u32| LogChunk::from_parts(10, ChunkEncoding::Lz4, [&n.to_le_bytes()[..], &data[4..]].concat());
+        let huge = MAX_CHUNK_RAW_BYTES as u32 + 1;
+        let bad = [
+            (with_size(size + 1), ChunkError::BadCompression(size as usize + 1)),
+            (with_size(size - 1), ChunkError::BadCompression(size as usize - 1)),
+            // A small chunk claiming a huge size is refused before anything is allocated.
+            (with_size(huge), ChunkError::TooLarge(huge as usize)),
+            (with_size(u32::MAX), ChunkError::TooLarge(u32::MAX as usize)),
+            (LogChunk::from_parts(10, ChunkEncoding::Lz4, data[..3].to_vec()), ChunkError::Malformed(0)),
+            (
+                LogChunk::from_parts(10, ChunkEncoding::Lz4, data[..data.len() - 2].to_vec()),
+                ChunkError::BadCompression(size as usize),
+            ),
+            (
+                LogChunk::from_parts(10, ChunkEncoding::Lz4, [&data[..4], &[0xffu8; 40][..]].concat()),
+                ChunkError::BadCompression(size as usize),
+            ),
+            (
+                LogChunk::from_parts(10, ChunkEncoding::Raw, vec![0; MAX_CHUNK_RAW_BYTES + 1]),
+                ChunkError::TooLarge(MAX_CHUNK_RAW_BYTES + 1),
+            ),
+            // The raw lines inside are checked as a raw chunk's are.
+            (LogChunk::from_parts(11, ChunkEncoding::Lz4, data.clone()), ChunkError::Malformed(size as usize)),
+        ];
+        for (i, (c, want)) in bad.iter().enumerate() {
+            assert_eq!(c.validate().as_ref(), Err(want), "case {i}: {c:?}");
+        }
     }
 }

@@ -106,6 +106,12 @@ pub struct TaskRecord {
     pub progress_message: String,
     /// Entry time of the last change.
     pub updated_ms: u64,
+    /// A log record exists for the attempt of `last_token`. Without one, the
+    /// attempt's first lines start a record without a read: most attempts
+    /// log only what rides in their report, and a read that finds nothing
+    /// still walks every level of the store (it was half the cost of a
+    /// one-line log, docs/benchmarks.md "Task logs").
+    pub log_kept: bool,
 }
 
 impl TaskRecord {
@@ -120,6 +126,7 @@ impl TaskRecord {
             progress_bp: 0,
             progress_message: String::new(),
             updated_ms: now_ms,
+            log_kept: false,
         }
     }
 }
@@ -217,6 +224,7 @@ pub fn transition(
             };
             next.attempts = rec.attempts.saturating_add(1);
             next.last_token = *token;
+            next.log_kept = false;
             next.last_end = None;
             next.last_worker = Some(worker.to_string());
             next.progress_bp = 0;

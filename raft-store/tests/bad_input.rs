@@ -40,7 +40,7 @@ fn line_bytes(at_ms: u64, level: u8, message: &str) -> Vec<u8> {
 }
 
 fn raw_line(at_ms: u64, level: u8, message: &str) -> LogChunk {
-    LogChunk::from_parts(1, line_bytes(at_ms, level, message))
+    LogChunk::from_parts(1, ChunkEncoding::Raw, line_bytes(at_ms, level, message))
 }
 
 fn one_line(message: &str) -> LogChunk {
@@ -156,12 +156,21 @@ fn malformed_and_unknown_targets_are_refused_without_change() {
                 |e| matches!(e, CommandError::Invalid { field, reason } if field == "lines" && reason.contains("malformed")),
             ),
             (
-                Command::AppendLogs { task: TaskKey::new(2, 0), token: 1, lines: LogChunk::from_parts(2, line_bytes(0, 2, "one line")) },
+                Command::AppendLogs { task: TaskKey::new(2, 0), token: 1, lines: LogChunk::from_parts(2, ChunkEncoding::Raw, line_bytes(0, 2, "one line")) },
                 |e| matches!(e, CommandError::Invalid { field, reason } if field == "lines" && reason.contains("malformed")),
             ),
             (
-                Command::CompleteTask { task: TaskKey::new(2, 0), token: 1, result: ByteBuf::new(), logs: LogChunk::from_parts(1, vec![0xff; 20]) },
+                Command::CompleteTask { task: TaskKey::new(2, 0), token: 1, result: ByteBuf::new(), logs: LogChunk::from_parts(1, ChunkEncoding::Raw, vec![0xff; 20]) },
                 |e| matches!(e, CommandError::Invalid { field, .. } if field == "logs"),
+            ),
+            (
+                // An LZ4 chunk claiming 1 GiB of lines: refused before anything is allocated.
+                Command::CompleteTask { task: TaskKey::new(2, 0), token: 1, result: ByteBuf::new(), logs: LogChunk::from_parts(1, ChunkEncoding::Lz4, [&(1u32 << 30).to_le_bytes()[..], &[0x10, b'x']].concat()) },
+                |e| matches!(e, CommandError::Invalid { field, reason } if field == "logs" && reason.contains("1073741824 bytes")),
+            ),
+            (
+                Command::AppendLogs { task: TaskKey::new(2, 0), token: 1, lines: LogChunk::from_parts(1, ChunkEncoding::Lz4, [&20u32.to_le_bytes()[..], &[0xff; 8]].concat()) },
+                |e| matches!(e, CommandError::Invalid { field, reason } if field == "lines" && reason.contains("does not decompress")),
             ),
             (
                 Command::AppendLogs {
@@ -310,14 +319,15 @@ fn arb_command() -> impl Strategy<Value = Command> {
                 assignments: v.into_iter().map(|(task, session)| Assign { task, session }).collect(),
             }
         }),
-        // Logs as arbitrary bytes under an arbitrary count: the chunk
-        // validator sees malformed input too.
-        (key.clone(), any::<u64>(), 0u32..3, proptest::collection::vec(any::<u8>(), 0..40)).prop_map(
-            |(task, token, lines, data)| Command::CompleteTask {
+        // Logs as arbitrary bytes under an arbitrary count, raw or as LZ4
+        // (its size prefix arbitrary too): the chunk validator sees
+        // malformed input and lying sizes.
+        (key.clone(), any::<u64>(), 0u32..3, any::<bool>(), proptest::collection::vec(any::<u8>(), 0..40)).prop_map(
+            |(task, token, lines, lz4, data)| Command::CompleteTask {
                 task,
                 token: token % 40,
                 result: ByteBuf::new(),
-                logs: LogChunk::from_parts(lines, data),
+                logs: LogChunk::from_parts(lines, if lz4 { ChunkEncoding::Lz4 } else { ChunkEncoding::Raw }, data),
             }
         ),
         (key.clone(), any::<u64>(), s, any::<bool>()).prop_map(|(task, token, error, retryable)| {

@@ -22,13 +22,48 @@ struct Rig {
     now_ms: u64,
     /// Keys the last entry deleted from the store.
     deleted: usize,
+    /// Reads of task log records the last entry made (found or not).
+    log_reads: usize,
+}
+
+/// The store, counting reads of task log records.
+struct LogReads<'a> {
+    kv: &'a MemKv,
+    reads: std::cell::Cell<usize>,
+}
+
+impl Kv for LogReads<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if key.first() == Some(&(Table::TaskLog as u8)) {
+            self.reads.set(self.reads.get() + 1);
+        }
+        self.kv.get(key)
+    }
+
+    fn scan_from(
+        &self,
+        prefix: &[u8],
+        start: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        self.kv.scan_from(prefix, start, visit)
+    }
+
+    fn scan_back(
+        &self,
+        prefix: &[u8],
+        before: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        self.kv.scan_back(prefix, before, visit)
+    }
 }
 
 impl Rig {
     fn new() -> Rig {
         let kv = MemKv::default();
         let core = Core::open(&kv).unwrap();
-        Rig { kv, core, index: 0, now_ms: T0, deleted: 0 }
+        Rig { kv, core, index: 0, now_ms: T0, deleted: 0, log_reads: 0 }
     }
 
     /// Apply `cmd` 10 ms after the previous entry.
@@ -43,7 +78,9 @@ impl Rig {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), self.index),
             payload: EntryPayload::Normal(Proposal { proposed_at_ms: at, cmd }),
         };
-        let r = self.core.apply_entry(&self.kv, &e).unwrap();
+        let counted = LogReads { kv: &self.kv, reads: std::cell::Cell::new(0) };
+        let r = self.core.apply_entry(&counted, &e).unwrap();
+        self.log_reads = counted.reads.get();
         let w = self.core.take_writes().unwrap();
         self.deleted = w.iter().filter(|(k, v)| v.is_none() && self.kv.0.contains_key(k)).count();
         self.kv.write(w);
@@ -154,14 +191,15 @@ fn logs(task: TaskKey, token: Token, lines: &[&str]) -> Command {
     Command::AppendLogs { task, token, lines: chunk(lines) }
 }
 
+/// As a worker sends them: compressed when that makes them smaller.
 fn chunk(lines: &[&str]) -> LogChunk {
     let lines: Vec<LogLine> = lines.iter().map(|l| line(l)).collect();
-    LogChunk::of_lines(&lines).unwrap()
+    LogChunk::of_lines(&lines).unwrap().compressed()
 }
 
 /// The messages of a log record, oldest first.
 fn messages(r: &LogRecord) -> Vec<String> {
-    r.lines().map(|l| l.message.to_string()).collect()
+    r.to_lines().into_iter().map(|l| l.message).collect()
 }
 
 /// Every stored key that belongs to `job`, described.
@@ -590,6 +628,52 @@ fn a_report_stores_its_last_lines_once_and_a_fenced_report_stores_none() {
     assert!(matches!(r.ok(fail), Outcome::Failed { job_finished: true, .. }));
     assert_eq!(messages(&r.core.task_log(&r.kv, k1, g1.token).unwrap().unwrap()), ["why"]);
     assert_eq!(r.job(job).unwrap().log_bytes, bytes + chunk(&["why"]).cost());
+}
+
+#[test]
+fn an_attempts_first_lines_are_kept_without_a_read_and_later_ones_add_to_its_record() {
+    let mut r = Rig::new();
+    let s = r.register("w", 4);
+    let mut sp = spec(3);
+    sp.max_attempts = 2;
+    sp.backoff = Backoff { base_ms: 1, max_ms: 1 };
+    let job = r.submit(sp);
+    let stored = |r: &Rig, k: TaskKey, token: Token| messages(&r.core.task_log(&r.kv, k, token).unwrap().unwrap());
+    // Lines that ride only in the report: stored without looking for a record.
+    let k0 = TaskKey::new(job, 0);
+    let g0 = r.grant(k0, s);
+    assert!(!r.task(k0).log_kept);
+    r.ok(Command::CompleteTask { task: k0, token: g0.token, result: ByteBuf::new(), logs: chunk(&["only", "these"]) });
+    assert_eq!(r.log_reads, 0);
+    assert!(r.task(k0).log_kept);
+    assert_eq!(stored(&r, k0, g0.token), ["only", "these"]);
+    // A flush after the report (the worker's last interval) adds to the
+    // record: a terminal task's flag is not relied on, so it is read.
+    r.ok(logs(k0, g0.token, &["late"]));
+    assert_eq!(r.log_reads, 1);
+    assert_eq!(stored(&r, k0, g0.token), ["only", "these", "late"]);
+
+    // A periodic flush starts the record without a read and marks the task;
+    // the report's lines then add to it.
+    let k1 = TaskKey::new(job, 1);
+    let g1 = r.grant(k1, s);
+    r.ok(logs(k1, g1.token, &["first"]));
+    assert_eq!(r.log_reads, 0);
+    assert!(r.task(k1).log_kept);
+    r.ok(logs(k1, g1.token, &["second"]));
+    assert_eq!(r.log_reads, 1);
+    let fail =
+        Command::FailTask { task: k1, token: g1.token, error: "again".into(), retryable: true, logs: chunk(&["why"]) };
+    r.ok(fail);
+    assert_eq!(stored(&r, k1, g1.token), ["first", "second", "why"]);
+    // The next attempt starts unmarked, with a record of its own.
+    r.now_ms += 60_000;
+    let g1b = r.grant(k1, s);
+    assert!(!r.task(k1).log_kept);
+    r.ok(Command::CompleteTask { task: k1, token: g1b.token, result: ByteBuf::new(), logs: chunk(&["retry"]) });
+    assert_eq!(r.log_reads, 0);
+    assert_eq!(stored(&r, k1, g1b.token), ["retry"]);
+    assert_eq!(stored(&r, k1, g1.token), ["first", "second", "why"]);
 }
 
 #[test]

@@ -257,7 +257,7 @@ impl State {
             task: Some(proto::TaskRef { job_id: key.0, shard: key.1 }),
             token: key.2,
             result,
-            logs: Vec::new(),
+            log_chunk: None,
         };
         tx.send(proto::WorkerMessage { msg: Some(In::Complete(complete)) }).await?;
         Ok(())

@@ -111,6 +111,74 @@ pub fn dropped_marker(n: u64, at_ms: u64) -> proto::LogLine {
     }
 }
 
+/// A line's header in a [`proto::LogChunk`]: time (8 bytes), level (1),
+/// message length (2).
+const CHUNK_LINE_HEADER_BYTES: usize = 11;
+
+/// The level byte a chunk stores: proto's level less one (trace is 0); an
+/// unspecified or unknown level is info.
+fn chunk_level(level: i32) -> u8 {
+    match proto::LogLevel::try_from(level) {
+        Ok(proto::LogLevel::Trace) => 0,
+        Ok(proto::LogLevel::Debug) => 1,
+        Ok(proto::LogLevel::Warn) => 3,
+        Ok(proto::LogLevel::Error) => 4,
+        Ok(proto::LogLevel::Info | proto::LogLevel::Unspecified) | Err(_) => 2,
+    }
+}
+
+/// `lines` as the cluster stores them ([`proto::LogChunk`]): encoded once,
+/// here, and LZ4-compressed when that makes them smaller. The cluster keeps
+/// the bytes as they come, so every byte saved here is saved in the Raft
+/// log, in replication and on each replica's disk. `None` for no lines.
+pub fn encode_chunk(lines: &[proto::LogLine]) -> Option<proto::LogChunk> {
+    if lines.is_empty() {
+        return None;
+    }
+    let raw_len: usize = lines.iter().map(|l| CHUNK_LINE_HEADER_BYTES + l.message.len()).sum();
+    let mut raw = Vec::with_capacity(raw_len);
+    for l in lines {
+        let len = u16::try_from(l.message.len()).expect("lines are cut to MAX_LOG_LINE_BYTES");
+        raw.extend_from_slice(&l.at_ms.to_le_bytes());
+        raw.push(chunk_level(l.level));
+        raw.extend_from_slice(&len.to_le_bytes());
+        raw.extend_from_slice(l.message.as_bytes());
+    }
+    let raw_size = u32::try_from(raw.len()).expect("a chunk is far below 4 GiB");
+    let mut lz4 = vec![0; 4 + lz4_flex::block::get_maximum_output_size(raw.len())];
+    lz4[..4].copy_from_slice(&raw_size.to_le_bytes());
+    let n = lz4_flex::block::compress_into(&raw, &mut lz4[4..]).expect("sized by get_maximum_output_size");
+    lz4.truncate(4 + n);
+    let (data, encoding) =
+        if lz4.len() < raw.len() { (lz4, proto::LogEncoding::Lz4) } else { (raw, proto::LogEncoding::Raw) };
+    let count = u32::try_from(lines.len()).expect("a buffer holds at most LOG_BUFFER_MAX_LINES lines");
+    Some(proto::LogChunk { lines: count, data, encoding: encoding as i32 })
+}
+
+/// The lines of a chunk [`encode_chunk`] made (tests read what was sent).
+#[cfg(test)]
+pub(crate) fn decode_chunk(c: &proto::LogChunk) -> Vec<proto::LogLine> {
+    let raw = match proto::LogEncoding::try_from(c.encoding).unwrap() {
+        proto::LogEncoding::Raw => c.data.clone(),
+        proto::LogEncoding::Lz4 => {
+            let size = u32::from_le_bytes(c.data[..4].try_into().unwrap()) as usize;
+            lz4_flex::block::decompress(&c.data[4..], size).unwrap()
+        }
+    };
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < raw.len() {
+        let at_ms = u64::from_le_bytes(raw[at..at + 8].try_into().unwrap());
+        let level = i32::from(raw[at + 8]) + 1;
+        let len = usize::from(u16::from_le_bytes([raw[at + 9], raw[at + 10]]));
+        let message = String::from_utf8(raw[at + 11..at + 11 + len].to_vec()).unwrap();
+        out.push(proto::LogLine { at_ms, level, message });
+        at += CHUNK_LINE_HEADER_BYTES + len;
+    }
+    assert_eq!(out.len(), c.lines as usize, "{c:?}");
+    out
+}
+
 /// Lines taken from a buffer, with how many it dropped since the last take.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LogBatch {

@@ -31,7 +31,7 @@ use std::collections::{BTreeMap, VecDeque};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::logs::{LOG_FLUSH_INTERVAL_MS, LOG_UNACKED_BYTES_MAX, LogBatch, REPORT_LOG_BYTES_MAX};
+use super::logs::{LOG_FLUSH_INTERVAL_MS, LOG_UNACKED_BYTES_MAX, LogBatch, REPORT_LOG_BYTES_MAX, encode_chunk};
 use super::{CANCEL_GRACE, MAX_ERROR_BYTES, TaskError, WorkerStats};
 use crate::client::normalize;
 use crate::error::{codes, status_code};
@@ -378,7 +378,7 @@ fn fail(key: &AttemptKey, error: String, retryable: bool) -> In {
         token: key.token,
         error: truncate_utf8(error, MAX_ERROR_BYTES),
         retryable,
-        logs: Vec::new(),
+        log_chunk: None,
     })
 }
 
@@ -810,7 +810,7 @@ impl Session {
         };
         let (mut m, complete) = match outcome {
             Outcome::Finished(Ok(result)) if result.len() <= MAX_RESULT_BYTES => {
-                (In::Complete(proto::Complete { task: key.task(), token: key.token, result, logs: Vec::new() }), true)
+                (In::Complete(proto::Complete { task: key.task(), token: key.token, result, log_chunk: None }), true)
             }
             Outcome::Finished(Ok(result)) => {
                 let why = format!("result of {} bytes exceeds the {MAX_RESULT_BYTES}-byte limit", result.len());
@@ -819,9 +819,10 @@ impl Session {
             Outcome::Finished(Err(e)) => (fail(&key, e.message, e.retryable), false),
             Outcome::Panicked(p) => (fail(&key, format!("handler panicked: {p}"), true), false),
         };
+        let chunk = encode_chunk(&report_logs);
         match &mut m {
-            In::Complete(c) => c.logs = report_logs,
-            In::Fail(f) => f.logs = report_logs,
+            In::Complete(c) => c.log_chunk = chunk,
+            In::Fail(f) => f.log_chunk = chunk,
             other => unreachable!("a report is a Complete or a Fail: {other:?}"),
         }
         let m = msg(m);
@@ -894,7 +895,8 @@ impl Session {
         let (lines, bytes) = (batch.lines.len() as u64, batch.bytes());
         let seq = self.next_log_seq;
         self.next_log_seq += 1;
-        let m = msg(In::Logs(proto::Logs { task: key.task(), token: key.token, lines: batch.into_lines(), seq }));
+        let chunk = encode_chunk(&batch.into_lines());
+        let m = msg(In::Logs(proto::Logs { task: key.task(), token: key.token, seq, chunk }));
         if matches!(self.link, Link::Up(_)) {
             out.push(Action::Send(m.clone()));
         }

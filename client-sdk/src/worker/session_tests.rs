@@ -6,7 +6,7 @@ use super::*;
 use crate::error::ERROR_CODE_HEADER;
 use crate::worker::logs::{
     LOG_BUFFER_MAX_BYTES, LOG_BUFFER_MAX_LINES, LOG_FLUSH_INTERVAL_MS, LOG_FLUSH_LINES, LOG_UNACKED_BYTES_MAX,
-    LogBatch, LogBuffer, MAX_LOG_LINE_BYTES, REPORT_LOG_BYTES_MAX,
+    LogBatch, LogBuffer, MAX_LOG_LINE_BYTES, REPORT_LOG_BYTES_MAX, decode_chunk,
 };
 
 const A: &str = "http://a:1";
@@ -866,8 +866,13 @@ fn logs_sent(acts: &[Action]) -> Vec<proto::Logs> {
         .collect()
 }
 
-fn messages(l: &proto::Logs) -> Vec<&str> {
-    l.lines.iter().map(|x| x.message.as_str()).collect()
+/// The lines a message's chunk carries (none without one).
+fn lines_of(c: &Option<proto::LogChunk>) -> Vec<proto::LogLine> {
+    c.as_ref().map(decode_chunk).unwrap_or_default()
+}
+
+fn messages(l: &proto::Logs) -> Vec<String> {
+    lines_of(&l.chunk).into_iter().map(|x| x.message).collect()
 }
 
 fn logs_ack(l: &proto::Logs, status: proto::ReportStatus) -> Out {
@@ -882,12 +887,16 @@ fn logs_ack(l: &proto::Logs, status: proto::ReportStatus) -> Out {
 }
 
 /// The log lines a report carries.
-fn report_logs(m: &In) -> Vec<&str> {
+fn report_lines(m: &In) -> Vec<proto::LogLine> {
     match m {
-        In::Complete(c) => c.logs.iter().map(|l| l.message.as_str()).collect(),
-        In::Fail(f) => f.logs.iter().map(|l| l.message.as_str()).collect(),
+        In::Complete(c) => lines_of(&c.log_chunk),
+        In::Fail(f) => lines_of(&f.log_chunk),
         other => panic!("not a report: {other:?}"),
     }
+}
+
+fn report_logs(m: &In) -> Vec<String> {
+    report_lines(m).into_iter().map(|l| l.message).collect()
 }
 
 #[test]
@@ -900,9 +909,9 @@ fn an_attempts_last_lines_ride_in_its_report_or_go_just_before_it() {
     let acts = h.done(key(1), Outcome::Finished(Err(TaskError::retryable("boom"))));
     let out = sent(&acts);
     assert_eq!(out.len(), 1, "one message, one command: {out:?}");
-    let In::Fail(f) = &out[0] else { panic!("{out:?}") };
+    assert!(matches!(&out[0], In::Fail(_)), "{out:?}");
     assert_eq!(report_logs(&out[0]), ["reading input", "done"]);
-    assert_eq!(f.logs[0].at_ms, WALL0 + 50);
+    assert_eq!(report_lines(&out[0])[0].at_ms, WALL0 + 50);
     // A handler that logged nothing sends only its report, with no lines.
     h.msg(assignment(key(2), 0, 0));
     let out = sent(&h.done(key(2), ok(b"r")));
@@ -918,7 +927,7 @@ fn an_attempts_last_lines_ride_in_its_report_or_go_just_before_it() {
     let out = sent(&h.done(key(3), ok(b"r")));
     assert_eq!(out.len(), 2, "{out:?}");
     let In::Logs(l) = &out[0] else { panic!("lines first: {out:?}") };
-    assert_eq!((l.lines.len(), l.task, l.token), (n, key(3).task(), key(3).token));
+    assert_eq!((lines_of(&l.chunk).len(), l.task, l.token), (n, key(3).task(), key(3).token));
     assert!(is_report(&out[1]) && report_logs(&out[1]).is_empty(), "{out:?}");
 }
 
@@ -945,7 +954,7 @@ fn a_running_attempts_lines_go_out_every_interval_and_at_once_when_its_buffer_fi
     let acts = h.step(Event::LogsFull(key(1)));
     let l = logs_sent(&acts);
     assert_eq!(l.len(), 1);
-    assert_eq!(l[0].lines.len(), LOG_FLUSH_LINES);
+    assert_eq!(lines_of(&l[0].chunk).len(), LOG_FLUSH_LINES);
     // Each message has its own seq.
     assert!(l[0].seq > 0);
 }
@@ -960,10 +969,11 @@ fn lines_dropped_from_a_full_buffer_are_counted_and_marked() {
     let acts = h.done(key(1), ok(b"r"));
     let out = sent(&acts);
     let In::Complete(c) = &out[0] else { panic!("{out:?}") };
-    assert_eq!(c.logs.len(), LOG_BUFFER_MAX_LINES);
-    assert!(c.logs[0].message.contains("10 older lines dropped"), "{:?}", c.logs[0]);
-    assert_eq!(c.logs[0].level, proto::LogLevel::Warn as i32);
-    assert_eq!(c.logs.last().unwrap().message, format!("l{}", LOG_BUFFER_MAX_LINES + 8));
+    let logs = lines_of(&c.log_chunk);
+    assert_eq!(logs.len(), LOG_BUFFER_MAX_LINES);
+    assert!(logs[0].message.contains("10 older lines dropped"), "{:?}", logs[0]);
+    assert_eq!(logs[0].level, proto::LogLevel::Warn as i32);
+    assert_eq!(logs.last().unwrap().message, format!("l{}", LOG_BUFFER_MAX_LINES + 8));
     assert_eq!(h.s.stats().log_lines_dropped, 10);
 }
 
@@ -1102,7 +1112,7 @@ fn collection_pauses_while_too_many_bytes_are_unacknowledged() {
         after.extend(logs_sent(&h.msg(logs_ack(m, proto::ReportStatus::Accepted))));
     }
     assert!(after.iter().any(|m| messages(m) == ["waiting"]), "{}", after.len());
-    assert!(after.iter().any(|m| m.lines.len() == LOG_FLUSH_LINES && messages(m)[0] == "y"));
+    assert!(after.iter().any(|m| messages(m).len() == LOG_FLUSH_LINES && messages(m)[0] == "y"));
     assert_eq!(h.s.logs_unacked_bytes, "waiting".len() + LOG_FLUSH_LINES);
     // A finished attempt's lines always go, even over the bound.
     assert_eq!(sent(&h.done(key(2), ok(b"r"))).len(), 1);

@@ -46,7 +46,7 @@ fn task_status(s: &TaskState) -> proto::TaskStatus {
 }
 
 fn record_bytes(r: &LogRecord) -> usize {
-    r.lines().map(|l| l.message.len() + LINE_OVERHEAD_BYTES).sum()
+    r.chunks.iter().map(|c| c.message_bytes() + c.len() as usize * LINE_OVERHEAD_BYTES).sum()
 }
 
 fn task_log(r: LogRecord) -> proto::TaskLog {
@@ -55,8 +55,9 @@ fn task_log(r: LogRecord) -> proto::TaskLog {
         token: r.token,
         dropped: r.dropped,
         lines: r
-            .lines()
-            .map(|l| proto::LogLine { at_ms: l.at_ms, level: level(l.level) as i32, message: l.message.to_string() })
+            .to_lines()
+            .into_iter()
+            .map(|l| proto::LogLine { at_ms: l.at_ms, level: level(l.level) as i32, message: l.message })
             .collect(),
     }
 }

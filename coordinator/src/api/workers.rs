@@ -20,7 +20,7 @@ use baton_client::proto::coordinator_message::Msg as Out;
 use baton_client::proto::worker_message::Msg as In;
 use baton_client::proto::worker_service_client::WorkerServiceClient;
 use baton_client::proto::worker_service_server::WorkerService;
-use baton_raft_store::lifecycle::{LogChunk, LogLevel};
+use baton_raft_store::lifecycle::{ChunkEncoding, LogChunk};
 use baton_raft_store::{Command, CommandError, Outcome, Response as StoreResponse, SessionId, TaskKey};
 use serde_bytes::ByteBuf;
 
@@ -127,25 +127,22 @@ fn ack(h: &Head, reply: Result<StoreResponse, ApiError>) -> Result<Out, ApiError
 
 /// A proto log level; an unknown value (a newer client) is kept as info
 /// rather than losing the line.
-fn log_level(v: i32) -> LogLevel {
-    match proto::LogLevel::try_from(v) {
-        Ok(proto::LogLevel::Trace) => LogLevel::Trace,
-        Ok(proto::LogLevel::Debug) => LogLevel::Debug,
-        Ok(proto::LogLevel::Warn) => LogLevel::Warn,
-        Ok(proto::LogLevel::Error) => LogLevel::Error,
-        Ok(proto::LogLevel::Info | proto::LogLevel::Unspecified) | Err(_) => LogLevel::Info,
-    }
-}
-
-/// A message's log lines as one chunk, encoded here once (see
-/// `LogChunk`), or why they cannot be stored.
-fn chunk(field: &str, lines: Vec<proto::LogLine>) -> Result<LogChunk, CommandError> {
-    let mut c = LogChunk::default();
-    for l in &lines {
-        c.push(l.at_ms, log_level(l.level), &l.message)
-            .map_err(|e| CommandError::Invalid { field: field.to_string(), reason: e.to_string() })?;
-    }
-    Ok(c)
+/// A message's log lines as the chunk apply() stores: the worker's bytes,
+/// not decoded here (the command's `validate()` checks them), or why they
+/// cannot be stored.
+fn chunk(field: &str, c: Option<proto::LogChunk>) -> Result<LogChunk, CommandError> {
+    let Some(c) = c else { return Ok(LogChunk::default()) };
+    let encoding = match proto::LogEncoding::try_from(c.encoding) {
+        Ok(proto::LogEncoding::Raw) => ChunkEncoding::Raw,
+        Ok(proto::LogEncoding::Lz4) => ChunkEncoding::Lz4,
+        Err(_) => {
+            return Err(CommandError::Invalid {
+                field: format!("{field}.encoding"),
+                reason: format!("unknown log encoding {}", c.encoding),
+            });
+        }
+    };
+    Ok(LogChunk::from_parts(c.lines, encoding, c.data))
 }
 
 /// A report or log message as a command (or why apply() would refuse it),
@@ -156,7 +153,7 @@ fn report(msg: In) -> Result<(Head, Result<Command, CommandError>), ApiError> {
     Ok(match msg {
         In::Complete(c) => {
             let t = task_key(c.task)?;
-            let cmd = chunk("logs", c.logs).map(|logs| Command::CompleteTask {
+            let cmd = chunk("logs", c.log_chunk).map(|logs| Command::CompleteTask {
                 task: t,
                 token: c.token,
                 result: ByteBuf::from(c.result),
@@ -166,7 +163,7 @@ fn report(msg: In) -> Result<(Head, Result<Command, CommandError>), ApiError> {
         }
         In::Fail(f) => {
             let t = task_key(f.task)?;
-            let cmd = chunk("logs", f.logs).map(|logs| Command::FailTask {
+            let cmd = chunk("logs", f.log_chunk).map(|logs| Command::FailTask {
                 task: t,
                 token: f.token,
                 error: f.error,
@@ -183,7 +180,7 @@ fn report(msg: In) -> Result<(Head, Result<Command, CommandError>), ApiError> {
         }
         In::Logs(l) => {
             let t = task_key(l.task)?;
-            let cmd = chunk("lines", l.lines).map(|lines| Command::AppendLogs { task: t, token: l.token, lines });
+            let cmd = chunk("lines", l.chunk).map(|lines| Command::AppendLogs { task: t, token: l.token, lines });
             (Head { task: t, token: l.token, kind: K::Logs, seq: l.seq }, cmd)
         }
         other => return Err(ApiError::Internal(format!("not a report: {other:?}"))),
@@ -348,6 +345,8 @@ impl WorkerService for Workers {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use baton_client::worker::encode_chunk;
+    use baton_raft_store::lifecycle::LogLevel;
     use proto::{ReportKind as K, ReportStatus as S};
 
     fn status(r: Result<Out, ApiError>) -> S {
@@ -374,16 +373,17 @@ mod tests {
             task: Some(proto::TaskRef { job_id: 3, shard: 1 }),
             token: 42,
             seq: 7,
-            lines: vec![
+            chunk: encode_chunk(&[
                 proto::LogLine { at_ms: 10, level: proto::LogLevel::Warn as i32, message: "w".into() },
                 proto::LogLine { at_ms: 11, level: 99, message: "from a newer client".into() },
-            ],
+            ]),
         };
         let (h, cmd) = report(In::Logs(logs)).unwrap();
         let Ok(Command::AppendLogs { task, token, lines }) = &cmd else { panic!("{cmd:?}") };
         assert_eq!((*task, *token), (TaskKey::new(3, 1), 42));
+        cmd.as_ref().unwrap().validate().unwrap();
         assert_eq!(
-            lines.lines().map(|l| (l.at_ms, l.level)).collect::<Vec<_>>(),
+            lines.to_lines().iter().map(|l| (l.at_ms, l.level)).collect::<Vec<_>>(),
             [(10, LogLevel::Warn), (11, LogLevel::Info)]
         );
         let fenced = StoreResponse::Rejected(CommandError::Fenced { task: h.task, presented: 42, latest: 50 });
@@ -399,9 +399,12 @@ mod tests {
             task: Some(proto::TaskRef { job_id: 3, shard: 1 }),
             token: 42,
             seq: 8,
-            lines: vec![proto::LogLine::default(); baton_raft_store::limits::MAX_LOG_LINES_PER_COMMAND + 1],
+            chunk: encode_chunk(&vec![
+                proto::LogLine::default();
+                baton_raft_store::limits::MAX_LOG_LINES_PER_COMMAND + 1
+            ]),
         };
-        let e = report(In::Logs(many)).unwrap().1.unwrap_err();
+        let e = report(In::Logs(many)).unwrap().1.and_then(|c| c.validate()).unwrap_err();
         assert!(matches!(&e, CommandError::Invalid { field, .. } if field == "lines"), "{e}");
         // So does a line longer than a line may be; the stream goes on (a
         // Rejected ack), it is not ended.
@@ -409,10 +412,19 @@ mod tests {
             task: Some(proto::TaskRef { job_id: 3, shard: 1 }),
             token: 42,
             seq: 9,
-            lines: vec![proto::LogLine { message: "x".repeat(4097), ..Default::default() }],
+            chunk: encode_chunk(&[proto::LogLine { message: "x".repeat(4097), ..Default::default() }]),
         };
-        let e = report(In::Logs(long)).unwrap().1.unwrap_err();
+        let e = report(In::Logs(long)).unwrap().1.and_then(|c| c.validate()).unwrap_err();
         assert!(e.to_string().contains("4097 bytes"), "{e}");
+        // An encoding this build does not know is refused by name.
+        let unknown = proto::Logs {
+            task: Some(proto::TaskRef { job_id: 3, shard: 1 }),
+            token: 42,
+            seq: 10,
+            chunk: Some(proto::LogChunk { lines: 1, data: vec![0; 12], encoding: 7 }),
+        };
+        let e = report(In::Logs(unknown)).unwrap().1.unwrap_err();
+        assert!(matches!(&e, CommandError::Invalid { field, .. } if field == "lines.encoding"), "{e}");
     }
 
     #[test]
@@ -422,18 +434,18 @@ mod tests {
             task: Some(proto::TaskRef { job_id: 1, shard: 0 }),
             token: 5,
             result: b"r".to_vec(),
-            logs: vec![line("last"), line("lines")],
+            log_chunk: encode_chunk(&[line("last"), line("lines")]),
         };
         let (_, cmd) = report(In::Complete(done)).unwrap();
         let Ok(Command::CompleteTask { logs, .. }) = &cmd else { panic!("{cmd:?}") };
-        assert_eq!(logs.lines().map(|l| l.message).collect::<Vec<_>>(), ["last", "lines"]);
+        assert_eq!(logs.to_lines().into_iter().map(|l| l.message).collect::<Vec<_>>(), ["last", "lines"]);
         let big = "x".repeat(4096);
         let fail = proto::Fail {
             task: Some(proto::TaskRef { job_id: 1, shard: 0 }),
             token: 5,
             error: "e".into(),
             retryable: true,
-            logs: vec![line(&big); 9],
+            log_chunk: encode_chunk(&vec![line(&big); 9]),
         };
         let (h, cmd) = report(In::Fail(fail)).unwrap();
         assert_eq!(h.kind, K::Fail);
@@ -447,7 +459,7 @@ mod tests {
             task: Some(proto::TaskRef { job_id: 1, shard: 0 }),
             token: 5,
             result: vec![0; baton_raft_store::limits::MAX_RESULT_BYTES + 1],
-            logs: Vec::new(),
+            log_chunk: None,
         };
         let (h, cmd) = report(In::Complete(big)).unwrap();
         assert_eq!(h.kind, K::Complete);

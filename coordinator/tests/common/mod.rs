@@ -434,7 +434,7 @@ impl TestWorker {
                 task: Some(proto::TaskRef { job_id: job, shard }),
                 token,
                 result: result.as_bytes().to_vec(),
-                logs: Vec::new(),
+                log_chunk: None,
             })),
         });
     }
@@ -582,7 +582,7 @@ async fn worker_loop(
                                 let _ = rtx.send(proto::WorkerMessage { msg: Some(In::Complete(proto::Complete {
                                     task: Some(t),
                                     token: a.token,
-                                    result: format!("{name2}:{}/{}", t.job_id, t.shard).into_bytes(), logs: Vec::new(),
+                                    result: format!("{name2}:{}/{}", t.job_id, t.shard).into_bytes(), log_chunk: None,
                                 })) });
                             });
                         }
