@@ -14,7 +14,9 @@ use serde::{Serialize, de::DeserializeOwned};
 /// 5: task logs as encoded chunks keyed by token; reports carry their last lines.
 /// 6: schedules and event triggers (`Meta` counters; jobs and workflows name
 /// the schedule fire or event that started them, `run_of`).
-pub const FORMAT_VERSION: u8 = 6;
+/// 7: per-namespace idempotency windows (`NamespaceRecord::idempotency_window_ms`;
+/// idempotency records carry their expiry, and their index is by expiry).
+pub const FORMAT_VERSION: u8 = 7;
 
 /// Fixed-int, little-endian bincode configuration. Fixed-width integers make the
 /// encoding of a value independent of its magnitude, so byte-identical state is
