@@ -5,8 +5,9 @@
 //! They share the retry loop of every call. They are writes, so a retry after
 //! an attempt whose outcome is unknown reports [`Error::Indeterminate`] if the
 //! next attempt is refused (e.g. a retried delete that finds the job already
-//! gone). Pausing, resuming and setting a priority or a retention give the
-//! same state when repeated, so retrying them is always safe.
+//! gone). Pausing, resuming and setting a priority, a retention or an
+//! idempotency window give the same state when repeated, so retrying them is
+//! always safe.
 
 use std::time::Duration;
 
@@ -147,6 +148,40 @@ impl Client {
         self.retry(true, |ch| {
             let req = proto::SetNamespaceRetentionRequest { namespace: namespace.clone(), retention_ms };
             async move { Self::job_ops(ch).set_namespace_retention(req).await }
+        })
+        .await
+    }
+
+    /// How long the namespace's idempotency keys (submit keys, event ids) are
+    /// remembered; `None` goes back to the default (24 hours). Applies to
+    /// keys written from now on: a key keeps the window it was written with.
+    /// Once a key's window has passed, a submit with it creates a new job, so
+    /// the window should outlast any retry of the same submit.
+    ///
+    /// Errors: [`Error::InvalidArgument`] (a window under 1 s or over
+    /// 7 days); [`Error::ResourceExhausted`] as [`Client::pause_namespace`].
+    pub async fn set_namespace_idempotency_window(
+        &self,
+        namespace: &str,
+        window: Option<Duration>,
+    ) -> Result<proto::Namespace, Error> {
+        let idempotency_window_ms = match window {
+            None => 0,
+            Some(d) => match u64::try_from(d.as_millis()) {
+                // 0 would mean the default; the server judges the bounds.
+                Ok(ms) if ms > 0 => ms,
+                _ => {
+                    return Err(Error::InvalidArgument(format!(
+                        "invalid idempotency_window_ms: {d:?} is not a whole number of ms from 1 ms up"
+                    )));
+                }
+            },
+        };
+        let namespace = namespace.to_string();
+        self.retry(true, |ch| {
+            let req =
+                proto::SetNamespaceIdempotencyWindowRequest { namespace: namespace.clone(), idempotency_window_ms };
+            async move { Self::job_ops(ch).set_namespace_idempotency_window(req).await }
         })
         .await
     }

@@ -1,6 +1,6 @@
 //! The job operations (`baton job delete|retry|cancel-task|pause|resume|
 //! priority`) and namespace settings (`baton namespace pause|resume|
-//! retention|show`). Tables and sentences by default, `--json` for scripts
+//! retention|idempotency-window|show`). Tables and sentences by default, `--json` for scripts
 //! (fields listed in docs/cli.md). The other `job` commands are in
 //! [`crate::cli`].
 
@@ -64,7 +64,20 @@ pub enum NamespaceCmd {
         #[arg(long)]
         default: bool,
     },
-    /// The namespace's pause state and retention.
+    /// How long the namespace's idempotency keys (submit keys, event ids)
+    /// are remembered, for keys written from now on. After it, a retried
+    /// submit with the same key creates a new job.
+    #[command(group(ArgGroup::new("how_long").required(true).args(["window", "default"])))]
+    IdempotencyWindow {
+        namespace: String,
+        /// A duration like 90s, 10m or 1h (1 s to 7 days).
+        #[arg(long = "for", value_name = "DUR")]
+        window: Option<String>,
+        /// Back to the default (24 hours).
+        #[arg(long)]
+        default: bool,
+    },
+    /// The namespace's pause state, retention and idempotency window.
     Show { namespace: String },
 }
 
@@ -86,6 +99,20 @@ pub fn retention_arg(days: Option<u64>, ms: Option<u64>, default: bool) -> Resul
         return Err(Error::InvalidArgument("a retention must be positive; --default restores 7 days".into()));
     }
     Ok(Some(Duration::from_millis(ms)))
+}
+
+/// The window `--for DUR`/`--default` ask for: `None` is the default. Zero
+/// is refused here (it would read as the default); the server checks the
+/// bounds.
+pub fn idempotency_window_arg(window: Option<&str>, default: bool) -> Result<Option<Duration>, Error> {
+    match (window, default) {
+        (None, true) => Ok(None),
+        (Some(d), false) => match crate::cli_time::duration_ms("--for", d)? {
+            0 => Err(Error::InvalidArgument("an idempotency window must be positive; --default restores 24h".into())),
+            ms => Ok(Some(Duration::from_millis(ms))),
+        },
+        _ => Err(Error::InvalidArgument("give exactly one of --for and --default".into())),
+    }
 }
 
 /// `1500` → `1.5s`, `7 days` → `7d`, `90 min` → `1h30m`: the largest two
@@ -123,6 +150,8 @@ pub fn namespace_json(n: &proto::Namespace) -> Value {
         "namespace": n.namespace, "paused": n.paused,
         "retention_ms": (n.retention_ms != 0).then_some(n.retention_ms),
         "effective_retention_ms": n.effective_retention_ms,
+        "idempotency_window_ms": (n.idempotency_window_ms != 0).then_some(n.idempotency_window_ms),
+        "effective_idempotency_window_ms": n.effective_idempotency_window_ms,
     })
 }
 
@@ -133,8 +162,13 @@ pub fn namespace_line(n: &proto::Namespace) -> String {
     } else {
         human_ms(n.retention_ms)
     };
+    let window = if n.idempotency_window_ms == 0 {
+        format!("{} (default)", human_ms(n.effective_idempotency_window_ms))
+    } else {
+        human_ms(n.idempotency_window_ms)
+    };
     let state = if n.paused { "paused (no new attempts start)" } else { "active" };
-    format!("namespace {}: {state}; finished jobs kept {retention}", n.namespace)
+    format!("namespace {}: {state}; finished jobs kept {retention}; idempotency keys kept {window}", n.namespace)
 }
 
 pub async fn job_op(g: &Global, client: &Client, cmd: JobOpCmd) -> Result<(), Error> {
@@ -193,6 +227,10 @@ pub async fn namespace(g: &Global, cmd: NamespaceCmd) -> Result<(), Error> {
         NamespaceCmd::Resume { namespace } => client.resume_namespace(&namespace).await?,
         NamespaceCmd::Retention { namespace, days, ms, default } => {
             client.set_namespace_retention(&namespace, retention_arg(days, ms, default)?).await?
+        }
+        NamespaceCmd::IdempotencyWindow { namespace, window, default } => {
+            let window = idempotency_window_arg(window.as_deref(), default)?;
+            client.set_namespace_idempotency_window(&namespace, window).await?
         }
         NamespaceCmd::Show { namespace } => client.namespace(&namespace).await?,
     };

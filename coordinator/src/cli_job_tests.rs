@@ -108,7 +108,17 @@ fn namespace_commands_parse_and_retention_needs_exactly_one_length() {
         ns(&["retention", "etl", "--default"]).unwrap(),
         NamespaceCmd::Retention { namespace: "etl".into(), days: None, ms: None, default: true }
     );
+    assert_eq!(
+        ns(&["idempotency-window", "etl", "--for", "10m"]).unwrap(),
+        NamespaceCmd::IdempotencyWindow { namespace: "etl".into(), window: Some("10m".into()), default: false }
+    );
+    assert_eq!(
+        ns(&["idempotency-window", "etl", "--default"]).unwrap(),
+        NamespaceCmd::IdempotencyWindow { namespace: "etl".into(), window: None, default: true }
+    );
     for bad in [
+        &["idempotency-window", "etl"][..],
+        &["idempotency-window", "etl", "--for", "1h", "--default"],
         &["retention", "etl"][..],
         &["retention", "etl", "--days", "1", "--ms", "5"],
         &["retention", "etl", "--ms", "5", "--default"],
@@ -133,6 +143,18 @@ fn retention_arguments_become_a_duration_or_the_default() {
 }
 
 #[test]
+fn idempotency_window_arguments_become_a_duration_or_the_default() {
+    assert_eq!(idempotency_window_arg(Some("90s"), false).unwrap(), Some(Duration::from_secs(90)));
+    assert_eq!(idempotency_window_arg(Some("1h"), false).unwrap(), Some(Duration::from_secs(3_600)));
+    assert_eq!(idempotency_window_arg(None, true).unwrap(), None);
+    let e = idempotency_window_arg(Some("0s"), false).unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument(_)) && e.to_string().contains("--default"), "{e}");
+    let e = idempotency_window_arg(Some("soon"), false).unwrap_err();
+    assert!(e.to_string().contains("--for"), "{e}");
+    assert!(idempotency_window_arg(None, false).is_err());
+}
+
+#[test]
 fn durations_print_in_their_two_largest_units() {
     assert_eq!(human_ms(250), "250ms");
     assert_eq!(human_ms(1000), "1s");
@@ -146,16 +168,35 @@ fn durations_print_in_their_two_largest_units() {
 
 #[test]
 fn namespace_output_names_state_and_retention() {
-    let n =
-        proto::Namespace { namespace: "etl".into(), paused: true, retention_ms: 0, effective_retention_ms: 7 * DAY_MS };
-    assert_eq!(namespace_line(&n), "namespace etl: paused (no new attempts start); finished jobs kept 7d (default)");
+    let n = proto::Namespace {
+        namespace: "etl".into(),
+        paused: true,
+        retention_ms: 0,
+        effective_retention_ms: 7 * DAY_MS,
+        idempotency_window_ms: 0,
+        effective_idempotency_window_ms: DAY_MS,
+    };
+    assert_eq!(
+        namespace_line(&n),
+        "namespace etl: paused (no new attempts start); finished jobs kept 7d (default); idempotency keys kept 1d (default)"
+    );
     let v = namespace_json(&n);
     assert_eq!(v["retention_ms"], Value::Null);
     assert_eq!(v["effective_retention_ms"], 7 * DAY_MS);
+    assert_eq!(v["idempotency_window_ms"], Value::Null);
+    assert_eq!(v["effective_idempotency_window_ms"], DAY_MS);
     assert_eq!(v["paused"], true);
-    let n = proto::Namespace { paused: false, retention_ms: 3_600_000, effective_retention_ms: 3_600_000, ..n };
-    assert_eq!(namespace_line(&n), "namespace etl: active; finished jobs kept 1h");
+    let n = proto::Namespace {
+        paused: false,
+        retention_ms: 3_600_000,
+        effective_retention_ms: 3_600_000,
+        idempotency_window_ms: 90_000,
+        effective_idempotency_window_ms: 90_000,
+        ..n
+    };
+    assert_eq!(namespace_line(&n), "namespace etl: active; finished jobs kept 1h; idempotency keys kept 1m30s");
     assert_eq!(namespace_json(&n)["retention_ms"], 3_600_000);
+    assert_eq!(namespace_json(&n)["idempotency_window_ms"], 90_000);
 }
 
 #[test]

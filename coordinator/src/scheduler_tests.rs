@@ -98,7 +98,7 @@ impl Fixture {
     }
 
     fn pause_namespace(&mut self, namespace: &str) -> &mut Self {
-        self.idx.namespaces.insert(namespace.to_string(), NamespaceRecord { paused: true, retention_ms: None });
+        self.idx.namespaces.insert(namespace.to_string(), NamespaceRecord { paused: true, ..Default::default() });
         self
     }
 
@@ -368,7 +368,7 @@ fn rule1_paused_jobs_and_namespaces_get_nothing() {
     f.pause_namespace("a");
     assert_eq!(f.plan(), vec![(3, 0, 1), (3, 1, 1)]);
     // A namespace record that is not paused (only a retention) changes nothing.
-    f.idx.namespaces.insert("b".into(), NamespaceRecord { paused: false, retention_ms: Some(1) });
+    f.idx.namespaces.insert("b".into(), NamespaceRecord { retention_ms: Some(1), ..Default::default() });
     assert_eq!(f.plan(), vec![(3, 0, 1), (3, 1, 1)]);
     let round = f.run(PlanLimits { max_assignments: 10, max_scan: 2 });
     assert_eq!(round.examined, 2, "paused jobs' tasks are not even examined");
@@ -916,7 +916,7 @@ fn gen_job() -> impl Strategy<Value = GenJob> {
 fn build(sessions: &[GenSession], jobs: &[GenJob], paused_ns: &BTreeSet<usize>) -> (Indexes, BTreeSet<SessionId>) {
     let mut idx = Indexes::default();
     for ns in paused_ns {
-        idx.namespaces.insert(NAMESPACES[*ns].to_string(), NamespaceRecord { paused: true, retention_ms: None });
+        idx.namespaces.insert(NAMESPACES[*ns].to_string(), NamespaceRecord { paused: true, ..Default::default() });
     }
     let mut eligible = BTreeSet::new();
     let to_labels = |pairs: &[(usize, usize)]| -> Labels {
@@ -1015,7 +1015,7 @@ fn the_contract_check_names_each_kind_of_breach() {
     let pv = View { idx: &paused, ..view };
     assert!(contract_breach(&pv, &[a(1, 0, 7)], NOW).expect("a breach").contains("paused"));
     paused.jobs.get_mut(&1).unwrap().paused = false;
-    paused.namespaces.insert("ns".into(), NamespaceRecord { paused: true, retention_ms: None });
+    paused.namespaces.insert("ns".into(), NamespaceRecord { paused: true, ..Default::default() });
     let pv = View { idx: &paused, ..view };
     assert!(contract_breach(&pv, &[a(1, 0, 7)], NOW).expect("a breach").contains("paused"));
     idx_capacity_breach();

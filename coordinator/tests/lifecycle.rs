@@ -542,6 +542,35 @@ async fn a_finished_job_disappears_once_its_retention_has_passed() {
     assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_is_remembered_for_its_namespace_window_only() {
+    let _g = SERIAL.lock().await;
+    let c = start(3).await;
+    let cl = client(&c);
+
+    let fresh = cl.namespace("quick").await.unwrap();
+    assert_eq!((fresh.idempotency_window_ms, fresh.effective_idempotency_window_ms), (0, 24 * 3_600_000));
+    let n = cl.set_namespace_idempotency_window("quick", Some(SECS(2))).await.unwrap();
+    assert_eq!((n.idempotency_window_ms, n.effective_idempotency_window_ms), (2_000, 2_000));
+    let mut spec = job("quick", &["ok"]);
+    spec.idempotency_key = "K".into();
+    let first = cl.submit(spec.clone()).await.unwrap();
+    assert!(!first.duplicate);
+    let again = cl.submit(spec.clone()).await.unwrap();
+    assert_eq!((again.job_id, again.duplicate), (first.job_id, true));
+    // Log time follows the leader's clock: past the window the key is free.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let later = cl.submit(spec).await.unwrap();
+    assert!(!later.duplicate && later.job_id != first.job_id, "{later:?} after {first:?}");
+
+    for bad in [Duration::from_millis(999), SECS(7 * 86_400 + 1)] {
+        let e = cl.set_namespace_idempotency_window("quick", Some(bad)).await.unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument(_)) && e.to_string().contains("idempotency_window_ms"), "{e}");
+    }
+    let n = cl.set_namespace_idempotency_window("quick", None).await.unwrap();
+    assert_eq!((n.idempotency_window_ms, n.effective_idempotency_window_ms), (0, 24 * 3_600_000));
+}
+
 fn baton(args: &[&str], endpoints: &str) -> (bool, String, String) {
     let out = Process::new(BIN).args(args).args(["--endpoints", endpoints]).output().unwrap();
     (
@@ -612,11 +641,22 @@ async fn the_cli_runs_every_job_operation_and_namespace_command() {
             (n["retention_ms"].clone(), n["effective_retention_ms"].clone()),
             (172_800_000u64.into(), 172_800_000u64.into())
         );
+        let n = baton_json(&["namespace", "idempotency-window", "cli-ops", "--for", "10m"], e);
+        assert_eq!(
+            (n["idempotency_window_ms"].clone(), n["effective_idempotency_window_ms"].clone()),
+            (600_000u64.into(), 600_000u64.into())
+        );
         let (ok, out, _) = baton(&["namespace", "show", "cli-ops"], e);
         assert!(
-            ok && out.trim() == "namespace cli-ops: paused (no new attempts start); finished jobs kept 2d",
+            ok && out.trim()
+                == "namespace cli-ops: paused (no new attempts start); finished jobs kept 2d; idempotency keys kept 10m",
             "{out}"
         );
+        let n = baton_json(&["namespace", "idempotency-window", "cli-ops", "--default"], e);
+        assert_eq!(n["idempotency_window_ms"], serde_json::Value::Null);
+        assert_eq!(n["effective_idempotency_window_ms"], 24 * 3_600_000u64);
+        let (ok, _, err) = baton(&["namespace", "idempotency-window", "cli-ops", "--for", "500ms"], e);
+        assert!(!ok && err.contains("idempotency_window_ms"), "{err}");
         let n = baton_json(&["namespace", "retention", "cli-ops", "--default"], e);
         assert_eq!(n["retention_ms"], serde_json::Value::Null);
         assert_eq!(baton_json(&["namespace", "resume", "cli-ops"], e)["paused"], false);

@@ -14,7 +14,10 @@ use serde::{Serialize, de::DeserializeOwned};
 /// 5: task logs as encoded chunks keyed by token; reports carry their last lines.
 /// 6: schedules and event triggers (`Meta` counters; jobs and workflows name
 /// the schedule fire or event that started them, `run_of`).
-/// 7: log chunks say how they are encoded (`ChunkEncoding`: raw or LZ4).
+/// 7: log chunks say how they are encoded (`ChunkEncoding`: raw or LZ4);
+/// task records say whether their attempt has a log record (`log_kept`);
+/// per-namespace idempotency windows (`NamespaceRecord::idempotency_window_ms`;
+/// idempotency records carry their expiry, and their index is by expiry).
 pub const FORMAT_VERSION: u8 = 7;
 
 /// Fixed-int, little-endian bincode configuration. Fixed-width integers make the

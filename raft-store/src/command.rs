@@ -289,6 +289,13 @@ pub enum Command {
         namespace: String,
         retention_ms: Option<u64>,
     },
+    /// How long the namespace's idempotency keys written from now on are
+    /// remembered (records already written keep their expiry); `None` goes
+    /// back to [`IDEMPOTENCY_WINDOW_MS_DEFAULT`].
+    SetNamespaceIdempotencyWindow {
+        namespace: String,
+        window_ms: Option<u64>,
+    },
     /// Change the priority of a live job's shards not yet granted.
     SetPriority {
         job: JobId,
@@ -373,6 +380,7 @@ impl Command {
             Command::PauseJob { .. } => "pause_job",
             Command::PauseNamespace { .. } => "pause_namespace",
             Command::SetNamespaceRetention { .. } => "set_namespace_retention",
+            Command::SetNamespaceIdempotencyWindow { .. } => "set_namespace_idempotency_window",
             Command::SetPriority { .. } => "set_priority",
             Command::AppendLogs { .. } => "append_logs",
             Command::CollectGarbage => "collect_garbage",
@@ -450,6 +458,10 @@ impl Command {
             Command::SetNamespaceRetention { namespace, retention_ms } => {
                 check_name("namespace", namespace, false)?;
                 check_retention(*retention_ms)
+            }
+            Command::SetNamespaceIdempotencyWindow { namespace, window_ms } => {
+                check_name("namespace", namespace, false)?;
+                check_idempotency_window(*window_ms)
             }
             Command::AppendLogs { lines, .. } => {
                 check_count("lines", lines.len() as usize, 1, MAX_LOG_LINES_PER_COMMAND)?;
@@ -535,6 +547,19 @@ pub(crate) fn check_retention(retention_ms: Option<u64>) -> Result<(), CommandEr
     match retention_ms {
         Some(ms) if ms > MAX_RETENTION_MS => {
             Err(invalid("retention_ms", format!("{ms} ms exceeds the {MAX_RETENTION_MS}-ms limit")))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn check_idempotency_window(window_ms: Option<u64>) -> Result<(), CommandError> {
+    match window_ms {
+        Some(ms) if ms < IDEMPOTENCY_WINDOW_MS_MIN => Err(invalid(
+            "idempotency_window_ms",
+            format!("{ms} ms is below the {IDEMPOTENCY_WINDOW_MS_MIN}-ms minimum"),
+        )),
+        Some(ms) if ms > IDEMPOTENCY_WINDOW_MS_MAX => {
+            Err(invalid("idempotency_window_ms", format!("{ms} ms exceeds the {IDEMPOTENCY_WINDOW_MS_MAX}-ms limit")))
         }
         _ => Ok(()),
     }
@@ -709,6 +734,10 @@ mod tests {
             Command::SetNamespaceRetention {
                 namespace: "n".repeat(MAX_NAME_BYTES),
                 retention_ms: Some(MAX_RETENTION_MS),
+            },
+            Command::SetNamespaceIdempotencyWindow {
+                namespace: "n".repeat(MAX_NAME_BYTES),
+                window_ms: Some(IDEMPOTENCY_WINDOW_MS_MAX),
             },
             Command::SetPriority { job: u64::MAX, priority: i32::MIN },
             Command::AppendLogs {

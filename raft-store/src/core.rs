@@ -70,11 +70,14 @@ pub struct NameRecord {
     pub session: SessionId,
 }
 
-/// An idempotency key's job.
+/// An idempotency key's job (or workflow, or an event's first job).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdemRecord {
     pub job: JobId,
-    pub created_ms: u64,
+    /// Log time until which the key dedups: the entry's time plus its
+    /// namespace's window when the record was written. A later change of
+    /// the window leaves it as it is.
+    pub expires_ms: u64,
     pub spec_hash: [u8; 32],
 }
 
@@ -98,8 +101,8 @@ struct Dirty {
     sessions: BTreeMap<SessionId, Option<SessionRecord>>,
     names: BTreeMap<String, Option<NameRecord>>,
     idem: BTreeMap<String, Option<IdemRecord>>,
-    /// true: put, false: delete.
-    idem_time: BTreeMap<(u64, String), bool>,
+    /// The by-expiry index, by (expires_ms, key); true: put, false: delete.
+    idem_expiry: BTreeMap<(u64, String), bool>,
     /// Workflows whose record changed; the value is in `Indexes::workflows`
     /// or `finished_workflows`.
     workflows: BTreeSet<WorkflowId>,
@@ -156,7 +159,7 @@ pub struct Core {
     pub meta: Meta,
     pub idx: Indexes,
     dirty: Dirty,
-    /// The last idempotency key pruned (time, key). Every key up to it is
+    /// The last idempotency key pruned (expires_ms, key). Every key up to it is
     /// deleted, in `dirty` or already on disk, so pruning resumes after it.
     /// In memory only: after open, pruning restarts from the first key.
     idem_pruned_to: Option<(u64, String)>,
@@ -299,6 +302,9 @@ impl Core {
             Command::PauseNamespace { namespace, paused } => self.update_namespace(namespace, |r| r.paused = *paused),
             Command::SetNamespaceRetention { namespace, retention_ms } => {
                 self.update_namespace(namespace, |r| r.retention_ms = *retention_ms)
+            }
+            Command::SetNamespaceIdempotencyWindow { namespace, window_ms } => {
+                self.update_namespace(namespace, |r| r.idempotency_window_ms = *window_ms)
             }
             Command::SetPriority { job, priority } => self.set_priority(kv, ctx, *job, *priority),
             Command::AppendLogs { task, token, lines } => self.append_logs(kv, ctx, *task, *token, lines.clone()),
@@ -587,7 +593,7 @@ impl Core {
         let shards = spec.payloads.len() as u32;
         if let Some(key) = &spec.idempotency_key
             && let Some(prior) = self.idem_rec(kv, key)?
-            && prior.created_ms.saturating_add(IDEMPOTENCY_WINDOW_MS) > ctx.now_ms
+            && prior.expires_ms > ctx.now_ms
         {
             return if prior.spec_hash == spec_hash {
                 Ok(Outcome::Submitted { job: prior.job, shards, duplicate: true })
@@ -601,8 +607,7 @@ impl Core {
         // Validated; mutations start here.
         let id = self.create_job(ctx, spec, &spec.payloads, spec_hash, None);
         if let Some(key) = &spec.idempotency_key {
-            self.dirty.idem.insert(key.clone(), Some(IdemRecord { job: id, created_ms: ctx.now_ms, spec_hash }));
-            self.dirty.idem_time.insert((ctx.now_ms, key.clone()), true);
+            self.remember_idem(ctx, &spec.namespace, key.clone(), id, spec_hash);
         }
         Ok(Outcome::Submitted { job: id, shards, duplicate: false })
     }
@@ -780,32 +785,48 @@ impl Core {
         Ok(Outcome::Cancelled { job, revoked, tasks_cancelled })
     }
 
-    /// Drop idempotency keys older than the dedup window, a bounded number per
+    /// The idempotency window of `namespace`'s keys written now.
+    fn idem_window_ms(&self, namespace: &str) -> u64 {
+        self.idx
+            .namespaces
+            .get(namespace)
+            .and_then(|n| n.idempotency_window_ms)
+            .unwrap_or(IDEMPOTENCY_WINDOW_MS_DEFAULT)
+    }
+
+    /// Record `key` for `job`, expiring after `namespace`'s current window.
+    fn remember_idem(&mut self, ctx: Ctx, namespace: &str, key: String, job: JobId, spec_hash: [u8; 32]) {
+        let expires_ms = ctx.now_ms.saturating_add(self.idem_window_ms(namespace));
+        self.dirty.idem.insert(key.clone(), Some(IdemRecord { job, expires_ms, spec_hash }));
+        self.dirty.idem_expiry.insert((expires_ms, key), true);
+    }
+
+    /// Drop idempotency keys whose expiry has passed, a bounded number per
     /// entry: the first [`IDEMPOTENCY_PRUNE_PER_ENTRY`] expired keys of the
-    /// table as this entry sees it (records plus overlay), in (time, key)
-    /// order. That set depends only on the applied entries, never on how
-    /// apply() calls were chunked.
+    /// by-expiry index as this entry sees it (records plus overlay), in
+    /// (expires_ms, key) order. That set depends only on the applied
+    /// entries, never on how apply() calls were chunked.
     ///
-    /// Cost O(64 + log n) per entry: pruning always takes the oldest keys, so
-    /// everything up to `idem_pruned_to` is deleted (in the overlay or on
-    /// disk), and new keys are stamped `now_ms`, after any cutoff. Both
-    /// sources are read from just after that cursor.
+    /// Cost O(64 + log n) per entry: pruning always takes the keys that
+    /// expire first, so everything up to `idem_pruned_to` is deleted (in the
+    /// overlay or on disk). A new record always sorts after the cursor: its
+    /// expiry is now + its window, and the window is at least
+    /// [`IDEMPOTENCY_WINDOW_MS_MIN`], so it is > now >= every expiry pruned
+    /// so far (log time never goes back). Both sources are read from just
+    /// after that cursor.
     fn prune_idempotency(&mut self, kv: &dyn Kv, now_ms: u64) -> Result<(), StoreError> {
-        let Some(cutoff) = now_ms.checked_sub(IDEMPOTENCY_WINDOW_MS) else {
-            return Ok(());
-        };
         let want = IDEMPOTENCY_PRUNE_PER_ENTRY;
         let mut candidates = BTreeSet::new();
-        let prefix = [Table::IdemByTime as u8];
+        let prefix = [Table::IdemByExpiry as u8];
         let start = match &self.idem_pruned_to {
             // The smallest key after the cursor's.
-            Some((t, key)) => [keys::idem_by_time(*t, key), vec![0]].concat(),
+            Some((t, key)) => [keys::idem_by_expiry(*t, key), vec![0]].concat(),
             None => prefix.to_vec(),
         };
         kv.scan_from(&prefix, &start, &mut |k, _| {
-            let (t, key) = keys::parse_idem_by_time(k)
+            let (t, key) = keys::parse_idem_by_expiry(k)
                 .ok_or_else(|| StoreError::Invariant(format!("bad key {}", keys::describe(k))))?;
-            if t > cutoff || candidates.len() >= want {
+            if t > now_ms || candidates.len() >= want {
                 return Ok(false);
             }
             candidates.insert((t, key));
@@ -815,19 +836,20 @@ impl Core {
             Some(c) => Bound::Excluded(c.clone()),
             None => Bound::Unbounded,
         };
-        for ((t, key), put) in self.dirty.idem_time.range((after, Bound::Unbounded)).take(want) {
+        for ((t, key), put) in self.dirty.idem_expiry.range((after, Bound::Unbounded)).take(want) {
             debug_assert!(*put, "idempotency key {key} deleted after the prune cursor");
-            if *t > cutoff {
+            if *t > now_ms {
                 break;
             }
             candidates.insert((*t, key.clone()));
         }
         for (t, key) in candidates.into_iter().take(want) {
-            // A key reused after expiry has a newer record; keep that one.
-            if self.idem_rec(kv, &key)?.is_some_and(|r| r.created_ms == t) {
+            // A key reused after expiry has a newer record (a later expiry);
+            // keep that one.
+            if self.idem_rec(kv, &key)?.is_some_and(|r| r.expires_ms == t) {
                 self.dirty.idem.insert(key.clone(), None);
             }
-            self.dirty.idem_time.insert((t, key.clone()), false);
+            self.dirty.idem_expiry.insert((t, key.clone()), false);
             self.idem_pruned_to = Some((t, key));
         }
         Ok(())

@@ -411,7 +411,7 @@ impl Core {
         let hash = spec_hash("event", ev)?;
         let key = event_idem_key(&ev.namespace, &ev.event_id);
         if let Some(prior) = self.idem_rec(kv, &key)?
-            && prior.created_ms.saturating_add(IDEMPOTENCY_WINDOW_MS) > ctx.now_ms
+            && prior.expires_ms > ctx.now_ms
         {
             return if prior.spec_hash == hash {
                 Ok(Outcome::EventPublished { runs: Vec::new(), debounced: 0, gates_opened: 0, duplicate: true })
@@ -487,8 +487,7 @@ impl Core {
             _ => None,
         });
         let first = first.unwrap_or(0);
-        self.dirty.idem.insert(key.clone(), Some(IdemRecord { job: first, created_ms: ctx.now_ms, spec_hash: hash }));
-        self.dirty.idem_time.insert((ctx.now_ms, key), true);
+        self.remember_idem(ctx, &ev.namespace, key, first, hash);
         Ok(Outcome::EventPublished { runs, debounced, gates_opened, duplicate: false })
     }
 }

@@ -55,7 +55,7 @@ impl Core {
         let idem_key = spec.idempotency_key.as_deref().map(workflow_idem_key);
         if let Some(key) = &idem_key
             && let Some(prior) = self.idem_rec(kv, key)?
-            && prior.created_ms.saturating_add(IDEMPOTENCY_WINDOW_MS) > ctx.now_ms
+            && prior.expires_ms > ctx.now_ms
         {
             return if prior.spec_hash == spec_hash {
                 Ok(Outcome::WorkflowSubmitted { workflow: prior.job, steps, duplicate: true })
@@ -139,8 +139,7 @@ impl Core {
         self.idx.workflows.insert(id, rec);
         self.dirty.workflows.insert(id);
         if let Some(key) = idem_key {
-            self.dirty.idem.insert(key.clone(), Some(IdemRecord { job: id, created_ms: ctx.now_ms, spec_hash }));
-            self.dirty.idem_time.insert((ctx.now_ms, key), true);
+            self.remember_idem(ctx, &spec.namespace, key, id, spec_hash);
         }
         let mut done = Vec::new();
         for r in roots {

@@ -77,8 +77,8 @@ impl Core {
         for (key, r) in d.idem {
             w.push((keys::idem(&key), put_opt("idempotency", r)?));
         }
-        for ((t, key), put) in d.idem_time {
-            w.push((keys::idem_by_time(t, &key), put.then(Vec::new)));
+        for ((t, key), put) in d.idem_expiry {
+            w.push((keys::idem_by_expiry(t, &key), put.then(Vec::new)));
         }
         for id in d.workflows {
             let rec = self.idx.workflows.get(&id).or_else(|| d.finished_workflows.get(&id));

@@ -35,7 +35,8 @@ pub enum Table {
     Session = 5,
     WorkerName = 6,
     Idem = 7,
-    IdemByTime = 8,
+    /// Idempotency keys by (expires_ms, key), for pruning; empty values.
+    IdemByExpiry = 8,
     /// Workflow records (graph and step states), by workflow id.
     Workflow = 9,
     /// The job spec of a workflow step not yet started, by (workflow, step);
@@ -64,7 +65,7 @@ impl Table {
         Table::Session,
         Table::WorkerName,
         Table::Idem,
-        Table::IdemByTime,
+        Table::IdemByExpiry,
         Table::Workflow,
         Table::StepSpec,
         Table::Namespace,
@@ -88,7 +89,7 @@ impl Table {
             Table::Session => "session",
             Table::WorkerName => "worker_name",
             Table::Idem => "idempotency",
-            Table::IdemByTime => "idempotency_by_time",
+            Table::IdemByExpiry => "idempotency_by_expiry",
             Table::Workflow => "workflow",
             Table::StepSpec => "step_spec",
             Table::Namespace => "namespace",
@@ -150,9 +151,9 @@ pub fn idem(key: &str) -> Vec<u8> {
     k
 }
 
-pub fn idem_by_time(created_ms: u64, key: &str) -> Vec<u8> {
-    let mut k = vec![Table::IdemByTime as u8];
-    k.extend_from_slice(&created_ms.to_be_bytes());
+pub fn idem_by_expiry(expires_ms: u64, key: &str) -> Vec<u8> {
+    let mut k = vec![Table::IdemByExpiry as u8];
+    k.extend_from_slice(&expires_ms.to_be_bytes());
     k.extend_from_slice(key.as_bytes());
     k
 }
@@ -295,9 +296,9 @@ pub fn parse_task(k: &[u8]) -> Option<TaskKey> {
     Some(TaskKey { job, shard })
 }
 
-/// Decode an idempotency time-index key into (created_ms, key).
-pub fn parse_idem_by_time(k: &[u8]) -> Option<(u64, String)> {
-    if k.len() < 9 || k[0] != Table::IdemByTime as u8 {
+/// Decode an idempotency expiry-index key into (expires_ms, key).
+pub fn parse_idem_by_expiry(k: &[u8]) -> Option<(u64, String)> {
+    if k.len() < 9 || k[0] != Table::IdemByExpiry as u8 {
         return None;
     }
     let t = u64::from_be_bytes(k[1..9].try_into().ok()?);
@@ -356,7 +357,7 @@ pub fn describe(table_key: &[u8]) -> String {
         }
         Table::TaskLog => parse_task_log(table_key).map(|(t, token)| format!("{t}/token {token}")),
         Table::WorkerName | Table::Idem | Table::Namespace => Some(String::from_utf8_lossy(rest).into_owned()),
-        Table::IdemByTime => parse_idem_by_time(table_key).map(|(t, k)| format!("{t}/{k}")),
+        Table::IdemByExpiry => parse_idem_by_expiry(table_key).map(|(t, k)| format!("{t}/{k}")),
         _ => None,
     };
     match detail {

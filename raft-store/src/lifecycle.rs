@@ -1,5 +1,6 @@
-//! Records of the lifecycle features: namespace settings (pause, retention),
-//! task execution logs, and the garbage collector's queue and progress.
+//! Records of the lifecycle features: namespace settings (pause, retention,
+//! idempotency window), task execution logs, and the garbage collector's
+//! queue and progress.
 //! Pure data and pure rules; the apply handlers live in `core_lifecycle.rs`
 //! and `core_gc.rs`.
 
@@ -12,7 +13,7 @@ use crate::limits::{
 
 /// Per-namespace settings, stored under [`crate::keys::namespace`] and kept
 /// in memory ([`crate::Indexes::namespaces`]). A namespace without a record
-/// has the defaults: not paused, the default retention.
+/// has the defaults: not paused, the default retention and idempotency window.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NamespaceRecord {
     /// No new attempt of this namespace's jobs is granted while set; running
@@ -21,6 +22,10 @@ pub struct NamespaceRecord {
     /// How long a finished job (or workflow) of this namespace is kept, when
     /// the job does not set its own. `None`: [`crate::limits::RETENTION_MS_DEFAULT`].
     pub retention_ms: Option<u64>,
+    /// How long an idempotency key (job or workflow submit, event id) of
+    /// this namespace is remembered, fixed on each record when it is written.
+    /// `None`: [`crate::limits::IDEMPOTENCY_WINDOW_MS_DEFAULT`].
+    pub idempotency_window_ms: Option<u64>,
 }
 
 /// Severity of a log line, as the SDK's logger and `tracing` bridge map it.

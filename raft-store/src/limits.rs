@@ -75,9 +75,21 @@ pub const BACKOFF_MAX_MS_DEFAULT: u64 = 60_000;
 /// Default max attempts when a job gives none.
 pub const MAX_ATTEMPTS_DEFAULT: u32 = 3;
 
-/// How long an idempotency key dedups a resubmission (24 h, in ms). Client
-/// retries happen within seconds to minutes; a day is generous.
-pub const IDEMPOTENCY_WINDOW_MS: u64 = 24 * 3600 * 1000;
+/// How long an idempotency key dedups a resubmission when its namespace sets
+/// no window of its own (24 h, in ms). Client retries happen within seconds
+/// to minutes; a day is generous.
+pub const IDEMPOTENCY_WINDOW_MS_DEFAULT: u64 = 24 * 3600 * 1000;
+
+/// Shortest idempotency window a namespace may set (1 s, in ms). Below that a
+/// client's own retry (backoff plus a round trip) could outlive the record and
+/// create a second job. A positive window also puts every new record's expiry
+/// after the entry's time, which the pruning cursor relies on.
+pub const IDEMPOTENCY_WINDOW_MS_MIN: u64 = 1000;
+
+/// Longest idempotency window a namespace may set (7 days, in ms). Every
+/// record stays on disk for its window whatever the job's retention, so this
+/// bounds the table at 7 days of submits.
+pub const IDEMPOTENCY_WINDOW_MS_MAX: u64 = 7 * 24 * 3600 * 1000;
 
 /// Most expired idempotency keys pruned per applied entry. Pruning is spread
 /// over entries so no single apply does unbounded work.

@@ -144,6 +144,21 @@ fn malformed_and_unknown_targets_are_refused_without_change() {
                 |e| matches!(e, CommandError::Invalid { field, .. } if field == "retention_ms"),
             ),
             (
+                Command::SetNamespaceIdempotencyWindow { namespace: "ns".into(), window_ms: Some(0) },
+                |e| matches!(e, CommandError::Invalid { field, reason } if field == "idempotency_window_ms" && reason.contains("minimum")),
+            ),
+            (
+                Command::SetNamespaceIdempotencyWindow {
+                    namespace: "ns".into(),
+                    window_ms: Some(limits::IDEMPOTENCY_WINDOW_MS_MAX + 1),
+                },
+                |e| matches!(e, CommandError::Invalid { field, reason } if field == "idempotency_window_ms" && reason.contains("limit")),
+            ),
+            (
+                Command::SetNamespaceIdempotencyWindow { namespace: "a\nb".into(), window_ms: None },
+                |e| matches!(e, CommandError::Invalid { field, .. } if field == "namespace"),
+            ),
+            (
                 Command::AppendLogs { task: TaskKey::new(2, 0), token: 1, lines: LogChunk::default() },
                 |e| matches!(e, CommandError::Invalid { field, .. } if field == "lines"),
             ),
@@ -339,6 +354,8 @@ fn arb_command() -> impl Strategy<Value = Command> {
         proptest::collection::vec((key, any::<u64>()), 0..3)
             .prop_map(|v| { Command::TimeoutAttempts { attempts: v.into_iter().map(|(k, t)| (k, t % 40)).collect() } }),
         (0u64..4, s).prop_map(|(job, reason)| Command::CancelJob { job, reason }),
+        (s, proptest::option::of(0u64..limits::IDEMPOTENCY_WINDOW_MS_MAX * 2))
+            .prop_map(|(namespace, window_ms)| { Command::SetNamespaceIdempotencyWindow { namespace, window_ms } }),
         arb_schedule_command(),
     ];
     prop_oneof![4 => leaf.clone(), 1 => proptest::collection::vec(leaf, 0..4).prop_map(Command::Batch)]

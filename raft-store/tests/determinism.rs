@@ -33,7 +33,7 @@ fn workload(seed: u64, n: usize) -> Vec<Entry> {
             idx.pending.iter().flat_map(|(j, m)| m.keys().map(|s| TaskKey::new(*j, *s))).collect();
         let sessions: Vec<(SessionId, u64)> = idx.sessions.values().map(|s| (s.id, s.epoch)).collect();
         let any_job = rng.random_range(1..core.meta.next_job + 2);
-        let cmd = match rng.random_range(0..131) {
+        let cmd = match rng.random_range(0..132) {
             0..8 => Command::RegisterWorker {
                 name: format!("w{}", rng.random_range(0..5)),
                 labels: BTreeMap::new(),
@@ -176,6 +176,11 @@ fn workload(seed: u64, n: usize) -> Vec<Entry> {
                 payload: ByteBuf::from(vec![1; rng.random_range(0..4)]),
                 attributes: BTreeMap::from([("k".into(), if rng.random() { "a" } else { "b" }.into())]),
             }),
+            // Short windows, so keys and event ids expire mid-stream.
+            131 => Command::SetNamespaceIdempotencyWindow {
+                namespace: "ns".into(),
+                window_ms: rng.random_bool(0.8).then(|| rng.random_range(500..30_000)),
+            },
             _ => Command::ReportProgress { task: TaskKey::new(1, 0), token: 1, progress_bp: 1, message: String::new() },
         };
         let e = Entry {
@@ -426,9 +431,62 @@ fn expiring_keys_workload() -> Vec<Entry> {
     cmds.into_iter().enumerate().map(|(i, (t, c))| at(i as u64 + 1, t, c)).collect()
 }
 
+/// Keys of three namespaces with windows of 2 s, 1 h and the default,
+/// interleaved so expiry order differs from write order; the windows change
+/// halfway (records already written keep theirs), and some short-window
+/// keys are reused after expiry while their old index entries wait behind
+/// hundreds of others.
+fn mixed_windows_workload() -> Vec<Entry> {
+    let t0 = 1_700_000_000_000u64;
+    let window =
+        |ns: &str, ms: Option<u64>| Command::SetNamespaceIdempotencyWindow { namespace: ns.into(), window_ms: ms };
+    let keyed_in = |ns: &str, key: String| {
+        let mut spec = JobSpec::with_shards(ns, 1);
+        spec.idempotency_key = Some(key);
+        Command::SubmitJob(spec)
+    };
+    let mut cmds = vec![(t0, window("short", Some(2_000))), (t0, window("hour", Some(3_600_000)))];
+    for i in 0..1_200u64 {
+        let ns = ["short", "hour", "day"][i as usize % 3];
+        cmds.push((t0 + 1 + i * 3, keyed_in(ns, format!("{ns}{i}"))));
+    }
+    let t1 = t0 + 10_000;
+    cmds.push((t1, window("short", Some(3_600_000))));
+    cmds.push((t1, window("hour", Some(2_000))));
+    for i in 0..300u64 {
+        let cmd = match i % 3 {
+            // Expired short keys, reused (now with a 1-h window).
+            0 => keyed_in("short", format!("short{}", i * 3)),
+            1 => keyed_in("hour", format!("later{i}")),
+            _ => Command::CancelJob { job: 1_000_000 + i, reason: String::new() },
+        };
+        cmds.push((t1 + i * 20, cmd));
+    }
+    // The hour's keys and the reused ones expire; then the day's.
+    let t2 = t0 + 3_600_000 + 60_000;
+    for i in 0..100u64 {
+        cmds.push((t2 + i, Command::CancelJob { job: 2_000_000 + i, reason: String::new() }));
+    }
+    let t3 = t0 + DAY_MS + 60_000;
+    for i in 0..100u64 {
+        cmds.push((t3 + i, Command::CancelJob { job: 3_000_000 + i, reason: String::new() }));
+    }
+    cmds.into_iter().enumerate().map(|(i, (t, c))| at(i as u64 + 1, t, c)).collect()
+}
+
 #[tokio::test]
 async fn idempotency_pruning_is_the_same_for_any_chunking() {
-    let entries = expiring_keys_workload();
+    same_state_for_any_chunking(expiring_keys_workload()).await;
+}
+
+#[tokio::test]
+async fn idempotency_pruning_with_mixed_windows_is_the_same_for_any_chunking() {
+    same_state_for_any_chunking(mixed_windows_workload()).await;
+}
+
+/// Applied one entry per apply() call, in chunks in memory, and in chunks
+/// on RocksDB, `entries` reach the same state, and pruning kept up.
+async fn same_state_for_any_chunking(entries: Vec<Entry>) {
     // Reference: one entry per apply, written after each.
     let mut kv = MemKv::default();
     let mut core = Core::open(&kv).unwrap();
@@ -438,7 +496,7 @@ async fn idempotency_pruning_is_the_same_for_any_chunking() {
         kv.write(w);
     }
     let want = state_hash(&kv).unwrap();
-    let idem_left = kv.0.keys().filter(|k| k[0] == keys::Table::IdemByTime as u8).count();
+    let idem_left = kv.0.keys().filter(|k| k[0] == keys::Table::IdemByExpiry as u8).count();
     assert!(idem_left < 100, "pruning kept up: {idem_left} index keys left");
 
     for chunk in [7usize, 64, 500, entries.len()] {
@@ -490,7 +548,7 @@ fn idempotency_pruning_reads_a_bounded_number_of_records_per_entry() {
         assert!(reads <= per_entry_limit, "entry {i} of the call read {reads} records");
     }
     let w = core.take_writes().unwrap();
-    let pruned = w.iter().filter(|(k, v)| k[0] == keys::Table::IdemByTime as u8 && v.is_none()).count();
+    let pruned = w.iter().filter(|(k, v)| k[0] == keys::Table::IdemByExpiry as u8 && v.is_none()).count();
     assert_eq!(pruned, 40 * limits::IDEMPOTENCY_PRUNE_PER_ENTRY);
 }
 

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use baton_raft_store::codec;
 use baton_raft_store::keys::{self, Table};
 use baton_raft_store::limits::*;
 use baton_raft_store::*;
@@ -729,7 +730,226 @@ fn retention_deletes_everything_of_a_job_and_keeps_its_idempotency_record() {
     }
     // Within the window a retry of the submit is still recognised; after it,
     // the key is free again.
-    r.apply_at(T0 + IDEMPOTENCY_WINDOW_MS + 60_000, Command::CollectGarbage);
+    r.apply_at(T0 + IDEMPOTENCY_WINDOW_MS_DEFAULT + 60_000, Command::CollectGarbage);
+    assert_eq!(count_table(&r.kv, Table::Idem), 0);
+}
+
+fn set_window(namespace: &str, window_ms: Option<u64>) -> Command {
+    Command::SetNamespaceIdempotencyWindow { namespace: namespace.into(), window_ms }
+}
+
+/// A one-shard job of `namespace` with idempotency key `key`.
+fn keyed(namespace: &str, key: &str) -> JobSpec {
+    let mut sp = spec(1);
+    sp.namespace = namespace.into();
+    sp.idempotency_key = Some(key.into());
+    sp
+}
+
+impl Rig {
+    /// Submit at `at`: the job and whether it was a duplicate.
+    fn submit_at(&mut self, at: u64, sp: JobSpec) -> (JobId, bool) {
+        match self.apply_at(at, Command::SubmitJob(sp)) {
+            Response::Done(Outcome::Submitted { job, duplicate, .. }) => (job, duplicate),
+            r => panic!("{r:?}"),
+        }
+    }
+
+    /// The stored idempotency record of `key`: (job, expires_ms).
+    fn idem(&self, key: &str) -> Option<(JobId, u64)> {
+        let v = self.kv.0.get(&keys::idem(key))?;
+        let rec: baton_raft_store::core::IdemRecord = codec::decode(v).unwrap();
+        Some((rec.job, rec.expires_ms))
+    }
+}
+
+#[test]
+fn each_namespace_remembers_its_keys_for_its_own_window() {
+    let mut r = Rig::new();
+    r.ok(set_window("short", Some(10_000)));
+    let t = r.now_ms + 10;
+    let (a, _) = r.submit_at(t, keyed("short", "ka"));
+    let (b, _) = r.submit_at(t, keyed("long", "kb"));
+    assert_eq!(r.idem("ka"), Some((a, t + 10_000)));
+    assert_eq!(r.idem("kb"), Some((b, t + IDEMPOTENCY_WINDOW_MS_DEFAULT)));
+    assert_eq!(r.submit_at(t + 9_999, keyed("short", "ka")), (a, true));
+    // Its expiry reached, the key is pruned by the next entry and free again.
+    r.apply_at(t + 10_000, Command::CollectGarbage);
+    assert_eq!((r.idem("ka"), count_table(&r.kv, Table::Idem)), (None, 1));
+    let (a2, dup) = r.submit_at(t + 10_000, keyed("short", "ka"));
+    assert!(!dup && a2 != a);
+    // The other namespace still remembers its key 23 h later.
+    assert_eq!(r.submit_at(t + 23 * 3_600_000, keyed("long", "kb")), (b, true));
+    r.apply_at(t + IDEMPOTENCY_WINDOW_MS_DEFAULT, Command::CollectGarbage);
+    assert_eq!(count_table(&r.kv, Table::Idem), 0);
+    assert_eq!(count_table(&r.kv, Table::IdemByExpiry), 0);
+    assert!(!r.submit_at(r.now_ms + 10, keyed("long", "kb")).1);
+}
+
+#[test]
+fn a_changed_window_applies_only_to_keys_written_after_the_change() {
+    let mut r = Rig::new();
+    let t = r.now_ms + 10;
+    let (old, _) = r.submit_at(t, keyed("ns", "old"));
+    r.apply_at(t, set_window("ns", Some(10_000)));
+    let (short, _) = r.submit_at(t, keyed("ns", "short"));
+    r.apply_at(t, set_window("ns", Some(3_600_000)));
+    let (long, _) = r.submit_at(t, keyed("ns", "long"));
+    r.apply_at(t, set_window("ns", None));
+    assert_eq!(r.core.idx.namespaces.get("ns"), None, "back to the defaults, the record goes");
+    assert_eq!(r.idem("old"), Some((old, t + IDEMPOTENCY_WINDOW_MS_DEFAULT)));
+    assert_eq!(r.idem("short"), Some((short, t + 10_000)));
+    assert_eq!(r.idem("long"), Some((long, t + 3_600_000)));
+    // 20 s later only "short" is forgotten, though the window is now 24 h.
+    let at = t + 20_000;
+    assert_eq!(r.submit_at(at, keyed("ns", "old")), (old, true));
+    assert!(!r.submit_at(at, keyed("ns", "short")).1);
+    assert_eq!(r.submit_at(at, keyed("ns", "long")), (long, true));
+    // Two hours later "long" is forgotten too: the 1-h window it was written with.
+    assert!(!r.submit_at(t + 7_200_000, keyed("ns", "long")).1);
+    assert_eq!(r.submit_at(t + 7_200_000, keyed("ns", "old")), (old, true));
+}
+
+#[test]
+fn workflow_keys_and_event_ids_follow_their_namespace_window() {
+    let mut r = Rig::new();
+    r.ok(set_window("ns", Some(5_000)));
+    let wf = WorkflowSpec {
+        namespace: "ns".into(),
+        name: "wf".into(),
+        labels: BTreeMap::new(),
+        idempotency_key: Some("w".into()),
+        steps: vec![StepSpec {
+            name: "a".into(),
+            depends_on: vec![],
+            trigger: TriggerRule::AllSucceeded,
+            kind: StepKind::Job { job: JobSpec::with_shards("", 1), reduce: None, choice: false, dynamic: false },
+        }],
+        result_step: None,
+    };
+    let ev = EventSpec {
+        namespace: "ns".into(),
+        topic: "t".into(),
+        event_id: "e1".into(),
+        payload: ByteBuf::new(),
+        attributes: BTreeMap::new(),
+    };
+    let submit = |r: &mut Rig, at| match r.apply_at(at, Command::SubmitWorkflow(wf.clone())) {
+        Response::Done(Outcome::WorkflowSubmitted { workflow, duplicate, .. }) => (workflow, duplicate),
+        o => panic!("{o:?}"),
+    };
+    let publish = |r: &mut Rig, at| match r.apply_at(at, Command::PublishEvent(ev.clone())) {
+        Response::Done(Outcome::EventPublished { duplicate, .. }) => duplicate,
+        o => panic!("{o:?}"),
+    };
+    let t = r.now_ms + 10;
+    let (first, _) = submit(&mut r, t);
+    assert!(!publish(&mut r, t));
+    assert_eq!(submit(&mut r, t + 4_999), (first, true));
+    assert!(publish(&mut r, t + 4_999));
+    let (second, dup) = submit(&mut r, t + 5_000);
+    assert!(!dup && second != first);
+    assert!(!publish(&mut r, t + 5_000), "the event id is forgotten after the namespace's window");
+}
+
+#[test]
+fn a_bad_idempotency_window_is_refused_and_changes_nothing() {
+    let mut r = Rig::new();
+    r.ok(set_window("ns", Some(60_000)));
+    let field_and_reason = |e: CommandError| match e {
+        CommandError::Invalid { field, reason } => (field, reason),
+        e => panic!("{e}"),
+    };
+    for (ms, bound) in [
+        (0, IDEMPOTENCY_WINDOW_MS_MIN),
+        (IDEMPOTENCY_WINDOW_MS_MIN - 1, IDEMPOTENCY_WINDOW_MS_MIN),
+        (IDEMPOTENCY_WINDOW_MS_MAX + 1, IDEMPOTENCY_WINDOW_MS_MAX),
+    ] {
+        let (field, reason) = field_and_reason(r.refused(set_window("ns", Some(ms))));
+        assert_eq!(field, "idempotency_window_ms");
+        assert!(reason.contains(&format!("{ms} ms")) && reason.contains(&format!("{bound}-ms")), "{reason}");
+    }
+    for ns in ["", "a\u{7}b", &"n".repeat(MAX_NAME_BYTES + 1)] {
+        assert_eq!(field_and_reason(r.refused(set_window(ns, Some(10_000)))).0, "namespace");
+    }
+    // The bounds themselves are accepted.
+    r.ok(set_window("ns", Some(IDEMPOTENCY_WINDOW_MS_MIN)));
+    r.ok(set_window("ns", Some(IDEMPOTENCY_WINDOW_MS_MAX)));
+    assert_eq!(r.core.idx.namespaces["ns"].idempotency_window_ms, Some(IDEMPOTENCY_WINDOW_MS_MAX));
+}
+
+type Live = BTreeMap<String, (JobId, u64)>;
+type Written = std::collections::BTreeSet<(u64, String)>;
+
+/// Keys of windows 1 s to 1 day written interleaved, some reused after
+/// expiry while their old index entries still wait behind others: the pruned
+/// index entries are always exactly a prefix of the index in (expiry, key)
+/// order, none before its expiry, and every record within its expiry stays.
+#[test]
+fn pruning_with_mixed_windows_goes_in_expiry_order_and_keeps_live_records() {
+    let mut r = Rig::new();
+    let windows = [("s", 1_000), ("m", 60_000), ("h", 3_600_000)];
+    for (ns, ms) in windows {
+        r.ok(set_window(ns, Some(ms)));
+    }
+    // `live`: what each key's record must be, (job, expires_ms); `written`:
+    // every index entry ever written.
+    let (mut live, mut written) = (Live::new(), Written::new());
+    let check = |r: &Rig, live: &Live, written: &Written| {
+        let stored: Vec<(u64, String)> =
+            r.kv.0
+                .keys()
+                .filter(|k| k[0] == Table::IdemByExpiry as u8)
+                .map(|k| keys::parse_idem_by_expiry(k).unwrap())
+                .collect();
+        let pruned = written.len() - stored.len();
+        let rest: Vec<(u64, String)> = written.iter().skip(pruned).cloned().collect();
+        assert_eq!(stored, rest, "at {}: the pruned entries are not the first ones", r.now_ms);
+        assert!(written.iter().take(pruned).all(|(t, _)| *t <= r.now_ms), "an entry pruned before its expiry");
+        for (key, (job, exp)) in live {
+            if *exp > r.now_ms {
+                assert_eq!(r.idem(key), Some((*job, *exp)), "at {}: live key {key} lost", r.now_ms);
+            }
+        }
+    };
+    let submit = |r: &mut Rig, at: u64, ns: &str, key: String, live: &mut Live, written: &mut Written| {
+        let window = windows.iter().find(|w| w.0 == ns).map_or(IDEMPOTENCY_WINDOW_MS_DEFAULT, |w| w.1);
+        let (job, dup) = r.submit_at(at, keyed(ns, &key));
+        match live.get(&key) {
+            Some((j, exp)) if *exp > at => assert_eq!((job, dup), (*j, true), "{key} at {at}"),
+            _ => {
+                assert!(!dup, "{key} at {at} remembered past its expiry");
+                live.insert(key.clone(), (job, at + window));
+                written.insert((at + window, key));
+            }
+        }
+    };
+    // 4 s of submits: the 1-s keys are pruned while others are written.
+    let t0 = r.now_ms + 10;
+    for i in 0..2_000u64 {
+        let ns = ["s", "m", "h", "d"][i as usize % 4];
+        submit(&mut r, t0 + i * 2, ns, format!("{ns}{i}"), &mut live, &mut written);
+        if i % 50 == 0 {
+            check(&r, &live, &written);
+        }
+    }
+    check(&r, &live, &written);
+    // Past the 1-min window 500 keys wait, 64 pruned per entry: reuse some
+    // of the last ones meanwhile, while their old entries still wait.
+    let t1 = t0 + 70_000;
+    for i in 0..30u64 {
+        submit(&mut r, t1 + i * 10, "m", format!("m{}", 1997 - i * 4), &mut live, &mut written);
+        check(&r, &live, &written);
+    }
+    assert_eq!(r.idem("m1997").map(|(_, exp)| exp), Some(t1 + 60_000), "a reused key keeps its new record");
+    assert_eq!(r.submit_at(t1 + 59_000, keyed("m", "m1997")).1, true);
+    // The reused keys expire, then the hour's, then the day's.
+    for at in [t1 + 61_000, t0 + 3_700_000, t0 + 2 * IDEMPOTENCY_WINDOW_MS_DEFAULT] {
+        for i in 0..12 {
+            r.apply_at(at + i, Command::CollectGarbage);
+            check(&r, &live, &written);
+        }
+    }
     assert_eq!(count_table(&r.kv, Table::Idem), 0);
 }
 

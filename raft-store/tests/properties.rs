@@ -95,6 +95,11 @@ enum Op {
     PauseNamespace {
         paused: bool,
     },
+    /// The namespace's idempotency window in ms (`None`: the default);
+    /// below the minimum is refused.
+    SetIdemWindow {
+        ms: Option<u16>,
+    },
     SetPriority {
         sel: u16,
         priority: i8,
@@ -155,6 +160,7 @@ fn leaf_op() -> impl Strategy<Value = Op> {
         1 => (sel.clone(), valid.clone()).prop_map(|(sel, valid)| Op::CancelTask { sel, valid }),
         1 => (sel.clone(), prop::bool::weighted(0.4)).prop_map(|(sel, paused)| Op::PauseJob { sel, paused }),
         1 => prop::bool::weighted(0.2).prop_map(|paused| Op::PauseNamespace { paused }),
+        2 => proptest::option::weighted(0.8, 0u16..10_000).prop_map(|ms| Op::SetIdemWindow { ms }),
         1 => (sel.clone(), any::<i8>()).prop_map(|(sel, priority)| Op::SetPriority { sel, priority }),
         2 => (sel, valid, token, 1u8..4).prop_map(|(sel, valid, token, lines)| Op::AppendLogs { sel, valid, token, lines }),
         1 => Just(Op::Collect),
@@ -195,6 +201,11 @@ struct Harness {
     /// entry requeues the first kind, and the final state cannot tell.
     ended_in_entry: BTreeSet<TaskKey>,
     succeeded_in_entry: BTreeSet<TaskKey>,
+    /// The idempotency table as the test expects it: key -> (job,
+    /// expires_ms), each fixed by the window when the key was written.
+    idem: BTreeMap<String, (JobId, u64)>,
+    /// The namespace's window as last set.
+    idem_window_ms: u64,
     stats: Stats,
 }
 
@@ -217,6 +228,8 @@ struct Stats {
     paused_refusals: u64,
     logs_appended: u64,
     keys_collected: u64,
+    /// Keyed submits that made a new job because the key's record expired.
+    keys_forgotten: u64,
 }
 
 impl Stats {
@@ -236,6 +249,7 @@ impl Stats {
         self.paused_refusals += o.paused_refusals;
         self.logs_appended += o.logs_appended;
         self.keys_collected += o.keys_collected;
+        self.keys_forgotten += o.keys_forgotten;
     }
 }
 
@@ -256,6 +270,8 @@ impl Harness {
             retried_at: BTreeMap::new(),
             ended_in_entry: BTreeSet::new(),
             succeeded_in_entry: BTreeSet::new(),
+            idem: BTreeMap::new(),
+            idem_window_ms: limits::IDEMPOTENCY_WINDOW_MS_DEFAULT,
             stats: Stats::default(),
         }
     }
@@ -385,6 +401,9 @@ impl Harness {
             }
             Op::PauseJob { sel, paused } => Command::PauseJob { job: self.any_job(*sel), paused: *paused },
             Op::PauseNamespace { paused } => Command::PauseNamespace { namespace: "ns".into(), paused: *paused },
+            Op::SetIdemWindow { ms } => {
+                Command::SetNamespaceIdempotencyWindow { namespace: "ns".into(), window_ms: ms.map(u64::from) }
+            }
             Op::SetPriority { sel, priority } => {
                 Command::SetPriority { job: self.any_job(*sel), priority: i32::from(*priority) }
             }
@@ -420,12 +439,19 @@ impl Harness {
     }
 
     /// Like the leader, run the collector in entries of its own while it
-    /// has work due, so the next entry's command is judged alone.
+    /// has work due, so the next entry's command is judged alone. Every
+    /// entry also prunes expired idempotency keys: run those apart too.
     fn collect_due(&mut self) {
-        while self.core.gc_due_ms().is_some_and(|at| at <= self.clock + 7) {
+        while self.core.gc_due_ms().is_some_and(|at| at <= self.clock + 7) || self.idem_due(self.clock + 7) {
             let resp = self.apply(Command::CollectGarbage);
             self.record_grants(&resp);
         }
+    }
+
+    /// Whether an entry at `at_ms` would prune an idempotency key.
+    fn idem_due(&self, at_ms: u64) -> bool {
+        let first = self.kv.0.keys().find(|k| k[0] == keys::Table::IdemByExpiry as u8);
+        first.and_then(|k| keys::parse_idem_by_expiry(k)).is_some_and(|(exp, _)| exp <= at_ms)
     }
 
     /// State excluding the meta record (which changes on every entry).
@@ -489,6 +515,7 @@ impl Harness {
             }
         }
         self.record(&cmd, &resp);
+        self.check_idempotency(&cmd, &resp)?;
         self.ended_in_entry.clear();
         self.succeeded_in_entry.clear();
         self.check_invariants()
@@ -506,6 +533,45 @@ impl Harness {
                 self.record_ends(resp);
             }
         }
+    }
+
+    /// A keyed submit is a duplicate (or a conflict) exactly while the key's
+    /// record is within the expiry it was written with; the window set later
+    /// changes only records written after it.
+    fn check_idempotency(&mut self, cmd: &Command, resp: &Response) -> Result<(), TestCaseError> {
+        let now = self.clock;
+        match (cmd, resp) {
+            (Command::Batch(cmds), Response::Batch(rs)) => {
+                for (c, r) in cmds.iter().zip(rs) {
+                    self.check_idempotency(c, r)?;
+                }
+            }
+            (Command::SetNamespaceIdempotencyWindow { window_ms, .. }, Response::Done(_)) => {
+                self.idem_window_ms = window_ms.unwrap_or(limits::IDEMPOTENCY_WINDOW_MS_DEFAULT);
+            }
+            (Command::SubmitJob(spec), _) => {
+                let Some(key) = &spec.idempotency_key else { return Ok(()) };
+                let live = self.idem.get(key).filter(|(_, exp)| *exp > now).map(|(job, _)| *job);
+                match resp {
+                    Response::Done(Outcome::Submitted { job, duplicate: true, .. }) => {
+                        prop_assert_eq!(live, Some(*job), "{} at {}: a duplicate of a forgotten key", key, now);
+                    }
+                    Response::Done(Outcome::Submitted { job, duplicate: false, .. }) => {
+                        prop_assert_eq!(live, None, "{} at {}: a live key made a new job", key, now);
+                        if self.idem.contains_key(key) {
+                            self.stats.keys_forgotten += 1;
+                        }
+                        self.idem.insert(key.clone(), (*job, now + self.idem_window_ms));
+                    }
+                    Response::Rejected(CommandError::IdempotencyConflict { job, .. }) => {
+                        prop_assert_eq!(live, Some(*job), "{} at {}: a conflict with a forgotten key", key, now);
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     /// Which shards this command ended or made succeed (see `ended_in_entry`).
@@ -816,6 +882,7 @@ fn random_sequences_keep_invariants_and_replay_identically() {
         ("paused refusals", t.paused_refusals),
         ("log lines appended", t.logs_appended),
         ("keys collected", t.keys_collected),
+        ("idempotency keys forgotten", t.keys_forgotten),
     ] {
         assert!(n >= 20, "generator exercised only {n} {what}: {t:?}");
     }

@@ -2,8 +2,10 @@
 //! single-shard lifecycles whose jobs are kept for a short retention, while
 //! this samples each node's data-dir size, snapshot size and RSS. With the
 //! collector keeping up, all three level off once the first jobs expire
-//! instead of growing with the number of lifecycles. Prints a table and
-//! writes `steady.json`, `steady.md` and three SVG plots.
+//! instead of growing with the number of lifecycles. The namespace's
+//! idempotency window is set to the retention, so the submit keys expire
+//! with their jobs rather than 24 h later. Prints a table and writes
+//! `steady.json`, `steady.md` and three SVG plots.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -95,6 +97,13 @@ pub async fn run(plan: SteadyPlan, bin: &Path, run_dir: &Path, out: &Path) -> an
     c.settled(Duration::from_secs(30)).await?;
     let data_dirs: Vec<PathBuf> = (1..=c.nodes.len()).map(|i| run_dir.join(format!("baton{i}"))).collect();
     let n = Arc::new(Counters::default());
+    // Every submit carries a key; with the default 24-h window the keys
+    // would outlive a short retention and the state would grow for a day.
+    let admin = baton_client::Client::new(baton_client::ClientConfig::new(c.endpoints()))?;
+    let window = Duration::from_millis(plan.retention_ms);
+    admin.set_namespace_idempotency_window("steady", Some(window)).await.map_err(|e| {
+        anyhow::anyhow!("setting the idempotency window to --retention-ms {} failed: {e}", plan.retention_ms)
+    })?;
 
     let mut workers = Vec::new();
     for i in 0..plan.workers {
@@ -169,6 +178,7 @@ pub async fn run(plan: SteadyPlan, bin: &Path, run_dir: &Path, out: &Path) -> an
     let start = Instant::now();
     let mut samples = Vec::new();
     let mut last = (0.0f64, 0u64);
+    eprintln!("namespace steady: retention {} ms, idempotency window {} ms", plan.retention_ms, plan.retention_ms);
     eprintln!(
         "{:>7} {:>10} {:>9} {:>24} {:>24} {:>20}",
         "t (s)", "done", "per s", "data MiB", "snapshot MiB", "RSS MiB"
@@ -232,7 +242,8 @@ fn write(r: &SteadyReport, out: &Path) -> anyhow::Result<()> {
     plot::lines(&out.join("steady-snapshot.svg"), "Snapshot size per node", x, "MiB", &per_node(|s| &s.snapshot_mib))?;
     plot::lines(&out.join("steady-rss.svg"), "Resident memory per node", x, "MiB", &per_node(|s| &s.rss_mib))?;
     let mut md = format!(
-        "retention {} ms, {} lifecycles in {:.0} s ({:.0}/s), {} submit errors; fsync p50 {:.2} ms, load before {:.2}\n\n",
+        "retention {} ms, idempotency window {} ms, {} lifecycles in {:.0} s ({:.0}/s), {} submit errors; fsync p50 {:.2} ms, load before {:.2}\n\n",
+        r.plan.retention_ms,
         r.plan.retention_ms,
         r.samples.last().map_or(0, |s| s.completed),
         r.elapsed_s,

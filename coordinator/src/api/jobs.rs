@@ -298,6 +298,13 @@ impl JobService for Jobs {
         self.ns_retention(req).await
     }
 
+    async fn set_namespace_idempotency_window(
+        &self,
+        req: Request<proto::SetNamespaceIdempotencyWindowRequest>,
+    ) -> Result<Response<proto::Namespace>, Status> {
+        self.ns_idempotency_window(req).await
+    }
+
     async fn get_namespace(
         &self,
         req: Request<proto::GetNamespaceRequest>,

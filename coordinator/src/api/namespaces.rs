@@ -1,5 +1,5 @@
 //! Namespace settings in `baton.v1.JobService`: pause, resume, retention,
-//! and reading them. A namespace needs no creation; one without settings has
+//! idempotency window, and reading them. A namespace needs no creation; one without settings has
 //! the defaults. Writes are proposed at the leader like the job operations;
 //! each answers with the settings as applied.
 
@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 
 use baton_client::proto;
 use baton_client::proto::job_service_client::JobServiceClient;
-use baton_raft_store::limits::RETENTION_MS_DEFAULT;
+use baton_raft_store::limits::{IDEMPOTENCY_WINDOW_MS_DEFAULT, RETENTION_MS_DEFAULT};
 use baton_raft_store::{Command, NamespaceRecord, Outcome};
 
 use super::convert;
@@ -21,6 +21,8 @@ pub fn namespace_view(namespace: &str, rec: &NamespaceRecord) -> proto::Namespac
         paused: rec.paused,
         retention_ms: rec.retention_ms.unwrap_or(0),
         effective_retention_ms: rec.retention_ms.unwrap_or(RETENTION_MS_DEFAULT),
+        idempotency_window_ms: rec.idempotency_window_ms.unwrap_or(0),
+        effective_idempotency_window_ms: rec.idempotency_window_ms.unwrap_or(IDEMPOTENCY_WINDOW_MS_DEFAULT),
     }
 }
 
@@ -64,6 +66,24 @@ impl Jobs {
         let retention_ms = (r.retention_ms != 0).then_some(r.retention_ms);
         let cmd = Self::checked(Command::SetNamespaceRetention { namespace: ns.clone(), retention_ms })?;
         forward_if_not_here!(self.ctx, self.ctx.route(&req)?, req, JobServiceClient::set_namespace_retention, write);
+        Ok(Response::new(self.update_namespace(ns, cmd).await?))
+    }
+
+    pub(super) async fn ns_idempotency_window(
+        &self,
+        req: Request<proto::SetNamespaceIdempotencyWindowRequest>,
+    ) -> Result<Response<proto::Namespace>, Status> {
+        let r = req.get_ref();
+        let ns = r.namespace.clone();
+        let window_ms = (r.idempotency_window_ms != 0).then_some(r.idempotency_window_ms);
+        let cmd = Self::checked(Command::SetNamespaceIdempotencyWindow { namespace: ns.clone(), window_ms })?;
+        forward_if_not_here!(
+            self.ctx,
+            self.ctx.route(&req)?,
+            req,
+            JobServiceClient::set_namespace_idempotency_window,
+            write
+        );
         Ok(Response::new(self.update_namespace(ns, cmd).await?))
     }
 
