@@ -10,10 +10,11 @@
 //!
 //! Each round starts a fresh cluster per mode (so neither inherits the
 //! other's RocksDB), starts `BENCH_WORKERS` (4) SDK workers of
-//! `BENCH_CAPACITY` (64) slots, then submits `BENCH_TASKS` (20,000) tasks
+//! `BENCH_CAPACITY` (64) slots, then submits `BENCH_TASKS` (100,000) tasks
 //! as jobs of `BENCH_SHARDS_PER_JOB` (1,000) shards and times first submit
 //! → last job finished. Modes alternate over `BENCH_ROUNDS` (3) rounds, so a
-//! change in the machine's load hits both.
+//! change in the machine's load hits both. Rounds of 20,000 tasks (about a
+//! second) varied by ±15% from one to the next; 100,000 take about 5 s.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -44,12 +45,30 @@ struct Setup {
     lines: u32,
 }
 
+/// A typical line: what was done, with a few values (about 55 bytes).
+fn line(i: u32, shard: u32) -> String {
+    format!("step {i} of shard {shard}: processed {} records in {} ms", 1000 + i, 3 + i)
+}
+
 async fn handle(ctx: TaskContext, lines: u32) -> Result<Vec<u8>, baton_client::TaskError> {
     for i in 0..lines {
-        // A typical line: what was done, with a few values (about 70 bytes).
+        // The text of `line`, formatted straight into the task log.
         ctx.info(format_args!("step {i} of shard {}: processed {} records in {} ms", ctx.shard, 1000 + i, 3 + i));
     }
     Ok(Vec::new())
+}
+
+/// Bytes one task's lines take as the worker sends them: raw, and as sent.
+fn chunk_bytes(lines: u32) -> (usize, usize) {
+    let lines: Vec<proto::LogLine> = (0..lines)
+        .map(|i| proto::LogLine {
+            at_ms: 1_764_400_000_000 + u64::from(i),
+            level: proto::LogLevel::Info as i32,
+            message: line(i, 17),
+        })
+        .collect();
+    let raw = lines.iter().map(|l| 11 + l.message.len()).sum();
+    (raw, baton_client::worker::encode_chunk(&lines).map_or(0, |c| c.data.len()))
 }
 
 fn start_workers(c: &Cluster, s: Setup, lines: u32) -> (watch::Sender<bool>, Vec<JoinHandle<WorkerStats>>) {
@@ -176,7 +195,7 @@ fn median(v: &mut [f64]) -> f64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let s = Setup {
-        tasks: env_or("BENCH_TASKS", 20_000),
+        tasks: env_or("BENCH_TASKS", 100_000),
         shards_per_job: env_or("BENCH_SHARDS_PER_JOB", 1_000),
         workers: env_or("BENCH_WORKERS", 4),
         capacity: env_or("BENCH_CAPACITY", 64),
@@ -197,10 +216,19 @@ async fn main() {
         "{} tasks per round in jobs of {} shards; {} workers x {} slots; handlers return at once",
         s.tasks, s.shards_per_job, s.workers, s.capacity
     );
+    for n in [1, s.lines] {
+        let (raw, sent) = chunk_bytes(n);
+        println!("{n:>2} lines/task: {raw} bytes encoded, {sent} as sent (LZ4 when smaller)");
+    }
     let modes = [0, 1, s.lines];
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
     for r in 0..rounds {
-        for (m, &lines) in modes.iter().enumerate() {
+        // Every other round runs the modes in reverse: a drift within a
+        // round (the page cache writing back the last cluster's files)
+        // then weighs on each mode alike.
+        let order: Vec<usize> = if r % 2 == 0 { (0..modes.len()).collect() } else { (0..modes.len()).rev().collect() };
+        for m in order {
+            let lines = modes[m];
             let out = round(s, lines).await;
             let rate = f64::from(s.tasks) / out.elapsed.as_secs_f64();
             println!(

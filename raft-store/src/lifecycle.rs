@@ -85,6 +85,16 @@ pub const MAX_CHUNK_RAW_BYTES: usize = MAX_LOG_LINES_PER_COMMAND * (CHUNK_LINE_H
 /// Bytes before an LZ4 chunk's block: the lines' size uncompressed (u32 LE).
 const LZ4_SIZE_PREFIX_BYTES: usize = 4;
 
+/// Largest decompression buffer a thread keeps between chunks (64 KiB): a
+/// typical flush fits many times over, and a thread that met a rare
+/// near-MiB chunk gives that memory back.
+const SCRATCH_KEEP_BYTES: usize = 64 * 1024;
+
+thread_local! {
+    /// Where LZ4 chunks are decompressed, reused across calls.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// How a chunk's `data` holds its lines.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ChunkEncoding {
@@ -233,15 +243,18 @@ impl LogChunk {
         LogChunk { lines: self.lines, encoding: ChunkEncoding::Lz4, data: serde_bytes::ByteBuf::from(data) }
     }
 
-    /// The raw lines: borrowed, or decompressed within
-    /// [`MAX_CHUNK_RAW_BYTES`] (the stated size is checked before anything
-    /// is allocated, so a small chunk cannot claim a huge one).
-    fn raw(&self) -> Result<std::borrow::Cow<'_, [u8]>, ChunkError> {
+    /// `f` of the raw lines: borrowed, or decompressed within
+    /// [`MAX_CHUNK_RAW_BYTES`] into this thread's scratch buffer (the stated
+    /// size is checked before anything is allocated, so a small chunk cannot
+    /// claim a huge one). Every node decompresses every chunk once, to
+    /// validate it; a buffer per call was a third of what that cost. `f` must
+    /// not decode another chunk.
+    fn with_raw<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R, ChunkError> {
         if self.data.len() > MAX_CHUNK_RAW_BYTES {
             return Err(ChunkError::TooLarge(self.data.len()));
         }
         match self.encoding {
-            ChunkEncoding::Raw => Ok(std::borrow::Cow::Borrowed(&self.data)),
+            ChunkEncoding::Raw => Ok(f(&self.data)),
             ChunkEncoding::Lz4 => {
                 let Some((size, block)) = self.data.split_first_chunk::<LZ4_SIZE_PREFIX_BYTES>() else {
                     return Err(ChunkError::Malformed(0));
@@ -250,10 +263,18 @@ impl LogChunk {
                 if size > MAX_CHUNK_RAW_BYTES {
                     return Err(ChunkError::TooLarge(size));
                 }
-                match lz4_flex::block::decompress(block, size) {
-                    Ok(raw) if raw.len() == size => Ok(std::borrow::Cow::Owned(raw)),
-                    _ => Err(ChunkError::BadCompression(size)),
-                }
+                SCRATCH.with_borrow_mut(|scratch| {
+                    scratch.clear();
+                    scratch.resize(size, 0);
+                    let out = match lz4_flex::block::decompress_into(block, scratch) {
+                        Ok(n) if n == size => Ok(f(scratch)),
+                        _ => Err(ChunkError::BadCompression(size)),
+                    };
+                    if scratch.capacity() > SCRATCH_KEEP_BYTES {
+                        *scratch = Vec::new();
+                    }
+                    out
+                })
             }
         }
     }
@@ -265,19 +286,20 @@ impl LogChunk {
         if self.lines as usize > MAX_LOG_LINES_PER_COMMAND {
             return Err(ChunkError::TooManyLines);
         }
-        let raw = self.raw()?;
-        let mut it = ChunkIter { data: &raw, at: 0, index: 0 };
-        for _ in 0..self.lines {
-            match it.next() {
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(e),
-                None => return Err(ChunkError::Malformed(it.at)),
+        self.with_raw(|raw| {
+            let mut it = ChunkIter { data: raw, at: 0, index: 0 };
+            for _ in 0..self.lines {
+                match it.next() {
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(e),
+                    None => return Err(ChunkError::Malformed(it.at)),
+                }
             }
-        }
-        if it.at != raw.len() {
-            return Err(ChunkError::Malformed(it.at));
-        }
-        Ok(())
+            if it.at != raw.len() {
+                return Err(ChunkError::Malformed(it.at));
+            }
+            Ok(())
+        })?
     }
 
     /// The lines, oldest first. A chunk that fails [`LogChunk::validate`]
@@ -288,16 +310,23 @@ impl LogChunk {
 
     /// `f` of the decoded lines, oldest first (see [`LogChunk::to_lines`]).
     pub fn with_lines<R>(&self, f: impl FnOnce(&[LogLineRef<'_>]) -> R) -> R {
-        let raw = self.raw();
-        debug_assert!(raw.is_ok(), "a stored log chunk does not decode: {raw:?}");
-        let raw = raw.unwrap_or_default();
-        let lines: Vec<LogLineRef<'_>> = ChunkIter { data: &raw, at: 0, index: 0 }
-            .map_while(|r| {
-                debug_assert!(r.is_ok(), "a stored log chunk does not decode: {r:?}");
-                r.ok()
-            })
-            .collect();
-        f(&lines)
+        let mut f = Some(f);
+        let decoded = self.with_raw(|raw| {
+            let lines: Vec<LogLineRef<'_>> = ChunkIter { data: raw, at: 0, index: 0 }
+                .map_while(|r| {
+                    debug_assert!(r.is_ok(), "a stored log chunk does not decode: {r:?}");
+                    r.ok()
+                })
+                .collect();
+            f.take().expect("called once")(&lines)
+        });
+        match decoded {
+            Ok(r) => r,
+            Err(e) => {
+                debug_assert!(false, "a stored log chunk does not decode: {e}");
+                f.take().expect("not called")(&[])
+            }
+        }
     }
 
     /// The newest lines whose cost is at most `max_cost`, and how many

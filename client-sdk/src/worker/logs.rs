@@ -13,7 +13,7 @@
 //! a marker line.
 
 use std::collections::VecDeque;
-use std::fmt::Display;
+use std::fmt::{Display, Write as _};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -47,6 +47,9 @@ pub const LOG_BUFFER_MAX_BYTES: usize = 128 * 1024;
 /// Longest line kept (the cluster's `MAX_LOG_LINE_BYTES`); longer ones are
 /// cut at a character boundary and end with [`TRUNCATED_MARKER`].
 pub const MAX_LOG_LINE_BYTES: usize = 4096;
+/// Room a line is formatted into at first (128 bytes): most lines fit, and
+/// a longer one grows from there.
+const LINE_CAPACITY_BYTES: usize = 128;
 /// Ends a line that was cut to [`MAX_LOG_LINE_BYTES`].
 pub const TRUNCATED_MARKER: &str = " …[truncated]";
 /// Bytes of log messages sent and not yet acknowledged, over every attempt
@@ -210,6 +213,9 @@ impl LogBatch {
     }
 }
 
+/// Lines an attempt's buffer makes room for at its first line.
+const LINES_RESERVED: usize = 16;
+
 /// One attempt's unsent lines: a ring bounded by [`LOG_BUFFER_MAX_LINES`]
 /// and [`LOG_BUFFER_MAX_BYTES`]. Pure.
 #[derive(Debug, Default)]
@@ -224,6 +230,10 @@ impl LogBuffer {
     /// bounds. Returns true when the buffer has reached its flush bound.
     pub fn push(&mut self, line: proto::LogLine) -> bool {
         debug_assert!(line.message.len() <= MAX_LOG_LINE_BYTES);
+        if self.lines.capacity() == 0 {
+            // One allocation for a typical attempt's lines, not one per doubling.
+            self.lines.reserve(LINES_RESERVED);
+        }
         self.bytes += line.message.len();
         self.lines.push_back(line);
         loop {
@@ -323,7 +333,12 @@ impl TaskContext {
     /// and marked; when the buffer is full the oldest lines are dropped, and
     /// a marker line says how many.
     pub fn log(&self, level: LogLevel, message: impl Display) {
-        self.logs.log(level, message.to_string());
+        // Sized for a typical line up front: formatting into an empty String
+        // reallocated as the text grew, several times per line, and those
+        // allocations were most of what a line cost the worker.
+        let mut line = String::with_capacity(LINE_CAPACITY_BYTES);
+        let _ = write!(line, "{message}");
+        self.logs.log(level, line);
     }
 
     pub fn trace(&self, message: impl Display) {
