@@ -358,6 +358,17 @@ pub enum Command {
 }
 
 impl Command {
+    /// Commands of work this carries, for the share of background work its
+    /// entry may do (collection, pruning): a batch counts its members, and
+    /// `CollectGarbage`, which is that work, counts nothing.
+    pub fn work_count(&self) -> usize {
+        match self {
+            Command::Batch(cmds) => cmds.iter().map(Command::work_count).sum(),
+            Command::CollectGarbage => 0,
+            _ => 1,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Command::RegisterWorker { .. } => "register_worker",

@@ -205,8 +205,11 @@ impl Core {
             EntryPayload::Normal(p) => {
                 let now_ms = self.meta.clock_ms.max(p.proposed_at_ms);
                 self.meta.clock_ms = now_ms;
-                self.prune_idempotency(kv, now_ms)?;
-                self.collected = self.collect_garbage(kv, now_ms)?;
+                // The share of background work this entry may do grows with
+                // its commands, so deletion keeps pace with creation.
+                let commands = p.cmd.work_count();
+                self.prune_idempotency(kv, now_ms, idempotency_prune_budget(commands))?;
+                self.collected = self.collect_garbage(kv, now_ms, gc_budget(commands))?;
                 self.apply_command(kv, Ctx { index: entry.log_id.index, now_ms }, &p.cmd)
             }
         }
@@ -802,7 +805,7 @@ impl Core {
     }
 
     /// Drop idempotency keys whose expiry has passed, a bounded number per
-    /// entry: the first [`IDEMPOTENCY_PRUNE_PER_ENTRY`] expired keys of the
+    /// entry: the first `want` ([`idempotency_prune_budget`]) expired keys of the
     /// by-expiry index as this entry sees it (records plus overlay), in
     /// (expires_ms, key) order. That set depends only on the applied
     /// entries, never on how apply() calls were chunked.
@@ -814,8 +817,7 @@ impl Core {
     /// [`IDEMPOTENCY_WINDOW_MS_MIN`], so it is > now >= every expiry pruned
     /// so far (log time never goes back). Both sources are read from just
     /// after that cursor.
-    fn prune_idempotency(&mut self, kv: &dyn Kv, now_ms: u64) -> Result<(), StoreError> {
-        let want = IDEMPOTENCY_PRUNE_PER_ENTRY;
+    fn prune_idempotency(&mut self, kv: &dyn Kv, now_ms: u64, want: usize) -> Result<(), StoreError> {
         let mut candidates = BTreeSet::new();
         let prefix = [Table::IdemByExpiry as u8];
         let start = match &self.idem_pruned_to {

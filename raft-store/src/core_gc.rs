@@ -2,8 +2,8 @@
 //!
 //! Finished jobs and workflows and ended sessions are queued in
 //! `Indexes::expiry` at the time their retention ends. Every applied normal
-//! entry runs [`Core::collect_garbage`] with a budget of
-//! [`GC_KEYS_PER_ENTRY`] key deletions: it continues the target in
+//! entry runs [`Core::collect_garbage`] with a budget of key deletions
+//! that grows with the entry's commands ([`gc_budget`]): it continues the target in
 //! `Meta::gc`, else takes the first queued target that is due at the entry's
 //! time. A job goes shard by shard (task and payload), then its logs, then
 //! its index keys and record, so one entry's work is bounded whatever the
@@ -38,9 +38,9 @@ impl Core {
     }
 
     /// One entry's share of collection at log time `now_ms`: at most
-    /// [`GC_KEYS_PER_ENTRY`] key deletions. Returns how many it made.
-    pub(super) fn collect_garbage(&mut self, kv: &dyn Kv, now_ms: u64) -> Result<u32, StoreError> {
-        let mut budget = GC_KEYS_PER_ENTRY;
+    /// `allowed` key deletions. Returns how many it made.
+    pub(super) fn collect_garbage(&mut self, kv: &dyn Kv, now_ms: u64, allowed: usize) -> Result<u32, StoreError> {
+        let mut budget = allowed;
         while budget > 0 {
             let progress = match self.meta.gc.take() {
                 Some(p) => p,
@@ -62,8 +62,8 @@ impl Core {
                 break;
             }
         }
-        debug_assert!(budget <= GC_KEYS_PER_ENTRY);
-        Ok((GC_KEYS_PER_ENTRY - budget) as u32)
+        debug_assert!(budget <= allowed);
+        Ok((allowed - budget) as u32)
     }
 
     /// Tasks and payloads shard by shard, then logs, then index keys and

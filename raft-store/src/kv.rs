@@ -106,11 +106,13 @@ impl Kv for MemKv {
 pub struct CountingKv<'a> {
     kv: &'a dyn Kv,
     reads: std::cell::Cell<usize>,
+    /// Point reads by table tag, found or not.
+    gets: std::cell::RefCell<std::collections::BTreeMap<u8, usize>>,
 }
 
 impl<'a> CountingKv<'a> {
     pub fn new(kv: &'a dyn Kv) -> Self {
-        Self { kv, reads: std::cell::Cell::new(0) }
+        Self { kv, reads: std::cell::Cell::new(0), gets: Default::default() }
     }
 
     /// Records handed out so far.
@@ -118,8 +120,14 @@ impl<'a> CountingKv<'a> {
         self.reads.get()
     }
 
+    /// Point reads of `table`'s keys so far, including those that found nothing.
+    pub fn gets_of(&self, table: crate::keys::Table) -> usize {
+        self.gets.borrow().get(&(table as u8)).copied().unwrap_or(0)
+    }
+
     pub fn reset(&self) {
         self.reads.set(0);
+        self.gets.borrow_mut().clear();
     }
 
     fn count(&self) {
@@ -130,6 +138,9 @@ impl<'a> CountingKv<'a> {
 impl Kv for CountingKv<'_> {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         self.count();
+        if let Some(t) = key.first() {
+            *self.gets.borrow_mut().entry(*t).or_default() += 1;
+        }
         self.kv.get(key)
     }
 

@@ -91,9 +91,21 @@ pub const IDEMPOTENCY_WINDOW_MS_MIN: u64 = 1000;
 /// bounds the table at 7 days of submits.
 pub const IDEMPOTENCY_WINDOW_MS_MAX: u64 = 7 * 24 * 3600 * 1000;
 
-/// Most expired idempotency keys pruned per applied entry. Pruning is spread
+/// Expired idempotency keys an applied entry may prune, before its
+/// commands' share ([`IDEMPOTENCY_PRUNE_PER_COMMAND`]). Pruning is spread
 /// over entries so no single apply does unbounded work.
 pub const IDEMPOTENCY_PRUNE_PER_ENTRY: usize = 64;
+
+/// Expired idempotency keys an entry may prune for each command it carries
+/// (2): a command writes at most one key, so pruning keeps pace with
+/// writing however busy the entries are. A fixed budget per entry let a
+/// stream of large batches write keys faster than they were pruned.
+pub const IDEMPOTENCY_PRUNE_PER_COMMAND: usize = 2;
+
+/// What an entry carrying `commands` commands may prune.
+pub const fn idempotency_prune_budget(commands: usize) -> usize {
+    IDEMPOTENCY_PRUNE_PER_ENTRY + IDEMPOTENCY_PRUNE_PER_COMMAND * commands
+}
 
 /// Largest not-before offset into the future accepted at submit (30 days).
 pub const MAX_NOT_BEFORE_AHEAD_MS: u64 = 30 * 24 * 3600 * 1000;
@@ -142,10 +154,25 @@ pub const MAX_RETENTION_MS: u64 = 366 * 24 * 3600 * 1000;
 /// it when no newer session took the name.
 pub const SESSION_RETENTION_MS: u64 = 3600 * 1000;
 
-/// Most keys the garbage collector deletes per applied entry. Deletion runs
-/// inside apply(), so a follower catching up on a backlog does bounded work
-/// per entry and never stalls; 512 deletes are a few hundred microseconds.
+/// Keys the garbage collector may delete per applied entry, before its
+/// commands' share ([`GC_KEYS_PER_COMMAND`]). Deletion runs inside apply(),
+/// so a follower catching up on a backlog does bounded work per entry and
+/// never stalls; 512 deletes are a few hundred microseconds.
 pub const GC_KEYS_PER_ENTRY: usize = 512;
+
+/// Keys the collector may delete per command an entry carries (16). A fixed
+/// budget per entry fell behind creation under load: a busy leader puts a
+/// few hundred commands in one entry, creating more keys than 512, and the
+/// backlog (with the disk) grew without end. 16 is more than a command's own
+/// keys (a single-shard job has about 8 over its life; each shard of a larger
+/// job has a report of its own), so collection keeps pace, and an entry's
+/// deletions stay proportional to the rest of its work.
+pub const GC_KEYS_PER_COMMAND: usize = 16;
+
+/// What the collector may delete in an entry carrying `commands` commands.
+pub const fn gc_budget(commands: usize) -> usize {
+    GC_KEYS_PER_ENTRY + GC_KEYS_PER_COMMAND * commands
+}
 
 /// Longest log line (4 KiB); the SDK truncates longer ones and says so.
 pub const MAX_LOG_LINE_BYTES: usize = 4096;

@@ -522,8 +522,9 @@ async fn same_state_for_any_chunking(entries: Vec<Entry>) {
 }
 
 /// Inside one apply() call nothing is written yet, so keys pruned by earlier
-/// entries are still on disk: each entry must still read only about the 64
-/// keys it prunes, not every key pruned before it in the call.
+/// entries are still on disk: each entry must still read only about the
+/// keys it prunes (66 for an entry of one command), not every key pruned
+/// before it in the call.
 #[test]
 fn idempotency_pruning_reads_a_bounded_number_of_records_per_entry() {
     let t0 = 1_700_000_000_000u64;
@@ -538,7 +539,9 @@ fn idempotency_pruning_reads_a_bounded_number_of_records_per_entry() {
     kv.write(w);
     // A day later, 40 entries in one apply() call.
     let counting = CountingKv::new(&kv);
-    let per_entry_limit = 4 * limits::IDEMPOTENCY_PRUNE_PER_ENTRY;
+    // Each entry carries one command.
+    let budget = limits::idempotency_prune_budget(1);
+    let per_entry_limit = 4 * budget;
     for i in 0..40u64 {
         index += 1;
         counting.reset();
@@ -549,7 +552,7 @@ fn idempotency_pruning_reads_a_bounded_number_of_records_per_entry() {
     }
     let w = core.take_writes().unwrap();
     let pruned = w.iter().filter(|(k, v)| k[0] == keys::Table::IdemByExpiry as u8 && v.is_none()).count();
-    assert_eq!(pruned, 40 * limits::IDEMPOTENCY_PRUNE_PER_ENTRY);
+    assert_eq!(pruned, 40 * budget);
 }
 
 /// Jobs too big for one entry's collector budget (2,000 shards, logs on
