@@ -68,15 +68,20 @@ pub async fn gauges(raft: Raft, reader: StoreReader) {
                 metrics::gauge!("baton_raft_replication_lag", "peer" => peer.to_string()).set(lag as f64);
             }
         }
-        let (pending, assigned, jobs, workers) = reader.read(|c, _| {
+        let (pending, assigned, jobs, workers, gc_queued, gc_lag_ms) = reader.read(|c, _| {
             let pending: usize = c.idx.pending.values().map(|m| m.len()).sum();
             let assigned: usize = c.idx.by_session.values().map(|s| s.len()).sum();
-            (pending, assigned, c.idx.jobs.len(), c.idx.sessions.len())
+            // How far the oldest queued target is past its time: a collector
+            // that keeps up holds this near zero under any load.
+            let lag = c.idx.expiry.first().map_or(0, |(at, _)| c.meta.clock_ms.saturating_sub(*at));
+            (pending, assigned, c.idx.jobs.len(), c.idx.sessions.len(), c.idx.expiry.len(), lag)
         });
         metrics::gauge!("baton_tasks", "state" => "pending").set(pending as f64);
         metrics::gauge!("baton_tasks", "state" => "running").set(assigned as f64);
         metrics::gauge!("baton_live_jobs").set(jobs as f64);
         metrics::gauge!("baton_live_workers").set(workers as f64);
+        metrics::gauge!("baton_gc_queued").set(gc_queued as f64);
+        metrics::gauge!("baton_gc_lag_ms").set(gc_lag_ms as f64);
     }
 }
 

@@ -19,6 +19,8 @@ pub const TTL_MS: u64 = 2_000;
 pub struct Cluster {
     pub nodes: Vec<Node>,
     pub api: Vec<u16>,
+    /// Each node's HTTP port (`/metrics`, `/readyz`).
+    pub http: Vec<u16>,
 }
 
 impl Cluster {
@@ -56,7 +58,7 @@ impl Cluster {
             n.spawn()?;
             nodes.push(n);
         }
-        Ok(Cluster { nodes, api: ports.iter().map(|p| p.1).collect() })
+        Ok(Cluster { nodes, api: ports.iter().map(|p| p.1).collect(), http: ports.iter().map(|p| p.2).collect() })
     }
 
     pub fn endpoints(&self) -> Vec<String> {

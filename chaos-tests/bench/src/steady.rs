@@ -45,6 +45,10 @@ pub struct Sample {
     pub data_mib: Vec<f64>,
     pub snapshot_mib: Vec<f64>,
     pub rss_mib: Vec<f64>,
+    /// Node 1's `baton_gc_lag_ms` (how far the oldest queued retention
+    /// target is past its time) and `baton_gc_queued`.
+    pub gc_lag_s: f64,
+    pub gc_queued: u64,
     /// The machine's 1-minute load average at the sample.
     pub load_1m: f64,
 }
@@ -57,6 +61,8 @@ pub struct SteadyReport {
     pub samples: Vec<Sample>,
     pub elapsed_s: f64,
     pub errors: u64,
+    /// Failed submits by what the cluster answered (the first 80 bytes).
+    pub error_kinds: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Default)]
@@ -64,7 +70,29 @@ struct Counters {
     submitted: AtomicU64,
     done: AtomicU64,
     errors: AtomicU64,
+    error_kinds: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
     stop: AtomicBool,
+}
+
+impl Counters {
+    fn error(&self, why: String, n: u64) {
+        self.errors.fetch_add(n, Ordering::Relaxed);
+        let why: String = why.chars().take(80).collect();
+        *self.error_kinds.lock().unwrap_or_else(|e| e.into_inner()).entry(why).or_default() += n;
+    }
+}
+
+/// A gauge's value in the Prometheus text a node serves at `/metrics`
+/// (blocking; bounded by short timeouts). `None` if it cannot be read.
+fn gauge(http_port: u16, name: &str) -> Option<f64> {
+    use std::io::{Read, Write};
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], http_port));
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.take(4 << 20).read_to_string(&mut body).ok()?;
+    body.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// Bytes of every file under `dir`.
@@ -164,10 +192,14 @@ pub async fn run(plan: SteadyPlan, bin: &Path, run_dir: &Path, out: &Path) -> an
                     Ok(rs) => {
                         let ok = rs.iter().filter(|r| r.is_ok()).count() as u64;
                         n.submitted.fetch_add(ok, Ordering::Relaxed);
-                        n.errors.fetch_add(rs.len() as u64 - ok, Ordering::Relaxed);
+                        for r in rs {
+                            if let Err(e) = r {
+                                n.error(format!("item: {e}"), 1);
+                            }
+                        }
                     }
-                    Err(_) => {
-                        n.errors.fetch_add(plan.batch as u64, Ordering::Relaxed);
+                    Err(e) => {
+                        n.error(format!("batch: {e}"), plan.batch as u64);
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 }
@@ -180,8 +212,8 @@ pub async fn run(plan: SteadyPlan, bin: &Path, run_dir: &Path, out: &Path) -> an
     let mut last = (0.0f64, 0u64);
     eprintln!("namespace steady: retention {} ms, idempotency window {} ms", plan.retention_ms, plan.retention_ms);
     eprintln!(
-        "{:>7} {:>10} {:>9} {:>24} {:>24} {:>20}",
-        "t (s)", "done", "per s", "data MiB", "snapshot MiB", "RSS MiB"
+        "{:>7} {:>10} {:>9} {:>24} {:>24} {:>20} {:>10} {:>9}",
+        "t (s)", "done", "per s", "data MiB", "snapshot MiB", "RSS MiB", "gc lag s", "gc queue"
     );
     loop {
         tokio::time::sleep(Duration::from_secs(plan.sample_secs)).await;
@@ -192,14 +224,31 @@ pub async fn run(plan: SteadyPlan, bin: &Path, run_dir: &Path, out: &Path) -> an
         let data_mib: Vec<f64> = data_dirs.iter().map(|d| mib(dir_bytes(d))).collect();
         let snapshot_mib: Vec<f64> = data_dirs.iter().map(|d| mib(dir_bytes(&d.join("snapshots")))).collect();
         let rss_mib: Vec<f64> = c.nodes.iter().map(|nd| nd.rss_mib().unwrap_or(0.0)).collect();
+        let http = c.http[0];
+        let (lag_ms, queued) = tokio::task::spawn_blocking(move || {
+            (gauge(http, "baton_gc_lag_ms").unwrap_or(f64::NAN), gauge(http, "baton_gc_queued").unwrap_or(0.0))
+        })
+        .await
+        .unwrap_or((f64::NAN, 0.0));
+        let (gc_lag_s, gc_queued) = (lag_ms / 1e3, queued as u64);
         let round = |v: &[f64]| v.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join("/");
         eprintln!(
-            "{t:>7.0} {done:>10} {rate:>9.0} {:>24} {:>24} {:>20}",
+            "{t:>7.0} {done:>10} {rate:>9.0} {:>24} {:>24} {:>20} {gc_lag_s:>10.1} {gc_queued:>9}",
             round(&data_mib),
             round(&snapshot_mib),
             round(&rss_mib)
         );
-        samples.push(Sample { t_s: t, completed: done, rate, data_mib, snapshot_mib, rss_mib, load_1m: load_1m() });
+        samples.push(Sample {
+            t_s: t,
+            completed: done,
+            rate,
+            data_mib,
+            snapshot_mib,
+            rss_mib,
+            gc_lag_s,
+            gc_queued,
+            load_1m: load_1m(),
+        });
         if done >= plan.lifecycles {
             break;
         }
@@ -220,6 +269,7 @@ pub async fn run(plan: SteadyPlan, bin: &Path, run_dir: &Path, out: &Path) -> an
         samples,
         elapsed_s,
         errors: n.errors.load(Ordering::Relaxed),
+        error_kinds: std::mem::take(&mut *n.error_kinds.lock().unwrap_or_else(|e| e.into_inner())),
     };
     write(&report, out)?;
     Ok(report)
@@ -241,6 +291,8 @@ fn write(r: &SteadyReport, out: &Path) -> anyhow::Result<()> {
     plot::lines(&out.join("steady-disk.svg"), "Data dir size per node", x, "MiB", &per_node(|s| &s.data_mib))?;
     plot::lines(&out.join("steady-snapshot.svg"), "Snapshot size per node", x, "MiB", &per_node(|s| &s.snapshot_mib))?;
     plot::lines(&out.join("steady-rss.svg"), "Resident memory per node", x, "MiB", &per_node(|s| &s.rss_mib))?;
+    let lag = vec![("node 1".to_string(), r.samples.iter().map(|s| (s.completed as f64 / 1e6, s.gc_lag_s)).collect())];
+    plot::lines(&out.join("steady-gc-lag.svg"), "Collector lag (oldest queued target past its time)", x, "s", &lag)?;
     let mut md = format!(
         "retention {} ms, idempotency window {} ms, {} lifecycles in {:.0} s ({:.0}/s), {} submit errors; fsync p50 {:.2} ms, load before {:.2}\n\n",
         r.plan.retention_ms,
@@ -252,17 +304,25 @@ fn write(r: &SteadyReport, out: &Path) -> anyhow::Result<()> {
         r.fsync_4k_p50_ms,
         r.load_before
     );
-    md.push_str("| t (s) | completed | per s | data MiB (n1/n2/n3) | snapshot MiB | RSS MiB | load |\n|---|---|---|---|---|---|---|\n");
+    for (why, count) in &r.error_kinds {
+        md.push_str(&format!("- {count} submits failed: {why}\n"));
+    }
+    if !r.error_kinds.is_empty() {
+        md.push('\n');
+    }
+    md.push_str("| t (s) | completed | per s | data MiB (n1/n2/n3) | snapshot MiB | RSS MiB | gc lag s | gc queue | load |\n|---|---|---|---|---|---|---|---|---|\n");
     let j = |v: &[f64]| v.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(" / ");
     for s in &r.samples {
         md.push_str(&format!(
-            "| {:.0} | {} | {:.0} | {} | {} | {} | {:.2} |\n",
+            "| {:.0} | {} | {:.0} | {} | {} | {} | {:.1} | {} | {:.2} |\n",
             s.t_s,
             s.completed,
             s.rate,
             j(&s.data_mib),
             j(&s.snapshot_mib),
             j(&s.rss_mib),
+            s.gc_lag_s,
+            s.gc_queued,
             s.load_1m
         ));
     }
