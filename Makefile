@@ -45,7 +45,7 @@ bench: deps
 compare: deps
 	./chaos-tests/bench/compare.sh $(ARGS)
 
-# 3,000,000 single-shard lifecycles kept 60 s; about 8 minutes on 2 cores.
+# 3,000,000 single-shard lifecycles kept 60 s; about 10 minutes on 2 cores.
 # Writes steady.json, steady.md and three plots to target/bench-steady.
 steady: deps
 	$(CARGO) build -q -p baton-coordinator --bin baton -p baton-bench --bin baton-bench
