@@ -13,7 +13,7 @@ impl Core {
     }
 
     /// The idempotency window of `namespace`'s keys written now.
-    pub(super) fn idem_window_ms(&self, namespace: &str) -> u64 {
+    fn idem_window_ms(&self, namespace: &str) -> u64 {
         self.idx
             .namespaces
             .get(namespace)

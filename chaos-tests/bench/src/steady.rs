@@ -82,9 +82,9 @@ impl Counters {
     }
 }
 
-/// A gauge's value in the Prometheus text a node serves at `/metrics`
-/// (blocking; bounded by short timeouts). `None` if it cannot be read.
-fn gauge(http_port: u16, name: &str) -> Option<f64> {
+/// The Prometheus text a node serves at `/metrics` (blocking; bounded by
+/// short timeouts). `None` if it cannot be read.
+fn metrics_text(http_port: u16) -> Option<String> {
     use std::io::{Read, Write};
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], http_port));
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
@@ -92,7 +92,12 @@ fn gauge(http_port: u16, name: &str) -> Option<f64> {
     s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
     let mut body = String::new();
     s.take(4 << 20).read_to_string(&mut body).ok()?;
-    body.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    Some(body)
+}
+
+/// A gauge's value in `metrics_text`'s text, if it is there.
+fn gauge(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// Bytes of every file under `dir`.
@@ -226,7 +231,8 @@ pub async fn run(plan: SteadyPlan, bin: &Path, run_dir: &Path, out: &Path) -> an
         let rss_mib: Vec<f64> = c.nodes.iter().map(|nd| nd.rss_mib().unwrap_or(0.0)).collect();
         let http = c.http[0];
         let (lag_ms, queued) = tokio::task::spawn_blocking(move || {
-            (gauge(http, "baton_gc_lag_ms").unwrap_or(f64::NAN), gauge(http, "baton_gc_queued").unwrap_or(0.0))
+            let text = metrics_text(http).unwrap_or_default();
+            (gauge(&text, "baton_gc_lag_ms").unwrap_or(f64::NAN), gauge(&text, "baton_gc_queued").unwrap_or(0.0))
         })
         .await
         .unwrap_or((f64::NAN, 0.0));
