@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod blackhole;
+pub mod raw;
 pub mod recovery;
 
 use std::collections::BTreeMap;
