@@ -15,6 +15,7 @@
 //! → last job finished. Modes alternate over `BENCH_ROUNDS` (3) rounds, so a
 //! change in the machine's load hits both. Rounds of 20,000 tasks (about a
 //! second) varied by ±15% from one to the next; 100,000 take about 5 s.
+//! `BENCH_ONLY=N` runs the mode of N lines alone, for a profiler.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -220,7 +221,12 @@ async fn main() {
         let (raw, sent) = chunk_bytes(n);
         println!("{n:>2} lines/task: {raw} bytes encoded, {sent} as sent (LZ4 when smaller)");
     }
-    let modes = [0, 1, s.lines];
+    // `BENCH_ONLY=N` runs only the mode of N lines per task: one mode per
+    // process, to profile it alone.
+    let modes: Vec<u32> = match std::env::var("BENCH_ONLY").ok().and_then(|v| v.parse().ok()) {
+        Some(n) => vec![n],
+        None => vec![0, 1, s.lines],
+    };
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
     for r in 0..rounds {
         // Every other round runs the modes in reverse: a drift within a
