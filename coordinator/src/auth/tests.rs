@@ -167,6 +167,50 @@ fn jwt_verification() {
     assert!(matches!(a.authenticate(Some(&bearer(&hs512))), Err(AuthError::InvalidJwt(_))));
 }
 
+/// An ES256 key pair: the PKCS#8 document to sign with and the public key as PEM.
+fn es256_pair() -> (Vec<u8>, String) {
+    use base64::Engine;
+    use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
+    // SubjectPublicKeyInfo of a P-256 key: fixed algorithm header, then the point.
+    let mut spki = hex::decode("3059301306072a8648ce3d020106082a8648ce3d030107034200").unwrap();
+    spki.extend_from_slice(pair.public_key().as_ref());
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&spki);
+    (pkcs8.as_ref().to_vec(), format!("-----BEGIN PUBLIC KEY-----\n{b64}\n-----END PUBLIC KEY-----\n"))
+}
+
+#[test]
+fn es256_jwts_are_verified_with_the_configured_public_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (signing, pem) = es256_pair();
+    let (other_signing, _) = es256_pair();
+    let path = dir.path().join("issuer.pem");
+    std::fs::write(&path, pem).unwrap();
+    let a = Authenticator::load(&AuthSettings {
+        tokens: vec![],
+        jwt: Some(JwtSettings {
+            es256_public_key_file: Some(path),
+            issuer: "https://issuer.test".into(),
+            audience: "baton".into(),
+            ..JwtSettings::default()
+        }),
+    })
+    .unwrap();
+    let es = |key: &[u8], c: serde_json::Value| {
+        let k = jsonwebtoken::EncodingKey::from_ec_der(key);
+        jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256), &c, &k).unwrap()
+    };
+    assert_eq!(a.authenticate(Some(&bearer(&es(&signing, claims(now() + 600))))).unwrap().name, "alice");
+    let forged = a.authenticate(Some(&bearer(&es(&other_signing, claims(now() + 600)))));
+    assert!(matches!(forged, Err(AuthError::InvalidJwt(_))), "{forged:?}");
+    assert_eq!(a.authenticate(Some(&bearer(&es(&signing, claims(now() - 3600))))), Err(AuthError::Expired));
+    // An HS256 token cannot pass as ES256 (no HS256 key is configured).
+    let hs = a.authenticate(Some(&bearer(&sign(claims(now() + 600), SECRET))));
+    assert!(matches!(hs, Err(AuthError::InvalidJwt(_))), "{hs:?}");
+}
+
 #[test]
 fn a_short_hs256_secret_is_refused_at_load() {
     let dir = tempfile::tempdir().unwrap();
