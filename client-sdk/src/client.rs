@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use futures::Stream;
 use rand::Rng;
-use tonic::transport::{Channel, Endpoint};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Endpoint;
 
 use crate::error::{Error, LEADER_ADDR_HEADER, leader_hint};
 use crate::proto;
@@ -42,7 +43,43 @@ pub struct ClientConfig {
     /// First retry delay; doubles per attempt up to `backoff_max` (full jitter).
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// Bearer token sent as `authorization: Bearer <token>` on every call
+    /// and worker session, for clusters with `[auth]` on.
+    pub token: Option<String>,
 }
+
+/// Metadata key of the credential.
+pub const AUTHORIZATION_HEADER: &str = "authorization";
+
+/// Adds the configured bearer token to every call.
+#[derive(Clone, Debug, Default)]
+pub struct Bearer(Option<tonic::metadata::AsciiMetadataValue>);
+
+impl Bearer {
+    /// From an optional token; a token that cannot be a header value is a configuration error.
+    pub fn new(token: Option<&str>) -> Result<Bearer, Error> {
+        match token.map(str::trim) {
+            None => Ok(Bearer(None)),
+            Some("") => Err(Error::Config("the token is empty".into())),
+            Some(t) => format!("Bearer {t}")
+                .parse()
+                .map(|v| Bearer(Some(v)))
+                .map_err(|_| Error::Config("the token has characters a header cannot carry".into())),
+        }
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert(AUTHORIZATION_HEADER, v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// A channel to one node that carries the client's credential.
+pub type Channel = InterceptedService<tonic::transport::Channel, Bearer>;
 
 impl ClientConfig {
     pub fn new(endpoints: impl IntoIterator<Item = impl Into<String>>) -> Self {
@@ -53,6 +90,7 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(1),
             backoff_base: Duration::from_millis(20),
             backoff_max: Duration::from_secs(1),
+            token: None,
         }
     }
 }
@@ -66,7 +104,8 @@ pub struct Client {
 struct Inner {
     cfg: ClientConfig,
     urls: Vec<String>,
-    channels: Mutex<HashMap<String, Channel>>,
+    channels: Mutex<HashMap<String, tonic::transport::Channel>>,
+    bearer: Bearer,
     leader: Mutex<Option<String>>,
     next: AtomicUsize,
 }
@@ -85,8 +124,10 @@ impl Client {
             return Err(Error::Config("no endpoints given (use --endpoints or BATON_ENDPOINTS)".into()));
         }
         let urls = cfg.endpoints.iter().map(|e| normalize(e)).collect::<Result<Vec<_>, _>>()?;
+        let bearer = Bearer::new(cfg.token.as_deref())?;
         Ok(Client {
             inner: Arc::new(Inner {
+                bearer,
                 cfg,
                 urls,
                 channels: Mutex::default(),
@@ -105,7 +146,16 @@ impl Client {
         &self.inner.cfg
     }
 
+    /// The interceptor adding this client's token, for streams opened outside `retry`.
+    pub fn bearer(&self) -> Bearer {
+        self.inner.bearer.clone()
+    }
+
     fn channel(&self, url: &str) -> Result<Channel, Error> {
+        Ok(InterceptedService::new(self.raw_channel(url)?, self.inner.bearer.clone()))
+    }
+
+    fn raw_channel(&self, url: &str) -> Result<tonic::transport::Channel, Error> {
         let mut map = self.inner.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = map.get(url) {
             return Ok(c.clone());

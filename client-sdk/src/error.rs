@@ -38,6 +38,10 @@ pub mod codes {
     pub const PAUSED: &str = "PAUSED";
     /// A schedule or trigger of that name exists, with another spec.
     pub const ALREADY_EXISTS: &str = "ALREADY_EXISTS";
+    /// No credential, or a bad or expired one (auth is on).
+    pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
+    /// The credential lacks a role in a namespace; the message names both.
+    pub const PERMISSION_DENIED: &str = "PERMISSION_DENIED";
 }
 
 /// The `baton-error-code` a status carries, if any.
@@ -111,6 +115,14 @@ pub enum Error {
     DeadlineExceeded { elapsed: Duration, last: Box<Error> },
     #[error("internal error: {0}")]
     Internal(String),
+    /// No credential, or a bad or expired one. Set a token
+    /// (`ClientConfig::token`); retrying the same call cannot help.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// The credential lacks the role the call needs in its namespace (the
+    /// message names both). Nothing was done.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
     #[error("configuration: {0}")]
     Config(String),
 }
@@ -167,6 +179,8 @@ impl Error {
             Error::Overloaded(_) => codes::OVERLOADED,
             Error::Indeterminate(_) => codes::INDETERMINATE,
             Error::Internal(_) => codes::INTERNAL,
+            Error::Unauthenticated(_) => codes::UNAUTHENTICATED,
+            Error::PermissionDenied(_) => codes::PERMISSION_DENIED,
             Error::DeadlineExceeded { last, .. } => return last.code(),
             Error::Config(_) => return None,
         })
@@ -206,6 +220,8 @@ impl Error {
             codes::UNAVAILABLE | codes::INDETERMINATE if write => Error::Indeterminate(m),
             codes::UNAVAILABLE | codes::INDETERMINATE => Error::Unavailable(m),
             codes::INTERNAL => Error::Internal(m),
+            codes::UNAUTHENTICATED => Error::Unauthenticated(m),
+            codes::PERMISSION_DENIED => Error::PermissionDenied(m),
             // A code newer than this SDK: fall back to the gRPC code.
             _ => Error::from_grpc_code(grpc, m, write, false),
         }
@@ -221,6 +237,8 @@ impl Error {
             FailedPrecondition => Error::FailedPrecondition(m),
             AlreadyExists => Error::AlreadyExists(m),
             Aborted => Error::Aborted(m),
+            Unauthenticated => Error::Unauthenticated(m),
+            PermissionDenied => Error::PermissionDenied(m),
             ResourceExhausted => Error::ResourceExhausted(m),
             // A connection that was never made carried nothing.
             Unavailable if nothing_sent => Error::Unavailable(m),
@@ -303,6 +321,13 @@ mod tests {
         assert!(matches!(e, Error::JobInWorkflow(_)), "{e}");
         let e = Error::from_status(&coded(FailedPrecondition, codes::PAUSED, "x"), true);
         assert!(matches!(e, Error::Paused(_)), "{e}");
+        let e = Error::from_status(&coded(Unauthenticated, codes::UNAUTHENTICATED, "x"), false);
+        assert!(matches!(e, Error::Unauthenticated(_)) && !e.is_retryable(), "{e}");
+        let e = Error::from_status(&coded(PermissionDenied, codes::PERMISSION_DENIED, "needs role operator"), true);
+        assert!(matches!(e, Error::PermissionDenied(_)) && !e.is_retryable(), "{e}");
+        assert_eq!(e.code(), Some(codes::PERMISSION_DENIED));
+        let e = Error::from_status(&tonic::Status::unauthenticated("x"), true);
+        assert!(matches!(e, Error::Unauthenticated(_)), "{e}");
         let e = Error::from_status(&coded(AlreadyExists, codes::ALREADY_EXISTS, "x"), true);
         assert!(matches!(e, Error::AlreadyExists(_)) && !e.is_retryable(), "{e}");
         // An older server without the code: the gRPC code alone says it.

@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use tonic::transport::Channel;
+use crate::client::Channel;
 
 use crate::client::{Client, MAX_RESPONSE_BYTES};
 use crate::error::Error;

@@ -9,7 +9,7 @@
 //! is not: see [`Client::run_schedule_now`]. Build specs with
 //! [`crate::schedule::ScheduleBuilder`].
 
-use tonic::transport::Channel;
+use crate::client::Channel;
 
 use crate::client::{Client, MAX_RESPONSE_BYTES};
 use crate::error::Error;

@@ -10,8 +10,8 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
+use crate::client::Channel;
 use futures::Stream;
-use tonic::transport::Channel;
 
 use crate::client::{Client, MAX_RESPONSE_BYTES};
 use crate::error::Error;

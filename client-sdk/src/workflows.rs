@@ -4,8 +4,8 @@
 //! always carries an idempotency key, so a retry never starts a second
 //! workflow. Build specs with [`crate::workflow::WorkflowBuilder`].
 
+use crate::client::Channel;
 use futures::Stream;
-use tonic::transport::Channel;
 
 use crate::client::{Client, MAX_RESPONSE_BYTES};
 use crate::error::Error;

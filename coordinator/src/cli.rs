@@ -27,6 +27,12 @@ pub struct Global {
     /// Give up after this many seconds of retrying.
     #[arg(long, default_value_t = 10, global = true)]
     pub timeout_secs: u64,
+    /// Bearer token, for clusters with auth on.
+    #[arg(long, env = "BATON_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+    /// File holding the bearer token (surrounding whitespace ignored).
+    #[arg(long, env = "BATON_TOKEN_FILE", global = true, conflicts_with = "token")]
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 impl Global {
@@ -34,7 +40,19 @@ impl Global {
         let mut cfg = ClientConfig::new(self.endpoints.clone());
         cfg.deadline = Duration::from_secs(self.timeout_secs);
         cfg.rpc_timeout = Duration::from_secs(self.timeout_secs.clamp(1, 10));
+        cfg.token = self.token()?;
         Client::new(cfg)
+    }
+
+    /// `--token`, or the contents of `--token-file`.
+    pub fn token(&self) -> Result<Option<String>, Error> {
+        match (&self.token, &self.token_file) {
+            (Some(t), _) => Ok(Some(t.trim().to_string())),
+            (None, Some(f)) => std::fs::read_to_string(f)
+                .map(|t| Some(t.trim().to_string()))
+                .map_err(|e| Error::Config(format!("cannot read the token file {}: {e}", f.display()))),
+            (None, None) => Ok(None),
+        }
     }
 }
 
@@ -172,6 +190,9 @@ pub fn explain(e: &Error, endpoints: &[String]) -> String {
             endpoints.join(",")
         ),
         Error::NotFound(m) | Error::InvalidArgument(m) => m.clone(),
+        Error::Unauthenticated(m) => {
+            format!("{m}. The cluster has auth on: pass --token, --token-file or BATON_TOKEN.")
+        }
         other => other.to_string(),
     }
 }

@@ -58,6 +58,72 @@ pub struct Config {
     pub raft: RaftTimings,
     pub workers: WorkerSettings,
     pub limits: Limits,
+    /// Authentication and roles on the public API (docs/security.md). Absent:
+    /// the API is open to anyone who reaches it, and the node says so at start.
+    pub auth: Option<AuthSettings>,
+}
+
+/// Longest clock skew tolerated on a JWT's `exp` and `nbf` by default (30 s):
+/// issuers and nodes run on different machines; a token is short-lived anyway.
+pub const JWT_LEEWAY_SECS_DEFAULT: u64 = 30;
+/// Largest leeway accepted: beyond 5 minutes an expired token would stay good
+/// long enough to matter.
+pub const JWT_LEEWAY_SECS_MAX: u64 = 300;
+
+/// `[auth]`: who may call the API. Static tokens and JWTs both give a
+/// principal with grants `role:namespace` (`*` for every namespace).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// `[[auth.tokens]]`: static bearer tokens, stored as their SHA-256 only
+    /// (`baton auth new-token` prints a token and its hash).
+    pub tokens: Vec<StaticToken>,
+    /// `[auth.jwt]`: bearer JWTs signed by an issuer this node trusts.
+    pub jwt: Option<JwtSettings>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct StaticToken {
+    /// The principal's name, as audit events show it.
+    pub name: String,
+    /// Lowercase hex SHA-256 of the token (64 characters).
+    pub sha256: String,
+    /// `role:namespace` grants, e.g. `operator:ns1`, `submitter:*`.
+    pub grants: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JwtSettings {
+    /// File holding the HS256 shared secret (its bytes, trailing newline dropped).
+    pub hs256_secret_file: Option<PathBuf>,
+    /// PEM public key for RS256 tokens.
+    pub rs256_public_key_file: Option<PathBuf>,
+    /// PEM public key for ES256 tokens.
+    pub es256_public_key_file: Option<PathBuf>,
+    /// Required `iss`.
+    pub issuer: String,
+    /// Required `aud`.
+    pub audience: String,
+    /// Claim holding the grants, a list of `role:namespace` strings.
+    pub grants_claim: String,
+    /// Clock skew tolerated on `exp`/`nbf`, in seconds (see [`JWT_LEEWAY_SECS_DEFAULT`]).
+    pub leeway_secs: u64,
+}
+
+impl Default for JwtSettings {
+    fn default() -> Self {
+        Self {
+            hs256_secret_file: None,
+            rs256_public_key_file: None,
+            es256_public_key_file: None,
+            issuer: String::new(),
+            audience: String::new(),
+            grants_claim: "baton_grants".into(),
+            leeway_secs: JWT_LEEWAY_SECS_DEFAULT,
+        }
+    }
 }
 
 /// Log bytes appended between snapshots, by default (256 MiB): a node's
@@ -148,6 +214,7 @@ impl Default for Config {
             raft: RaftTimings::default(),
             workers: WorkerSettings::default(),
             limits: Limits::default(),
+            auth: None,
         }
     }
 }
@@ -369,8 +436,49 @@ impl Config {
                 format!("must be at most {}", baton_raft_store::limits::MAX_ITEMS_PER_COMMAND),
             ));
         }
+        if let Some(a) = &self.auth {
+            validate_auth(a)?;
+        }
         Ok(())
     }
+}
+
+/// `[auth]` without reading its files (node start reads them, `auth::Authenticator::load`).
+fn validate_auth(a: &AuthSettings) -> Result<(), ConfigError> {
+    if a.tokens.is_empty() && a.jwt.is_none() {
+        return Err(invalid("auth", "names no tokens and no jwt: nobody could call the API"));
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for t in &a.tokens {
+        if t.name.is_empty() || !names.insert(t.name.as_str()) {
+            return Err(invalid("auth.tokens.name", format!("{:?} is empty or used twice", t.name)));
+        }
+        if crate::auth::parse_digest(&t.sha256).is_none() {
+            return Err(invalid("auth.tokens.sha256", format!("token {:?}: must be 64 hex characters", t.name)));
+        }
+        if t.grants.is_empty() {
+            return Err(invalid("auth.tokens.grants", format!("token {:?} grants nothing", t.name)));
+        }
+        for g in &t.grants {
+            crate::auth::Grant::parse(g)
+                .map_err(|e| invalid("auth.tokens.grants", format!("token {:?}: {e}", t.name)))?;
+        }
+    }
+    if let Some(j) = &a.jwt {
+        if j.hs256_secret_file.is_none() && j.rs256_public_key_file.is_none() && j.es256_public_key_file.is_none() {
+            return Err(invalid("auth.jwt", "needs hs256_secret_file, rs256_public_key_file or es256_public_key_file"));
+        }
+        if j.issuer.is_empty() || j.audience.is_empty() {
+            return Err(invalid("auth.jwt", "issuer and audience are required"));
+        }
+        if j.grants_claim.is_empty() {
+            return Err(invalid("auth.jwt.grants_claim", "must not be empty"));
+        }
+        if j.leeway_secs > JWT_LEEWAY_SECS_MAX {
+            return Err(invalid("auth.jwt.leeway_secs", format!("must be at most {JWT_LEEWAY_SECS_MAX}")));
+        }
+    }
+    Ok(())
 }
 
 /// Whether an env key (after `BATON_`, in any case) names a config field.
@@ -443,6 +551,45 @@ mod tests {
         check(|c| c.api_listen = c.raft_listen, "api_listen");
         check(|c| c.log_format = "xml".into(), "log_format");
         check(|c| c.api_advertise = Some("nohost".into()), "api_advertise");
+    }
+
+    #[test]
+    fn auth_section_is_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("baton.toml");
+        let hash = crate::auth::hash_token("t");
+        std::fs::write(
+            &file,
+            format!(
+                "[[auth.tokens]]\nname = \"ci\"\nsha256 = \"{hash}\"\ngrants = [\"operator:ns1\", \"admin:*\"]\n\
+                 [auth.jwt]\nhs256_secret_file = \"/s\"\nissuer = \"i\"\naudience = \"a\"\n"
+            ),
+        )
+        .unwrap();
+        let cfg = Config::load(Some(&file), serde_json::json!({})).unwrap();
+        let auth = cfg.auth.unwrap();
+        assert_eq!(auth.tokens[0].grants, ["operator:ns1", "admin:*"]);
+        assert_eq!(auth.jwt.unwrap().leeway_secs, JWT_LEEWAY_SECS_DEFAULT);
+        assert!(Config::default().auth.is_none(), "auth is off unless configured");
+
+        let token = |sha256: &str, grants: &[&str]| StaticToken {
+            name: "x".into(),
+            sha256: sha256.into(),
+            grants: grants.iter().map(|g| g.to_string()).collect(),
+        };
+        let check = |a: AuthSettings, field: &str| {
+            let c = Config { auth: Some(a), ..Config::default() };
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains(field), "{err} should name {field}");
+        };
+        check(AuthSettings::default(), "auth");
+        check(AuthSettings { tokens: vec![token("abc", &["reader:*"])], jwt: None }, "auth.tokens.sha256");
+        check(AuthSettings { tokens: vec![token(&hash, &["boss:*"])], jwt: None }, "auth.tokens.grants");
+        check(AuthSettings { tokens: vec![token(&hash, &[])], jwt: None }, "auth.tokens.grants");
+        check(AuthSettings { tokens: vec![], jwt: Some(JwtSettings::default()) }, "auth.jwt");
+        let no_issuer =
+            JwtSettings { hs256_secret_file: Some("/s".into()), audience: "a".into(), ..Default::default() };
+        check(AuthSettings { tokens: vec![], jwt: Some(no_issuer) }, "auth.jwt");
     }
 
     #[test]

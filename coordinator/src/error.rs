@@ -92,6 +92,13 @@ pub enum ApiError {
     Indeterminate { reason: String, leader: LeaderHint },
     #[error("internal error: {0}")]
     Internal(String),
+    /// No credential, or a bad or expired one. Nothing was done.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// The caller lacks a role; the message names the role and namespace.
+    /// Nothing was done.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
 }
 
 impl ApiError {
@@ -123,6 +130,8 @@ impl ApiError {
             ApiError::Aborted(_) => codes::ABORTED,
             ApiError::Indeterminate { .. } => codes::INDETERMINATE,
             ApiError::Internal(_) => codes::INTERNAL,
+            ApiError::Unauthenticated(_) => codes::UNAUTHENTICATED,
+            ApiError::PermissionDenied(_) => codes::PERMISSION_DENIED,
         }
     }
 
@@ -148,6 +157,8 @@ impl ApiError {
             ApiError::Aborted(_) => Code::Aborted,
             ApiError::Deadline(_) => Code::DeadlineExceeded,
             ApiError::Internal(_) => Code::Internal,
+            ApiError::Unauthenticated(_) => Code::Unauthenticated,
+            ApiError::PermissionDenied(_) => Code::PermissionDenied,
         }
     }
 }

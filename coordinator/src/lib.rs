@@ -8,7 +8,9 @@
 //! [`proposer`] batches commands into log entries, stamped in log time by
 //! [`clock`]; [`leader`] is the leader's pure core and the task that runs it;
 //! [`scheduler`] is the pure `plan()`; [`api`] holds the gRPC services;
-//! [`http`] the metrics and health endpoints.
+//! [`http`] the metrics and health endpoints; [`auth`] authenticates and
+//! authorizes every API call before a handler runs, and [`audit`] records
+//! admin and operator actions and refusals.
 //!
 //! What this crate never does:
 //! - change the task table except by proposing a command through Raft;
@@ -17,8 +19,11 @@
 //! - block a worker stream or the leader task on an unbounded queue.
 
 pub mod api;
+pub mod audit;
+pub mod auth;
 pub mod bootstrap;
 pub mod cli;
+pub mod cli_auth;
 pub mod cli_event;
 pub mod cli_job;
 pub mod cli_logs;

@@ -58,6 +58,9 @@ enum Cmd {
     /// Worker sessions.
     #[command(subcommand)]
     Worker(WorkerCmd),
+    /// Make API tokens and their hashes for `[[auth.tokens]]`.
+    #[command(subcommand)]
+    Auth(baton_coordinator::cli_auth::AuthCmd),
     /// Run a demo worker (word counting), e.g. in a container next to the cluster.
     DemoWorker {
         #[arg(long, default_value = "demo-worker")]
@@ -267,6 +270,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Event(c) => operator(&cli.global, cli_event::event(&cli.global, c).await),
         Cmd::Trigger(c) => operator(&cli.global, cli_trigger::trigger(&cli.global, c).await),
         Cmd::Worker(c) => operator(&cli.global, cli::worker(&cli.global, c).await),
+        Cmd::Auth(c) => baton_coordinator::cli_auth::run(c, cli.global.json)?,
     }
     Ok(())
 }

@@ -42,6 +42,8 @@ pub enum NodeError {
     Bind { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("server {what} failed: {reason}")]
     Serve { what: &'static str, reason: String },
+    #[error("auth: {0}")]
+    Auth(#[from] crate::auth::AuthLoadError),
 }
 
 fn raft_config(cfg: &Config) -> Result<Arc<openraft::Config>, NodeError> {
@@ -76,6 +78,13 @@ async fn bind(
 /// Run a node until `shutdown` resolves.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Result<(), NodeError> {
     cfg.validate()?;
+    let auth = match &cfg.auth {
+        Some(a) => Some(Arc::new(crate::auth::Authenticator::load(a)?)),
+        None => {
+            tracing::warn!(api = %cfg.api_listen, "no [auth] configured: the API is open to anyone who can reach it");
+            None
+        }
+    };
     let cfg = Arc::new(cfg);
     let prom = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
@@ -128,6 +137,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         .map_err(|e| NodeError::Serve { what: "reflection", reason: e.to_string() })?;
     let max = cfg.limits.max_request_bytes;
     let api_srv = tonic::transport::Server::builder()
+        // No handler runs before the auth layer decided (auth/layer.rs).
+        .layer(crate::auth::AuthLayer::new(auth))
         .add_service(health_svc)
         .add_service(reflection)
         .add_service(

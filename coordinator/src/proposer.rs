@@ -301,7 +301,7 @@ mod tests {
         let cmds = [
             wf,
             submit(700 * 1024),
-            Command::RegisterWorker { name: "w".repeat(128), labels, capacity: 1 },
+            Command::RegisterWorker { name: "w".repeat(128), labels, capacity: 1, namespaces: None },
             Command::CancelWorkflow { workflow: 1, reason: "r".repeat(4096) },
             Command::ResolveGate { workflow: 1, step: "s".repeat(128), approve: true, by: "b".repeat(4096) },
             Command::CancelJob { job: 1, reason: "r".repeat(4096) },

@@ -56,7 +56,8 @@ pub struct View<'a> {
 /// - Only pending tasks with `ready_at_ms <= now_ms`, of jobs present in `idx.jobs` that are not
 ///   paused and whose namespace is not paused (`idx.namespaces`), are assigned, each at most once,
 ///   and only to sessions that are both in `eligible` and live in `idx.sessions`, whose labels
-///   satisfy the job's constraints, and which have a free slot (capacity minus the
+///   satisfy the job's constraints, which may receive the job's namespace (`SessionRecord::
+///   namespaces`, from the worker's credential), and which have a free slot (capacity minus the
 ///   tasks they hold minus what this round already gave them).
 /// - Priority is strict: higher-priority jobs are served first. Within one priority, namespaces
 ///   take turns in name order and, within a namespace, jobs take turns in id order; a turn examines
@@ -102,8 +103,11 @@ fn contract_breach(view: &View<'_>, assigns: &[Assign], now_ms: u64) -> Option<S
         if paused(view.idx, job) {
             return Some(format!("{} given out while its job or namespace is paused", a.task));
         }
-        if !session.satisfies(&job.constraints) {
-            return Some(format!("{} given to session {} against its job's constraints", a.task, a.session));
+        if !session.accepts(job) {
+            return Some(format!(
+                "{} given to session {} against its job's constraints or namespace",
+                a.task, a.session
+            ));
         }
         let n = given.entry(a.session).or_default();
         *n += 1;
@@ -225,7 +229,7 @@ enum Turn {
 impl<'a> JobCursor<'a> {
     fn turn(&mut self, pool: &mut Pool<'a>, now_ms: u64, round: &mut Round) -> Turn {
         let job = self.job;
-        let class = *self.class.get_or_insert_with(|| pool.class_of(&job.constraints));
+        let class = *self.class.get_or_insert_with(|| pool.class_of(job));
         if !pool.class_has_free(class) {
             return Turn::Dropped;
         }
@@ -235,7 +239,7 @@ impl<'a> JobCursor<'a> {
         if task.ready_at_ms > now_ms {
             return Turn::Examined { more };
         }
-        match pool.place(class, task.sticky, &job.constraints) {
+        match pool.place(class, task.sticky, job) {
             Some(slot) => {
                 let session = pool.take(slot);
                 round.assigns.push(Assign { task: TaskKey::new(self.id, shard), session });
@@ -255,9 +259,9 @@ struct Slot<'a> {
     group: usize,
 }
 
-/// Sessions with identical labels: any constraint set accepts all of them or none.
+/// Sessions with identical labels and namespaces: any job accepts all of them or none.
 struct Group<'a> {
-    /// Any member; stands for the group's labels when testing constraints.
+    /// Any member; stands for the group's labels and namespaces when testing a job.
     rep: &'a SessionRecord,
     /// Members with a free slot as (most free first, lowest id first, slot index).
     free: BTreeSet<(Reverse<u32>, SessionId, usize)>,
@@ -269,8 +273,9 @@ struct Pool<'a> {
     groups: Vec<Group<'a>>,
     /// Interned worker name -> its session, for stickiness.
     by_name: BTreeMap<NameId, usize>,
-    /// Constraint set -> class index. Jobs with equal constraints share one class.
-    classes: BTreeMap<&'a Labels, usize>,
+    /// (Constraint set, namespace) -> class index. Jobs with equal constraints in one namespace
+    /// share one class.
+    classes: BTreeMap<(&'a Labels, &'a str), usize>,
     /// Per class: the groups that satisfy it and may still have a free slot. Full groups are pruned
     /// lazily; free slots only shrink during a round, so a pruned group never comes back.
     class_groups: Vec<Vec<usize>>,
@@ -287,12 +292,12 @@ impl<'a> Pool<'a> {
             class_groups: Vec::new(),
             free_total: 0,
         };
-        let mut group_of: BTreeMap<&'a Labels, usize> = BTreeMap::new();
+        let mut group_of: BTreeMap<(&'a Labels, &'a Option<BTreeSet<String>>), usize> = BTreeMap::new();
         for &id in eligible {
             let Some(rec) = idx.sessions.get(&id) else { continue };
             let held = idx.by_session.get(&id).map_or(0, BTreeSet::len);
             let free = rec.capacity.saturating_sub(u32::try_from(held).unwrap_or(u32::MAX));
-            let group = *group_of.entry(&rec.labels).or_insert_with(|| {
+            let group = *group_of.entry((&rec.labels, &rec.namespaces)).or_insert_with(|| {
                 pool.groups.push(Group { rep: rec, free: BTreeSet::new() });
                 pool.groups.len() - 1
             });
@@ -310,16 +315,16 @@ impl<'a> Pool<'a> {
         pool
     }
 
-    fn class_of(&mut self, constraints: &'a Labels) -> usize {
-        if let Some(&class) = self.classes.get(constraints) {
+    fn class_of(&mut self, job: &'a JobRecord) -> usize {
+        let key = (&job.constraints, job.namespace.as_str());
+        if let Some(&class) = self.classes.get(&key) {
             return class;
         }
         let groups = &self.groups;
-        let compatible =
-            (0..groups.len()).filter(|&g| !groups[g].free.is_empty() && groups[g].rep.satisfies(constraints));
+        let compatible = (0..groups.len()).filter(|&g| !groups[g].free.is_empty() && groups[g].rep.accepts(job));
         self.class_groups.push(compatible.collect());
         let class = self.class_groups.len() - 1;
-        self.classes.insert(constraints, class);
+        self.classes.insert(key, class);
         class
     }
 
@@ -338,10 +343,10 @@ impl<'a> Pool<'a> {
 
     /// The slot a task should go to: its sticky session if usable, else the compatible session
     /// with the most free slots (lowest id on ties), which spreads load.
-    fn place(&mut self, class: usize, sticky: Option<NameId>, constraints: &Labels) -> Option<usize> {
+    fn place(&mut self, class: usize, sticky: Option<NameId>, job: &JobRecord) -> Option<usize> {
         if let Some(&slot) = sticky.and_then(|name| self.by_name.get(&name)) {
             let s = &self.slots[slot];
-            if s.free > 0 && s.rec.satisfies(constraints) {
+            if s.free > 0 && s.rec.accepts(job) {
                 return Some(slot);
             }
         }

@@ -54,7 +54,16 @@ fn schedulable<'i>(idx: &'i Indexes, id: &JobId) -> Option<&'i JobRecord> {
 }
 
 fn session_record(id: SessionId, name: &str, capacity: u32, labels: Labels) -> SessionRecord {
-    SessionRecord { id, name: name.to_string(), epoch: 1, labels, capacity, registered_ms: 0, ended: None }
+    SessionRecord {
+        id,
+        name: name.to_string(),
+        epoch: 1,
+        labels,
+        capacity,
+        registered_ms: 0,
+        ended: None,
+        namespaces: None,
+    }
 }
 
 /// Builds an `Indexes` and an eligible set for unit tests.
@@ -69,6 +78,13 @@ impl Fixture {
     fn session(&mut self, id: SessionId, capacity: u32, l: &[(&str, &str)]) -> &mut Self {
         self.idx.sessions.insert(id, session_record(id, &format!("w{id}"), capacity, labels(l)));
         self.eligible.insert(id);
+        self
+    }
+
+    /// Restricts a session to the given namespaces (what its credential allows).
+    fn restrict(&mut self, id: SessionId, namespaces: &[&str]) -> &mut Self {
+        let rec = self.idx.sessions.get_mut(&id).expect("a session");
+        rec.namespaces = Some(namespaces.iter().map(|n| n.to_string()).collect());
         self
     }
 
@@ -157,8 +173,9 @@ fn free_slots(view: &View<'_>) -> BTreeMap<SessionId, u32> {
         .collect()
 }
 
-fn compatible(view: &View<'_>, free: &BTreeMap<SessionId, u32>, constraints: &Labels) -> Vec<SessionId> {
-    free.iter().filter(|(id, f)| **f > 0 && view.idx.sessions[*id].satisfies(constraints)).map(|(id, _)| *id).collect()
+/// Sessions with a free slot that may take a task of `job`: labels and namespace.
+fn compatible(view: &View<'_>, free: &BTreeMap<SessionId, u32>, job: &JobRecord) -> Vec<SessionId> {
+    free.iter().filter(|(id, f)| **f > 0 && view.idx.sessions[*id].accepts(job)).map(|(id, _)| *id).collect()
 }
 
 /// Where the rules say a task must go, given the free slots at that moment.
@@ -166,9 +183,9 @@ fn expected_session(
     view: &View<'_>,
     free: &BTreeMap<SessionId, u32>,
     task: &PendingTask,
-    constraints: &Labels,
+    job: &JobRecord,
 ) -> Option<SessionId> {
-    let candidates = compatible(view, free, constraints);
+    let candidates = compatible(view, free, job);
     let sticky = task
         .sticky
         .and_then(|n| free.keys().copied().find(|id| view.idx.names.get(&view.idx.sessions[id].name) == Some(n)));
@@ -183,7 +200,7 @@ fn expected_session(
 fn reference(view: &View<'_>, now: u64) -> Vec<Assign> {
     struct RefJob<'v> {
         id: JobId,
-        constraints: &'v Labels,
+        job: &'v JobRecord,
         shards: Vec<(u32, PendingTask)>,
         next: usize,
     }
@@ -204,14 +221,10 @@ fn reference(view: &View<'_>, now: u64) -> Vec<Assign> {
         let mut by_ns: BTreeMap<&str, Vec<RefJob<'_>>> = BTreeMap::new();
         for (id, shards) in &idx.pending {
             match schedulable(idx, id) {
-                Some(job) if job.priority == priority && !shards.is_empty() => {
-                    by_ns.entry(job.namespace.as_str()).or_default().push(RefJob {
-                        id: *id,
-                        constraints: &job.constraints,
-                        shards: shards.iter().map(|(s, p)| (*s, *p)).collect(),
-                        next: 0,
-                    })
-                }
+                Some(job) if job.priority == priority && !shards.is_empty() => by_ns
+                    .entry(job.namespace.as_str())
+                    .or_default()
+                    .push(RefJob { id: *id, job, shards: shards.iter().map(|(s, p)| (*s, *p)).collect(), next: 0 }),
                 _ => {}
             }
         }
@@ -223,7 +236,7 @@ fn reference(view: &View<'_>, now: u64) -> Vec<Assign> {
                 return out;
             }
             let active = |j: &RefJob<'_>, free: &BTreeMap<SessionId, u32>| {
-                j.next < j.shards.len() && !compatible(view, free, j.constraints).is_empty()
+                j.next < j.shards.len() && !compatible(view, free, j.job).is_empty()
             };
             let n = namespaces.len();
             let Some(ni) =
@@ -242,7 +255,7 @@ fn reference(view: &View<'_>, now: u64) -> Vec<Assign> {
             if task.ready_at_ms > now {
                 continue;
             }
-            let session = expected_session(view, &free, &task, job.constraints).unwrap();
+            let session = expected_session(view, &free, &task, job.job).unwrap();
             *free.get_mut(&session).unwrap() -= 1;
             out.push(Assign { task: TaskKey::new(job.id, shard), session });
         }
@@ -275,8 +288,8 @@ fn check_basic(view: &View<'_>, now: u64, plan: &[Assign]) -> Result<(), String>
             return Err(format!("{t} to ineligible session {}", a.session));
         }
         let rec = idx.sessions.get(&a.session).ok_or(format!("{t} to dead session {}", a.session))?;
-        if !rec.satisfies(&job.constraints) {
-            return Err(format!("{t} to session {} that does not satisfy its constraints", a.session));
+        if !rec.accepts(job) {
+            return Err(format!("{t} to session {} that does not accept its constraints or namespace", a.session));
         }
         *used.entry(a.session).or_default() += 1;
     }
@@ -318,12 +331,12 @@ fn check_invariants(view: &View<'_>, now: u64, plan: &[Assign], examined: usize)
     for (i, a) in plan.iter().enumerate() {
         let job = &idx.jobs[&a.task.job];
         let task = &idx.pending[&a.task.job][&a.task.shard];
-        let want = expected_session(view, &free, task, &job.constraints);
+        let want = expected_session(view, &free, task, job);
         if want != Some(a.session) {
             return Err(format!("#{i} {} went to {}, rules say {want:?}", a.task, a.session));
         }
         for (t, other) in &left_out {
-            if other.priority > job.priority && !compatible(view, &free, &other.constraints).is_empty() {
+            if other.priority > job.priority && !compatible(view, &free, other).is_empty() {
                 return Err(format!(
                     "priority inverted: #{i} {} (priority {}) planned while {t} (priority {}) could be placed",
                     a.task, job.priority, other.priority
@@ -339,7 +352,7 @@ fn check_invariants(view: &View<'_>, now: u64, plan: &[Assign], examined: usize)
     }
     if plan.len() < limits.max_assignments && examined < limits.max_scan {
         for (t, job) in &left_out {
-            if !compatible(view, &free, &job.constraints).is_empty() {
+            if !compatible(view, &free, job).is_empty() {
                 return Err(format!("not work-conserving: {t} left out though a compatible session has room"));
             }
         }
@@ -418,6 +431,24 @@ fn rule3_constraints_are_respected() {
     f.job(2, "ns", 0, &[("zone", "a")]).tasks(2, 2);
     // Job 1 fits only session 3 (one slot); job 2 fits sessions 2 and 3.
     assert_eq!(f.plan(), vec![(1, 0, 3), (2, 0, 2), (2, 1, 2)]);
+}
+
+#[test]
+fn rule3_sessions_restricted_to_namespaces_get_only_theirs() {
+    // The credential of session 1 allows namespace a, session 2's allows b;
+    // session 3 is unrestricted. A session restricted to other namespaces is
+    // not compatible even with free slots, and never a sticky target.
+    let mut f = Fixture::default();
+    f.session(1, 5, &[]).session(2, 5, &[]).session(3, 1, &[]);
+    f.restrict(1, &["a"]).restrict(2, &["b"]);
+    f.job(1, "a", 0, &[]).task(1, 0, 0, Some("w2")).task(1, 1, 0, None);
+    f.job(2, "b", 0, &[]).tasks(2, 2);
+    f.job(3, "c", 0, &[]).tasks(3, 2);
+    assert_eq!(f.plan(), vec![(1, 0, 1), (2, 0, 2), (3, 0, 3), (1, 1, 1), (2, 1, 2)]);
+    // With only session 2 left, namespace a's tasks stay pending.
+    let mut f = Fixture::default();
+    f.session(2, 5, &[]).restrict(2, &["b"]).job(1, "a", 0, &[]).tasks(1, 2);
+    assert_eq!(f.plan(), vec![]);
 }
 
 #[test]

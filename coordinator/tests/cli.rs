@@ -327,3 +327,30 @@ async fn workflow_commands_submit_decide_watch_cancel_and_print_results() {
     .await
     .unwrap();
 }
+
+#[test]
+fn auth_helpers_make_tokens_and_their_hashes() {
+    use std::io::Write;
+    let out = Command::new(BIN).args(["auth", "new-token", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (token, sha) = (v["token"].as_str().unwrap(), v["sha256"].as_str().unwrap());
+    assert_eq!(sha, baton_coordinator::auth::hash_token(token));
+    // hash-token reads the token from stdin; one trailing newline is not part of it.
+    let mut child = Command::new(BIN)
+        .args(["auth", "hash-token"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(format!("{token}\n").as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), sha);
+    // A server refuses an [auth] section that names a malformed hash, before starting.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("auth.toml");
+    std::fs::write(&cfg, "[[auth.tokens]]\nname = \"ci\"\nsha256 = \"abc\"\ngrants = [\"reader:*\"]\n").unwrap();
+    let (ok, err) = serve(&["--config", cfg.to_str().unwrap()], &[]);
+    assert!(!ok && err.contains("auth.tokens.sha256"), "{err}");
+}

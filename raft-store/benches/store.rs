@@ -117,7 +117,12 @@ fn setup(jobs: u64) -> (Vec<Entry>, u64, u64) {
         idx += 1;
         es.push(entry(
             idx,
-            Command::RegisterWorker { name: format!("w{w}"), labels: BTreeMap::new(), capacity: per_worker as u32 },
+            Command::RegisterWorker {
+                name: format!("w{w}"),
+                labels: BTreeMap::new(),
+                capacity: per_worker as u32,
+                namespaces: None,
+            },
         ));
     }
     for _ in 0..jobs {

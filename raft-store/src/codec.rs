@@ -18,7 +18,9 @@ use serde::{Serialize, de::DeserializeOwned};
 /// task records say whether their attempt has a log record (`log_kept`);
 /// per-namespace idempotency windows (`NamespaceRecord::idempotency_window_ms`;
 /// idempotency records carry their expiry, and their index is by expiry).
-pub const FORMAT_VERSION: u8 = 7;
+/// 8: worker sessions restricted to namespaces (`RegisterWorker::namespaces`,
+/// `SessionRecord::namespaces`), from the worker's credential.
+pub const FORMAT_VERSION: u8 = 8;
 
 /// Fixed-int, little-endian bincode configuration. Fixed-width integers make the
 /// encoding of a value independent of its magnitude, so byte-identical state is

@@ -1,7 +1,7 @@
 //! Replicated commands, their replies, and the validation every command passes
 //! before apply() lets it touch state.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -186,6 +186,11 @@ pub enum Command {
         name: String,
         labels: BTreeMap<String, String>,
         capacity: u32,
+        /// The namespaces whose tasks the session may receive, from the
+        /// worker's credential; `None`: every namespace (no authentication,
+        /// or a credential granted `worker:*`). In the entry, so plan() and
+        /// apply() agree on every node.
+        namespaces: Option<BTreeSet<String>>,
     },
     /// Graceful goodbye: the session ends and its tasks are released at once.
     DeregisterWorker {
@@ -423,9 +428,17 @@ impl Command {
     /// other kind fits at its limits). A Batch is bounded by its builder.
     pub fn validate(&self) -> Result<(), CommandError> {
         match self {
-            Command::RegisterWorker { name, labels, capacity } => {
+            Command::RegisterWorker { name, labels, capacity, namespaces } => {
                 check_name("name", name, false)?;
                 check_labels("labels", labels)?;
+                if let Some(ns) = namespaces {
+                    if ns.is_empty() || ns.len() > MAX_WORKER_NAMESPACES {
+                        return Err(invalid("namespaces", format!("must name 1..={MAX_WORKER_NAMESPACES} namespaces")));
+                    }
+                    for n in ns {
+                        check_name("namespaces", n, false)?;
+                    }
+                }
                 if *capacity == 0 || *capacity > MAX_WORKER_CAPACITY {
                     return Err(invalid("capacity", format!("must be 1..={MAX_WORKER_CAPACITY}")));
                 }
@@ -718,7 +731,14 @@ mod tests {
     fn every_command_but_submit_fits_one_entry_at_its_field_limits() {
         let task = TaskKey::new(u64::MAX, u32::MAX);
         let biggest = [
-            Command::RegisterWorker { name: "w".repeat(MAX_NAME_BYTES), labels: labels_at_limit('k'), capacity: 1 },
+            Command::RegisterWorker {
+                name: "w".repeat(MAX_NAME_BYTES),
+                labels: labels_at_limit('k'),
+                capacity: 1,
+                namespaces: Some(
+                    (0..MAX_WORKER_NAMESPACES).map(|i| format!("{i:0>width$}", width = MAX_NAME_BYTES)).collect(),
+                ),
+            },
             Command::DeregisterWorker { session: 1, epoch: 1 },
             Command::AssignTasks { assignments: vec![Assign { task, session: 1 }; MAX_ITEMS_PER_COMMAND] },
             Command::CompleteTask {
@@ -815,7 +835,7 @@ mod tests {
         spec.backoff = Backoff { base_ms: 10, max_ms: 5 };
         assert!(matches!(Command::SubmitJob(spec).validate(),
             Err(CommandError::Invalid { ref field, .. }) if field == "backoff"));
-        let reg = Command::RegisterWorker { name: "w".into(), labels: BTreeMap::new(), capacity: 0 };
+        let reg = Command::RegisterWorker { name: "w".into(), labels: BTreeMap::new(), capacity: 0, namespaces: None };
         assert!(matches!(reg.validate(), Err(CommandError::Invalid { ref field, .. }) if field == "capacity"));
         assert!(Command::Batch(vec![Command::Batch(vec![])]).validate().is_err());
         assert!(Command::Batch(vec![]).validate().is_err());

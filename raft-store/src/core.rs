@@ -230,8 +230,8 @@ impl Core {
                 }
                 return Ok(Response::Batch(out));
             }
-            Command::RegisterWorker { name, labels, capacity } => {
-                self.register_worker(kv, ctx, name, labels, *capacity)
+            Command::RegisterWorker { name, labels, capacity, namespaces } => {
+                self.register_worker(kv, ctx, name, labels, *capacity, namespaces)
             }
             Command::DeregisterWorker { session, epoch } => {
                 self.end_session(kv, ctx, *session, *epoch, EndReason::Deregistered)
@@ -504,6 +504,7 @@ impl Core {
         name: &str,
         labels: &BTreeMap<String, String>,
         capacity: u32,
+        namespaces: &Option<std::collections::BTreeSet<String>>,
     ) -> Res<Outcome> {
         let prior = self.name_rec(kv, name)?;
         let old_live = self.idx.live_by_name.get(name).copied();
@@ -530,6 +531,7 @@ impl Core {
             capacity,
             registered_ms: ctx.now_ms,
             ended: None,
+            namespaces: namespaces.clone(),
         };
         self.idx.sessions.insert(id, rec.clone());
         self.idx.live_by_name.insert(name.to_string(), id);
@@ -662,7 +664,9 @@ impl Core {
                 CommandError::JobPaused { job: job.id, namespace: ns_paused.then(|| job.namespace.clone()) }.into()
             );
         }
-        if !sess.satisfies(&job.constraints) {
+        // A session restricted to other namespaces is refused like one
+        // whose labels do not match: the leader's plan was stale or wrong.
+        if !sess.accepts(job) {
             return Err(CommandError::ConstraintMismatch { session: a.session, job: a.task.job }.into());
         }
         let worker = sess.name.clone();

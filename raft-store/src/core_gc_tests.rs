@@ -54,6 +54,7 @@ impl Rig {
             name: format!("w{}", self.index),
             labels: BTreeMap::new(),
             capacity: 10,
+            namespaces: None,
         }) {
             Outcome::Registered { session, .. } => session,
             o => panic!("{o:?}"),

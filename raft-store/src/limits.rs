@@ -59,6 +59,11 @@ pub const MAX_ITEMS_PER_COMMAND: usize = 10_000;
 /// Highest max_attempts a job may ask for.
 pub const MAX_ATTEMPTS_LIMIT: u32 = 1000;
 
+/// Most namespaces one worker session may be restricted to: a credential
+/// names its namespaces one by one, and the record is read on every
+/// planning round, so the list stays short.
+pub const MAX_WORKER_NAMESPACES: usize = 64;
+
 /// Highest worker capacity (concurrent tasks per session).
 pub const MAX_WORKER_CAPACITY: u32 = 10_000;
 

@@ -1,7 +1,7 @@
 //! Task and job records, and the single pure transition function that moves a
 //! task between states. Nothing here does IO or reads a clock.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
@@ -521,12 +521,25 @@ pub struct SessionRecord {
     pub capacity: u32,
     pub registered_ms: u64,
     pub ended: Option<(u64, EndReason)>,
+    /// The namespaces whose tasks this session may receive (`None`: all);
+    /// from its `RegisterWorker` entry.
+    pub namespaces: Option<BTreeSet<String>>,
 }
 
 impl SessionRecord {
     /// Whether this session's labels satisfy a job's constraints.
     pub fn satisfies(&self, constraints: &BTreeMap<String, String>) -> bool {
         constraints.iter().all(|(k, v)| self.labels.get(k) == Some(v))
+    }
+
+    /// Whether this session may receive tasks of `namespace`.
+    pub fn serves(&self, namespace: &str) -> bool {
+        self.namespaces.as_ref().is_none_or(|ns| ns.contains(namespace))
+    }
+
+    /// Whether a task of `job` may go to this session: its constraints and its namespace.
+    pub fn accepts(&self, job: &JobRecord) -> bool {
+        self.satisfies(&job.constraints) && self.serves(&job.namespace)
     }
 }
 

@@ -60,7 +60,7 @@ fn malformed_and_unknown_targets_are_refused_without_change() {
         let mut spec = JobSpec::with_shards("ns", 2);
         spec.constraints.insert("gpu".into(), "yes".into());
         sm.apply([
-            entry(1, Command::RegisterWorker { name: "w".into(), labels: BTreeMap::new(), capacity: 1 }),
+            entry(1, Command::RegisterWorker { name: "w".into(), labels: BTreeMap::new(), capacity: 1, namespaces: None }),
             entry(2, Command::SubmitJob(spec)),
             entry(3, Command::SubmitJob(JobSpec::with_shards("ns", 2))),
         ])
@@ -90,7 +90,7 @@ fn malformed_and_unknown_targets_are_refused_without_change() {
                 |e| matches!(e, CommandError::Invalid { field, .. } if field == "batch"),
             ),
             (
-                Command::RegisterWorker { name: String::new(), labels: BTreeMap::new(), capacity: 1 },
+                Command::RegisterWorker { name: String::new(), labels: BTreeMap::new(), capacity: 1, namespaces: None },
                 |e| matches!(e, CommandError::Invalid { field, .. } if field == "name"),
             ),
             (Command::ExpireWorker { session: 99, epoch: 1 }, |e| matches!(e, CommandError::SessionNotFound(99))),
@@ -324,7 +324,8 @@ fn arb_command() -> impl Strategy<Value = Command> {
         (s, labels, any::<u32>()).prop_map(|(name, labels, capacity)| Command::RegisterWorker {
             name,
             labels,
-            capacity: capacity % 4
+            capacity: capacity % 4,
+            namespaces: None
         }),
         (0u64..4, 0u64..3).prop_map(|(session, epoch)| Command::ExpireWorker { session, epoch }),
         (0u64..4, 0u64..3).prop_map(|(session, epoch)| Command::DeregisterWorker { session, epoch }),

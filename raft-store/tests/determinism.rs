@@ -38,6 +38,7 @@ fn workload(seed: u64, n: usize) -> Vec<Entry> {
                 name: format!("w{}", rng.random_range(0..5)),
                 labels: BTreeMap::new(),
                 capacity: rng.random_range(1..20),
+                namespaces: None,
             },
             8..18 => {
                 let mut spec = JobSpec::with_shards("ns", rng.random_range(1..30));
@@ -572,7 +573,7 @@ fn collecting_workload() -> Vec<Entry> {
         entries.push(e);
         r
     };
-    let reg = Command::RegisterWorker { name: "w".into(), labels: BTreeMap::new(), capacity: 100 };
+    let reg = Command::RegisterWorker { name: "w".into(), labels: BTreeMap::new(), capacity: 100, namespaces: None };
     let Response::Done(Outcome::Registered { session, .. }) = apply(reg, clock, &mut entries, &mut core, &mut kv)
     else {
         panic!()

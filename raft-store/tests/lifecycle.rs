@@ -83,7 +83,12 @@ impl Rig {
     }
 
     fn register(&mut self, name: &str, capacity: u32) -> SessionId {
-        match self.ok(Command::RegisterWorker { name: name.into(), labels: BTreeMap::new(), capacity }) {
+        match self.ok(Command::RegisterWorker {
+            name: name.into(),
+            labels: BTreeMap::new(),
+            capacity,
+            namespaces: None,
+        }) {
             Outcome::Registered { session, .. } => session,
             o => panic!("{o:?}"),
         }
@@ -994,7 +999,7 @@ fn retention_deletes_ended_sessions_and_names_no_one_took() {
     assert!(!r.kv.0.contains_key(&keys::worker_name("a")), "no one took the name");
     assert!(r.kv.0.contains_key(&keys::worker_name("b")), "b2 holds the name");
     // A name collected starts over at epoch 1.
-    match r.ok(Command::RegisterWorker { name: "a".into(), labels: BTreeMap::new(), capacity: 1 }) {
+    match r.ok(Command::RegisterWorker { name: "a".into(), labels: BTreeMap::new(), capacity: 1, namespaces: None }) {
         Outcome::Registered { epoch: 1, .. } => {}
         o => panic!("{o:?}"),
     }

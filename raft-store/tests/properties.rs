@@ -319,6 +319,7 @@ impl Harness {
                 name: WORKERS[*worker as usize].into(),
                 labels: if *worker == 0 { [("zone".to_string(), "a".to_string())].into() } else { BTreeMap::new() },
                 capacity: *capacity,
+                namespaces: None,
             },
             Op::Expire { sel, valid, epoch_off } => {
                 let session = self.live_session(*sel, *valid);
@@ -904,7 +905,12 @@ fn submit_assign_complete_and_fence() {
         h.kv.write(w);
         r
     };
-    let reg = |name: &str| Command::RegisterWorker { name: name.into(), labels: BTreeMap::new(), capacity: 4 };
+    let reg = |name: &str| Command::RegisterWorker {
+        name: name.into(),
+        labels: BTreeMap::new(),
+        capacity: 4,
+        namespaces: None,
+    };
     assert!(matches!(run(&mut h, reg("a")), Response::Done(Outcome::Registered { session: 1, epoch: 1, .. })));
     assert!(matches!(run(&mut h, reg("b")), Response::Done(Outcome::Registered { session: 2, epoch: 1, .. })));
     let mut spec = JobSpec::with_shards("ns", 2);
@@ -1007,7 +1013,7 @@ fn time_comes_from_entries_and_never_goes_back() {
         &mut kv,
         1,
         10_000,
-        Command::RegisterWorker { name: "w".into(), labels: BTreeMap::new(), capacity: 1 },
+        Command::RegisterWorker { name: "w".into(), labels: BTreeMap::new(), capacity: 1, namespaces: None },
     );
     let mut spec = JobSpec::with_shards("ns", 1);
     spec.attempt_timeout_ms = 1_000;
@@ -1040,7 +1046,8 @@ fn run(h: &mut Harness, cmd: Command) -> Response {
 }
 
 fn register(h: &mut Harness, name: &str) -> (SessionId, u64) {
-    match run(h, Command::RegisterWorker { name: name.into(), labels: BTreeMap::new(), capacity: 1 }) {
+    match run(h, Command::RegisterWorker { name: name.into(), labels: BTreeMap::new(), capacity: 1, namespaces: None })
+    {
         Response::Done(Outcome::Registered { session, epoch, .. }) => (session, epoch),
         r => panic!("{r:?}"),
     }

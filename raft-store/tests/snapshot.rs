@@ -53,8 +53,18 @@ async fn million_task_snapshot_round_trip() {
         entry(index, cmd)
     };
     let mut entries = vec![
-        next(Command::RegisterWorker { name: "w1".into(), labels: BTreeMap::new(), capacity: 10_000 }),
-        next(Command::RegisterWorker { name: "w2".into(), labels: BTreeMap::new(), capacity: 10_000 }),
+        next(Command::RegisterWorker {
+            name: "w1".into(),
+            labels: BTreeMap::new(),
+            capacity: 10_000,
+            namespaces: None,
+        }),
+        next(Command::RegisterWorker {
+            name: "w2".into(),
+            labels: BTreeMap::new(),
+            capacity: 10_000,
+            namespaces: None,
+        }),
     ];
     let jobs = TASKS / SHARDS_PER_JOB;
     for j in 0..jobs {

@@ -375,7 +375,12 @@ async fn register(world: Arc<Mutex<World>>, i: usize) {
     let (target, cmd) = {
         let w = world.lock().unwrap();
         let ws = &w.workers[i];
-        let cmd = Command::RegisterWorker { name: ws.name.clone(), labels: BTreeMap::new(), capacity: ws.capacity };
+        let cmd = Command::RegisterWorker {
+            name: ws.name.clone(),
+            labels: BTreeMap::new(),
+            capacity: ws.capacity,
+            namespaces: None,
+        };
         (ws.target, cmd)
     };
     let reply = client_write(&world, target, cmd).await;

@@ -190,9 +190,18 @@ pub struct WorkerBuilder {
     capacity: u32,
     shutdown_grace: Duration,
     handler: Option<Arc<dyn Handler>>,
+    token: Option<String>,
 }
 
 impl WorkerBuilder {
+    /// Bearer token for clusters with auth on: the session and the reads of
+    /// task inputs send it. Its `worker` grants decide which namespaces'
+    /// tasks the worker receives.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
     pub fn endpoints(mut self, e: impl IntoIterator<Item = impl Into<String>>) -> Self {
         self.endpoints = e.into_iter().map(Into::into).collect();
         self
@@ -234,11 +243,20 @@ impl WorkerBuilder {
             return Err(Error::Config("capacity must be at least 1".into()));
         }
         let handler = self.handler.ok_or_else(|| Error::Config("a worker needs a handler".into()))?;
+        crate::client::Bearer::new(self.token.as_deref())?;
         let name = self.name.unwrap_or_else(|| {
             let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "worker".into());
             format!("{}-{}", host.trim(), std::process::id())
         });
-        Ok(Worker { urls, name, labels: self.labels, capacity: self.capacity, grace: self.shutdown_grace, handler })
+        Ok(Worker {
+            urls,
+            name,
+            labels: self.labels,
+            capacity: self.capacity,
+            grace: self.shutdown_grace,
+            handler,
+            token: self.token,
+        })
     }
 }
 
@@ -250,6 +268,7 @@ pub struct Worker {
     capacity: u32,
     grace: Duration,
     handler: Arc<dyn Handler>,
+    token: Option<String>,
 }
 
 impl Worker {
@@ -261,6 +280,7 @@ impl Worker {
             capacity: 1,
             shutdown_grace: SHUTDOWN_GRACE_DEFAULT,
             handler: None,
+            token: None,
         }
     }
 
@@ -280,7 +300,9 @@ impl Worker {
             seed: rand::random(),
         };
         // One client per worker, shared by every task that reads its inputs.
-        let client = Client::new(ClientConfig::new(cfg.urls.clone()))?;
+        let mut client_cfg = ClientConfig::new(cfg.urls.clone());
+        client_cfg.token = self.token;
+        let client = Client::new(client_cfg)?;
         Ok(runtime::Runtime::new(session::Session::new(cfg), self.handler, client, capacity).run(shutdown).await)
     }
 }

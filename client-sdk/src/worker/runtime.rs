@@ -234,6 +234,7 @@ impl Runtime {
                 let (tx, rx) = mpsc::channel(self.outbound_len);
                 tx.try_send(proto::WorkerMessage { msg: Some(proto::worker_message::Msg::Register(register)) })
                     .expect("a new stream's queue has room for its first message");
+                let bearer = self.client.bearer();
                 let open = async move {
                     let ch = Endpoint::from_shared(url.clone())
                         .map_err(|e| tonic::Status::invalid_argument(format!("{url}: {e}")))?
@@ -242,8 +243,9 @@ impl Runtime {
                         .connect()
                         .await
                         .map_err(|e| tonic::Status::unavailable(format!("{url}: {e}")))?;
-                    let r =
-                        WorkerServiceClient::new(ch).session(tokio_stream::wrappers::ReceiverStream::new(rx)).await?;
+                    let r = WorkerServiceClient::with_interceptor(ch, bearer)
+                        .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+                        .await?;
                     Ok(r.into_inner())
                 };
                 self.link = Link::Opening { tx, open: Box::pin(open) };

@@ -102,6 +102,10 @@ impl Cluster {
 #[tonic::async_trait]
 impl ClusterService for Cluster {
     async fn status(&self, req: Request<proto::StatusRequest>) -> Result<Response<proto::StatusResponse>, Status> {
+        // Status is open (auth::methods::is_open); its full-table scan is not.
+        if req.get_ref().include_state_hash {
+            crate::auth::check::require_all(self.ctx.auth_on(), &req, crate::auth::Role::Admin)?;
+        }
         let (state_hash, state_hash_index) = if req.into_inner().include_state_hash {
             // The hash comes with the applied index it covers, read off one
             // pinned snapshot (apply is not held up while it is computed).
@@ -222,13 +226,15 @@ impl ClusterService for Cluster {
     type BackupStream = super::backup::BackupStream;
 
     async fn backup(&self, req: Request<proto::BackupRequest>) -> Result<Response<Self::BackupStream>, Status> {
+        self.ctx.authorize(&req)?;
         super::backup::serve(&self.ctx, req).await
     }
 
     async fn trigger_snapshot(
         &self,
-        _req: Request<proto::TriggerSnapshotRequest>,
+        req: Request<proto::TriggerSnapshotRequest>,
     ) -> Result<Response<proto::TriggerSnapshotResponse>, Status> {
+        self.ctx.authorize(&req)?;
         self.ctx.raft.trigger().snapshot().await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
         Ok(Response::new(proto::TriggerSnapshotResponse {}))
     }

@@ -193,6 +193,7 @@ impl JobService for Jobs {
         // Served from this node's applied state, so it survives leader
         // changes; every event names the log index it reflects.
         watch::await_job(&self.ctx, &req, id).await?;
+        self.ctx.authorize(&req)?;
         let (tx, rx) = tokio::sync::mpsc::channel(WATCH_QUEUE);
         let reader = self.ctx.reader.clone();
         let metrics = self.ctx.raft.metrics();

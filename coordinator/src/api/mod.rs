@@ -18,7 +18,8 @@ use crate::identity::Identity;
 use crate::leader::LeaderHandle;
 use crate::proposer::Proposer;
 
-/// Return the leader's answer when `route` says to forward the call. The
+/// Return the leader's answer when `route` says to forward the call, and
+/// otherwise authorize it here (`Ctx::authorize`) before the handler goes on. The
 /// last argument says whether the call changes state (`write`, the default)
 /// or not (`read`): a write cut off after it was sent has an unknown outcome.
 /// `route` is `ctx.route(&req)` (writes) or `ctx.read_route(..)`.
@@ -34,7 +35,9 @@ macro_rules! forward_if_not_here {
     };
     (@go $ctx:expr, $route:expr, $req:ident, $client:ident :: $method:ident, $call:expr) => {
         if let $crate::api::Route::Forward(ch) = $route {
-            let fwd = $ctx.forwarded($req.into_inner());
+            // The leader authenticates and authorizes the caller's credential again.
+            let credential = $crate::auth::check::forwarding(&$req);
+            let fwd = $ctx.forwarded_with($req.into_inner(), credential);
             return $client::new(ch)
                 .max_decoding_message_size($crate::api::FORWARD_MAX_RESPONSE_BYTES)
                 .$method(fwd)
@@ -42,6 +45,8 @@ macro_rules! forward_if_not_here {
                 .map(|r| $ctx.forward_done(r))
                 .map_err(|s| $ctx.forward_failed(s, $call));
         }
+        // Served here: the caller's role in the namespace of what it names.
+        $ctx.authorize(&$req)?;
     };
 }
 
@@ -154,12 +159,37 @@ impl Ctx {
         Ok(ch)
     }
 
-    /// A request to forward: same message, marked as forwarded.
-    pub fn forwarded<T>(&self, msg: T) -> tonic::Request<T> {
+    /// A request to the leader on behalf of the caller of `from`: marked as
+    /// forwarded, with the caller's credential.
+    pub fn forwarded<T, U>(&self, from: &tonic::Request<U>, msg: T) -> tonic::Request<T> {
+        self.forwarded_with(msg, crate::auth::check::credential(from.metadata()))
+    }
+
+    /// A request to forward: same message, marked as forwarded, carrying
+    /// the caller's credential (never trusted as a decision: the leader checks it).
+    pub fn forwarded_with<T>(
+        &self,
+        msg: T,
+        credential: Option<tonic::metadata::AsciiMetadataValue>,
+    ) -> tonic::Request<T> {
         let mut r = tonic::Request::new(msg);
         r.set_timeout(FORWARD_TIMEOUT);
         r.metadata_mut().insert(FORWARDED_HEADER, tonic::metadata::MetadataValue::from_static("1"));
+        if let Some(c) = credential {
+            r.metadata_mut().insert(crate::auth::AUTHORIZATION_HEADER, c);
+        }
         r
+    }
+
+    /// Whether `[auth]` is configured.
+    pub fn auth_on(&self) -> bool {
+        self.cfg.auth.is_some()
+    }
+
+    /// The per-handler check, once the call is routed here: the caller's
+    /// role in the namespace of what the request names (`auth::check`).
+    pub fn authorize<T: crate::auth::methods::Target>(&self, req: &tonic::Request<T>) -> Result<(), ApiError> {
+        crate::auth::check::authorize(self.auth_on(), &self.reader, req)
     }
 
     /// A forwarded call's answer, naming the leader that gave it.

@@ -38,7 +38,7 @@ pub(super) async fn await_job(ctx: &Ctx, req: &Request<proto::WatchJobRequest>, 
             (applied, job.map(|j| j.is_some()))
         },
         |ch| async move {
-            let ask = ctx.forwarded(proto::GetJobRequest { job_id: id, consistency: 0 });
+            let ask = ctx.forwarded(req, proto::GetJobRequest { job_id: id, consistency: 0 });
             JobServiceClient::new(ch).get_job(ask).await.map(drop)
         },
         || CommandError::JobNotFound(id).into(),

@@ -7,6 +7,7 @@
 //! report). Assignments and cancellations come from the leader task down
 //! the same stream.
 
+use std::collections::BTreeSet;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,15 +52,30 @@ fn task_key(t: Option<proto::TaskRef>) -> Result<TaskKey, ApiError> {
 
 impl Workers {
     /// Register a new session or resume a live one. Returns (session, epoch, resumed).
-    async fn open(&self, r: proto::Register) -> Result<(SessionId, u64, bool), ApiError> {
+    /// `namespaces`: what the caller's credential lets the session receive
+    /// (`None`: all), recorded in the registration entry.
+    async fn open(
+        &self,
+        r: proto::Register,
+        namespaces: Option<BTreeSet<String>>,
+    ) -> Result<(SessionId, u64, bool), ApiError> {
         if r.resume_session != 0 {
             // A new leader may not have applied the session's registration
             // yet: read it only after a barrier, or a live session would be
             // answered "not found" and its worker would start over.
             self.ctx.linearize().await?;
             return match self.ctx.reader.session(r.resume_session)? {
+                // A resumed session keeps its recorded namespaces, so the
+                // credential that resumes it must allow at least those.
                 Some(s) if s.ended.is_none() && s.epoch == r.resume_epoch && s.name == r.name => {
-                    Ok((s.id, s.epoch, true))
+                    match (&namespaces, &s.namespaces) {
+                        (None, _) => Ok((s.id, s.epoch, true)),
+                        (Some(may), Some(has)) if has.is_subset(may) => Ok((s.id, s.epoch, true)),
+                        _ => Err(ApiError::PermissionDenied(format!(
+                            "session {} receives namespaces this credential does not allow; register again",
+                            s.id
+                        ))),
+                    }
                 }
                 Some(_) => Err(ApiError::SessionEnded(format!(
                     "session {} has ended or belongs to another incarnation; register again",
@@ -68,8 +84,12 @@ impl Workers {
                 None => Err(CommandError::SessionNotFound(r.resume_session).into()),
             };
         }
-        let cmd =
-            Command::RegisterWorker { name: r.name, labels: r.labels.into_iter().collect(), capacity: r.capacity };
+        let cmd = Command::RegisterWorker {
+            name: r.name,
+            labels: r.labels.into_iter().collect(),
+            capacity: r.capacity,
+            namespaces,
+        };
         cmd.validate()?;
         match self.ctx.proposer.propose(cmd).await?.into_result()? {
             Outcome::Registered { session, epoch, .. } => Ok((session, epoch, false)),
@@ -187,6 +207,15 @@ fn report(msg: In) -> Result<(Head, Result<Command, CommandError>), ApiError> {
     })
 }
 
+/// Whether `session` may report on `task`: a live job of a namespace it serves.
+/// Anything else (an ended session, a finished job) is left to apply().
+fn reports_on(ctx: &Ctx, session: SessionId, task: TaskKey) -> bool {
+    ctx.reader.read(|core, _| match (core.idx.sessions.get(&session), core.idx.jobs.get(&task.job)) {
+        (Some(s), Some(j)) => s.serves(&j.namespace),
+        _ => true,
+    })
+}
+
 /// Reads one session's inbound messages until the stream ends.
 async fn inbound_loop(
     ctx: Ctx,
@@ -242,6 +271,12 @@ async fn inbound_loop(
         };
         // Refuse what apply() would refuse before it reaches the log (a
         // result over the size limit, say): the worker gets a definite no.
+        // A session restricted to some namespaces reports only on their
+        // tasks: a guessed token of another namespace's task stops here.
+        let cmd = cmd.and_then(|c| match reports_on(&ctx, session, r.task) {
+            true => Ok(c),
+            false => Err(CommandError::ConstraintMismatch { session, job: r.task.job }),
+        });
         let cmd = match cmd.and_then(|c| c.validate().map(|()| c)) {
             Ok(c) => c,
             Err(e) => {
@@ -280,6 +315,7 @@ impl WorkerService for Workers {
         if !self.ctx.is_leader() {
             return Err(ApiError::NotLeader { leader: self.ctx.leader_hint() }.into());
         }
+        let namespaces = crate::auth::check::worker_namespaces(self.ctx.auth_on(), &req)?;
         let permit = self
             .ctx
             .sessions
@@ -293,7 +329,7 @@ impl WorkerService for Workers {
         let Some(proto::WorkerMessage { msg: Some(In::Register(reg)) }) = first else {
             return Err(ApiError::invalid("register", "the first message must be register").into());
         };
-        let (session, epoch, resumed) = self.open(reg).await?;
+        let (session, epoch, resumed) = self.open(reg, namespaces).await?;
         let (tx, rx) = mpsc::channel(self.ctx.cfg.limits.session_queue);
         let registered = proto::Registered {
             session,

@@ -209,6 +209,7 @@ impl WorkflowService for Workflows {
             .map_err(|_| ApiError::Exhausted("too many open watches on this node".into()))?;
         let id = req.get_ref().workflow_id;
         let ctx = &self.ctx;
+        let from = &req;
         watch::await_known(
             ctx,
             &req,
@@ -220,12 +221,13 @@ impl WorkflowService for Workflows {
                 })
             },
             |ch| async move {
-                let ask = ctx.forwarded(proto::GetWorkflowRequest { workflow_id: id, consistency: 0 });
+                let ask = ctx.forwarded(from, proto::GetWorkflowRequest { workflow_id: id, consistency: 0 });
                 WorkflowServiceClient::new(ch).get_workflow(ask).await.map(drop)
             },
             || CommandError::WorkflowNotFound(id).into(),
         )
         .await?;
+        self.ctx.authorize(&req)?;
         let (tx, rx) = mpsc::channel(WATCH_QUEUE);
         let reader = self.ctx.reader.clone();
         let metrics = self.ctx.raft.metrics();

@@ -34,6 +34,8 @@ fn every_error_carries_its_grpc_code_and_baton_code() {
         (ApiError::Deadline("x".into()), DeadlineExceeded, codes::UNAVAILABLE),
         (ApiError::Indeterminate { reason: "x".into(), leader: None }, Unavailable, codes::INDETERMINATE),
         (ApiError::Internal("x".into()), Internal, codes::INTERNAL),
+        (ApiError::Unauthenticated("x".into()), Unauthenticated, codes::UNAUTHENTICATED),
+        (ApiError::PermissionDenied("x".into()), PermissionDenied, codes::PERMISSION_DENIED),
     ];
     for (e, grpc, code) in cases {
         assert_eq!(e.code(), code);

@@ -112,7 +112,12 @@ impl Rig {
     }
 
     fn register(&mut self, name: &str, capacity: u32) -> SessionId {
-        match self.apply(Command::RegisterWorker { name: name.into(), labels: BTreeMap::new(), capacity }) {
+        match self.apply(Command::RegisterWorker {
+            name: name.into(),
+            labels: BTreeMap::new(),
+            capacity,
+            namespaces: None,
+        }) {
             Response::Done(StoreOutcome::Registered { session, .. }) => session,
             r => panic!("{r:?}"),
         }

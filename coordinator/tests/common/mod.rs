@@ -62,11 +62,21 @@ pub struct Opts {
     pub env: Vec<(String, String)>,
     /// A command that runs `baton` for some nodes (e.g. `faketime -f -60s`).
     pub wrap: BTreeMap<u64, Vec<String>>,
+    /// Extra flags for every node (e.g. `--config <file>`).
+    pub args: Vec<String>,
 }
 
 impl Default for Opts {
     fn default() -> Self {
-        Opts { ttl_ms: 1_500, heartbeat_ms: 300, check_ms: 100, forward: true, env: Vec::new(), wrap: BTreeMap::new() }
+        Opts {
+            ttl_ms: 1_500,
+            heartbeat_ms: 300,
+            check_ms: 100,
+            forward: true,
+            env: Vec::new(),
+            wrap: BTreeMap::new(),
+            args: Vec::new(),
+        }
     }
 }
 
@@ -153,6 +163,7 @@ impl Cluster {
         if initial {
             cmd.args(["--initial-members", &self.initial]);
         }
+        cmd.args(&self.opts.args);
         cmd.args(extra);
         // A node must not outlive the test that started it: a node left
         // running holds ports and CPU, and skews every later benchmark on

@@ -91,7 +91,7 @@ async fn apply_goes_on_while_a_long_scan_runs() {
 async fn result_pages_are_bounded_by_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let (_log, mut sm) = open_store(dir.path()).unwrap();
-    let reg = Command::RegisterWorker { name: "w".into(), labels: BTreeMap::new(), capacity: 10 };
+    let reg = Command::RegisterWorker { name: "w".into(), labels: BTreeMap::new(), capacity: 10, namespaces: None };
     let assign =
         Command::AssignTasks { assignments: (0..5).map(|s| Assign { task: TaskKey::new(1, s), session: 1 }).collect() };
     let r = sm.apply([entry(1, reg), entry(2, submit(5)), entry(3, assign)]).await.unwrap();

@@ -25,7 +25,12 @@ impl Rig {
         let kv = MemKv::default();
         let core = Core::open(&kv).unwrap();
         let mut r = Rig { kv, core, index: 0, now_ms, tick_ms, session: 0 };
-        match r.ok(Command::RegisterWorker { name: "w".into(), labels: BTreeMap::new(), capacity: 10_000 }) {
+        match r.ok(Command::RegisterWorker {
+            name: "w".into(),
+            labels: BTreeMap::new(),
+            capacity: 10_000,
+            namespaces: None,
+        }) {
             Outcome::Registered { session, .. } => r.session = session,
             o => panic!("{o:?}"),
         }
