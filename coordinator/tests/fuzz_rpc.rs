@@ -17,7 +17,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use baton_client::proto;
+use baton_client::{Client, ClientConfig, proto};
 use common::raw::Raw;
 use common::*;
 use prost::Message as _;
@@ -169,21 +169,36 @@ struct Tally {
     refused: usize,
     /// Refused by tonic before any handler ran (undecodable protobuf).
     undecodable: usize,
+    /// Refused by authentication or a role check.
+    denied: usize,
     slow: usize,
 }
 
-/// One call of `m` with `n` fuzzed messages (one unless it streams in).
-/// Returns the statuses seen.
-async fn call(c: &Cluster, node: u64, m: &MethodDescriptor, rng: &mut StdRng) -> Option<Result<(), tonic::Status>> {
+/// One call of `m` with fuzzed messages (several if it streams them in),
+/// with `auth` as its `authorization` header. `None` if it was slow.
+async fn call(
+    c: &Cluster,
+    node: u64,
+    m: &MethodDescriptor,
+    auth: Option<String>,
+    rng: &mut StdRng,
+) -> Option<Result<(), tonic::Status>> {
+    let request = |body| {
+        let mut r = tonic::Request::new(body);
+        if let Some(v) = auth.as_deref().and_then(|a| a.parse().ok()) {
+            r.metadata_mut().insert("authorization", v);
+        }
+        r
+    };
     let path: tonic::codegen::http::uri::PathAndQuery =
         format!("/{}/{}", m.parent_service().full_name(), m.name()).parse().unwrap();
     let mut grpc = tonic::client::Grpc::new(c.channel(node).await);
     let work = async {
         grpc.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
         match (m.is_client_streaming(), m.is_server_streaming()) {
-            (false, false) => grpc.unary(tonic::Request::new(body(rng, m)), path, Raw).await.map(|_| ()),
+            (false, false) => grpc.unary(request(body(rng, m)), path, Raw).await.map(|_| ()),
             (false, true) => {
-                let mut s = grpc.server_streaming(tonic::Request::new(body(rng, m)), path, Raw).await?.into_inner();
+                let mut s = grpc.server_streaming(request(body(rng, m)), path, Raw).await?.into_inner();
                 for _ in 0..3 {
                     if s.message().await?.is_none() {
                         break;
@@ -216,34 +231,24 @@ async fn still_serving(c: &Cluster, after: &str) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_rpc_survives_fuzzed_messages() {
-    let seed: u64 = env_or("BATON_FUZZ_SEED", rand::random());
-    let cases: usize = env_or("BATON_FUZZ_CASES", CASES_PER_METHOD_DEFAULT);
-    println!("fuzzing every RPC: {cases} messages per method, seed {seed}");
-    println!("replay: BATON_FUZZ_SEED={seed} BATON_FUZZ_CASES={cases} cargo test --workspace --test fuzz_rpc");
-    let mut rng = StdRng::seed_from_u64(seed);
-    let pool = DescriptorPool::decode(proto::FILE_DESCRIPTOR_SET).unwrap();
-    let methods: Vec<MethodDescriptor> = pool
-        .services()
-        .filter(|s| s.package_name() == "baton.v1")
-        .flat_map(|s| s.methods().collect::<Vec<_>>())
-        .filter(|m| !SKIPPED.contains(&m.full_name()))
-        .collect();
-    assert!(methods.len() > 40, "the descriptor set lists {} methods", methods.len());
-
-    let mut c = Cluster::start(3, Opts::default());
+/// Send every method `cases` fuzzed messages, alternating between the
+/// leader and a follower; `auth` picks each call's `authorization` header.
+/// Panics on a crash, a handler failure or an internal error.
+async fn fuzz_every_method(
+    c: &mut Cluster,
+    methods: &[MethodDescriptor],
+    cases: usize,
+    rng: &mut StdRng,
+    auth: &dyn Fn(&mut StdRng) -> Option<String>,
+) -> Tally {
     let leader = c.wait_leader(Duration::from_secs(15)).await;
     let follower = c.live().into_iter().find(|id| *id != leader).unwrap();
-    // Something real for fuzzed ids to hit now and then: small job ids exist.
-    for i in 0..3 {
-        submit(&c, spec("ns", 2, &format!("seed-{i}")), Duration::from_secs(10)).await;
-    }
     let mut tally = Tally::default();
-    for m in &methods {
+    for m in methods {
         for i in 0..cases {
             let node = if i % 2 == 0 { leader } else { follower };
-            match call(&c, node, m, &mut rng).await {
+            let header = auth(rng);
+            match call(c, node, m, header, rng).await {
                 None => tally.slow += 1,
                 Some(Ok(())) => tally.ok += 1,
                 Some(Err(s)) => {
@@ -256,6 +261,7 @@ async fn every_rpc_survives_fuzzed_messages() {
                         m.full_name()
                     );
                     match code {
+                        Some("UNAUTHENTICATED" | "PERMISSION_DENIED") => tally.denied += 1,
                         Some(_) => tally.refused += 1,
                         None => tally.undecodable += 1,
                     }
@@ -267,7 +273,85 @@ async fn every_rpc_survives_fuzzed_messages() {
             assert!(exited.is_none(), "node {id} exited after fuzzing {}:\n{}", m.full_name(), c.logs());
         }
     }
+    tally
+}
+
+/// The run's seed and cases, printed with the command that replays it.
+fn setup(test: &str) -> (StdRng, usize, Vec<MethodDescriptor>) {
+    let seed: u64 = env_or("BATON_FUZZ_SEED", rand::random());
+    let cases: usize = env_or("BATON_FUZZ_CASES", CASES_PER_METHOD_DEFAULT);
+    println!("{test}: {cases} messages per method, seed {seed}");
+    println!("replay: BATON_FUZZ_SEED={seed} BATON_FUZZ_CASES={cases} cargo test --workspace --test fuzz_rpc {test}");
+    let pool = DescriptorPool::decode(proto::FILE_DESCRIPTOR_SET).unwrap();
+    let methods: Vec<MethodDescriptor> = pool
+        .services()
+        .filter(|s| s.package_name() == "baton.v1")
+        .flat_map(|s| s.methods().collect::<Vec<_>>())
+        .filter(|m| !SKIPPED.contains(&m.full_name()))
+        .collect();
+    assert!(methods.len() > 40, "the descriptor set lists {} methods", methods.len());
+    (StdRng::seed_from_u64(seed), cases, methods)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rpc_survives_fuzzed_messages() {
+    let (mut rng, cases, methods) = setup("every_rpc_survives_fuzzed_messages");
+    let mut c = Cluster::start(3, Opts::default());
+    c.wait_leader(Duration::from_secs(15)).await;
+    // Something real for fuzzed ids to hit now and then: small job ids exist.
+    for i in 0..3 {
+        submit(&c, spec("ns", 2, &format!("seed-{i}")), Duration::from_secs(10)).await;
+    }
+    let tally = fuzz_every_method(&mut c, &methods, cases, &mut rng, &|_| None).await;
     println!("{} methods: {tally:?}", methods.len());
     still_serving(&c, "every method").await;
     assert!(tally.ok > 0 && tally.refused > 0, "{tally:?}");
+}
+
+/// Tokens the secured cluster knows: (token, grants).
+const TOKENS: [(&str, &str); 3] = [("fuzz-admin", "admin:*"), ("fuzz-reader", "reader:ns"), ("fuzz-op", "operator:ns")];
+
+/// An `authorization` header: a known token, or a malformed or unknown
+/// credential of many shapes, or none.
+fn random_credential(rng: &mut StdRng) -> Option<String> {
+    let junk = |rng: &mut StdRng, n| -> String { (0..n).map(|_| char::from(rng.random_range(0x21u8..0x7f))).collect() };
+    // Known tokens half of the time, so handlers run too.
+    match rng.random_range(0..16) {
+        0 => None,
+        1 => Some(String::new()),
+        2 => Some("Bearer".into()),
+        3 => Some(format!("Basic {}", junk(rng, 12))),
+        4 => {
+            let n = rng.random_range(0..64);
+            Some(format!("Bearer {}", junk(rng, n)))
+        }
+        5 => Some(format!("Bearer {}.{}.{}", junk(rng, 20), junk(rng, 40), junk(rng, 30))),
+        6 => Some(format!("Bearer eyJhbGciOiJub25lIn0.{}.", junk(rng, 30))),
+        7 => Some(format!("Bearer {}", "x".repeat(rng.random_range(1_000..16_000)))),
+        _ => Some(format!("Bearer {}", TOKENS[rng.random_range(0..TOKENS.len())].0)),
+    }
+}
+
+/// The same with `[auth]` on: fuzzed credentials beside fuzzed messages,
+/// through the auth layer and every handler's namespace check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rpc_survives_fuzzed_messages_and_credentials_with_auth_on() {
+    let (mut rng, cases, methods) = setup("every_rpc_survives_fuzzed_messages_and_credentials_with_auth_on");
+    let dir = tempfile::tempdir().unwrap();
+    let mut toml = String::new();
+    for (i, (token, grant)) in TOKENS.iter().enumerate() {
+        let hash = baton_coordinator::auth::hash_token(token);
+        toml += &format!("[[auth.tokens]]\nname = \"fuzz-{i}\"\nsha256 = {hash:?}\ngrants = [{grant:?}]\n");
+    }
+    let cfg = dir.path().join("auth.toml");
+    std::fs::write(&cfg, toml).unwrap();
+    let mut c = Cluster::start(3, Opts { args: vec!["--config".into(), cfg.display().to_string()], ..Opts::default() });
+    c.wait_leader(Duration::from_secs(15)).await;
+    let tally = fuzz_every_method(&mut c, &methods, cases, &mut rng, &random_credential).await;
+    println!("{} methods: {tally:?}", methods.len());
+    assert!(tally.denied > 0 && tally.ok > 0, "{tally:?}");
+    let mut admin = ClientConfig::new(c.endpoints());
+    admin.token = Some(TOKENS[0].0.into());
+    let r = Client::new(admin).unwrap().submit(spec("alive", 1, "alive")).await;
+    assert!(r.is_ok(), "no submit after fuzzing: {r:?}");
 }

@@ -175,7 +175,15 @@ fn seeded() -> (Rig, Vec<Command>) {
     apply(&mut r, Command::PauseNamespace { namespace: "b".into(), paused: true });
     apply(&mut r, Command::SetNamespaceRetention { namespace: "a".into(), retention_ms: Some(120_000) });
     apply(&mut r, Command::SetNamespaceIdempotencyWindow { namespace: "a".into(), window_ms: Some(60_000) });
-    apply(&mut r, Command::RegisterWorker { name: "w2".into(), labels: BTreeMap::new(), capacity: 2 });
+    apply(
+        &mut r,
+        Command::RegisterWorker {
+            name: "w2".into(),
+            labels: BTreeMap::new(),
+            capacity: 2,
+            namespaces: Some(["a".to_string()].into()),
+        },
+    );
     (r, cmds)
 }
 
