@@ -38,6 +38,8 @@ pub mod codes {
     pub const PAUSED: &str = "PAUSED";
     /// A schedule or trigger of that name exists, with another spec.
     pub const ALREADY_EXISTS: &str = "ALREADY_EXISTS";
+    /// A plaintext connection reached a port that serves TLS.
+    pub const TLS_REQUIRED: &str = "TLS_REQUIRED";
 }
 
 /// The `baton-error-code` a status carries, if any.
@@ -113,6 +115,10 @@ pub enum Error {
     Internal(String),
     #[error("configuration: {0}")]
     Config(String),
+    /// The server serves TLS and this client spoke plaintext: connect with
+    /// `https://` and the cluster CA. Retrying cannot help.
+    #[error("{0}")]
+    TlsRequired(String),
 }
 
 impl Error {
@@ -167,6 +173,7 @@ impl Error {
             Error::Overloaded(_) => codes::OVERLOADED,
             Error::Indeterminate(_) => codes::INDETERMINATE,
             Error::Internal(_) => codes::INTERNAL,
+            Error::TlsRequired(_) => codes::TLS_REQUIRED,
             Error::DeadlineExceeded { last, .. } => return last.code(),
             Error::Config(_) => return None,
         })
@@ -175,7 +182,10 @@ impl Error {
     /// Classify a gRPC status. `write` marks calls that change state: for them
     /// a timeout or a broken connection leaves the outcome unknown.
     pub fn from_status(s: &tonic::Status, write: bool) -> Error {
-        let m = s.message().to_string();
+        let mut m = s.message().to_string();
+        if let Some(hint) = crate::tls::tls_hint(s) {
+            m = format!("{m} ({hint})");
+        }
         match status_code(s) {
             Some(code) => Error::from_code(code, s.code(), m, write),
             None => Error::from_grpc_code(s.code(), m, write, is_connect_failure(s)),
@@ -206,6 +216,7 @@ impl Error {
             codes::UNAVAILABLE | codes::INDETERMINATE if write => Error::Indeterminate(m),
             codes::UNAVAILABLE | codes::INDETERMINATE => Error::Unavailable(m),
             codes::INTERNAL => Error::Internal(m),
+            codes::TLS_REQUIRED => Error::TlsRequired(m),
             // A code newer than this SDK: fall back to the gRPC code.
             _ => Error::from_grpc_code(grpc, m, write, false),
         }

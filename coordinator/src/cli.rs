@@ -27,11 +27,29 @@ pub struct Global {
     /// Give up after this many seconds of retrying.
     #[arg(long, default_value_t = 10, global = true)]
     pub timeout_secs: u64,
+    /// The cluster CA (PEM): connect with TLS and verify the nodes against it.
+    #[arg(long, env = "BATON_CA", global = true)]
+    pub ca: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) for mutual TLS; with --key.
+    #[arg(long, env = "BATON_CERT", global = true, requires = "key")]
+    pub cert: Option<std::path::PathBuf>,
+    /// Key of --cert (PEM).
+    #[arg(long, env = "BATON_KEY", global = true, requires = "cert")]
+    pub key: Option<std::path::PathBuf>,
 }
 
 impl Global {
+    /// TLS settings from --ca/--cert/--key; `None` when none is given.
+    pub fn tls(&self) -> Result<Option<baton_client::TlsOptions>, Error> {
+        if self.ca.is_none() && self.cert.is_none() {
+            return Ok(None);
+        }
+        baton_client::TlsOptions::from_files(self.ca.as_deref(), self.cert.as_deref(), self.key.as_deref()).map(Some)
+    }
+
     pub fn client(&self) -> Result<Client, Error> {
         let mut cfg = ClientConfig::new(self.endpoints.clone());
+        cfg.tls = self.tls()?;
         cfg.deadline = Duration::from_secs(self.timeout_secs);
         cfg.rpc_timeout = Duration::from_secs(self.timeout_secs.clamp(1, 10));
         Client::new(cfg)

@@ -92,6 +92,9 @@ pub enum ApiError {
     Indeterminate { reason: String, leader: LeaderHint },
     #[error("internal error: {0}")]
     Internal(String),
+    /// A plaintext connection reached a TLS port. Nothing was done.
+    #[error("this port requires TLS: connect with https:// and the cluster CA (--ca)")]
+    TlsRequired,
 }
 
 impl ApiError {
@@ -123,6 +126,7 @@ impl ApiError {
             ApiError::Aborted(_) => codes::ABORTED,
             ApiError::Indeterminate { .. } => codes::INDETERMINATE,
             ApiError::Internal(_) => codes::INTERNAL,
+            ApiError::TlsRequired => codes::TLS_REQUIRED,
         }
     }
 
@@ -139,7 +143,8 @@ impl ApiError {
             | ApiError::NothingToRetry(_)
             | ApiError::JobInWorkflow(_)
             | ApiError::Paused(_)
-            | ApiError::Precondition(_) => Code::FailedPrecondition,
+            | ApiError::Precondition(_)
+            | ApiError::TlsRequired => Code::FailedPrecondition,
             ApiError::NotLeader { .. }
             | ApiError::Lagging(_)
             | ApiError::Unavailable(_)

@@ -68,7 +68,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{Client, ClientConfig, normalize};
+use crate::client::{Client, ClientConfig};
 use crate::error::Error;
 
 pub use inputs::REDUCE_INPUT_PAGE_SHARDS;
@@ -190,9 +190,16 @@ pub struct WorkerBuilder {
     capacity: u32,
     shutdown_grace: Duration,
     handler: Option<Arc<dyn Handler>>,
+    tls: Option<crate::tls::TlsOptions>,
 }
 
 impl WorkerBuilder {
+    /// TLS settings (the cluster CA, a client certificate); see [`crate::tls`].
+    pub fn tls(mut self, tls: crate::tls::TlsOptions) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     pub fn endpoints(mut self, e: impl IntoIterator<Item = impl Into<String>>) -> Self {
         self.endpoints = e.into_iter().map(Into::into).collect();
         self
@@ -226,7 +233,8 @@ impl WorkerBuilder {
     }
 
     pub fn build(self) -> Result<Worker, Error> {
-        let urls = self.endpoints.iter().map(|e| normalize(e)).collect::<Result<Vec<_>, _>>()?;
+        let tls = crate::client::uses_tls(&self.endpoints, self.tls.as_ref());
+        let urls = self.endpoints.iter().map(|e| crate::tls::normalize_url(e, tls)).collect::<Result<Vec<_>, _>>()?;
         if urls.is_empty() {
             return Err(Error::Config("a worker needs at least one endpoint".into()));
         }
@@ -238,7 +246,15 @@ impl WorkerBuilder {
             let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "worker".into());
             format!("{}-{}", host.trim(), std::process::id())
         });
-        Ok(Worker { urls, name, labels: self.labels, capacity: self.capacity, grace: self.shutdown_grace, handler })
+        Ok(Worker {
+            urls,
+            name,
+            labels: self.labels,
+            capacity: self.capacity,
+            grace: self.shutdown_grace,
+            handler,
+            tls: self.tls,
+        })
     }
 }
 
@@ -250,6 +266,7 @@ pub struct Worker {
     capacity: u32,
     grace: Duration,
     handler: Arc<dyn Handler>,
+    tls: Option<crate::tls::TlsOptions>,
 }
 
 impl Worker {
@@ -261,6 +278,7 @@ impl Worker {
             capacity: 1,
             shutdown_grace: SHUTDOWN_GRACE_DEFAULT,
             handler: None,
+            tls: None,
         }
     }
 
@@ -280,7 +298,9 @@ impl Worker {
             seed: rand::random(),
         };
         // One client per worker, shared by every task that reads its inputs.
-        let client = Client::new(ClientConfig::new(cfg.urls.clone()))?;
+        let mut client_cfg = ClientConfig::new(cfg.urls.clone());
+        client_cfg.tls = self.tls;
+        let client = Client::new(client_cfg)?;
         Ok(runtime::Runtime::new(session::Session::new(cfg), self.handler, client, capacity).run(shutdown).await)
     }
 }

@@ -34,6 +34,7 @@ fn every_error_carries_its_grpc_code_and_baton_code() {
         (ApiError::Deadline("x".into()), DeadlineExceeded, codes::UNAVAILABLE),
         (ApiError::Indeterminate { reason: "x".into(), leader: None }, Unavailable, codes::INDETERMINATE),
         (ApiError::Internal("x".into()), Internal, codes::INTERNAL),
+        (ApiError::TlsRequired, FailedPrecondition, codes::TLS_REQUIRED),
     ];
     for (e, grpc, code) in cases {
         assert_eq!(e.code(), code);
