@@ -189,7 +189,9 @@ pub fn explain(e: &Error, endpoints: &[String]) -> String {
              Start one with `baton dev`, or pass --endpoints / BATON_ENDPOINTS.",
             endpoints.join(",")
         ),
-        Error::NotFound(m) | Error::InvalidArgument(m) => m.clone(),
+        // A plaintext client on a TLS port: the server's message says what to do.
+        Error::DeadlineExceeded { last, .. } if matches!(**last, Error::TlsRequired(_)) => last.to_string(),
+        Error::NotFound(m) | Error::InvalidArgument(m) | Error::TlsRequired(m) => m.clone(),
         other => other.to_string(),
     }
 }
@@ -651,4 +653,16 @@ pub async fn worker(g: &Global, cmd: WorkerCmd) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod explain_tests {
+    use super::*;
+
+    #[test]
+    fn a_plaintext_client_on_a_tls_port_is_told_so_in_one_line() {
+        let m = "this port requires TLS: connect with https:// and the cluster CA (--ca)";
+        let e = Error::DeadlineExceeded { elapsed: Duration::ZERO, last: Box::new(Error::TlsRequired(m.into())) };
+        assert_eq!(explain(&e, &["a:1".into()]), m);
+    }
 }
