@@ -105,3 +105,84 @@ fn pinning_checks_san_dns_names() {
     // An IP address is not a member name.
     assert!(!verify::names_one_of(&der, &["127.0.0.1".into()]));
 }
+
+/// One in-memory handshake against `server`; the server's verdict (in TLS
+/// 1.3 the client is done before the server has checked its certificate).
+async fn handshake(
+    server: Arc<rustls::ServerConfig>,
+    ca_pem: &str,
+    client: Option<&super::certgen::Issued>,
+) -> Result<(), String> {
+    let mut roots = RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let b = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let cfg = match client {
+        Some(i) => b
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_slice(i.cert_pem.as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(i.key_pem.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+        None => b.with_no_client_auth(),
+    };
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let accept = tokio::spawn(async move {
+        tokio_rustls::TlsAcceptor::from(server).accept(b).await.map(|_| ()).map_err(|e| e.to_string())
+    });
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let _client = tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(name, a).await;
+    accept.await.unwrap()
+}
+
+#[tokio::test]
+async fn the_raft_port_requires_a_valid_pinned_client_certificate() {
+    let ca = Ca::new("test CA").unwrap();
+    let mut f = files(&ca);
+    f.cfg.peer_names = vec!["node1".into(), "node2".into()];
+    let raft = Material::load(&f.cfg).unwrap().raft;
+    let ok = ca.issue(&["node2"], None).unwrap();
+    handshake(raft.clone(), &ca.cert_pem, Some(&ok)).await.unwrap();
+
+    let now = time::OffsetDateTime::now_utc();
+    let refused = [
+        ("no certificate", None),
+        ("a name not pinned", Some(ca.issue(&["node3"], None).unwrap())),
+        ("a client certificate of the same CA", Some(ca.issue(&["baton-client"], None).unwrap())),
+        (
+            "expired",
+            Some(ca.issue(&["node1"], Some((now - time::Duration::days(9), now - time::Duration::days(1)))).unwrap()),
+        ),
+        ("another CA", Some(Ca::new("other").unwrap().issue(&["node1"], None).unwrap())),
+    ];
+    for (what, cert) in refused {
+        assert!(handshake(raft.clone(), &ca.cert_pem, cert.as_ref()).await.is_err(), "{what} was accepted");
+    }
+
+    // Without pinning, any certificate of the cluster CA is a peer.
+    f.cfg.peer_names.clear();
+    let raft = Material::load(&f.cfg).unwrap().raft;
+    handshake(raft, &ca.cert_pem, Some(&ca.issue(&["node3"], None).unwrap())).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_api_port_follows_client_auth() {
+    let ca = Ca::new("test CA").unwrap();
+    let mut f = files(&ca);
+    let client = ca.issue(&["someone"], None).unwrap();
+    let foreign = Ca::new("other").unwrap().issue(&["someone"], None).unwrap();
+    for (mode, none_ok, foreign_ok) in
+        [(ClientAuth::None, true, true), (ClientAuth::Optional, true, false), (ClientAuth::Required, false, false)]
+    {
+        f.cfg.client_auth = mode;
+        let api = Material::load(&f.cfg).unwrap().api;
+        handshake(api.clone(), &ca.cert_pem, Some(&client)).await.unwrap();
+        assert_eq!(handshake(api.clone(), &ca.cert_pem, None).await.is_ok(), none_ok, "{mode:?} without a cert");
+        // With `none` the server never asks, so the client sends nothing.
+        assert_eq!(handshake(api, &ca.cert_pem, Some(&foreign)).await.is_ok(), foreign_ok, "{mode:?} foreign cert");
+    }
+}
