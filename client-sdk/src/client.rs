@@ -16,13 +16,13 @@ use std::time::{Duration, Instant};
 use futures::Stream;
 use rand::Rng;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Endpoint;
 
 use crate::error::{Error, LEADER_ADDR_HEADER, leader_hint};
 use crate::proto;
 use crate::proto::cluster_service_client::ClusterServiceClient;
 use crate::proto::job_service_client::JobServiceClient;
 use crate::proto::worker_service_client::WorkerServiceClient;
+use crate::tls::{TlsOptions, normalize_url};
 
 /// Largest response accepted (a page of results can hold large shard results).
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
@@ -46,6 +46,9 @@ pub struct ClientConfig {
     /// Bearer token sent as `authorization: Bearer <token>` on every call
     /// and worker session, for clusters with `[auth]` on.
     pub token: Option<String>,
+    /// TLS settings; `Some`, or an `https://` endpoint, makes every
+    /// connection TLS (see [`crate::tls`]).
+    pub tls: Option<TlsOptions>,
 }
 
 /// Metadata key of the credential.
@@ -91,6 +94,7 @@ impl ClientConfig {
             backoff_base: Duration::from_millis(20),
             backoff_max: Duration::from_secs(1),
             token: None,
+            tls: None,
         }
     }
 }
@@ -108,14 +112,18 @@ struct Inner {
     bearer: Bearer,
     leader: Mutex<Option<String>>,
     next: AtomicUsize,
+    /// Bare `host:port` addresses (leader hints) get `https://`.
+    tls: bool,
 }
 
 /// `host:port` → `http://host:port`.
 pub fn normalize(endpoint: &str) -> Result<String, Error> {
-    let e = endpoint.trim();
-    let url = if e.starts_with("http://") || e.starts_with("https://") { e.to_string() } else { format!("http://{e}") };
-    Endpoint::from_shared(url.clone()).map_err(|err| Error::Config(format!("bad endpoint {endpoint:?}: {err}")))?;
-    Ok(url)
+    normalize_url(endpoint, false)
+}
+
+/// Whether these settings make connections TLS.
+pub(crate) fn uses_tls(endpoints: &[String], tls: Option<&TlsOptions>) -> bool {
+    tls.is_some() || endpoints.iter().any(|e| e.trim().starts_with("https://"))
 }
 
 impl Client {
@@ -123,7 +131,8 @@ impl Client {
         if cfg.endpoints.is_empty() {
             return Err(Error::Config("no endpoints given (use --endpoints or BATON_ENDPOINTS)".into()));
         }
-        let urls = cfg.endpoints.iter().map(|e| normalize(e)).collect::<Result<Vec<_>, _>>()?;
+        let tls = uses_tls(&cfg.endpoints, cfg.tls.as_ref());
+        let urls = cfg.endpoints.iter().map(|e| normalize_url(e, tls)).collect::<Result<Vec<_>, _>>()?;
         let bearer = Bearer::new(cfg.token.as_deref())?;
         Ok(Client {
             inner: Arc::new(Inner {
@@ -133,6 +142,7 @@ impl Client {
                 channels: Mutex::default(),
                 leader: Mutex::default(),
                 next: AtomicUsize::new(0),
+                tls,
             }),
         })
     }
@@ -160,13 +170,22 @@ impl Client {
         if let Some(c) = map.get(url) {
             return Ok(c.clone());
         }
-        let c = Endpoint::from_shared(url.to_string())
-            .map_err(|e| Error::Config(e.to_string()))?
+        let c = crate::tls::endpoint(url, self.inner.cfg.tls.as_ref())?
             .connect_timeout(self.inner.cfg.connect_timeout)
             .tcp_nodelay(true)
             .connect_lazy();
         map.insert(url.to_string(), c.clone());
         Ok(c)
+    }
+
+    /// Whether this client's connections are TLS.
+    pub fn uses_tls(&self) -> bool {
+        self.inner.tls
+    }
+
+    /// An address as a URL with this client's scheme.
+    pub(crate) fn url(&self, addr: &str) -> Result<String, Error> {
+        normalize_url(addr, self.inner.tls)
     }
 
     fn target(&self) -> String {
@@ -223,14 +242,14 @@ impl Client {
                     // A follower that forwarded the call names the leader, so
                     // the next call goes straight there.
                     if let Some(addr) = resp.metadata().get(LEADER_ADDR_HEADER).and_then(|v| v.to_str().ok()) {
-                        self.set_leader(normalize(addr).ok());
+                        self.set_leader(self.url(addr).ok());
                     }
                     return Ok(resp.into_inner());
                 }
                 Ok(Err(status)) => {
                     let e = Error::from_status(&status, write);
                     match leader_hint(&status) {
-                        Some(addr) => self.set_leader(normalize(&addr).ok()),
+                        Some(addr) => self.set_leader(self.url(&addr).ok()),
                         None if e.is_retryable() => self.set_leader(None),
                         None => {}
                     }
@@ -464,7 +483,7 @@ impl Client {
                 Err(status) => {
                     let e = Error::from_status(&status, false);
                     match leader_hint(&status) {
-                        Some(addr) => self.set_leader(normalize(&addr).ok()),
+                        Some(addr) => self.set_leader(self.url(&addr).ok()),
                         None if e.is_retryable() => self.set_leader(None),
                         None => {}
                     }
@@ -503,7 +522,7 @@ impl Client {
     }
 
     async fn status_at(&self, endpoint: &str, include_state_hash: bool) -> Result<proto::StatusResponse, Error> {
-        let ch = self.channel(&normalize(endpoint)?)?;
+        let ch = self.channel(&self.url(endpoint)?)?;
         let mut req = tonic::Request::new(proto::StatusRequest { include_state_hash });
         req.set_timeout(self.inner.cfg.rpc_timeout);
         ClusterServiceClient::new(ch)
@@ -550,7 +569,7 @@ impl Client {
     /// Ask the node at `endpoint` (or any node) to build a snapshot.
     pub async fn trigger_snapshot(&self, endpoint: Option<&str>) -> Result<(), Error> {
         let ch = match endpoint {
-            Some(e) => self.channel(&normalize(e)?)?,
+            Some(e) => self.channel(&self.url(e)?)?,
             None => self.channel(&self.target())?,
         };
         ClusterServiceClient::new(ch)

@@ -42,6 +42,8 @@ pub mod codes {
     pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
     /// The credential lacks a role in a namespace; the message names both.
     pub const PERMISSION_DENIED: &str = "PERMISSION_DENIED";
+    /// A plaintext connection reached a port that serves TLS.
+    pub const TLS_REQUIRED: &str = "TLS_REQUIRED";
 }
 
 /// The `baton-error-code` a status carries, if any.
@@ -125,6 +127,10 @@ pub enum Error {
     PermissionDenied(String),
     #[error("configuration: {0}")]
     Config(String),
+    /// The server serves TLS and this client spoke plaintext: connect with
+    /// `https://` and the cluster CA. Retrying cannot help.
+    #[error("{0}")]
+    TlsRequired(String),
 }
 
 impl Error {
@@ -181,6 +187,7 @@ impl Error {
             Error::Internal(_) => codes::INTERNAL,
             Error::Unauthenticated(_) => codes::UNAUTHENTICATED,
             Error::PermissionDenied(_) => codes::PERMISSION_DENIED,
+            Error::TlsRequired(_) => codes::TLS_REQUIRED,
             Error::DeadlineExceeded { last, .. } => return last.code(),
             Error::Config(_) => return None,
         })
@@ -189,7 +196,10 @@ impl Error {
     /// Classify a gRPC status. `write` marks calls that change state: for them
     /// a timeout or a broken connection leaves the outcome unknown.
     pub fn from_status(s: &tonic::Status, write: bool) -> Error {
-        let m = s.message().to_string();
+        let mut m = s.message().to_string();
+        if let Some(hint) = crate::tls::tls_hint(s) {
+            m = format!("{m} ({hint})");
+        }
         match status_code(s) {
             Some(code) => Error::from_code(code, s.code(), m, write),
             None => Error::from_grpc_code(s.code(), m, write, is_connect_failure(s)),
@@ -222,6 +232,7 @@ impl Error {
             codes::INTERNAL => Error::Internal(m),
             codes::UNAUTHENTICATED => Error::Unauthenticated(m),
             codes::PERMISSION_DENIED => Error::PermissionDenied(m),
+            codes::TLS_REQUIRED => Error::TlsRequired(m),
             // A code newer than this SDK: fall back to the gRPC code.
             _ => Error::from_grpc_code(grpc, m, write, false),
         }

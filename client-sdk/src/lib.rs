@@ -29,6 +29,7 @@ pub mod job_ops;
 pub mod schedule;
 mod schedules;
 pub mod task_logs;
+pub mod tls;
 pub mod worker;
 pub mod workflow;
 mod workflows;
@@ -37,6 +38,7 @@ pub use client::{Client, ClientConfig};
 pub use error::Error;
 pub use schedule::ScheduleBuilder;
 pub use task_logs::{LogEvent, TaskLogs};
+pub use tls::TlsOptions;
 pub use worker::{Handler, LogLevel, TaskContext, TaskError, TaskLogLayer, Worker, WorkerBuilder, WorkerStats};
 pub use workflow::{Step, WorkflowBuilder};
 

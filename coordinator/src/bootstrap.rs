@@ -69,7 +69,12 @@ pub async fn check_second_init(cfg: &Config, raft: &Raft, identity: &Identity) -
 
 /// Initialize a new cluster if this node should (see the module doc).
 /// Returns once it did, or decided not to; an error ends the node.
-pub async fn form(cfg: Arc<Config>, raft: Raft, identity: Arc<Identity>) -> Result<(), BootstrapError> {
+pub async fn form(
+    cfg: Arc<Config>,
+    raft: Raft,
+    identity: Arc<Identity>,
+    tls: Option<Arc<crate::tls::TlsState>>,
+) -> Result<(), BootstrapError> {
     let initialized = || async { raft.is_initialized().await.map_err(|e| BootstrapError::Raft(e.to_string())) };
     if initialized().await? {
         return Ok(());
@@ -91,7 +96,8 @@ pub async fn form(cfg: Arc<Config>, raft: Raft, identity: Arc<Identity>) -> Resu
     loop {
         let silent: Vec<&Member> = members.iter().filter(|m| !nodes.contains_key(&m.id)).collect();
         for m in silent {
-            let Ok(who) = identify(&m.info.raft_addr, Duration::from_millis(CONNECT_TIMEOUT_MS)).await else {
+            let Ok(who) = identify(&m.info.raft_addr, tls.as_deref(), Duration::from_millis(CONNECT_TIMEOUT_MS)).await
+            else {
                 continue;
             };
             if who.node_id != m.id {

@@ -33,11 +33,29 @@ pub struct Global {
     /// File holding the bearer token (surrounding whitespace ignored).
     #[arg(long, env = "BATON_TOKEN_FILE", global = true, conflicts_with = "token")]
     pub token_file: Option<std::path::PathBuf>,
+    /// The cluster CA (PEM): connect with TLS and verify the nodes against it.
+    #[arg(long, env = "BATON_CA", global = true)]
+    pub ca: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) for mutual TLS; with --key.
+    #[arg(long, env = "BATON_CERT", global = true, requires = "key")]
+    pub cert: Option<std::path::PathBuf>,
+    /// Key of --cert (PEM).
+    #[arg(long, env = "BATON_KEY", global = true, requires = "cert")]
+    pub key: Option<std::path::PathBuf>,
 }
 
 impl Global {
+    /// TLS settings from --ca/--cert/--key; `None` when none is given.
+    pub fn tls(&self) -> Result<Option<baton_client::TlsOptions>, Error> {
+        if self.ca.is_none() && self.cert.is_none() {
+            return Ok(None);
+        }
+        baton_client::TlsOptions::from_files(self.ca.as_deref(), self.cert.as_deref(), self.key.as_deref()).map(Some)
+    }
+
     pub fn client(&self) -> Result<Client, Error> {
         let mut cfg = ClientConfig::new(self.endpoints.clone());
+        cfg.tls = self.tls()?;
         cfg.deadline = Duration::from_secs(self.timeout_secs);
         cfg.rpc_timeout = Duration::from_secs(self.timeout_secs.clamp(1, 10));
         cfg.token = self.token()?;
@@ -189,7 +207,9 @@ pub fn explain(e: &Error, endpoints: &[String]) -> String {
              Start one with `baton dev`, or pass --endpoints / BATON_ENDPOINTS.",
             endpoints.join(",")
         ),
-        Error::NotFound(m) | Error::InvalidArgument(m) => m.clone(),
+        // A plaintext client on a TLS port: the server's message says what to do.
+        Error::DeadlineExceeded { last, .. } if matches!(**last, Error::TlsRequired(_)) => last.to_string(),
+        Error::NotFound(m) | Error::InvalidArgument(m) | Error::TlsRequired(m) => m.clone(),
         Error::Unauthenticated(m) => {
             format!("{m}. The cluster has auth on: pass --token, --token-file or BATON_TOKEN.")
         }
@@ -654,4 +674,16 @@ pub async fn worker(g: &Global, cmd: WorkerCmd) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod explain_tests {
+    use super::*;
+
+    #[test]
+    fn a_plaintext_client_on_a_tls_port_is_told_so_in_one_line() {
+        let m = "this port requires TLS: connect with https:// and the cluster CA (--ca)";
+        let e = Error::DeadlineExceeded { elapsed: Duration::ZERO, last: Box::new(Error::TlsRequired(m.into())) };
+        assert_eq!(explain(&e, &["a:1".into()]), m);
+    }
 }

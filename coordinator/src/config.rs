@@ -61,6 +61,9 @@ pub struct Config {
     /// Authentication and roles on the public API (docs/security.md). Absent:
     /// the API is open to anyone who reaches it, and the node says so at start.
     pub auth: Option<AuthSettings>,
+    /// TLS on the API and Raft ports (`[tls]`). Absent: both ports are
+    /// plaintext, and the node logs a warning saying so.
+    pub tls: Option<TlsConfig>,
 }
 
 /// Longest clock skew tolerated on a JWT's `exp` and `nbf` by default (30 s):
@@ -124,6 +127,45 @@ impl Default for JwtSettings {
             leeway_secs: JWT_LEEWAY_SECS_DEFAULT,
         }
     }
+}
+
+/// Who must present a client certificate on the API port.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// No client certificates are asked for.
+    #[default]
+    None,
+    /// A client may present one; if it does, it must verify.
+    Optional,
+    /// Every API connection must present a verifying certificate.
+    Required,
+}
+
+/// `[tls]`: certificates for both ports (see docs/deploy.md, "TLS").
+/// The files are re-read on SIGHUP and when they change.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM bundle of the cluster CA: peers' certificates must chain to it
+    /// (the Raft port requires one), and this node trusts it when it calls
+    /// a peer's Raft or API port.
+    pub ca: PathBuf,
+    /// This node's certificate chain (PEM): the server certificate of both
+    /// ports and the client certificate shown to peers.
+    pub cert: PathBuf,
+    /// The private key of `cert` (PEM, PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// CA bundle for client certificates on the API port (default: `ca`).
+    pub client_ca: Option<PathBuf>,
+    /// `none`, `optional` or `required`: client certificates on the API port.
+    pub client_auth: ClientAuth,
+    /// When not empty, the Raft port accepts only certificates with one of
+    /// these SAN DNS names (besides chaining to the cluster CA).
+    pub peer_names: Vec<String>,
+    /// Name to verify peers' certificates against instead of the host of
+    /// their address (for addresses whose certificates name something else).
+    pub server_name: Option<String>,
 }
 
 /// Log bytes appended between snapshots, by default (256 MiB): a node's
@@ -215,6 +257,7 @@ impl Default for Config {
             workers: WorkerSettings::default(),
             limits: Limits::default(),
             auth: None,
+            tls: None,
         }
     }
 }
@@ -396,6 +439,9 @@ impl Config {
         }
         if w.max_expirations_per_sec == 0 {
             return Err(invalid("workers.max_expirations_per_sec", "must be > 0"));
+        }
+        if let Some(tls) = &self.tls {
+            crate::tls::Material::load(tls).map_err(|e| invalid("tls", e.to_string()))?;
         }
         let l = &self.limits;
         for (field, v) in [

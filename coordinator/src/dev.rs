@@ -45,6 +45,10 @@ pub struct DevArgs {
     /// Stop everything and exit once the demo workflow is done (for CI).
     #[arg(long)]
     pub exit_after_demo: bool,
+    /// Run the cluster with TLS: generate a CA, node and client
+    /// certificates under `<dir>/tls` and print how to use them.
+    #[arg(long)]
+    pub secure: bool,
 }
 
 /// What the demo counts when run from the repository root.
@@ -286,14 +290,34 @@ async fn map_verb(ctx: &TaskContext, text: &str) -> Result<Vec<u8>, TaskError> {
 /// until `shutdown`, then leaves gracefully.
 pub async fn demo_worker(
     endpoints: Vec<String>,
+    tls: Option<baton_client::TlsOptions>,
     name: &str,
     capacity: u32,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let w = Worker::builder().endpoints(endpoints).name(name).capacity(capacity).handler(demo_handler).build()?;
+    let mut b = Worker::builder().endpoints(endpoints).name(name).capacity(capacity).handler(demo_handler);
+    if let Some(t) = tls {
+        b = b.tls(t);
+    }
+    let w = b.build()?;
     let stats = w.run(shutdown).await?;
     tracing::info!(?stats, "demo worker stopped");
     Ok(())
+}
+
+/// How to point the CLI and the SDK at a `--secure` dev cluster.
+fn print_tls_usage(c: &crate::tls::certgen::DevCerts, endpoints: &[String]) {
+    let (ca, cert, key) = (c.ca.display(), c.client_cert.display(), c.client_key.display());
+    println!(
+        "tls: the cluster serves TLS on every port; certificates are in {}",
+        c.ca.parent().map_or_else(String::new, |p| p.display().to_string())
+    );
+    println!("  CLI: export BATON_CA={ca} BATON_CERT={cert} BATON_KEY={key}");
+    println!("       (or --ca {ca} --cert {cert} --key {key}); endpoints are https://{}", endpoints[0]);
+    println!(
+        "  SDK: ClientConfig {{ tls: Some(TlsOptions::from_files(Some(\"{ca}\"), Some(\"{cert}\"), Some(\"{key}\"))?), .. }}"
+    );
+    println!("       (Worker::builder().tls(...) for a worker)");
 }
 
 struct Nodes {
@@ -353,11 +377,19 @@ pub async fn run(a: DevArgs) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&a.dir)?;
     let exe = std::env::current_exe()?;
+    let certs = if a.secure { Some(crate::tls::certgen::write_dev_certs(&a.dir.join("tls"), a.nodes)?) } else { None };
     let mut nodes = Nodes { children: Vec::new() };
     for i in 1..=a.nodes {
         let log = std::fs::File::create(a.dir.join(format!("node{i}.log")))?;
-        let child = Command::new(&exe)
-            .args(["serve", "--node-id", &i.to_string()])
+        let mut cmd = Command::new(&exe);
+        if let Some(c) = &certs {
+            let (cert, key) = &c.nodes[i as usize - 1];
+            cmd.arg("serve").arg("--tls-ca").arg(&c.ca).arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
+        } else {
+            cmd.arg("serve");
+        }
+        let child = cmd
+            .args(["--node-id", &i.to_string()])
             .arg("--data-dir")
             .arg(a.dir.join(format!("node{i}")))
             .args(["--raft-listen", &raft(i), "--api-listen", &api(i), "--http-listen", &http(i)])
@@ -370,8 +402,17 @@ pub async fn run(a: DevArgs) -> anyhow::Result<()> {
     let endpoints: Vec<String> = (1..=a.nodes).map(api).collect();
     println!("baton dev: {} nodes starting (logs in {}/node*.log)", a.nodes, a.dir.display());
 
+    let tls = match &certs {
+        Some(c) => Some(baton_client::TlsOptions::from_files(
+            Some(c.ca.as_path()),
+            Some(c.client_cert.as_path()),
+            Some(c.client_key.as_path()),
+        )?),
+        None => None,
+    };
     let mut cfg = ClientConfig::new(endpoints.clone());
     cfg.deadline = Duration::from_secs(30);
+    cfg.tls = tls.clone();
     let client = Client::new(cfg)?;
     let started = Instant::now();
     let leader = loop {
@@ -397,7 +438,11 @@ pub async fn run(a: DevArgs) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut workers = Vec::new();
     for w in 1..=a.workers {
-        let worker = Worker::builder()
+        let mut builder = Worker::builder();
+        if let Some(t) = &tls {
+            builder = builder.tls(t.clone());
+        }
+        let worker = builder
             .endpoints(endpoints.clone())
             .name(format!("dev-worker-{w}"))
             .capacity(2)
@@ -410,6 +455,9 @@ pub async fn run(a: DevArgs) -> anyhow::Result<()> {
         })));
     }
     println!("{} demo workers started", a.workers);
+    if let Some(c) = &certs {
+        print_tls_usage(c, &endpoints);
+    }
 
     let corpus = demo_corpus(&a)?;
     let spec = demo_workflow(&corpus);

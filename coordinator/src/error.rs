@@ -99,6 +99,9 @@ pub enum ApiError {
     /// Nothing was done.
     #[error("permission denied: {0}")]
     PermissionDenied(String),
+    /// A plaintext connection reached a TLS port. Nothing was done.
+    #[error("this port requires TLS: connect with https:// and the cluster CA (--ca)")]
+    TlsRequired,
 }
 
 impl ApiError {
@@ -132,6 +135,7 @@ impl ApiError {
             ApiError::Internal(_) => codes::INTERNAL,
             ApiError::Unauthenticated(_) => codes::UNAUTHENTICATED,
             ApiError::PermissionDenied(_) => codes::PERMISSION_DENIED,
+            ApiError::TlsRequired => codes::TLS_REQUIRED,
         }
     }
 
@@ -148,7 +152,8 @@ impl ApiError {
             | ApiError::NothingToRetry(_)
             | ApiError::JobInWorkflow(_)
             | ApiError::Paused(_)
-            | ApiError::Precondition(_) => Code::FailedPrecondition,
+            | ApiError::Precondition(_)
+            | ApiError::TlsRequired => Code::FailedPrecondition,
             ApiError::NotLeader { .. }
             | ApiError::Lagging(_)
             | ApiError::Unavailable(_)

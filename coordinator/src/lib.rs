@@ -45,4 +45,5 @@ pub mod node;
 pub mod proposer;
 pub mod scheduler;
 pub mod snapshot_trigger;
+pub mod tls;
 pub mod workflow_file;

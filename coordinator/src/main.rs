@@ -137,6 +137,44 @@ struct ServeArgs {
     #[command(flatten)]
     #[serde(skip_serializing_if = "WorkerFlags::is_empty")]
     workers: WorkerFlags,
+    #[command(flatten)]
+    #[serde(skip_serializing_if = "TlsFlags::is_empty")]
+    tls: TlsFlags,
+}
+
+/// `[tls]` from flags (the rest of the section from the file or env).
+#[derive(clap::Args, Serialize, Default)]
+struct TlsFlags {
+    /// Cluster CA bundle (PEM): peers' certificates must chain to it.
+    #[arg(long = "tls-ca")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ca: Option<PathBuf>,
+    /// This node's certificate chain (PEM), for both ports and as a client to peers.
+    #[arg(long = "tls-cert")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cert: Option<PathBuf>,
+    /// The key of --tls-cert (PEM).
+    #[arg(long = "tls-key")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<PathBuf>,
+    /// CA bundle for API client certificates (default: --tls-ca).
+    #[arg(long = "tls-client-ca")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_ca: Option<PathBuf>,
+    /// none, optional or required: client certificates on the API port.
+    #[arg(long = "tls-client-auth")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_auth: Option<String>,
+}
+
+impl TlsFlags {
+    fn is_empty(&self) -> bool {
+        self.ca.is_none()
+            && self.cert.is_none()
+            && self.key.is_none()
+            && self.client_ca.is_none()
+            && self.client_auth.is_none()
+    }
 }
 
 /// Fill in what `--node-id-from-ordinal` and `--advertise-domain` derive from the hostname.
@@ -255,7 +293,8 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::DemoWorker { name, capacity } => {
             init_tracing("text");
-            baton_coordinator::dev::demo_worker(cli.global.endpoints.clone(), &name, capacity, shutdown_signal())
+            let tls = cli.global.tls()?;
+            baton_coordinator::dev::demo_worker(cli.global.endpoints.clone(), tls, &name, capacity, shutdown_signal())
                 .await?;
         }
         Cmd::Healthcheck { http } => {

@@ -26,11 +26,13 @@ use openraft::raft::{
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
+use baton_client::error::codes;
 use baton_raft_store::{ClusterId, Incarnation, NodeId, NodeInfo, Raft, TypeConfig, codec};
 
 use crate::identity::Identity;
+use crate::tls::TlsState;
 
 pub mod pb {
     tonic::include_proto!("baton.raft.v1");
@@ -70,17 +72,19 @@ pub const REFUSED_BACKOFF: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct Network {
     pub identity: Arc<Identity>,
+    /// TLS material; `None`: plaintext.
+    pub tls: Option<Arc<TlsState>>,
 }
 
-fn peer_channel(raft_addr: &str) -> Result<Channel, String> {
-    Endpoint::from_shared(format!("http://{raft_addr}"))
-        .map(|e| {
-            e.connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(Duration::from_secs(5))
-                .connect_lazy()
-        })
-        .map_err(|e| e.to_string())
+/// A lazily connected channel to a peer's Raft port: mutual TLS with the
+/// node's certificate when TLS is on.
+fn peer_channel(raft_addr: &str, tls: Option<&TlsState>) -> Result<Channel, String> {
+    crate::tls::endpoint(raft_addr, tls).map(|e| {
+        e.connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .connect_lazy()
+    })
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -90,7 +94,9 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         PeerClient {
             target,
             addr: node.raft_addr.clone(),
-            channel: peer_channel(&node.raft_addr),
+            channel: peer_channel(&node.raft_addr, self.tls.as_deref()),
+            tls_generation: self.tls.as_ref().map_or(0, |t| t.generation()),
+            tls: self.tls.clone(),
             identity: self.identity.clone(),
             to_incarnation: node.incarnation.to_string(),
             last_refusal_log: None,
@@ -105,6 +111,10 @@ pub struct PeerClient {
     addr: String,
     /// `Err` holds why the address was unusable; every call reports it.
     channel: Result<Channel, String>,
+    /// The TLS material the channel was built with: after a reload the
+    /// channel is rebuilt, so the peer sees the new client certificate.
+    tls: Option<Arc<TlsState>>,
+    tls_generation: u64,
     identity: Arc<Identity>,
     /// The peer's incarnation as the membership records it.
     to_incarnation: String,
@@ -118,7 +128,13 @@ pub struct PeerClient {
 struct TransportError(String);
 
 impl PeerClient {
-    fn client(&self) -> Result<RaftServiceClient<Channel>, TransportError> {
+    fn client(&mut self) -> Result<RaftServiceClient<Channel>, TransportError> {
+        if let Some(t) = &self.tls
+            && t.generation() != self.tls_generation
+        {
+            self.tls_generation = t.generation();
+            self.channel = peer_channel(&self.addr, Some(t));
+        }
         let ch = self.channel.clone().map_err(|e| TransportError(format!("bad peer address {}: {e}", self.addr)))?;
         Ok(RaftServiceClient::new(ch)
             .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
@@ -197,6 +213,11 @@ fn map_status<E: std::error::Error>(status: tonic::Status, rpc: RPCTypes, target
         // A refused identity: back off like an unreachable peer; the
         // operator has to act. The reason is long and logged (rate-limited)
         // as "peer refused raft message"; openraft logs every retry.
+        tonic::Code::FailedPrecondition if baton_client::error::status_code(&status) == Some(codes::TLS_REQUIRED) => {
+            RPCError::Unreachable(Unreachable::new(&TransportError(format!(
+                "node {target} serves TLS on its raft port and this node does not: configure [tls]"
+            ))))
+        }
         tonic::Code::FailedPrecondition => RPCError::Unreachable(Unreachable::new(&TransportError(format!(
             "node {target} refused the message: cluster identity mismatch (see 'peer refused raft message')"
         )))),
@@ -273,8 +294,8 @@ impl Identified {
 }
 
 /// Ask the node at `raft_addr` who it is (one try, within `timeout`).
-pub async fn identify(raft_addr: &str, timeout: Duration) -> Result<Identified, String> {
-    let ch = peer_channel(raft_addr).map_err(|e| format!("bad address {raft_addr}: {e}"))?;
+pub async fn identify(raft_addr: &str, tls: Option<&TlsState>, timeout: Duration) -> Result<Identified, String> {
+    let ch = peer_channel(raft_addr, tls).map_err(|e| format!("bad address {raft_addr}: {e}"))?;
     let mut req = tonic::Request::new(IdentifyRequest {});
     req.set_timeout(timeout);
     let r = tokio::time::timeout(timeout, RaftServiceClient::new(ch).identify(req))

@@ -22,6 +22,10 @@ use crate::config::{Config, ConfigError};
 use crate::identity::{Identity, IdentityError};
 use crate::network::{MAX_RAFT_MESSAGE_BYTES, Network, RaftServer, pb::raft_service_server::RaftServiceServer};
 use crate::proposer::Proposer;
+use crate::tls::Port;
+use crate::tls::TlsState;
+use crate::tls::accept::{incoming, require_tls};
+use tonic::service::InterceptorLayer;
 
 /// How long a graceful shutdown waits for in-flight calls and for leaving.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -44,6 +48,8 @@ pub enum NodeError {
     Serve { what: &'static str, reason: String },
     #[error("auth: {0}")]
     Auth(#[from] crate::auth::AuthLoadError),
+    #[error("tls: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 fn raft_config(cfg: &Config) -> Result<Arc<openraft::Config>, NodeError> {
@@ -65,7 +71,7 @@ fn raft_config(cfg: &Config) -> Result<Arc<openraft::Config>, NodeError> {
 /// are small messages that must not wait for a delayed ACK (a 40 ms stall).
 async fn bind(
     addr: std::net::SocketAddr,
-) -> Result<impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>>, NodeError> {
+) -> Result<impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> + Send + 'static, NodeError> {
     use tokio_stream::StreamExt;
     let l = TcpListener::bind(addr).await.map_err(|source| NodeError::Bind { addr, source })?;
     Ok(TcpListenerStream::new(l).map(|s| {
@@ -90,9 +96,16 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         .install_recorder()
         .map_err(|e| NodeError::Serve { what: "metrics", reason: e.to_string() })?;
 
+    let tls = match &cfg.tls {
+        Some(t) => Some(TlsState::new(t.clone())?),
+        None => {
+            tracing::warn!("no [tls] configured: the api and raft ports are plaintext and unauthenticated");
+            None
+        }
+    };
     // Bind first: a taken port fails the start instead of a half-up node.
-    let raft_listener = bind(cfg.raft_listen).await?;
-    let api_listener = bind(cfg.api_listen).await?;
+    let raft_listener = incoming(bind(cfg.raft_listen).await?, tls.clone(), Port::Raft);
+    let api_listener = incoming(bind(cfg.api_listen).await?, tls.clone(), Port::Api);
     let http_listener =
         TcpListener::bind(cfg.http_listen).await.map_err(|source| NodeError::Bind { addr: cfg.http_listen, source })?;
 
@@ -100,7 +113,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     let appended = log.appended_bytes();
     let identity = Arc::new(Identity::open(&log, cfg.node_id)?);
     let reader = sm.reader();
-    let network = Network { identity: identity.clone() };
+    let network = Network { identity: identity.clone(), tls: tls.clone() };
     let raft = Raft::new(cfg.node_id, raft_config(&cfg)?, network, log, sm)
         .await
         .map_err(|e| NodeError::Raft(e.to_string()))?;
@@ -109,7 +122,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     let clock = Arc::new(crate::clock::NodeClock::default());
     let proposer = Proposer::spawn(raft.clone(), &cfg.limits, clock.clone());
     let leader = crate::leader::spawn(cfg.clone(), raft.clone(), reader.clone(), proposer.clone(), clock);
-    let ctx = Ctx::new(cfg.clone(), raft.clone(), reader.clone(), proposer, leader, identity.clone());
+    let ctx = Ctx::new(cfg.clone(), raft.clone(), reader.clone(), proposer, leader, identity.clone(), tls.clone());
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -117,6 +130,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     };
 
     let raft_srv = tonic::transport::Server::builder()
+        .layer(InterceptorLayer::new(require_tls(tls.is_some())))
         .add_service(
             RaftServiceServer::new(RaftServer::new(raft.clone(), identity.clone()))
                 .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
@@ -137,6 +151,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         .map_err(|e| NodeError::Serve { what: "reflection", reason: e.to_string() })?;
     let max = cfg.limits.max_request_bytes;
     let api_srv = tonic::transport::Server::builder()
+        // The first layer added is the outermost: a plaintext caller on a
+        // TLS port hears that first, whatever its credential.
+        .layer(InterceptorLayer::new(require_tls(tls.is_some())))
         // No handler runs before the auth layer decided (auth/layer.rs).
         .layer(crate::auth::AuthLayer::new(auth))
         .add_service(health_svc)
@@ -171,14 +188,16 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     let gauges = tokio::spawn(crate::http::gauges(raft.clone(), reader));
     let snapshots =
         tokio::spawn(crate::snapshot_trigger::run(raft.clone(), appended, cfg.raft.snapshot_after_log_bytes));
+    let reload = tls.clone().map(|t| tokio::spawn(t.watch()));
 
     // Forms a new cluster when this node should, while the servers run
     // (the other members answer `Identify` on their Raft port).
     let formation = {
         let (cfg, raft, identity, stop) = (cfg.clone(), raft.clone(), identity.clone(), stop_rx.clone());
+        let tls = tls.clone();
         async move {
             tokio::select! {
-                r = crate::bootstrap::form(cfg, raft, identity) => r.map_err(NodeError::from),
+                r = crate::bootstrap::form(cfg, raft, identity, tls) => r.map_err(NodeError::from),
                 _ = stopped(stop) => Ok(()),
             }
         }
@@ -191,6 +210,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         raft = %cfg.raft_listen,
         api = %cfg.api_listen,
         http = %cfg.http_listen,
+        tls = tls.is_some(),
         data = %cfg.data_dir.display(),
         "node started"
     );
@@ -222,6 +242,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     };
     gauges.abort();
     snapshots.abort();
+    if let Some(r) = reload {
+        r.abort();
+    }
     // Stops openraft; the log store's syncer flushes before the store is dropped.
     if let Err(e) = raft.shutdown().await {
         tracing::warn!(error = %e, "raft shutdown");
@@ -241,9 +264,9 @@ async fn leave(ctx: &Ctx) {
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         } else if let Some((_, addr)) = ctx.leader_hint() {
-            let mut c = proto::cluster_service_client::ClusterServiceClient::connect(format!("http://{addr}"))
-                .await
-                .map_err(|e| e.to_string())?;
+            let mut c = proto::cluster_service_client::ClusterServiceClient::new(
+                ctx.channel(&addr).map_err(|e| e.to_string())?,
+            );
             c.remove_node(proto::RemoveNodeRequest { node_id: me }).await.map(|_| ()).map_err(|e| e.to_string())
         } else {
             Err("no leader known".to_string())

@@ -68,7 +68,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{Client, ClientConfig, normalize};
+use crate::client::{Client, ClientConfig};
 use crate::error::Error;
 
 pub use inputs::REDUCE_INPUT_PAGE_SHARDS;
@@ -191,6 +191,7 @@ pub struct WorkerBuilder {
     shutdown_grace: Duration,
     handler: Option<Arc<dyn Handler>>,
     token: Option<String>,
+    tls: Option<crate::tls::TlsOptions>,
 }
 
 impl WorkerBuilder {
@@ -199,6 +200,12 @@ impl WorkerBuilder {
     /// tasks the worker receives.
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
+        self
+    }
+
+    /// TLS settings (the cluster CA, a client certificate); see [`crate::tls`].
+    pub fn tls(mut self, tls: crate::tls::TlsOptions) -> Self {
+        self.tls = Some(tls);
         self
     }
 
@@ -235,7 +242,8 @@ impl WorkerBuilder {
     }
 
     pub fn build(self) -> Result<Worker, Error> {
-        let urls = self.endpoints.iter().map(|e| normalize(e)).collect::<Result<Vec<_>, _>>()?;
+        let tls = crate::client::uses_tls(&self.endpoints, self.tls.as_ref());
+        let urls = self.endpoints.iter().map(|e| crate::tls::normalize_url(e, tls)).collect::<Result<Vec<_>, _>>()?;
         if urls.is_empty() {
             return Err(Error::Config("a worker needs at least one endpoint".into()));
         }
@@ -256,6 +264,7 @@ impl WorkerBuilder {
             grace: self.shutdown_grace,
             handler,
             token: self.token,
+            tls: self.tls,
         })
     }
 }
@@ -269,6 +278,7 @@ pub struct Worker {
     grace: Duration,
     handler: Arc<dyn Handler>,
     token: Option<String>,
+    tls: Option<crate::tls::TlsOptions>,
 }
 
 impl Worker {
@@ -281,6 +291,7 @@ impl Worker {
             shutdown_grace: SHUTDOWN_GRACE_DEFAULT,
             handler: None,
             token: None,
+            tls: None,
         }
     }
 
@@ -302,6 +313,7 @@ impl Worker {
         // One client per worker, shared by every task that reads its inputs.
         let mut client_cfg = ClientConfig::new(cfg.urls.clone());
         client_cfg.token = self.token;
+        client_cfg.tls = self.tls;
         let client = Client::new(client_cfg)?;
         Ok(runtime::Runtime::new(session::Session::new(cfg), self.handler, client, capacity).run(shutdown).await)
     }

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::Streaming;
-use tonic::transport::Endpoint;
 use tracing::Instrument;
 
 use super::logs::{LogBatch, LogSink};
@@ -120,12 +119,12 @@ fn wall_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-async fn link_wake(link: &mut Link) -> Wake {
+async fn link_wake(link: &mut Link, tls: bool) -> Wake {
     match link {
         Link::None => std::future::pending().await,
         Link::Opening { open, .. } => match open.await {
             Ok(inbound) => Wake::Opened(inbound),
-            Err(s) => Wake::Event(Event::OpenFailed(Failure::from_status(&s))),
+            Err(s) => Wake::Event(Event::OpenFailed(Failure::from_status_with(&s, tls))),
         },
         Link::Open { inbound, .. } => match inbound.message().await {
             Ok(Some(proto::CoordinatorMessage { msg: Some(msg) })) => {
@@ -133,7 +132,7 @@ async fn link_wake(link: &mut Link) -> Wake {
             }
             Ok(Some(_)) => Wake::Nothing,
             Ok(None) => Wake::Event(Event::StreamEnded(None)),
-            Err(s) => Wake::Event(Event::StreamEnded(Some(Failure::from_status(&s)))),
+            Err(s) => Wake::Event(Event::StreamEnded(Some(Failure::from_status_with(&s, tls)))),
         },
     }
 }
@@ -176,6 +175,7 @@ impl Runtime {
                     None => std::future::pending().await,
                 }
             };
+            let tls = self.client.uses_tls();
             let woke = tokio::select! {
                 _ = &mut shutdown, if !shutdown_seen => {
                     shutdown_seen = true;
@@ -188,7 +188,7 @@ impl Runtime {
                 }
                 Some(key) = self.progress_rx.recv() => Wake::Progress(key),
                 Some(key) = self.logs_rx.recv() => Wake::Event(Event::LogsFull(key)),
-                w = link_wake(&mut self.link) => w,
+                w = link_wake(&mut self.link, tls) => w,
                 _ = sleep => Wake::Event(Event::Tick),
             };
             match woke {
@@ -235,8 +235,9 @@ impl Runtime {
                 tx.try_send(proto::WorkerMessage { msg: Some(proto::worker_message::Msg::Register(register)) })
                     .expect("a new stream's queue has room for its first message");
                 let bearer = self.client.bearer();
+                let tls = self.client.config().tls.clone();
                 let open = async move {
-                    let ch = Endpoint::from_shared(url.clone())
+                    let ch = crate::tls::endpoint(&url, tls.as_ref())
                         .map_err(|e| tonic::Status::invalid_argument(format!("{url}: {e}")))?
                         .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
                         .tcp_nodelay(true)

@@ -33,7 +33,6 @@ use rand::{Rng, SeedableRng};
 
 use super::logs::{LOG_FLUSH_INTERVAL_MS, LOG_UNACKED_BYTES_MAX, LogBatch, REPORT_LOG_BYTES_MAX, encode_chunk};
 use super::{CANCEL_GRACE, MAX_ERROR_BYTES, TaskError, WorkerStats};
-use crate::client::normalize;
 use crate::error::{codes, status_code};
 use crate::proto;
 use crate::proto::coordinator_message::Msg as Out;
@@ -156,19 +155,26 @@ impl Failure {
         Failure { ends_session: false, leader: None, reason: reason.into() }
     }
 
+    /// [`Failure::from_status_with`] for a plaintext worker.
+    #[cfg(test)]
+    pub fn from_status(s: &tonic::Status) -> Failure {
+        Failure::from_status_with(s, false)
+    }
+
     /// Classify a stream's status. Only `NOT_FOUND`, or `FAILED_PRECONDITION`
     /// about the session (code `SESSION_ENDED`; see [`TASK_PRECONDITIONS`]),
     /// end the session; everything else (`UNAVAILABLE`, including `LAGGING`
     /// from a leader that has not applied the session yet) keeps it, so the
-    /// worker resumes it elsewhere or later.
-    pub fn from_status(s: &tonic::Status) -> Failure {
+    /// worker resumes it elsewhere or later. With `tls`, a leader hint
+    /// becomes an `https://` URL.
+    pub fn from_status_with(s: &tonic::Status, tls: bool) -> Failure {
         let code = status_code(s);
         let ends_session = match s.code() {
             tonic::Code::NotFound => true,
             tonic::Code::FailedPrecondition => !code.is_some_and(|c| TASK_PRECONDITIONS.contains(&c)),
             _ => false,
         };
-        let leader = crate::error::leader_hint(s).and_then(|a| normalize(&a).ok());
+        let leader = crate::error::leader_hint(s).and_then(|a| crate::tls::normalize_url(&a, tls).ok());
         let reason = match code {
             Some(c) => format!("{:?} ({c}): {}", s.code(), s.message()),
             None => format!("{:?}: {}", s.code(), s.message()),

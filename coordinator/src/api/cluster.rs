@@ -53,7 +53,7 @@ impl Cluster {
     async fn identify_new(&self, id: NodeId, raft_addr: &str) -> Result<Identified, ApiError> {
         let deadline = Instant::now() + ADD_NODE_PROBE_TIMEOUT;
         let who = loop {
-            match identify(raft_addr, Duration::from_millis(CONNECT_TIMEOUT_MS)).await {
+            match identify(raft_addr, self.ctx.tls.as_deref(), Duration::from_millis(CONNECT_TIMEOUT_MS)).await {
                 Ok(who) => break who,
                 Err(e) if Instant::now() >= deadline => {
                     return Err(ApiError::Unavailable(format!(

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use baton_raft_store::{NodeId, Raft, StoreReader};
 
@@ -89,6 +89,8 @@ pub struct Ctx {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     pub watches: Arc<Semaphore>,
     pub sessions: Arc<Semaphore>,
+    /// TLS material for calls to other nodes (forwarding, probes); `None`: plaintext.
+    pub tls: Option<Arc<crate::tls::TlsState>>,
 }
 
 /// Whether a forwarded call changes state, which decides what a transport
@@ -115,10 +117,11 @@ impl Ctx {
         proposer: Proposer,
         leader: LeaderHandle,
         identity: Arc<Identity>,
+        tls: Option<Arc<crate::tls::TlsState>>,
     ) -> Self {
         let watches = Arc::new(Semaphore::new(cfg.limits.max_watches));
         let sessions = Arc::new(Semaphore::new(cfg.limits.max_sessions));
-        Ctx { cfg, raft, reader, proposer, leader, identity, channels: Arc::default(), watches, sessions }
+        Ctx { cfg, raft, reader, proposer, leader, identity, channels: Arc::default(), watches, sessions, tls }
     }
 
     /// The current leader's id and API address, if known.
@@ -144,12 +147,13 @@ impl Ctx {
         }
     }
 
-    fn channel(&self, addr: &str) -> Result<Channel, ApiError> {
+    /// A channel to another node's API port (forwarding, leaving).
+    pub(crate) fn channel(&self, addr: &str) -> Result<Channel, ApiError> {
         let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = map.get(addr) {
             return Ok(c.clone());
         }
-        let ch = Endpoint::from_shared(format!("http://{addr}"))
+        let ch = crate::tls::endpoint(addr, self.tls.as_deref())
             .map_err(|e| ApiError::Internal(format!("bad leader address {addr}: {e}")))?
             .connect_timeout(Duration::from_millis(FORWARD_CONNECT_TIMEOUT_MS))
             .timeout(FORWARD_TIMEOUT)

@@ -36,6 +36,7 @@ fn every_error_carries_its_grpc_code_and_baton_code() {
         (ApiError::Internal("x".into()), Internal, codes::INTERNAL),
         (ApiError::Unauthenticated("x".into()), Unauthenticated, codes::UNAUTHENTICATED),
         (ApiError::PermissionDenied("x".into()), PermissionDenied, codes::PERMISSION_DENIED),
+        (ApiError::TlsRequired, FailedPrecondition, codes::TLS_REQUIRED),
     ];
     for (e, grpc, code) in cases {
         assert_eq!(e.code(), code);

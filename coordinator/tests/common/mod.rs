@@ -93,6 +93,9 @@ pub struct Cluster {
     pub ports: BTreeMap<u64, Ports>,
     pub procs: BTreeMap<u64, Child>,
     pub initial: String,
+    /// TLS settings the harness's own channels use (a TLS cluster's nodes
+    /// get theirs through `opts.env`); `None`: plaintext.
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 impl Cluster {
@@ -104,6 +107,7 @@ impl Cluster {
             ports: BTreeMap::new(),
             procs: BTreeMap::new(),
             initial: String::new(),
+            tls: None,
         };
         for id in 1..=n {
             c.ports.insert(id, Ports { raft: free_port(), api: free_port(), http: free_port() });
@@ -203,7 +207,8 @@ impl Cluster {
     }
 
     pub fn api(&self, id: u64) -> String {
-        format!("http://127.0.0.1:{}", self.ports[&id].api)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.ports[&id].api)
     }
 
     pub fn endpoints(&self) -> Vec<String> {
@@ -211,11 +216,11 @@ impl Cluster {
     }
 
     pub async fn channel(&self, id: u64) -> Channel {
-        tonic::transport::Endpoint::from_shared(self.api(id))
-            .unwrap()
-            .connect_timeout(Duration::from_millis(300))
-            .timeout(Duration::from_secs(5))
-            .connect_lazy()
+        let mut e = tonic::transport::Endpoint::from_shared(self.api(id)).unwrap();
+        if let Some(t) = &self.tls {
+            e = e.tls_config(t.clone()).unwrap();
+        }
+        e.connect_timeout(Duration::from_millis(300)).timeout(Duration::from_secs(5)).connect_lazy()
     }
 
     pub async fn jobs(&self, id: u64) -> JobServiceClient<Channel> {

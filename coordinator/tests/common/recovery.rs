@@ -55,6 +55,7 @@ impl Cluster {
             ports: BTreeMap::new(),
             procs: BTreeMap::new(),
             initial: String::new(),
+            tls: None,
         }
     }
 
