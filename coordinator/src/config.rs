@@ -83,6 +83,23 @@ pub struct AuthSettings {
     pub tokens: Vec<StaticToken>,
     /// `[auth.jwt]`: bearer JWTs signed by an issuer this node trusts.
     pub jwt: Option<JwtSettings>,
+    /// `[[auth.certs]]`: client certificates that stand in for a token on
+    /// the API port (`[tls] client_auth` optional or required), by a SAN
+    /// DNS name the certificate carries.
+    pub certs: Vec<CertPrincipal>,
+}
+
+/// A client certificate's principal: any certificate that verified against
+/// the API port's client CA and carries `dns_name` as a SAN.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct CertPrincipal {
+    /// The principal's name, as audit events show it.
+    pub name: String,
+    /// The SAN DNS name that identifies the certificate.
+    pub dns_name: String,
+    /// `role:namespace` grants, as for a token.
+    pub grants: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -491,10 +508,32 @@ impl Config {
 
 /// `[auth]` without reading its files (node start reads them, `auth::Authenticator::load`).
 fn validate_auth(a: &AuthSettings) -> Result<(), ConfigError> {
-    if a.tokens.is_empty() && a.jwt.is_none() {
-        return Err(invalid("auth", "names no tokens and no jwt: nobody could call the API"));
+    if a.tokens.is_empty() && a.jwt.is_none() && a.certs.is_empty() {
+        return Err(invalid("auth", "names no tokens, no jwt and no certs: nobody could call the API"));
     }
     let mut names = std::collections::BTreeSet::new();
+    let mut dns_names = std::collections::BTreeSet::new();
+    for c in &a.certs {
+        if c.name.is_empty() || !names.insert(c.name.as_str()) {
+            return Err(invalid("auth.certs.name", format!("{:?} is empty or used twice", c.name)));
+        }
+        if rustls::pki_types::ServerName::try_from(c.dns_name.as_str())
+            .map_or(true, |n| !matches!(n, rustls::pki_types::ServerName::DnsName(_)))
+            || !dns_names.insert(c.dns_name.as_str())
+        {
+            return Err(invalid(
+                "auth.certs.dns_name",
+                format!("cert {:?}: {:?} is not a DNS name, or is used twice", c.name, c.dns_name),
+            ));
+        }
+        if c.grants.is_empty() {
+            return Err(invalid("auth.certs.grants", format!("cert {:?} grants nothing", c.name)));
+        }
+        for g in &c.grants {
+            crate::auth::Grant::parse(g)
+                .map_err(|e| invalid("auth.certs.grants", format!("cert {:?}: {e}", c.name)))?;
+        }
+    }
     for t in &a.tokens {
         if t.name.is_empty() || !names.insert(t.name.as_str()) {
             return Err(invalid("auth.tokens.name", format!("{:?} is empty or used twice", t.name)));
@@ -629,13 +668,29 @@ mod tests {
             assert!(err.contains(field), "{err} should name {field}");
         };
         check(AuthSettings::default(), "auth");
-        check(AuthSettings { tokens: vec![token("abc", &["reader:*"])], jwt: None }, "auth.tokens.sha256");
-        check(AuthSettings { tokens: vec![token(&hash, &["boss:*"])], jwt: None }, "auth.tokens.grants");
-        check(AuthSettings { tokens: vec![token(&hash, &[])], jwt: None }, "auth.tokens.grants");
-        check(AuthSettings { tokens: vec![], jwt: Some(JwtSettings::default()) }, "auth.jwt");
+        check(
+            AuthSettings { tokens: vec![token("abc", &["reader:*"])], jwt: None, certs: vec![] },
+            "auth.tokens.sha256",
+        );
+        check(AuthSettings { tokens: vec![token(&hash, &["boss:*"])], jwt: None, certs: vec![] }, "auth.tokens.grants");
+        check(AuthSettings { tokens: vec![token(&hash, &[])], jwt: None, certs: vec![] }, "auth.tokens.grants");
+        check(AuthSettings { tokens: vec![], jwt: Some(JwtSettings::default()), certs: vec![] }, "auth.jwt");
         let no_issuer =
             JwtSettings { hs256_secret_file: Some("/s".into()), audience: "a".into(), ..Default::default() };
-        check(AuthSettings { tokens: vec![], jwt: Some(no_issuer) }, "auth.jwt");
+        check(AuthSettings { tokens: vec![], jwt: Some(no_issuer), certs: vec![] }, "auth.jwt");
+        let cert = |name: &str, dns: &str, grants: &[&str]| CertPrincipal {
+            name: name.into(),
+            dns_name: dns.into(),
+            grants: grants.iter().map(|g| g.to_string()).collect(),
+        };
+        let certs = |c: Vec<CertPrincipal>| AuthSettings { certs: c, ..AuthSettings::default() };
+        check(certs(vec![cert("ci", "127.0.0.1", &["reader:*"])]), "auth.certs.dns_name");
+        check(certs(vec![cert("ci", "ci.example", &[])]), "auth.certs.grants");
+        check(certs(vec![cert("", "ci.example", &["reader:*"])]), "auth.certs.name");
+        let twice = vec![cert("a", "ci.example", &["reader:*"]), cert("b", "ci.example", &["reader:*"])];
+        check(certs(twice), "auth.certs.dns_name");
+        let ok = Config { auth: Some(certs(vec![cert("ci", "ci.example", &["reader:*"])])), ..Config::default() };
+        ok.validate().unwrap();
     }
 
     #[test]

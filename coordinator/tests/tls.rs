@@ -350,3 +350,55 @@ async fn rotated_certificates_are_served_without_a_failed_call() {
     let failures = submitter.await.unwrap();
     assert!(failures.is_empty(), "submits failed during rotation: {failures:?}");
 }
+
+/// With `[auth]` on, a client certificate named in `[[auth.certs]]` stands
+/// in for a token: it gets that entry's grants, through any node (a
+/// follower sends it to the leader rather than forwarding a call it has no
+/// credential for). A verified certificate that no entry names, or none at
+/// all, is UNAUTHENTICATED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_certificate_stands_in_for_a_token() {
+    let _g = SERIAL.lock().await;
+    let pki = Pki::new();
+    let hash = baton_coordinator::auth::hash_token("t-admin");
+    let cfg = pki.path("auth.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[auth.tokens]]\nname = \"admin\"\nsha256 = {hash:?}\ngrants = [\"admin:*\"]\n\
+             [[auth.certs]]\nname = \"ci\"\ndns_name = \"test-client\"\ngrants = [\"submitter:a\"]\n"
+        ),
+    )
+    .unwrap();
+    let mut opts = pki.opts();
+    opts.args = vec!["--config".into(), cfg.display().to_string()];
+    let mut c = Cluster::start(3, opts);
+    c.tls = Some(pki.tonic(&pki.client));
+    c.wait_leader(SECS(30)).await;
+
+    let mut admin = ClientConfig::new(bare_endpoints(&c));
+    admin.tls = Some(pki.sdk(None));
+    admin.token = Some("t-admin".into());
+    let admin = Client::new(admin).unwrap();
+    let spec = |ns: &str| proto::JobSpec { namespace: ns.into(), shards: 1, ..Default::default() };
+    let job_b = admin.submit(spec("b")).await.unwrap().job_id;
+
+    // The certificate's grants, whichever node each call reaches first.
+    let by_cert = pki.client(&c, Some(&pki.client));
+    for _ in 0..6 {
+        let id = by_cert.submit(spec("a")).await.unwrap().job_id;
+        assert_eq!(by_cert.get(id).await.unwrap().namespace, "a");
+    }
+    let e = by_cert.get(job_b).await.unwrap_err();
+    assert_eq!(e.code(), Some(codes::NOT_FOUND), "{e:?}");
+    let e = by_cert.submit(spec("b")).await.unwrap_err();
+    assert_eq!(e.code(), Some(codes::PERMISSION_DENIED), "{e:?}");
+
+    // No certificate and no token; a certificate no entry names.
+    let e = pki.client(&c, None).submit(spec("a")).await.unwrap_err();
+    assert_eq!(e.code(), Some(codes::UNAUTHENTICATED), "{e:?}");
+    let stranger = pki.ca.issue(&["someone-else"], None).unwrap();
+    let e = pki.client(&c, Some(&stranger)).submit(spec("a")).await.unwrap_err();
+    assert_eq!(e.code(), Some(codes::UNAUTHENTICATED), "{e:?}");
+    assert!(e.to_string().contains("[[auth.certs]]"), "{e}");
+}

@@ -139,8 +139,15 @@ impl Ctx {
             return Ok(Route::Here);
         }
         let hint = self.leader_hint();
+        // A caller authenticated by its client certificate has no credential
+        // to forward (the leader sees this node's certificate, not the
+        // caller's): it is sent to the leader instead.
+        let by_cert = req.extensions().get::<crate::auth::check::Authed>().is_some()
+            && !req.metadata().contains_key(crate::auth::AUTHORIZATION_HEADER);
         match &hint {
-            Some((_, addr)) if self.cfg.forward_to_leader && !req.metadata().contains_key(FORWARDED_HEADER) => {
+            Some((_, addr))
+                if self.cfg.forward_to_leader && !by_cert && !req.metadata().contains_key(FORWARDED_HEADER) =>
+            {
                 Ok(Route::Forward(self.channel(addr)?))
             }
             _ => Err(ApiError::NotLeader { leader: hint }),

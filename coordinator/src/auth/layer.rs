@@ -5,7 +5,9 @@
 //! With auth off it only passes calls through. With auth on:
 //! - health, reflection and Status are open ([`methods::is_open`]);
 //! - an unmapped method is refused with PERMISSION_DENIED;
-//! - no credential, or a bad or expired one: UNAUTHENTICATED;
+//! - no credential, or a bad or expired one: UNAUTHENTICATED. A client
+//!   certificate the TLS handshake verified stands in for a token when the
+//!   call sends none and `[[auth.certs]]` names it;
 //! - a principal without the method's role in any namespace (or in `*` for
 //!   a cluster method): PERMISSION_DENIED;
 //! - otherwise the handler runs with [`Authed`] in the request's extensions,
@@ -19,11 +21,14 @@ use std::task::{Context, Poll};
 use baton_client::error::ERROR_CODE_HEADER;
 use baton_client::error::codes;
 
+use rustls::pki_types::CertificateDer;
+
 use super::check::Authed;
 use super::methods::{self, Rule, Scope};
 use super::{AUTHORIZATION_HEADER, Authenticator, Principal};
 use crate::audit::{self, AuditSlot};
 use crate::error::{ApiError, to_status};
+use crate::tls::accept::ConnInfo;
 
 /// Authenticates and pre-authorizes every call (see the module doc).
 #[derive(Clone, Debug)]
@@ -60,13 +65,13 @@ enum Verdict {
     Refuse(ApiError, String, &'static str),
 }
 
-fn decide(auth: &Authenticator, path: &str, header: Option<&[u8]>) -> Verdict {
+fn decide(auth: &Authenticator, path: &str, header: Option<&[u8]>, cert: Option<&CertificateDer<'_>>) -> Verdict {
     if methods::is_open(path) {
         // Open, but a valid credential still counts for privileged options.
-        return Verdict::Pass(None, auth.authenticate(header).ok());
+        return Verdict::Pass(None, auth.authenticate_call(header, cert).ok());
     }
     let action = methods::rule(path).map_or("unmapped", |r| r.action);
-    let principal = match auth.authenticate(header) {
+    let principal = match auth.authenticate_call(header, cert) {
         Ok(p) => p,
         Err(e) => return Verdict::Refuse(ApiError::Unauthenticated(e.to_string()), "-".into(), action),
     };
@@ -130,7 +135,9 @@ where
             return Box::pin(inner.call(req));
         };
         let header = req.headers().get(AUTHORIZATION_HEADER).map(|v| v.as_bytes());
-        match decide(auth, req.uri().path(), header) {
+        // Set by the TLS acceptor: the client certificate that verified, if any.
+        let cert = req.extensions().get::<ConnInfo>().and_then(|c| c.peer_cert.as_ref());
+        match decide(auth, req.uri().path(), header, cert) {
             Verdict::Refuse(e, who, action) => {
                 audit::record(&who, action, "-", &outcome_of(e.code()));
                 let status = to_status(e);

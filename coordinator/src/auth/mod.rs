@@ -199,6 +199,8 @@ pub enum AuthError {
     UnknownToken,
     #[error("token expired")]
     Expired,
+    #[error("the client certificate names no principal in [[auth.certs]]")]
+    UnknownCert,
     #[error("invalid token: {0}")]
     InvalidJwt(String),
 }
@@ -254,6 +256,8 @@ struct Jwt {
 pub struct Authenticator {
     tokens: Vec<TokenEntry>,
     jwt: Option<Jwt>,
+    /// Client certificates' principals, by SAN DNS name.
+    certs: Vec<(String, Arc<Principal>)>,
 }
 
 impl fmt::Debug for Authenticator {
@@ -319,7 +323,39 @@ impl Authenticator {
             })
             .collect();
         let jwt = a.jwt.as_ref().map(load_jwt).transpose()?;
-        Ok(Authenticator { tokens, jwt })
+        let certs = a
+            .certs
+            .iter()
+            .map(|c| {
+                let grants = c.grants.iter().filter_map(|g| Grant::parse(g).ok()).collect();
+                (c.dns_name.clone(), Arc::new(Principal { name: c.name.clone(), grants }))
+            })
+            .collect();
+        Ok(Authenticator { tokens, jwt, certs })
+    }
+
+    /// The caller's principal: from its `authorization` header if it sent
+    /// one (a token wins over a certificate), else from the client
+    /// certificate the TLS handshake verified, if any.
+    pub fn authenticate_call(
+        &self,
+        header: Option<&[u8]>,
+        cert: Option<&rustls::pki_types::CertificateDer<'_>>,
+    ) -> Result<Arc<Principal>, AuthError> {
+        match (header, cert) {
+            (None, Some(cert)) => self.certificate(cert),
+            _ => self.authenticate(header),
+        }
+    }
+
+    /// The principal of a verified client certificate: the first
+    /// `[[auth.certs]]` entry whose DNS name the certificate carries.
+    fn certificate(&self, cert: &rustls::pki_types::CertificateDer<'_>) -> Result<Arc<Principal>, AuthError> {
+        self.certs
+            .iter()
+            .find(|(name, _)| crate::tls::verify::names_one_of(cert, std::slice::from_ref(name)))
+            .map(|(_, p)| p.clone())
+            .ok_or(AuthError::UnknownCert)
     }
 
     /// The principal behind an `authorization` header value.

@@ -67,6 +67,7 @@ fn token_hashing_matches_sha256() {
 
 fn static_auth() -> Authenticator {
     Authenticator::load(&AuthSettings {
+        certs: vec![],
         tokens: vec![
             StaticToken { name: "ci".into(), sha256: hash_token("secret-1"), grants: vec!["operator:a".into()] },
             StaticToken {
@@ -103,6 +104,7 @@ fn jwt_auth(dir: &tempfile::TempDir) -> Authenticator {
     f.write_all(SECRET).unwrap();
     f.write_all(b"\n").unwrap();
     Authenticator::load(&AuthSettings {
+        certs: vec![],
         tokens: vec![],
         jwt: Some(JwtSettings {
             hs256_secret_file: Some(path),
@@ -189,6 +191,7 @@ fn es256_jwts_are_verified_with_the_configured_public_key() {
     let path = dir.path().join("issuer.pem");
     std::fs::write(&path, pem).unwrap();
     let a = Authenticator::load(&AuthSettings {
+        certs: vec![],
         tokens: vec![],
         jwt: Some(JwtSettings {
             es256_public_key_file: Some(path),
@@ -217,6 +220,7 @@ fn a_short_hs256_secret_is_refused_at_load() {
     let path = dir.path().join("s");
     std::fs::write(&path, "short").unwrap();
     let settings = AuthSettings {
+        certs: vec![],
         tokens: vec![],
         jwt: Some(JwtSettings {
             hs256_secret_file: Some(path),
