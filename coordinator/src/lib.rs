@@ -40,4 +40,5 @@ pub mod node;
 pub mod proposer;
 pub mod scheduler;
 pub mod snapshot_trigger;
+pub mod token_bucket;
 pub mod workflow_file;
