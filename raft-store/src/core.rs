@@ -615,7 +615,7 @@ impl Core {
         if self.idx.live_tasks + shards as u64 > MAX_LIVE_TASKS {
             return Err(CommandError::LimitReached { what: "live tasks".into(), limit: MAX_LIVE_TASKS }.into());
         }
-        self.check_quota(&spec.namespace, shards.into(), payload_bytes(&spec.payloads))?;
+        self.check_quota(&spec.namespace, shards.into(), quota_ops::payload_bytes(&spec.payloads))?;
         // Validated; mutations start here.
         let id = self.create_job(ctx, spec, &spec.payloads, spec_hash, None);
         if let Some(key) = idem_key {
@@ -652,7 +652,7 @@ impl Core {
         self.idx.live_tasks += shards as u64;
         let mut rec = JobRecord::new(id, spec, spec_hash, ctx.now_ms);
         rec.shards = shards;
-        rec.payload_bytes = payload_bytes(payloads);
+        rec.payload_bytes = quota_ops::payload_bytes(payloads);
         usage_move(&mut self.idx.ns_usage, &rec.namespace, shards.into(), rec.payload_bytes as i64);
         rec.counts = Counts { pending: shards, ..Counts::default() };
         rec.origin = origin;
@@ -798,11 +798,6 @@ impl Core {
         self.finish_if_done(kv, ctx, job)?;
         Ok(Outcome::Cancelled { job, revoked, tasks_cancelled })
     }
-}
-
-/// Bytes of `payloads`, as a job's namespace is charged for them.
-fn payload_bytes(payloads: &[ByteBuf]) -> u64 {
-    payloads.iter().map(|p| p.len() as u64).sum()
 }
 
 /// Keys a job's index entries take (see [`index_key_writes`]); the

@@ -7,6 +7,11 @@ use crate::quota::{self, NamespaceUsage};
 
 use super::*;
 
+/// Bytes of `payloads`, as a job's namespace is charged for them.
+pub(super) fn payload_bytes(payloads: &[ByteBuf]) -> u64 {
+    payloads.iter().map(|p| p.len() as u64).sum()
+}
+
 impl Core {
     /// `namespace`'s usage now.
     pub fn usage(&self, namespace: &str) -> NamespaceUsage {

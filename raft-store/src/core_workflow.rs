@@ -83,7 +83,7 @@ impl Core {
             .steps
             .iter()
             .map(|s| match &s.kind {
-                StepKind::Job { job, .. } => super::payload_bytes(&job.payloads),
+                StepKind::Job { job, .. } => super::quota_ops::payload_bytes(&job.payloads),
                 StepKind::Gate { .. } => 0,
             })
             .sum();
