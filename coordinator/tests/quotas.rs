@@ -126,6 +126,12 @@ async fn each_quota_refuses_with_resource_exhausted_and_changes_nothing() {
         assert_eq!(quota_of(e), "submits_per_sec");
     }
     assert_eq!(jobs_in(&cl, "q-rate").await, 1);
+    // A client that allows quota retries waits the hint and gets the next
+    // token (the default client above returned the refusal at once).
+    let mut cfg = ClientConfig::new(c.endpoints());
+    cfg.quota_retries = 3;
+    Client::new(cfg).unwrap().submit(job("q-rate", 1, 1)).await.unwrap();
+    assert_eq!(jobs_in(&cl, "q-rate").await, 2);
 
     // Once the tasks finish, the state quotas have room again.
     let _w = worker(&c);
