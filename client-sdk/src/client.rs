@@ -17,7 +17,7 @@ use futures::Stream;
 use rand::Rng;
 use tonic::service::interceptor::InterceptedService;
 
-use crate::error::{Error, LEADER_ADDR_HEADER, leader_hint};
+use crate::error::{Error, LEADER_ADDR_HEADER, codes, leader_hint};
 use crate::proto;
 use crate::proto::cluster_service_client::ClusterServiceClient;
 use crate::proto::job_service_client::JobServiceClient;
@@ -49,6 +49,12 @@ pub struct ClientConfig {
     /// TLS settings; `Some`, or an `https://` endpoint, makes every
     /// connection TLS (see [`crate::tls`]).
     pub tls: Option<TlsOptions>,
+    /// How many times a call refused by a namespace quota
+    /// ([`Error::QuotaExceeded`]) is tried again, each after the server's
+    /// retry-after hint, within `deadline`. Default 0: the refusal is
+    /// returned at once, so a caller over its quota hears it instead of
+    /// waiting in the SDK.
+    pub quota_retries: u32,
 }
 
 /// Metadata key of the credential.
@@ -95,6 +101,7 @@ impl ClientConfig {
             backoff_max: Duration::from_secs(1),
             token: None,
             tls: None,
+            quota_retries: 0,
         }
     }
 }
@@ -235,6 +242,7 @@ impl Client {
         // A write that timed out once may have been applied, whatever a
         // later attempt answers; the caller must hear "unknown", not "no".
         let mut maybe_applied = false;
+        let mut quota_retries = 0u32;
         loop {
             let url = self.target();
             let err = match tokio::time::timeout(self.inner.cfg.rpc_timeout, call(self.channel(&url)?)).await {
@@ -261,6 +269,18 @@ impl Client {
                     if write { Error::Indeterminate(m) } else { Error::Unavailable(m) }
                 }
             };
+            if let Error::QuotaExceeded { retry_after, .. } = &err
+                && quota_retries < self.inner.cfg.quota_retries
+            {
+                let wait = retry_after.unwrap_or_else(|| self.backoff(attempt));
+                if started.elapsed() + wait < self.inner.cfg.deadline {
+                    quota_retries += 1;
+                    tracing::debug!(attempt, error = %err, ?wait, "over quota; retrying after the hint");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                    continue;
+                }
+            }
             if !err.is_retryable() {
                 if maybe_applied && !matches!(err, Error::Fenced(_)) {
                     return Err(Error::Indeterminate(format!("{err} (an earlier attempt's outcome is unknown)")));
@@ -603,6 +623,13 @@ impl Client {
 }
 
 fn item_error(e: &proto::ItemError) -> Error {
+    if e.error_code == codes::QUOTA_EXCEEDED {
+        return Error::QuotaExceeded {
+            quota: e.quota.clone(),
+            retry_after: (e.retry_after_ms > 0).then(|| Duration::from_millis(e.retry_after_ms)),
+            message: e.message.clone(),
+        };
+    }
     let code = match e.code.as_str() {
         "InvalidArgument" => tonic::Code::InvalidArgument,
         "NotFound" => tonic::Code::NotFound,

@@ -11,6 +11,12 @@ pub const LEADER_ID_HEADER: &str = "baton-leader-id";
 pub const LEADER_ADDR_HEADER: &str = "baton-leader-addr";
 /// Metadata key naming the cause of an error, one of the `codes` below.
 pub const ERROR_CODE_HEADER: &str = "baton-error-code";
+/// Metadata key of a [`codes::QUOTA_EXCEEDED`] error: which quota refused
+/// (`live_tasks`, `payload_bytes` or `submits_per_sec`).
+pub const QUOTA_HEADER: &str = "baton-quota";
+/// Metadata key of a [`codes::QUOTA_EXCEEDED`] error: how long to wait
+/// before trying again, in ms (decimal).
+pub const RETRY_AFTER_HEADER: &str = "baton-retry-after-ms";
 
 /// The values of [`ERROR_CODE_HEADER`], as the `.proto` lists them.
 pub mod codes {
@@ -44,6 +50,9 @@ pub mod codes {
     pub const PERMISSION_DENIED: &str = "PERMISSION_DENIED";
     /// A plaintext connection reached a port that serves TLS.
     pub const TLS_REQUIRED: &str = "TLS_REQUIRED";
+    /// A namespace quota refused the call (with RESOURCE_EXHAUSTED); the
+    /// quota and a retry-after hint are in `baton-quota` and `baton-retry-after-ms`.
+    pub const QUOTA_EXCEEDED: &str = "QUOTA_EXCEEDED";
 }
 
 /// The `baton-error-code` a status carries, if any.
@@ -108,6 +117,12 @@ pub enum Error {
     /// A queue on the node is full; nothing was done. Retry later.
     #[error("resource exhausted: {0}")]
     Overloaded(String),
+    /// A namespace quota (`quota`: `live_tasks`, `payload_bytes` or
+    /// `submits_per_sec`) refused the call; nothing was done. Not retried by
+    /// the SDK unless `ClientConfig::quota_retries` allows it; waiting
+    /// `retry_after` first is what the server asks.
+    #[error("resource exhausted: {message}")]
+    QuotaExceeded { quota: String, retry_after: Option<Duration>, message: String },
     /// A write whose outcome is unknown (it may or may not have been applied).
     /// Retrying with the same idempotency key is safe.
     #[error("outcome unknown: {0}")]
@@ -183,6 +198,7 @@ impl Error {
             Error::Unavailable(_) => codes::UNAVAILABLE,
             Error::ResourceExhausted(_) => codes::LIMIT_REACHED,
             Error::Overloaded(_) => codes::OVERLOADED,
+            Error::QuotaExceeded { .. } => codes::QUOTA_EXCEEDED,
             Error::Indeterminate(_) => codes::INDETERMINATE,
             Error::Internal(_) => codes::INTERNAL,
             Error::Unauthenticated(_) => codes::UNAUTHENTICATED,
@@ -199,6 +215,14 @@ impl Error {
         let mut m = s.message().to_string();
         if let Some(hint) = crate::tls::tls_hint(s) {
             m = format!("{m} ({hint})");
+        }
+        if status_code(s) == Some(codes::QUOTA_EXCEEDED) {
+            let md = |k: &str| s.metadata().get(k).and_then(|v| v.to_str().ok());
+            return Error::QuotaExceeded {
+                quota: md(QUOTA_HEADER).unwrap_or_default().to_string(),
+                retry_after: md(RETRY_AFTER_HEADER).and_then(|v| v.parse().ok()).map(Duration::from_millis),
+                message: m,
+            };
         }
         match status_code(s) {
             Some(code) => Error::from_code(code, s.code(), m, write),

@@ -186,7 +186,29 @@ impl Client {
         .await
     }
 
-    /// The namespace's settings: the defaults when none were set.
+    /// Set or clear the namespace's quotas (see [`QuotaUpdate`]); answers
+    /// with the namespace's settings and usage as applied. A submit over a
+    /// quota then fails with [`Error::QuotaExceeded`].
+    ///
+    /// Errors: [`Error::InvalidArgument`] (a quota over its bound);
+    /// [`Error::ResourceExhausted`] as [`Client::pause_namespace`].
+    pub async fn set_namespace_quota(&self, namespace: &str, update: QuotaUpdate) -> Result<proto::Namespace, Error> {
+        let namespace = namespace.to_string();
+        self.retry(true, |ch| {
+            let req = proto::SetNamespaceQuotaRequest {
+                namespace: namespace.clone(),
+                live_tasks: update.live_tasks,
+                payload_bytes: update.payload_bytes,
+                submits_per_sec: update.submits_per_sec,
+                clear: update.clear,
+            };
+            async move { Self::job_ops(ch).set_namespace_quota(req).await }
+        })
+        .await
+    }
+
+    /// The namespace's settings (the defaults when none were set), its
+    /// quotas and its usage against them.
     pub async fn namespace(&self, namespace: &str) -> Result<proto::Namespace, Error> {
         let namespace = namespace.to_string();
         self.retry(false, |ch| {
@@ -216,4 +238,18 @@ impl Client {
             req.page_token = page.next_page_token;
         }
     }
+}
+
+/// A change of a namespace's quotas, for [`Client::set_namespace_quota`].
+/// For each quota: `None` leaves it as it is, `Some(0)` makes it unlimited,
+/// `Some(n)` sets it. `clear` makes every quota unlimited first.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QuotaUpdate {
+    /// Pending + running shards of the namespace.
+    pub live_tasks: Option<u64>,
+    /// Payload bytes of the namespace's live jobs.
+    pub payload_bytes: Option<u64>,
+    /// Submits (jobs, batch items, workflows) per second at the leader.
+    pub submits_per_sec: Option<u32>,
+    pub clear: bool,
 }

@@ -36,6 +36,7 @@ mod workflows;
 
 pub use client::{Client, ClientConfig};
 pub use error::Error;
+pub use job_ops::QuotaUpdate;
 pub use schedule::ScheduleBuilder;
 pub use task_logs::{LogEvent, TaskLogs};
 pub use tls::TlsOptions;

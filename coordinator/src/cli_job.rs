@@ -1,6 +1,6 @@
 //! The job operations (`baton job delete|retry|cancel-task|pause|resume|
 //! priority`) and namespace settings (`baton namespace pause|resume|
-//! retention|idempotency-window|show`). Tables and sentences by default, `--json` for scripts
+//! retention|idempotency-window|quota|show`). Tables and sentences by default, `--json` for scripts
 //! (fields listed in docs/cli.md). The other `job` commands are in
 //! [`crate::cli`].
 
@@ -77,8 +77,68 @@ pub enum NamespaceCmd {
         #[arg(long)]
         default: bool,
     },
-    /// The namespace's pause state, retention and idempotency window.
+    /// Set or clear the namespace's quotas (0 makes one unlimited; a quota
+    /// not given is kept). Submits over a quota are refused with
+    /// RESOURCE_EXHAUSTED; what already runs is not touched.
+    #[command(group(ArgGroup::new("what").required(true).multiple(true)
+        .args(["live_tasks", "payload_bytes", "submits_per_sec", "clear"])))]
+    Quota {
+        namespace: String,
+        /// Most pending + running shards.
+        #[arg(long)]
+        live_tasks: Option<u64>,
+        /// Most payload bytes of live jobs: bytes, or with a unit (64MiB, 1GB).
+        #[arg(long, value_name = "SIZE")]
+        payload_bytes: Option<String>,
+        /// Most submits (jobs, batch items, workflows) per second.
+        #[arg(long)]
+        submits_per_sec: Option<u32>,
+        /// Make every quota unlimited (before applying the others given).
+        #[arg(long)]
+        clear: bool,
+    },
+    /// The namespace's pause state, retention, idempotency window, quotas
+    /// and usage.
     Show { namespace: String },
+}
+
+/// A `SIZE` argument: bytes, or a number with a unit: B, KB/MB/GB/TB
+/// (powers of 1000) or KiB/MiB/GiB/TiB (powers of 1024), case-insensitive.
+pub fn size_arg(flag: &str, s: &str) -> Result<u64, Error> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let bad = || Error::InvalidArgument(format!("{flag} {s:?}: expected bytes or a size like 64MiB or 1GB"));
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(mult).ok_or_else(bad)
+}
+
+/// `1536` → `1.5KiB`: bytes for people (JSON carries the number).
+pub fn human_bytes(n: u64) -> String {
+    let units = [("TiB", 1u64 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+    for (name, size) in units {
+        if n >= size {
+            let tenths = n * 10 / size;
+            return if tenths.is_multiple_of(10) {
+                format!("{}{name}", tenths / 10)
+            } else {
+                format!("{}.{}{name}", tenths / 10, tenths % 10)
+            };
+        }
+    }
+    format!("{n}B")
 }
 
 const DAY_MS: u64 = 24 * 3600 * 1000;
@@ -152,7 +212,27 @@ pub fn namespace_json(n: &proto::Namespace) -> Value {
         "effective_retention_ms": n.effective_retention_ms,
         "idempotency_window_ms": (n.idempotency_window_ms != 0).then_some(n.idempotency_window_ms),
         "effective_idempotency_window_ms": n.effective_idempotency_window_ms,
+        "quota": {
+            "live_tasks": (n.quota_live_tasks != 0).then_some(n.quota_live_tasks),
+            "payload_bytes": (n.quota_payload_bytes != 0).then_some(n.quota_payload_bytes),
+            "submits_per_sec": (n.quota_submits_per_sec != 0).then_some(n.quota_submits_per_sec),
+        },
+        "usage": { "live_tasks": n.live_tasks, "payload_bytes": n.payload_bytes },
     })
+}
+
+/// The namespace's usage against its quotas, one line for people.
+pub fn quota_line(n: &proto::Namespace) -> String {
+    let of = |used: String, quota: u64, show: fn(u64) -> String| {
+        if quota == 0 { format!("{used} (no quota)") } else { format!("{used} of {}", show(quota)) }
+    };
+    let live = of(n.live_tasks.to_string(), n.quota_live_tasks, |q| q.to_string());
+    let bytes = of(human_bytes(n.payload_bytes), n.quota_payload_bytes, human_bytes);
+    let rate = match n.quota_submits_per_sec {
+        0 => "no quota".to_string(),
+        r => format!("at most {r}/s"),
+    };
+    format!("  usage: live tasks {live}; payload {bytes}; submits {rate}")
 }
 
 /// One line for people.
@@ -232,7 +312,18 @@ pub async fn namespace(g: &Global, cmd: NamespaceCmd) -> Result<(), Error> {
             let window = idempotency_window_arg(window.as_deref(), default)?;
             client.set_namespace_idempotency_window(&namespace, window).await?
         }
-        NamespaceCmd::Show { namespace } => client.namespace(&namespace).await?,
+        NamespaceCmd::Quota { namespace, live_tasks, payload_bytes, submits_per_sec, clear } => {
+            let payload_bytes = payload_bytes.map(|s| size_arg("--payload-bytes", &s)).transpose()?;
+            let update = baton_client::QuotaUpdate { live_tasks, payload_bytes, submits_per_sec, clear };
+            let n = client.set_namespace_quota(&namespace, update).await?;
+            say(g, namespace_json(&n), format!("{}\n{}", namespace_line(&n), quota_line(&n)));
+            return Ok(());
+        }
+        NamespaceCmd::Show { namespace } => {
+            let n = client.namespace(&namespace).await?;
+            say(g, namespace_json(&n), format!("{}\n{}", namespace_line(&n), quota_line(&n)));
+            return Ok(());
+        }
     };
     say(g, namespace_json(&n), namespace_line(&n));
     Ok(())

@@ -116,7 +116,29 @@ fn namespace_commands_parse_and_retention_needs_exactly_one_length() {
         ns(&["idempotency-window", "etl", "--default"]).unwrap(),
         NamespaceCmd::IdempotencyWindow { namespace: "etl".into(), window: None, default: true }
     );
+    assert_eq!(
+        ns(&["quota", "etl", "--live-tasks", "10", "--payload-bytes", "64MiB"]).unwrap(),
+        NamespaceCmd::Quota {
+            namespace: "etl".into(),
+            live_tasks: Some(10),
+            payload_bytes: Some("64MiB".into()),
+            submits_per_sec: None,
+            clear: false,
+        }
+    );
+    assert_eq!(
+        ns(&["quota", "etl", "--clear"]).unwrap(),
+        NamespaceCmd::Quota {
+            namespace: "etl".into(),
+            live_tasks: None,
+            payload_bytes: None,
+            submits_per_sec: None,
+            clear: true
+        }
+    );
     for bad in [
+        &["quota", "etl"][..],
+        &["quota", "etl", "--submits-per-sec", "-1"],
         &["idempotency-window", "etl"][..],
         &["idempotency-window", "etl", "--for", "1h", "--default"],
         &["retention", "etl"][..],
@@ -175,6 +197,7 @@ fn namespace_output_names_state_and_retention() {
         effective_retention_ms: 7 * DAY_MS,
         idempotency_window_ms: 0,
         effective_idempotency_window_ms: DAY_MS,
+        ..Default::default()
     };
     assert_eq!(
         namespace_line(&n),
@@ -218,4 +241,35 @@ fn a_job_shows_its_pauses_and_when_it_is_deleted() {
         (v["expires_ms"].clone(), v["retention_ms"].clone()),
         (Value::from(done.expires_ms), Value::from(5_400_500u64))
     );
+}
+
+#[test]
+fn sizes_parse_with_units_and_print_for_people() {
+    assert_eq!(size_arg("--payload-bytes", "1500").unwrap(), 1500);
+    assert_eq!(size_arg("--payload-bytes", "64MiB").unwrap(), 64 << 20);
+    assert_eq!(size_arg("--payload-bytes", "2gb").unwrap(), 2_000_000_000);
+    assert_eq!(size_arg("--payload-bytes", "0").unwrap(), 0);
+    for bad in ["", "MiB", "1.5GiB", "3 parsecs", "99999999999TiB"] {
+        let e = size_arg("--payload-bytes", bad).unwrap_err();
+        assert!(e.to_string().contains("--payload-bytes"), "{bad}: {e}");
+    }
+    assert_eq!(human_bytes(512), "512B");
+    assert_eq!(human_bytes(1536), "1.5KiB");
+    assert_eq!(human_bytes(64 << 20), "64MiB");
+}
+
+#[test]
+fn quota_line_shows_usage_against_each_quota() {
+    let n = proto::Namespace {
+        namespace: "etl".into(),
+        quota_live_tasks: 10,
+        live_tasks: 3,
+        payload_bytes: 2048,
+        quota_submits_per_sec: 5,
+        ..Default::default()
+    };
+    assert_eq!(quota_line(&n), "  usage: live tasks 3 of 10; payload 2KiB (no quota); submits at most 5/s");
+    let v = namespace_json(&n);
+    assert_eq!((v["quota"]["live_tasks"].clone(), v["quota"]["payload_bytes"].clone()), (10.into(), Value::Null));
+    assert_eq!((v["usage"]["live_tasks"].clone(), v["usage"]["payload_bytes"].clone()), (3.into(), 2048.into()));
 }

@@ -5,7 +5,9 @@
 //! [`codes`]), so clients never read messages to decide what to do. The
 //! metadata keys are the SDK's: one definition for both ends of the wire.
 
-use baton_client::error::{ERROR_CODE_HEADER, LEADER_ADDR_HEADER, LEADER_ID_HEADER, codes};
+use baton_client::error::{
+    ERROR_CODE_HEADER, LEADER_ADDR_HEADER, LEADER_ID_HEADER, QUOTA_HEADER, RETRY_AFTER_HEADER, codes,
+};
 use baton_raft_store::{CommandError, NodeId, NodeInfo};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
 use tonic::metadata::MetadataValue;
@@ -76,6 +78,10 @@ pub enum ApiError {
     /// A configured limit was reached.
     #[error("limit reached: {0}")]
     Exhausted(String),
+    /// A namespace quota (`quota`, one of `baton_raft_store::quota::names`)
+    /// refused the call; nothing changed. Retry after `retry_after_ms`.
+    #[error("quota exceeded: {message}")]
+    QuotaExceeded { quota: String, retry_after_ms: u64, message: String },
     /// A queue is full; nothing was done. Retry later.
     #[error("overloaded: {0}")]
     Overloaded(String),
@@ -129,6 +135,7 @@ impl ApiError {
             // advice as a node that cannot serve yet.
             ApiError::Unavailable(_) | ApiError::Deadline(_) => codes::UNAVAILABLE,
             ApiError::Exhausted(_) => codes::LIMIT_REACHED,
+            ApiError::QuotaExceeded { .. } => codes::QUOTA_EXCEEDED,
             ApiError::Overloaded(_) => codes::OVERLOADED,
             ApiError::Aborted(_) => codes::ABORTED,
             ApiError::Indeterminate { .. } => codes::INDETERMINATE,
@@ -158,7 +165,9 @@ impl ApiError {
             | ApiError::Lagging(_)
             | ApiError::Unavailable(_)
             | ApiError::Indeterminate { .. } => Code::Unavailable,
-            ApiError::Exhausted(_) | ApiError::Overloaded(_) => Code::ResourceExhausted,
+            ApiError::Exhausted(_) | ApiError::QuotaExceeded { .. } | ApiError::Overloaded(_) => {
+                Code::ResourceExhausted
+            }
             ApiError::Aborted(_) => Code::Aborted,
             ApiError::Deadline(_) => Code::DeadlineExceeded,
             ApiError::Internal(_) => Code::Internal,
@@ -189,6 +198,11 @@ impl From<CommandError> for ApiError {
             CommandError::JobInWorkflow { .. } => ApiError::JobInWorkflow(msg),
             CommandError::JobPaused { .. } => ApiError::Paused(msg),
             CommandError::LimitReached { .. } => ApiError::Exhausted(msg),
+            CommandError::QuotaExceeded { quota, .. } => ApiError::QuotaExceeded {
+                quota,
+                retry_after_ms: baton_raft_store::quota::QUOTA_RETRY_AFTER_MS,
+                message: msg,
+            },
             CommandError::NotPending { .. }
             | CommandError::NotReady { .. }
             | CommandError::AtCapacity { .. }
@@ -241,8 +255,17 @@ impl From<RaftError<NodeId, CheckIsLeaderError<NodeId, NodeInfo>>> for ApiError 
 pub fn to_status(e: ApiError) -> tonic::Status {
     let mut s = tonic::Status::new(e.grpc_code(), e.to_string());
     s.metadata_mut().insert(ERROR_CODE_HEADER, MetadataValue::from_static(e.code()));
-    if let ApiError::NotLeader { leader } | ApiError::Indeterminate { leader, .. } = e {
-        insert_leader_hint(s.metadata_mut(), leader);
+    match e {
+        ApiError::NotLeader { leader } | ApiError::Indeterminate { leader, .. } => {
+            insert_leader_hint(s.metadata_mut(), leader)
+        }
+        ApiError::QuotaExceeded { quota, retry_after_ms, .. } => {
+            if let Ok(v) = quota.parse() {
+                s.metadata_mut().insert(QUOTA_HEADER, v);
+            }
+            s.metadata_mut().insert(RETRY_AFTER_HEADER, MetadataValue::from(retry_after_ms));
+        }
+        _ => {}
     }
     s
 }

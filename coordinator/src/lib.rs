@@ -46,4 +46,5 @@ pub mod proposer;
 pub mod scheduler;
 pub mod snapshot_trigger;
 pub mod tls;
+pub mod token_bucket;
 pub mod workflow_file;

@@ -40,6 +40,7 @@ fn job_record(id: JobId, namespace: &str, priority: i32, constraints: Labels) ->
         deleted: false,
         indexed_status: None,
         log_bytes: 0,
+        payload_bytes: 0,
     }
 }
 

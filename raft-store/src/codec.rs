@@ -18,8 +18,19 @@ use serde::{Serialize, de::DeserializeOwned};
 /// task records say whether their attempt has a log record (`log_kept`);
 /// per-namespace idempotency windows (`NamespaceRecord::idempotency_window_ms`;
 /// idempotency records carry their expiry, and their index is by expiry).
-/// 8: worker sessions restricted to namespaces (`RegisterWorker::namespaces`,
-/// `SessionRecord::namespaces`), from the worker's credential.
+/// 8: tenancy, and worker sessions restricted to namespaces
+/// (`RegisterWorker::namespaces`, `SessionRecord::namespaces`, from the
+/// worker's credential). Idempotency keys are scoped by namespace (`keys::IdemKey`:
+/// the idempotency tables are keyed `[ns len][ns][key]`); namespaces carry
+/// quotas (`NamespaceRecord::quota`); job records carry their payload bytes
+/// (`JobRecord::payload_bytes`), from which the per-namespace usage is counted.
+///
+/// Older data is handled as at every earlier bump: [`decode`] refuses a
+/// record of another version, naming it, so a data dir or backup of version
+/// 7 fails loudly at open (its meta record) rather than being misread. There
+/// is no in-place migration. Re-keying the old idempotency records could not
+/// be done cheaply anyway: a version-7 key names no namespace, and the job it
+/// points to may already be collected, so its namespace is lost.
 pub const FORMAT_VERSION: u8 = 8;
 
 /// Fixed-int, little-endian bincode configuration. Fixed-width integers make the

@@ -10,6 +10,7 @@ use crate::codec;
 use crate::ids::{JobId, SessionId, TaskKey, Token, WorkflowId};
 use crate::lifecycle::LogChunk;
 use crate::limits::*;
+use crate::quota::QuotaChange;
 use crate::schedule::{EventSpec, ScheduleId, ScheduleSpec, TriggerId, TriggerSpec};
 use crate::workflow::WorkflowSpec;
 
@@ -301,6 +302,12 @@ pub enum Command {
         namespace: String,
         window_ms: Option<u64>,
     },
+    /// Set or clear the namespace's quotas (see [`crate::quota`]). Applies
+    /// to submits from now on; what already runs is not touched.
+    SetNamespaceQuota {
+        namespace: String,
+        change: QuotaChange,
+    },
     /// Change the priority of a live job's shards not yet granted.
     SetPriority {
         job: JobId,
@@ -397,6 +404,7 @@ impl Command {
             Command::PauseNamespace { .. } => "pause_namespace",
             Command::SetNamespaceRetention { .. } => "set_namespace_retention",
             Command::SetNamespaceIdempotencyWindow { .. } => "set_namespace_idempotency_window",
+            Command::SetNamespaceQuota { .. } => "set_namespace_quota",
             Command::SetPriority { .. } => "set_priority",
             Command::AppendLogs { .. } => "append_logs",
             Command::CollectGarbage => "collect_garbage",
@@ -486,6 +494,10 @@ impl Command {
             Command::SetNamespaceIdempotencyWindow { namespace, window_ms } => {
                 check_name("namespace", namespace, false)?;
                 check_idempotency_window(*window_ms)
+            }
+            Command::SetNamespaceQuota { namespace, change } => {
+                check_name("namespace", namespace, false)?;
+                change.validate()
             }
             Command::AppendLogs { lines, .. } => {
                 check_count("lines", lines.len() as usize, 1, MAX_LOG_LINES_PER_COMMAND)?;
@@ -634,6 +646,10 @@ pub enum CommandError {
     IdempotencyConflict { key: String, job: JobId },
     #[error("limit reached: {what} (at most {limit})")]
     LimitReached { what: String, limit: u64 },
+    /// A submit (or retry) that would take its namespace over a quota
+    /// (`quota` is one of [`crate::quota::names`]). Nothing changed.
+    #[error("namespace {namespace:?} is over its {quota} quota: {used} used + {requested} requested > {limit}")]
+    QuotaExceeded { namespace: String, quota: String, limit: u64, used: u64, requested: u64 },
     #[error("workflow {0} not found")]
     WorkflowNotFound(WorkflowId),
     #[error("workflow {workflow} has already finished")]
@@ -769,6 +785,15 @@ mod tests {
             Command::SetNamespaceIdempotencyWindow {
                 namespace: "n".repeat(MAX_NAME_BYTES),
                 window_ms: Some(IDEMPOTENCY_WINDOW_MS_MAX),
+            },
+            Command::SetNamespaceQuota {
+                namespace: "n".repeat(MAX_NAME_BYTES),
+                change: QuotaChange {
+                    live_tasks: Some(crate::quota::MAX_QUOTA_LIVE_TASKS),
+                    payload_bytes: Some(crate::quota::MAX_QUOTA_PAYLOAD_BYTES),
+                    submits_per_sec: Some(crate::quota::MAX_QUOTA_SUBMITS_PER_SEC),
+                    clear: true,
+                },
             },
             Command::SetPriority { job: u64::MAX, priority: i32::MIN },
             Command::AppendLogs {

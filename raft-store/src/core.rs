@@ -20,8 +20,8 @@ use serde_bytes::ByteBuf;
 use crate::codec;
 use crate::command::*;
 use crate::error::StoreError;
-use crate::indexes::{Indexes, PendingTask, index_insert, index_remove};
-use crate::keys::{self, Table};
+use crate::indexes::{Indexes, PendingTask, index_insert, index_remove, usage_move};
+use crate::keys::{self, IdemKey, Table};
 use crate::kv::{Kv, decode_at, load};
 use crate::lifecycle::{GcTarget, LogChunk, LogRecord, NamespaceRecord};
 use crate::limits::*;
@@ -100,9 +100,9 @@ struct Dirty {
     /// `None`: deleted by the collector.
     sessions: BTreeMap<SessionId, Option<SessionRecord>>,
     names: BTreeMap<String, Option<NameRecord>>,
-    idem: BTreeMap<String, Option<IdemRecord>>,
+    idem: BTreeMap<IdemKey, Option<IdemRecord>>,
     /// The by-expiry index, by (expires_ms, key); true: put, false: delete.
-    idem_expiry: BTreeMap<(u64, String), bool>,
+    idem_expiry: BTreeMap<(u64, IdemKey), bool>,
     /// Workflows whose record changed; the value is in `Indexes::workflows`
     /// or `finished_workflows`.
     workflows: BTreeSet<WorkflowId>,
@@ -162,7 +162,7 @@ pub struct Core {
     /// The last idempotency key pruned (expires_ms, key). Every key up to it is
     /// deleted, in `dirty` or already on disk, so pruning resumes after it.
     /// In memory only: after open, pruning restarts from the first key.
-    idem_pruned_to: Option<(u64, String)>,
+    idem_pruned_to: Option<(u64, IdemKey)>,
     /// Keys the collector deleted in the entry being applied, for
     /// `Outcome::Collected`.
     collected: u32,
@@ -176,6 +176,9 @@ mod gc;
 
 #[path = "core_idem.rs"]
 mod idem;
+
+#[path = "core_quota.rs"]
+mod quota_ops;
 
 #[path = "core_lifecycle.rs"]
 mod lifecycle_ops;
@@ -312,6 +315,9 @@ impl Core {
             Command::SetNamespaceIdempotencyWindow { namespace, window_ms } => {
                 self.update_namespace(namespace, |r| r.idempotency_window_ms = *window_ms)
             }
+            Command::SetNamespaceQuota { namespace, change } => {
+                self.update_namespace(namespace, |r| r.quota = change.applied_to(r.quota))
+            }
             Command::SetPriority { job, priority } => self.set_priority(kv, ctx, *job, *priority),
             Command::AppendLogs { task, token, lines } => self.append_logs(kv, ctx, *task, *token, lines.clone()),
             // Every normal entry ran the collector before its command.
@@ -439,6 +445,9 @@ impl Core {
         index_insert(&mut self.idx, key, &new);
         if let Some(job) = self.idx.jobs.get_mut(&key.job) {
             job.counts.moved(old, &new.state);
+            let live = |s: &TaskState| matches!(s, TaskState::Pending { .. } | TaskState::Assigned { .. });
+            let delta = i64::from(live(&new.state)) - i64::from(live(old));
+            usage_move(&mut self.idx.ns_usage, &job.namespace, delta, 0);
             if matches!(new.state, TaskState::Assigned { .. }) {
                 job.started = true;
             }
@@ -461,6 +470,7 @@ impl Core {
     fn finish_if_done(&mut self, kv: &dyn Kv, ctx: Ctx, job: JobId) -> Res<bool> {
         let done = self.idx.jobs.get(&job).is_some_and(|j| j.counts.live() == 0);
         if done && let Some(mut rec) = self.idx.jobs.remove(&job) {
+            usage_move(&mut self.idx.ns_usage, &rec.namespace, 0, -(rec.payload_bytes as i64));
             rec.finished_ms = Some(ctx.now_ms);
             if rec.origin.is_none() {
                 let retention = rec.retention_ms.unwrap_or_else(|| self.namespace_retention_ms(&rec.namespace));
@@ -592,23 +602,26 @@ impl Core {
         let encoded = codec::encode(spec).map_err(|source| StoreError::Encode { what: "job spec", source })?;
         let spec_hash = *blake3::hash(&encoded).as_bytes();
         let shards = spec.payloads.len() as u32;
-        if let Some(key) = &spec.idempotency_key
+        // Keys are scoped by namespace: a conflict names a job of this one.
+        let idem_key = spec.idempotency_key.as_deref().map(|k| IdemKey::new(&spec.namespace, k));
+        if let Some(key) = &idem_key
             && let Some(prior) = self.idem_rec(kv, key)?
             && prior.expires_ms > ctx.now_ms
         {
             return if prior.spec_hash == spec_hash {
                 Ok(Outcome::Submitted { job: prior.job, shards, duplicate: true })
             } else {
-                Err(CommandError::IdempotencyConflict { key: key.clone(), job: prior.job }.into())
+                Err(CommandError::IdempotencyConflict { key: key.key().to_string(), job: prior.job }.into())
             };
         }
         if self.idx.live_tasks + shards as u64 > MAX_LIVE_TASKS {
             return Err(CommandError::LimitReached { what: "live tasks".into(), limit: MAX_LIVE_TASKS }.into());
         }
+        self.check_quota(&spec.namespace, shards.into(), quota_ops::payload_bytes(&spec.payloads))?;
         // Validated; mutations start here.
         let id = self.create_job(ctx, spec, &spec.payloads, spec_hash, None);
-        if let Some(key) = &spec.idempotency_key {
-            self.remember_idem(ctx, &spec.namespace, key.clone(), id, spec_hash);
+        if let Some(key) = idem_key {
+            self.remember_idem(ctx, key, id, spec_hash);
         }
         Ok(Outcome::Submitted { job: id, shards, duplicate: false })
     }
@@ -641,6 +654,8 @@ impl Core {
         self.idx.live_tasks += shards as u64;
         let mut rec = JobRecord::new(id, spec, spec_hash, ctx.now_ms);
         rec.shards = shards;
+        rec.payload_bytes = quota_ops::payload_bytes(payloads);
+        usage_move(&mut self.idx.ns_usage, &rec.namespace, shards.into(), rec.payload_bytes as i64);
         rec.counts = Counts { pending: shards, ..Counts::default() };
         rec.origin = origin;
         self.idx.jobs.insert(id, rec);

@@ -5,7 +5,7 @@
 use super::*;
 
 impl Core {
-    pub(super) fn idem_rec(&self, kv: &dyn Kv, key: &str) -> Result<Option<IdemRecord>, StoreError> {
+    pub(super) fn idem_rec(&self, kv: &dyn Kv, key: &IdemKey) -> Result<Option<IdemRecord>, StoreError> {
         match self.dirty.idem.get(key) {
             Some(r) => Ok(r.clone()),
             None => load(kv, &keys::idem(key)),
@@ -21,9 +21,9 @@ impl Core {
             .unwrap_or(IDEMPOTENCY_WINDOW_MS_DEFAULT)
     }
 
-    /// Record `key` for `job`, expiring after `namespace`'s current window.
-    pub(super) fn remember_idem(&mut self, ctx: Ctx, namespace: &str, key: String, job: JobId, spec_hash: [u8; 32]) {
-        let expires_ms = ctx.now_ms.saturating_add(self.idem_window_ms(namespace));
+    /// Record `key` for `job`, expiring after its namespace's current window.
+    pub(super) fn remember_idem(&mut self, ctx: Ctx, key: IdemKey, job: JobId, spec_hash: [u8; 32]) {
+        let expires_ms = ctx.now_ms.saturating_add(self.idem_window_ms(key.namespace()));
         self.dirty.idem.insert(key.clone(), Some(IdemRecord { job, expires_ms, spec_hash }));
         self.dirty.idem_expiry.insert((expires_ms, key), true);
     }

@@ -71,8 +71,12 @@ impl Core {
         if self.idx.live_tasks + retry.len() as u64 > MAX_LIVE_TASKS {
             return Err(CommandError::LimitReached { what: "live tasks".into(), limit: MAX_LIVE_TASKS }.into());
         }
+        // A finished job that comes back charges its payloads again.
+        let revived_bytes = if rec.finished_ms.is_some() { rec.payload_bytes } else { 0 };
+        self.check_quota(&rec.namespace, retry.len() as u64, revived_bytes)?;
         // Validated; mutations start here. A finished job is live again.
         if rec.finished_ms.is_some() {
+            usage_move(&mut self.idx.ns_usage, &rec.namespace, 0, revived_bytes as i64);
             if let Some(at) = rec.expires_ms {
                 self.idx.expiry.remove(&(at, GcTarget::Job(job)));
             }

@@ -22,6 +22,8 @@ impl Core {
         kv.scan(&[Table::Job as u8], &mut |k, v| {
             let job: JobRecord = decode_at(k, v)?;
             if job.finished_ms.is_none() {
+                let live = i64::from(job.counts.live());
+                crate::indexes::usage_move(&mut idx.ns_usage, &job.namespace, live, job.payload_bytes as i64);
                 idx.jobs.insert(job.id, job);
             } else {
                 queue(job.expires_ms, GcTarget::Job(job.id));

@@ -7,10 +7,11 @@
 
 use super::*;
 
-/// Events share the idempotency table behind a prefix no user key can hold
-/// (keys may not contain control characters), scoped by namespace.
-fn event_idem_key(namespace: &str, event_id: &str) -> String {
-    format!("\u{1}ev:{namespace}\u{1}{event_id}")
+/// Events share the idempotency table (and their namespace's key space)
+/// behind a prefix no user key can hold (keys may not contain control
+/// characters).
+fn event_idem_key(namespace: &str, event_id: &str) -> IdemKey {
+    IdemKey::new(namespace, &format!("\u{1}ev:{event_id}"))
 }
 
 fn spec_hash<T: Serialize>(what: &'static str, v: &T) -> Result<[u8; 32], StoreError> {
@@ -487,7 +488,7 @@ impl Core {
             _ => None,
         });
         let first = first.unwrap_or(0);
-        self.remember_idem(ctx, &ev.namespace, key, first, hash);
+        self.remember_idem(ctx, key, first, hash);
         Ok(Outcome::EventPublished { runs, debounced, gates_opened, duplicate: false })
     }
 }

@@ -12,10 +12,11 @@ use serde_bytes::ByteBuf;
 
 use super::*;
 
-/// Idempotency keys of workflows share the jobs' table behind a prefix no
-/// user key can contain (keys may not hold control characters).
-pub(crate) fn workflow_idem_key(key: &str) -> String {
-    format!("\u{1}wf:{key}")
+/// Idempotency keys of workflows share the jobs' table (and their
+/// namespace's key space) behind a prefix no user key can contain (keys may
+/// not hold control characters).
+pub(crate) fn workflow_idem_key(namespace: &str, key: &str) -> IdemKey {
+    IdemKey::new(namespace, &format!("\u{1}wf:{key}"))
 }
 
 impl Core {
@@ -52,7 +53,7 @@ impl Core {
         let encoded = codec::encode(spec).map_err(|source| StoreError::Encode { what: "workflow spec", source })?;
         let spec_hash = *blake3::hash(&encoded).as_bytes();
         let steps = spec.steps.len() as u32;
-        let idem_key = spec.idempotency_key.as_deref().map(workflow_idem_key);
+        let idem_key = spec.idempotency_key.as_deref().map(|k| workflow_idem_key(&spec.namespace, k));
         if let Some(key) = &idem_key
             && let Some(prior) = self.idem_rec(kv, key)?
             && prior.expires_ms > ctx.now_ms
@@ -77,6 +78,16 @@ impl Core {
         if self.idx.live_tasks + spec.static_shards() > MAX_LIVE_TASKS {
             return Err(CommandError::LimitReached { what: "live tasks".into(), limit: MAX_LIVE_TASKS }.into());
         }
+        // The namespace's quotas reserve the same way.
+        let static_bytes = spec
+            .steps
+            .iter()
+            .map(|s| match &s.kind {
+                StepKind::Job { job, .. } => super::quota_ops::payload_bytes(&job.payloads),
+                StepKind::Gate { .. } => 0,
+            })
+            .sum();
+        self.check_quota(&spec.namespace, spec.static_shards(), static_bytes)?;
         // Validated; mutations start here.
         let id = self.meta.next_workflow;
         self.meta.next_workflow += 1;
@@ -139,7 +150,7 @@ impl Core {
         self.idx.workflows.insert(id, rec);
         self.dirty.workflows.insert(id);
         if let Some(key) = idem_key {
-            self.remember_idem(ctx, &spec.namespace, key, id, spec_hash);
+            self.remember_idem(ctx, key, id, spec_hash);
         }
         let mut done = Vec::new();
         for r in roots {

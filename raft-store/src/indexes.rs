@@ -116,6 +116,11 @@ pub struct Indexes {
     pub expiry: BTreeSet<(u64, crate::lifecycle::GcTarget)>,
     /// Namespaces with stored settings.
     pub namespaces: BTreeMap<String, crate::lifecycle::NamespaceRecord>,
+    /// What each namespace with live jobs uses, against its quotas: the sum
+    /// over its live jobs of their live shards (`counts`) and payload bytes.
+    /// Changed with every transition that moves a shard in or out of the
+    /// live states ([`usage_move`]); no entry at zero.
+    pub ns_usage: BTreeMap<String, crate::quota::NamespaceUsage>,
     /// Every schedule (at most [`crate::limits::MAX_SCHEDULES`]), without templates.
     pub schedules: BTreeMap<ScheduleId, ScheduleRecord>,
     /// (namespace, name) → schedule.
@@ -145,7 +150,7 @@ impl Indexes {
             })
             .collect();
         format!(
-            "jobs={:?}\npending={:?}\nsessions={:?}\nby_name={:?}\nby_session={:?}\ndeadlines={:?}\nlive={}\nworkflows={:?}\ngates={:?}\nexpiry={:?}\nnamespaces={:?}\nschedules={:?}\nschedule_names={:?}\nfire_due={:?}\ntriggers={:?}\ntrigger_names={:?}\nby_topic={:?}\nevent_gates={:?}",
+            "jobs={:?}\npending={:?}\nsessions={:?}\nby_name={:?}\nby_session={:?}\ndeadlines={:?}\nlive={}\nworkflows={:?}\ngates={:?}\nexpiry={:?}\nnamespaces={:?}\nns_usage={:?}\nschedules={:?}\nschedule_names={:?}\nfire_due={:?}\ntriggers={:?}\ntrigger_names={:?}\nby_topic={:?}\nevent_gates={:?}",
             self.jobs,
             pending,
             self.sessions,
@@ -157,6 +162,7 @@ impl Indexes {
             self.gate_deadlines,
             self.expiry,
             self.namespaces,
+            self.ns_usage,
             self.schedules,
             self.schedule_names,
             self.fire_due,
@@ -165,6 +171,27 @@ impl Indexes {
             self.triggers_by_topic,
             self.event_gates
         )
+    }
+}
+
+/// Move `namespace`'s usage by `tasks` live shards and `bytes` payload
+/// bytes (negative: released), dropping the entry at zero.
+pub(crate) fn usage_move(
+    usage: &mut BTreeMap<String, crate::quota::NamespaceUsage>,
+    namespace: &str,
+    tasks: i64,
+    bytes: i64,
+) {
+    if tasks == 0 && bytes == 0 {
+        return;
+    }
+    let u = usage.entry(namespace.to_string()).or_default();
+    debug_assert!(u.live_tasks.checked_add_signed(tasks).is_some(), "{namespace}: live tasks below zero");
+    debug_assert!(u.payload_bytes.checked_add_signed(bytes).is_some(), "{namespace}: payload bytes below zero");
+    u.live_tasks = u.live_tasks.saturating_add_signed(tasks);
+    u.payload_bytes = u.payload_bytes.saturating_add_signed(bytes);
+    if u.is_zero() {
+        usage.remove(namespace);
     }
 }
 

@@ -145,13 +145,67 @@ pub fn worker_name(name: &str) -> Vec<u8> {
     k
 }
 
-pub fn idem(key: &str) -> Vec<u8> {
+/// An idempotency key in its namespace's key space, as stored:
+/// `[namespace length][namespace][key]`. The same key in two namespaces is
+/// two records, so a submit never learns of another namespace's job. The
+/// length byte keeps "a"+"bc" apart from "ab"+"c". Ordered as its bytes, so
+/// in-memory maps of keys sort as the stored keys do (the pruning cursor
+/// relies on it).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IdemKey(Vec<u8>);
+
+impl IdemKey {
+    /// `key` (already prefixed by its kind, for workflows and events) in
+    /// `namespace` (at most [`crate::limits::MAX_NAME_BYTES`], so its length fits a byte).
+    pub fn new(namespace: &str, key: &str) -> IdemKey {
+        debug_assert!(namespace.len() <= u8::MAX as usize);
+        let mut b = Vec::with_capacity(1 + namespace.len() + key.len());
+        b.push(namespace.len() as u8);
+        b.extend_from_slice(namespace.as_bytes());
+        b.extend_from_slice(key.as_bytes());
+        IdemKey(b)
+    }
+
+    /// Parse stored bytes; `None` if malformed.
+    pub fn from_bytes(b: &[u8]) -> Option<IdemKey> {
+        let (&n, rest) = b.split_first()?;
+        if rest.len() < n as usize {
+            return None;
+        }
+        std::str::from_utf8(&rest[..n as usize]).ok()?;
+        std::str::from_utf8(&rest[n as usize..]).ok()?;
+        Some(IdemKey(b.to_vec()))
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn namespace(&self) -> &str {
+        let n = self.0[0] as usize;
+        std::str::from_utf8(&self.0[1..1 + n]).unwrap_or_default()
+    }
+
+    /// The key within its namespace (with its kind prefix).
+    pub fn key(&self) -> &str {
+        let n = self.0[0] as usize;
+        std::str::from_utf8(&self.0[1 + n..]).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for IdemKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace(), self.key().escape_debug())
+    }
+}
+
+pub fn idem(key: &IdemKey) -> Vec<u8> {
     let mut k = vec![Table::Idem as u8];
     k.extend_from_slice(key.as_bytes());
     k
 }
 
-pub fn idem_by_expiry(expires_ms: u64, key: &str) -> Vec<u8> {
+pub fn idem_by_expiry(expires_ms: u64, key: &IdemKey) -> Vec<u8> {
     let mut k = vec![Table::IdemByExpiry as u8];
     k.extend_from_slice(&expires_ms.to_be_bytes());
     k.extend_from_slice(key.as_bytes());
@@ -297,12 +351,12 @@ pub fn parse_task(k: &[u8]) -> Option<TaskKey> {
 }
 
 /// Decode an idempotency expiry-index key into (expires_ms, key).
-pub fn parse_idem_by_expiry(k: &[u8]) -> Option<(u64, String)> {
-    if k.len() < 9 || k[0] != Table::IdemByExpiry as u8 {
+pub fn parse_idem_by_expiry(k: &[u8]) -> Option<(u64, IdemKey)> {
+    if k.len() < 10 || k[0] != Table::IdemByExpiry as u8 {
         return None;
     }
     let t = u64::from_be_bytes(k[1..9].try_into().ok()?);
-    Some((t, String::from_utf8(k[9..].to_vec()).ok()?))
+    Some((t, IdemKey::from_bytes(&k[9..])?))
 }
 
 /// `[GEN_PREFIX, gen]`: the prefix of every key in a generation.
@@ -356,7 +410,8 @@ pub fn describe(table_key: &[u8]) -> String {
             Some(u64::from_be_bytes(rest.try_into().unwrap_or_default()).to_string())
         }
         Table::TaskLog => parse_task_log(table_key).map(|(t, token)| format!("{t}/token {token}")),
-        Table::WorkerName | Table::Idem | Table::Namespace => Some(String::from_utf8_lossy(rest).into_owned()),
+        Table::WorkerName | Table::Namespace => Some(String::from_utf8_lossy(rest).into_owned()),
+        Table::Idem => IdemKey::from_bytes(rest).map(|k| k.to_string()),
         Table::IdemByExpiry => parse_idem_by_expiry(table_key).map(|(t, k)| format!("{t}/{k}")),
         _ => None,
     };
@@ -379,5 +434,20 @@ mod tests {
         assert_eq!(parse_task(&c), Some(TaskKey::new(2, 1)));
         assert!(c.starts_with(&tasks_of(2)));
         assert_eq!(describe(&c), "task/2/1");
+    }
+
+    #[test]
+    fn idempotency_keys_are_scoped_by_namespace_and_sort_as_stored() {
+        let (a, b) = (IdemKey::new("a", "bc"), IdemKey::new("ab", "c"));
+        assert_ne!(idem(&a), idem(&b), "the length byte keeps the namespaces apart");
+        assert_eq!((b.namespace(), b.key()), ("ab", "c"));
+        assert_eq!(describe(&idem(&a)), "idempotency/a/bc");
+        let mut ks = [IdemKey::new("zz", "a"), IdemKey::new("b", "z"), IdemKey::new("b", "a\u{1}")];
+        ks.sort();
+        let mut stored: Vec<Vec<u8>> = ks.iter().map(|k| idem_by_expiry(5, k)).collect();
+        let sorted = stored.clone();
+        stored.sort();
+        assert_eq!(stored, sorted, "in-memory order is stored order");
+        assert_eq!(parse_idem_by_expiry(&sorted[0]), Some((5, ks[0].clone())));
     }
 }

@@ -26,6 +26,7 @@ pub mod lifecycle;
 pub mod limits;
 pub mod log_store;
 pub mod outcome;
+pub mod quota;
 pub mod recovery;
 pub mod rocks;
 pub mod schedule;
@@ -48,6 +49,7 @@ pub use lifecycle::{
     NamespaceRecord,
 };
 pub use log_store::{AppendedBytes, LogReader, LogStore};
+pub use quota::{NamespaceQuota, NamespaceUsage, QuotaChange};
 pub use schedule::{
     Cadence, EventSpec, Misfire, Overlap, RunEntry, RunOrigin, RunOutcome, RunTarget, ScheduleId, ScheduleRecord,
     ScheduleRule, ScheduleSpec, Template, TemplateKind, TemplateOwner, TriggerId, TriggerRecord, TriggerSpec,

@@ -26,6 +26,8 @@ pub struct NamespaceRecord {
     /// this namespace is remembered, fixed on each record when it is written.
     /// `None`: [`crate::limits::IDEMPOTENCY_WINDOW_MS_DEFAULT`].
     pub idempotency_window_ms: Option<u64>,
+    /// Quotas (see [`crate::quota`]); unlimited by default.
+    pub quota: crate::quota::NamespaceQuota,
 }
 
 /// Severity of a log line, as the SDK's logger and `tracing` bridge map it.

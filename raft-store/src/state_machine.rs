@@ -296,6 +296,14 @@ impl StoreReader {
         self.read(|core, _| core.idx.namespaces.get(namespace).cloned().unwrap_or_default())
     }
 
+    /// A namespace's settings and what it uses now, read together.
+    pub fn namespace_usage(
+        &self,
+        namespace: &str,
+    ) -> (crate::lifecycle::NamespaceRecord, crate::quota::NamespaceUsage) {
+        self.read(|core, _| (core.idx.namespaces.get(namespace).cloned().unwrap_or_default(), core.usage(namespace)))
+    }
+
     /// A workflow's record, live or finished.
     pub fn workflow(&self, id: WorkflowId) -> Result<Option<WorkflowRecord>, StoreError> {
         self.read(|core, kv| core.workflow(kv, id))

@@ -447,6 +447,9 @@ pub struct JobRecord {
     /// [`crate::lifecycle::LogRecord::bytes`]), against
     /// [`crate::limits::MAX_LOG_BYTES_PER_JOB`].
     pub log_bytes: u64,
+    /// Bytes of the payloads the job was created with, counted against its
+    /// namespace's payload quota while it is live ([`crate::quota`]).
+    pub payload_bytes: u64,
 }
 
 impl JobRecord {
@@ -480,6 +483,7 @@ impl JobRecord {
             deleted: false,
             indexed_status: None,
             log_bytes: 0,
+            payload_bytes: spec.payloads.iter().map(|p| p.len() as u64).sum(),
         }
     }
 

@@ -159,6 +159,24 @@ fn malformed_and_unknown_targets_are_refused_without_change() {
                 |e| matches!(e, CommandError::Invalid { field, .. } if field == "namespace"),
             ),
             (
+                Command::SetNamespaceQuota {
+                    namespace: "ns".into(),
+                    change: QuotaChange { live_tasks: Some(quota::MAX_QUOTA_LIVE_TASKS + 1), ..QuotaChange::default() },
+                },
+                |e| matches!(e, CommandError::Invalid { field, reason } if field == "quota.live_tasks" && reason.contains("limit")),
+            ),
+            (
+                Command::SetNamespaceQuota {
+                    namespace: "ns".into(),
+                    change: QuotaChange { submits_per_sec: Some(quota::MAX_QUOTA_SUBMITS_PER_SEC + 1), ..QuotaChange::default() },
+                },
+                |e| matches!(e, CommandError::Invalid { field, .. } if field == "quota.submits_per_sec"),
+            ),
+            (
+                Command::SetNamespaceQuota { namespace: String::new(), change: QuotaChange::default() },
+                |e| matches!(e, CommandError::Invalid { field, .. } if field == "namespace"),
+            ),
+            (
                 Command::AppendLogs { task: TaskKey::new(2, 0), token: 1, lines: LogChunk::default() },
                 |e| matches!(e, CommandError::Invalid { field, .. } if field == "lines"),
             ),
@@ -357,6 +375,19 @@ fn arb_command() -> impl Strategy<Value = Command> {
         (0u64..4, s).prop_map(|(job, reason)| Command::CancelJob { job, reason }),
         (s, proptest::option::of(0u64..limits::IDEMPOTENCY_WINDOW_MS_MAX * 2))
             .prop_map(|(namespace, window_ms)| { Command::SetNamespaceIdempotencyWindow { namespace, window_ms } }),
+        (
+            s,
+            proptest::option::of(any::<u64>()),
+            proptest::option::of(any::<u64>()),
+            proptest::option::of(any::<u32>()),
+            any::<bool>()
+        )
+            .prop_map(|(namespace, live_tasks, payload_bytes, submits_per_sec, clear)| {
+                Command::SetNamespaceQuota {
+                    namespace,
+                    change: QuotaChange { live_tasks, payload_bytes, submits_per_sec, clear },
+                }
+            }),
         arb_schedule_command(),
     ];
     prop_oneof![4 => leaf.clone(), 1 => proptest::collection::vec(leaf, 0..4).prop_map(Command::Batch)]

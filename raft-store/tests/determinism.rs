@@ -33,7 +33,7 @@ fn workload(seed: u64, n: usize) -> Vec<Entry> {
             idx.pending.iter().flat_map(|(j, m)| m.keys().map(|s| TaskKey::new(*j, *s))).collect();
         let sessions: Vec<(SessionId, u64)> = idx.sessions.values().map(|s| (s.id, s.epoch)).collect();
         let any_job = rng.random_range(1..core.meta.next_job + 2);
-        let cmd = match rng.random_range(0..132) {
+        let cmd = match rng.random_range(0..133) {
             0..8 => Command::RegisterWorker {
                 name: format!("w{}", rng.random_range(0..5)),
                 labels: BTreeMap::new(),
@@ -177,6 +177,16 @@ fn workload(seed: u64, n: usize) -> Vec<Entry> {
                 payload: ByteBuf::from(vec![1; rng.random_range(0..4)]),
                 attributes: BTreeMap::from([("k".into(), if rng.random() { "a" } else { "b" }.into())]),
             }),
+            // Tight quotas (0: unlimited), so submits and retries are refused mid-stream.
+            132 => Command::SetNamespaceQuota {
+                namespace: "ns".into(),
+                change: QuotaChange {
+                    live_tasks: rng.random_bool(0.7).then(|| rng.random_range(0..300)),
+                    payload_bytes: rng.random_bool(0.5).then(|| rng.random_range(0..3_000)),
+                    submits_per_sec: rng.random_bool(0.2).then(|| rng.random_range(0..10)),
+                    clear: rng.random_bool(0.1),
+                },
+            },
             // Short windows, so keys and event ids expire mid-stream.
             131 => Command::SetNamespaceIdempotencyWindow {
                 namespace: "ns".into(),

@@ -727,9 +727,9 @@ impl Rig {
         }
     }
 
-    /// The stored idempotency record of `key`: (job, expires_ms).
-    fn idem(&self, key: &str) -> Option<(JobId, u64)> {
-        let v = self.kv.0.get(&keys::idem(key))?;
+    /// The stored idempotency record of `key` in `namespace`: (job, expires_ms).
+    fn idem(&self, namespace: &str, key: &str) -> Option<(JobId, u64)> {
+        let v = self.kv.0.get(&keys::idem(&keys::IdemKey::new(namespace, key)))?;
         let rec: baton_raft_store::core::IdemRecord = codec::decode(v).unwrap();
         Some((rec.job, rec.expires_ms))
     }
@@ -742,12 +742,12 @@ fn each_namespace_remembers_its_keys_for_its_own_window() {
     let t = r.now_ms + 10;
     let (a, _) = r.submit_at(t, keyed("short", "ka"));
     let (b, _) = r.submit_at(t, keyed("long", "kb"));
-    assert_eq!(r.idem("ka"), Some((a, t + 10_000)));
-    assert_eq!(r.idem("kb"), Some((b, t + IDEMPOTENCY_WINDOW_MS_DEFAULT)));
+    assert_eq!(r.idem("short", "ka"), Some((a, t + 10_000)));
+    assert_eq!(r.idem("long", "kb"), Some((b, t + IDEMPOTENCY_WINDOW_MS_DEFAULT)));
     assert_eq!(r.submit_at(t + 9_999, keyed("short", "ka")), (a, true));
     // Its expiry reached, the key is pruned by the next entry and free again.
     r.apply_at(t + 10_000, Command::CollectGarbage);
-    assert_eq!((r.idem("ka"), count_table(&r.kv, Table::Idem)), (None, 1));
+    assert_eq!((r.idem("short", "ka"), count_table(&r.kv, Table::Idem)), (None, 1));
     let (a2, dup) = r.submit_at(t + 10_000, keyed("short", "ka"));
     assert!(!dup && a2 != a);
     // The other namespace still remembers its key 23 h later.
@@ -769,9 +769,9 @@ fn a_changed_window_applies_only_to_keys_written_after_the_change() {
     let (long, _) = r.submit_at(t, keyed("ns", "long"));
     r.apply_at(t, set_window("ns", None));
     assert_eq!(r.core.idx.namespaces.get("ns"), None, "back to the defaults, the record goes");
-    assert_eq!(r.idem("old"), Some((old, t + IDEMPOTENCY_WINDOW_MS_DEFAULT)));
-    assert_eq!(r.idem("short"), Some((short, t + 10_000)));
-    assert_eq!(r.idem("long"), Some((long, t + 3_600_000)));
+    assert_eq!(r.idem("ns", "old"), Some((old, t + IDEMPOTENCY_WINDOW_MS_DEFAULT)));
+    assert_eq!(r.idem("ns", "short"), Some((short, t + 10_000)));
+    assert_eq!(r.idem("ns", "long"), Some((long, t + 3_600_000)));
     // 20 s later only "short" is forgotten, though the window is now 24 h.
     let at = t + 20_000;
     assert_eq!(r.submit_at(at, keyed("ns", "old")), (old, true));
@@ -873,6 +873,7 @@ fn pruning_with_mixed_windows_goes_in_expiry_order_and_keeps_live_records() {
                 .keys()
                 .filter(|k| k[0] == Table::IdemByExpiry as u8)
                 .map(|k| keys::parse_idem_by_expiry(k).unwrap())
+                .map(|(t, k)| (t, k.key().to_string()))
                 .collect();
         let pruned = written.len() - stored.len();
         let rest: Vec<(u64, String)> = written.iter().skip(pruned).cloned().collect();
@@ -880,7 +881,7 @@ fn pruning_with_mixed_windows_goes_in_expiry_order_and_keeps_live_records() {
         assert!(written.iter().take(pruned).all(|(t, _)| *t <= r.now_ms), "an entry pruned before its expiry");
         for (key, (job, exp)) in live {
             if *exp > r.now_ms {
-                assert_eq!(r.idem(key), Some((*job, *exp)), "at {}: live key {key} lost", r.now_ms);
+                assert_eq!(r.idem(&key[..1], key), Some((*job, *exp)), "at {}: live key {key} lost", r.now_ms);
             }
         }
     };
@@ -913,7 +914,7 @@ fn pruning_with_mixed_windows_goes_in_expiry_order_and_keeps_live_records() {
         submit(&mut r, t1 + i * 10, "m", format!("m{}", 1997 - i * 4), &mut live, &mut written);
         check(&r, &live, &written);
     }
-    assert_eq!(r.idem("m1997").map(|(_, exp)| exp), Some(t1 + 60_000), "a reused key keeps its new record");
+    assert_eq!(r.idem("m", "m1997").map(|(_, exp)| exp), Some(t1 + 60_000), "a reused key keeps its new record");
     assert_eq!(r.submit_at(t1 + 59_000, keyed("m", "m1997")).1, true);
     // The reused keys expire, then the hour's, then the day's.
     for at in [t1 + 61_000, t0 + 3_700_000, t0 + 2 * IDEMPOTENCY_WINDOW_MS_DEFAULT] {

@@ -100,6 +100,11 @@ enum Op {
     SetIdemWindow {
         ms: Option<u16>,
     },
+    /// The namespace's live-task and payload quotas (`Some(0)`: unlimited).
+    SetQuota {
+        live: Option<u8>,
+        bytes: Option<u8>,
+    },
     SetPriority {
         sel: u16,
         priority: i8,
@@ -161,6 +166,8 @@ fn leaf_op() -> impl Strategy<Value = Op> {
         1 => (sel.clone(), prop::bool::weighted(0.4)).prop_map(|(sel, paused)| Op::PauseJob { sel, paused }),
         1 => prop::bool::weighted(0.2).prop_map(|paused| Op::PauseNamespace { paused }),
         2 => proptest::option::weighted(0.8, 0u16..10_000).prop_map(|ms| Op::SetIdemWindow { ms }),
+        1 => (proptest::option::of(0u8..20), proptest::option::of(any::<u8>()))
+            .prop_map(|(live, bytes)| Op::SetQuota { live, bytes }),
         1 => (sel.clone(), any::<i8>()).prop_map(|(sel, priority)| Op::SetPriority { sel, priority }),
         2 => (sel, valid, token, 1u8..4).prop_map(|(sel, valid, token, lines)| Op::AppendLogs { sel, valid, token, lines }),
         1 => Just(Op::Collect),
@@ -405,6 +412,14 @@ impl Harness {
             Op::SetIdemWindow { ms } => {
                 Command::SetNamespaceIdempotencyWindow { namespace: "ns".into(), window_ms: ms.map(u64::from) }
             }
+            Op::SetQuota { live, bytes } => Command::SetNamespaceQuota {
+                namespace: "ns".into(),
+                change: QuotaChange {
+                    live_tasks: live.map(u64::from),
+                    payload_bytes: bytes.map(u64::from),
+                    ..QuotaChange::default()
+                },
+            },
             Op::SetPriority { sel, priority } => {
                 Command::SetPriority { job: self.any_job(*sel), priority: i32::from(*priority) }
             }
@@ -761,6 +776,15 @@ impl Harness {
             }
             prop_assert_eq!(rec.finished_ms.is_none(), counts.live() > 0);
         }
+        // Each namespace's usage is what its live jobs hold.
+        let mut usage: BTreeMap<String, NamespaceUsage> = BTreeMap::new();
+        for j in idx.jobs.values() {
+            let u = usage.entry(j.namespace.clone()).or_default();
+            u.live_tasks += u64::from(j.counts.live());
+            u.payload_bytes += j.payload_bytes;
+        }
+        usage.retain(|_, u| !u.is_zero());
+        prop_assert_eq!(&usage, &idx.ns_usage, "namespace usage");
         // Names live exactly as long as a pending task needs them.
         prop_assert_eq!(idx.names.len(), sticky.len(), "interned names {:?}", sticky);
         Ok(())

@@ -75,6 +75,7 @@ fn job_views(reader: &StoreReader, jobs: &[JobRecord]) -> Vec<proto::Job> {
 impl Jobs {
     async fn submit_one(&self, spec: Option<proto::JobSpec>) -> Result<proto::SubmitJobResponse, ApiError> {
         let spec = convert::job_spec(spec)?;
+        self.ctx.admit_submit(&spec.namespace)?;
         // apply() refuses it too, against the entry's time; refused here
         // against the same log clock, it costs no entry.
         spec.check_not_before(self.ctx.proposer.log_now_ms())?;
@@ -125,10 +126,18 @@ impl JobService for Jobs {
                 result: Some(match r {
                     Ok(ok) => proto::submit_job_result::Result::Ok(ok),
                     Err(e) => {
+                        let (quota, retry_after_ms) = match &e {
+                            ApiError::QuotaExceeded { quota, retry_after_ms, .. } => (quota.clone(), *retry_after_ms),
+                            _ => (String::new(), 0),
+                        };
+                        let error_code = e.code().to_string();
                         let s = crate::error::to_status(e);
                         proto::submit_job_result::Result::Error(proto::ItemError {
                             code: format!("{:?}", s.code()),
                             message: s.message().to_string(),
+                            error_code,
+                            quota,
+                            retry_after_ms,
                         })
                     }
                 }),
@@ -304,6 +313,13 @@ impl JobService for Jobs {
         req: Request<proto::SetNamespaceIdempotencyWindowRequest>,
     ) -> Result<Response<proto::Namespace>, Status> {
         self.ns_idempotency_window(req).await
+    }
+
+    async fn set_namespace_quota(
+        &self,
+        req: Request<proto::SetNamespaceQuotaRequest>,
+    ) -> Result<Response<proto::Namespace>, Status> {
+        self.ns_quota(req).await
     }
 
     async fn get_namespace(

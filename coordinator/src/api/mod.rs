@@ -50,6 +50,7 @@ macro_rules! forward_if_not_here {
     };
 }
 
+pub mod admission;
 pub mod backup;
 pub mod cluster;
 pub mod convert;
@@ -91,6 +92,8 @@ pub struct Ctx {
     pub sessions: Arc<Semaphore>,
     /// TLS material for calls to other nodes (forwarding, probes); `None`: plaintext.
     pub tls: Option<Arc<crate::tls::TlsState>>,
+    /// Each namespace's submits-per-second bucket (used on the leader).
+    pub submits: Arc<admission::SubmitLimiter>,
 }
 
 /// Whether a forwarded call changes state, which decides what a transport
@@ -121,7 +124,15 @@ impl Ctx {
     ) -> Self {
         let watches = Arc::new(Semaphore::new(cfg.limits.max_watches));
         let sessions = Arc::new(Semaphore::new(cfg.limits.max_sessions));
-        Ctx { cfg, raft, reader, proposer, leader, identity, channels: Arc::default(), watches, sessions, tls }
+        let submits = Arc::default();
+        Ctx { cfg, raft, reader, proposer, leader, identity, channels: Arc::default(), watches, sessions, submits, tls }
+    }
+
+    /// Admit one submit of `namespace` under its submits-per-second quota.
+    /// Called where the submit is proposed (the leader), after forwarding.
+    pub fn admit_submit(&self, namespace: &str) -> Result<(), ApiError> {
+        let rate = self.reader.namespace(namespace).quota.submits_per_sec;
+        self.submits.admit(namespace, rate, |ns| self.reader.namespace(ns).quota.submits_per_sec.is_some())
     }
 
     /// The current leader's id and API address, if known.

@@ -1,5 +1,5 @@
 //! Namespace settings in `baton.v1.JobService`: pause, resume, retention,
-//! idempotency window, and reading them. A namespace needs no creation; one without settings has
+//! idempotency window, quotas, and reading them with the namespace's usage. A namespace needs no creation; one without settings has
 //! the defaults. Writes are proposed at the leader like the job operations;
 //! each answers with the settings as applied.
 
@@ -8,15 +8,20 @@ use tonic::{Request, Response, Status};
 use baton_client::proto;
 use baton_client::proto::job_service_client::JobServiceClient;
 use baton_raft_store::limits::{IDEMPOTENCY_WINDOW_MS_DEFAULT, RETENTION_MS_DEFAULT};
-use baton_raft_store::{Command, NamespaceRecord, Outcome};
+use baton_raft_store::{Command, NamespaceRecord, NamespaceUsage, Outcome, QuotaChange};
 
 use super::convert;
 use super::job_ops::unexpected;
 use super::jobs::Jobs;
 
-/// The public view of a namespace's settings.
-pub fn namespace_view(namespace: &str, rec: &NamespaceRecord) -> proto::Namespace {
+/// The public view of a namespace's settings and usage.
+pub fn namespace_view(namespace: &str, (rec, usage): &(NamespaceRecord, NamespaceUsage)) -> proto::Namespace {
     proto::Namespace {
+        quota_live_tasks: rec.quota.live_tasks.unwrap_or(0),
+        quota_payload_bytes: rec.quota.payload_bytes.unwrap_or(0),
+        quota_submits_per_sec: rec.quota.submits_per_sec.unwrap_or(0),
+        live_tasks: usage.live_tasks,
+        payload_bytes: usage.payload_bytes,
         namespace: namespace.to_string(),
         paused: rec.paused,
         retention_ms: rec.retention_ms.unwrap_or(0),
@@ -32,7 +37,9 @@ impl Jobs {
     /// holds them (or a later write's).
     async fn update_namespace(&self, namespace: String, cmd: Command) -> Result<proto::Namespace, Status> {
         match self.apply(cmd).await? {
-            Outcome::NamespaceUpdated { .. } => Ok(namespace_view(&namespace, &self.ctx.reader.namespace(&namespace))),
+            Outcome::NamespaceUpdated { .. } => {
+                Ok(namespace_view(&namespace, &self.ctx.reader.namespace_usage(&namespace)))
+            }
             other => Err(unexpected(other)),
         }
     }
@@ -87,6 +94,23 @@ impl Jobs {
         Ok(Response::new(self.update_namespace(ns, cmd).await?))
     }
 
+    pub(super) async fn ns_quota(
+        &self,
+        req: Request<proto::SetNamespaceQuotaRequest>,
+    ) -> Result<Response<proto::Namespace>, Status> {
+        let r = req.get_ref();
+        let ns = r.namespace.clone();
+        let change = QuotaChange {
+            live_tasks: r.live_tasks,
+            payload_bytes: r.payload_bytes,
+            submits_per_sec: r.submits_per_sec,
+            clear: r.clear,
+        };
+        let cmd = Self::checked(Command::SetNamespaceQuota { namespace: ns.clone(), change })?;
+        forward_if_not_here!(self.ctx, self.ctx.route(&req)?, req, JobServiceClient::set_namespace_quota, write);
+        Ok(Response::new(self.update_namespace(ns, cmd).await?))
+    }
+
     pub(super) async fn read_ns(
         &self,
         req: Request<proto::GetNamespaceRequest>,
@@ -103,6 +127,6 @@ impl Jobs {
             read
         );
         let ns = &req.get_ref().namespace;
-        Ok(Response::new(namespace_view(ns, &self.ctx.reader.namespace(ns))))
+        Ok(Response::new(namespace_view(ns, &self.ctx.reader.namespace_usage(ns))))
     }
 }

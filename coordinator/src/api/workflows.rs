@@ -145,6 +145,7 @@ impl WorkflowService for Workflows {
     ) -> Result<Response<proto::SubmitWorkflowResponse>, Status> {
         forward_if_not_here!(self.ctx, self.ctx.route(&req)?, req, WorkflowServiceClient::submit_workflow, write);
         let spec = convert::workflow_spec(req.into_inner().spec)?;
+        self.ctx.admit_submit(&spec.namespace)?;
         match outcome(self.ctx.proposer.propose(Command::SubmitWorkflow(spec)).await?)? {
             Outcome::WorkflowSubmitted { workflow, steps, duplicate } => {
                 Ok(Response::new(proto::SubmitWorkflowResponse { workflow_id: workflow, steps, duplicate }))

@@ -92,6 +92,9 @@ rules! {
         "ResumeNamespace" => Operator, Namespace;
         "SetNamespaceRetention" => Operator, Namespace;
         "SetNamespaceIdempotencyWindow" => Operator, Namespace;
+        // A quota limits a tenant: set by the cluster's admins, never by
+        // the tenant's own operators.
+        "SetNamespaceQuota" => Admin, Cluster;
         "GetNamespace" => Reader, Namespace;
         "GetTaskLogs" => Reader, Job;
     }
@@ -211,6 +214,7 @@ target! {
     ResumeNamespaceRequest => |r| Object::Namespace(&r.namespace);
     SetNamespaceRetentionRequest => |r| Object::Namespace(&r.namespace);
     SetNamespaceIdempotencyWindowRequest => |r| Object::Namespace(&r.namespace);
+    SetNamespaceQuotaRequest => |_r| Object::Cluster;
     GetNamespaceRequest => |r| Object::Namespace(&r.namespace);
     GetTaskLogsRequest => |r| Object::Job(r.job_id);
     SubmitWorkflowRequest => |r| spec_ns(&r.spec, |s| &s.namespace);

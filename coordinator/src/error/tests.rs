@@ -71,6 +71,16 @@ fn command_errors_map_to_precise_codes() {
         (CommandError::Fenced { task, presented: 3, latest: 9 }, codes::FENCED),
         (CommandError::JobFinished { job: 1 }, codes::JOB_FINISHED),
         (CommandError::LimitReached { what: "x".into(), limit: 1 }, codes::LIMIT_REACHED),
+        (
+            CommandError::QuotaExceeded {
+                namespace: "ns".into(),
+                quota: "live_tasks".into(),
+                limit: 2,
+                used: 2,
+                requested: 1,
+            },
+            codes::QUOTA_EXCEEDED,
+        ),
         (CommandError::NotPending { task, state: "done".into() }, codes::PRECONDITION),
         (CommandError::IdempotencyConflict { key: "k".into(), job: 1 }, codes::PRECONDITION),
         (CommandError::JobNotFinished { job: 1 }, codes::JOB_NOT_FINISHED),
@@ -97,6 +107,34 @@ fn command_errors_map_to_precise_codes() {
     }
     let s = to_status(CommandError::Invalid { field: "payloads".into(), reason: "empty".into() }.into());
     assert!(s.message().contains("payloads"));
+}
+
+#[test]
+fn a_quota_refusal_carries_its_quota_and_retry_after_as_metadata() {
+    let e = CommandError::QuotaExceeded {
+        namespace: "ns".into(),
+        quota: "payload_bytes".into(),
+        limit: 10,
+        used: 8,
+        requested: 4,
+    };
+    let s = to_status(e.into());
+    assert_eq!(s.code(), tonic::Code::ResourceExhausted);
+    assert_eq!(code_of(&s), codes::QUOTA_EXCEEDED);
+    let md = |k: &str| s.metadata().get(k).and_then(|v| v.to_str().ok()).map(str::to_string);
+    assert_eq!(md(baton_client::error::QUOTA_HEADER).as_deref(), Some("payload_bytes"));
+    let after = baton_raft_store::quota::QUOTA_RETRY_AFTER_MS.to_string();
+    assert_eq!(md(baton_client::error::RETRY_AFTER_HEADER), Some(after));
+    let sdk = baton_client::Error::from_status(&s, true);
+    assert!(
+        matches!(
+            &sdk,
+            baton_client::Error::QuotaExceeded { quota, retry_after: Some(d), .. }
+                if quota == "payload_bytes" && d.as_millis() == 1_000
+        ),
+        "{sdk:?}"
+    );
+    assert!(!sdk.is_retryable(), "the SDK does not retry a quota refusal by itself");
 }
 
 #[test]

@@ -25,6 +25,7 @@ use baton_raft_store::{Assign, Command, Core, Grant, Kv, NodeId, SessionId, Task
 
 use crate::clock::Now;
 use crate::scheduler::{PlanLimits, View, plan};
+use crate::token_bucket::TokenBucket;
 
 /// Most attempt timeouts proposed in one entry.
 pub const TIMEOUTS_PER_ENTRY: usize = 1_000;
@@ -202,32 +203,6 @@ pub enum Action {
         conn: u64,
         reason: CloseReason,
     },
-}
-
-/// A token bucket over monotonic ms: `rate` per second, bursts up to `rate`.
-#[derive(Debug, Clone)]
-struct TokenBucket {
-    tokens: f64,
-    rate: f64,
-    last_ms: u64,
-}
-
-impl TokenBucket {
-    fn new(rate: u32) -> Self {
-        TokenBucket { tokens: rate as f64, rate: rate as f64, last_ms: 0 }
-    }
-
-    fn take(&mut self, now_ms: u64) -> bool {
-        let elapsed = now_ms.saturating_sub(self.last_ms) as f64 / 1000.0;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
-        self.last_ms = self.last_ms.max(now_ms);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
 }
 
 /// One attached stream.
