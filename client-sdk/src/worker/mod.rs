@@ -299,7 +299,10 @@ impl Worker {
         &self.name
     }
 
-    /// Run until `shutdown` resolves, then shut down gracefully.
+    /// Run until `shutdown` resolves, then shut down gracefully. Ends early
+    /// with the error if the cluster refuses the worker's credential
+    /// (`Error::Unauthenticated`, `Error::PermissionDenied`): reconnecting
+    /// cannot fix that.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<WorkerStats, Error> {
         let capacity = self.capacity;
         let cfg = session::Config {
@@ -315,6 +318,6 @@ impl Worker {
         client_cfg.token = self.token;
         client_cfg.tls = self.tls;
         let client = Client::new(client_cfg)?;
-        Ok(runtime::Runtime::new(session::Session::new(cfg), self.handler, client, capacity).run(shutdown).await)
+        runtime::Runtime::new(session::Session::new(cfg), self.handler, client, capacity).run(shutdown).await
     }
 }

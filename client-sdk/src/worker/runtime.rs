@@ -17,6 +17,7 @@ use tracing::Instrument;
 use super::logs::{LogBatch, LogSink};
 use super::session::{Action, AttemptKey, Event, Failure, Outcome, Session};
 use super::{Handler, OUTBOUND_QUEUE, TaskContext, WorkerStats};
+use crate::Error;
 use crate::client::Client;
 use crate::proto;
 use crate::proto::worker_service_client::WorkerServiceClient;
@@ -163,7 +164,9 @@ impl Runtime {
         self.origin.elapsed().as_millis() as u64
     }
 
-    pub(crate) async fn run(mut self, shutdown: impl Future<Output = ()> + Send) -> WorkerStats {
+    /// Run until shut down, or until the cluster refuses the worker's
+    /// credential (that error).
+    pub(crate) async fn run(mut self, shutdown: impl Future<Output = ()> + Send) -> Result<WorkerStats, Error> {
         tokio::pin!(shutdown);
         let mut shutdown_seen = false;
         self.feed(Event::Tick);
@@ -212,7 +215,10 @@ impl Runtime {
                 Wake::Nothing => {}
             }
         }
-        self.core.stats().clone()
+        match self.core.refusal() {
+            Some(e) => Err(e),
+            None => Ok(self.core.stats().clone()),
+        }
     }
 
     /// Step the core with `event`, and with any event its actions cause.

@@ -137,9 +137,29 @@ pub enum Outcome {
 pub struct Failure {
     /// The cluster no longer has this session: register a new one.
     pub ends_session: bool,
+    /// The cluster refused the worker's credential (`UNAUTHENTICATED`,
+    /// `PERMISSION_DENIED`): trying again cannot help, so the worker stops
+    /// with this error.
+    pub refused: Option<Refused>,
     /// Normalized URL of the leader, if the node named it.
     pub leader: Option<String>,
     pub reason: String,
+}
+
+/// Why the cluster refused the worker's credential, with its message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    Unauthenticated(String),
+    PermissionDenied(String),
+}
+
+impl Refused {
+    pub fn to_error(&self) -> crate::Error {
+        match self {
+            Refused::Unauthenticated(m) => crate::Error::Unauthenticated(m.clone()),
+            Refused::PermissionDenied(m) => crate::Error::PermissionDenied(m.clone()),
+        }
+    }
 }
 
 /// Error codes of a `FAILED_PRECONDITION` that are about a task, not the
@@ -152,7 +172,7 @@ const TASK_PRECONDITIONS: [&str; 2] = [codes::FENCED, codes::JOB_FINISHED];
 impl Failure {
     /// A failure that keeps the session (transport, timeout, overload).
     pub fn transient(reason: impl Into<String>) -> Failure {
-        Failure { ends_session: false, leader: None, reason: reason.into() }
+        Failure { ends_session: false, refused: None, leader: None, reason: reason.into() }
     }
 
     /// [`Failure::from_status_with`] for a plaintext worker.
@@ -179,7 +199,12 @@ impl Failure {
             Some(c) => format!("{:?} ({c}): {}", s.code(), s.message()),
             None => format!("{:?}: {}", s.code(), s.message()),
         };
-        Failure { ends_session, leader, reason }
+        let refused = match code {
+            Some(codes::UNAUTHENTICATED) => Some(Refused::Unauthenticated(s.message().to_string())),
+            Some(codes::PERMISSION_DENIED) => Some(Refused::PermissionDenied(s.message().to_string())),
+            _ => None,
+        };
+        Failure { ends_session, refused, leader, reason }
     }
 }
 
@@ -354,6 +379,8 @@ pub struct Session {
     /// Consecutive failures to get a session up.
     failures: u32,
     finished: bool,
+    /// The cluster refused the credential: the error the worker stops with.
+    refusal: Option<Refused>,
 }
 
 /// Cut `s` to at most `max` bytes, at a character boundary.
@@ -411,6 +438,7 @@ impl Session {
             avoid: None,
             failures: 0,
             finished: false,
+            refusal: None,
         }
     }
 
@@ -421,6 +449,11 @@ impl Session {
     /// Shut down completely: nothing runs, nothing is left to report.
     pub fn is_finished(&self) -> bool {
         self.finished
+    }
+
+    /// Why the worker stopped, if the cluster refused its credential.
+    pub fn refusal(&self) -> Option<crate::Error> {
+        self.refusal.as_ref().map(Refused::to_error)
     }
 
     /// Silence on a live stream after which the worker reattaches elsewhere:
@@ -566,6 +599,13 @@ impl Session {
             Link::Opening { .. } | Link::Up(_) => {}
         }
         let reason = failure.as_ref().map_or("the stream closed", |f| f.reason.as_str());
+        if let Some(e) = failure.as_ref().and_then(|f| f.refused.clone()) {
+            tracing::error!(worker = %self.cfg.name, reason, "the cluster refused the worker's credential; stopping");
+            self.refusal = Some(e);
+            self.lease = None;
+            self.finish(out);
+            return;
+        }
         tracing::debug!(worker = %self.cfg.name, reason, "worker stream lost; reconnecting");
         if let Some(f) = failure {
             if f.ends_session && self.lease.is_some() {

@@ -1117,3 +1117,27 @@ fn collection_pauses_while_too_many_bytes_are_unacknowledged() {
     // A finished attempt's lines always go, even over the bound.
     assert_eq!(sent(&h.done(key(2), ok(b"r"))).len(), 1);
 }
+
+/// A credential the cluster refuses (no grant, a wrong or expired token)
+/// cannot start working by trying again: the worker stops with the error
+/// instead of reconnecting forever, and says why.
+#[test]
+fn a_refused_credential_stops_the_worker_with_the_error() {
+    for code in [codes::UNAUTHENTICATED, codes::PERMISSION_DENIED] {
+        let mut h = H::new(&[A, B]);
+        h.step(Event::Tick);
+        let grpc = if code == codes::UNAUTHENTICATED {
+            tonic::Status::unauthenticated("unknown token")
+        } else {
+            tonic::Status::permission_denied("needs role worker in namespace any")
+        };
+        let mut s = grpc;
+        s.metadata_mut().insert(crate::error::ERROR_CODE_HEADER, code.parse().unwrap());
+        h.step(Event::OpenFailed(Failure::from_status(&s)));
+        assert!(h.s.is_finished(), "{code}: the worker keeps trying");
+        let e = h.s.refusal().expect("the refusal is kept for the caller");
+        assert_eq!(e.code(), Some(code));
+        let log = h.advance(h.now + RECONNECT_BACKOFF_MAX_MS * 4);
+        assert!(opens(&actions(&log)).is_empty(), "{code}: reopened after the refusal");
+    }
+}
