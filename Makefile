@@ -3,7 +3,7 @@
 #   make test   - install missing system packages, then run the whole test suite
 #                 and the chaos smoke profile (real processes, seeded faults)
 #   make chaos  - one chaos run against a local cluster: make chaos ARGS="--nodes 5 --faults partition"
-#   make bench  - print the storage, cluster, workflow, task log and schedule fire lag benchmark figures (docs/benchmarks.md)
+#   make bench  - print the storage, cluster, workflow, task log, schedule fire lag and TLS cost benchmark figures (docs/benchmarks.md)
 #   make compare - Baton vs etcd vs NATS JetStream, one run, ratio table (ARGS=--quick for a short run)
 #   make steady - disk, snapshot and memory per node over a long run under a short retention
 
@@ -41,6 +41,7 @@ bench: deps
 	$(CARGO) bench -p baton-coordinator --bench workflows --profile dev
 	$(CARGO) bench -p baton-coordinator --bench logs --profile dev
 	$(CARGO) bench -p baton-coordinator --bench schedules --profile dev
+	$(CARGO) bench -p baton-coordinator --bench tls --profile dev
 
 compare: deps
 	./chaos-tests/bench/compare.sh $(ARGS)

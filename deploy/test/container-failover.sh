@@ -6,6 +6,10 @@
 # the network with `docker network disconnect`, reconnects it, and checks that
 # every acknowledged job completed and the cluster is back to 3 healthy
 # members. Tears everything down at the end, pass or fail.
+#
+# BATON_CONTAINER_TLS=1 runs it on the TLS override (docker-compose.3.tls.yml)
+# with certificates made by openssl as docs/deploy.md shows ("TLS with
+# compose"); the host CLI then connects with BATON_CA/BATON_CERT/BATON_KEY.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -23,10 +27,35 @@ for i in 1 2 3; do
   export "BATON_API_PORT_$i=$((base + i))" "BATON_HTTP_PORT_$i=$((base + 3 + i))"
 done
 eps="127.0.0.1:$((base + 1)),127.0.0.1:$((base + 2)),127.0.0.1:$((base + 3))"
-file=deploy/compose/docker-compose.3.yml
+files=(-f deploy/compose/docker-compose.3.yml)
+certs=""
+if [[ "${BATON_CONTAINER_TLS:-0}" == 1 ]]; then
+  certs=$(mktemp -d)
+  trap 'rm -rf "$certs"' EXIT  # until cleanup takes over
+  (
+    cd "$certs"
+    ec() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
+    ec ca-key.pem
+    openssl req -x509 -new -key ca-key.pem -days 2 -subj "/CN=baton container test CA" -out ca.pem
+    issue() { # issue NAME SANS
+      ec "$1-key.pem"
+      openssl req -new -key "$1-key.pem" -subj "/CN=$1" -out "$1.csr"
+      printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth,clientAuth\n' "$2" >"$1.ext"
+      openssl x509 -req -in "$1.csr" -CA ca.pem -CAkey ca-key.pem -days 2 -extfile "$1.ext" -out "$1.pem" 2>/dev/null
+      rm "$1.csr" "$1.ext"
+    }
+    for i in 1 2 3; do issue "node$i" "DNS:baton$i,DNS:localhost,IP:127.0.0.1"; done
+    issue client DNS:compose-worker
+    rm ca-key.pem
+  )
+  # Throwaway keys: readable by the containers' user (uid 10001).
+  chmod 755 "$certs" && chmod 644 "$certs"/*
+  export BATON_TLS_DIR="$certs" BATON_CA="$certs/ca.pem" BATON_CERT="$certs/client.pem" BATON_KEY="$certs/client-key.pem"
+  files+=(-f deploy/compose/docker-compose.3.tls.yml)
+fi
 target="${CARGO_TARGET_DIR:-$PWD/target}"
 baton="$target/debug/baton"
-dc() { "${compose[@]}" -p "$proj" -f "$file" "$@"; }
+dc() { "${compose[@]}" -p "$proj" "${files[@]}" "$@"; }
 cleanup() {
   local rc=$?
   if [[ $rc -ne 0 ]]; then
@@ -35,6 +64,7 @@ cleanup() {
   fi
   dc down -v --remove-orphans >/dev/null 2>&1 || true
   docker image rm -f "$BATON_IMAGE" >/dev/null 2>&1 || true
+  [[ -z "$certs" ]] || rm -rf "$certs"
   exit $rc
 }
 trap cleanup EXIT
@@ -42,7 +72,7 @@ trap cleanup EXIT
 log() { echo "container-failover: $*"; }
 deploy/docker/build-local.sh "$BATON_IMAGE"
 dc up -d >/dev/null 2>&1
-log "cluster and worker started (project $proj, API ports $eps)"
+log "cluster and worker started (project $proj, API ports $eps${certs:+, TLS})"
 
 # Role of each node as "id role" lines; empty if unreachable.
 roles() { "$baton" cluster status --endpoints "$eps" --json --timeout-secs 2 2>/dev/null | python3 -c '
