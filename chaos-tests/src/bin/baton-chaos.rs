@@ -58,7 +58,8 @@ enum Cmd {
         #[arg(long)]
         secure: bool,
     },
-    /// The CI profile: one short run per fault family (about 5 minutes).
+    /// The CI profile: one short run per fault family (about 3 minutes), each
+    /// with TLS and tokens on (`--secure`).
     Smoke {
         /// Base seed; run i uses seed + i. Random when omitted.
         #[arg(long, env = "BATON_CHAOS_SEED")]
