@@ -24,6 +24,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod cli;
 pub mod cli_auth;
+pub mod cli_certs;
 pub mod cli_event;
 pub mod cli_job;
 pub mod cli_logs;

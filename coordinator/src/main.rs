@@ -61,6 +61,9 @@ enum Cmd {
     /// Make API tokens and their hashes for `[[auth.tokens]]`.
     #[command(subcommand)]
     Auth(baton_coordinator::cli_auth::AuthCmd),
+    /// Make a CA and node and client certificates for a test cluster.
+    #[command(subcommand)]
+    Certs(baton_coordinator::cli_certs::CertsCmd),
     /// Run a demo worker (word counting), e.g. in a container next to the cluster.
     DemoWorker {
         #[arg(long, default_value = "demo-worker")]
@@ -310,6 +313,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Trigger(c) => operator(&cli.global, cli_trigger::trigger(&cli.global, c).await),
         Cmd::Worker(c) => operator(&cli.global, cli::worker(&cli.global, c).await),
         Cmd::Auth(c) => baton_coordinator::cli_auth::run(c, cli.global.json)?,
+        Cmd::Certs(c) => baton_coordinator::cli_certs::run(c, cli.global.json)?,
     }
     Ok(())
 }

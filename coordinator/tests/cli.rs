@@ -354,3 +354,29 @@ fn auth_helpers_make_tokens_and_their_hashes() {
     let (ok, err) = serve(&["--config", cfg.to_str().unwrap()], &[]);
     assert!(!ok && err.contains("auth.tokens.sha256"), "{err}");
 }
+
+#[test]
+fn certs_generate_writes_and_lists_a_ca_node_and_client_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("tls");
+    let out = Command::new(BIN)
+        .args(["certs", "generate", "--json", "--nodes", "2", "--hosts", "10.9.0.11,baton.internal", "--out"])
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let nodes = v["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 2);
+    for path in [&v["ca"], &nodes[1]["cert"], &nodes[1]["key"], &v["client_cert"], &v["client_key"]] {
+        let p = std::path::Path::new(path.as_str().unwrap());
+        assert!(p.starts_with(&out_dir) && p.is_file(), "{p:?}");
+    }
+    // A bad SAN is refused in one line naming it, and nothing is written.
+    let bad = dir.path().join("bad");
+    let out =
+        Command::new(BIN).args(["certs", "generate", "--hosts", "no such host", "--out"]).arg(&bad).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("no such host"), "{err}");
+    assert!(!bad.exists());
+}

@@ -53,8 +53,13 @@ enum Cmd {
         /// After the last heal, everything must be terminal within this, in ms.
         #[arg(long, default_value_t = baton_chaos::Config::DEFAULT_LIVENESS_BOUND_MS)]
         liveness_bound_ms: u64,
+        /// TLS on every node (mutual TLS between nodes) and `[auth]` on;
+        /// every client connects with the run's CA and its own token.
+        #[arg(long)]
+        secure: bool,
     },
-    /// The CI profile: one short run per fault family (about 5 minutes).
+    /// The CI profile: one short run per fault family (about 3 minutes), each
+    /// with TLS and tokens on (`--secure`).
     Smoke {
         /// Base seed; run i uses seed + i. Random when omitted.
         #[arg(long, env = "BATON_CHAOS_SEED")]
@@ -76,9 +81,15 @@ enum Cmd {
     Worker {
         #[arg(long)]
         name: String,
-        /// Comma-separated `http://host:port` API endpoints.
+        /// Comma-separated `http://host:port` (or `https://`) API endpoints.
         #[arg(long, value_delimiter = ',')]
         endpoints: Vec<String>,
+        /// The cluster CA (PEM), for `https://` endpoints.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// File holding the bearer token (not on the command line, where `ps` shows it).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
         #[arg(long, default_value_t = 4)]
         capacity: u32,
         #[arg(long, default_value_t = 20)]
@@ -166,6 +177,7 @@ async fn main() -> Result<()> {
             schedule_submitters,
             out,
             liveness_bound_ms,
+            secure,
         } => {
             if !(nodes == 3 || nodes == 5) {
                 bail!("--nodes must be 3 or 5, not {nodes}");
@@ -183,6 +195,7 @@ async fn main() -> Result<()> {
                 schedule_submitters,
                 out: out.clone(),
                 liveness_bound_ms,
+                secure,
             };
             let rows = run_all(vec![opts], out.join("summary.json")).await?;
             verdict(&rows)
@@ -215,8 +228,22 @@ async fn main() -> Result<()> {
             );
             verdict(&rows)
         }
-        Cmd::Worker { name, endpoints, capacity, work_min_ms, work_max_ms, seed, out } => {
-            worker::run(WorkerOpts { name, endpoints, capacity, work_ms: (work_min_ms, work_max_ms), seed, out }).await
+        Cmd::Worker { name, endpoints, ca, token_file, capacity, work_min_ms, work_max_ms, seed, out } => {
+            let tls = match &ca {
+                Some(ca) => Some(baton_client::TlsOptions::from_files(Some(ca), None, None)?),
+                None => None,
+            };
+            let token = match &token_file {
+                Some(p) => Some(
+                    std::fs::read_to_string(p)
+                        .map_err(|e| anyhow::anyhow!("cannot read token file {}: {e}", p.display()))?
+                        .trim()
+                        .to_string(),
+                ),
+                None => None,
+            };
+            let work_ms = (work_min_ms, work_max_ms);
+            worker::run(WorkerOpts { name, endpoints, capacity, work_ms, seed, out, tls, token }).await
         }
     }
 }

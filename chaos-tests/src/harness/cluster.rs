@@ -11,6 +11,7 @@ use anyhow::{Context, Result, bail};
 use baton_client::{Client, ClientConfig};
 
 use super::net::Net;
+use super::secure::{Role, Secure};
 
 /// Worker lease and checks used by chaos clusters: short, so that a run sees
 /// many expiries and reassignments in a minute.
@@ -70,11 +71,14 @@ pub struct LocalCluster {
     initial: String,
     workers: BTreeMap<String, (Option<Child>, NodeState)>,
     worker_cmd: Option<WorkerCommand>,
+    /// TLS and tokens, in a `--secure` run.
+    secure: Option<Secure>,
 }
 
 impl LocalCluster {
-    /// Start `n` voters (ids 1..=n) in `dir`, on `net`.
-    pub fn start(dir: &Path, mut net: Net, n: u64) -> Result<LocalCluster> {
+    /// Start `n` voters (ids 1..=n) in `dir`, on `net`; with `secure`, with
+    /// TLS and `[auth]` on.
+    pub fn start(dir: &Path, mut net: Net, n: u64, secure: Option<Secure>) -> Result<LocalCluster> {
         let bin = baton_bin()?;
         let mut members = Vec::new();
         for id in 1..=n {
@@ -89,6 +93,7 @@ impl LocalCluster {
             initial: members.join(","),
             workers: BTreeMap::new(),
             worker_cmd: None,
+            secure,
         };
         for id in 1..=n {
             c.spawn_node(id, true)?;
@@ -124,6 +129,9 @@ impl LocalCluster {
         if initial {
             cmd.args(["--initial-members", &self.initial]);
         }
+        if let Some(s) = &self.secure {
+            cmd.args(s.serve_args(id)?);
+        }
         let child = cmd.spawn().with_context(|| format!("spawn node {id}"))?;
         self.nodes.insert(id, (Some(child), NodeState::Running));
         Ok(())
@@ -139,16 +147,37 @@ impl LocalCluster {
         self.nodes.get(&id).map_or(NodeState::Down, |n| n.1)
     }
 
-    /// `http://host:port` of node `id`'s public API.
+    /// `http://host:port` (`https://` in a secure run) of node `id`'s public API.
     pub fn endpoint(&self, id: u64) -> String {
-        format!("http://{}", self.net.addr(id).api_addr())
+        let scheme = if self.secure.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.net.addr(id).api_addr())
     }
 
-    /// A client over the founding nodes' endpoints.
-    pub fn client(&self, ids: &[u64]) -> Result<Client> {
-        let mut cfg = ClientConfig::new(ids.iter().map(|id| self.endpoint(*id)));
+    /// The run's TLS and tokens, if it is secure.
+    pub fn secure(&self) -> Option<&Secure> {
+        self.secure.as_ref()
+    }
+
+    /// A client configuration over `ids`' endpoints, with TLS and `role`'s
+    /// token in a secure run.
+    pub fn client_config(&self, ids: &[u64], role: Role) -> Result<ClientConfig> {
+        let cfg = ClientConfig::new(ids.iter().map(|id| self.endpoint(*id)));
+        match &self.secure {
+            Some(s) => s.apply(cfg, role),
+            None => Ok(cfg),
+        }
+    }
+
+    /// A client over the founding nodes' endpoints, as `role`.
+    pub fn client_as(&self, ids: &[u64], role: Role) -> Result<Client> {
+        let mut cfg = self.client_config(ids, role)?;
         cfg.rpc_timeout = Duration::from_secs(2);
         Ok(Client::new(cfg)?)
+    }
+
+    /// The harness's own client over the founding nodes' endpoints.
+    pub fn client(&self, ids: &[u64]) -> Result<Client> {
+        self.client_as(ids, Role::Admin)
     }
 
     fn signal(child: &Child, sig: i32) {

@@ -16,6 +16,7 @@ pub mod profile;
 pub mod record;
 pub mod run;
 mod schedules;
+pub mod secure;
 pub mod summary;
 pub mod worker;
 mod workload;

@@ -158,6 +158,12 @@ impl Net {
         }
     }
 
+    /// The IP address node `id` has, or will have once added: what its
+    /// TLS certificate must name.
+    pub fn ip_of(&self, id: u64) -> String {
+        if self.namespaced { format!("10.{}.0.{}", self.subnet, 10 + id) } else { "127.0.0.1".into() }
+    }
+
     /// Create node `id`'s place on the network (idempotent).
     pub fn add_node(&mut self, id: u64) -> Result<NodeAddr> {
         if let Some(a) = self.nodes.get(&id) {
@@ -166,7 +172,7 @@ impl Net {
         let addr = if self.namespaced {
             let ns = self.ns(id);
             let veth = format!("{}v{id}", self.tag);
-            let ip = format!("10.{}.0.{}", self.subnet, 10 + id);
+            let ip = self.ip_of(id);
             run(&["ip", "netns", "add", &ns])?;
             run(&["ip", "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns])?;
             run(&["ip", "link", "set", &veth, "master", &self.bridge(), "up"])?;

@@ -25,6 +25,7 @@ use super::nemesis::Fault;
 use super::net::{Net, namespaces_unavailable};
 use super::record::{Recorder, merge, mono_us};
 use super::schedules::schedule_submitter;
+use super::secure::{self, Role, Secure};
 use super::summary::{RunFacts, summarize};
 use super::workload::{Acked, reader, submitter, watch_leader, workflow_submitter};
 use crate::history::{FinalState, NemesisOutcome, NemesisPhase, Replica, RunConfig, Targets};
@@ -58,6 +59,9 @@ pub struct RunOpts {
     pub out: PathBuf,
     /// After the last heal, everything must be terminal within this, in ms.
     pub liveness_bound_ms: u64,
+    /// TLS on every port and `[auth]` on, every client with its token
+    /// (see [`super::secure`]).
+    pub secure: bool,
 }
 
 impl RunOpts {
@@ -70,7 +74,7 @@ impl RunOpts {
             self.faults.join(","),
             self.duration_ms,
             self.seed
-        )
+        ) + if self.secure { " --secure" } else { "" }
     }
 }
 
@@ -137,7 +141,17 @@ async fn setup(opts: &RunOpts, worker_exe: PathBuf) -> Result<Live> {
         })
         .collect();
     let net_desc = net.describe();
-    let mut cluster = LocalCluster::start(&opts.out, net, opts.nodes)?;
+    let secure = if opts.secure {
+        // Node certificates name every address a node may get: namespace
+        // addresses are per node; on loopback 127.0.0.1 is always named.
+        let hosts: Vec<String> =
+            if net.can_partition() { (1..=secure::MAX_NODE_ID).map(|id| net.ip_of(id)).collect() } else { Vec::new() };
+        let bin = super::cluster::baton_bin()?;
+        Some(Secure::create(&bin, &opts.out.join("secure"), &hosts)?)
+    } else {
+        None
+    };
+    let mut cluster = LocalCluster::start(&opts.out, net, opts.nodes, secure)?;
     let founders: Vec<u64> = (1..=opts.nodes).collect();
     let endpoints: Vec<String> = founders.iter().map(|id| cluster.endpoint(*id)).collect();
     {
@@ -145,16 +159,23 @@ async fn setup(opts: &RunOpts, worker_exe: PathBuf) -> Result<Live> {
         let out = opts.out.clone();
         let eps = endpoints.join(",");
         let seed = opts.seed;
+        let secure = cluster.secure().map(|s| (s.ca.clone(), s.worker_token_file.clone()));
         cluster.set_worker_command(move |name| {
             let mut c = Command::new(&exe);
             c.args(["worker", "--name", name, "--endpoints", &eps, "--seed", &seed.to_string()])
                 .arg("--out")
                 .arg(out.join(format!("{name}.raw")));
+            if let Some((ca, token_file)) = &secure {
+                c.arg("--ca").arg(ca).arg("--token-file").arg(token_file);
+            }
             c
         });
     }
     tracing::info!(run = %opts.name, seed = opts.seed, nodes = opts.nodes, network = %net_desc, "chaos run starting");
     let client = cluster.client(&founders)?;
+    // The workload's own credential (the same client when not secure).
+    let load_client = cluster.client_as(&founders, Role::Submitter)?;
+    let watch_cfg = cluster.client_config(&founders, Role::Admin)?;
     cluster.wait_leader(&client, &founders, LEADER_WAIT).await?;
 
     let start_us = mono_us();
@@ -172,22 +193,22 @@ async fn setup(opts: &RunOpts, worker_exe: PathBuf) -> Result<Live> {
     }
     let stop = Arc::new(AtomicBool::new(false));
     let failovers = Arc::new(AtomicU64::new(0));
-    let watcher = tokio::spawn(watch_leader(endpoints, rec.clone(), stop.clone(), failovers.clone()));
+    let watcher = tokio::spawn(watch_leader(watch_cfg, rec.clone(), stop.clone(), failovers.clone()));
     let acked: Acked = Arc::default();
     let mut load: Vec<_> = (1..=opts.submitters)
         .map(|i| {
             let name = format!("c{i}");
-            tokio::spawn(submitter(client.clone(), rec.clone(), name, rng.random(), stop.clone(), acked.clone()))
+            tokio::spawn(submitter(load_client.clone(), rec.clone(), name, rng.random(), stop.clone(), acked.clone()))
         })
         .collect();
-    load.push(tokio::spawn(reader(client.clone(), rec.clone(), rng.random(), stop.clone(), acked)));
+    load.push(tokio::spawn(reader(load_client.clone(), rec.clone(), rng.random(), stop.clone(), acked)));
     for i in 1..=opts.workflow_submitters {
         let name = format!("f{i}");
-        load.push(tokio::spawn(workflow_submitter(client.clone(), rec.clone(), name, rng.random(), stop.clone())));
+        load.push(tokio::spawn(workflow_submitter(load_client.clone(), rec.clone(), name, rng.random(), stop.clone())));
     }
     for i in 1..=opts.schedule_submitters {
         let name = format!("s{i}");
-        load.push(tokio::spawn(schedule_submitter(client.clone(), rec.clone(), name, rng.random(), stop.clone())));
+        load.push(tokio::spawn(schedule_submitter(load_client.clone(), rec.clone(), name, rng.random(), stop.clone())));
     }
 
     let h = Harness { cluster, client, rec, rng, founders, start_us };

@@ -54,6 +54,10 @@ pub struct WorkerOpts {
     pub seed: u64,
     /// Raw event file.
     pub out: PathBuf,
+    /// TLS settings when the endpoints are `https://` (a `--secure` run).
+    pub tls: Option<baton_client::TlsOptions>,
+    /// Bearer token for the session and the reads.
+    pub token: Option<String>,
 }
 
 type Key = (u64, u32, Token);
@@ -98,7 +102,10 @@ struct State {
 /// Run until killed.
 pub async fn run(opts: WorkerOpts) -> Result<()> {
     let rec = Recorder::create(&opts.out)?;
-    let client = baton_client::Client::new(baton_client::ClientConfig::new(opts.endpoints.clone()))?;
+    let mut cfg = baton_client::ClientConfig::new(opts.endpoints.clone());
+    cfg.tls = opts.tls.clone();
+    cfg.token = opts.token.clone();
+    let client = baton_client::Client::new(cfg)?;
     let (done_tx, mut done_rx) = mpsc::channel(OUTBOUND_QUEUE);
     let mut st = State {
         // Each worker draws its own durations from the run's seed.
@@ -140,7 +147,7 @@ pub async fn run(opts: WorkerOpts) -> Result<()> {
 
 impl State {
     async fn session_once(&mut self, url: &str, done_rx: &mut mpsc::Receiver<(Key, Vec<u8>)>) -> Result<()> {
-        let ch = tonic::transport::Endpoint::from_shared(url.to_string())?
+        let ch = baton_client::tls::endpoint(url, self.opts.tls.as_ref())?
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)
             .connect()
@@ -157,7 +164,7 @@ impl State {
         };
         tx.send(proto::WorkerMessage { msg: Some(In::Register(register)) }).await?;
         // A stalled node accepts the connection but never answers: bound the wait.
-        let mut svc = WorkerServiceClient::new(ch);
+        let mut svc = WorkerServiceClient::with_interceptor(ch, self.client.bearer());
         let open = svc.session(tokio_stream::wrappers::ReceiverStream::new(rx));
         let mut inbound = match tokio::time::timeout(Duration::from_millis(600), open).await {
             Ok(Ok(r)) => r.into_inner(),
@@ -316,7 +323,8 @@ impl State {
     }
 
     fn on_error(&mut self, s: &tonic::Status) {
-        self.leader = baton_client::error::leader_hint(s).map(|a| format!("http://{a}"));
+        self.leader = baton_client::error::leader_hint(s)
+            .and_then(|a| baton_client::tls::normalize_url(&a, self.client.uses_tls()).ok());
         if matches!(s.code(), tonic::Code::FailedPrecondition | tonic::Code::NotFound) {
             // The session ended while we were away: register a new one. The
             // attempts we hold keep running and are still reported; the

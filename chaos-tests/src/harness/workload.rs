@@ -105,13 +105,13 @@ pub(super) async fn reader(client: Client, rec: Arc<Recorder>, seed: u64, stop: 
 /// any seen lead before (a `leader` event), and count the elections won
 /// after the first leader in `changes`.
 pub(super) async fn watch_leader(
-    endpoints: Vec<String>,
+    mut cfg: ClientConfig,
     rec: Arc<Recorder>,
     stop: Arc<AtomicBool>,
     changes: Arc<AtomicU64>,
 ) {
-    let mut cfg = ClientConfig::new(endpoints.clone());
     cfg.rpc_timeout = WATCH_RPC_TIMEOUT;
+    let endpoints = cfg.endpoints.clone();
     let Ok(client) = Client::new(cfg) else { return };
     let mut last_term = 0u64;
     while !stop.load(Ordering::Relaxed) {

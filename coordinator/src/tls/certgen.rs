@@ -75,6 +75,13 @@ pub struct DevCerts {
 /// Write a CA, one certificate per node (SANs `localhost`, `127.0.0.1`
 /// and `node<i>`), and a client certificate (SAN `baton-client`) into `dir`.
 pub fn write_dev_certs(dir: &Path, nodes: u64) -> anyhow::Result<DevCerts> {
+    write_certs(dir, nodes, &[])
+}
+
+/// Like [`write_dev_certs`], with `extra_hosts` (DNS names or IP addresses)
+/// added to every node certificate: the addresses nodes are reached at when
+/// that is not loopback (`baton certs generate --hosts`).
+pub fn write_certs(dir: &Path, nodes: u64, extra_hosts: &[String]) -> anyhow::Result<DevCerts> {
     std::fs::create_dir_all(dir)?;
     let ca = Ca::new("baton dev CA")?;
     let ca_path = dir.join("ca.pem");
@@ -82,7 +89,9 @@ pub fn write_dev_certs(dir: &Path, nodes: u64) -> anyhow::Result<DevCerts> {
     let mut out = Vec::new();
     for i in 1..=nodes {
         let name = format!("node{i}");
-        let c = ca.issue(&["localhost", "127.0.0.1", &name], None)?;
+        let mut names = vec!["localhost", "127.0.0.1", name.as_str()];
+        names.extend(extra_hosts.iter().map(String::as_str).filter(|h| !h.is_empty()));
+        let c = ca.issue(&names, None)?;
         let (cert, key) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}-key.pem")));
         std::fs::write(&cert, &c.cert_pem)?;
         write_private(&key, &c.key_pem)?;
