@@ -162,7 +162,8 @@ async fn run(
 /// leader's own commands first, then clients', while the entry stays within
 /// its byte budget (one entry must replicate within a heartbeat interval) and
 /// its command count. Returns the batch and the command that did not fit,
-/// which opens the next batch.
+/// which opens the next batch. A command that is itself a batch is never
+/// combined with others.
 fn fill_batch(
     first: Pending,
     control: &mut mpsc::Receiver<Pending>,
@@ -170,11 +171,17 @@ fn fill_batch(
     limits: &Limits,
 ) -> (Vec<Pending>, Option<Pending>) {
     let mut bytes = first.bytes;
+    // A command that is a batch already (the leader's due fires) goes in an
+    // entry of its own: batches do not nest, and apply() refuses an entry
+    // that nests them, every command in it.
+    if matches!(first.cmd, Command::Batch(_)) {
+        return (vec![first], None);
+    }
     let mut batch = vec![first];
     for q in [control, client] {
         while batch.len() < limits.max_batch_commands {
             let Ok(p) = q.try_recv() else { break };
-            if bytes + p.bytes > limits.max_batch_bytes {
+            if bytes + p.bytes > limits.max_batch_bytes || matches!(p.cmd, Command::Batch(_)) {
                 return (batch, Some(p));
             }
             bytes += p.bytes;
@@ -315,6 +322,46 @@ mod tests {
         for cmd in cmds {
             let exact = cmd.encoded_len().unwrap();
             assert!(approx_bytes(&cmd) >= exact, "{}: estimated {} < {exact}", cmd.kind(), approx_bytes(&cmd));
+        }
+    }
+
+    /// The leader proposes some commands as a batch already (due schedule
+    /// fires). Batched with others, the entry would nest batches, which
+    /// apply() refuses whole: every command in it, clients' too, failed.
+    /// Found by the chaos harness (a publish refused as "batches do not nest").
+    #[test]
+    fn a_batch_command_is_never_batched_with_others() {
+        let limits = Limits::default();
+        let fires = || Command::Batch(vec![Command::CollectGarbage, Command::CollectGarbage]);
+        let (ctl_tx, mut ctl) = mpsc::channel(16);
+        let (cli_tx, mut cli) = mpsc::channel(16);
+        // A batch first: it goes alone.
+        ctl_tx.try_send(pending(fires())).unwrap();
+        cli_tx.try_send(pending(submit(10))).unwrap();
+        let first = ctl.try_recv().unwrap();
+        let (batch, carry) = fill_batch(first, &mut ctl, &mut cli, &limits);
+        assert_eq!(batch.len(), 1);
+        assert!(carry.is_none());
+        assert_eq!(cli.len(), 1, "the submit waits for the next entry");
+        // A batch behind other commands opens the next entry.
+        ctl_tx.try_send(pending(fires())).unwrap();
+        let first = cli.try_recv().unwrap();
+        let (batch, carry) = fill_batch(first, &mut ctl, &mut cli, &limits);
+        assert_eq!(batch.len(), 1);
+        assert!(matches!(carry.map(|p| p.cmd), Some(Command::Batch(_))));
+        // Whatever fill_batch returns makes a valid entry.
+        let (ctl2, mut ctl) = mpsc::channel(16);
+        let (cli2, mut cli) = mpsc::channel(16);
+        for _ in 0..3 {
+            cli2.try_send(pending(submit(10))).unwrap();
+            ctl2.try_send(pending(fires())).unwrap();
+        }
+        let mut next = ctl.try_recv().ok();
+        while let Some(first) = next.take().or_else(|| ctl.try_recv().ok()).or_else(|| cli.try_recv().ok()) {
+            let (batch, carry) = fill_batch(first, &mut ctl, &mut cli, &limits);
+            let (cmd, _) = entry(batch);
+            assert!(cmd.validate().is_ok(), "{cmd:?}");
+            next = carry;
         }
     }
 
