@@ -19,23 +19,18 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/throughput.rs"]
+mod throughput;
 
-use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use baton_client::{Client, TaskContext, Worker, WorkerStats, proto};
 use common::*;
-use futures::StreamExt;
+use throughput::*;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 const NS: &str = "logbench";
-/// Longest wait for one round before the run fails.
-const ROUND_TIMEOUT: Duration = Duration::from_secs(900);
-
-fn env_or<T: FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 #[derive(Clone, Copy)]
 struct Setup {
@@ -95,14 +90,6 @@ fn start_workers(c: &Cluster, s: Setup, lines: u32) -> (watch::Sender<bool>, Vec
     (stop, runs)
 }
 
-async fn wait_workers(client: &Client, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client.list_workers().await.map(|w| w.len()).unwrap_or(0) != n {
-        assert!(Instant::now() < deadline, "{n} workers never listed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 struct Round {
     elapsed: Duration,
     stats: WorkerStats,
@@ -135,35 +122,8 @@ async fn round(s: Setup, lines: u32) -> Round {
     let client = Client::connect(c.endpoints()).unwrap();
     let (stop, runs) = start_workers(&c, s, lines);
     wait_workers(&client, s.workers).await;
-    let jobs = s.tasks.div_ceil(s.shards_per_job);
     let (nodes0, local0) = (nodes_cpu(&c), cpu_secs("self"));
-    let t0 = Instant::now();
-    let mut watches = Vec::new();
-    for j in 0..jobs {
-        let shards = s.shards_per_job.min(s.tasks - j * s.shards_per_job);
-        let spec = proto::JobSpec {
-            namespace: NS.into(),
-            name: format!("j{j}"),
-            shards,
-            attempt_timeout_ms: 600_000,
-            ..Default::default()
-        };
-        let id = client.submit(spec).await.unwrap().job_id;
-        let client = client.clone();
-        watches.push(tokio::spawn(async move {
-            let mut events = Box::pin(client.watch(id));
-            let mut last = None;
-            while let Some(ev) = events.next().await {
-                last = ev.unwrap().job;
-            }
-            (id, last.expect("a watch ends with the finished job"))
-        }));
-    }
-    let mut finished = Vec::new();
-    for w in watches {
-        finished.push(tokio::time::timeout(ROUND_TIMEOUT, w).await.expect("round timed out").unwrap());
-    }
-    let elapsed = t0.elapsed();
+    let (elapsed, finished) = run_jobs(&client, NS, s.tasks, s.shards_per_job).await;
     let (nodes_cpu, local_cpu) = (nodes_cpu(&c) - nodes0, cpu_secs("self") - local0);
     for (id, j) in &finished {
         assert_eq!(j.status, proto::JobStatus::Succeeded as i32, "job {id}: {j:?}\n{}", c.logs());
@@ -186,11 +146,6 @@ async fn round(s: Setup, lines: u32) -> Round {
         stats.log_lines_dropped += w.log_lines_dropped;
     }
     Round { elapsed, stats, nodes_cpu, local_cpu }
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

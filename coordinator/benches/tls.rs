@@ -20,27 +20,22 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/throughput.rs"]
+mod throughput;
 
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use baton_client::{Client, ClientConfig, TaskContext, TlsOptions, Worker, WorkerStats, proto};
 use baton_coordinator::tls::certgen::{DevCerts, write_dev_certs};
 use common::*;
-use futures::StreamExt;
+use throughput::*;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 const NS: &str = "tlsbench";
-/// Longest wait for one round's jobs before the run fails.
-const ROUND_TIMEOUT: Duration = Duration::from_secs(900);
 /// Submits before the timed ones: connections open and the leader settles.
 const WARMUP_SUBMITS: usize = 50;
-
-fn env_or<T: FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 #[derive(Clone, Copy)]
 struct Setup {
@@ -129,14 +124,6 @@ fn start_workers(
     (stop, runs)
 }
 
-async fn wait_workers(client: &Client, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client.list_workers().await.map(|w| w.len()).unwrap_or(0) != n {
-        assert!(Instant::now() < deadline, "{n} workers never listed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 struct Round {
     /// Sorted submit latencies.
     submits: Vec<Duration>,
@@ -169,34 +156,7 @@ async fn round(s: Setup, pki: Option<&Pki>) -> Round {
     // Throughput: the workers also drain the submit phase's jobs first.
     let (stop, runs) = start_workers(&c, s, tls);
     wait_workers(&client, s.workers).await;
-    let jobs = s.tasks.div_ceil(s.shards_per_job);
-    let t0 = Instant::now();
-    let mut watches = Vec::new();
-    for j in 0..jobs {
-        let shards = s.shards_per_job.min(s.tasks - j * s.shards_per_job);
-        let spec = proto::JobSpec {
-            namespace: NS.into(),
-            name: format!("j{j}"),
-            shards,
-            attempt_timeout_ms: 600_000,
-            ..Default::default()
-        };
-        let id = client.submit(spec).await.unwrap().job_id;
-        let client = client.clone();
-        watches.push(tokio::spawn(async move {
-            let mut events = Box::pin(client.watch(id));
-            let mut last = None;
-            while let Some(ev) = events.next().await {
-                last = ev.unwrap().job;
-            }
-            (id, last.expect("a watch ends with the finished job"))
-        }));
-    }
-    let mut finished = Vec::new();
-    for w in watches {
-        finished.push(tokio::time::timeout(ROUND_TIMEOUT, w).await.expect("round timed out").unwrap());
-    }
-    let elapsed = t0.elapsed();
+    let (elapsed, finished) = run_jobs(&client, NS, s.tasks, s.shards_per_job).await;
     for (id, j) in &finished {
         assert_eq!(j.status, proto::JobStatus::Succeeded as i32, "job {id}: {j:?}\n{}", c.logs());
     }
@@ -213,11 +173,6 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
