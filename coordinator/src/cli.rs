@@ -211,7 +211,9 @@ pub fn explain(e: &Error, endpoints: &[String]) -> String {
         Error::DeadlineExceeded { last, .. } if matches!(**last, Error::TlsRequired(_)) => last.to_string(),
         Error::NotFound(m) | Error::InvalidArgument(m) | Error::TlsRequired(m) => m.clone(),
         Error::Unauthenticated(m) => {
-            format!("{m}. The cluster has auth on: pass --token, --token-file or BATON_TOKEN.")
+            format!(
+                "{m}. The cluster has auth on: pass --token, --token-file or BATON_TOKEN (or a client certificate named in its [[auth.certs]], with --cert and --key)."
+            )
         }
         other => other.to_string(),
     }

@@ -45,8 +45,8 @@ pub struct DevArgs {
     /// Stop everything and exit once the demo workflow is done (for CI).
     #[arg(long)]
     pub exit_after_demo: bool,
-    /// Run the cluster with TLS: generate a CA, node and client
-    /// certificates under `<dir>/tls` and print how to use them.
+    /// Run the cluster with TLS and auth on: generate a CA, node and client
+    /// certificates and tokens under `<dir>/tls` and print how to use them.
     #[arg(long)]
     pub secure: bool,
 }
@@ -305,19 +305,49 @@ pub async fn demo_worker(
     Ok(())
 }
 
+/// The credentials of a `--secure` dev cluster: an admin token for the
+/// demo's client, a worker token for its workers, and the client
+/// certificate standing in for an admin token (`[[auth.certs]]`), so the
+/// CLI needs only the certificate.
+struct DevAuth {
+    /// The `[auth]` config every node reads.
+    config: PathBuf,
+    admin_token: String,
+    worker_token: String,
+}
+
+/// The SAN of the client certificate `write_dev_certs` makes.
+const DEV_CLIENT_CERT_NAME: &str = "baton-client";
+
+fn write_dev_auth(dir: &Path) -> anyhow::Result<DevAuth> {
+    let (admin_token, worker_token) = (crate::auth::new_token(), crate::auth::new_token());
+    let toml = format!(
+        "# Written by `baton dev --secure`: tokens are stored as their SHA-256.\n\
+         [[auth.tokens]]\nname = \"dev-admin\"\nsha256 = \"{}\"\ngrants = [\"admin:*\"]\n\n\
+         [[auth.tokens]]\nname = \"dev-worker\"\nsha256 = \"{}\"\ngrants = [\"worker:*\"]\n\n\
+         [[auth.certs]]\nname = \"dev-client-cert\"\ndns_name = \"{DEV_CLIENT_CERT_NAME}\"\ngrants = [\"admin:*\"]\n",
+        crate::auth::hash_token(&admin_token),
+        crate::auth::hash_token(&worker_token),
+    );
+    let config = dir.join("auth.toml");
+    std::fs::write(&config, toml)?;
+    crate::tls::certgen::write_private(&dir.join("admin.token"), &admin_token)?;
+    crate::tls::certgen::write_private(&dir.join("worker.token"), &worker_token)?;
+    Ok(DevAuth { config, admin_token, worker_token })
+}
+
 /// How to point the CLI and the SDK at a `--secure` dev cluster.
-fn print_tls_usage(c: &crate::tls::certgen::DevCerts, endpoints: &[String]) {
+fn print_secure_usage(c: &crate::tls::certgen::DevCerts, endpoints: &[String]) {
     let (ca, cert, key) = (c.ca.display(), c.client_cert.display(), c.client_key.display());
-    println!(
-        "tls: the cluster serves TLS on every port; certificates are in {}",
-        c.ca.parent().map_or_else(String::new, |p| p.display().to_string())
-    );
+    let dir = c.ca.parent().map_or_else(String::new, |p| p.display().to_string());
+    println!("secure: TLS on every port and [auth] on; certificates and tokens are in {dir}");
     println!("  CLI: export BATON_CA={ca} BATON_CERT={cert} BATON_KEY={key}");
-    println!("       (or --ca {ca} --cert {cert} --key {key}); endpoints are https://{}", endpoints[0]);
+    println!("       (the client certificate is an admin credential; endpoints are https://{})", endpoints[0]);
+    println!("       or with a token instead of the certificate: --ca {ca} --token-file {dir}/admin.token");
     println!(
-        "  SDK: ClientConfig {{ tls: Some(TlsOptions::from_files(Some(\"{ca}\"), Some(\"{cert}\"), Some(\"{key}\"))?), .. }}"
+        "  SDK: ClientConfig {{ tls: Some(TlsOptions::from_files(Some(\"{ca}\"), None, None)?), token: Some(<{dir}/admin.token>), .. }}"
     );
-    println!("       (Worker::builder().tls(...) for a worker)");
+    println!("       workers: Worker::builder().tls(...).token(<{dir}/worker.token>)");
 }
 
 struct Nodes {
@@ -378,6 +408,7 @@ pub async fn run(a: DevArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&a.dir)?;
     let exe = std::env::current_exe()?;
     let certs = if a.secure { Some(crate::tls::certgen::write_dev_certs(&a.dir.join("tls"), a.nodes)?) } else { None };
+    let auth = if a.secure { Some(write_dev_auth(&a.dir.join("tls"))?) } else { None };
     let mut nodes = Nodes { children: Vec::new() };
     for i in 1..=a.nodes {
         let log = std::fs::File::create(a.dir.join(format!("node{i}.log")))?;
@@ -385,8 +416,12 @@ pub async fn run(a: DevArgs) -> anyhow::Result<()> {
         if let Some(c) = &certs {
             let (cert, key) = &c.nodes[i as usize - 1];
             cmd.arg("serve").arg("--tls-ca").arg(&c.ca).arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
+            cmd.args(["--tls-client-auth", "optional"]);
         } else {
             cmd.arg("serve");
+        }
+        if let Some(auth) = &auth {
+            cmd.arg("--config").arg(&auth.config);
         }
         let child = cmd
             .args(["--node-id", &i.to_string()])
@@ -413,6 +448,7 @@ pub async fn run(a: DevArgs) -> anyhow::Result<()> {
     let mut cfg = ClientConfig::new(endpoints.clone());
     cfg.deadline = Duration::from_secs(30);
     cfg.tls = tls.clone();
+    cfg.token = auth.as_ref().map(|a| a.admin_token.clone());
     let client = Client::new(cfg)?;
     let started = Instant::now();
     let leader = loop {
@@ -442,6 +478,9 @@ pub async fn run(a: DevArgs) -> anyhow::Result<()> {
         if let Some(t) = &tls {
             builder = builder.tls(t.clone());
         }
+        if let Some(auth) = &auth {
+            builder = builder.token(auth.worker_token.clone());
+        }
         let worker = builder
             .endpoints(endpoints.clone())
             .name(format!("dev-worker-{w}"))
@@ -456,7 +495,7 @@ pub async fn run(a: DevArgs) -> anyhow::Result<()> {
     }
     println!("{} demo workers started", a.workers);
     if let Some(c) = &certs {
-        print_tls_usage(c, &endpoints);
+        print_secure_usage(c, &endpoints);
     }
 
     let corpus = demo_corpus(&a)?;

@@ -130,6 +130,30 @@ fn baton_dev_runs_the_demo_and_exits_cleanly() {
     assert!(stdout.contains("this equals the reference computed here"), "{stdout}");
 }
 
+/// `baton dev --secure`: TLS on every port and `[auth]` on, the demo's
+/// workers and client with their tokens; the config holds hashes only.
+#[test]
+fn baton_dev_secure_runs_the_demo_with_tls_and_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = 40_000 + (std::process::id() % 150) as u16 * 100;
+    let out = Command::new(BIN)
+        .current_dir(dir.path())
+        .args(["dev", "--secure", "--exit-after-demo", "--port-base", &base.to_string(), "--shards", "6"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "baton dev --secure failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("secure: TLS on every port and [auth] on"), "{stdout}");
+    assert!(stdout.contains("this equals the reference computed here"), "{stdout}");
+    let tls = dir.path().join(".baton-dev/tls");
+    let config = std::fs::read_to_string(tls.join("auth.toml")).unwrap();
+    for token in ["admin.token", "worker.token"] {
+        let t = std::fs::read_to_string(tls.join(token)).unwrap();
+        assert!(!t.is_empty() && !config.contains(&t), "{token} is in the config in clear");
+        assert!(config.contains(&baton_coordinator::auth::hash_token(&t)), "{token}'s hash is not in the config");
+    }
+}
+
 /// A `baton demo-worker` process, killed on drop.
 struct DemoWorker(std::process::Child);
 
