@@ -27,6 +27,16 @@ use crate::tls::TlsState;
 use crate::tls::accept::{incoming, require_tls};
 use tonic::service::InterceptorLayer;
 
+/// Largest header block an API call may send (64 KiB). hyper's default
+/// (16 KiB) equals the longest credential the auth layer reads
+/// (`auth::MAX_CREDENTIAL_BYTES`), so a long credential was refused by
+/// HTTP/2 with a bare status 431, which clients see as UNKNOWN, before the
+/// auth layer could say what is wrong. With room above it, a too-long
+/// credential gets UNAUTHENTICATED naming the bound; only a header block
+/// past this limit is still refused by HTTP/2.
+pub const MAX_REQUEST_HEADER_BYTES: u32 = 64 * 1024;
+const _: () = assert!(MAX_REQUEST_HEADER_BYTES as usize > 2 * crate::auth::MAX_CREDENTIAL_BYTES);
+
 /// How long a graceful shutdown waits for in-flight calls and for leaving.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -151,6 +161,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         .map_err(|e| NodeError::Serve { what: "reflection", reason: e.to_string() })?;
     let max = cfg.limits.max_request_bytes;
     let api_srv = tonic::transport::Server::builder()
+        .http2_max_header_list_size(MAX_REQUEST_HEADER_BYTES)
         // The first layer added is the outermost: a plaintext caller on a
         // TLS port hears that first, whatever its credential.
         .layer(InterceptorLayer::new(require_tls(tls.is_some())))
