@@ -68,26 +68,18 @@ fn chunk_bytes(lines: u32) -> (usize, usize) {
 }
 
 fn start_workers(c: &Cluster, s: Setup, lines: u32) -> (watch::Sender<bool>, Vec<JoinHandle<WorkerStats>>) {
-    let (stop, rx) = watch::channel(false);
-    let mut runs = Vec::new();
-    for i in 0..s.workers {
-        let w = Worker::builder()
-            .endpoints(c.endpoints())
-            .name(format!("bench-{i}"))
-            .capacity(s.capacity)
-            .handler(move |ctx| handle(ctx, lines))
-            .build()
-            .unwrap();
-        let mut rx = rx.clone();
-        runs.push(tokio::spawn(async move {
-            w.run(async move {
-                let _ = rx.wait_for(|s| *s).await;
-            })
-            .await
-            .unwrap()
-        }));
-    }
-    (stop, runs)
+    let workers = (0..s.workers)
+        .map(|i| {
+            Worker::builder()
+                .endpoints(c.endpoints())
+                .name(format!("bench-{i}"))
+                .capacity(s.capacity)
+                .handler(move |ctx| handle(ctx, lines))
+                .build()
+                .unwrap()
+        })
+        .collect();
+    spawn_workers(workers)
 }
 
 struct Round {

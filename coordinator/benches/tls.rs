@@ -104,24 +104,16 @@ fn start_workers(
     s: Setup,
     tls: Option<TlsOptions>,
 ) -> (watch::Sender<bool>, Vec<JoinHandle<WorkerStats>>) {
-    let (stop, rx) = watch::channel(false);
-    let mut runs = Vec::new();
-    for i in 0..s.workers {
-        let mut b = Worker::builder().endpoints(bare_endpoints(c)).name(format!("bench-{i}")).capacity(s.capacity);
-        if let Some(t) = &tls {
-            b = b.tls(t.clone());
-        }
-        let w = b.handler(handle).build().unwrap();
-        let mut rx = rx.clone();
-        runs.push(tokio::spawn(async move {
-            w.run(async move {
-                let _ = rx.wait_for(|s| *s).await;
-            })
-            .await
-            .unwrap()
-        }));
-    }
-    (stop, runs)
+    let workers = (0..s.workers)
+        .map(|i| {
+            let mut b = Worker::builder().endpoints(bare_endpoints(c)).name(format!("bench-{i}")).capacity(s.capacity);
+            if let Some(t) = &tls {
+                b = b.tls(t.clone());
+            }
+            b.handler(handle).build().unwrap()
+        })
+        .collect();
+    spawn_workers(workers)
 }
 
 struct Round {

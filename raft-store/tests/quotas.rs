@@ -84,6 +84,23 @@ impl Rig {
     }
 }
 
+/// A workflow of one single-shard job step.
+fn one_step_workflow(ns: &str, idempotency_key: Option<&str>) -> WorkflowSpec {
+    WorkflowSpec {
+        namespace: ns.into(),
+        name: "wf".into(),
+        labels: BTreeMap::new(),
+        idempotency_key: idempotency_key.map(Into::into),
+        steps: vec![StepSpec {
+            name: "s".into(),
+            depends_on: vec![],
+            trigger: TriggerRule::AllSucceeded,
+            kind: StepKind::Job { job: JobSpec::with_shards("", 1), reduce: None, choice: false, dynamic: false },
+        }],
+        result_step: None,
+    }
+}
+
 #[test]
 fn the_same_key_in_two_namespaces_makes_two_jobs() {
     let mut r = rig();
@@ -101,20 +118,8 @@ fn the_same_key_in_two_namespaces_makes_two_jobs() {
         e => panic!("{e}"),
     }
     // Workflow keys are scoped the same way.
-    let wf = |ns: &str| WorkflowSpec {
-        namespace: ns.into(),
-        name: "wf".into(),
-        labels: BTreeMap::new(),
-        idempotency_key: Some("nightly".into()),
-        steps: vec![StepSpec {
-            name: "s".into(),
-            depends_on: vec![],
-            trigger: TriggerRule::AllSucceeded,
-            kind: StepKind::Job { job: JobSpec::with_shards("", 1), reduce: None, choice: false, dynamic: false },
-        }],
-        result_step: None,
-    };
-    let submit_wf = |r: &mut Rig, ns: &str| match r.ok(Command::SubmitWorkflow(wf(ns))) {
+    let submit_wf = |r: &mut Rig, ns: &str| match r.ok(Command::SubmitWorkflow(one_step_workflow(ns, Some("nightly"))))
+    {
         Outcome::WorkflowSubmitted { workflow, duplicate, .. } => (workflow, duplicate),
         o => panic!("{o:?}"),
     };
@@ -143,19 +148,7 @@ fn a_submit_over_the_live_task_quota_is_refused_and_changes_nothing() {
     assert_eq!(r.submit(keyed("ns", "k")), (first, true));
     // Other namespaces have their own usage; a workflow counts its shards too.
     r.submit(job("other", 50, 1));
-    let e = r.err(Command::SubmitWorkflow(WorkflowSpec {
-        namespace: "ns".into(),
-        name: "wf".into(),
-        labels: BTreeMap::new(),
-        idempotency_key: None,
-        steps: vec![StepSpec {
-            name: "s".into(),
-            depends_on: vec![],
-            trigger: TriggerRule::AllSucceeded,
-            kind: StepKind::Job { job: JobSpec::with_shards("", 1), reduce: None, choice: false, dynamic: false },
-        }],
-        result_step: None,
-    }));
+    let e = r.err(Command::SubmitWorkflow(one_step_workflow("ns", None)));
     assert!(matches!(e, CommandError::QuotaExceeded { .. }), "{e}");
     // Once a task finishes, there is room again.
     let g = r.grant(TaskKey::new(first, 0));

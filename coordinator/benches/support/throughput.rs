@@ -1,18 +1,39 @@
 //! What the throughput benches (`logs.rs`, `tls.rs`) share: settings from
-//! the environment, the wait for workers, one round of jobs run to the end,
+//! the environment, running workers and waiting for them, one round of jobs run to the end,
 //! and the median of rounds.
 
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use baton_client::{Client, proto};
+use baton_client::{Client, Worker, WorkerStats, proto};
 use futures::StreamExt;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 /// Longest wait for one round before the run fails.
 pub const ROUND_TIMEOUT: Duration = Duration::from_secs(900);
 
 pub fn env_or<T: FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Run the `workers` until the returned sender says stop; each returns its stats.
+pub fn spawn_workers(workers: Vec<Worker>) -> (watch::Sender<bool>, Vec<JoinHandle<WorkerStats>>) {
+    let (stop, rx) = watch::channel(false);
+    let runs = workers
+        .into_iter()
+        .map(|w| {
+            let mut rx = rx.clone();
+            tokio::spawn(async move {
+                w.run(async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await
+                .unwrap()
+            })
+        })
+        .collect();
+    (stop, runs)
 }
 
 pub async fn wait_workers(client: &Client, n: usize) {
